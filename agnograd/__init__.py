@@ -1,0 +1,83 @@
+"""agnograd: reverse-mode automatic differentiation on any Array API backend.
+
+``import agnograd as ag`` is itself an Array API namespace over :class:`Tensor`: ``ag.exp``,
+``ag.sum``, ``ag.matmul``, ``ag.linalg.inv``, the dtypes and constants. Every op runs on the
+backend that holds its inputs (NumPy, CuPy, array_api_strict, PyTorch, ...) and records what
+its VJP rule needs; ``loss.backward()`` then walks the graph once, in reverse, computing
+
+    dL/dx_i = Σ_{j ∈ children(i)} (∂x_j/∂x_i)ᵀ dL/dx_j
+
+for every node exactly once.
+"""
+
+from __future__ import annotations
+
+import math as _math
+import sys as _sys
+
+from . import _engine
+from ._backend import (
+    Backend,
+    BackendError,
+    available_backends,
+    default_backend,
+    get_backend,
+    get_default_backend,
+    set_default_backend,
+)
+from ._dtypes import (
+    DType,
+    bool,
+    complex64,
+    complex128,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    uint8,
+    uint16,
+    uint32,
+    uint64,
+)
+from ._engine import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from ._ops import MODULES as _MODULES
+from ._ops.creation import *  # noqa: F403 - each op module lists its ops in __all__
+from ._ops.data_types import *  # noqa: F403
+from ._ops.elementwise import *  # noqa: F403
+from ._ops.indexing import *  # noqa: F403
+from ._ops.linalg import matmul, matrix_transpose  # noqa: F401
+from ._ops.linalg import *  # noqa: F403
+from ._ops.manipulation import *  # noqa: F403
+from ._ops.searching import *  # noqa: F403
+from ._ops.set_functions import *  # noqa: F403
+from ._ops.sorting import *  # noqa: F403
+from ._ops.statistics import *  # noqa: F403
+from ._ops.utility import *  # noqa: F403
+from ._tensor import Tensor, as_tensor, tensor
+from . import linalg  # noqa: E402 - the extension namespace, after the ops it re-exports
+
+__version__ = "0.1.0"
+__array_api_version__ = "2024.12"
+
+e = _math.e
+pi = _math.pi
+inf = _math.inf
+nan = _math.nan
+newaxis = None
+
+__all__ = sorted(
+    {name for m in _MODULES for name in m.__all__}
+    | {
+        "Backend", "BackendError", "DType", "Tensor", "as_tensor", "available_backends",
+        "default_backend", "enable_grad", "get_backend", "get_default_backend",
+        "is_grad_enabled", "linalg", "no_grad", "set_default_backend", "set_grad_enabled",
+        "tensor", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+        "uint64", "float32", "float64", "complex64", "complex128", "e", "pi", "inf", "nan",
+        "newaxis",
+    }
+)
+
+# Rules run on Tensors with this namespace when backward records itself (create_graph=True).
+_engine.install(Tensor, _sys.modules[__name__])

@@ -1,0 +1,468 @@
+"""The reverse-mode engine: graph nodes, gradient mode, and the one backward walk.
+
+For every node x_i of the graph, backward computes
+
+    dL/dx_i = sum over children j of x_i of (dx_j/dx_i)^T dL/dx_j
+
+exactly once, visiting nodes in reverse topological order (Kahn's algorithm on the number of
+children still to report, so there is no recursion and a 100,000-op chain is linear). The
+transposed Jacobians are never formed: each op's VJP rule maps the cotangent ``g = dL/dx_j``
+straight to its input's contribution.
+
+VJP rules are written against an Array API namespace ``xp``. A plain backward runs them on raw
+backend arrays with the backend's namespace; ``create_graph=True`` runs the *same* rules on
+Tensors with the agnograd namespace, so the backward pass is itself recorded and can be
+differentiated again.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._backend import Backend
+    from ._tensor import Tensor
+
+__all__ = ["Node", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# ---------------------------------------------------------------------------------------------
+# Gradient mode (per thread)
+
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    """Whether ops called in this thread now record a graph."""
+    return _mode.enabled
+
+
+class _GradModeContext:
+    """Context manager and decorator that sets the gradient mode of the current thread."""
+
+    __slots__ = ("_enabled", "_previous")
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._previous: list[bool] = []
+
+    def __enter__(self) -> None:
+        self._previous.append(_mode.enabled)
+        _mode.enabled = self._enabled
+
+    def __exit__(self, *exc: object) -> None:
+        _mode.enabled = self._previous.pop()
+
+    def __call__(self, fn: F) -> F:
+        enabled = self._enabled
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _GradModeContext(enabled):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+def no_grad() -> _GradModeContext:
+    """Ops inside do not record a graph (``with ag.no_grad():`` or ``@ag.no_grad()``)."""
+    return _GradModeContext(False)
+
+
+def enable_grad() -> _GradModeContext:
+    """Ops inside record a graph, even within :func:`no_grad`."""
+    return _GradModeContext(True)
+
+
+def set_grad_enabled(mode: bool) -> _GradModeContext:
+    """Set the mode for the current thread now; as a context manager, restore it on exit."""
+    ctx = _GradModeContext(bool(mode))
+    ctx._previous.append(_mode.enabled)
+    _mode.enabled = bool(mode)
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# Nodes
+
+# Markers an op passes in ``saved`` to mean "this op's k-th output".
+class _Out:
+    __slots__ = ("k",)
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+
+OUT = _Out(0)
+
+
+def out(k: int) -> _Out:
+    return OUT if k == 0 else _Out(k)
+
+
+_FREED = ("<freed>",)
+
+
+class Node:
+    """One differentiable op application in the graph.
+
+    Holds only what backward needs: one VJP rule per input, an edge per input to the node (or
+    leaf Tensor) that produced it (``None`` when that input needs no gradient), and the raw
+    arrays the rules read (freed after use unless the graph is retained), plus static
+    ``params`` (axes, shapes) that stay. A rule is called ``rule(xp, g, *saved, *params)``.
+    ``src`` says where each saved array came from (input index ``i >= 0``,
+    output ``-1-k``, or ``None`` for a constant) so ``create_graph`` can re-attach it to the graph.
+    Outputs are never referenced by their node (no cycles): a saved output is its raw array.
+    """
+
+    __slots__ = ("name", "backend", "vjps", "edges", "saved", "src", "params", "meta", "outs",
+                 "__weakref__")
+
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        vjps: tuple[Callable[..., Any] | None, ...],
+        edges: tuple[Any, ...],
+        saved: tuple[Any, ...],
+        src: tuple[int | None, ...] | None,
+        params: tuple[Any, ...],
+        meta: tuple[Any, ...] | None,
+        outs: tuple[tuple[tuple[int, ...], Any], ...] | None,
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.vjps = vjps
+        self.edges = edges
+        self.saved = saved
+        self.src = src
+        self.params = params  # static arguments of the rules (axes, shapes): never freed
+        self.meta = meta  # per input (shape, raw dtype) when the gradient may need reducing/casting
+        self.outs = outs  # per output (shape, raw dtype) for multi-output nodes, else None
+
+    def __repr__(self) -> str:
+        return f"<{self.name} node>"
+
+
+def record(
+    name: str,
+    out_data: Any,
+    backend: Backend,
+    inputs: tuple[Any, ...],
+    vjps: tuple[Callable[..., Any] | None, ...],
+    saved: tuple[Any, ...] = (),
+    meta: tuple[Any, ...] | None = None,
+    params: tuple[Any, ...] = (),
+) -> Tensor:
+    """Wrap ``out_data`` in a Tensor and, if any input requires grad, attach a :class:`Node`.
+
+    ``inputs`` are the op's operands (Tensors or constants), ``vjps[i]`` the rule
+    ``(xp, g, *saved, *params) -> input i's cotangent`` (``None`` for a non-differentiable
+    operand). ``saved`` items are input Tensors, :data:`OUT`, or raw constants (arrays, scalars);
+    ``params`` are static values (shapes, axes) that are never freed. ``meta[i]``, when given, is
+    input i's ``(shape, raw dtype)``: the engine sums a broadcast cotangent back to that shape
+    and casts it to that dtype.
+    """
+    return _record(name, (out_data,), backend, inputs, vjps, saved, meta, params, single=True)
+
+
+def record_multi(
+    name: str,
+    out_datas: tuple[Any, ...],
+    backend: Backend,
+    inputs: tuple[Any, ...],
+    vjps: tuple[Callable[..., Any] | None, ...],
+    saved: tuple[Any, ...] = (),
+    params: tuple[Any, ...] = (),
+) -> tuple[Tensor, ...]:
+    """Like :func:`record` for ops with several outputs; rules receive a tuple of cotangents
+    (zeros for outputs that got none)."""
+    return _record(name, out_datas, backend, inputs, vjps, saved, None, params, single=False)
+
+
+def _record(name, out_datas, backend, inputs, vjps, saved, meta, params, single):  # type: ignore[no-untyped-def]
+    wrap = _tensor_cls._wrap
+    edges = []
+    any_edge = False
+    if _mode.enabled:
+        for t, rule in zip(inputs, vjps):
+            if rule is not None and type(t) is _tensor_cls and t._requires_grad:
+                node = t._node
+                edges.append((node, t._index) if node is not None else (t, 0))
+                any_edge = True
+            else:
+                edges.append(None)
+    if not any_edge:
+        if single:
+            return wrap(out_datas[0], backend)
+        return tuple(wrap(d, backend) for d in out_datas)
+    raw = []
+    src: list[int | None] | None = None
+    for s in saved:
+        if type(s) is _tensor_cls:
+            i = _index_of(inputs, s)
+            raw.append(s.data)
+            src = src if src is not None else [None] * len(saved)
+            src[len(raw) - 1] = i
+        elif type(s) is _Out:
+            raw.append(out_datas[s.k])
+            src = src if src is not None else [None] * len(saved)
+            src[len(raw) - 1] = -1 - s.k
+        else:
+            raw.append(s)
+    outs = None if single else tuple((d.shape, d.dtype) for d in out_datas)
+    node = Node(name, backend, tuple(vjps), tuple(edges), tuple(raw),
+                None if src is None else tuple(src), params, meta, outs)
+    if single:
+        return wrap(out_datas[0], backend, node, 0)
+    return tuple(wrap(d, backend, node, k) for k, d in enumerate(out_datas))
+
+
+def _index_of(inputs: tuple[Any, ...], t: Any) -> int:
+    for i, x in enumerate(inputs):
+        if x is t:
+            return i
+    raise ValueError("a saved Tensor must be one of the op's inputs")  # pragma: no cover
+
+
+# Set by agnograd/__init__ once the ops are installed: Tensor (for type checks) and the agnograd
+# namespace (for running rules on Tensors under create_graph). This breaks the import cycle
+# engine <- tensor <- ops deliberately, in one place.
+_tensor_cls: Any = None
+_namespace: Any = None
+
+
+def install(tensor_cls: type, namespace: Any) -> None:
+    global _tensor_cls, _namespace
+    _tensor_cls = tensor_cls
+    _namespace = namespace
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+
+
+def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
+    """Sum ``g`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
+    )
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    if lead or g.shape != shape:
+        g = xp.reshape(g, shape)
+    return g
+
+
+def backward(
+    roots: list[Tensor],
+    root_grads: list[Any],
+    retain_graph: bool,
+    create_graph: bool,
+    targets: list[Tensor] | None = None,
+) -> list[Any] | None:
+    """Backpropagate ``root_grads`` from ``roots``.
+
+    Without ``targets`` the leaves' ``.grad`` accumulate the result (``Tensor.backward``). With
+    ``targets`` nothing is accumulated: the gradient reaching each target (leaf or intermediate)
+    is returned, ``None`` where none reaches it (``ag.func.grad`` / ``vjp``).
+    """
+    T = _tensor_cls
+    ns = _namespace
+    # Gradients flow into (node, output index) slots, or into leaf Tensors.
+    pending: dict[Node, list[Any]] = {}
+    leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, grad]
+    wanted_nodes: dict[tuple[Node, int], int] | None = None
+    wanted_leaves: dict[int, int] | None = None
+    results: list[Any] | None = None
+    if targets is not None:
+        results = [None] * len(targets)
+        wanted_nodes, wanted_leaves = {}, {}
+        for k, t in enumerate(targets):
+            if t._node is not None:
+                wanted_nodes[(t._node, t._index)] = k
+            else:
+                wanted_leaves[id(t)] = k
+
+    def send(edge: tuple[Any, int], g: Any) -> None:
+        target, idx = edge
+        if type(target) is Node:
+            slots = pending.get(target)
+            if slots is None:
+                n_out = 1 if target.outs is None else len(target.outs)
+                slots = pending[target] = [None] * n_out
+            prev = slots[idx]
+            slots[idx] = g if prev is None else prev + g
+        else:
+            entry = leaf_grads.get(id(target))
+            if entry is None:
+                leaf_grads[id(target)] = [target, g]
+            else:
+                entry[1] = entry[1] + g
+
+    # 1. Count, for each node, how many of its children's edges will report to it.
+    root_nodes = []
+    for r, g in zip(roots, root_grads):
+        if r._node is None:
+            send((r, 0), g)
+        else:
+            root_nodes.append(r._node)
+            send((r._node, r._index), g)
+    deps: dict[Node, int] = {}
+    stack = list(dict.fromkeys(root_nodes))
+    seen = set(stack)
+    while stack:
+        n = stack.pop()
+        for e in n.edges:
+            if e is not None and type(e[0]) is Node:
+                child = e[0]
+                deps[child] = deps.get(child, 0) + 1
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+
+    # 2. Walk: a node runs once every child has sent its contribution (Kahn's algorithm).
+    ready = [n for n in dict.fromkeys(root_nodes) if deps.get(n, 0) == 0]
+    while ready:
+        node = ready.pop()
+        slots = pending.pop(node, None)
+        if slots is None:  # every child sent a zero (None): nothing flows on from here
+            _release(node, ready, deps)
+            continue
+        if wanted_nodes:
+            for k, g in enumerate(slots):
+                w = wanted_nodes.get((node, k))
+                if w is not None and g is not None:
+                    results[w] = g if create_graph else T._wrap(g, node.backend)  # type: ignore[index]
+        saved = node.saved
+        if saved is _FREED:
+            raise RuntimeError(
+                f"backward through the '{node.name}' op a second time: its saved arrays were freed "
+                "by the first backward. Pass retain_graph=True to the first backward (or "
+                "create_graph=True) if you need to backpropagate through this graph again."
+            )
+        backend = node.backend
+        if create_graph:
+            xp = ns
+            saved = _reattach(node, saved)
+        else:
+            xp = backend.xp
+        g = _node_cotangent(node, slots, backend, create_graph)
+        array_type = backend.array_type
+        meta = node.meta
+        params = node.params
+        for i, edge in enumerate(node.edges):
+            if edge is None:
+                continue
+            gi = node.vjps[i](xp, g, *saved, *params)
+            if gi is not None:
+                if create_graph:
+                    if meta is not None and meta[i] is not None:
+                        shape, dt = meta[i]
+                        if gi.shape != shape:
+                            gi = _unbroadcast(xp, gi, shape)
+                        if gi.data.dtype != dt:
+                            gi = xp.astype(gi, dt)
+                else:
+                    if type(gi) is not array_type:
+                        gi = backend.fix(gi)
+                    if meta is not None and meta[i] is not None:
+                        shape, dt = meta[i]
+                        if gi.shape != shape:
+                            gi = backend.fix(_unbroadcast(xp, gi, shape))
+                        if gi.dtype != dt:
+                            gi = xp.astype(gi, dt)
+                send(edge, gi)
+            target = edge[0]
+            if type(target) is Node:
+                left = deps[target] - 1
+                deps[target] = left
+                if left == 0:
+                    ready.append(target)
+        if not retain_graph and node.saved:
+            node.saved = _FREED
+        del g, slots, saved
+
+    # 3. Deliver leaf gradients.
+    if targets is not None:
+        for key, (leaf, g) in leaf_grads.items():
+            w = wanted_leaves.get(key)  # type: ignore[union-attr]
+            if w is not None:
+                results[w] = g if create_graph else T._wrap(g, leaf._backend)  # type: ignore[index]
+        return results
+    for leaf, g in leaf_grads.values():
+        if not leaf._requires_grad:
+            continue
+        if create_graph:
+            leaf._grad = g if leaf._grad is None else leaf._grad + g
+        else:
+            if leaf._grad is None:
+                leaf._grad = T._wrap(g, leaf._backend)
+            else:
+                leaf._grad = T._wrap(leaf._backend.fix(leaf._grad.data + g), leaf._backend)
+    return None
+
+
+def _release(node: Node, ready: list[Node], deps: dict[Node, int]) -> None:
+    """A node that received no cotangent still counts as reported to each of its parents."""
+    for e in node.edges:
+        if e is not None and type(e[0]) is Node:
+            left = deps[e[0]] - 1
+            deps[e[0]] = left
+            if left == 0:
+                ready.append(e[0])
+
+
+def _node_cotangent(node: Node, slots: list[Any], backend: Backend, as_tensor: bool) -> Any:
+    """The cotangent handed to a node's rules: one array, or a tuple (zeros where none came)."""
+    if node.outs is None:
+        return slots[0]
+    gs = []
+    for g, (shape, dt) in zip(slots, node.outs):
+        if g is None:
+            z = backend.xp.zeros(shape, dtype=dt, device=_device_of_slots(slots, backend))
+            g = _tensor_cls._wrap(backend.fix(z), backend) if as_tensor else backend.fix(z)
+        gs.append(g)
+    return tuple(gs)
+
+
+def _device_of_slots(slots: list[Any], backend: Backend) -> Any:
+    for g in slots:
+        if g is not None:
+            return backend.device_of(g.data if type(g) is _tensor_cls else g)
+    return None  # pragma: no cover - a node runs only once some cotangent reached it
+
+
+def _reattach(node: Node, saved: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Saved raw arrays as Tensors connected to the graph, so rules record a differentiable
+    backward pass (``create_graph=True``)."""
+    T = _tensor_cls
+    backend = node.backend
+    src = node.src
+    out = []
+    for k, a in enumerate(saved):
+        s = None if src is None else src[k]
+        if s is None:
+            out.append(T._wrap(a, backend) if backend.is_array(a) else a)
+        elif s >= 0:
+            edge = node.edges[s]
+            if edge is None:
+                out.append(T._wrap(a, backend))
+            elif type(edge[0]) is Node:
+                out.append(T._wrap(a, backend, edge[0], edge[1]))
+            else:
+                out.append(edge[0])  # the leaf itself
+        else:
+            out.append(T._wrap(a, backend, node, -1 - s))
+    return tuple(out)
+

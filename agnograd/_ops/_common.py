@@ -1,0 +1,143 @@
+"""What every op module shares: turning operands into Tensors of one backend, and recording.
+
+An op takes Tensors, raw arrays of the same backend, or Python scalars. It resolves the backend
+once (from its first Tensor operand), computes the forward with ``backend.xp`` on raw arrays,
+and calls :func:`record` only when some input requires grad and grad mode is on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._backend import Backend, backend_of_array, get_default_backend
+from .._dtypes import DType, from_backend_dtype, to_backend_dtype
+from .._engine import OUT, _mode, out, record, record_multi
+from .._tensor import Tensor, tensor
+
+__all__ = [
+    "OUT",
+    "Tensor",
+    "DType",
+    "out",
+    "record",
+    "record_multi",
+    "grad_on",
+    "to_tensor",
+    "binary_operands",
+    "operands",
+    "mixing_error",
+    "raw_dtype",
+    "is_float",
+    "normalize_axis",
+    "normalize_axes",
+    "wrap",
+    "from_backend_dtype",
+    "to_backend_dtype",
+    "PY_SCALARS",
+]
+
+PY_SCALARS = (bool, int, float, complex)
+wrap = Tensor._wrap
+
+
+def grad_on() -> bool:
+    """Whether ops record now (thread-local)."""
+    return _mode.enabled
+
+
+def mixing_error(op: str, a: Backend, b: Backend) -> TypeError:
+    return TypeError(
+        f"{op}: cannot mix a '{a.name}' tensor with a '{b.name}' tensor in one op; move one "
+        f"to the other's backend first, e.g. ag.to_backend(t, '{a.name}')"
+    )
+
+
+def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
+    """An operand as a Tensor on ``backend`` (if given): raw arrays are wrapped without copying;
+    Python scalars and lists become tensors of the default (or given) backend."""
+    if type(x) is Tensor:
+        if backend is not None and x._backend is not backend:
+            raise mixing_error(op, backend, x._backend)
+        return x
+    ob = backend_of_array(x)
+    if ob is not None:
+        if backend is not None and ob is not backend:
+            raise mixing_error(op, backend, ob)
+        return wrap(x, ob)
+    if isinstance(x, (list, tuple)) or isinstance(x, PY_SCALARS):
+        return tensor(x, backend=backend or get_default_backend())
+    raise TypeError(f"{op}: expected a Tensor, an array or a Python scalar, not {type(x).__name__}")
+
+
+def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any]:
+    """Backend and operands of a binary elementwise op: Tensors stay Tensors, same-backend raw
+    arrays become constant Tensors, Python scalars stay scalars (the standard's promotion)."""
+    t1 = type(x1) is Tensor
+    t2 = type(x2) is Tensor
+    if t1 and t2:
+        if x1._backend is not x2._backend:
+            raise mixing_error(op, x1._backend, x2._backend)
+        return x1._backend, x1, x2
+    if t1:
+        b = x1._backend
+        if not isinstance(x2, PY_SCALARS):
+            x2 = to_tensor(x2, op, b)
+        return b, x1, x2
+    if t2:
+        b = x2._backend
+        if not isinstance(x1, PY_SCALARS):
+            x1 = to_tensor(x1, op, b)
+        return b, x1, x2
+    if isinstance(x1, PY_SCALARS) and isinstance(x2, PY_SCALARS):
+        raise TypeError(f"{op}: at least one argument must be an array or Tensor, not two scalars")
+    if isinstance(x1, PY_SCALARS):
+        x2 = to_tensor(x2, op)
+        return x2._backend, x1, x2
+    x1 = to_tensor(x1, op)
+    if not isinstance(x2, PY_SCALARS):
+        x2 = to_tensor(x2, op, x1._backend)
+    return x1._backend, x1, x2
+
+
+def operands(xs: Any, op: str) -> tuple[Backend, list[Tensor]]:
+    """A sequence of array operands as Tensors of one backend (for concat, stack, ...)."""
+    xs = list(xs)
+    b = None
+    for x in xs:
+        if type(x) is Tensor:
+            b = x._backend
+            break
+    out_ = [to_tensor(x, op, b) for x in xs]
+    if not out_:
+        raise ValueError(f"{op}: needs at least one array")
+    b = out_[0]._backend
+    for t in out_[1:]:
+        if t._backend is not b:
+            raise mixing_error(op, b, t._backend)
+    return b, out_
+
+
+def raw_dtype(b: Backend, dtype: Any) -> Any:
+    return to_backend_dtype(b.xp, dtype)
+
+
+def is_float(raw_dt: Any) -> bool:
+    return from_backend_dtype(raw_dt).kind == "f"
+
+
+def normalize_axis(axis: int, ndim: int, op: str) -> int:
+    if not -ndim <= axis < max(ndim, 1):
+        raise IndexError(f"{op}: axis {axis} is out of bounds for a {ndim}-d array")
+    return axis % ndim if ndim else 0
+
+
+def normalize_axes(axis: int | tuple[int, ...] | None, ndim: int, op: str) -> tuple[int, ...]:
+    """Axes as a sorted tuple of non-negative ints (all axes for ``None``)."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    axes = tuple(sorted(normalize_axis(a, ndim, op) for a in axis))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return axes

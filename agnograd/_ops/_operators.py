@@ -1,0 +1,110 @@
+"""Tensor's Python operators, installed from the op functions (see ``_ops/__init__.py``).
+
+In-place operators (``x += y``) mutate ``x.data`` when no graph is being recorded for them, as
+the Array API's in-place operators do. When one is (grad mode on and an operand requires grad),
+the result is computed out of place and ``x`` is rebound to it, so arrays saved by earlier ops
+are never overwritten; a leaf that requires grad cannot be modified in place outside
+``no_grad()``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from . import elementwise as ew
+from . import indexing, linalg, manipulation, statistics
+from ._common import PY_SCALARS, Tensor, grad_on, to_tensor
+
+
+def _reflect(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def reflected(self: Any, other: Any) -> Any:
+        return fn(other, self)
+
+    return reflected
+
+
+def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], name: str
+             ) -> Callable[[Tensor, Any], Tensor]:
+    def method(self: Tensor, other: Any) -> Tensor:
+        other_grad = type(other) is Tensor and other._requires_grad
+        if grad_on() and (self._requires_grad or other_grad):
+            if self._node is None and self._requires_grad:
+                raise RuntimeError(
+                    f"in-place {name} on a leaf tensor that requires grad (shape {self.shape}) "
+                    "would lose its gradient history; do it inside `with ag.no_grad():` (e.g. a "
+                    "parameter update) or use the out-of-place form x = x " + _SYMBOL[name] + " y"
+                )
+            res = fn(self, other)
+            if res.shape != self.shape or res.data.dtype != self.data.dtype:
+                raise ValueError(
+                    f"in-place {name}: the result has shape {res.shape} and dtype "
+                    f"{res.dtype.name}, but the tensor has shape {self.shape} and dtype "
+                    f"{self.dtype.name}; in-place ops cannot change either"
+                )
+            self.data, self._node, self._index = res.data, res._node, res._index
+            self._requires_grad = res._requires_grad
+            return self
+        if type(other) is Tensor:
+            if other._backend is not self._backend:
+                from ._common import mixing_error
+
+                raise mixing_error(name, self._backend, other._backend)
+            o = other.data
+        elif isinstance(other, PY_SCALARS):
+            o = other
+        else:
+            o = to_tensor(other, name, self._backend).data
+        self.data = raw(self.data, o)
+        return self
+
+    method.__name__ = f"__i{name}__"
+    return method
+
+
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%",
+           "pow": "**", "matmul": "@", "and": "&", "or": "|", "xor": "^", "lshift": "<<",
+           "rshift": ">>"}
+
+
+def install_operators() -> None:
+    T = Tensor
+    binary = {
+        "add": (ew.add, operator.iadd),  # type: ignore[attr-defined]
+        "sub": (ew.subtract, operator.isub),  # type: ignore[attr-defined]
+        "mul": (ew.multiply, operator.imul),  # type: ignore[attr-defined]
+        "truediv": (ew.divide, operator.itruediv),  # type: ignore[attr-defined]
+        "floordiv": (ew.floor_divide, operator.ifloordiv),  # type: ignore[attr-defined]
+        "mod": (ew.remainder, operator.imod),  # type: ignore[attr-defined]
+        "pow": (ew.pow, operator.ipow),  # type: ignore[attr-defined]
+        "matmul": (linalg.matmul, operator.imatmul),
+        "and": (ew.bitwise_and, operator.iand),  # type: ignore[attr-defined]
+        "or": (ew.bitwise_or, operator.ior),  # type: ignore[attr-defined]
+        "xor": (ew.bitwise_xor, operator.ixor),  # type: ignore[attr-defined]
+        "lshift": (ew.bitwise_left_shift, operator.ilshift),  # type: ignore[attr-defined]
+        "rshift": (ew.bitwise_right_shift, operator.irshift),  # type: ignore[attr-defined]
+    }
+    for name, (fn, raw) in binary.items():
+        setattr(T, f"__{name}__", fn)
+        setattr(T, f"__r{name}__", _reflect(fn))
+        setattr(T, f"__i{name}__", _inplace(fn, raw, name))
+    for name, fn in {
+        "eq": ew.equal, "ne": ew.not_equal, "lt": ew.less,  # type: ignore[attr-defined]
+        "le": ew.less_equal, "gt": ew.greater, "ge": ew.greater_equal,  # type: ignore[attr-defined]
+    }.items():
+        setattr(T, f"__{name}__", fn)
+    T.__neg__ = ew.negative  # type: ignore[attr-defined]
+    T.__pos__ = ew.positive  # type: ignore[attr-defined]
+    T.__abs__ = ew.abs  # type: ignore[attr-defined]
+    T.__invert__ = ew.bitwise_invert  # type: ignore[attr-defined]
+    T.__getitem__ = indexing.getitem
+    T.__setitem__ = indexing.setitem
+    T.T = property(manipulation.transpose_2d)
+    T.mT = property(linalg.matrix_transpose)
+    T.to_device = manipulation.to_device
+    # Conveniences NumPy and PyTorch users reach for (not part of the standard's array object).
+    for name in ("sum", "mean", "prod", "max", "min", "var", "std"):
+        setattr(T, name, getattr(statistics, name))
+    T.reshape = lambda self, *shape: manipulation.reshape(  # type: ignore[attr-defined]
+        self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)

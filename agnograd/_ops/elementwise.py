@@ -1,0 +1,303 @@
+"""Elementwise functions of the Array API standard, each with its VJP rule beside it.
+
+Rules read ``(xp, g, *saved) -> cotangent of one input``, with ``g = dL/d(output)``; ``x``/``y``
+name the saved inputs and ``out`` the saved output. The engine reduces broadcast cotangents back
+to each input's shape and casts them to its dtype, so rules are written for equal shapes.
+
+Subgradients at kinks (documented in docs/math.md): ``abs``/``sign`` at 0 -> 0; ``maximum`` and
+``minimum`` at ties split the gradient equally; ``clip`` passes the gradient to ``x`` on the
+closed interval; ``floor``/``ceil``/``round``/``trunc``/``sign`` have zero gradient.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from ._common import (
+    OUT,
+    PY_SCALARS,
+    Tensor,
+    binary_operands,
+    grad_on,
+    record,
+    to_tensor,
+    wrap,
+)
+
+__all__: list[str] = []
+
+Rule = Callable[..., Any]
+
+
+def _install(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn.__name__ = fn.__qualname__ = name
+    fn.__module__ = "agnograd"
+    globals()[name] = fn
+    __all__.append(name)
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Unary functions: (name, what the rule saves, rule, the math in one line)
+
+def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> None:
+    if rule is None:  # non-differentiable: never records
+        def op(x: Any) -> Tensor:
+            x = to_tensor(x, name)
+            b = x._backend
+            return wrap(getattr(b.xp, name)(x.data), b)
+    else:
+        rules = (rule,)
+        saves_out = save == "out"
+        saves_x = save == "x"
+
+        def op(x: Any) -> Tensor:
+            if type(x) is not Tensor:
+                x = to_tensor(x, name)
+            b = x._backend
+            y = getattr(b.xp, name)(x.data)
+            if x._requires_grad and grad_on():
+                saved = (OUT,) if saves_out else (x,) if saves_x else ()
+                return record(name, y, b, (x,), rules, saved)
+            return wrap(y, b)
+
+    op.__doc__ = (
+        f"Elementwise ``{name}`` of the Array API standard; same shape, the standard's dtypes.\n\n"
+        + (f"VJP: ``{math_}``." if rule is not None else "Not differentiable: the result never "
+           "requires grad.")
+    )
+    _install(name, op)
+
+
+def _zeros(xp: Any, g: Any, *_: Any) -> Any:
+    return xp.zeros_like(g)
+
+
+_LN2 = math.log(2.0)
+_LN10 = math.log(10.0)
+
+_unary("abs", "x", lambda xp, g, x: g * xp.sign(x), "x̄ = ḡ·sign(x)  (0 at x = 0)")
+_unary("acos", "x", lambda xp, g, x: -g / xp.sqrt(1 - x * x), "x̄ = -ḡ/√(1-x²)")
+_unary("acosh", "x", lambda xp, g, x: g / xp.sqrt(x * x - 1), "x̄ = ḡ/√(x²-1)")
+_unary("asin", "x", lambda xp, g, x: g / xp.sqrt(1 - x * x), "x̄ = ḡ/√(1-x²)")
+_unary("asinh", "x", lambda xp, g, x: g / xp.sqrt(x * x + 1), "x̄ = ḡ/√(x²+1)")
+_unary("atan", "x", lambda xp, g, x: g / (1 + x * x), "x̄ = ḡ/(1+x²)")
+_unary("atanh", "x", lambda xp, g, x: g / (1 - x * x), "x̄ = ḡ/(1-x²)")
+_unary("cos", "x", lambda xp, g, x: -g * xp.sin(x), "x̄ = -ḡ·sin(x)")
+_unary("cosh", "x", lambda xp, g, x: g * xp.sinh(x), "x̄ = ḡ·sinh(x)")
+_unary("exp", "out", lambda xp, g, y: g * y, "x̄ = ḡ·exp(x)  (the saved output)")
+_unary("expm1", "out", lambda xp, g, y: g * (y + 1), "x̄ = ḡ·(expm1(x)+1)")
+_unary("log", "x", lambda xp, g, x: g / x, "x̄ = ḡ/x")
+_unary("log1p", "x", lambda xp, g, x: g / (x + 1), "x̄ = ḡ/(1+x)")
+_unary("log2", "x", lambda xp, g, x: g / (x * _LN2), "x̄ = ḡ/(x·ln 2)")
+_unary("log10", "x", lambda xp, g, x: g / (x * _LN10), "x̄ = ḡ/(x·ln 10)")
+_unary("negative", None, lambda xp, g: -g, "x̄ = -ḡ")
+_unary("positive", None, lambda xp, g: g, "x̄ = ḡ")
+_unary("reciprocal", "out", lambda xp, g, y: -g * y * y, "x̄ = -ḡ/x²")
+_unary("sin", "x", lambda xp, g, x: g * xp.cos(x), "x̄ = ḡ·cos(x)")
+_unary("sinh", "x", lambda xp, g, x: g * xp.cosh(x), "x̄ = ḡ·cosh(x)")
+_unary("sqrt", "out", lambda xp, g, y: g / (2 * y), "x̄ = ḡ/(2√x)")
+_unary("square", "x", lambda xp, g, x: g * (2 * x), "x̄ = 2x·ḡ")
+_unary("tan", "out", lambda xp, g, y: g * (1 + y * y), "x̄ = ḡ·(1+tan²x)")
+_unary("tanh", "out", lambda xp, g, y: g * (1 - y * y), "x̄ = ḡ·(1-tanh²x)")
+_unary("ceil", None, _zeros, "x̄ = 0")
+_unary("floor", None, _zeros, "x̄ = 0")
+_unary("round", None, _zeros, "x̄ = 0")
+_unary("trunc", None, _zeros, "x̄ = 0")
+_unary("sign", None, _zeros, "x̄ = 0")
+# For the real dtypes agnograd differentiates, real and conj are the identity, imag is zero.
+_unary("real", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
+_unary("conj", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
+_unary("imag", None, _zeros, "x̄ = 0  (real inputs)")
+for _name in ("isfinite", "isinf", "isnan", "signbit", "logical_not", "bitwise_invert"):
+    _unary(_name, None, None, "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary functions: (name, forward on raw arrays or None for xp.<name>, saves, rule for x1,
+# rule for x2, the math). ``x``/``y`` are the operands, ``out`` the result.
+
+def _binary(
+    name: str,
+    fwd: Callable[[Any, Any], Any] | None,
+    save: str,
+    rule1: Rule | None,
+    rule2: Rule | None,
+    math_: str,
+) -> Callable[..., Any]:
+    rules = (rule1, rule2)
+    differentiable = rule1 is not None or rule2 is not None
+
+    def op(x1: Any, x2: Any) -> Tensor:
+        b, x1, x2 = binary_operands(x1, x2, name)
+        a1 = x1.data if type(x1) is Tensor else x1
+        a2 = x2.data if type(x2) is Tensor else x2
+        y = fwd(a1, a2) if fwd is not None else getattr(b.xp, name)(a1, a2)
+        if y is NotImplemented:
+            raise TypeError(f"{name}: unsupported operands {type(a1).__name__}, {type(a2).__name__}")
+        if differentiable and grad_on() and (
+            (type(x1) is Tensor and x1._requires_grad) or (type(x2) is Tensor and x2._requires_grad)
+        ):
+            saved = tuple(OUT if s == "o" else x1 if s == "x" else x2 for s in save)
+            return record(name, y, b, (x1, x2), rules, saved, _meta(x1, x2, y))
+        return wrap(y, b)
+
+    op.__doc__ = (
+        f"Elementwise ``{name}(x1, x2)`` with broadcasting and the standard's type promotion "
+        "(either argument may be a Python scalar).\n\n"
+        + (f"VJP: ``{math_}``; broadcast cotangents are summed back to each input's shape."
+           if differentiable else "Not differentiable: the result never requires grad.")
+    )
+    return _install(name, op)
+
+
+def _meta(x1: Any, x2: Any, y: Any) -> tuple[Any, Any] | None:
+    """(shape, dtype) of each Tensor input whose cotangent may need reducing or casting."""
+    shape, dt = y.shape, y.dtype
+    m1 = m2 = None
+    if type(x1) is Tensor and (x1.data.shape != shape or x1.data.dtype != dt):
+        m1 = (x1.data.shape, x1.data.dtype)
+    if type(x2) is Tensor and (x2.data.shape != shape or x2.data.dtype != dt):
+        m2 = (x2.data.shape, x2.data.dtype)
+    return None if m1 is None and m2 is None else (m1, m2)
+
+
+def _pow_x(xp: Any, g: Any, x: Any, y: Any) -> Any:
+    # d/dx x**y = y x**(y-1); defined as 0 where y == 0 (also at x == 0), as PyTorch does.
+    d = y * x ** (y - 1)
+    if isinstance(y, PY_SCALARS):
+        return g * d if y != 0 else xp.zeros_like(g)
+    return g * xp.where(y == 0, 0.0, d)
+
+
+def _pow_y(xp: Any, g: Any, x: Any, y: Any, out: Any) -> Any:
+    # d/dy x**y = x**y log x; 0 where x == 0 and y >= 0 (the limit), as PyTorch does.
+    if isinstance(x, PY_SCALARS):
+        if x > 0:
+            return g * (out * math.log(x))
+        return xp.where(y >= 0, 0.0, g * math.nan) if x == 0 else g * math.nan
+    return g * xp.where((x == 0) & (y >= 0), 0.0, out * xp.log(x))
+
+
+def _tie_split(xp: Any, g: Any, win: Any, tie: Any) -> Any:
+    return xp.where(win, g, xp.where(tie, g * 0.5, 0.0))
+
+
+_binary("add", operator.add, "", lambda xp, g: g, lambda xp, g: g, "x̄ = ḡ, ȳ = ḡ")
+_binary("subtract", operator.sub, "", lambda xp, g: g, lambda xp, g: -g, "x̄ = ḡ, ȳ = -ḡ")
+_binary("multiply", operator.mul, "xy", lambda xp, g, x, y: g * y, lambda xp, g, x, y: g * x,
+        "x̄ = ḡ·y, ȳ = ḡ·x")
+_binary("divide", operator.truediv, "yo", lambda xp, g, y, o: g / y,
+        lambda xp, g, y, o: -g * o / y, "x̄ = ḡ/y, ȳ = -ḡ·x/y²")
+_binary("pow", operator.pow, "xyo", lambda xp, g, x, y, o: _pow_x(xp, g, x, y), _pow_y,
+        "x̄ = ḡ·y·x^(y-1), ȳ = ḡ·x^y·log x")
+_binary("atan2", None, "xy", lambda xp, g, y, x: g * x / (x * x + y * y),
+        lambda xp, g, y, x: -g * y / (x * x + y * y), "ā = ḡ·b/(a²+b²), b̄ = -ḡ·a/(a²+b²)")
+_binary("hypot", None, "xyo", lambda xp, g, x, y, o: g * x / o, lambda xp, g, x, y, o: g * y / o,
+        "x̄ = ḡ·x/hypot, ȳ = ḡ·y/hypot")
+_binary("logaddexp", None, "xyo", lambda xp, g, x, y, o: g * xp.exp(x - o),
+        lambda xp, g, x, y, o: g * xp.exp(y - o), "x̄ = ḡ·e^(x-out), ȳ = ḡ·e^(y-out)")
+_binary("copysign", None, "xo", lambda xp, g, x, o: g * xp.where(x == 0, 0.0, o / x),
+        lambda xp, g, x, o: xp.zeros_like(g), "x̄ = ḡ·out/x (0 at x = 0), ȳ = 0")
+_binary("maximum", None, "xy", lambda xp, g, x, y: _tie_split(xp, g, x > y, x == y),
+        lambda xp, g, x, y: _tie_split(xp, g, y > x, x == y), "to the larger; ties split ḡ/2")
+_binary("minimum", None, "xy", lambda xp, g, x, y: _tie_split(xp, g, x < y, x == y),
+        lambda xp, g, x, y: _tie_split(xp, g, y < x, x == y), "to the smaller; ties split ḡ/2")
+_binary("floor_divide", operator.floordiv, "", lambda xp, g: xp.zeros_like(g),
+        lambda xp, g: xp.zeros_like(g), "x̄ = 0, ȳ = 0")
+_binary("remainder", operator.mod, "xy", lambda xp, g, x, y: g,
+        lambda xp, g, x, y: -g * xp.floor_divide(x, y), "x̄ = ḡ, ȳ = -ḡ·floor(x/y)")
+for _name, _fwd in (
+    ("equal", operator.eq), ("not_equal", operator.ne), ("less", operator.lt),
+    ("less_equal", operator.le), ("greater", operator.gt), ("greater_equal", operator.ge),
+    ("logical_and", None), ("logical_or", None), ("logical_xor", None),
+    ("bitwise_and", operator.and_), ("bitwise_or", operator.or_), ("bitwise_xor", operator.xor),
+    ("bitwise_left_shift", operator.lshift), ("bitwise_right_shift", operator.rshift),
+    ("nextafter", None),
+):
+    _binary(_name, _fwd, "", None, None, "")
+
+
+# ---------------------------------------------------------------------------------------------
+# clip and where: operands that are optional or non-differentiable
+
+
+def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - standard names
+    """Clamp ``x`` to ``[min, max]`` (either bound may be ``None``, a scalar or an array).
+
+    Result has ``x``'s shape and dtype. VJP: ``x̄ = ḡ`` where ``min ≤ x ≤ max`` (the closed
+    interval), else 0; a bound that is a Tensor gets ``ḡ`` where it was the active one.
+    """
+    x = to_tensor(x, "clip")
+    b = x._backend
+    xp = b.xp
+    lo = min if min is None or isinstance(min, PY_SCALARS) else to_tensor(min, "clip", b)
+    hi = max if max is None or isinstance(max, PY_SCALARS) else to_tensor(max, "clip", b)
+    rlo = lo.data if type(lo) is Tensor else lo
+    rhi = hi.data if type(hi) is Tensor else hi
+    y = xp.clip(x.data, rlo, rhi)
+    if y.shape != x.data.shape or y.dtype != x.data.dtype:
+        y = xp.astype(xp.broadcast_to(y, x.data.shape), x.data.dtype)
+    needs = grad_on() and any(type(t) is Tensor and t._requires_grad for t in (x, lo, hi))
+    if not needs:
+        return wrap(y, b)
+    meta = tuple(
+        (t.data.shape, t.data.dtype) if type(t) is Tensor and t.data.shape != y.shape else None
+        for t in (x, lo, hi)
+    )
+    return record("clip", y, b, (x, lo, hi), (_clip_x, _clip_lo, _clip_hi), (x, lo, hi),
+                  meta if any(m is not None for m in meta) else None)
+
+
+def _clip_x(xp: Any, g: Any, x: Any, lo: Any, hi: Any) -> Any:
+    inside = None
+    if lo is not None:
+        inside = x >= lo
+    if hi is not None:
+        inside = (x <= hi) if inside is None else inside & (x <= hi)
+    return g if inside is None else xp.where(inside, g, 0.0)
+
+
+def _clip_lo(xp: Any, g: Any, x: Any, lo: Any, hi: Any) -> Any:
+    active = x < lo
+    if hi is not None:
+        active = active & (lo <= hi)
+    return xp.where(active, g, 0.0)
+
+
+def _clip_hi(xp: Any, g: Any, x: Any, lo: Any, hi: Any) -> Any:
+    active = x > hi
+    if lo is not None:
+        active = active & (lo <= hi)
+    return xp.where(active, g, 0.0)
+
+
+def where(condition: Any, x1: Any, x2: Any, /) -> Tensor:
+    """Elementwise ``x1 if condition else x2`` with broadcasting (x1/x2 may be scalars).
+
+    VJP: ``x̄1 = ḡ`` where the condition holds, else 0; ``x̄2`` the complement.
+    """
+    b, x1, x2 = binary_operands(x1, x2, "where")
+    cond = to_tensor(condition, "where", b)
+    a1 = x1.data if type(x1) is Tensor else x1
+    a2 = x2.data if type(x2) is Tensor else x2
+    y = b.xp.where(cond.data, a1, a2)
+    if grad_on() and any(type(t) is Tensor and t._requires_grad for t in (x1, x2)):
+        m = _meta(x1, x2, y)
+        return record("where", y, b, (cond, x1, x2), (None, _where_1, _where_2), (cond,),
+                      None if m is None else (None, *m))
+    return wrap(y, b)
+
+
+def _where_1(xp: Any, g: Any, c: Any) -> Any:
+    return xp.where(c, g, 0.0)
+
+
+def _where_2(xp: Any, g: Any, c: Any) -> Any:
+    return xp.where(c, 0.0, g)
+
+
+__all__ += ["clip", "where"]

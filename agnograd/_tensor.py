@@ -1,0 +1,347 @@
+"""Tensor: one backend array, plus what reverse mode needs to know about it.
+
+A Tensor holds its array (``.data``), the backend it lives on, and -- when an op that needed a
+gradient produced it -- the graph node and output slot it came from. Operators (``+``, ``@``,
+``[]``, ...) are installed by the op modules when the package is imported (see
+``agnograd/_ops/__init__.py``): the ops need Tensor, and Tensor's operators need the ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _engine
+from ._backend import Backend, backend_of_array, get_backend, host_array, transfer
+from ._dtypes import DType, from_backend_dtype, to_backend_dtype
+
+__all__ = ["Tensor", "tensor", "as_tensor"]
+
+_PY_SCALARS = (bool, int, float, complex)
+
+
+class Tensor:
+    """A differentiable array on any Array API backend.
+
+    Create one with :func:`agnograd.tensor`. ``.data`` is the backend array (a NumPy, CuPy,
+    array_api_strict, ... array); ``.grad`` the accumulated gradient after :meth:`backward`.
+    """
+
+    __slots__ = ("data", "_backend", "_node", "_index", "_requires_grad", "_grad", "_hooks",
+                 "__weakref__")
+
+    # Python compares and hashes arrays elementwise; a Tensor is not hashable (like ndarray).
+    __hash__ = None  # type: ignore[assignment]
+    # Make NumPy defer to our reflected operators (ndarray + Tensor -> Tensor.__radd__).
+    __array_priority__ = 1000
+    __array_ufunc__ = None
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        t = tensor(data, requires_grad=requires_grad)
+        self.data = t.data
+        self._backend = t._backend
+        self._node = None
+        self._index = 0
+        self._requires_grad = t._requires_grad
+        self._grad = None
+        self._hooks = None
+
+    @staticmethod
+    def _wrap(data: Any, backend: Backend, node: Any = None, index: int = 0) -> Tensor:
+        """Wrap a raw array without checks (the ops' fast path)."""
+        if type(data) is not backend.array_type:
+            data = backend.fix(data)
+        t = _new(Tensor)
+        t.data = data
+        t._backend = backend
+        t._node = node
+        t._index = index
+        t._requires_grad = node is not None
+        t._grad = None
+        t._hooks = None
+        return t
+
+    # -- attributes ----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> DType:
+        return from_backend_dtype(self.data.dtype)
+
+    @property
+    def device(self) -> Any:
+        return self._backend.device_of(self.data)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int | None:
+        n = 1
+        for s in self.data.shape:
+            if s is None:
+                return None
+            n *= s
+        return n
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend that holds ``.data`` (``"numpy"``, ``"cupy"``, ...)."""
+        return self._backend.name
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        self.requires_grad_(flag)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Mark this leaf as needing a gradient (in place); returns ``self``."""
+        if self._node is not None:
+            if requires_grad:
+                return self
+            raise RuntimeError(
+                "requires_grad can only be changed on leaf tensors; this tensor was produced by "
+                f"the '{self._node.name}' op. Use .detach() to get a leaf that needs no gradient."
+            )
+        if requires_grad:
+            _check_differentiable_dtype(self, "requires_grad")
+        self._requires_grad = bool(requires_grad)
+        return self
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The gradient accumulated by :meth:`backward` (``None`` until then; assign ``None``
+        to clear it)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if value is not None:
+            if type(value) is not Tensor:
+                value = tensor(value, backend=self._backend)
+            if value._backend is not self._backend:
+                raise TypeError(
+                    f"a gradient on backend '{value.backend}' cannot be assigned to a tensor on "
+                    f"backend '{self.backend}'; move it with ag.to_backend(g, '{self.backend}')"
+                )
+            if value.shape != self.shape:
+                raise ValueError(
+                    f"gradient shape {value.shape} does not match the tensor's shape {self.shape}"
+                )
+        self._grad = value
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors not produced by a recorded op (user-created tensors)."""
+        return self._node is None
+
+    @property
+    def node(self) -> Any:
+        """The graph node that produced this tensor (``None`` for leaves)."""
+        return self._node
+
+    # -- graph ---------------------------------------------------------------------------------
+    def backward(
+        self, grad: Any = None, retain_graph: bool | None = None, create_graph: bool = False
+    ) -> None:
+        """Backpropagate from this tensor, accumulating into the ``.grad`` of every leaf that
+        requires grad.
+
+        Args:
+            grad: dL/dself, same shape as this tensor; may be omitted for a scalar (then 1).
+            retain_graph: keep the saved arrays so the graph can be backpropagated again
+                (defaults to ``create_graph``).
+            create_graph: record the backward pass itself, so the gradients are differentiable
+                (for higher-order derivatives).
+        """
+        if not self._requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the computation "
+                "that produced it had requires_grad=True (or it was computed under no_grad())"
+            )
+        g = _root_grad(self, grad, create_graph)
+        _engine.backward([self], [g], bool(create_graph if retain_graph is None else retain_graph),
+                         bool(create_graph))
+
+    def detach(self) -> Tensor:
+        """The same data as a new leaf that needs no gradient (no copy)."""
+        return Tensor._wrap(self.data, self._backend)
+
+    def item(self) -> bool | int | float | complex:
+        """The value of a one-element tensor as a Python scalar (copies to the host)."""
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, not shape {self.shape}")
+        value = host_array(self.data).reshape(()).item()
+        return value  # type: ignore[no-any-return]
+
+    def numpy(self) -> Any:
+        """A NumPy copy of the data (a view for the NumPy backend)."""
+        return host_array(self.data)
+
+    def __repr__(self) -> str:
+        if self._backend.name == "dask":
+            body = f"<lazy shape={self.shape}>"
+        else:
+            body = " ".join(str(host_array(self.data)).split("\n"))
+            body = body.replace("  ", " ")
+        extra = ""
+        if self._node is not None:
+            extra = f", node=<{self._node.name}>"
+        elif self._requires_grad:
+            extra = ", requires_grad=True"
+        return f"Tensor({body}, backend='{self.backend}', dtype={self.dtype.name}{extra})"
+
+    __str__ = __repr__
+
+    # -- conversion protocols ------------------------------------------------------------------
+    def __array_namespace__(self, *, api_version: str | None = None) -> Any:
+        import agnograd
+
+        if api_version is not None and api_version not in _API_VERSIONS:
+            raise ValueError(f"agnograd does not implement Array API version {api_version!r}")
+        return agnograd
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        return self.data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[Any, int]:
+        return self.data.__dlpack_device__()  # type: ignore[no-any-return]
+
+    def _scalar(self, kind: type, what: str) -> Any:
+        if self.ndim != 0:
+            raise TypeError(f"{what}() of a tensor needs a 0-d tensor, not shape {self.shape}")
+        return kind(self.data)
+
+    def __bool__(self) -> bool:
+        return self._scalar(bool, "bool")  # type: ignore[no-any-return]
+
+    def __float__(self) -> float:
+        return self._scalar(float, "float")  # type: ignore[no-any-return]
+
+    def __int__(self) -> int:
+        return self._scalar(int, "int")  # type: ignore[no-any-return]
+
+    def __complex__(self) -> complex:
+        return self._scalar(complex, "complex")  # type: ignore[no-any-return]
+
+    def __index__(self) -> int:
+        return self.data.__index__()  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return int(self.data.shape[0])
+
+    def __iter__(self) -> Any:
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        for i in range(self.data.shape[0]):
+            yield self[i]
+
+
+_new = object.__new__
+_API_VERSIONS = ("2021.12", "2022.12", "2023.12", "2024.12")
+
+
+def _check_differentiable_dtype(t: Tensor, what: str) -> None:
+    if not from_backend_dtype(t.data.dtype).is_floating:
+        raise TypeError(
+            f"{what}: only real floating-point tensors can require gradients, not "
+            f"{t.dtype.name} (shape {t.shape}); convert first with ag.astype(x, ag.float64)"
+        )
+
+
+def _root_grad(t: Tensor, grad: Any, create_graph: bool) -> Any:
+    """The seed cotangent dL/dt: ones for a scalar, else the user's ``grad`` (checked)."""
+    b = t._backend
+    if grad is None:
+        if t.ndim != 0 and t.size != 1:
+            raise RuntimeError(
+                f"backward() without a grad argument needs a scalar (0-d) tensor, not shape "
+                f"{t.shape}; reduce it first (e.g. .sum()) or pass grad= of shape {t.shape}"
+            )
+        g = b.fix(b.xp.ones(t.data.shape, dtype=t.data.dtype, device=b.device_of(t.data)))
+        return Tensor._wrap(g, b) if create_graph else g
+    if type(grad) is Tensor:
+        if grad._backend is not b:
+            raise TypeError(
+                f"backward(): grad is on backend '{grad.backend}' but the tensor is on "
+                f"'{t.backend}'; move it with ag.to_backend(grad, '{t.backend}')"
+            )
+        gt = grad
+    else:
+        ob = backend_of_array(grad)
+        if ob is not None and ob is not b:
+            raise TypeError(
+                f"backward(): grad is a '{ob.name}' array but the tensor is on '{t.backend}'; "
+                f"convert it with ag.to_backend(ag.tensor(grad), '{t.backend}')"
+            )
+        gt = tensor(grad, backend=b, dtype=t.data.dtype)
+    if gt.shape != t.shape:
+        raise ValueError(f"backward(): grad has shape {gt.shape} but the tensor has shape {t.shape}")
+    return gt if create_graph else gt.data
+
+
+def tensor(
+    obj: Any,
+    requires_grad: bool = False,
+    backend: str | Backend | None = None,
+    dtype: Any = None,
+    device: Any = None,
+) -> Tensor:
+    """Create a leaf Tensor from nested lists, Python scalars, a Tensor, or any backend array.
+
+    The backend is taken from ``obj`` when it is an array (no copy unless ``dtype``/``device``
+    ask for a conversion), else from ``backend`` or the default backend. An array of another
+    library than ``backend`` is transferred (DLPack, else a host copy).
+
+    Args:
+        obj: the data.
+        requires_grad: whether gradients should be accumulated into this tensor's ``.grad``.
+        backend: backend name (``"numpy"``, ``"cupy"``, ...) or ``None``.
+        dtype: an agnograd dtype (``ag.float32``) or the backend's own dtype.
+        device: a device of the backend.
+    """
+    if type(obj) is Tensor:
+        b = obj._backend
+        data = obj.data
+        if backend is not None and get_backend(backend) is not b:
+            b = get_backend(backend)
+            data = transfer(data, b)
+    else:
+        ob = backend_of_array(obj)
+        if ob is not None:
+            b = ob
+            data = obj
+            if backend is not None and get_backend(backend) is not ob:
+                b = get_backend(backend)
+                data = transfer(obj, b)
+            data = b.fix(data)
+        else:
+            b = get_backend(backend)
+            data = None
+    if data is None:
+        data = b.asarray(obj, dtype=to_backend_dtype(b.xp, dtype), device=device)
+    else:
+        if dtype is not None:
+            want = to_backend_dtype(b.xp, dtype)
+            if data.dtype != want:
+                data = b.xp.astype(data, want)
+        if device is not None and b.device_of(data) != device:
+            data = b.to_device(data, device)
+    t = Tensor._wrap(data, b)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def as_tensor(x: Any, backend: Backend | None = None) -> Tensor:
+    """``x`` as a Tensor (a Tensor is returned as is; arrays are wrapped without copying)."""
+    if type(x) is Tensor:
+        return x
+    return tensor(x, backend=backend)

@@ -1,0 +1,191 @@
+"""Gradient checking: finite differences and cross-backend agreement.
+
+``check_grad`` compares the gradients agnograd computes with central finite differences in
+float64; ``assert_backends_agree`` runs one function on several backends from the same host
+data and compares values and gradients. The project's own op-table tests use both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _engine
+from ._backend import get_backend, host_array, transfer
+from ._backend import np as _np  # host arrays: finite differences are taken on the host
+from ._ops.statistics import sum as _sum
+from ._tensor import Tensor, tensor
+
+__all__ = ["GradientCheckError", "check_grad", "assert_backends_agree", "numerical_grad"]
+
+
+class GradientCheckError(AssertionError):
+    """Analytic and numerical gradients (or two backends) disagree."""
+
+
+def _as_inputs(args: Sequence[Any]) -> list[Tensor]:
+    out = []
+    for a in args:
+        t = a if isinstance(a, Tensor) else tensor(a)
+        out.append(t)
+    return out
+
+
+def _scalarize(y: Tensor, cot: Any) -> Tensor:
+    if cot is None:
+        return y if y.ndim == 0 else _sum(y)
+    return _sum(y * cot)
+
+
+def _random_cotangent(y: Tensor, seed: int) -> Tensor | None:
+    if y.ndim == 0:
+        return None
+    rng = _host_rng(seed)
+    return tensor(rng.uniform(0.5, 1.5, size=y.shape), backend=y._backend, dtype=y.data.dtype)
+
+
+def _host_rng(seed: int) -> Any:
+    return _np.random.default_rng(seed)
+
+
+def numerical_grad(
+    f: Callable[..., Tensor], inputs: Sequence[Tensor], cotangent: Any = None, eps: float = 1e-6
+) -> list[Any]:
+    """Central differences of ``sum(f(*inputs) * cotangent)`` for every element of every
+    floating input, as host (NumPy) arrays."""
+    grads = []
+    with _engine.no_grad():
+        for i, x in enumerate(inputs):
+            base = host_array(x.data).astype(_np.float64)
+            g = _np.zeros_like(base)
+            flat = base.reshape(-1)
+            for k in range(flat.size):
+                vals = []
+                for step in (eps, -eps):
+                    pert = flat.copy()
+                    pert[k] += step
+                    xs = list(inputs)
+                    xs[i] = tensor(pert.reshape(base.shape), backend=x._backend, dtype=x.data.dtype)
+                    vals.append(float(_scalarize(f(*xs), cotangent).item()))
+                g.reshape(-1)[k] = (vals[0] - vals[1]) / (2 * eps)
+            grads.append(g)
+    return grads
+
+
+def check_grad(
+    f: Callable[..., Tensor],
+    *args: Any,
+    eps: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int = 0,
+) -> None:
+    """Check ``f``'s gradients against central finite differences.
+
+    The inputs are used as given (use float64 for tight tolerances); a non-scalar output is
+    contracted with a fixed random cotangent. Raises :class:`GradientCheckError` with the worst
+    element, its inputs and both gradients when they differ by more than ``atol + rtol·|fd|``.
+    """
+    inputs = [tensor(t, requires_grad=True) if not isinstance(t, Tensor) else
+              Tensor._wrap(t.data, t._backend).requires_grad_(True) for t in args]
+    dt = inputs[0].dtype.name if inputs else "float64"
+    eps = eps if eps is not None else (1e-6 if dt == "float64" else 1e-2)
+    rtol = rtol if rtol is not None else (1e-5 if dt == "float64" else 1e-2)
+    atol = atol if atol is not None else (1e-7 if dt == "float64" else 1e-3)
+    y = f(*inputs)
+    cot = _random_cotangent(y, seed)
+    loss = _scalarize(y, cot)
+    grads = _engine.backward([loss], [_ones_like(loss)], False, False, targets=inputs)
+    numeric = numerical_grad(f, inputs, cot, eps)
+    for i, (x, ga, gn) in enumerate(zip(inputs, grads, numeric)):
+        a = _np.zeros(x.shape) if ga is None else host_array(ga.data).astype(_np.float64)
+        err = _np.abs(a - gn) - (atol + rtol * _np.abs(gn))
+        if a.shape != gn.shape:
+            raise GradientCheckError(f"input {i}: gradient shape {a.shape} != input shape {gn.shape}")
+        if err.size and (_np.max(err) > 0 or not _np.all(_np.isfinite(a) == _np.isfinite(gn))):
+            k = int(_np.nanargmax(_np.where(_np.isnan(err), _np.inf, err)))
+            idx = _np.unravel_index(k, a.shape) if a.ndim else ()
+            raise GradientCheckError(
+                f"gradient of input {i} (shape {x.shape}, backend {x.backend}) is wrong at "
+                f"index {tuple(int(j) for j in idx)}: analytic {a.reshape(-1)[k]!r} vs finite "
+                f"difference {gn.reshape(-1)[k]!r} (rtol={rtol}, atol={atol}, eps={eps})\n"
+                f"input value there: {host_array(x.data).reshape(-1)[k]!r}\n"
+                f"analytic:\n{a}\nfinite differences:\n{gn}"
+            )
+
+
+def _ones_like(t: Tensor) -> Any:
+    b = t._backend
+    return b.fix(b.xp.ones(t.data.shape, dtype=t.data.dtype, device=b.device_of(t.data)))
+
+
+def value_and_grads(f: Callable[..., Tensor], host_args: Sequence[Any], backend: str,
+                    dtype: Any = None, cotangent_seed: int = 0) -> tuple[Any, list[Any]]:
+    """Run ``f`` on ``backend`` from host arrays; return the host value and host gradients."""
+    b = get_backend(backend)
+    inputs = []
+    for a in host_args:
+        t = tensor(transfer(a, b), backend=b, dtype=dtype)
+        if t.dtype.is_floating:
+            t.requires_grad_(True)
+        inputs.append(t)
+    y = f(*inputs)
+    diff = [t for t in inputs if t.requires_grad]
+    grads: list[Any] = []
+    if y.requires_grad and diff:
+        cot = _random_cotangent(y, cotangent_seed)
+        loss = _scalarize(y, cot)
+        gs = _engine.backward([loss], [_ones_like(loss)], False, False, targets=diff)
+        grads = [None if g is None else host_array(g.data) for g in gs]
+    return host_array(y.data), grads
+
+
+def assert_backends_agree(
+    f: Callable[..., Tensor],
+    *args: Any,
+    backends: Sequence[str] = ("numpy", "cupy"),
+    dtype: Any = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> None:
+    """Run ``f`` and its gradients on each backend from the same host data and compare.
+
+    ``args`` are host arrays (NumPy) or anything ``_np.asarray`` takes. Tolerances default by
+    dtype (float64: 1e-10, float32: 1e-4 relative).
+    """
+    host = [_np.asarray(a) for a in args]
+    results = [value_and_grads(f, host, name, dtype) for name in backends]
+    ref_name = backends[0]
+    ref_val, ref_grads = results[0]
+    is32 = ref_val.dtype == _np.float32 or (dtype is not None and "32" in str(dtype))
+    rtol = rtol if rtol is not None else (1e-4 if is32 else 1e-10)
+    atol = atol if atol is not None else (1e-5 if is32 else 1e-12)
+    for name, (val, grads) in zip(backends[1:], results[1:]):
+        _compare(f"value ({ref_name} vs {name})", ref_val, val, rtol, atol)
+        if len(grads) != len(ref_grads):
+            raise GradientCheckError(f"{ref_name} gave {len(ref_grads)} gradients, {name} {len(grads)}")
+        for i, (ga, gb) in enumerate(zip(ref_grads, grads)):
+            if (ga is None) != (gb is None):
+                raise GradientCheckError(f"gradient {i}: present on one backend only")
+            if ga is not None:
+                _compare(f"gradient {i} ({ref_name} vs {name})", ga, gb, rtol, atol)
+
+
+def _compare(what: str, a: Any, b: Any, rtol: float, atol: float) -> None:
+    a = _np.asarray(a)
+    b = _np.asarray(b)
+    if a.shape != b.shape:
+        raise GradientCheckError(f"{what}: shapes differ, {a.shape} vs {b.shape}")
+    if a.dtype != b.dtype:
+        raise GradientCheckError(f"{what}: dtypes differ, {a.dtype} vs {b.dtype}")
+    if a.dtype.kind not in "fc":
+        if not _np.array_equal(a, b):
+            raise GradientCheckError(f"{what}: values differ\n{a}\n{b}")
+        return
+    ok = _np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+    if not _np.all(ok):
+        k = int(_np.argmin(ok.reshape(-1)))
+        raise GradientCheckError(
+            f"{what}: differ at flat index {k}: {a.reshape(-1)[k]!r} vs {b.reshape(-1)[k]!r} "
+            f"(rtol={rtol}, atol={atol})\n{a}\n{b}"
+        )
