@@ -59,7 +59,7 @@ class DType:
         return self.kind == "f"
 
 
-bool = DType("bool", "b", 8)  # noqa: A001 - the standard's name
+bool = DType("bool", "b", 8)
 int8 = DType("int8", "i", 8)
 int16 = DType("int16", "i", 16)
 int32 = DType("int32", "i", 32)

@@ -18,6 +18,8 @@ differentiated again.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -112,6 +114,24 @@ def out(k: int) -> _Out:
 _FREED = ("<freed>",)
 
 
+class _AnomalyMode(threading.local):
+    enabled = False
+
+
+_anomaly = _AnomalyMode()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _creation_site() -> str:
+    """file:line of the first caller outside agnograd (recorded only in anomaly mode)."""
+    f = sys._getframe(1)
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(_PACKAGE_DIR):
+        f = f.f_back
+    if f is None:
+        return "<unknown>"
+    return f"{f.f_code.co_filename}:{f.f_lineno}"
+
+
 class Node:
     """One differentiable op application in the graph.
 
@@ -125,7 +145,7 @@ class Node:
     """
 
     __slots__ = ("name", "backend", "vjps", "edges", "saved", "src", "params", "meta", "outs",
-                 "__weakref__")
+                 "hooks", "where", "__weakref__")
 
     def __init__(
         self,
@@ -148,6 +168,8 @@ class Node:
         self.params = params  # static arguments of the rules (axes, shapes): never freed
         self.meta = meta  # per input (shape, raw dtype) when the gradient may need reducing/casting
         self.outs = outs  # per output (shape, raw dtype) for multi-output nodes, else None
+        self.hooks: dict[int, list[Callable[..., Any]]] | None = None  # per output index
+        self.where: str | None = _creation_site() if _anomaly.enabled else None
 
     def __repr__(self) -> str:
         return f"<{self.name} node>"
@@ -271,36 +293,24 @@ def backward(
     create_graph: bool,
     targets: list[Tensor] | None = None,
 ) -> list[Any] | None:
-    """Backpropagate ``root_grads`` from ``roots``.
+    """Backpropagate ``root_grads`` (dL/droot) from ``roots``.
 
     Without ``targets`` the leaves' ``.grad`` accumulate the result (``Tensor.backward``). With
     ``targets`` nothing is accumulated: the gradient reaching each target (leaf or intermediate)
-    is returned, ``None`` where none reaches it (``ag.func.grad`` / ``vjp``).
+    is returned (``None`` where none reaches it), only the part of the graph between the roots
+    and the targets is walked, and targets are cut points: paths that continue past a target
+    are not followed (``agnograd.func`` passes fresh aliases of its inputs, so this is exact).
     """
     T = _tensor_cls
-    ns = _namespace
-    # Gradients flow into (node, output index) slots, or into leaf Tensors.
-    pending: dict[Node, list[Any]] = {}
-    leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, grad]
-    wanted_nodes: dict[tuple[Node, int], int] | None = None
-    wanted_leaves: dict[int, int] | None = None
-    results: list[Any] | None = None
-    if targets is not None:
-        results = [None] * len(targets)
-        wanted_nodes, wanted_leaves = {}, {}
-        for k, t in enumerate(targets):
-            if t._node is not None:
-                wanted_nodes[(t._node, t._index)] = k
-            else:
-                wanted_leaves[id(t)] = k
+    pending: dict[Node, list[Any]] = {}  # cotangents per output slot of a node
+    leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, cotangent]
 
     def send(edge: tuple[Any, int], g: Any) -> None:
         target, idx = edge
         if type(target) is Node:
             slots = pending.get(target)
             if slots is None:
-                n_out = 1 if target.outs is None else len(target.outs)
-                slots = pending[target] = [None] * n_out
+                slots = pending[target] = [None] * (1 if target.outs is None else len(target.outs))
             prev = slots[idx]
             slots[idx] = g if prev is None else prev + g
         else:
@@ -310,40 +320,75 @@ def backward(
             else:
                 entry[1] = entry[1] + g
 
-    # 1. Count, for each node, how many of its children's edges will report to it.
-    root_nodes = []
+    root_nodes: list[Node] = []
     for r, g in zip(roots, root_grads):
         if r._node is None:
             send((r, 0), g)
         else:
             root_nodes.append(r._node)
             send((r._node, r._index), g)
+    root_nodes = list(dict.fromkeys(root_nodes))
+
+    wanted_nodes: dict[tuple[Node, int], int] = {}
+    wanted_leaves: dict[int, int] = {}
+    results: list[Any] = []
+    useful: set[Node] | None = None
+    cut_nodes: set[Node] = set()
+    if targets is not None:
+        results = [None] * len(targets)
+        for k, t in enumerate(targets):
+            if t._node is not None:
+                wanted_nodes[(t._node, t._index)] = k
+            else:
+                wanted_leaves[id(t)] = k
+        cut_nodes = {n for n, _ in wanted_nodes}
+        useful = _useful_nodes(root_nodes, cut_nodes, wanted_leaves)
+
+    def live(e: Any) -> bool:
+        """Does a cotangent sent along edge ``e`` reach something we need?"""
+        if e is None:
+            return False
+        if type(e[0]) is Node:
+            return useful is None or e[0] in useful
+        return useful is None or id(e[0]) in wanted_leaves
+
+    # 1. Count, for each node, how many live edges of its children will report to it.
     deps: dict[Node, int] = {}
-    stack = list(dict.fromkeys(root_nodes))
+    stack = [n for n in root_nodes if useful is None or n in useful]
     seen = set(stack)
     while stack:
         n = stack.pop()
+        if n in cut_nodes:
+            continue
         for e in n.edges:
-            if e is not None and type(e[0]) is Node:
-                child = e[0]
-                deps[child] = deps.get(child, 0) + 1
-                if child not in seen:
-                    seen.add(child)
-                    stack.append(child)
+            if live(e) and type(e[0]) is Node:
+                parent = e[0]
+                deps[parent] = deps.get(parent, 0) + 1
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
 
-    # 2. Walk: a node runs once every child has sent its contribution (Kahn's algorithm).
-    ready = [n for n in dict.fromkeys(root_nodes) if deps.get(n, 0) == 0]
+    # 2. Walk: a node runs once every child has reported (Kahn's algorithm), so each
+    #    dL/dx_i = Σ_children (∂x_j/∂x_i)ᵀ dL/dx_j is complete before it is used, and used once.
+    ready = [n for n in root_nodes if deps.get(n, 0) == 0 and (useful is None or n in useful)]
+    anomaly = _anomaly.enabled
     while ready:
         node = ready.pop()
         slots = pending.pop(node, None)
+        cut = node in cut_nodes
         if slots is None:  # every child sent a zero (None): nothing flows on from here
-            _release(node, ready, deps)
+            if not cut:
+                _release(node, ready, deps, live)
             continue
+        if node.hooks:
+            _run_node_hooks(node, slots, create_graph)
         if wanted_nodes:
             for k, g in enumerate(slots):
                 w = wanted_nodes.get((node, k))
                 if w is not None and g is not None:
-                    results[w] = g if create_graph else T._wrap(g, node.backend)  # type: ignore[index]
+                    results[w] = g if create_graph else T._wrap(g, node.backend)
+        if cut:
+            continue
         saved = node.saved
         if saved is _FREED:
             raise RuntimeError(
@@ -353,7 +398,7 @@ def backward(
             )
         backend = node.backend
         if create_graph:
-            xp = ns
+            xp = _namespace
             saved = _reattach(node, saved)
         else:
             xp = backend.xp
@@ -362,7 +407,7 @@ def backward(
         meta = node.meta
         params = node.params
         for i, edge in enumerate(node.edges):
-            if edge is None:
+            if not live(edge):
                 continue
             gi = node.vjps[i](xp, g, *saved, *params)
             if gi is not None:
@@ -382,41 +427,108 @@ def backward(
                             gi = backend.fix(_unbroadcast(xp, gi, shape))
                         if gi.dtype != dt:
                             gi = xp.astype(gi, dt)
+                if anomaly:
+                    _check_finite(node, i, gi, create_graph)
                 send(edge, gi)
-            target = edge[0]
-            if type(target) is Node:
-                left = deps[target] - 1
-                deps[target] = left
+            parent = edge[0]
+            if type(parent) is Node:
+                left = deps[parent] - 1
+                deps[parent] = left
                 if left == 0:
-                    ready.append(target)
+                    ready.append(parent)
         if not retain_graph and node.saved:
             node.saved = _FREED
         del g, slots, saved
 
-    # 3. Deliver leaf gradients.
-    if targets is not None:
-        for key, (leaf, g) in leaf_grads.items():
-            w = wanted_leaves.get(key)  # type: ignore[union-attr]
-            if w is not None:
-                results[w] = g if create_graph else T._wrap(g, leaf._backend)  # type: ignore[index]
-        return results
+    # 3. Deliver leaf gradients: leaf hooks first, then accumulate into .grad (or return them).
     for leaf, g in leaf_grads.values():
+        if leaf._hooks:
+            g = _run_hooks(leaf._hooks, g, leaf._backend, create_graph)
+        if targets is not None:
+            w = wanted_leaves.get(id(leaf))
+            if w is not None:
+                results[w] = g if create_graph else T._wrap(g, leaf._backend)
+            continue
         if not leaf._requires_grad:
             continue
         if create_graph:
             leaf._grad = g if leaf._grad is None else leaf._grad + g
+        elif leaf._grad is None:
+            leaf._grad = T._wrap(g, leaf._backend)
         else:
-            if leaf._grad is None:
-                leaf._grad = T._wrap(g, leaf._backend)
-            else:
-                leaf._grad = T._wrap(leaf._backend.fix(leaf._grad.data + g), leaf._backend)
-    return None
+            leaf._grad = T._wrap(leaf._backend.fix(leaf._grad.data + g), leaf._backend)
+    return results if targets is not None else None
 
 
-def _release(node: Node, ready: list[Node], deps: dict[Node, int]) -> None:
+def _useful_nodes(roots: list[Node], target_nodes: set[Node], target_leaves: dict[int, int]
+                  ) -> set[Node]:
+    """Nodes from which a target can be reached (iterative post-order; targets are cut points)."""
+    useful: set[Node] = set()
+    done: set[Node] = set()
+    stack: list[tuple[Node, bool]] = [(n, False) for n in roots]
+    while stack:
+        n, expanded = stack.pop()
+        if n in done:
+            continue
+        if n in target_nodes:
+            useful.add(n)
+            done.add(n)
+            continue
+        if not expanded:
+            stack.append((n, True))
+            for e in n.edges:
+                if e is not None and type(e[0]) is Node and e[0] not in done:
+                    stack.append((e[0], False))
+            continue
+        done.add(n)
+        for e in n.edges:
+            if e is None:
+                continue
+            p = e[0]
+            if (type(p) is Node and p in useful) or (type(p) is not Node and id(p) in target_leaves):
+                useful.add(n)
+                break
+    return useful
+
+
+def _run_hooks(hooks: list[Callable[..., Any]], g: Any, backend: Backend, create_graph: bool) -> Any:
+    """Call tensor hooks on a cotangent; a hook may return a replacement."""
+    T = _tensor_cls
+    gt = g if create_graph else T._wrap(g, backend)
+    for hook in list(hooks):
+        new = hook(gt)
+        if new is not None:
+            if type(new) is not T or new.shape != gt.shape:
+                raise ValueError(
+                    f"a gradient hook returned {type(new).__name__} of shape "
+                    f"{getattr(new, 'shape', None)}; it must return None or a Tensor of shape {gt.shape}"
+                )
+            gt = new
+    return gt if create_graph else gt.data
+
+
+def _run_node_hooks(node: Node, slots: list[Any], create_graph: bool) -> None:
+    for k, hooks in node.hooks.items():  # type: ignore[union-attr]
+        if hooks and slots[k] is not None:
+            slots[k] = _run_hooks(hooks, slots[k], node.backend, create_graph)
+
+
+def _check_finite(node: Node, i: int, gi: Any, create_graph: bool) -> None:
+    """detect_anomaly(): the first op whose gradient has a NaN/inf raises (a host sync)."""
+    raw = gi.data if create_graph else gi
+    xp = node.backend.xp
+    if not bool(xp.all(xp.isfinite(raw))):
+        raise FloatingPointError(
+            f"the backward of '{node.name}' produced a non-finite gradient (NaN or inf) for its "
+            f"input {i} (shape {tuple(raw.shape)}); the op was created at {node.where or '<unknown>'}"
+        )
+
+
+def _release(node: Node, ready: list[Node], deps: dict[Node, int],
+             live: Callable[[Any], bool]) -> None:
     """A node that received no cotangent still counts as reported to each of its parents."""
     for e in node.edges:
-        if e is not None and type(e[0]) is Node:
+        if live(e) and type(e[0]) is Node:
             left = deps[e[0]] - 1
             deps[e[0]] = left
             if left == 0:

@@ -111,7 +111,7 @@ _unary("sign", None, _zeros, "x̄ = 0")
 # For the real dtypes agnograd differentiates, real and conj are the identity, imag is zero.
 _unary("real", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
 _unary("conj", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
-_unary("imag", None, _zeros, "x̄ = 0  (real inputs)")
+_unary("imag", None, None, "")
 for _name in ("isfinite", "isinf", "isnan", "signbit", "logical_not", "bitwise_invert"):
     _unary(_name, None, None, "")
 
@@ -179,7 +179,8 @@ def _pow_y(xp: Any, g: Any, x: Any, y: Any, out: Any) -> Any:
         if x > 0:
             return g * (out * math.log(x))
         return xp.where(y >= 0, 0.0, g * math.nan) if x == 0 else g * math.nan
-    return g * xp.where((x == 0) & (y >= 0), 0.0, out * xp.log(x))
+    zero = x == 0
+    return g * xp.where(zero & (y >= 0), 0.0, out * xp.log(xp.where(zero, 1.0, x)))
 
 
 def _tie_split(xp: Any, g: Any, win: Any, tie: Any) -> Any:
@@ -225,7 +226,7 @@ for _name, _fwd in (
 # clip and where: operands that are optional or non-differentiable
 
 
-def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 - standard names
+def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:
     """Clamp ``x`` to ``[min, max]`` (either bound may be ``None``, a scalar or an array).
 
     Result has ``x``'s shape and dtype. VJP: ``x̄ = ḡ`` where ``min ≤ x ≤ max`` (the closed

@@ -1,21 +1,250 @@
-"""Indexing (stub)."""
+"""Indexing: ``x[key]``, ``x[key] = v``, ``take``, ``take_along_axis`` and their VJP rules.
+
+A gather's cotangent must be scattered back into the input's shape. Keys that select every
+element at most once (ints, slices, ``None``, ``...``, or one boolean mask) are undone with the
+standard's ``__setitem__`` into zeros. Integer-array gathers may repeat elements, so their
+rules scatter-*add*: each gather records, for every output element, the flat position it was
+read from, and the rule sums the cotangent into those positions
+(:meth:`agnograd.Backend.scatter_add`: a standard-only fallback, plus NumPy/CuPy fast paths).
+Scatter-add and gather are each other's VJP, so higher orders come for free.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._common import Tensor, wrap
+from .._backend import Backend, backend_of_array
+from ._common import (
+    Tensor,
+    grad_on,
+    mixing_error,
+    normalize_axis,
+    record,
+    to_tensor,
+    wrap,
+)
 
-__all__: list[str] = []
+__all__ = ["take", "take_along_axis"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+
+
+def _raw_key(key: Any, b: Backend) -> Any:
+    """The key with Tensors replaced by their raw arrays (same backend checked)."""
+    if isinstance(key, tuple):
+        return tuple(_raw_key(k, b) for k in key)
+    if type(key) is Tensor:
+        if key._backend is not b:
+            raise mixing_error("indexing", b, key._backend)
+        return key.data
+    return key
+
+
+def _is_array(k: Any) -> bool:
+    return not (k is None or k is Ellipsis or isinstance(k, (int, slice)))
+
+
+def _assignable(key: Any) -> bool:
+    """Does ``key`` select each element at most once and suit ``__setitem__``? (basic indexing,
+    or a single boolean array)"""
+    parts = key if isinstance(key, tuple) else (key,)
+    arrays = [k for k in parts if _is_array(k)]
+    if not arrays:
+        return True
+    return len(parts) == 1 and str(getattr(arrays[0], "dtype", "")).endswith("bool")
+
+
+def _positions(b: Backend, x: Any) -> Any:
+    """The flat position of every element of raw array ``x``, shaped like ``x``."""
+    xp = b.xp
+    size = 1
+    for n in x.shape:
+        size *= n
+    return xp.reshape(xp.arange(size, device=b.device_of(x)), x.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scatter-add and gather of flat positions: each the other's VJP.
 
 
 def scatter_add(xp: Any, n: int, index: Any, values: Any) -> Any:
-    raise NotImplementedError
+    """Length-``n`` vector with ``values[k]`` summed into ``index[k]``. On raw arrays it calls
+    the backend's kernel; on Tensors (``create_graph``) it is the differentiable op."""
+    if type(values) is Tensor:
+        return _scatter_add_op(n, index, values)
+    b = backend_of_array(values)
+    return b.scatter_add(n, index, values)  # type: ignore[union-attr]
+
+
+def _gather_back(xp: Any, g: Any, index: Any) -> Any:
+    return xp.take(g, index)
+
+
+def _scatter_add_op(n: int, index: Any, values: Tensor) -> Tensor:
+    """Differentiable scatter-add (used by rules under ``create_graph``). VJP: ``v̄ = ḡ[index]``."""
+    b = values._backend
+    idx = index.data if type(index) is Tensor else index
+    y = b.scatter_add(n, idx, values.data)
+    if values._requires_grad and grad_on():
+        return record("scatter_add", y, b, (values,), (_gather_back,), saved=(idx,))
+    return wrap(y, b)
+
+
+def _scatter_back(xp: Any, g: Any, pos: Any, size: int, shape: tuple[int, ...]) -> Any:
+    flat = scatter_add(xp, size, xp.reshape(pos, (-1,)), xp.reshape(g, (-1,)))
+    return xp.reshape(flat, shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# x[key]
+
+
+def _put_back(xp: Any, g: Any, key: Any, shape: tuple[int, ...], device: Any,
+              selected: tuple[int, ...] | None) -> Any:
+    # x̄ = zeros with x̄[key] = ḡ (key selects each element at most once). Axes that the key
+    # added with None are dropped first: the standard's __setitem__ takes no None.
+    if selected is not None:
+        g = xp.reshape(g, selected)
+    if type(g) is Tensor:
+        return _put_op(g, key, shape, device)
+    z = xp.zeros(shape, dtype=g.dtype, device=device)
+    z[key] = g
+    return z
+
+
+def _put_op(g: Tensor, key: Any, shape: tuple[int, ...], device: Any) -> Tensor:
+    """Differentiable "zeros with z[key] = g" (rules under ``create_graph``). VJP: ``ḡ[key]``."""
+    b = g._backend
+    z = b.xp.zeros(shape, dtype=g.data.dtype, device=device)
+    z[key] = g.data
+    if g._requires_grad and grad_on():
+        return record("index_put", z, b, (g,), (_take_key,), params=(key,))
+    return wrap(z, b)
+
+
+def _take_key(xp: Any, g: Any, key: Any) -> Any:
+    return g[key]
 
 
 def getitem(x: Tensor, key: Any) -> Tensor:
-    return wrap(x.data[key], x._backend)
+    """``x[key]`` with the standard's indexing: ints, slices, ``...``, ``None``, a boolean mask,
+    and integer arrays (also as Tensors).
+
+    VJP: ``x̄`` is zero except at the selected elements, which receive ``ḡ`` (summed where an
+    integer-array key selects an element more than once).
+    """
+    b = x._backend
+    raw = _raw_key(key, b)
+    try:
+        y = x.data[raw]
+    except IndexError as exc:
+        raise IndexError(f"index {key!r} is invalid for a tensor of shape {x.shape}: {exc}") from exc
+    if not (x._requires_grad and grad_on()):
+        return wrap(y, b)
+    if _assignable(raw):
+        parts = raw if isinstance(raw, tuple) else (raw,)
+        selected = None
+        if any(k is None for k in parts):
+            raw = tuple(k for k in parts if k is not None)
+            selected = tuple(x.data[raw].shape)
+        return record("getitem", y, b, (x,), (_put_back,),
+                      params=(raw, x.data.shape, b.device_of(x.data), selected))
+    pos = _positions(b, x.data)[raw]
+    return record("getitem", y, b, (x,), (_scatter_back,), saved=(pos,),
+                  params=(x.size, x.data.shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# x[key] = value
+
+
+def _setitem_x(xp: Any, g: Any, mask: Any, key: Any) -> Any:
+    return xp.where(mask, 0.0, g)
+
+
+def _setitem_value(xp: Any, g: Any, mask: Any, key: Any) -> Any:
+    return g[key]
 
 
 def setitem(x: Tensor, key: Any, value: Any) -> None:
-    x.data[key] = value
+    """``x[key] = value`` (basic indexing or a boolean mask; ``value`` broadcasts).
+
+    When no graph is recorded for it, ``x.data`` is modified in place. When one is (grad mode
+    on and ``x`` or ``value`` requires grad), the new array is computed out of place and ``x`` is
+    rebound to it, so arrays saved by earlier ops stay intact. VJP: ``x̄ = ḡ`` with zeros at
+    ``key``; ``v̄ = ḡ[key]`` summed back to ``value``'s shape.
+    """
+    b = x._backend
+    raw = _raw_key(key, b)
+    v = value
+    if type(v) is not Tensor and not isinstance(v, (bool, int, float, complex)):
+        v = to_tensor(v, "setitem", b)
+    if type(v) is Tensor and v._backend is not b:
+        raise mixing_error("setitem", b, v._backend)
+    rv = v.data if type(v) is Tensor else v
+    tracked = grad_on() and (x._requires_grad or (type(v) is Tensor and v._requires_grad))
+    if not tracked:
+        x.data[raw] = rv
+        return
+    if x._node is None and x._requires_grad:
+        raise RuntimeError(
+            f"x[{key!r}] = ... on a leaf tensor that requires grad (shape {x.shape}) would lose its "
+            "gradient history; do it inside `with ag.no_grad():`, or build a new tensor (e.g. with "
+            "ag.where or ag.concat)"
+        )
+    xp = b.xp
+    new = xp.asarray(x.data, copy=True)
+    new[raw] = rv
+    mask = xp.zeros(x.data.shape, dtype=xp.bool, device=b.device_of(x.data))
+    mask[raw] = True
+    meta = None
+    if type(v) is Tensor:
+        selected = x.data[raw].shape
+        if v.data.shape != selected or v.data.dtype != new.dtype:
+            meta = (None, (v.data.shape, v.data.dtype))
+    res = record("setitem", new, b, (x, v), (_setitem_x, _setitem_value), saved=(mask,),
+                 meta=meta, params=(raw,))
+    x.data, x._node, x._index = res.data, res._node, res._index
+    x._requires_grad = res._requires_grad
+
+
+# ---------------------------------------------------------------------------------------------
+# take, take_along_axis
+
+
+def take(x: Any, indices: Any, /, *, axis: int | None = None) -> Tensor:
+    """Elements of ``x`` at integer ``indices`` along ``axis`` (``x`` must be 1-d when ``axis`` is
+    ``None``). VJP: ``ḡ`` scatter-added back to the positions read (repeats summed)."""
+    x = to_tensor(x, "take")
+    b = x._backend
+    idx = to_tensor(indices, "take", b).data
+    if axis is None:
+        if x.ndim != 1:
+            raise ValueError(f"take: axis is required for a {x.ndim}-d array (shape {x.shape})")
+        ax = 0
+    else:
+        ax = normalize_axis(axis, x.ndim, "take")
+    y = b.xp.take(x.data, idx, axis=ax)
+    if not (x._requires_grad and grad_on()):
+        return wrap(y, b)
+    pos = b.xp.take(_positions(b, x.data), idx, axis=ax)
+    return record("take", y, b, (x,), (_scatter_back,), saved=(pos,), params=(x.size, x.data.shape))
+
+
+def take_along_axis(x: Any, indices: Any, /, *, axis: int = -1) -> Tensor:
+    """Elements of ``x`` at ``indices`` (same rank as ``x``) along ``axis``.
+
+    VJP: ``ḡ`` scatter-added back to the positions read (repeats summed).
+    """
+    x = to_tensor(x, "take_along_axis")
+    b = x._backend
+    idx = to_tensor(indices, "take_along_axis", b).data
+    ax = normalize_axis(axis, x.ndim, "take_along_axis")
+    y = b.xp.take_along_axis(x.data, idx, axis=ax)
+    if not (x._requires_grad and grad_on()):
+        return wrap(y, b)
+    pos = b.xp.take_along_axis(_positions(b, x.data), idx, axis=ax)
+    return record("take_along_axis", y, b, (x,), (_scatter_back,), saved=(pos,),
+                  params=(x.size, x.data.shape))

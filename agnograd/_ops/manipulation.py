@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .indexing import scatter_add
+from .._backend import Backend, get_backend, transfer
 from ._common import (
     Tensor,
     grad_on,
@@ -22,6 +22,7 @@ from ._common import (
     to_tensor,
     wrap,
 )
+from .indexing import scatter_add
 
 __all__ = [
     "broadcast_arrays",
@@ -38,6 +39,7 @@ __all__ = [
     "stack",
     "tile",
     "unstack",
+    "to_backend",
 ]
 
 
@@ -119,7 +121,7 @@ def _concat_part(xp: Any, g: Any, axis: int | None, start: int, stop: int,
                  shape: tuple[int, ...]) -> Any:
     if axis is None:
         return xp.reshape(g[start:stop], shape)
-    key = (slice(None),) * axis + (slice(start, stop),)
+    key = (slice(None),) * axis + (slice(start, stop), ...)
     return g[key]
 
 
@@ -152,7 +154,7 @@ def concat(arrays: Any, /, *, axis: int | None = 0) -> Tensor:
 
 
 def _stack_part(xp: Any, g: Any, axis: int, i: int) -> Any:
-    return g[(slice(None),) * axis + (i,)]
+    return g[(slice(None),) * axis + (i, ...)]
 
 
 def stack(arrays: Any, /, *, axis: int = 0) -> Tensor:
@@ -332,3 +334,23 @@ def to_device(x: Tensor, device: Any, /, *, stream: Any = None) -> Tensor:
     if _needs(x):
         return record("to_device", y, b, (x,), (_to_device_back,), params=(b, here))
     return wrap(y, b)
+
+
+def _to_backend_back(xp: Any, g: Any, source: Backend) -> Any:
+    if type(g) is Tensor:
+        return to_backend(g, source)
+    return transfer(g, source)
+
+
+def to_backend(x: Any, backend: str | Backend, /) -> Tensor:
+    """``x`` moved to another backend (``"numpy"``, ``"cupy"``, ...), through DLPack where it can
+    cross, else through a host copy. Differentiable: VJP ``x̄ = ḡ`` moved back to ``x``'s backend,
+    so a graph may start on one backend and continue on another."""
+    x = to_tensor(x, "to_backend")
+    target = get_backend(backend)
+    if target is x._backend:
+        return x
+    y = transfer(x.data, target)
+    if _needs(x):
+        return record("to_backend", y, target, (x,), (_to_backend_back,), params=(x._backend,))
+    return wrap(y, target)

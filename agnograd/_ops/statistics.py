@@ -146,13 +146,13 @@ def _extreme(name: str, x: Any, axis: Any, keepdims: bool) -> Tensor:
     return wrap(y, b)
 
 
-def max(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False  # noqa: A001
+def max(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
         ) -> Tensor:
     """Maximum over ``axis``. VJP: ``ḡ`` to the maximal elements, split equally between ties."""
     return _extreme("max", x, axis, keepdims)
 
 
-def min(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False  # noqa: A001
+def min(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
         ) -> Tensor:
     """Minimum over ``axis``. VJP: ``ḡ`` to the minimal elements, split equally between ties."""
     return _extreme("min", x, axis, keepdims)
@@ -213,7 +213,7 @@ def _cum_axis(x: Tensor, axis: int | None, op: str) -> int:
 
 
 def _drop_initial(g: Any, axis: int) -> Any:
-    return g[(slice(None),) * axis + (slice(1, None),)]
+    return g[(slice(None),) * axis + (slice(1, None), ...)]
 
 
 def _revcumsum(xp: Any, g: Any, axis: int) -> Any:

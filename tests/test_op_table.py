@@ -1,0 +1,90 @@
+"""Every op of the table: finite differences (float64, both CPU backends), cross-backend
+agreement (float32 and float64), and second derivatives."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+import agnograd as ag
+from agnograd import _engine
+from agnograd.testing import assert_backends_agree, check_grad
+
+from .conftest import CPU_BACKENDS
+from .op_table import OPS, cases_of
+from .op_table.core import draw
+
+CASES = cases_of(OPS)
+IDS = [f"{op.name}-{'x'.join(str(s) for s in shapes) or 'scalar'}" for op, shapes in CASES]
+
+
+def _seed(op, shapes) -> int:
+    return zlib.crc32(f"{op.name}{shapes}".encode())
+
+
+def _inputs(op, shapes, backend, dtype=ag.float64):
+    return [ag.tensor(a, backend=backend, dtype=dtype) for a in draw(op, shapes, _seed(op, shapes))]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(("op", "shapes"), CASES, ids=IDS)
+def test_finite_differences(op, shapes, backend):
+    if backend in op.skip:
+        pytest.skip(op.skip[backend])
+    check_grad(op.fn, *_inputs(op, shapes, backend), rtol=op.rtol, atol=op.atol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("op", "shapes"), CASES, ids=IDS)
+def test_backends_agree(op, shapes, dtype):
+    if "array_api_strict" in op.skip:
+        pytest.skip(op.skip["array_api_strict"])
+    host = draw(op, shapes, _seed(op, shapes))
+    rtol = op.f32_rtol if dtype == "float32" else 1e-10
+    atol = 1e-4 if dtype == "float32" else 1e-12
+    assert_backends_agree(op.fn, *host, backends=("numpy", "array_api_strict"),
+                          dtype=getattr(ag, dtype), rtol=rtol, atol=atol)
+
+
+def _grad_dot(fn, directions):
+    """h(x) = Σ_i <∂L/∂x_i, v_i> with L = Σ fn(x)·w: its gradient is a Hessian-vector product."""
+
+    def h(*xs):
+        with ag.enable_grad():
+            # Finite differences call h on plain tensors: make them leaves that require grad.
+            xs = [x if x.requires_grad else x.detach().requires_grad_() for x in xs]
+            y = fn(*xs)
+            w = ag.tensor(np.linspace(0.5, 1.5, max(y.size, 1)).reshape(y.shape),
+                          backend=y.backend, dtype=y.dtype)
+            loss = ag.sum(y * w)
+            if not loss.requires_grad:
+                return loss
+            ones = ag.ones_like(loss)
+            gs = _engine.backward([loss], [ones], True, True, targets=list(xs))
+            total = None
+            for g, v in zip(gs, directions):
+                if g is None:
+                    continue
+                term = ag.sum(g * ag.tensor(v, backend=g.backend, dtype=g.dtype))
+                total = term if total is None else total + term
+            return total if total is not None else loss * 0.0
+
+    return h
+
+
+SECOND = [(op, shapes) for op, shapes in CASES if op.order >= 2]
+SECOND_IDS = [f"{op.name}-{'x'.join(str(s) for s in shapes) or 'scalar'}" for op, shapes in SECOND]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(("op", "shapes"), SECOND, ids=SECOND_IDS)
+def test_second_order(op, shapes, backend):
+    if backend in op.skip:
+        pytest.skip(op.skip[backend])
+    xs = _inputs(op, shapes, backend)
+    rng = np.random.default_rng(_seed(op, shapes) + 1)
+    directions = [rng.uniform(-1, 1, size=x.shape) for x in xs]
+    check_grad(_grad_dot(op.fn, directions), *xs, eps=1e-5, rtol=max(op.rtol, 1e-5) * 10,
+               atol=max(op.atol, 1e-7) * 10)
