@@ -15,7 +15,10 @@ from __future__ import annotations
 import math as _math
 import sys as _sys
 
-from . import _engine
+from . import (
+    _engine,
+    linalg,  # noqa: E402 - the extension namespace, after the ops it re-exports
+)
 from ._backend import (
     Backend,
     BackendError,
@@ -42,13 +45,14 @@ from ._dtypes import (
     uint64,
 )
 from ._engine import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from ._info import __array_namespace_info__
 from ._ops import MODULES as _MODULES
 from ._ops.creation import *  # noqa: F403 - each op module lists its ops in __all__
 from ._ops.data_types import *  # noqa: F403
 from ._ops.elementwise import *  # noqa: F403
 from ._ops.indexing import *  # noqa: F403
-from ._ops.linalg import matmul, matrix_transpose  # noqa: F401
 from ._ops.linalg import *  # noqa: F403
+from ._ops.linalg import matmul, matrix_transpose  # noqa: F401
 from ._ops.manipulation import *  # noqa: F403
 from ._ops.searching import *  # noqa: F403
 from ._ops.set_functions import *  # noqa: F403
@@ -56,7 +60,9 @@ from ._ops.sorting import *  # noqa: F403
 from ._ops.statistics import *  # noqa: F403
 from ._ops.utility import *  # noqa: F403
 from ._tensor import Tensor, as_tensor, tensor
-from . import linalg  # noqa: E402 - the extension namespace, after the ops it re-exports
+from .custom import Function, FunctionCtx, checkpoint, custom_vjp, detect_anomaly
+from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
+from .graph import saved_nbytes, to_dot, to_mermaid
 
 __version__ = "0.1.0"
 __array_api_version__ = "2024.12"
@@ -75,7 +81,9 @@ __all__ = sorted(
         "is_grad_enabled", "linalg", "no_grad", "set_default_backend", "set_grad_enabled",
         "tensor", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
         "uint64", "float32", "float64", "complex64", "complex128", "e", "pi", "inf", "nan",
-        "newaxis",
+        "newaxis", "__array_namespace_info__", "func", "grad", "value_and_grad", "vjp", "jvp",
+        "jacobian", "hessian", "hvp", "custom_vjp", "Function", "FunctionCtx", "checkpoint",
+        "detect_anomaly", "to_dot", "to_mermaid", "saved_nbytes",
     }
 )
 

@@ -53,13 +53,14 @@ class Backend:
         array_type: the type of the backend's arrays (used for cheap ``type(x) is`` checks).
     """
 
-    __slots__ = ("name", "xp", "array_type", "_dtype_map", "_scatter_add_fast", "__weakref__")
+    __slots__ = ("name", "xp", "array_type", "multi_device", "_scatter_add_fast", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type) -> None:
         self.name = name
         self.xp = xp
         self.array_type = array_type
-        self._dtype_map: dict[Any, Any] | None = None
+        # Backends whose arrays may sit on different devices: ops check their operands agree.
+        self.multi_device = name in ("cupy", "torch", "jax")
         self._scatter_add_fast: Callable[..., Any] | None = _FAST_SCATTER.get(name)
 
     def __repr__(self) -> str:
@@ -196,7 +197,16 @@ def _load(name: str) -> Backend:
         import array_api_compat.cupy as xp
 
         return Backend(name, xp, cupy.ndarray)
-    xp = importlib.import_module(f"array_api_compat.{name}")
+    if name == "jax":  # JAX implements the standard in jax.numpy itself
+        import jax.numpy as xp
+    else:
+        try:
+            xp = importlib.import_module(f"array_api_compat.{name}")
+        except ImportError as exc:
+            raise BackendError(
+                f"backend {name!r} is installed but this array-api-compat has no wrapper for it "
+                f"({exc}); upgrade array-api-compat"
+            ) from exc
     sample = xp.asarray([0.0])
     return Backend(name, xp, type(sample))
 

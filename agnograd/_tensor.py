@@ -168,6 +168,24 @@ class Tensor:
         _engine.backward([self], [g], bool(create_graph if retain_graph is None else retain_graph),
                          bool(create_graph))
 
+    def register_hook(self, fn: Any) -> RemovableHandle:
+        """Call ``fn(grad)`` when the gradient with respect to this tensor has been computed in a
+        backward pass; ``fn`` may return a Tensor to use instead. Returns a handle whose
+        ``remove()`` unregisters it."""
+        if not self._requires_grad:
+            raise RuntimeError("register_hook on a tensor that does not require grad: no gradient "
+                               "will ever reach it; set requires_grad=True on the leaves first")
+        if self._node is None:
+            if self._hooks is None:
+                self._hooks = []
+            hooks = self._hooks
+        else:
+            if self._node.hooks is None:
+                self._node.hooks = {}
+            hooks = self._node.hooks.setdefault(self._index, [])
+        hooks.append(fn)
+        return RemovableHandle(hooks, fn)
+
     def detach(self) -> Tensor:
         """The same data as a new leaf that needs no gradient (no copy)."""
         return Tensor._wrap(self.data, self._backend)
@@ -242,6 +260,20 @@ class Tensor:
             raise TypeError("iteration over a 0-d tensor")
         for i in range(self.data.shape[0]):
             yield self[i]
+
+
+class RemovableHandle:
+    """Returned by :meth:`Tensor.register_hook`; ``remove()`` unregisters the hook."""
+
+    __slots__ = ("_hooks", "_fn")
+
+    def __init__(self, hooks: list[Any], fn: Any) -> None:
+        self._hooks = hooks
+        self._fn = fn
+
+    def remove(self) -> None:
+        if self._fn in self._hooks:
+            self._hooks.remove(self._fn)
 
 
 _new = object.__new__

@@ -1,7 +1,8 @@
 """Shared fixtures: the ``backend`` fixture runs a test on every backend available here.
 
-NumPy and array_api_strict always; CuPy when a CUDA device is present (marker ``gpu``); PyTorch
-(CPU) when installed.
+NumPy and array_api_strict always; CuPy when a CUDA device is present (those cases carry the
+marker ``gpu``); PyTorch (CPU) when installed. Backends that are not available are left out of
+the parametrization (``tests/test_backend.py::test_optional_backends`` reports them as skips).
 """
 
 from __future__ import annotations
@@ -10,20 +11,18 @@ import pytest
 
 import agnograd as ag
 
-_AVAILABLE = set(ag.available_backends())
+AVAILABLE = set(ag.available_backends())
 
 
-def _param(name: str):  # type: ignore[no-untyped-def]
-    marks = []
-    if name == "cupy":
-        marks.append(pytest.mark.gpu)
-    if name not in _AVAILABLE:
-        marks.append(pytest.mark.skip(reason=f"backend {name!r} is not available here"))
-    return pytest.param(name, marks=marks, id=name)
+def _params(names):  # type: ignore[no-untyped-def]
+    return [pytest.param(n, marks=[pytest.mark.gpu] if n == "cupy" else [], id=n)
+            for n in names if n in AVAILABLE]
 
 
-BACKENDS = [_param(n) for n in ("numpy", "array_api_strict", "cupy", "torch")]
-CPU_BACKENDS = [_param(n) for n in ("numpy", "array_api_strict")]
+BACKENDS = _params(("numpy", "array_api_strict", "cupy", "torch"))
+CPU_BACKENDS = _params(("numpy", "array_api_strict"))
+# Backends compared against NumPy, the reference, in the cross-backend tests.
+OTHER_BACKENDS = _params(("array_api_strict", "cupy", "torch"))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -150,3 +150,21 @@ def test_to_backend_is_differentiable_across_the_transfer():
     ag.sum(g).backward()                                           # and back again, second order
     np.testing.assert_allclose(x.grad.numpy(), 4 * np.exp([2.0, 4.0]))
     assert ag.to_backend(x, "numpy") is x
+
+
+@pytest.mark.parametrize("name", ["cupy", "torch"])
+def test_optional_backends(name):
+    """Reports (as a skip) an optional backend that the parametrized tests leave out here."""
+    if name not in ag.available_backends():
+        pytest.skip(f"backend {name!r} is not available here: its cases are not run")
+    assert ag.tensor([1.0], backend=name).backend == name
+
+
+def test_operands_on_different_devices_are_refused():
+    torch = pytest.importorskip("torch")
+    a = ag.tensor(torch.ones(2))
+    b = ag.tensor(torch.ones(2, device="meta"))
+    with pytest.raises(RuntimeError, match=r"different devices.*to_device"):
+        a + b
+    with pytest.raises(RuntimeError, match="different devices"):
+        ag.stack([a, b])

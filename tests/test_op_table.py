@@ -1,5 +1,9 @@
-"""Every op of the table: finite differences (float64, both CPU backends), cross-backend
-agreement (float32 and float64), and second derivatives."""
+"""Every op of the table: finite differences (float64) on every available backend, agreement
+of every available backend with NumPy (float32 and float64), and second derivatives.
+
+Backends: NumPy and array_api_strict always; CuPy when a CUDA device is present (marker
+``gpu``); PyTorch (CPU) when installed.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import agnograd as ag
 from agnograd import _engine
 from agnograd.testing import assert_backends_agree, check_grad
 
-from .conftest import CPU_BACKENDS
+from .conftest import BACKENDS, OTHER_BACKENDS
 from .op_table import OPS, cases_of
 from .op_table.core import draw
 
@@ -28,7 +32,7 @@ def _inputs(op, shapes, backend, dtype=ag.float64):
     return [ag.tensor(a, backend=backend, dtype=dtype) for a in draw(op, shapes, _seed(op, shapes))]
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("op", "shapes"), CASES, ids=IDS)
 def test_finite_differences(op, shapes, backend):
     if backend in op.skip:
@@ -36,15 +40,17 @@ def test_finite_differences(op, shapes, backend):
     check_grad(op.fn, *_inputs(op, shapes, backend), rtol=op.rtol, atol=op.atol)
 
 
+@pytest.mark.parametrize("other", OTHER_BACKENDS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(("op", "shapes"), CASES, ids=IDS)
-def test_backends_agree(op, shapes, dtype):
-    if "array_api_strict" in op.skip:
-        pytest.skip(op.skip["array_api_strict"])
+def test_backends_agree(op, shapes, dtype, other):
+    """Same host inputs on NumPy and on ``other``: values and gradients agree."""
+    if other in op.skip:
+        pytest.skip(op.skip[other])
     host = draw(op, shapes, _seed(op, shapes))
     rtol = op.f32_rtol if dtype == "float32" else 1e-10
     atol = 1e-4 if dtype == "float32" else 1e-12
-    assert_backends_agree(op.fn, *host, backends=("numpy", "array_api_strict"),
+    assert_backends_agree(op.fn, *host, backends=("numpy", other),
                           dtype=getattr(ag, dtype), rtol=rtol, atol=atol)
 
 
@@ -78,7 +84,7 @@ SECOND = [(op, shapes) for op, shapes in CASES if op.order >= 2]
 SECOND_IDS = [f"{op.name}-{'x'.join(str(s) for s in shapes) or 'scalar'}" for op, shapes in SECOND]
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("op", "shapes"), SECOND, ids=SECOND_IDS)
 def test_second_order(op, shapes, backend):
     if backend in op.skip:
@@ -88,3 +94,36 @@ def test_second_order(op, shapes, backend):
     directions = [rng.uniform(-1, 1, size=x.shape) for x in xs]
     check_grad(_grad_dot(op.fn, directions), *xs, eps=1e-5, rtol=max(op.rtol, 1e-5) * 10,
                atol=max(op.atol, 1e-7) * 10)
+
+
+_HOST_SYNCS = ("__array__", "__bool__", "__float__", "__int__", "__index__", "__complex__",
+               "__iter__", "__dlpack__", "__len__")
+
+
+@pytest.mark.parametrize(("op", "shapes"), CASES, ids=IDS)
+def test_backward_makes_no_host_copies(op, shapes, monkeypatch):
+    """Gradients stay on the device: inside backward, no rule converts an array to the host
+    (on array_api_strict every such conversion goes through one of these methods)."""
+    if "array_api_strict" in op.skip:
+        pytest.skip(op.skip["array_api_strict"])
+    xs = _inputs(op, shapes, "array_api_strict")
+    for x in xs:
+        x.requires_grad_()
+    y = op.fn(*xs)
+    if not y.requires_grad:
+        pytest.skip("no graph")
+    loss = ag.sum(y * y)
+    array_type = type(xs[0].data)
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise AssertionError(f"host copy inside backward: Array.{name} was called")
+
+        return method
+
+    for name in _HOST_SYNCS:
+        if hasattr(array_type, name):
+            monkeypatch.setattr(array_type, name, refuse(name))
+    loss.backward()
+    monkeypatch.undo()
+    assert all(x.grad is not None for x in xs)

@@ -52,6 +52,13 @@ def mixing_error(op: str, a: Backend, b: Backend) -> TypeError:
     )
 
 
+def device_mismatch(op: str, a: Tensor, b: Tensor) -> RuntimeError:
+    return RuntimeError(
+        f"{op}: operands are on different devices of backend '{a.backend}' ({a.device} and "
+        f"{b.device}); move one with t.to_device(other.device)"
+    )
+
+
 def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
     """An operand as a Tensor on ``backend`` (if given): raw arrays are wrapped without copying;
     Python scalars and lists become tensors of the default (or given) backend."""
@@ -75,9 +82,12 @@ def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any]:
     t1 = type(x1) is Tensor
     t2 = type(x2) is Tensor
     if t1 and t2:
-        if x1._backend is not x2._backend:
-            raise mixing_error(op, x1._backend, x2._backend)
-        return x1._backend, x1, x2
+        b = x1._backend
+        if x2._backend is not b:
+            raise mixing_error(op, b, x2._backend)
+        if b.multi_device and x1.data.device != x2.data.device:
+            raise device_mismatch(op, x1, x2)
+        return b, x1, x2
     if t1:
         b = x1._backend
         if not isinstance(x2, PY_SCALARS):
@@ -110,10 +120,13 @@ def operands(xs: Any, op: str) -> tuple[Backend, list[Tensor]]:
     out_ = [to_tensor(x, op, b) for x in xs]
     if not out_:
         raise ValueError(f"{op}: needs at least one array")
-    b = out_[0]._backend
+    first = out_[0]
+    b = first._backend
     for t in out_[1:]:
         if t._backend is not b:
             raise mixing_error(op, b, t._backend)
+        if b.multi_device and t.data.device != first.data.device:
+            raise device_mismatch(op, first, t)
     return b, out_
 
 

@@ -1,5 +1,396 @@
-"""(stub: filled in below)."""
+"""Creation functions of the Array API standard.
+
+Arrays made from shapes and scalars (``zeros``, ``arange``, ``eye``, ...) live on the default
+backend (:func:`agnograd.get_default_backend`) -- or on the backend whose device object
+``device=`` names; ``*_like`` functions use the backend of ``x``; ``asarray`` keeps a Tensor's or
+a raw array's backend. ``dtype=`` takes agnograd dtypes (``ag.float32``) or a backend's own.
+
+These results need no gradient, except: ``tril``/``triu`` (VJP: the same triangle of ``ḡ``),
+``meshgrid`` (VJP: each input gets ``ḡ`` of its grid summed over the other axes), and
+``asarray`` of a Tensor, which returns the Tensor itself when nothing needs converting and
+otherwise converts it with the differentiable :func:`astype` / ``to_device``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import functools
+from typing import Any
+
+from .._backend import Backend, backend_of_array, get_backend, get_default_backend, host_array
+from ._common import (
+    PY_SCALARS,
+    Tensor,
+    grad_on,
+    operands,
+    record,
+    record_multi,
+    to_backend_dtype,
+    to_tensor,
+    wrap,
+)
+from .data_types import astype, result_type
+
+__all__ = [
+    "arange",
+    "asarray",
+    "empty",
+    "empty_like",
+    "eye",
+    "from_dlpack",
+    "full",
+    "full_like",
+    "linspace",
+    "meshgrid",
+    "ones",
+    "ones_like",
+    "tril",
+    "triu",
+    "zeros",
+    "zeros_like",
+]
+
+# Top-level module of a device object's type -> the backend whose devices these are.
+_DEVICE_MODULES = {"array_api_strict": "array_api_strict", "cupy": "cupy", "torch": "torch",
+                   "jax": "jax", "jaxlib": "jax"}
+
+
+def _creation_backend(device: Any) -> Backend:
+    """The default backend, unless ``device`` is plainly another backend's device object (so
+    ``ag.zeros(s, device=g.device)`` lands where ``g`` lives)."""
+    b = get_default_backend()
+    if device is None:
+        return b
+    name = _DEVICE_MODULES.get(type(device).__module__.split(".")[0])
+    if name is not None and name != b.name:
+        return get_backend(name)
+    return b
+
+
+def _dtype(b: Backend, dtype: Any, fn: str) -> Any:
+    try:
+        return to_backend_dtype(b.xp, dtype)
+    except TypeError as exc:
+        raise TypeError(f"{fn}: {exc} (backend '{b.name}')") from None
+
+
+def _kwargs(dtype: Any, device: Any) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if dtype is not None:
+        kw["dtype"] = dtype
+    if device is not None:
+        kw["device"] = device
+    return kw
+
+
+def _scalar(v: Any) -> Any:
+    """A Python scalar argument; a one-element Tensor is accepted and read out."""
+    if type(v) is Tensor:
+        return v.item()
+    return v
+
+
+def _make(fn: str, args: tuple[Any, ...], dtype: Any, device: Any, **extra: Any) -> Tensor:
+    b = _creation_backend(device)
+    dt = _dtype(b, dtype, fn)
+    try:
+        data = getattr(b.xp, fn)(*args, **_kwargs(dt, device), **extra)
+    except (TypeError, ValueError) as exc:
+        shown = ", ".join(repr(a) for a in args)
+        raise _same_kind(exc, f"{fn}({shown}) on backend '{b.name}' failed: {exc}") from exc
+    return wrap(data, b)
+
+
+def _same_kind(exc: Exception, message: str) -> Exception:
+    """A TypeError, ValueError or OverflowError (as ``exc`` was) carrying ``message``."""
+    for kind in (TypeError, OverflowError, ValueError):
+        if isinstance(exc, kind):
+            return kind(message)
+    return ValueError(message)
+
+
+def _like(fn: str, x: Any, dtype: Any, device: Any, *args: Any) -> Tensor:
+    x = to_tensor(x, fn)
+    b = x._backend
+    dt = _dtype(b, dtype, fn)
+    return wrap(getattr(b.xp, fn)(x.data, *args, **_kwargs(dt, device)), b)
+
+
+# ---------------------------------------------------------------------------------------------
+# From shapes and scalars (default backend; never require grad)
+
+
+def arange(start: int | float, /, stop: int | float | None = None, step: int | float = 1, *,
+           dtype: Any = None, device: Any = None) -> Tensor:
+    """Evenly spaced values in ``[start, stop)`` (``[0, start)`` when ``stop`` is None), 1-d."""
+    start = _scalar(start)
+    stop = None if stop is None else _scalar(stop)
+    step = _scalar(step)
+    if step == 0:
+        raise ValueError("arange: step must not be 0")
+    return _make("arange", (start, stop, step), dtype, device)
+
+
+def empty(shape: int | tuple[int, ...], *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An uninitialized array of ``shape`` (default floating dtype unless ``dtype``)."""
+    return _make("empty", (shape,), dtype, device)
+
+
+def zeros(shape: int | tuple[int, ...], *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of ``shape`` filled with 0 (default floating dtype unless ``dtype``)."""
+    return _make("zeros", (shape,), dtype, device)
+
+
+def ones(shape: int | tuple[int, ...], *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of ``shape`` filled with 1 (default floating dtype unless ``dtype``)."""
+    return _make("ones", (shape,), dtype, device)
+
+
+def full(shape: int | tuple[int, ...], fill_value: bool | int | float | complex, *,
+         dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of ``shape`` filled with ``fill_value``; the dtype follows the scalar's kind
+    (bool, default integer, default floating, default complex) unless ``dtype`` is given."""
+    return _make("full", (shape, _scalar(fill_value)), dtype, device)
+
+
+def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None,
+        device: Any = None) -> Tensor:
+    """A 2-d ``(n_rows, n_cols)`` array with ones on the ``k``-th diagonal, zeros elsewhere."""
+    return _make("eye", (n_rows, n_cols), dtype, device, k=k)
+
+
+def linspace(start: int | float | complex, stop: int | float | complex, /, num: int, *,
+             dtype: Any = None, device: Any = None, endpoint: bool = True) -> Tensor:
+    """``num`` evenly spaced values from ``start`` to ``stop`` (included when ``endpoint``)."""
+    if not isinstance(num, int) or num < 0:
+        raise ValueError(f"linspace: num must be a non-negative integer, not {num!r}")
+    start = _scalar(start)
+    stop = _scalar(stop)
+    return _make("linspace", (start, stop, num), dtype, device, endpoint=endpoint)
+
+
+def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Tensor:
+    """An array of the default backend sharing (or, with ``copy=True``, copying) the memory of
+    any object with ``__dlpack__`` (a Tensor, a CuPy/PyTorch/NumPy array, ...)."""
+    b = _creation_backend(device)
+    src = x.data if type(x) is Tensor else x
+    if not hasattr(src, "__dlpack__"):
+        raise TypeError(f"from_dlpack: {type(x).__name__} does not support DLPack "
+                        "(no __dlpack__ method); use ag.asarray instead")
+    kw: dict[str, Any] = {}
+    if device is not None:
+        kw["device"] = device
+    if copy is not None:
+        kw["copy"] = copy
+    try:
+        data = b.xp.from_dlpack(src, **kw)
+    except BufferError:
+        if not copy:
+            raise
+        # Some libraries copy only to the host through DLPack (CuPy): import, then copy.
+        del kw["copy"]
+        data = b.asarray(b.xp.from_dlpack(src, **kw), copy=True)
+    return wrap(data, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# *_like (the backend of x; never require grad)
+
+
+def empty_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An uninitialized array with ``x``'s shape (and dtype/device unless given)."""
+    return _like("empty_like", x, dtype, device)
+
+
+def zeros_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """Zeros with ``x``'s shape (and dtype/device unless given)."""
+    return _like("zeros_like", x, dtype, device)
+
+
+def ones_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """Ones with ``x``'s shape (and dtype/device unless given)."""
+    return _like("ones_like", x, dtype, device)
+
+
+def full_like(x: Any, /, fill_value: bool | int | float | complex, *, dtype: Any = None,
+              device: Any = None) -> Tensor:
+    """``fill_value`` in ``x``'s shape (and dtype/device unless given)."""
+    return _like("full_like", x, dtype, device, _scalar(fill_value))
+
+
+# ---------------------------------------------------------------------------------------------
+# asarray
+
+
+def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None
+            ) -> Tensor:
+    """``obj`` as a Tensor: a Tensor, an array of any backend (kept on its backend), a Python
+    scalar or a nested sequence (default backend; may contain Tensors or arrays).
+
+    ``copy=None`` copies only when a conversion needs it, ``True`` always copies, ``False``
+    never does (ValueError if a copy is needed). A Tensor that needs no conversion is returned
+    itself (gradient history included); converting one goes through the differentiable
+    :func:`astype` and ``to_device``. Everything else needs no gradient.
+    """
+    if type(obj) is Tensor:
+        return _convert(obj, dtype, device, copy)
+    ob = backend_of_array(obj)
+    if ob is not None:
+        return _convert(wrap(obj, ob), dtype, device, copy)
+    if copy is False and (type(obj) in PY_SCALARS or isinstance(obj, (list, tuple))):
+        raise ValueError(
+            f"asarray: copy=False, but a Python {type(obj).__name__} must be copied into a new "
+            "array; pass copy=None"
+        )
+    b = _creation_backend(device)
+    if isinstance(obj, (list, tuple)) and _may_hold_arrays(obj):
+        found: list[Tensor] = []
+        scalars: list[Any] = []
+        plain = _unnest(obj, found, scalars)
+        if found:
+            obj = plain
+            if device is None:
+                b = found[0]._backend
+            if dtype is None:
+                try:
+                    dtype = result_type(*found, *scalars)
+                except (TypeError, ValueError):
+                    dtype = None
+    dt = _dtype(b, dtype, "asarray")
+    try:
+        data = b.asarray(obj, dtype=dt, device=device, copy=copy)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _same_kind(exc, f"asarray: cannot make a '{b.name}' array from "
+                         f"{type(obj).__name__}: {exc}") from exc
+    return wrap(data, b)
+
+
+def _convert(t: Tensor, dtype: Any, device: Any, copy: bool | None) -> Tensor:
+    b = t._backend
+    want = _dtype(b, dtype, "asarray")
+    cast = want is not None and t.data.dtype != want
+    move = device is not None and device != b.device_of(t.data)
+    if copy is False and (cast or move):
+        raise ValueError(
+            f"asarray: copy=False, but converting the {t.dtype.name} array of shape {t.shape} "
+            f"(device {b.device_of(t.data)}) to the requested dtype/device needs a copy; pass "
+            "copy=None"
+        )
+    out = t
+    if cast or copy:
+        out = astype(t, want if want is not None else t.data.dtype, copy=True)
+    if move:
+        from .manipulation import to_device
+
+        out = to_device(out, device)
+    return out
+
+
+def _may_hold_arrays(seq: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether a nested sequence holds anything but Python scalars (a quick pass, so plain
+    nested lists go straight to the backend)."""
+    for o in seq:
+        t = type(o)
+        if t in PY_SCALARS:
+            continue
+        if t is list or t is tuple:
+            if _may_hold_arrays(o):
+                return True
+            continue
+        return True
+    return False
+
+
+def _unnest(obj: Any, found: list[Tensor], scalars: list[Any]) -> Any:
+    """A nested sequence with every Tensor/array replaced by nested Python lists (collected in
+    ``found``; the Python scalars met in ``scalars``)."""
+    if type(obj) in PY_SCALARS:
+        scalars.append(obj)
+        return obj
+    if type(obj) is Tensor:
+        found.append(obj)
+        return host_array(obj.data).tolist()
+    ob = backend_of_array(obj)
+    if ob is not None:
+        found.append(wrap(obj, ob))
+        return host_array(obj).tolist()
+    if isinstance(obj, (list, tuple)):
+        return [_unnest(o, found, scalars) for o in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Differentiable: meshgrid, tril, triu
+
+
+def _meshgrid_back(xp: Any, gs: tuple[Any, ...], *, i: int, axis: int, ndim: int) -> Any:
+    others = tuple(a for a in range(ndim) if a != axis)
+    return xp.sum(gs[i], axis=others) if others else gs[i]
+
+
+def meshgrid(*arrays: Any, indexing: str = "xy") -> list[Tensor]:
+    """Coordinate grids from 1-d arrays: a list of N-d arrays, one per input, each of shape
+    ``(len(a_1), ..., len(a_N))`` for ``indexing='ij'``; ``'xy'`` swaps the first two axes.
+
+    VJP: input i receives its grid's ``ḡ`` summed over every axis but its own.
+    """
+    if indexing not in ("xy", "ij"):
+        raise ValueError(f"meshgrid: indexing must be 'xy' or 'ij', not {indexing!r}")
+    if not arrays:
+        return []
+    b, ts = operands(arrays, "meshgrid")
+    for t in ts:
+        if t.ndim != 1:
+            shapes = ", ".join(str(s.shape) for s in ts)
+            raise ValueError(f"meshgrid: every input must be 1-d, got shapes {shapes}; flatten "
+                             "them with ag.reshape(x, (-1,))")
+    ys = [b.fix(y) for y in b.xp.meshgrid(*[t.data for t in ts], indexing=indexing)]
+    n = len(ts)
+    if not (grad_on() and any(t._requires_grad for t in ts)):
+        return [wrap(y, b) for y in ys]
+
+    def axis_of(i: int) -> int:
+        if indexing == "xy" and n >= 2 and i < 2:
+            return 1 - i
+        return i
+
+    rules = tuple(functools.partial(_meshgrid_back, i=i, axis=axis_of(i), ndim=n)
+                  for i in range(n))
+    return list(record_multi("meshgrid", tuple(ys), b, tuple(ts), rules))
+
+
+def _tril_back(xp: Any, g: Any, k: int) -> Any:
+    return xp.tril(g, k=k)
+
+
+def _triu_back(xp: Any, g: Any, k: int) -> Any:
+    return xp.triu(g, k=k)
+
+
+def _triangle(name: str, x: Any, k: int, rule: Any) -> Tensor:
+    x = to_tensor(x, name)
+    if x.ndim < 2:
+        raise ValueError(f"{name}: needs an array of at least 2 dimensions (a matrix or a stack "
+                         f"of matrices), not shape {x.shape}")
+    if not isinstance(k, int):
+        raise TypeError(f"{name}: k must be an int, not {type(k).__name__}")
+    b = x._backend
+    y = getattr(b.xp, name)(x.data, k=k)
+    if x._requires_grad and grad_on():
+        return record(name, y, b, (x,), (rule,), params=(k,))
+    return wrap(y, b)
+
+
+def tril(x: Any, /, *, k: int = 0) -> Tensor:
+    """The lower triangle of (each matrix of) ``x``: zeros above the ``k``-th diagonal.
+
+    VJP: ``x̄ = tril(ḡ, k)``.
+    """
+    return _triangle("tril", x, k, _tril_back)
+
+
+def triu(x: Any, /, *, k: int = 0) -> Tensor:
+    """The upper triangle of (each matrix of) ``x``: zeros below the ``k``-th diagonal.
+
+    VJP: ``x̄ = triu(ḡ, k)``.
+    """
+    return _triangle("triu", x, k, _triu_back)

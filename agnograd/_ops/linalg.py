@@ -1,35 +1,948 @@
-"""Linear algebra: matmul, tensordot, vecdot, matrix_transpose and the ``linalg`` extension."""
+"""Linear algebra: ``matmul``, ``tensordot``, ``vecdot``, ``matrix_transpose`` and the Array API
+``linalg`` extension, each with its VJP rule beside it.
+
+Rules read ``(xp, g, *saved, *params)``; a multi-output op's rule (``eigh``, ``svd``, ``qr``) gets
+the tuple of its outputs' cotangents, zeros where an output received none. ``Aᵀ`` is
+``matrix_transpose``, ``∘`` the elementwise product; every rule works on stacks ``(..., M, N)``.
+Rules use standard functions only, so the same rule runs on backend arrays and, for
+``create_graph=True``, on Tensors (``xp.linalg.solve`` is then this module's ``solve``). Masks
+and selectors (``eye``-based) are built once in the forward pass and saved as constants.
+
+Conventions where the derivative does not exist, or is not unique:
+
+* ``vector_norm``/``matrix_norm('fro')`` at the zero vector/matrix: gradient 0 (a subgradient).
+  ``ord=1`` at ``x_i = 0``: 0 (as ``abs``). ``ord=inf``/``-inf``: the gradient goes to the
+  elements of largest (smallest) magnitude, split equally between ties. ``ord=0`` (a count): 0.
+  General ``p``: ``sign(x)·(|x|/‖x‖)^(p-1)``, with 0 where ``x_i = 0`` (for ``p < 1`` a
+  subgradient convention) and where ``‖x‖ = 0``.
+* ``matrix_norm`` ``ord=2``/``-2`` with a repeated largest (smallest) singular value: the
+  average of the tied ``u_i v_iᵀ`` (a subgradient). ``ord=1``/``inf``: ties split like ``max``.
+* ``eigh``: the input is taken as symmetric (the backend reads one triangle) and gradients are
+  symmetric. Eigenvector gradients need distinct eigenvalues: terms ``1/(λ_j - λ_i)`` with
+  exactly equal eigenvalues are dropped (set to 0), which is only right when the loss does not
+  depend on the eigenvectors of the repeated eigenvalue; nearly equal eigenvalues blow up.
+  ``eigvalsh`` (eigenvalues only) gives ``V diag(ḡ) Vᵀ`` for whichever eigenbasis the backend
+  returns: at repeated eigenvalues this is right for losses symmetric in the tied eigenvalues
+  (single eigenvalues are not differentiable there).
+* ``svd``: the same for ``U``/``Vh`` gradients, which need distinct (and, for non-square
+  inputs, non-zero) singular values. With ``full_matrices=True`` and a non-square input only the
+  first ``min(M, N)`` columns of ``U`` (rows of ``Vh``) are differentiated: the others are not
+  unique, and a loss that depends on them gets a gradient as if it did not. ``svdvals`` and
+  the nuclear norm behave like ``eigvalsh`` at repeated singular values (first order).
+* ``cholesky``: the input is taken as symmetric positive definite; the gradient is symmetric.
+* ``qr``: differentiable for ``mode='reduced'`` (any shape of full rank) and ``mode='complete'``
+  with ``M <= N``; ``mode='complete'`` with ``M > N`` raises ``NotImplementedError`` on backward
+  (the last ``M - N`` columns of ``Q`` are not unique).
+* ``det``, ``slogdet``, ``inv``, ``solve``: the matrix must be invertible (the gradients use
+  ``A⁻ᵀ``). ``pinv``: valid where the rank does not change under small perturbations (e.g. full
+  rank). ``slogdet``'s ``sign`` and ``matrix_rank`` are not differentiable (never require grad).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
-from ._common import Tensor, binary_operands, grad_on, record, to_tensor, wrap
+from . import elementwise as _ew
+from . import manipulation as _manip
+from . import statistics as _stats
+from ._common import (
+    OUT,
+    Tensor,
+    grad_on,
+    normalize_axes,
+    normalize_axis,
+    operands,
+    out,
+    raw_dtype,
+    record,
+    record_multi,
+    to_tensor,
+    wrap,
+)
 
-__all__ = ["matmul", "matrix_transpose"]
-EXTENSION_ALL: list[str] = ["matmul", "matrix_transpose"]
+__all__ = ["matmul", "matrix_transpose", "tensordot", "vecdot"]
+EXTENSION_ALL: list[str] = [
+    "cholesky",
+    "cross",
+    "det",
+    "diagonal",
+    "eigh",
+    "eigvalsh",
+    "inv",
+    "matmul",
+    "matrix_norm",
+    "matrix_power",
+    "matrix_rank",
+    "matrix_transpose",
+    "outer",
+    "pinv",
+    "qr",
+    "slogdet",
+    "solve",
+    "svd",
+    "svdvals",
+    "tensordot",
+    "trace",
+    "vecdot",
+    "vector_norm",
+]
+
+
+class EighResult(NamedTuple):
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+
+
+class QRResult(NamedTuple):
+    Q: Tensor
+    R: Tensor
+
+
+class SlogdetResult(NamedTuple):
+    sign: Tensor
+    logabsdet: Tensor
+
+
+class SVDResult(NamedTuple):
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the forwards and the rules
+
+
+def _needs(*ts: Any) -> bool:
+    return grad_on() and any(type(t) is Tensor and t._requires_grad for t in ts)
+
+
+def _meta(*ts: Tensor) -> tuple[Any, ...]:
+    """Every input's (shape, dtype): the engine sums broadcast batch axes back and casts."""
+    return tuple((t.data.shape, t.data.dtype) for t in ts)
 
 
 def _mT(xp: Any, a: Any) -> Any:
     return xp.matrix_transpose(a)
 
 
-def _matmul_1(xp: Any, g: Any, a: Any, b: Any) -> Any:
-    if b.ndim == 1:
-        return g[..., None] * b if a.ndim > 1 else g * b
+def _col(xp: Any, v: Any) -> Any:
+    """(..., n) -> (..., n, 1)."""
+    return xp.expand_dims(v, axis=-1)
+
+
+def _row(xp: Any, v: Any) -> Any:
+    """(..., n) -> (..., 1, n)."""
+    return xp.expand_dims(v, axis=-2)
+
+
+def _mat(xp: Any, s: Any) -> Any:
+    """(...) -> (..., 1, 1): a per-matrix scalar that broadcasts over each matrix."""
+    return xp.expand_dims(xp.expand_dims(s, axis=-1), axis=-1)
+
+
+def _safe_recip(xp: Any, d: Any) -> Any:
+    """1/d, and 0 where d == 0 (safe under differentiation: no inf in the unused branch)."""
+    zero = d == 0
+    return xp.where(zero, 0.0, 1.0 / xp.where(zero, 1.0, d))
+
+
+def _eye(b: Any, like: Any, n: int, m: int | None = None, k: int = 0) -> Any:
+    """A constant ``eye(n, m, k)`` of ``like``'s dtype and device (masks and selectors)."""
+    return b.xp.eye(n, m, k=k, dtype=like.dtype, device=b.device_of(like))
+
+
+def _matrix_arg(x: Any, op: str, square: bool = False) -> Tensor:
+    x = to_tensor(x, op)
+    if x.ndim < 2 or (square and x.shape[-1] != x.shape[-2]):
+        what = "a square matrix or a stack of them, shape (..., M, M)" if square else (
+            "a matrix or a stack of them, shape (..., M, N)")
+        raise ValueError(f"{op}: expected {what}; got an array of shape {x.shape}")
+    return x
+
+
+def _identity(xp: Any, g: Any) -> Any:
+    return g
+
+
+def _zeros_back(xp: Any, g: Any) -> Any:
+    return xp.zeros_like(g)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main namespace: matmul, tensordot, vecdot, matrix_transpose
+
+
+def _matmul_1(xp: Any, g: Any, a: Any, c: Any) -> Any:
+    if c.ndim == 1:
+        if a.ndim == 1:
+            return g * c  # (k,)·(k,) -> (): x̄1 = ḡ x2
+        return _col(xp, g) * c  # (..., n, k) @ (k,) -> (..., n): x̄1 = ḡ ⊗ x2
+    if a.ndim == 1:  # (k,) @ (..., k, m) -> (..., m): x̄1 = x2 ḡ, summed over the batch
+        return xp.squeeze(xp.matmul(c, _col(xp, g)), axis=-1)
+    return xp.matmul(g, _mT(xp, c))
+
+
+def _matmul_2(xp: Any, g: Any, a: Any, c: Any) -> Any:
     if a.ndim == 1:
-        return xp.sum(g[..., None, :] * b, axis=-1) if False else xp.matmul(b, g[..., None])[..., 0] if g.ndim else xp.matmul(b, g)
-    return xp.matmul(g, _mT(xp, b))
+        if c.ndim == 1:
+            return g * a
+        return _col(xp, a) * _row(xp, g)  # (k, 1) * (..., 1, m) -> (..., k, m)
+    if c.ndim == 1:  # (..., n, k) @ (k,): x̄2 = x1ᵀ ḡ, summed over the batch
+        return xp.squeeze(xp.matmul(_mT(xp, a), _col(xp, g)), axis=-1)
+    return xp.matmul(_mT(xp, a), g)
 
 
 def matmul(x1: Any, x2: Any, /) -> Tensor:
-    """Matrix product (placeholder, completed with the linalg module)."""
-    be, x1, x2 = binary_operands(x1, x2, "matmul")
-    y = be.xp.matmul(x1.data, x2.data)
-    return wrap(y, be)
+    """Matrix product with the standard's rules: 1-d operands are vectors (promoted to a matrix
+    and the added axis removed from the result), batch axes ``...`` broadcast.
+
+    Shapes ``(..., N, K) @ (..., K, M) -> (..., N, M)``; float dtypes promote.
+    VJP: ``x̄1 = ḡ x2ᵀ``, ``x̄2 = x1ᵀ ḡ`` (outer products for vector operands), summed over
+    broadcast batch axes.
+    """
+    b, (x1, x2) = operands((x1, x2), "matmul")
+    s1, s2 = x1.shape, x2.shape
+    if x1.ndim == 0 or x2.ndim == 0:
+        raise ValueError(
+            f"matmul: operands must have at least one dimension, got shapes {s1} and {s2}; "
+            "use multiply (*) to scale by a 0-d array"
+        )
+    k2 = s2[0] if x2.ndim == 1 else s2[-2]
+    if s1[-1] != k2:
+        raise ValueError(
+            f"matmul: shapes {s1} and {s2} are not aligned: the last axis of x1 ({s1[-1]}) must "
+            f"equal the {'only' if x2.ndim == 1 else 'second-to-last'} axis of x2 ({k2})"
+        )
+    y = b.xp.matmul(x1.data, x2.data)
+    if _needs(x1, x2):
+        return record("matmul", y, b, (x1, x2), (_matmul_1, _matmul_2), (x1, x2), _meta(x1, x2))
+    return wrap(y, b)
+
+
+def _transpose_back(xp: Any, g: Any) -> Any:
+    return xp.matrix_transpose(g)
 
 
 def matrix_transpose(x: Any, /) -> Tensor:
-    """Transpose of the last two axes."""
-    x = to_tensor(x, "matrix_transpose")
-    return wrap(x._backend.xp.matrix_transpose(x.data), x._backend)
+    """Transpose of the last two axes: ``(..., M, N) -> (..., N, M)``. VJP: ``x̄ = ḡᵀ``."""
+    x = _matrix_arg(x, "matrix_transpose")
+    b = x._backend
+    y = b.xp.matrix_transpose(x.data)
+    if _needs(x):
+        return record("matrix_transpose", y, b, (x,), (_transpose_back,))
+    return wrap(y, b)
+
+
+def _tensordot_1(xp: Any, g: Any, a: Any, c: Any, spec: tuple[Any, ...]) -> Any:
+    g_free2, f2, perm1 = spec[0], spec[1], spec[2]
+    r = xp.tensordot(g, c, axes=(g_free2, f2))
+    return r if perm1 is None else xp.permute_dims(r, perm1)
+
+
+def _tensordot_2(xp: Any, g: Any, a: Any, c: Any, spec: tuple[Any, ...]) -> Any:
+    f1, g_free1, perm2 = spec[3], spec[4], spec[5]
+    r = xp.tensordot(a, g, axes=(f1, g_free1))
+    return r if perm2 is None else xp.permute_dims(r, perm2)
+
+
+def _inverse_perm(labels: list[int]) -> tuple[int, ...] | None:
+    """The permutation that sorts axes labelled ``labels`` (None when already sorted)."""
+    perm = tuple(labels.index(i) for i in range(len(labels)))
+    return None if perm == tuple(range(len(labels))) else perm
+
+
+def tensordot(x1: Any, x2: Any, /, *, axes: int | tuple[Any, Any] = 2) -> Tensor:
+    """Tensor contraction: ``axes=N`` contracts the last N axes of ``x1`` with the first N of
+    ``x2``; ``axes=(a1, a2)`` contracts ``x1``'s axes ``a1`` with ``x2``'s ``a2`` pairwise.
+
+    The result has ``x1``'s free axes, then ``x2``'s. Contracted axes must have equal sizes
+    (no broadcasting). VJP: ``x̄1 = tensordot(ḡ, x2)`` over ``x2``'s free axes and ``x̄2 =
+    tensordot(x1, ḡ)`` over ``x1``'s, each permuted back to its input's axis order.
+    """
+    b, (x1, x2) = operands((x1, x2), "tensordot")
+    n1, n2 = x1.ndim, x2.ndim
+    if isinstance(axes, int) and not isinstance(axes, bool):
+        if not 0 <= axes <= min(n1, n2):
+            raise ValueError(
+                f"tensordot: axes={axes} must be between 0 and the smaller rank of the operands "
+                f"(shapes {x1.shape} and {x2.shape})"
+            )
+        c1 = tuple(range(n1 - axes, n1))
+        c2 = tuple(range(axes))
+        fwd_axes: Any = axes
+    else:
+        try:
+            a1, a2 = axes  # type: ignore[misc]
+            a1 = (a1,) if isinstance(a1, int) else a1  # NumPy also takes a pair of single axes
+            a2 = (a2,) if isinstance(a2, int) else a2
+            c1 = tuple(normalize_axis(int(i), n1, "tensordot") for i in a1)
+            c2 = tuple(normalize_axis(int(i), n2, "tensordot") for i in a2)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"tensordot: axes must be an int or a pair of axis sequences, got {axes!r}"
+            ) from exc
+        if len(c1) != len(c2) or len(set(c1)) != len(c1) or len(set(c2)) != len(c2):
+            raise ValueError(
+                f"tensordot: axes {axes!r} must name the same number of distinct axes of each "
+                "operand"
+            )
+        fwd_axes = (c1, c2)
+    for i, j in zip(c1, c2):
+        if x1.shape[i] != x2.shape[j]:
+            raise ValueError(
+                f"tensordot: axis {i} of x1 (shape {x1.shape}) and axis {j} of x2 (shape "
+                f"{x2.shape}) are contracted but have different sizes"
+            )
+    y = b.xp.tensordot(x1.data, x2.data, axes=fwd_axes)
+    if not _needs(x1, x2):
+        return wrap(y, b)
+    f1 = tuple(i for i in range(n1) if i not in c1)
+    f2 = tuple(j for j in range(n2) if j not in c2)
+    nf1 = len(f1)
+    g_free1 = tuple(range(nf1))
+    g_free2 = tuple(range(nf1, nf1 + len(f2)))
+    # tensordot(ḡ, x2) has x1's free axes, then x2's contracted axes in increasing order; label
+    # each with the x1 axis it pairs with, and permute back to x1's order (likewise for x2).
+    perm1 = _inverse_perm(list(f1) + [c1[c2.index(j)] for j in sorted(c2)])
+    perm2 = _inverse_perm([c2[c1.index(i)] for i in sorted(c1)] + list(f2))
+    spec = (g_free2, f2, perm1, f1, g_free1, perm2)
+    return record("tensordot", y, b, (x1, x2), (_tensordot_1, _tensordot_2), (x1, x2),
+                  _meta(x1, x2), params=(spec,))
+
+
+def _vecdot_1(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    return xp.expand_dims(g, axis=axis) * c
+
+
+def _vecdot_2(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    return xp.expand_dims(g, axis=axis) * a
+
+
+def _vector_axis(x1: Tensor, x2: Tensor, axis: int, op: str) -> int:
+    """The contracted axis as a negative index (the standard counts from the end)."""
+    n = min(x1.ndim, x2.ndim)
+    if n == 0:
+        raise ValueError(f"{op}: operands must have at least one dimension, got shapes "
+                         f"{x1.shape} and {x2.shape}")
+    ax = axis
+    if ax >= 0 and x1.ndim == x2.ndim:
+        ax -= x1.ndim
+    if not -n <= ax <= -1:
+        raise ValueError(
+            f"{op}: axis {axis} must be in [-{n}, -1] for operands of shapes {x1.shape} and "
+            f"{x2.shape} (the standard counts the axis from the end)"
+        )
+    return ax
+
+
+def vecdot(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
+    """Dot product of vectors along ``axis`` (counted from the end), broadcasting the others:
+    ``sum(x1 * x2, axis=axis)`` for real dtypes.
+
+    VJP: ``x̄1 = ḡ x2``, ``x̄2 = ḡ x1`` (``ḡ`` expanded along ``axis``), summed over broadcast axes.
+    """
+    b, (x1, x2) = operands((x1, x2), "vecdot")
+    ax = _vector_axis(x1, x2, axis, "vecdot")
+    if x1.shape[ax] != x2.shape[ax]:
+        raise ValueError(f"vecdot: axis {axis} has size {x1.shape[ax]} in x1 (shape {x1.shape}) "
+                         f"but {x2.shape[ax]} in x2 (shape {x2.shape}); they must be equal")
+    y = b.xp.vecdot(x1.data, x2.data, axis=ax)
+    if _needs(x1, x2):
+        return record("vecdot", y, b, (x1, x2), (_vecdot_1, _vecdot_2), (x1, x2), _meta(x1, x2),
+                      params=(ax,))
+    return wrap(y, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Products: outer, cross
+
+
+def _outer_1(xp: Any, g: Any, a: Any, c: Any) -> Any:
+    return xp.matmul(g, c)
+
+
+def _outer_2(xp: Any, g: Any, a: Any, c: Any) -> Any:
+    return xp.matmul(a, g)
+
+
+def outer(x1: Any, x2: Any, /) -> Tensor:
+    """Outer product of two vectors: ``(N,), (M,) -> (N, M)``.
+
+    VJP: ``x̄1 = ḡ x2``, ``x̄2 = ḡᵀ x1``.
+    """
+    b, (x1, x2) = operands((x1, x2), "outer")
+    if x1.ndim != 1 or x2.ndim != 1:
+        raise ValueError(f"outer: expected two 1-d arrays, got shapes {x1.shape} and {x2.shape}; "
+                         "for batches use x1[..., :, None] * x2[..., None, :]")
+    y = b.xp.linalg.outer(x1.data, x2.data)
+    if _needs(x1, x2):
+        return record("outer", y, b, (x1, x2), (_outer_1, _outer_2), (x1, x2), _meta(x1, x2))
+    return wrap(y, b)
+
+
+def _cross_1(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    return xp.linalg.cross(c, g, axis=axis)
+
+
+def _cross_2(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    return xp.linalg.cross(g, a, axis=axis)
+
+
+def cross(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
+    """Cross product of 3-vectors along ``axis`` (counted from the end), broadcasting the others.
+
+    VJP: ``x̄1 = x2 × ḡ``, ``x̄2 = ḡ × x1``, summed over broadcast axes.
+    """
+    b, (x1, x2) = operands((x1, x2), "cross")
+    ax = _vector_axis(x1, x2, axis, "cross")
+    if x1.shape[ax] != 3 or x2.shape[ax] != 3:
+        raise ValueError(f"cross: axis {axis} must have size 3 in both operands, got shapes "
+                         f"{x1.shape} and {x2.shape}")
+    y = b.xp.linalg.cross(x1.data, x2.data, axis=ax)
+    if _needs(x1, x2):
+        return record("cross", y, b, (x1, x2), (_cross_1, _cross_2), (x1, x2), _meta(x1, x2),
+                      params=(ax,))
+    return wrap(y, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inverse, determinants, solve
+
+
+def _inv_back(xp: Any, g: Any, y: Any) -> Any:
+    yt = _mT(xp, y)
+    return -xp.matmul(yt, xp.matmul(g, yt))
+
+
+def inv(x: Any, /) -> Tensor:
+    """Inverse of a square matrix (or a stack): ``(..., M, M)``.
+
+    VJP: ``Ā = -A⁻ᵀ Ḡ A⁻ᵀ`` (from the saved inverse).
+    """
+    x = _matrix_arg(x, "inv", square=True)
+    b = x._backend
+    y = b.xp.linalg.inv(x.data)
+    if _needs(x):
+        return record("inv", y, b, (x,), (_inv_back,), (OUT,))
+    return wrap(y, b)
+
+
+def _det_back(xp: Any, g: Any, a: Any, d: Any) -> Any:
+    return _mat(xp, g * d) * _mT(xp, xp.linalg.inv(a))
+
+
+def det(x: Any, /) -> Tensor:
+    """Determinant of a square matrix (or a stack): ``(..., M, M) -> (...)``.
+
+    VJP: ``Ā = ḡ·det(A)·A⁻ᵀ`` (A must be invertible).
+    """
+    x = _matrix_arg(x, "det", square=True)
+    b = x._backend
+    y = b.xp.linalg.det(x.data)
+    if _needs(x):
+        return record("det", y, b, (x,), (_det_back,), (x, OUT))
+    return wrap(y, b)
+
+
+def _slogdet_back(xp: Any, g: Any, a: Any) -> Any:
+    return _mat(xp, g) * _mT(xp, xp.linalg.inv(a))
+
+
+def slogdet(x: Any, /) -> SlogdetResult:
+    """Sign and natural log of the absolute determinant: ``(sign, logabsdet)``, each ``(...)``.
+
+    ``sign`` is not differentiable (it never requires grad). VJP of ``logabsdet``:
+    ``Ā = ḡ·A⁻ᵀ``.
+    """
+    x = _matrix_arg(x, "slogdet", square=True)
+    b = x._backend
+    sign, logabs = b.xp.linalg.slogdet(x.data)
+    if _needs(x):
+        return SlogdetResult(wrap(sign, b),
+                             record("slogdet", logabs, b, (x,), (_slogdet_back,), (x,)))
+    return SlogdetResult(wrap(sign, b), wrap(logabs, b))
+
+
+def _batch_shape(s1: tuple[int, ...], s2: tuple[int, ...], op: str) -> tuple[int, ...]:
+    """The broadcast of two batch shapes."""
+    n = max(len(s1), len(s2))
+    p1, p2 = (1,) * (n - len(s1)) + tuple(s1), (1,) * (n - len(s2)) + tuple(s2)
+    out_ = []
+    for i, j in zip(p1, p2):
+        if i != j and i != 1 and j != 1:
+            raise ValueError(f"{op}: batch shapes {s1} and {s2} do not broadcast")
+        out_.append(j if i == 1 else i)
+    return tuple(out_)
+
+
+def _matrix_solve(xp: Any, a: Any, rhs: Any) -> Any:
+    """``solve`` for a matrix right-hand side, broadcasting the batch axes explicitly (not every
+    backend's ``solve`` broadcasts them, e.g. CuPy's)."""
+    ba, bb = tuple(a.shape[:-2]), tuple(rhs.shape[:-2])
+    if ba != bb:
+        batch = _batch_shape(ba, bb, "solve")
+        a = xp.broadcast_to(a, batch + tuple(a.shape[-2:]))
+        rhs = xp.broadcast_to(rhs, batch + tuple(rhs.shape[-2:]))
+    return xp.linalg.solve(a, rhs)
+
+
+def _solve_2(xp: Any, g: Any, a: Any, sol: Any, vector: bool) -> Any:
+    at = _mT(xp, a)
+    if vector:
+        return xp.squeeze(xp.linalg.solve(at, _col(xp, g)), axis=-1)
+    return _matrix_solve(xp, at, g)
+
+
+def _solve_1(xp: Any, g: Any, a: Any, sol: Any, vector: bool) -> Any:
+    gb = _solve_2(xp, g, a, sol, vector)
+    if vector:
+        return -(_col(xp, gb) * _row(xp, sol))
+    return -xp.matmul(gb, _mT(xp, sol))
+
+
+def solve(x1: Any, x2: Any, /) -> Tensor:
+    """Solve ``x1 @ X = x2`` for ``X``; ``x1`` is ``(..., M, M)`` and invertible.
+
+    As in the 2024.12 standard, ``x2`` is a vector only when it is 1-d ``(M,)`` (result
+    ``(..., M)``); otherwise it is a stack of matrices ``(..., M, K)`` whose batch axes
+    broadcast with ``x1``'s. VJP: ``B̄ = solve(Aᵀ, Ḡ)``, ``Ā = -B̄ Xᵀ``.
+    """
+    b, (a, rhs) = operands((x1, x2), "solve")
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"solve: x1 must be a square matrix or a stack of them (..., M, M), got "
+                         f"shape {a.shape}")
+    vector = rhs.ndim == 1
+    m = rhs.shape[0] if vector else (rhs.shape[-2] if rhs.ndim >= 2 else None)
+    if m != a.shape[-1]:
+        raise ValueError(
+            f"solve: x2 of shape {rhs.shape} does not fit x1 of shape {a.shape}: x2 must be "
+            f"({a.shape[-1]},) or (..., {a.shape[-1]}, K) (a 1-d x2 is the only vector case)"
+        )
+    y = b.xp.linalg.solve(a.data, rhs.data) if vector else _matrix_solve(b.xp, a.data, rhs.data)
+    if _needs(a, rhs):
+        return record("solve", y, b, (a, rhs), (_solve_1, _solve_2), (a, OUT), _meta(a, rhs),
+                      params=(vector,))
+    return wrap(y, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decompositions
+
+
+def _cholesky_back(xp: Any, g: Any, lo: Any, half: Any, upper: bool) -> Any:
+    # Ā = L⁻ᵀ Φ L⁻¹ with Φ = sym(tril(Lᵀ Ḡ) with its diagonal halved): symmetric (Murray 2016;
+    # PyTorch's cholesky_backward). Triangular solves are general solves here.
+    if upper:
+        lo, g = _mT(xp, lo), _mT(xp, g)
+    lt = _mT(xp, lo)
+    q = xp.matmul(lt, g) * half
+    phi = (q + _mT(xp, q)) * 0.5
+    z = xp.linalg.solve(lt, phi)  # L⁻ᵀ Φ
+    return _mT(xp, xp.linalg.solve(lt, _mT(xp, z)))  # (L⁻ᵀ Φ) L⁻¹
+
+
+def cholesky(x: Any, /, *, upper: bool = False) -> Tensor:
+    """Cholesky factor of a symmetric positive-definite matrix (or a stack): ``A = L Lᵀ`` with
+    ``L`` lower triangular, or ``A = Uᵀ U`` with ``upper=True``. Shape ``(..., M, M)``.
+
+    The input is taken as symmetric and the gradient is symmetric. VJP: ``Ā = L⁻ᵀ Φ L⁻¹``,
+    ``Φ = ½(P + Pᵀ)``, ``P = tril(Lᵀ L̄)`` with its diagonal halved.
+    """
+    x = _matrix_arg(x, "cholesky", square=True)
+    b = x._backend
+    y = b.xp.linalg.cholesky(x.data, upper=upper)
+    if _needs(x):
+        n = x.shape[-1]
+        eye = _eye(b, y, n)
+        half = b.xp.tril(b.xp.ones_like(eye), k=-1) + 0.5 * eye
+        return record("cholesky", y, b, (x,), (_cholesky_back,), (OUT, half), params=(upper,))
+    return wrap(y, b)
+
+
+def _eigh_back(xp: Any, gs: tuple[Any, Any], w: Any, v: Any, eye: Any) -> Any:
+    # Ā = V (diag(w̄) + F ∘ skew(Vᵀ V̄)/2) Vᵀ with F_ij = 1/(λ_j - λ_i) (0 where equal).
+    gw, gv = gs
+    vt = _mT(xp, v)
+    k = xp.matmul(vt, gv)
+    f = _safe_recip(xp, _row(xp, w) - _col(xp, w))
+    inner = (k - _mT(xp, k)) * (f * 0.5) + _row(xp, gw) * eye
+    return xp.matmul(v, xp.matmul(inner, vt))
+
+
+def eigh(x: Any, /) -> EighResult:
+    """Eigenvalues (ascending) and orthonormal eigenvectors of a symmetric matrix (or a stack):
+    ``(..., M, M) -> (eigenvalues (..., M), eigenvectors (..., M, M))``.
+
+    The input is taken as symmetric; gradients are symmetric, and eigenvector gradients need
+    distinct eigenvalues. VJP: ``Ā = V (diag(λ̄) + F ∘ ½(VᵀV̄ - V̄ᵀV)) Vᵀ``,
+    ``F_ij = 1/(λ_j - λ_i)``.
+    """
+    x = _matrix_arg(x, "eigh", square=True)
+    b = x._backend
+    w, v = b.xp.linalg.eigh(x.data)
+    if _needs(x):
+        eye = _eye(b, v, x.shape[-1])
+        wt, vt = record_multi("eigh", (w, v), b, (x,), (_eigh_back,), (OUT, out(1), eye))
+        return EighResult(wt, vt)
+    return EighResult(wrap(w, b), wrap(v, b))
+
+
+def _eigvalsh_back(xp: Any, g: Any, a: Any) -> Any:
+    # Recomputes the eigenvectors (differentiably under create_graph): Ā = V diag(ḡ) Vᵀ.
+    _, v = xp.linalg.eigh(a)
+    return xp.matmul(v * _row(xp, g), _mT(xp, v))
+
+
+def eigvalsh(x: Any, /) -> Tensor:
+    """Eigenvalues (ascending) of a symmetric matrix (or a stack): ``(..., M, M) -> (..., M)``.
+
+    VJP: ``Ā = V diag(ḡ) Vᵀ`` (eigenvectors recomputed on backward; fine at repeated
+    eigenvalues to first order).
+    """
+    x = _matrix_arg(x, "eigvalsh", square=True)
+    b = x._backend
+    w = b.xp.linalg.eigvalsh(x.data)
+    if _needs(x):
+        return record("eigvalsh", w, b, (x,), (_eigvalsh_back,), (x,))
+    return wrap(w, b)
+
+
+def _svd_back(xp: Any, gs: tuple[Any, Any, Any], u: Any, s: Any, vh: Any, pu: Any, pv: Any,
+              m: int, n: int) -> Any:
+    # PyTorch's svd_backward for real inputs, on the reduced factors (k = min(m, n)):
+    # Ā = U [(skew(UᵀŪ) S + S skew(VᵀV̄)) ∘ F + diag(S̄)] Vᵀ, F_jk = 1/(s_k² - s_j²),
+    # plus (I - UUᵀ) Ū S⁻¹ Vᵀ when m > n, or U S⁻¹ V̄ᵀ (I - VVᵀ) when m < n.
+    gu, gsv, gvh = gs
+    if pu is not None:  # full_matrices: only the first k columns of U are differentiated
+        u, gu = xp.matmul(u, pu), xp.matmul(gu, pu)
+    if pv is not None:
+        vh, gvh = xp.matmul(pv, vh), xp.matmul(pv, gvh)
+    ut = _mT(xp, u)
+    s2 = s * s
+    f = _safe_recip(xp, _row(xp, s2) - _col(xp, s2))
+    uhgu = xp.matmul(ut, gu)
+    vhgv = xp.matmul(vh, _mT(xp, gvh))
+    inner = ((uhgu - _mT(xp, uhgu)) * _row(xp, s) + _col(xp, s) * (vhgv - _mT(xp, vhgv))) * f
+    if m > n:
+        gus = gu * _row(xp, _safe_recip(xp, s))
+        left = xp.matmul(u, inner) + gus - xp.matmul(u, xp.matmul(ut, gus)) + u * _row(xp, gsv)
+        return xp.matmul(left, vh)
+    right = xp.matmul(inner, vh) + _col(xp, gsv) * vh
+    if m < n:
+        sgvh = _col(xp, _safe_recip(xp, s)) * gvh
+        right = right + sgvh - xp.matmul(xp.matmul(sgvh, _mT(xp, vh)), vh)
+    return xp.matmul(u, right)
+
+
+def svd(x: Any, /, *, full_matrices: bool = True) -> SVDResult:
+    """Singular value decomposition ``A = U diag(S) Vh`` of a matrix (or a stack)
+    ``(..., M, N)``; ``S`` (descending) is ``(..., K)``, ``K = min(M, N)``; ``U`` is
+    ``(..., M, M)`` and ``Vh`` ``(..., N, N)`` with ``full_matrices``, else ``(..., M, K)`` and
+    ``(..., K, N)``.
+
+    ``U``/``Vh`` gradients need distinct non-zero singular values; with ``full_matrices`` and a
+    non-square input only the first K columns of U (rows of Vh) are differentiated.
+    VJP: ``Ā = U[(skew(UᵀŪ)S + S skew(VᵀV̄)) ∘ F + diag(S̄)]Vᵀ`` + the terms for M ≠ N,
+    ``F_jk = 1/(s_k² - s_j²)``.
+    """
+    x = _matrix_arg(x, "svd")
+    b = x._backend
+    u, s, vh = b.xp.linalg.svd(x.data, full_matrices=full_matrices)
+    if _needs(x):
+        m, n = x.shape[-2:]
+        k = min(m, n)
+        pu = _eye(b, u, m, k) if full_matrices and m > k else None
+        pv = _eye(b, u, k, n) if full_matrices and n > k else None
+        ut, st, vht = record_multi("svd", (u, s, vh), b, (x,), (_svd_back,),
+                                   (OUT, out(1), out(2), pu, pv), params=(m, n))
+        return SVDResult(ut, st, vht)
+    return SVDResult(wrap(u, b), wrap(s, b), wrap(vh, b))
+
+
+def _svdvals_back(xp: Any, g: Any, a: Any) -> Any:
+    # Recomputes U and Vh (differentiably under create_graph): Ā = U diag(ḡ) Vh.
+    u, _, vh = xp.linalg.svd(a, full_matrices=False)
+    return xp.matmul(u, _col(xp, g) * vh)
+
+
+def svdvals(x: Any, /) -> Tensor:
+    """Singular values (descending) of a matrix (or a stack): ``(..., M, N) -> (..., K)``.
+
+    VJP: ``Ā = U diag(ḡ) Vh`` (the factors recomputed on backward).
+    """
+    x = _matrix_arg(x, "svdvals")
+    b = x._backend
+    s = b.xp.linalg.svdvals(x.data)
+    if _needs(x):
+        return record("svdvals", s, b, (x,), (_svdvals_back,), (x,))
+    return wrap(s, b)
+
+
+def _qr_square_back(xp: Any, gq: Any, gr: Any, q: Any, r: Any, triu: Any, striu: Any) -> Any:
+    # M = R̄ Rᵀ - Qᵀ Q̄; N = the symmetric matrix with M's upper triangle; Ā = (Q̄ + Q N) R⁻ᵀ.
+    mm = xp.matmul(gr, _mT(xp, r)) - xp.matmul(_mT(xp, q), gq)
+    nn = mm * triu + _mT(xp, mm * striu)
+    bb = gq + xp.matmul(q, nn)
+    return _mT(xp, xp.linalg.solve(r, _mT(xp, bb)))
+
+
+def _qr_back(xp: Any, gs: tuple[Any, Any], q: Any, r: Any, triu: Any, striu: Any, p1: Any,
+             p2: Any, shape: tuple[int, ...], mode: str) -> Any:
+    gq, gr = gs
+    m, n = shape[-2:]
+    if m > n and mode == "complete":
+        raise NotImplementedError(
+            f"qr: the gradient of mode='complete' for an input of shape {shape} with more rows "
+            f"than columns is not defined (Q's last {m - n} column(s) are not unique); use "
+            "mode='reduced'"
+        )
+    if p1 is None:  # m >= n
+        return _qr_square_back(xp, gq, gr, q, r, triu, striu)
+    # m < n: A = [X | Y] with X = Q R1 square, R2 = Qᵀ Y (PyTorch's linalg_qr_backward).
+    r1 = xp.matmul(r, p1)
+    gr1, gr2 = xp.matmul(gr, p1), xp.matmul(gr, p2)
+    y = xp.matmul(q, xp.matmul(r, p2))
+    gq = gq + xp.matmul(y, _mT(xp, gr2))
+    gx = _qr_square_back(xp, gq, gr1, q, r1, triu, striu)
+    return xp.concat([gx, xp.matmul(q, gr2)], axis=-1)
+
+
+def qr(x: Any, /, *, mode: str = "reduced") -> QRResult:
+    """QR decomposition ``A = Q R`` of a matrix (or a stack) ``(..., M, N)``, ``K = min(M, N)``:
+    ``mode='reduced'`` gives ``Q (..., M, K)``, ``R (..., K, N)``; ``'complete'`` gives
+    ``Q (..., M, M)``, ``R (..., M, N)``.
+
+    Differentiable for full-rank inputs with ``mode='reduced'``, and ``'complete'`` when
+    ``M <= N``; ``'complete'`` with ``M > N`` raises ``NotImplementedError`` on backward.
+    VJP (M ≥ N): ``Ā = (Q̄ + Q copyutl(R̄Rᵀ - QᵀQ̄)) R⁻ᵀ``; M < N splits A = [X | Y].
+    """
+    if mode not in ("reduced", "complete"):
+        raise ValueError(f"qr: mode must be 'reduced' or 'complete', got {mode!r}")
+    x = _matrix_arg(x, "qr")
+    b = x._backend
+    q, r = b.xp.linalg.qr(x.data, mode=mode)
+    if _needs(x):
+        m, n = x.shape[-2:]
+        k = min(m, n)
+        triu = b.xp.triu(b.xp.ones((k, k), dtype=r.dtype, device=b.device_of(r)))
+        striu = b.xp.triu(triu, k=1)
+        p1 = _eye(b, r, n, m) if m < n else None
+        p2 = _eye(b, r, n, n - m, k=-m) if m < n else None
+        qt, rt = record_multi("qr", (q, r), b, (x,), (_qr_back,),
+                              (OUT, out(1), triu, striu, p1, p2), params=(x.shape, mode))
+        return QRResult(qt, rt)
+    return QRResult(wrap(q, b), wrap(r, b))
+
+
+def _pinv_back(xp: Any, g: Any, a: Any, p: Any) -> Any:
+    # Golub & Pereyra, for A of locally constant rank (A⁺ = p, Ḡ = g):
+    # Ā = -A⁺ᵀ Ḡ A⁺ᵀ + (I - A A⁺) Ḡᵀ A⁺ A⁺ᵀ + A⁺ᵀ A⁺ Ḡᵀ (I - A⁺ A)
+    pt, gt = _mT(xp, p), _mT(xp, g)
+    t1 = -xp.matmul(pt, xp.matmul(g, pt))
+    u = xp.matmul(gt, xp.matmul(p, pt))
+    t2 = u - xp.matmul(a, xp.matmul(p, u))
+    v = xp.matmul(xp.matmul(pt, p), gt)
+    t3 = v - xp.matmul(xp.matmul(v, p), a)
+    return t1 + t2 + t3
+
+
+def pinv(x: Any, /, *, rtol: float | Any = None) -> Tensor:
+    """Moore-Penrose pseudo-inverse: ``(..., M, N) -> (..., N, M)``; singular values at most
+    ``rtol·max(s)`` are treated as zero.
+
+    Differentiable where the rank is locally constant. VJP: ``Ā = -A⁺ᵀḠA⁺ᵀ +
+    (I - AA⁺)ḠᵀA⁺A⁺ᵀ + A⁺ᵀA⁺Ḡᵀ(I - A⁺A)``.
+    """
+    x = _matrix_arg(x, "pinv")
+    b = x._backend
+    if type(rtol) is Tensor:
+        rtol = rtol.data
+    y = b.xp.linalg.pinv(x.data, rtol=rtol)
+    if _needs(x):
+        return record("pinv", y, b, (x,), (_pinv_back,), (x, OUT))
+    return wrap(y, b)
+
+
+def matrix_power(x: Any, n: int, /) -> Tensor:
+    """``x`` raised to the integer power ``n`` (``n < 0``: of its inverse), for a square matrix
+    or a stack ``(..., M, M)``; ``n = 0`` gives the identity.
+
+    Differentiated as the composition of ``matmul`` (and ``inv``) by repeated squaring, as the
+    forward computes it; ``n = 0`` has zero gradient.
+    """
+    x = _matrix_arg(x, "matrix_power", square=True)
+    if isinstance(n, bool) or not isinstance(n, int):
+        try:
+            n = int(n.__index__())
+        except (AttributeError, TypeError):
+            raise TypeError(f"matrix_power: the exponent must be an integer, got {n!r}") from None
+    b = x._backend
+    if not _needs(x):
+        return wrap(b.xp.linalg.matrix_power(x.data, n), b)
+    if n == 0:
+        return record("matrix_power", b.xp.linalg.matrix_power(x.data, 0), b, (x,),
+                      (_zeros_back,))
+    base = x if n > 0 else inv(x)
+    p = abs(n)
+    if p == 1:
+        return base if base is not x else record("matrix_power", x.data, b, (x,), (_identity,))
+    if p == 2:
+        return matmul(base, base)
+    if p == 3:
+        return matmul(matmul(base, base), base)
+    # Binary decomposition, in the order NumPy uses (so values match the no-grad path).
+    z = result = None
+    while p > 0:
+        z = base if z is None else matmul(z, z)
+        p, bit = divmod(p, 2)
+        if bit:
+            result = z if result is None else matmul(result, z)
+    return result  # type: ignore[return-value]
+
+
+def matrix_rank(x: Any, /, *, rtol: float | Any = None) -> Tensor:
+    """Rank of a matrix (or a stack) ``(..., M, N) -> (...)``: the number of singular values
+    above ``rtol·max(s)``. An integer: not differentiable, never requires grad."""
+    x = _matrix_arg(x, "matrix_rank")
+    b = x._backend
+    if type(rtol) is Tensor:
+        rtol = rtol.data
+    return wrap(b.xp.linalg.matrix_rank(x.data, rtol=rtol), b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Norms, trace, diagonal
+
+
+def _vector_norm_back(xp: Any, g: Any, x: Any, nrm: Any, axes: tuple[int, ...],
+                      kshape: tuple[int, ...], p: float) -> Any:
+    g = xp.reshape(g, kshape)
+    nrm = xp.reshape(nrm, kshape)
+    if p == 2:
+        zero = nrm == 0
+        return xp.where(zero, 0.0, g / xp.where(zero, 1.0, nrm)) * x
+    if p == 1:
+        return g * xp.sign(x)
+    if p == 0:
+        return xp.zeros_like(x)
+    if p == math.inf or p == -math.inf:
+        hit = xp.astype(xp.abs(x) == nrm, x.dtype)
+        return g * xp.sign(x) * (hit / xp.sum(hit, axis=axes, keepdims=True))
+    ax = xp.abs(x)
+    ok = xp.logical_and(ax != 0, nrm != 0)
+    ratio = xp.where(ok, ax, 1.0) / xp.where(nrm == 0, 1.0, nrm)
+    return xp.where(ok, (g * xp.sign(x)) * ratio ** (p - 1), 0.0)
+
+
+def vector_norm(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False,
+                ord: int | float = 2) -> Tensor:  # noqa: A002 - the standard's name
+    """Vector p-norm over ``axis`` (all axes by default): ``(Σ|x|^p)^(1/p)``; ``ord`` may be
+    any real number, ``inf`` (max |x|), ``-inf`` (min |x|) or 0 (number of non-zeros).
+
+    VJP: ``x̄ = ḡ·sign(x)·(|x|/‖x‖)^(p-1)`` (``ḡ·x/‖x‖`` for p = 2, 0 at ‖x‖ = 0; ``ḡ·sign(x)``
+    for p = 1; for ±inf ``ḡ·sign(x)`` split over the extreme elements; 0 for p = 0).
+    """
+    x = to_tensor(x, "vector_norm")
+    if isinstance(ord, bool) or not isinstance(ord, (int, float)):
+        raise ValueError(f"vector_norm: ord must be a real number, inf or -inf, got {ord!r}")
+    b = x._backend
+    axes = normalize_axes(axis, x.ndim, "vector_norm")
+    y = b.xp.linalg.vector_norm(x.data, axis=axis, keepdims=keepdims, ord=ord)
+    if _needs(x):
+        kshape = tuple(1 if i in axes else s for i, s in enumerate(x.data.shape))
+        return record("vector_norm", y, b, (x,), (_vector_norm_back,), (x, OUT),
+                      params=(axes, kshape, float(ord)))
+    return wrap(y, b)
+
+
+def _fro_back(xp: Any, g: Any, a: Any, nrm: Any, kshape: tuple[int, ...]) -> Any:
+    g = xp.reshape(g, kshape)
+    nrm = xp.reshape(nrm, kshape)
+    zero = nrm == 0
+    return xp.where(zero, 0.0, g / xp.where(zero, 1.0, nrm)) * a
+
+
+def _nuc_back(xp: Any, g: Any, a: Any, kshape: tuple[int, ...]) -> Any:
+    u, _, vh = xp.linalg.svd(a, full_matrices=False)
+    return xp.reshape(g, kshape) * xp.matmul(u, vh)
+
+
+def _spectral_back(xp: Any, g: Any, a: Any, kshape: tuple[int, ...], largest: bool) -> Any:
+    u, s, vh = xp.linalg.svd(a, full_matrices=False)
+    ext = xp.max(s, axis=-1, keepdims=True) if largest else xp.min(s, axis=-1, keepdims=True)
+    hit = xp.astype(s == ext, s.dtype)
+    w = hit / xp.sum(hit, axis=-1, keepdims=True)
+    return xp.reshape(g, kshape) * xp.matmul(u * _row(xp, w), vh)
+
+
+_MATRIX_ORDS = ("fro", "nuc", 1, -1, 2, -2, math.inf, -math.inf)
+
+
+def matrix_norm(x: Any, /, *, keepdims: bool = False,
+                ord: int | float | str = "fro") -> Tensor:  # noqa: A002 - the standard's name
+    """Matrix norm of each matrix of ``(..., M, N)``, reduced to ``(...)`` (``(..., 1, 1)``
+    with ``keepdims``): ``'fro'``, ``'nuc'`` (sum of singular values), ``1``/``-1`` (max/min
+    column sum of |A|), ``2``/``-2`` (largest/smallest singular value), ``inf``/``-inf``
+    (max/min row sum of |A|).
+
+    VJP: ``'fro'`` ``ḡ·A/‖A‖`` (0 at A = 0); ``'nuc'`` ``ḡ·U Vh``; ``±2`` ``ḡ·u vᵀ`` of the
+    extreme singular value; ``±1``/``±inf`` through ``abs``, ``sum`` and ``max``/``min``.
+    """
+    x = _matrix_arg(x, "matrix_norm")
+    if isinstance(ord, bool) or ord not in _MATRIX_ORDS:
+        raise ValueError(f"matrix_norm: ord must be one of 'fro', 'nuc', 1, -1, 2, -2, inf, -inf; "
+                         f"got {ord!r}")
+    b = x._backend
+    if not _needs(x):
+        return wrap(b.xp.linalg.matrix_norm(x.data, keepdims=keepdims, ord=ord), b)
+    kshape = x.shape[:-2] + (1, 1)
+    if ord in (1, -1, math.inf, -math.inf):
+        sums = _stats.sum(_ew.abs(x), axis=-2 if ord in (1, -1) else -1)  # type: ignore[attr-defined]
+        r = _stats.max(sums, axis=-1) if ord > 0 else _stats.min(sums, axis=-1)  # type: ignore[operator]
+        return _manip.reshape(r, kshape) if keepdims else r
+    y = b.xp.linalg.matrix_norm(x.data, keepdims=keepdims, ord=ord)
+    if ord == "fro":
+        return record("matrix_norm", y, b, (x,), (_fro_back,), (x, OUT), params=(kshape,))
+    if ord == "nuc":
+        return record("matrix_norm", y, b, (x,), (_nuc_back,), (x,), params=(kshape,))
+    return record("matrix_norm", y, b, (x,), (_spectral_back,), (x,), params=(kshape, ord == 2))
+
+
+def _trace_back(xp: Any, g: Any, mask: Any) -> Any:
+    return _mat(xp, g) * mask
+
+
+def trace(x: Any, /, *, offset: int = 0, dtype: Any = None) -> Tensor:
+    """Sum of the ``offset`` diagonal of each matrix: ``(..., M, N) -> (...)``, in ``dtype``
+    if given. VJP: ``x̄ = ḡ`` on that diagonal, 0 elsewhere."""
+    x = _matrix_arg(x, "trace")
+    b = x._backend
+    y = b.xp.linalg.trace(x.data, offset=offset, dtype=raw_dtype(b, dtype))
+    if _needs(x):
+        m, n = x.shape[-2:]
+        mask = _eye(b, x.data, m, n, k=offset)
+        meta = None if y.dtype == x.data.dtype else ((x.data.shape, x.data.dtype),)
+        return record("trace", y, b, (x,), (_trace_back,), (mask,), meta)
+    return wrap(y, b)
+
+
+def _diagonal_back(xp: Any, g: Any, shift: Any, mask: Any) -> Any:
+    # Place ḡ_j at column j + max(offset, 0) of a row vector (a selector matmul), then keep it
+    # on the offset diagonal only: no scatter, no integer-array setitem.
+    return xp.matmul(_row(xp, g), shift) * mask
+
+
+def diagonal(x: Any, /, *, offset: int = 0) -> Tensor:
+    """The ``offset`` diagonal of each matrix (``offset > 0`` above the main one):
+    ``(..., M, N) -> (..., K)``. VJP: ``ḡ`` written back onto that diagonal of a zero matrix."""
+    x = _matrix_arg(x, "diagonal")
+    b = x._backend
+    y = b.xp.linalg.diagonal(x.data, offset=offset)
+    if _needs(x):
+        m, n = x.shape[-2:]
+        shift = _eye(b, x.data, y.shape[-1], n, k=max(offset, 0))
+        mask = _eye(b, x.data, m, n, k=offset)
+        return record("diagonal", y, b, (x,), (_diagonal_back,), (shift, mask))
+    return wrap(y, b)

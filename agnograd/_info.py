@@ -1,0 +1,111 @@
+"""``__array_namespace_info__``: the standard's inspection API for the agnograd namespace.
+
+agnograd has no devices or dtypes of its own: every answer comes from the default backend's
+own ``__array_namespace_info__`` (read when the info object is made), with its dtypes
+translated to agnograd's :class:`~agnograd._dtypes.DType` objects. Backends without the
+inspection API are probed instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._backend import Backend, get_default_backend
+from ._dtypes import ALL, DType, from_backend_dtype
+
+__all__ = ["__array_namespace_info__"]
+
+_KINDS = {
+    "bool": "b",
+    "signed integer": "i",
+    "unsigned integer": "u",
+    "integral": "iu",
+    "real floating": "f",
+    "complex floating": "c",
+    "numeric": "iufc",
+}
+
+
+class Info:
+    """What the default backend (at the time this object was made) offers, in agnograd's
+    dtypes: ``capabilities()``, ``default_device()``, ``default_dtypes()``, ``dtypes()``,
+    ``devices()``."""
+
+    __slots__ = ("_backend", "_native")
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        make = getattr(backend.xp, "__array_namespace_info__", None)
+        self._native: Any = make() if make is not None else None
+
+    def __repr__(self) -> str:
+        return f"<agnograd namespace info for backend '{self._backend.name}'>"
+
+    def capabilities(self) -> dict[str, Any]:
+        """``boolean indexing``, ``data-dependent shapes`` (True unless the backend says it
+        cannot) and ``max dimensions`` (the backend's, None if it sets no limit or does not
+        say)."""
+        native: dict[str, Any] = {}
+        if self._native is not None:
+            native = dict(self._native.capabilities())
+        return {
+            "boolean indexing": bool(native.get("boolean indexing", True)),
+            "data-dependent shapes": bool(native.get("data-dependent shapes", True)),
+            "max dimensions": native.get("max dimensions"),
+        }
+
+    def default_device(self) -> Any:
+        """The default backend's default device."""
+        if self._native is not None:
+            return self._native.default_device()
+        return self._backend.device_of(self._backend.xp.asarray(0))
+
+    def devices(self) -> list[Any]:
+        """The devices the default backend can create arrays on."""
+        if self._native is not None:
+            return list(self._native.devices())
+        return [self.default_device()]
+
+    def default_dtypes(self, *, device: Any = None) -> dict[str, DType]:
+        """The default ``'real floating'``, ``'complex floating'``, ``'integral'`` and
+        ``'indexing'`` dtypes (agnograd DTypes) on ``device`` (the default device if None)."""
+        if self._native is not None:
+            raw = self._native.default_dtypes(device=device)
+            return {k: from_backend_dtype(v) for k, v in raw.items()}
+        xp = self._backend.xp
+        kw = {} if device is None else {"device": device}
+        integral = from_backend_dtype(xp.asarray(0, **kw).dtype)
+        return {
+            "real floating": from_backend_dtype(xp.asarray(0.0, **kw).dtype),
+            "complex floating": from_backend_dtype(xp.asarray(0j, **kw).dtype),
+            "integral": integral,
+            "indexing": integral,
+        }
+
+    def dtypes(self, *, device: Any = None, kind: str | tuple[str, ...] | None = None
+               ) -> dict[str, DType]:
+        """The dtypes available on ``device``, name -> agnograd DType, optionally only those of
+        ``kind`` (a kind name as for :func:`agnograd.isdtype`, or a tuple of them)."""
+        if self._native is not None:
+            raw = self._native.dtypes(device=device, kind=kind)
+            return {name: from_backend_dtype(dt) for name, dt in raw.items()}
+        kinds = _kind_letters(kind)
+        xp = self._backend.xp
+        return {name: d for name, d in ALL.items() if d.kind in kinds and hasattr(xp, name)}
+
+
+def _kind_letters(kind: str | tuple[str, ...] | None) -> str:
+    if kind is None:
+        return "biufc"
+    if isinstance(kind, tuple):
+        return "".join(_kind_letters(k) for k in kind)
+    letters = _KINDS.get(kind)
+    if letters is None:
+        known = ", ".join(map(repr, _KINDS))
+        raise ValueError(f"dtypes: unknown kind {kind!r}; use one of {known}, or a tuple of them")
+    return letters
+
+
+def __array_namespace_info__() -> Info:
+    """The inspection API of the agnograd namespace, answering for the default backend."""
+    return Info(get_default_backend())

@@ -1,0 +1,445 @@
+"""Function transforms: ``grad``, ``value_and_grad``, ``vjp``, ``jvp``, ``jacobian``, ``hessian``,
+``hvp`` -- in the style of JAX, on any backend.
+
+Inputs may be Tensors, raw backend arrays (NumPy, CuPy, ...), Python scalars, or pytrees (nested
+tuples, lists and dicts) of those. Each differentiated input is replaced by a fresh alias Tensor
+that requires grad (recorded as an identity op when the input is itself part of an outer graph,
+so transforms nest: ``grad(grad(f))``); the function runs on those; the engine walks back from the
+output to the aliases only. Results mirror the inputs' types: a NumPy array in gives a NumPy
+array out, a CuPy array a CuPy array, a Tensor a Tensor, a Python float a Python float.
+
+``jvp`` uses the double-VJP construction: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is linear
+in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs about
+two backward passes and needs the rules to be differentiable, which all of agnograd's are.
+``jacobian`` builds the graph of ``f`` once and walks it backwards once per output element
+(``m`` VJPs with unit cotangents over the retained graph): ``m`` backward passes, one forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from . import _engine
+from ._backend import backend_of_array
+from ._dtypes import from_backend_dtype
+from ._engine import enable_grad, record
+from ._ops.manipulation import reshape, stack
+from ._ops.statistics import sum as _sum
+from ._tensor import Tensor, tensor
+
+__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
+
+_SCALARS = (bool, int, float)
+
+# ---------------------------------------------------------------------------------------------
+# Pytrees: nested tuples, lists and dicts; everything else is a leaf.
+
+
+def _flatten(tree: Any) -> tuple[list[Any], Any]:
+    leaves: list[Any] = []
+
+    def build(node: Any) -> Any:
+        if isinstance(node, (tuple, list)):
+            return (type(node), [build(c) for c in node])
+        if isinstance(node, dict):
+            return (dict, [(k, build(v)) for k, v in node.items()])
+        leaves.append(node)
+        return None
+
+    return leaves, build(tree)
+
+
+def _unflatten(spec: Any, leaves: list[Any]) -> Any:
+    it = iter(leaves)
+
+    def build(s: Any) -> Any:
+        if s is None:
+            return next(it)
+        kind, children = s
+        if kind is dict:
+            return {k: build(v) for k, v in children}
+        items = [build(c) for c in children]
+        return kind(items) if kind is not tuple else tuple(items)
+
+    return build(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and outputs
+
+
+def _identity_back(xp: Any, g: Any) -> Any:
+    return g
+
+
+def _alias(x: Any, what: str) -> tuple[Tensor, Any]:
+    """A fresh Tensor that requires grad standing for input ``x``, and how to give results back
+    in ``x``'s type (``"tensor"``, ``"scalar"``, or the raw array's Backend)."""
+    if type(x) is Tensor:
+        kind: Any = "tensor"
+        t = x
+    elif isinstance(x, _SCALARS):
+        kind = "scalar"
+        t = tensor(float(x))
+    else:
+        b = backend_of_array(x)
+        if b is None:
+            raise TypeError(f"{what}: expected a Tensor, an array or a Python scalar, not "
+                            f"{type(x).__name__}")
+        kind = b
+        t = tensor(x)
+    if not from_backend_dtype(t.data.dtype).is_floating:
+        raise TypeError(
+            f"{what}: cannot differentiate with respect to an input of dtype {t.dtype.name} "
+            f"(shape {t.shape}); pass floating-point values (e.g. ag.astype(x, ag.float64))"
+        )
+    if t._requires_grad and _engine.is_grad_enabled():
+        # Part of an outer graph (a nested transform): an identity node keeps the connection.
+        alias = record("alias", t.data, t._backend, (t,), (_identity_back,))
+    else:
+        alias = Tensor._wrap(t.data, t._backend)
+        alias._requires_grad = True
+    return alias, kind
+
+
+def _give_back(g: Tensor | None, like: Tensor, kind: Any, keep_graph: bool) -> Any:
+    """A gradient in the type its input came in (zeros where no gradient reached it)."""
+    if g is None:
+        b = like._backend
+        g = Tensor._wrap(b.xp.zeros(like.data.shape, dtype=like.data.dtype,
+                                    device=b.device_of(like.data)), b)
+    if kind == "tensor":
+        return g if keep_graph else g.detach()
+    if kind == "scalar":
+        return float(g.item())
+    return g.data
+
+
+def _output_back(y: Tensor, kind: Any) -> Any:
+    return y if kind == "tensor" else (float(y.item()) if kind == "scalar" else y.data)
+
+
+def _prepare(args: tuple[Any, ...], argnums: int | Sequence[int], what: str
+             ) -> tuple[list[Any], list[tuple[list[Tensor], list[Any], Any]], bool]:
+    """Replace ``args[argnums]`` by alias pytrees; returns the new args and, per argnum, the
+    aliases, their kinds and the pytree spec."""
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    n = len(args)
+    for a in nums:
+        if not -n <= a < n:
+            raise IndexError(f"{what}: argnums={argnums!r} is out of range for a function called "
+                             f"with {n} positional argument(s)")
+    new_args = list(args)
+    parts = []
+    for a in nums:
+        leaves, spec = _flatten(args[a])
+        aliases, kinds = [], []
+        for leaf in leaves:
+            t, k = _alias(leaf, what)
+            aliases.append(t)
+            kinds.append(k)
+        new_args[a] = _unflatten(spec, aliases)
+        parts.append((aliases, kinds, spec))
+    return new_args, parts, isinstance(argnums, int)
+
+
+class _Depth(threading.local):
+    n = 0
+
+
+_depth = _Depth()
+
+
+@contextlib.contextmanager
+def _inside() -> Iterator[None]:
+    """Marks that a transform is calling the user's function (so inner transforms nest)."""
+    _depth.n += 1
+    try:
+        yield
+    finally:
+        _depth.n -= 1
+
+
+def _keep_graph(args: Sequence[Any]) -> bool:
+    """Results keep their graph (``create_graph``) when this transform runs inside another one,
+    or when an input is itself part of a graph (e.g. a gradient penalty backpropagated later)."""
+    if _depth.n > 0:
+        return True
+    return any(type(a) is Tensor and a._requires_grad for a in _flatten(list(args))[0])
+
+
+def _seed(y: Tensor, create_graph: bool) -> Any:
+    b = y._backend
+    ones = b.fix(b.xp.ones(y.data.shape, dtype=y.data.dtype, device=b.device_of(y.data)))
+    return Tensor._wrap(ones, b) if create_graph else ones
+
+
+def _split_aux(out: Any, has_aux: bool, what: str) -> tuple[Any, Any]:
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(f"{what}(has_aux=True): the function must return a pair (output, aux)")
+    return out[0], out[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+
+
+def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False
+                   ) -> Callable[..., Any]:
+    """``f`` -> a function returning ``(f(*args), ∇f(*args))`` (``((value, aux), grad)`` with
+    ``has_aux``). ``f`` must return a scalar; the gradient has the structure of
+    ``args[argnums]`` (a tuple of them when ``argnums`` is a sequence)."""
+
+    @functools.wraps(f)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        keep = _keep_graph(args)
+        with enable_grad():
+            new_args, parts, single = _prepare(args, argnums, "grad")
+            with _inside():
+                out, aux = _split_aux(f(*new_args, **kwargs), has_aux, "grad")
+            y = _as_output(out, "grad")
+            if y.ndim != 0 and y.size != 1:
+                raise TypeError(
+                    f"grad: the function must return a scalar, not an array of shape {y.shape}; "
+                    "reduce it (e.g. ag.sum) or use ag.vjp / ag.jacobian for vector outputs"
+                )
+            aliases = [t for p in parts for t in p[0]]
+            gs = (_engine.backward([y], [_seed(y, keep)], keep, keep, targets=aliases)
+                  if y._requires_grad else [None] * len(aliases))
+        grads = _regroup(parts, gs, keep)
+        value = _value_back(y, args, keep)
+        g = grads[0] if single else tuple(grads)
+        return ((value, aux) if has_aux else value), g
+
+    return wrapped
+
+
+def grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False
+         ) -> Callable[..., Any]:
+    """``f`` -> ``∇f``: the gradient of scalar-valued ``f`` with respect to ``args[argnums]``.
+
+    Composes: ``grad(grad(f))`` is the second derivative. With ``has_aux=True``, ``f`` returns
+    ``(scalar, aux)`` and the result is ``(gradient, aux)``.
+    """
+    vg = value_and_grad(f, argnums, has_aux)
+
+    @functools.wraps(f)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        value, g = vg(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
+
+    return wrapped
+
+
+def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[Any, ...]:
+    """``(f(*primals), vjp_fn)``: ``vjp_fn(cotangent)`` returns ``(∂f/∂primals)ᵀ cotangent`` as a
+    tuple with one entry per primal. ``vjp_fn`` may be called several times."""
+    keep = _keep_graph(primals)
+    with enable_grad():
+        new_args, parts, _ = _prepare(primals, tuple(range(len(primals))), "vjp")
+        with _inside():
+            out, aux = _split_aux(f(*new_args), has_aux, "vjp")
+        y = _as_output(out, "vjp")
+    aliases = [t for p in parts for t in p[0]]
+
+    def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
+        ct = _cotangent(cotangent, y, keep)
+        with enable_grad():
+            gs = (_engine.backward([y], [ct], True, keep, targets=aliases)
+                  if y._requires_grad else [None] * len(aliases))
+        return tuple(_regroup(parts, gs, keep))
+
+    result = (_value_back(y, primals, keep), vjp_fn)
+    return result + (aux,) if has_aux else result
+
+
+def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
+        ) -> tuple[Any, Any]:
+    """``(f(*primals), J·tangents)``: the forward-mode product, by the double-VJP construction
+    (see the module docstring); ``tangents`` mirror ``primals``."""
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    keep = _keep_graph(primals)
+    with enable_grad():
+        new_args, parts, _ = _prepare(primals, tuple(range(len(primals))), "jvp")
+        with _inside():
+            y = _as_output(f(*new_args), "jvp")
+        aliases = [t for p in parts for t in p[0]]
+        u = Tensor._wrap(y._backend.xp.zeros(y.data.shape, dtype=y.data.dtype,
+                                             device=y._backend.device_of(y.data)), y._backend)
+        u._requires_grad = True
+        if y._requires_grad:
+            gs = _engine.backward([y], [u], True, True, targets=aliases)
+        else:
+            gs = [None] * len(aliases)
+        # <Jᵀu, v> is linear in u; its gradient with respect to u is J v.
+        tan_leaves = [_tangent_like(v, a) for v, a in zip(_flatten(list(tangents))[0], aliases)]
+        total = None
+        for g, v in zip(gs, tan_leaves):
+            if g is not None:
+                term = _sum(g * v)
+                total = term if total is None else total + term
+        if total is None or not total._requires_grad:
+            jv = None
+        else:
+            (jv,) = _engine.backward([total], [_seed(total, keep)], keep, keep, targets=[u])
+    if jv is None:
+        b = y._backend
+        jv = Tensor._wrap(b.xp.zeros(y.data.shape, dtype=y.data.dtype,
+                                     device=b.device_of(y.data)), b)
+    kind = _kind_of(primals)
+    return _value_back(y, primals, keep), _output_back(jv if keep else jv.detach(), kind)
+
+
+def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """``f`` -> its Jacobian, of shape ``f(x).shape + x.shape`` (a tuple over ``argnums`` when it
+    is a sequence). One forward pass; one backward walk per output element over the retained
+    graph."""
+
+    @functools.wraps(f)
+    def wrapped(*args: Any) -> Any:
+        keep = _keep_graph(args)
+        with enable_grad():
+            new_args, parts, single = _prepare(args, argnums, "jacobian")
+            with _inside():
+                y = _as_output(f(*new_args), "jacobian")
+            aliases = [t for p in parts for t in p[0]]
+            b = y._backend
+            xp = b.xp
+            m = y.size or 0
+            rows: list[list[Any]] = [[] for _ in aliases]
+            for k in range(m):
+                e = xp.reshape(xp.astype(xp.arange(m, device=b.device_of(y.data)) == k,
+                                         y.data.dtype), y.data.shape)
+                seed = Tensor._wrap(b.fix(e), b) if keep else b.fix(e)
+                gs = (_engine.backward([y], [seed], True, keep, targets=aliases)
+                      if y._requires_grad else [None] * len(aliases))
+                for i, (g, a) in enumerate(zip(gs, aliases)):
+                    rows[i].append(_zeros_if_none(g, a))
+            jacs = []
+            for a, r in zip(aliases, rows):
+                if m:
+                    j = reshape(stack(r, axis=0), tuple(y.shape) + tuple(a.shape))
+                else:
+                    j = Tensor._wrap(xp.zeros(tuple(y.shape) + tuple(a.shape), dtype=a.data.dtype,
+                                              device=b.device_of(a.data)), b)
+                jacs.append(j)
+        out = _regroup(parts, jacs, keep)
+        return out[0] if single else tuple(out)
+
+    return wrapped
+
+
+def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """``f`` -> its Hessian, ``jacobian(grad(f))``: shape ``x.shape + x.shape``."""
+    return jacobian(grad(f, argnums), argnums)
+
+
+def hvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
+        ) -> tuple[Any, Any]:
+    """``(f(*primals), H·tangents)`` for scalar ``f``: the Hessian-vector product, as the VJP of
+    the gradient (``∇<∇f, v>``), without forming the Hessian."""
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise ValueError(f"hvp: {len(primals)} primals but {len(tangents)} tangents")
+    nums = tuple(range(len(primals)))
+
+    def grad_dot_v(*xs: Any) -> Tensor:
+        value, gs = value_and_grad(f, nums)(*xs)
+        total = None
+        for g, v in zip(_flatten(list(gs))[0], _flatten(list(tangents))[0]):
+            term = _sum(g * _tangent_like(v, g))
+            total = term if total is None else total + term
+        holder.append(value)
+        return total  # type: ignore[return-value]
+
+    holder: list[Any] = []
+    hv = grad(grad_dot_v, nums)(*primals)
+    value = holder[0]
+    if type(value) is Tensor and not _keep_graph(primals):
+        value = _output_back(value.detach(), _kind_of(primals))
+    return value, hv
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _as_output(out: Any, what: str) -> Tensor:
+    if type(out) is Tensor:
+        return out
+    b = backend_of_array(out)
+    if b is not None or isinstance(out, _SCALARS):
+        return tensor(out)
+    raise TypeError(f"{what}: the function must return a Tensor or an array, not {type(out).__name__}")
+
+
+def _regroup(parts: list[tuple[list[Tensor], list[Any], Any]], gs: Sequence[Any], keep: bool
+             ) -> list[Any]:
+    out = []
+    i = 0
+    for aliases, kinds, spec in parts:
+        leaves = []
+        for a, k in zip(aliases, kinds):
+            leaves.append(_give_back(gs[i], a, k, keep))
+            i += 1
+        out.append(_unflatten(spec, leaves))
+    return out
+
+
+def _kind_of(args: Sequence[Any]) -> Any:
+    for a in _flatten(list(args))[0]:
+        if type(a) is Tensor:
+            return "tensor"
+        b = backend_of_array(a)
+        if b is not None:
+            return b
+    return "tensor" if not args else "scalar"
+
+
+def _value_back(y: Tensor, args: Sequence[Any], keep: bool) -> Any:
+    kind = _kind_of(args)
+    if kind == "scalar" and y.ndim != 0 and y.size != 1:
+        kind = "tensor"
+    return _output_back(y if keep else y.detach(), kind)
+
+
+def _zeros_if_none(g: Any, like: Tensor) -> Tensor:
+    if g is not None:
+        return g if type(g) is Tensor else Tensor._wrap(g, like._backend)
+    b = like._backend
+    return Tensor._wrap(b.xp.zeros(like.data.shape, dtype=like.data.dtype,
+                                   device=b.device_of(like.data)), b)
+
+
+def _cotangent(ct: Any, y: Tensor, keep: bool) -> Any:
+    t = ct if type(ct) is Tensor else tensor(ct, backend=y._backend, dtype=y.data.dtype)
+    if t._backend is not y._backend:
+        raise TypeError(f"vjp_fn: the cotangent is on backend '{t.backend}' but the output is on "
+                        f"'{y.backend}'; move it with ag.to_backend")
+    if t.shape != y.shape:
+        raise ValueError(f"vjp_fn: the cotangent has shape {t.shape}, the output {y.shape}")
+    return t if keep else t.data
+
+
+def _tangent_like(v: Any, like: Tensor) -> Any:
+    if type(v) is Tensor:
+        t = v
+    elif isinstance(v, _SCALARS):
+        return float(v)
+    else:
+        t = tensor(v, backend=like._backend if backend_of_array(v) is None else None)
+    if t._backend is not like._backend:
+        raise TypeError(f"tangent on backend '{t.backend}' but the primal is on '{like.backend}'")
+    if t.shape != like.shape:
+        raise ValueError(f"a tangent has shape {t.shape} but its primal has shape {like.shape}")
+    return t
+
+

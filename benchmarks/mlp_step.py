@@ -1,0 +1,292 @@
+"""One training step of the 3-layer tanh network: agnograd against hand-written backprop.
+
+    x1 = tanh(x W1 + b1),  x2 = tanh(x1 W2 + b2),  x3 = x2 W3 + b3,  L = mean CE(softmax(x3))
+
+Forward + backward, float32, gradients for all six parameters. Implementations run side by side
+in one process, interleaved (A, B, A, B, ...) after a warm-up, and the table reports medians and
+the ratio to the hand-written floor on the same backend. Every implementation's gradients are
+checked against the hand-written ones before timing.
+
+    python benchmarks/mlp_step.py                    # NumPy, small and medium
+    python benchmarks/mlp_step.py --backend cupy     # CuPy, small, medium and large
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402  (benchmarks are host-side scripts, outside the package)
+
+import agnograd as ag  # noqa: E402
+
+CONFIGS = {
+    "small": (32, [64, 64, 64, 10]),
+    "medium": (256, [784, 1024, 1024, 10]),
+    "large": (4096, [4096, 4096, 4096, 1000]),
+}
+
+
+def make_problem(batch: int, sizes: list[int], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    p: dict[str, np.ndarray] = {"x": rng.normal(size=(batch, sizes[0])).astype(np.float32)}
+    labels = rng.integers(0, sizes[-1], size=batch)
+    p["y"] = np.eye(sizes[-1], dtype=np.float32)[labels]
+    for i in range(3):
+        fan_in = sizes[i]
+        p[f"W{i + 1}"] = (rng.normal(size=(sizes[i], sizes[i + 1])) / np.sqrt(fan_in)).astype(np.float32)
+        p[f"b{i + 1}"] = np.zeros(sizes[i + 1], dtype=np.float32)
+    return p
+
+
+PARAMS = ("W1", "b1", "W2", "b2", "W3", "b3")
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations: each returns step() -> dict of gradients (arrays of the backend)
+
+
+def hand_written(xp: Any, d: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """Backprop by hand with the backend's own namespace: the floor."""
+    x, y = d["x"], d["y"]
+    W1, b1, W2, b2, W3, b3 = (d[k] for k in PARAMS)
+    n = x.shape[0]
+
+    def step() -> dict[str, Any]:
+        x1 = xp.tanh(x @ W1 + b1)
+        x2 = xp.tanh(x1 @ W2 + b2)
+        x3 = x2 @ W3 + b3
+        z = x3 - xp.max(x3, axis=1, keepdims=True)
+        e = xp.exp(z)
+        s = xp.sum(e, axis=1, keepdims=True)
+        # loss = -mean(sum(y * (z - log s))); its gradient with respect to x3:
+        d3 = (e / s - y) / n
+        g = {"W3": x2.T @ d3, "b3": xp.sum(d3, axis=0)}
+        d2 = (d3 @ W3.T) * (1 - x2 * x2)
+        g["W2"], g["b2"] = x1.T @ d2, xp.sum(d2, axis=0)
+        d1 = (d2 @ W2.T) * (1 - x1 * x1)
+        g["W1"], g["b1"] = x.T @ d1, xp.sum(d1, axis=0)
+        return g
+
+    return step
+
+
+def agnograd_step(backend: str, d: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    x = ag.tensor(d["x"], backend=backend)
+    y = ag.tensor(d["y"], backend=backend)
+    P = {k: ag.tensor(d[k], backend=backend, requires_grad=True) for k in PARAMS}
+
+    def step() -> dict[str, Any]:
+        for t in P.values():
+            t.grad = None
+        x1 = ag.tanh(x @ P["W1"] + P["b1"])
+        x2 = ag.tanh(x1 @ P["W2"] + P["b2"])
+        x3 = x2 @ P["W3"] + P["b3"]
+        m = ag.max(x3, axis=1, keepdims=True).detach()  # the max as a constant
+        z = x3 - m
+        loss = -ag.mean(ag.sum(y * (z - ag.log(ag.sum(ag.exp(z), axis=1, keepdims=True))), axis=1))
+        loss.backward()
+        return {k: t.grad.data for k, t in P.items()}
+
+    return step
+
+
+def torch_step(d: dict[str, np.ndarray], device: str) -> Callable[[], dict[str, Any]] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if device == "cuda" and not torch.cuda.is_available():
+        return None
+    x = torch.tensor(d["x"], device=device)
+    y = torch.tensor(d["y"], device=device)
+    P = {k: torch.tensor(d[k], device=device, requires_grad=True) for k in PARAMS}
+
+    def step() -> dict[str, Any]:
+        for t in P.values():
+            t.grad = None
+        x1 = torch.tanh(x @ P["W1"] + P["b1"])
+        x2 = torch.tanh(x1 @ P["W2"] + P["b2"])
+        x3 = x2 @ P["W3"] + P["b3"]
+        z = x3 - x3.max(dim=1, keepdim=True).values.detach()
+        loss = -(y * (z - torch.log(torch.exp(z).sum(dim=1, keepdim=True)))).sum(dim=1).mean()
+        loss.backward()
+        return {k: t.grad for k, t in P.items()}
+
+    return step
+
+
+def autograd_step(d: dict[str, np.ndarray]) -> Callable[[], dict[str, Any]] | None:
+    try:
+        import autograd
+        import autograd.numpy as anp
+    except ImportError:
+        return None
+    x, y = d["x"], d["y"]
+
+    def loss(p: dict[str, Any]) -> Any:
+        x1 = anp.tanh(x @ p["W1"] + p["b1"])
+        x2 = anp.tanh(x1 @ p["W2"] + p["b2"])
+        x3 = x2 @ p["W3"] + p["b3"]
+        z = x3 - anp.max(x3, axis=1, keepdims=True)
+        return -anp.mean(anp.sum(y * (z - anp.log(anp.sum(anp.exp(z), axis=1, keepdims=True))), axis=1))
+
+    g = autograd.grad(loss)
+    P = {k: d[k] for k in PARAMS}
+    return lambda: g(P)
+
+
+def jax_steps(d: dict[str, np.ndarray]) -> dict[str, Callable[[], dict[str, Any]]]:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return {}
+    x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
+
+    def loss(p: dict[str, Any]) -> Any:
+        x1 = jnp.tanh(x @ p["W1"] + p["b1"])
+        x2 = jnp.tanh(x1 @ p["W2"] + p["b2"])
+        x3 = x2 @ p["W3"] + p["b3"]
+        z = x3 - jax.lax.stop_gradient(jnp.max(x3, axis=1, keepdims=True))
+        return -jnp.mean(jnp.sum(y * (z - jnp.log(jnp.sum(jnp.exp(z), axis=1, keepdims=True))), axis=1))
+
+    P = {k: jnp.asarray(d[k]) for k in PARAMS}
+    g, gj = jax.grad(loss), jax.jit(jax.grad(loss))
+
+    def block(f: Callable[[Any], Any]) -> Callable[[], Any]:
+        return lambda: jax.block_until_ready(f(P))
+
+    return {"JAX grad": block(g), "JAX jit(grad)": block(gj)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def to_host(a: Any) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    elif hasattr(a, "get"):
+        a = a.get()
+    return np.asarray(a)
+
+
+def check(name: str, got: dict[str, Any], ref: dict[str, Any]) -> None:
+    for k in PARAMS:
+        a, b = to_host(got[k]), to_host(ref[k])
+        scale = np.max(np.abs(b)) + 1e-12
+        err = np.max(np.abs(a - b)) / scale
+        if not err < 2e-4:
+            raise SystemExit(f"{name}: gradient {k} differs from hand-written backprop by {err:.2e}")
+
+
+def run(config: str, backend: str, rounds: int, min_time: float) -> list[tuple[str, float]]:
+    batch, sizes = CONFIGS[config]
+    host = make_problem(batch, sizes)
+    b = ag.get_backend(backend)
+    dev = {k: b.asarray(v) for k, v in host.items()}
+    sync: Callable[[], None] = lambda: None
+    if backend == "cupy":
+        import cupy
+
+        sync = cupy.cuda.Device().synchronize
+    impls: dict[str, Callable[[], Any]] = {
+        f"hand-written {backend}": hand_written(b.xp, dev),
+        "agnograd": agnograd_step(backend, dev),
+    }
+    t = torch_step(host, "cuda" if backend == "cupy" else "cpu")
+    if t is not None:
+        impls["PyTorch eager"] = t
+    if backend == "numpy":
+        a = autograd_step(host)
+        if a is not None:
+            impls["HIPS autograd"] = a
+        impls.update(jax_steps(host))
+    ref = impls[f"hand-written {backend}"]()
+    for name, f in impls.items():
+        check(name, f(), ref)
+    # Warm up, then choose a number of steps per sample so one sample takes ~min_time.
+    per = {}
+    for name, f in impls.items():
+        for _ in range(3):
+            f()
+        sync()
+        t0 = time.perf_counter()
+        f()
+        sync()
+        per[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(rounds):
+        for name, f in impls.items():  # interleaved: each round times every implementation
+            n = per[name]
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            sync()
+            samples[name].append((time.perf_counter() - t0) / n)
+    return [(name, statistics.median(v)) for name, v in samples.items()]
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        libs = [f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
+                for i in threadpool_info() if i["user_api"] == "blas"]
+        return ", ".join(libs) or "unknown"
+    except ImportError:
+        cfg = getattr(np, "show_config", None)
+        return "threadpoolctl not installed" if cfg else "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "torch"])
+    parser.add_argument("--configs", default=None, help="comma-separated: small,medium,large")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--min-time", type=float, default=0.02, help="seconds per timing sample")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args(argv)
+    configs = args.configs.split(",") if args.configs else (
+        ["small", "medium", "large"] if args.backend == "cupy" else ["small", "medium"])
+    lines = [
+        f"agnograd {ag.__version__}, Python {platform.python_version()}, NumPy {np.__version__}, "
+        f"BLAS: {blas_info()}",
+    ]
+    for mod in ("cupy", "torch", "jax", "autograd"):
+        try:
+            lines[0] += f", {mod} {importlib.import_module(mod).__version__}"
+        except Exception:
+            pass
+    if args.backend == "cupy":
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        lines.append(f"GPU: {props['name'].decode()}")
+    lines += ["", "| config | implementation | median ms | ratio to hand-written |",
+              "| --- | --- | --- | --- |"]
+    for config in configs:
+        results = run(config, args.backend, args.rounds, args.min_time)
+        floor = results[0][1]
+        for name, t in results:
+            lines.append(f"| {config} | {name} | {t * 1e3:.3f} | {t / floor:.2f} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

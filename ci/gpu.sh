@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Run the whole test suite with the CuPy (GPU) cases, then the GPU benchmark, on a CUDA machine.
+#
+#   bash ci/gpu.sh [WHEEL_DIR]
+#
+# For a machine without network access whose Python lacks array-api-compat and
+# array-api-strict: put their wheels in WHEEL_DIR (default: .whl at the checkout root, ignored
+# by git), e.g. on a machine with network access:
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl array-api-compat array-api-strict
+# They are installed into a private folder on PYTHONPATH; nothing else is changed. CuPy, NumPy
+# and pytest must already be installed there.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+wheels="${1:-.whl}"
+export PYTHONUNBUFFERED=1
+
+if ! python3 -c "import array_api_compat, array_api_strict" 2>/dev/null; then
+  site="${TMPDIR:-/tmp}/agnograd-site"
+  echo "== installing array-api-compat / array-api-strict from $wheels into $site"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$site" "$wheels"/*.whl || { echo "wheel install failed"; exit 2; }
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
+  || echo "nvidia-smi not found"
+python3 - <<'PY'
+import sys, numpy, array_api_compat
+print("python", sys.version.split()[0], "numpy", numpy.__version__,
+      "array-api-compat", array_api_compat.__version__)
+try:
+    import cupy
+    print("cupy", cupy.__version__, "devices", cupy.cuda.runtime.getDeviceCount(),
+          cupy.cuda.runtime.getDeviceProperties(0)["name"].decode())
+except Exception as exc:  # report, the tests will say the rest
+    print("cupy unusable:", exc)
+import agnograd as ag
+print("agnograd backends:", ag.available_backends())
+PY
+
+par=""
+if python3 -c "import xdist" 2>/dev/null; then par="-n ${AGNOGRAD_TEST_WORKERS:-8}"; fi
+
+echo "== GPU cases (marker gpu)"
+python3 -m pytest -q -p no:cacheprovider $par -m gpu 2>&1 | tee /tmp/agnograd-gpu-tests.log | tail -n 25
+gpu_rc=${PIPESTATUS[0]}
+
+echo "== the rest of the suite (CPU backends)"
+python3 -m pytest -q -p no:cacheprovider $par -m "not gpu and not slow" 2>&1 | tee /tmp/agnograd-all-tests.log | tail -n 5
+all_rc=${PIPESTATUS[0]}
+
+bench_rc=0
+if [ -f benchmarks/mlp_step.py ]; then
+  echo "== GPU benchmark"
+  python3 benchmarks/mlp_step.py --backend cupy 2>&1 | tee /tmp/agnograd-bench.log
+  bench_rc=${PIPESTATUS[0]}
+fi
+
+echo "== summary"
+echo "gpu cases:  $(tail -n 1 /tmp/agnograd-gpu-tests.log)"
+echo "cpu cases:  $(tail -n 1 /tmp/agnograd-all-tests.log)"
+[ -f benchmarks/mlp_step.py ] && echo "benchmark:  exit $bench_rc"
+[ "$gpu_rc" -eq 0 ] && [ "$all_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
