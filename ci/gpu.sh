@@ -12,6 +12,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 wheels="${1:-.whl}"
+logs="${AGNOGRAD_LOG_DIR:-${TMPDIR:-/tmp}}"   # where the test and benchmark logs are kept
+mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
 
 if ! python3 -c "import array_api_compat, array_api_strict" 2>/dev/null; then
@@ -44,22 +46,22 @@ par=""
 if python3 -c "import xdist" 2>/dev/null; then par="-n ${AGNOGRAD_TEST_WORKERS:-8}"; fi
 
 echo "== GPU cases (marker gpu)"
-python3 -m pytest -q -p no:cacheprovider $par -m gpu 2>&1 | tee /tmp/agnograd-gpu-tests.log | tail -n 25
+python3 -m pytest -q -p no:cacheprovider $par -m gpu 2>&1 | tee "$logs/gpu-tests.log" | tail -n 25
 gpu_rc=${PIPESTATUS[0]}
 
 echo "== the rest of the suite (CPU backends)"
-python3 -m pytest -q -p no:cacheprovider $par -m "not gpu and not slow" 2>&1 | tee /tmp/agnograd-all-tests.log | tail -n 5
+python3 -m pytest -q -p no:cacheprovider $par -m "not gpu and not slow" 2>&1 | tee "$logs/cpu-tests.log" | tail -n 5
 all_rc=${PIPESTATUS[0]}
 
 bench_rc=0
 if [ -f benchmarks/mlp_step.py ]; then
   echo "== GPU benchmark"
-  python3 benchmarks/mlp_step.py --backend cupy 2>&1 | tee /tmp/agnograd-bench.log
+  python3 benchmarks/mlp_step.py --backend cupy 2>&1 | tee "$logs/bench.log"
   bench_rc=${PIPESTATUS[0]}
 fi
 
 echo "== summary"
-echo "gpu cases:  $(tail -n 1 /tmp/agnograd-gpu-tests.log)"
-echo "cpu cases:  $(tail -n 1 /tmp/agnograd-all-tests.log)"
+echo "gpu cases:  $(tail -n 1 "$logs/gpu-tests.log")"
+echo "cpu cases:  $(tail -n 1 "$logs/cpu-tests.log")"
 [ -f benchmarks/mlp_step.py ] && echo "benchmark:  exit $bench_rc"
 [ "$gpu_rc" -eq 0 ] && [ "$all_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
