@@ -207,7 +207,10 @@ def _load(name: str) -> Backend:
                 f"backend {name!r} is installed but this array-api-compat has no wrapper for it "
                 f"({exc}); upgrade array-api-compat"
             ) from exc
-    sample = xp.asarray([0.0])
+    try:
+        sample = xp.asarray([0.0])
+    except Exception as exc:  # e.g. JAX with a CUDA plugin but no usable device
+        raise BackendError(f"backend {name!r} is installed but cannot create arrays: {exc}") from exc
     return Backend(name, xp, type(sample))
 
 
@@ -271,7 +274,7 @@ def available_backends() -> list[str]:
     for name in _KNOWN:
         try:
             get_backend(name)
-        except BackendError:
+        except Exception:  # not installed, no device, or broken: not available here
             continue
         names.append(name)
     return names
