@@ -143,10 +143,10 @@ def _scatter_add_numpy(xp: Any, n: int, index: Any, values: Any) -> Any:
 
 
 def _scatter_add_cupy(xp: Any, n: int, index: Any, values: Any) -> Any:
-    import cupyx  # only reachable when the CuPy backend was resolved
+    import cupy  # only reachable when the CuPy backend was resolved
 
     out = xp.zeros(n, dtype=values.dtype)
-    cupyx.scatter_add(out, index, values)
+    cupy.add.at(out, index, values)  # atomic adds on the device
     return out
 
 
