@@ -194,7 +194,28 @@ def record(
     input i's ``(shape, raw dtype)``: the engine sums a broadcast cotangent back to that shape
     and casts it to that dtype.
     """
-    return _record(name, (out_data,), backend, inputs, vjps, saved, meta, params, single=True)
+    T = _tensor_cls
+    if not _mode.enabled:
+        return T._wrap(out_data, backend)
+    # Per-op overhead is what users feel on small arrays: the one- and two-input cases are
+    # spelled out.
+    n = len(inputs)
+    if n == 1:
+        t = inputs[0]
+        if vjps[0] is None or type(t) is not T or not t._requires_grad:
+            return T._wrap(out_data, backend)
+        parent = t._node
+        edges: tuple[Any, ...] = ((parent, t._index) if parent is not None else (t, 0),)
+    else:
+        edges = _edges(inputs, vjps)
+        if edges is None:
+            return T._wrap(out_data, backend)
+    if saved:
+        raw, src = _unpack_saved(inputs, saved, (out_data,))
+    else:
+        raw, src = (), None
+    node = Node(name, backend, vjps, edges, raw, src, params, meta, None)
+    return T._wrap(out_data, backend, node, 0)
 
 
 def record_multi(
@@ -208,52 +229,59 @@ def record_multi(
 ) -> tuple[Tensor, ...]:
     """Like :func:`record` for ops with several outputs; rules receive a tuple of cotangents
     (zeros for outputs that got none)."""
-    return _record(name, out_datas, backend, inputs, vjps, saved, None, params, single=False)
+    T = _tensor_cls
+    edges = _edges(inputs, vjps) if _mode.enabled else None
+    if edges is None:
+        return tuple(T._wrap(d, backend) for d in out_datas)
+    raw, src = _unpack_saved(inputs, saved, out_datas)
+    outs = tuple((d.shape, d.dtype) for d in out_datas)
+    node = Node(name, backend, vjps, edges, raw, src, params, None, outs)
+    return tuple(T._wrap(d, backend, node, k) for k, d in enumerate(out_datas))
 
 
-def _record(name, out_datas, backend, inputs, vjps, saved, meta, params, single):  # type: ignore[no-untyped-def]
-    wrap = _tensor_cls._wrap
+def _edges(inputs: tuple[Any, ...], vjps: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Per input, the slot its cotangent goes to; ``None`` when no input needs a gradient."""
+    T = _tensor_cls
     edges = []
-    any_edge = False
-    if _mode.enabled:
-        for t, rule in zip(inputs, vjps):
-            if rule is not None and type(t) is _tensor_cls and t._requires_grad:
-                node = t._node
-                edges.append((node, t._index) if node is not None else (t, 0))
-                any_edge = True
-            else:
-                edges.append(None)
-    if not any_edge:
-        if single:
-            return wrap(out_datas[0], backend)
-        return tuple(wrap(d, backend) for d in out_datas)
+    found = False
+    for t, rule in zip(inputs, vjps):
+        if rule is not None and type(t) is T and t._requires_grad:
+            parent = t._node
+            edges.append((parent, t._index) if parent is not None else (t, 0))
+            found = True
+        else:
+            edges.append(None)
+    return tuple(edges) if found else None
+
+
+def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[Any, ...]
+                  ) -> tuple[tuple[Any, ...], tuple[int | None, ...] | None]:
+    """Raw arrays to keep, and where each came from (input i, output -1-k, None: constant)."""
+    T = _tensor_cls
     raw = []
-    src: list[int | None] | None = None
+    src: list[int | None] = []
+    known = False
     for s in saved:
-        if type(s) is _tensor_cls:
-            i = _index_of(inputs, s)
+        ts = type(s)
+        if ts is T:
+            i = 0
+            for x in inputs:
+                if x is s:
+                    break
+                i += 1
+            else:
+                raise ValueError("a saved Tensor must be one of the op's inputs")
             raw.append(s.data)
-            src = src if src is not None else [None] * len(saved)
-            src[len(raw) - 1] = i
-        elif type(s) is _Out:
-            raw.append(out_datas[s.k])
-            src = src if src is not None else [None] * len(saved)
-            src[len(raw) - 1] = -1 - s.k
+            src.append(i)
+            known = True
+        elif ts is _Out:
+            raw.append(outs[s.k])
+            src.append(-1 - s.k)
+            known = True
         else:
             raw.append(s)
-    outs = None if single else tuple((d.shape, d.dtype) for d in out_datas)
-    node = Node(name, backend, tuple(vjps), tuple(edges), tuple(raw),
-                None if src is None else tuple(src), params, meta, outs)
-    if single:
-        return wrap(out_datas[0], backend, node, 0)
-    return tuple(wrap(d, backend, node, k) for k, d in enumerate(out_datas))
-
-
-def _index_of(inputs: tuple[Any, ...], t: Any) -> int:
-    for i, x in enumerate(inputs):
-        if x is t:
-            return i
-    raise ValueError("a saved Tensor must be one of the op's inputs")  # pragma: no cover
+            src.append(None)
+    return tuple(raw), (tuple(src) if known else None)
 
 
 # Set by agnograd/__init__ once the ops are installed: Tensor (for type checks) and the agnograd
@@ -402,14 +430,17 @@ def backward(
             saved = _reattach(node, saved)
         else:
             xp = backend.xp
-        g = _node_cotangent(node, slots, backend, create_graph)
+        g = slots[0] if node.outs is None else _node_cotangent(node, slots, backend, create_graph)
         array_type = backend.array_type
         meta = node.meta
         params = node.params
-        for i, edge in enumerate(node.edges):
-            if not live(edge):
+        vjps = node.vjps
+        i = -1
+        for edge in node.edges:
+            i += 1
+            if edge is None or (useful is not None and not live(edge)):
                 continue
-            gi = node.vjps[i](xp, g, *saved, *params)
+            gi = vjps[i](xp, g, *saved, *params)
             if gi is not None:
                 if create_graph:
                     if meta is not None and meta[i] is not None:
@@ -429,13 +460,25 @@ def backward(
                             gi = xp.astype(gi, dt)
                 if anomaly:
                     _check_finite(node, i, gi, create_graph)
-                send(edge, gi)
             parent = edge[0]
             if type(parent) is Node:
+                if gi is not None:  # accumulate dL/d(parent) from this child (fan-out sums)
+                    pslots = pending.get(parent)
+                    if pslots is None:
+                        if parent.outs is None:
+                            pending[parent] = [gi]
+                        else:
+                            pslots = pending[parent] = [None] * len(parent.outs)
+                            pslots[edge[1]] = gi
+                    else:
+                        prev = pslots[edge[1]]
+                        pslots[edge[1]] = gi if prev is None else prev + gi
                 left = deps[parent] - 1
                 deps[parent] = left
                 if left == 0:
                     ready.append(parent)
+            elif gi is not None:
+                send(edge, gi)
         if not retain_graph and node.saved:
             node.saved = _FREED
         del g, slots, saved

@@ -130,6 +130,8 @@ def _binary(
 ) -> Callable[..., Any]:
     rules = (rule1, rule2)
     differentiable = rule1 is not None or rule2 is not None
+    # What the rules read, as positions in (x1, x2, out): resolved once, not per call.
+    picks = tuple({"x": 0, "y": 1, "o": 2}[c] for c in save)
 
     def op(x1: Any, x2: Any) -> Tensor:
         b, x1, x2 = binary_operands(x1, x2, name)
@@ -141,7 +143,8 @@ def _binary(
         if differentiable and grad_on() and (
             (type(x1) is Tensor and x1._requires_grad) or (type(x2) is Tensor and x2._requires_grad)
         ):
-            saved = tuple(OUT if s == "o" else x1 if s == "x" else x2 for s in save)
+            operands = (x1, x2, OUT)
+            saved = tuple([operands[k] for k in picks])
             return record(name, y, b, (x1, x2), rules, saved, _meta(x1, x2, y))
         return wrap(y, b)
 
