@@ -145,7 +145,7 @@ class Node:
     """
 
     __slots__ = ("name", "backend", "vjps", "edges", "saved", "src", "params", "meta", "outs",
-                 "hooks", "where", "__weakref__")
+                 "hooks", "where", "versions", "__weakref__")
 
     def __init__(
         self,
@@ -170,6 +170,9 @@ class Node:
         self.outs = outs  # per output (shape, raw dtype) for multi-output nodes, else None
         self.hooks: dict[int, list[Callable[..., Any]]] | None = None  # per output index
         self.where: str | None = _creation_site() if _anomaly.enabled else None
+        # (saved index, version cell, count when saved) of each saved input Tensor: an in-place
+        # change before backward would make the gradient silently wrong, so backward checks.
+        self.versions: tuple[tuple[int, list[int], int], ...] | None = None
 
     def __repr__(self) -> str:
         return f"<{self.name} node>"
@@ -210,11 +213,9 @@ def record(
         edges = _edges(inputs, vjps)
         if edges is None:
             return T._wrap(out_data, backend)
+    node = Node(name, backend, vjps, edges, (), None, params, meta, None)
     if saved:
-        raw, src = _unpack_saved(inputs, saved, (out_data,))
-    else:
-        raw, src = (), None
-    node = Node(name, backend, vjps, edges, raw, src, params, meta, None)
+        node.saved, node.src, node.versions = _unpack_saved(inputs, saved, (out_data,))
     return T._wrap(out_data, backend, node, 0)
 
 
@@ -233,9 +234,10 @@ def record_multi(
     edges = _edges(inputs, vjps) if _mode.enabled else None
     if edges is None:
         return tuple(T._wrap(d, backend) for d in out_datas)
-    raw, src = _unpack_saved(inputs, saved, out_datas)
+    raw, src, versions = _unpack_saved(inputs, saved, out_datas)
     outs = tuple((d.shape, d.dtype) for d in out_datas)
     node = Node(name, backend, vjps, edges, raw, src, params, None, outs)
+    node.versions = versions
     return tuple(T._wrap(d, backend, node, k) for k, d in enumerate(out_datas))
 
 
@@ -255,11 +257,13 @@ def _edges(inputs: tuple[Any, ...], vjps: tuple[Any, ...]) -> tuple[Any, ...] | 
 
 
 def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[Any, ...]
-                  ) -> tuple[tuple[Any, ...], tuple[int | None, ...] | None]:
-    """Raw arrays to keep, and where each came from (input i, output -1-k, None: constant)."""
+                  ) -> tuple[tuple[Any, ...], tuple[int | None, ...] | None, Any]:
+    """Raw arrays to keep, where each came from (input i, output -1-k, None: constant), and
+    the version cells of the saved input Tensors."""
     T = _tensor_cls
     raw = []
     src: list[int | None] = []
+    versions = []
     known = False
     for s in saved:
         ts = type(s)
@@ -271,6 +275,10 @@ def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[A
                 i += 1
             else:
                 raise ValueError("a saved Tensor must be one of the op's inputs")
+            cell = s._version
+            if cell is None:
+                cell = s._version = [0]
+            versions.append((len(raw), cell, cell[0]))
             raw.append(s.data)
             src.append(i)
             known = True
@@ -281,7 +289,7 @@ def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[A
         else:
             raw.append(s)
             src.append(None)
-    return tuple(raw), (tuple(src) if known else None)
+    return tuple(raw), (tuple(src) if known else None), (tuple(versions) if versions else None)
 
 
 # Set by agnograd/__init__ once the ops are installed: Tensor (for type checks) and the agnograd
@@ -424,6 +432,8 @@ def backward(
                 "by the first backward. Pass retain_graph=True to the first backward (or "
                 "create_graph=True) if you need to backpropagate through this graph again."
             )
+        if node.versions is not None:
+            _check_versions(node)
         backend = node.backend
         if create_graph:
             xp = _namespace
@@ -565,6 +575,19 @@ def _check_finite(node: Node, i: int, gi: Any, create_graph: bool) -> None:
             f"the backward of '{node.name}' produced a non-finite gradient (NaN or inf) for its "
             f"input {i} (shape {tuple(raw.shape)}); the op was created at {node.where or '<unknown>'}"
         )
+
+
+def _check_versions(node: Node) -> None:
+    for k, cell, count in node.versions:  # type: ignore[union-attr]
+        if cell[0] != count:
+            shape = tuple(node.saved[k].shape)
+            i = node.src[k]  # type: ignore[index]
+            raise RuntimeError(
+                f"a tensor of shape {shape} that the '{node.name}' op saved for backward (its input "
+                f"{i}) was modified in place afterwards (version {count} -> {cell[0]}), so its "
+                "gradient would be wrong. Do the in-place update after backward, or use the "
+                "out-of-place form (x = x + y instead of x += y)."
+            )
 
 
 def _release(node: Node, ready: list[Node], deps: dict[Node, int],

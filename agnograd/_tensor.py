@@ -27,6 +27,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "_backend", "_node", "_index", "_requires_grad", "_grad", "_hooks",
+                 "_version",
                  "__weakref__")
 
     # Python compares and hashes arrays elementwise; a Tensor is not hashable (like ndarray).
@@ -44,6 +45,7 @@ class Tensor:
         self._requires_grad = t._requires_grad
         self._grad = None
         self._hooks = None
+        self._version = None
 
     @staticmethod
     def _wrap(data: Any, backend: Backend, node: Any = None, index: int = 0) -> Tensor:
@@ -58,6 +60,7 @@ class Tensor:
         t._requires_grad = node is not None
         t._grad = None
         t._hooks = None
+        t._version = None  # [count] of in-place changes, made when a graph first saves the data
         return t
 
     # -- attributes ----------------------------------------------------------------------------
@@ -187,8 +190,13 @@ class Tensor:
         return RemovableHandle(hooks, fn)
 
     def detach(self) -> Tensor:
-        """The same data as a new leaf that needs no gradient (no copy)."""
-        return Tensor._wrap(self.data, self._backend)
+        """The same data as a new leaf that needs no gradient (no copy; in-place changes through
+        either tensor count against both when a graph saved it)."""
+        t = Tensor._wrap(self.data, self._backend)
+        if self._version is None:
+            self._version = [0]
+        t._version = self._version
+        return t
 
     def item(self) -> bool | int | float | complex:
         """The value of a one-element tensor as a Python scalar (copies to the host)."""
@@ -224,7 +232,17 @@ class Tensor:
             raise ValueError(f"agnograd does not implement Array API version {api_version!r}")
         return agnograd
 
-    def __dlpack__(self, **kwargs: Any) -> Any:
+    def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
+                   dl_device: Any = None, copy: bool | None = None) -> Any:
+        kwargs: dict[str, Any] = {}
+        if stream is not None:
+            kwargs["stream"] = stream
+        if max_version is not None:
+            kwargs["max_version"] = max_version
+        if dl_device is not None:
+            kwargs["dl_device"] = dl_device
+        if copy is not None:
+            kwargs["copy"] = copy
         return self.data.__dlpack__(**kwargs)
 
     def __dlpack_device__(self) -> tuple[Any, int]:

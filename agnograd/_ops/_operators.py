@@ -45,6 +45,7 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
                 )
             self.data, self._node, self._index = res.data, res._node, res._index
             self._requires_grad = res._requires_grad
+            self._version = None  # new data: earlier saves keep the old, untouched array
             return self
         if type(other) is Tensor:
             if other._backend is not self._backend:
@@ -57,6 +58,8 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
         else:
             o = to_tensor(other, name, self._backend).data
         self.data = raw(self.data, o)
+        if self._version is not None:
+            self._version[0] += 1  # graphs that saved this data will refuse to use it
         return self
 
     method.__name__ = f"__i{name}__"

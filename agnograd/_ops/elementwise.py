@@ -137,7 +137,10 @@ def _binary(
         b, x1, x2 = binary_operands(x1, x2, name)
         a1 = x1.data if type(x1) is Tensor else x1
         a2 = x2.data if type(x2) is Tensor else x2
-        y = fwd(a1, a2) if fwd is not None else getattr(b.xp, name)(a1, a2)
+        try:
+            y = fwd(a1, a2) if fwd is not None else getattr(b.xp, name)(a1, a2)
+        except (ValueError, TypeError) as exc:
+            raise _operand_error(name, x1, x2, b, exc) from exc
         if y is NotImplemented:
             raise TypeError(f"{name}: unsupported operands {type(a1).__name__}, {type(a2).__name__}")
         if differentiable and grad_on() and (
@@ -155,6 +158,17 @@ def _binary(
            if differentiable else "Not differentiable: the result never requires grad.")
     )
     return _install(name, op)
+
+
+def _describe(x: Any) -> str:
+    return f"{x.dtype.name} {x.shape}" if type(x) is Tensor else f"Python {type(x).__name__}"
+
+
+def _operand_error(name: str, x1: Any, x2: Any, b: Any, exc: Exception) -> Exception:
+    """The backend's error, restated with the op, the operands and the backend."""
+    kind = ValueError if isinstance(exc, ValueError) else TypeError
+    return kind(f"{name}: cannot combine {_describe(x1)} with {_describe(x2)} on backend "
+                f"'{b.name}' (shapes must broadcast, dtypes must promote): {exc}")
 
 
 def _meta(x1: Any, x2: Any, y: Any) -> tuple[Any, Any] | None:

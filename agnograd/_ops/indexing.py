@@ -187,6 +187,8 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     tracked = grad_on() and (x._requires_grad or (type(v) is Tensor and v._requires_grad))
     if not tracked:
         x.data[raw] = rv
+        if x._version is not None:
+            x._version[0] += 1  # graphs that saved this data will refuse to use it
         return
     if x._node is None and x._requires_grad:
         raise RuntimeError(
@@ -208,6 +210,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
                  meta=meta, params=(raw,))
     x.data, x._node, x._index = res.data, res._node, res._index
     x._requires_grad = res._requires_grad
+    x._version = None  # new data: earlier saves keep the old, untouched array
 
 
 # ---------------------------------------------------------------------------------------------
