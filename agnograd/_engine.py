@@ -209,8 +209,20 @@ def record(
             return T._wrap(out_data, backend)
         parent = t._node
         edges: tuple[Any, ...] = ((parent, t._index) if parent is not None else (t, 0),)
+    elif n == 2:
+        t0, t1 = inputs
+        e0 = e1 = None
+        if vjps[0] is not None and type(t0) is T and t0._requires_grad:
+            p0 = t0._node
+            e0 = (p0, t0._index) if p0 is not None else (t0, 0)
+        if vjps[1] is not None and type(t1) is T and t1._requires_grad:
+            p1 = t1._node
+            e1 = (p1, t1._index) if p1 is not None else (t1, 0)
+        if e0 is None and e1 is None:
+            return T._wrap(out_data, backend)
+        edges = (e0, e1)
     else:
-        edges = _edges(inputs, vjps)
+        edges = _edges(inputs, vjps)  # type: ignore[assignment]
         if edges is None:
             return T._wrap(out_data, backend)
     node = Node(name, backend, vjps, edges, (), None, params, meta, None)
@@ -312,6 +324,8 @@ def install(tensor_cls: type, namespace: Any) -> None:
 def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
     """Sum ``g`` over the axes that broadcasting added or stretched, back to ``shape``."""
     lead = g.ndim - len(shape)
+    if lead and g.shape[lead:] == shape:  # only leading axes were added (a bias): one sum
+        return xp.sum(g, axis=tuple(range(lead)))
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
     )
@@ -397,7 +411,7 @@ def backward(
         if n in cut_nodes:
             continue
         for e in n.edges:
-            if live(e) and type(e[0]) is Node:
+            if e is not None and type(e[0]) is Node and (useful is None or e[0] in useful):
                 parent = e[0]
                 deps[parent] = deps.get(parent, 0) + 1
                 if parent not in seen:
