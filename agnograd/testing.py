@@ -23,14 +23,6 @@ class GradientCheckError(AssertionError):
     """Analytic and numerical gradients (or two backends) disagree."""
 
 
-def _as_inputs(args: Sequence[Any]) -> list[Tensor]:
-    out = []
-    for a in args:
-        t = a if isinstance(a, Tensor) else tensor(a)
-        out.append(t)
-    return out
-
-
 def _scalarize(y: Tensor, cot: Any) -> Tensor:
     if cot is None:
         return y if y.ndim == 0 else _sum(y)
@@ -80,18 +72,24 @@ def check_grad(
     atol: float | None = None,
     seed: int = 0,
 ) -> None:
-    """Check ``f``'s gradients against central finite differences.
+    """Check ``f``'s gradients against central finite differences in float64.
 
-    The inputs are used as given (use float64 for tight tolerances); a non-scalar output is
-    contracted with a fixed random cotangent. Raises :class:`GradientCheckError` with the worst
-    element, its inputs and both gradients when they differ by more than ``atol + rtol·|fd|``.
+    ``args`` are Tensors or arrays of any backend (or nested lists); floating inputs are promoted
+    to float64 so the differences are accurate. A non-scalar output is contracted with a fixed
+    random cotangent. Raises :class:`GradientCheckError` with the worst element, its input value
+    and both gradients when they differ by more than ``atol + rtol·|fd|`` (defaults: ``eps=1e-6``,
+    ``rtol=1e-5``, ``atol=1e-7``).
     """
-    inputs = [tensor(t, requires_grad=True) if not isinstance(t, Tensor) else
-              Tensor._wrap(t.data, t._backend).requires_grad_(True) for t in args]
-    dt = inputs[0].dtype.name if inputs else "float64"
-    eps = eps if eps is not None else (1e-6 if dt == "float64" else 1e-2)
-    rtol = rtol if rtol is not None else (1e-5 if dt == "float64" else 1e-2)
-    atol = atol if atol is not None else (1e-7 if dt == "float64" else 1e-3)
+    inputs = []
+    for a in args:
+        t = a if isinstance(a, Tensor) else tensor(a)
+        data = t.data
+        if t.dtype.is_floating and t.dtype.name != "float64":
+            data = t._backend.xp.astype(data, t._backend.xp.float64)
+        inputs.append(Tensor._wrap(data, t._backend).requires_grad_(True))
+    eps = 1e-6 if eps is None else eps
+    rtol = 1e-5 if rtol is None else rtol
+    atol = 1e-7 if atol is None else atol
     y = f(*inputs)
     cot = _random_cotangent(y, seed)
     loss = _scalarize(y, cot)
@@ -99,9 +97,9 @@ def check_grad(
     numeric = numerical_grad(f, inputs, cot, eps)
     for i, (x, ga, gn) in enumerate(zip(inputs, grads, numeric)):
         a = _np.zeros(x.shape) if ga is None else host_array(ga.data).astype(_np.float64)
-        err = _np.abs(a - gn) - (atol + rtol * _np.abs(gn))
         if a.shape != gn.shape:
             raise GradientCheckError(f"input {i}: gradient shape {a.shape} != input shape {gn.shape}")
+        err = _np.abs(a - gn) - (atol + rtol * _np.abs(gn))
         if err.size and (_np.max(err) > 0 or not _np.all(_np.isfinite(a) == _np.isfinite(gn))):
             k = int(_np.nanargmax(_np.where(_np.isnan(err), _np.inf, err)))
             idx = _np.unravel_index(k, a.shape) if a.ndim else ()
