@@ -12,18 +12,10 @@ from typing import Any
 
 from ._backend import Backend, get_default_backend
 from ._dtypes import ALL, DType, from_backend_dtype
+from ._ops.data_types import _KINDS  # the standard's dtype kinds, defined once
 
 __all__ = ["__array_namespace_info__"]
 
-_KINDS = {
-    "bool": "b",
-    "signed integer": "i",
-    "unsigned integer": "u",
-    "integral": "iu",
-    "real floating": "f",
-    "complex floating": "c",
-    "numeric": "iufc",
-}
 
 
 class Info:

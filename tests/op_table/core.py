@@ -67,6 +67,16 @@ def like(x: ag.Tensor, values: Any, dtype: Any = None) -> ag.Tensor:
     return ag.tensor(np.asarray(values), backend=x.backend, dtype=dtype)
 
 
+def distinct(rng: np.random.Generator, shapes: tuple[Shape, ...]) -> list[np.ndarray]:
+    """Inputs with well-separated values, so finite differences never cross a tie or swap two
+    elements (max, min, sort)."""
+    out = []
+    for s in shapes:
+        n = int(np.prod(s))
+        out.append((rng.permutation(n) * 0.37 - n * 0.15).reshape(s))
+    return out
+
+
 # Shapes reused across categories: 0-d, size-1 and broadcasting cases.
 UNARY = [((),), ((1,),), ((2, 3),)]
 BINARY = [((2, 3), (2, 3)), ((2, 3), (3,)), ((1, 3), (2, 1)), ((), (2, 3)), ((1,), ())]

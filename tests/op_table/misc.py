@@ -3,20 +3,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import agnograd as ag
 
-from .core import Op, category
-
-
-def _distinct(rng, shapes):
-    # sort: distinct values, so finite differences never swap two elements.
-    out = []
-    for s in shapes:
-        n = int(np.prod(s))
-        out.append((rng.permutation(n) * 0.37 - n * 0.15).reshape(s))
-    return out
+from .core import Op, category, distinct
 
 
 def _roundtrip(x):
@@ -61,16 +50,16 @@ OPS = [
     Op("misc.diff-append-n2", lambda x, a: ag.diff(x, axis=0, n=2, append=a) * x[:1, ...],
        [((3, 2), (1, 2))]),
     Op("misc.diff-scalar-prepend", lambda x: ag.diff(x, prepend=0.5, append=-1.0), [((4,),)]),
-    Op("misc.sort", lambda x: ag.sort(x), [((5,),), ((3, 4),)], make=_distinct),
+    Op("misc.sort", lambda x: ag.sort(x), [((5,),), ((3, 4),)], make=distinct),
     Op("misc.sort-descending", lambda x: ag.sort(x, descending=True), [((5,),), ((3, 4),)],
-       make=_distinct),
-    Op("misc.sort-axis0", lambda x: ag.sort(x, axis=0), [((4, 3),)], make=_distinct),
+       make=distinct),
+    Op("misc.sort-axis0", lambda x: ag.sort(x, axis=0), [((4, 3),)], make=distinct),
     Op("misc.sort-axis0-descending", lambda x: ag.sort(x, axis=0, descending=True) * x,
-       [((3, 2),)], make=_distinct),
+       [((3, 2),)], make=distinct),
     Op("misc.sort-axis1", lambda x: ag.sort(x, axis=1, stable=False), [((2, 3, 2),)],
-       make=_distinct),
+       make=distinct),
     Op("misc.sort-exp", lambda x: ag.sort(ag.exp(x), axis=-1) * ag.sort(x, axis=-1),
-       [((2, 4),)], make=_distinct),
+       [((2, 4),)], make=distinct),
 ]
 
 category("misc", OPS)

@@ -6,19 +6,12 @@ import numpy as np
 
 import agnograd as ag
 
-from .core import Op, category
+from .core import Op, category, distinct
 
 RED = [((),), ((3,),), ((2, 3, 4),)]  # reductions over all axes
 AX = [((2, 3, 4),)]  # reductions over chosen axes
 
 
-def _distinct(rng, shapes):
-    # max/min: distinct values, so finite differences never cross a tie.
-    out = []
-    for s in shapes:
-        n = int(np.prod(s))
-        out.append((rng.permutation(n) * 0.37 - n * 0.15).reshape(s))
-    return out
 
 
 def _with_zeros(rng, shapes):
@@ -42,10 +35,10 @@ OPS = [
     Op("prod-one-zero", lambda x: ag.prod(x, axis=-1), [((2, 4),)], make=_with_zeros),
     Op("prod-two-zeros", lambda x: ag.prod(x), [((4,),)],
        make=lambda rng, s: [np.array([0.0, 1.5, 0.0, 2.0])], order=1),
-    Op("max", lambda x: ag.max(x), RED, make=_distinct),
-    Op("max-axis", lambda x: ag.max(x, axis=1), AX, make=_distinct),
-    Op("min", lambda x: ag.min(x), RED, make=_distinct),
-    Op("min-axes-keepdims", lambda x: ag.min(x, axis=(0, 2), keepdims=True), AX, make=_distinct),
+    Op("max", lambda x: ag.max(x), RED, make=distinct),
+    Op("max-axis", lambda x: ag.max(x, axis=1), AX, make=distinct),
+    Op("min", lambda x: ag.min(x), RED, make=distinct),
+    Op("min-axes-keepdims", lambda x: ag.min(x, axis=(0, 2), keepdims=True), AX, make=distinct),
     Op("var", lambda x: ag.var(x), [((3,),), ((2, 3, 4),)]),
     Op("var-axis-correction", lambda x: ag.var(x, axis=1, correction=1), AX),
     Op("std", lambda x: ag.std(x), [((3,),), ((2, 3, 4),)]),
