@@ -89,3 +89,6 @@ __all__ = sorted(
 
 # Rules run on Tensors with this namespace when backward records itself (create_graph=True).
 _engine.install(Tensor, _sys.modules[__name__])
+
+# Built on the namespace above: imported last, so `import agnograd as ag` inside them sees it whole.
+from . import nn, optim  # noqa: E402

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import array_api_compat
@@ -27,6 +28,9 @@ __all__ = [
     "get_default_backend",
     "set_default_backend",
 ]
+
+# Host helpers for nn, optim, datasets and the command (see the end of this module).
+HostRNG = np.random.Generator
 
 
 class BackendError(RuntimeError):
@@ -268,6 +272,11 @@ def backend_of_array(a: Any) -> Backend | None:
     return b
 
 
+def known_backends() -> list[str]:
+    """Names of every backend agnograd knows how to resolve (available here or not)."""
+    return list(_KNOWN)
+
+
 def available_backends() -> list[str]:
     """Names of the backends usable on this machine (CuPy only when a CUDA device is present)."""
     names = []
@@ -337,3 +346,83 @@ def transfer(a: Any, target: Backend) -> Any:
 
         return cupy.asarray(host)
     return target.asarray(host)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host helpers: random numbers and files. nn, optim, agnograd.datasets and the command get them
+# from here, so the rest of the package still imports no array library.
+
+
+def host_rng(seed: int | Sequence[int] | HostRNG | None = None) -> HostRNG:
+    """A host random generator (NumPy's ``Generator``; a generator is returned as is).
+
+    Initialisation, shuffling and dropout masks are drawn on the host and then moved to the
+    backend, so one seed gives the same numbers on NumPy, CuPy and every other backend.
+    ``seed`` may be an int, a sequence of ints (e.g. ``(seed, layer_index)``) or ``None`` (fresh
+    entropy from the operating system).
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> None:
+    """Write ``arrays`` (name -> array of any backend) to an uncompressed ``.npz`` file, without
+    pickle. The file is written next to ``path`` first and then renamed over it, so a failure
+    never leaves a half-written file behind."""
+    host = {name: np.asarray(host_array(a)) for name, a in arrays.items()}
+    for name, a in host.items():
+        if a.dtype.hasobject:
+            raise TypeError(f"save_npz: {name!r} is an object array; only numeric arrays are saved")
+    target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=".agnograd-", suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, allow_pickle=False, **host)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def load_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read every array of an ``.npz`` file (as NumPy arrays) with ``allow_pickle=False``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not an ``.npz`` archive, or it holds object (pickled) arrays.
+    """
+    target = os.fspath(path)
+    try:
+        z = np.load(target, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"cannot read {target!r} as an .npz file: {exc}") from exc
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{target!r} holds a single array, not an .npz archive of named arrays")
+    try:
+        with z:
+            return {name: z[name] for name in z.files}
+    except Exception as exc:  # a corrupt member, or an object array (needs pickle)
+        raise ValueError(f"cannot read {target!r}: {exc}") from exc
+
+
+def load_csv(path: str | os.PathLike[str], delimiter: str = ",") -> Any:
+    """A numeric text table (``.gz`` files are decompressed) as a float64 NumPy array."""
+    return np.loadtxt(os.fspath(path), delimiter=delimiter, dtype=np.float64, ndmin=2)
+
+
+def describe_device(device: Any) -> str:
+    """A short name for a backend device: ``cpu``, ``cuda:0 (NVIDIA H100 ...)``, ..."""
+    if type(device).__module__.startswith("cupy"):
+        import cupy
+
+        try:
+            name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"].decode()
+        except Exception:  # no driver answer: the number alone
+            name = ""
+        return f"cuda:{device.id}" + (f" ({name})" if name else "")
+    return str(device)

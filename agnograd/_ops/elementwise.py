@@ -246,8 +246,9 @@ for _name, _fwd in (
 def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:
     """Clamp ``x`` to ``[min, max]`` (either bound may be ``None``, a scalar or an array).
 
-    Result has ``x``'s shape and dtype. VJP: ``x̄ = ḡ`` where ``min ≤ x ≤ max`` (the closed
-    interval), else 0; a bound that is a Tensor gets ``ḡ`` where it was the active one.
+    The result has ``x``'s dtype and the broadcast shape of ``x``, ``min`` and ``max``.
+    VJP: ``x̄ = ḡ`` where ``min ≤ x ≤ max`` (the closed interval), else 0; a bound that is a
+    Tensor gets ``ḡ`` where it was the active one.
     """
     x = to_tensor(x, "clip")
     b = x._backend
@@ -257,13 +258,14 @@ def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:
     rlo = lo.data if type(lo) is Tensor else lo
     rhi = hi.data if type(hi) is Tensor else hi
     y = xp.clip(x.data, rlo, rhi)
-    if y.shape != x.data.shape or y.dtype != x.data.dtype:
-        y = xp.astype(xp.broadcast_to(y, x.data.shape), x.data.dtype)
+    if y.dtype != x.data.dtype:
+        y = xp.astype(y, x.data.dtype)
     needs = grad_on() and any(type(t) is Tensor and t._requires_grad for t in (x, lo, hi))
     if not needs:
         return wrap(y, b)
     meta = tuple(
-        (t.data.shape, t.data.dtype) if type(t) is Tensor and t.data.shape != y.shape else None
+        (t.data.shape, t.data.dtype)
+        if type(t) is Tensor and (t.data.shape != y.shape or t.data.dtype != y.dtype) else None
         for t in (x, lo, hi)
     )
     return record("clip", y, b, (x, lo, hi), (_clip_x, _clip_lo, _clip_hi), (x, lo, hi),

@@ -189,7 +189,7 @@ def unstack(x: Any, /, *, axis: int = 0) -> tuple[Tensor, ...]:
     return tuple(wrap(y, b) for y in ys)
 
 
-def expand_dims(x: Any, /, *, axis: int = 0) -> Tensor:
+def expand_dims(x: Any, /, axis: int = 0) -> Tensor:
     """Insert a size-1 axis at ``axis``. VJP: ``x̄ = reshape(ḡ, x.shape)``."""
     x = to_tensor(x, "expand_dims")
     b = x._backend

@@ -89,6 +89,8 @@ OPS = [
     Op("clip-arrays", lambda x, lo, hi: ag.clip(x, lo, hi), [((2, 3), (3,), (2, 1))],
        make=lambda rng, s: [np.array([[-2.0, 0.1, 2.0], [0.6, -0.6, 0.05]]),
                             np.array([-1.0, -0.3, -0.2]), np.array([[1.0], [0.5]])]),
+    Op("clip-bounds-broadcast-x", lambda x, lo: ag.clip(x, lo, 0.5), [((3,), (2, 1))],
+       make=lambda rng, s: [np.array([-2.0, 0.1, 2.0]), np.array([[-1.0], [0.3]])]),
     Op("clip-min-only", lambda x: ag.clip(x, min=0.1), [((2, 3),)],
        make=lambda rng, s: [np.array([[-2.0, 0.5, 2.0], [0.6, -0.6, 0.05]])]),
     Op("where", lambda x, y: ag.where(x > 0, x * y, y), [((2, 3), (2, 3)), ((2, 3), (3,)), ((), (2,))],

@@ -1,0 +1,442 @@
+"""The ``agnograd`` command: ``agnograd train`` and ``agnograd info``.
+
+``agnograd train`` trains the 3-layer tanh network ``x1 = tanh(x W1 + b1)``,
+``x2 = tanh(x1 W2 + b2)``, ``x3 = x2 W3 + b3`` with a softmax cross-entropy loss on the UCI
+handwritten digits shipped with the package, on any backend; ``agnograd info`` lists the
+backends usable here. Bad options print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import agnograd as ag
+
+from . import nn, optim
+from ._backend import describe_device, host_rng, known_backends
+from .datasets import load_digits, train_test_split
+from .nn import functional as F
+
+__all__ = ["main", "TrainConfig", "TrainResult", "train", "check_network_gradients"]
+
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+
+
+class UsageError(Exception):
+    """A bad command line: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class TrainConfig:
+    """What ``agnograd train`` does; the fields are its options."""
+
+    backend: str = "numpy"
+    epochs: int = 20
+    hidden: int = 64
+    lr: float | None = None  # None: the optimizer's default (DEFAULT_LR)
+    optimizer: str = "adam"
+    batch_size: int = 32
+    seed: int = 0
+    dtype: str = "float32"
+    test_fraction: float = 0.2
+    save: str | None = None
+    plot: str | None = None
+    check_grad: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`: the model, the per-epoch curves and the final numbers."""
+
+    model: nn.MLP
+    test_accuracy: float
+    test_correct: int
+    test_size: int
+    wall_time: float
+    backend: str
+    device: str
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    test_accuracy_curve: list[float] = field(default_factory=list)
+    grad_check_error: float | None = None
+
+    def summary(self, config: TrainConfig) -> str:
+        return (f"test accuracy {self.test_accuracy:.2%} ({self.test_correct}/{self.test_size}) | "
+                f"{_plural(len(self.train_loss), 'epoch')}, {config.optimizer} lr {_lr(config):g}, hidden "
+                f"{config.hidden}, {config.dtype}, seed {config.seed} | wall time "
+                f"{self.wall_time:.2f} s | backend {self.backend} | device {self.device}")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _lr(config: TrainConfig) -> float:
+    return DEFAULT_LR[config.optimizer] if config.lr is None else config.lr
+
+
+def _make_optimizer(config: TrainConfig, params: list[ag.Tensor]) -> optim.Optimizer:
+    lr = _lr(config)
+    if config.optimizer == "sgd":
+        return optim.SGD(params, lr=lr, momentum=0.9)
+    if config.optimizer == "adam":
+        return optim.Adam(params, lr=lr)
+    return optim.AdamW(params, lr=lr)
+
+
+def _count_correct(logits: ag.Tensor, labels: ag.Tensor) -> ag.Tensor:
+    hits = ag.argmax(logits, axis=1) == labels
+    return ag.sum(ag.astype(hits, ag.int64))
+
+
+def check_network_gradients(model: nn.Module, x: ag.Tensor, y: ag.Tensor) -> tuple[float, str]:
+    """The largest relative error between the network's backprop gradients and central finite
+    differences (``agnograd.testing.numerical_grad``), in float64, on a copy of ``model``.
+
+    The error of a parameter is ``max |analytic - numeric| / max |numeric|``; returns the largest
+    over the parameters and that parameter's name.
+    """
+    from .testing import numerical_grad
+
+    names = [n for n, _ in model.named_parameters()]
+    state = {n: ag.astype(t, ag.float64) for n, t in model.state_dict().items()}
+    x64 = ag.astype(x, ag.float64)
+
+    def loss(*params: ag.Tensor) -> ag.Tensor:
+        logits = nn.functional_call(model, dict(zip(names, params)), x64)
+        return F.cross_entropy(logits, y)
+
+    inputs = [state[n] for n in names]
+    analytic = ag.grad(loss, argnums=tuple(range(len(inputs))))(*inputs)
+    numeric = numerical_grad(loss, inputs)
+    worst, where = 0.0, names[0]
+    for name, a, n in zip(names, analytic, numeric):
+        num = ag.tensor(n)
+        diff = ag.max(ag.abs(ag.tensor(a.numpy()) - num)).item()
+        scale = max(ag.max(ag.abs(num)).item(), 1e-300)
+        err = float(diff) / scale
+        if err > worst:
+            worst, where = err, name
+    return worst, where
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Train the 3-layer tanh network on the digits as ``config`` says; see :class:`TrainConfig`.
+
+    Everything random (initialisation, the split, the shuffling) is drawn on the host from
+    ``config.seed``, so the same seed gives the same curve on every backend (to float32
+    rounding)."""
+    start = time.perf_counter()
+    dtype = getattr(ag, config.dtype)
+    X, y = load_digits(backend=config.backend, dtype=dtype)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=config.test_fraction,
+                                                        seed=config.seed)
+    model = nn.MLP([64, config.hidden, config.hidden, 10], activation="tanh",
+                   backend=config.backend, dtype=dtype, seed=config.seed)
+    result = TrainResult(model=model, test_accuracy=0.0, test_correct=0, test_size=y_test.shape[0],
+                         wall_time=0.0, backend=config.backend, device=describe_device(X.device))
+    if config.check_grad:
+        batch = min(16, X_train.shape[0])
+        err, where = check_network_gradients(model, X_train[:batch, ...], y_train[:batch])
+        result.grad_check_error = err
+        log(f"gradient check: largest relative error {err:.2e} (in {where}), backprop against "
+            f"central finite differences on {model.num_parameters()} parameters, float64")
+    opt = _make_optimizer(config, model.parameters())
+    rng = host_rng((config.seed, 1))
+    n = X_train.shape[0]
+    bar = _progress(config)
+    for _ in bar:
+        order = ag.tensor(rng.permutation(n), backend=config.backend, device=X.device)
+        total_loss: ag.Tensor | None = None
+        correct: ag.Tensor | None = None
+        for i in range(0, n, config.batch_size):
+            stop = i + config.batch_size
+            idx = order[i:stop] if stop < n else order[i:]
+            xb, yb = ag.take(X_train, idx, axis=0), ag.take(y_train, idx, axis=0)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with ag.no_grad():  # running sums stay on the device: one sync per epoch
+                batch_loss = loss.detach() * float(yb.shape[0])
+                batch_hits = _count_correct(logits.detach(), yb)
+                total_loss = batch_loss if total_loss is None else total_loss + batch_loss
+                correct = batch_hits if correct is None else correct + batch_hits
+        with ag.no_grad():
+            test_hits = int(_count_correct(model(X_test), y_test).item())
+        result.train_loss.append(float(total_loss.item()) / n if total_loss is not None else 0.0)
+        result.train_accuracy.append(int(correct.item()) / n if correct is not None else 0.0)
+        result.test_accuracy_curve.append(test_hits / y_test.shape[0])
+        result.test_correct = test_hits
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{result.train_loss[-1]:.4f}",
+                            train_acc=f"{result.train_accuracy[-1]:.3f}",
+                            test_acc=f"{result.test_accuracy_curve[-1]:.3f}")
+    if not result.test_accuracy_curve:  # zero epochs: evaluate the initial network
+        with ag.no_grad():
+            result.test_correct = int(_count_correct(model(X_test), y_test).item())
+    result.test_accuracy = result.test_correct / result.test_size
+    result.wall_time = time.perf_counter() - start
+    if config.save:
+        model.save(config.save)
+        log(f"saved {model.num_parameters()} parameters to {config.save}")
+    if config.plot:
+        _plot(result, config.plot)
+        log(f"saved the training curves to {config.plot}")
+    return result
+
+
+def _progress(config: TrainConfig) -> Any:
+    epochs = range(config.epochs)
+    if not config.progress:
+        return epochs
+    from tqdm.auto import tqdm
+
+    return tqdm(epochs, desc=f"train ({config.backend})", unit="epoch", file=sys.stderr,
+                dynamic_ncols=True, leave=True)
+
+
+def _plot(result: TrainResult, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    epochs = list(range(1, len(result.train_loss) + 1))
+    ax_loss.plot(epochs, result.train_loss, marker=".")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log")
+    ax_acc.plot(epochs, result.train_accuracy, marker=".", label="train")
+    ax_acc.plot(epochs, result.test_accuracy_curve, marker=".", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy")
+    ax_acc.legend()
+    fig.suptitle(f"3-layer tanh network on the digits ({result.backend})")
+    fig.savefig(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking the command line
+
+
+def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def _check_writable(path: str, option: str) -> None:
+    """Fail now (not after training) if ``path`` cannot be written."""
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory, not a file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path}: the folder {folder} does not exist")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: the file is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".agnograd-probe-", dir=folder)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write in {folder} ({exc.strerror})") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.remove(probe)
+
+
+def _check_plot(path: str) -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib, which is not installed: "
+                         "pip install 'agnograd[plot]' (or pip install matplotlib)")
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext not in formats:
+        raise UsageError(f"--plot {path}: unknown image format {ext or '(none)'!r}; use one of "
+                         f"{', '.join(sorted(formats))}")
+    _check_writable(path, "--plot")
+
+
+def _config_from(args: argparse.Namespace) -> TrainConfig:
+    try:
+        ag.get_backend(args.backend)
+    except ag.BackendError as exc:
+        raise UsageError(f"--backend: {' '.join(str(exc).split())}") from None
+    if args.save:
+        _check_writable(args.save, "--save")
+    if args.plot:
+        _check_plot(args.plot)
+    return TrainConfig(backend=args.backend, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
+                       optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
+                       dtype=args.dtype, test_fraction=args.test_fraction, save=args.save,
+                       plot=args.plot, check_grad=args.check_grad, progress=not args.no_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``agnograd`` argument parser (subcommands ``train`` and ``info``)."""
+    parser = _Parser(prog="agnograd", description="agnograd: reverse-mode autodiff on any Array "
+                     "API backend. Train the 3-layer tanh network on the handwritten digits, or "
+                     "list the backends usable here.")
+    parser.add_argument("--version", action="version", version=f"agnograd {ag.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,info}")
+    t = sub.add_parser("train", help="train the 3-layer tanh network on the UCI digits",
+                       description="Train x1 = tanh(x W1 + b1), x2 = tanh(x1 W2 + b2), "
+                       "x3 = x2 W3 + b3 with a softmax cross-entropy loss on the 1,797 UCI "
+                       "handwritten digits (8x8 images) shipped with agnograd, and report the "
+                       "test accuracy.")
+    t.add_argument("--backend", default="numpy",
+                   help="array backend: numpy (default), cupy, array_api_strict, torch, ...")
+    t.add_argument("--epochs", type=_int_at_least(0, "--epochs"), default=TrainConfig.epochs,
+                   help=f"passes over the training set (default {TrainConfig.epochs})")
+    t.add_argument("--hidden", type=_int_at_least(1, "--hidden"), default=TrainConfig.hidden,
+                   help=f"width of both hidden layers (default {TrainConfig.hidden})")
+    t.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: sgd 0.05, adam and adamw 0.001)")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=TrainConfig.optimizer,
+                   help="sgd (momentum 0.9), adam (default) or adamw")
+    t.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"),
+                   default=TrainConfig.batch_size, help="minibatch size (default 32)")
+    t.add_argument("--seed", type=_int_at_least(0, "--seed"), default=TrainConfig.seed,
+                   help="seed of the host generator: weights, split, shuffling (default 0)")
+    t.add_argument("--dtype", choices=["float32", "float64"], default=TrainConfig.dtype,
+                   help="floating-point type of data and parameters (default float32)")
+    t.add_argument("--test-fraction", type=_fraction, default=TrainConfig.test_fraction,
+                   help="share of the digits held out for testing (default 0.2)")
+    t.add_argument("--save", metavar="PATH", help="write the trained parameters to an .npz file")
+    t.add_argument("--plot", metavar="PATH",
+                   help="draw the loss and accuracy curves into an image (needs matplotlib: the "
+                   "'plot' extra)")
+    t.add_argument("--check-grad", action="store_true",
+                   help="before training, compare the network's gradients with finite "
+                   "differences and print the largest relative error")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("info", help="print the version, the usable backends and their devices",
+                   description="Print agnograd's version, the backends usable here with their "
+                   "devices, and the versions of the libraries behind them.")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# info
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def info_lines() -> list[str]:
+    """What ``agnograd info`` prints."""
+    lines = [
+        f"agnograd {ag.__version__} (Python {platform.python_version()}, {platform.system()} "
+        f"{platform.machine()})",
+        f"array-api-compat {_dist_version('array-api-compat')}, array API standard "
+        f"{ag.__array_api_version__}",
+        f"default backend: {ag.get_default_backend().name}",
+        "backends:",
+    ]
+    width = max(len(n) for n in known_backends())
+    for name in known_backends():
+        try:
+            b = ag.get_backend(name)
+        except Exception as exc:  # not installed, no device: say why, in one line
+            reason = " ".join(str(exc).split())
+            lines.append(f"  {name:<{width}}  not available: {reason}")
+            continue
+        version = getattr(sys.modules.get(name), "__version__", "?")
+        try:
+            with warnings.catch_warnings():  # e.g. PyTorch's notes on deprecated device types
+                warnings.simplefilter("ignore")
+                devices = [describe_device(d) for d in b.xp.__array_namespace_info__().devices()]
+        except Exception:
+            devices = ["(the backend does not list its devices)"]
+        lines.append(f"  {name:<{width}}  {version:<10} devices: {', '.join(devices)}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version
+            return int(exc.code or 0)
+        if args.command is None:
+            raise UsageError("agnograd: error: choose a command: train or info (see agnograd --help)")
+        if args.command == "info":
+            print("\n".join(info_lines()))
+            return 0
+        config = _config_from(args)
+    except UsageError as exc:
+        message = str(exc)
+        if not message.startswith("agnograd"):
+            message = f"agnograd {args.command}: error: {message}"
+        print(message, file=sys.stderr)
+        return 2
+    try:
+        result = train(config)
+    except KeyboardInterrupt:
+        print("agnograd train: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # e.g. the disk filled up while saving
+        print(f"agnograd train: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary(config))
+    if config.check_grad and result.grad_check_error is not None and result.grad_check_error > 1e-5:
+        print(f"agnograd train: the gradient check failed (largest relative error "
+              f"{result.grad_check_error:.2e} > 1e-5)", file=sys.stderr)
+        return 1
+    return 0

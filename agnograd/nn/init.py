@@ -1,0 +1,84 @@
+"""Weight initialisation: Glorot (Xavier) and He (Kaiming), drawn from a seeded host generator
+and then moved to the chosen backend, so one seed gives the same weights on every backend.
+
+Weights have the layout ``(fan_in, fan_out)`` used by :class:`~agnograd.nn.Linear`
+(``y = x W + b``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import agnograd as ag
+
+from .._backend import HostRNG, host_rng
+
+__all__ = ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "initializer"]
+
+Seed = int | Sequence[int] | HostRNG | None
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) < 1:
+        raise ValueError("initialisers need a shape with at least one dimension")
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = math.prod(shape[2:])
+    return shape[0] * receptive, shape[1] * receptive
+
+
+def _make(host: Any, backend: str | None, dtype: Any, requires_grad: bool) -> ag.Tensor:
+    return ag.tensor(host, backend=backend, dtype=ag.float32 if dtype is None else dtype,
+                     requires_grad=requires_grad)
+
+
+def glorot_uniform(shape: tuple[int, ...], seed: Seed = None, backend: str | None = None,
+                   dtype: Any = None, requires_grad: bool = True) -> ag.Tensor:
+    """Uniform on ``±√(6 / (fan_in + fan_out))`` (Glorot & Bengio, 2010): for tanh, sigmoid
+    and linear layers. ``dtype`` defaults to float32."""
+    fan_in, fan_out = _fans(shape)
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return _make(host_rng(seed).uniform(-limit, limit, size=shape), backend, dtype, requires_grad)
+
+
+def glorot_normal(shape: tuple[int, ...], seed: Seed = None, backend: str | None = None,
+                  dtype: Any = None, requires_grad: bool = True) -> ag.Tensor:
+    """Normal with standard deviation ``√(2 / (fan_in + fan_out))``."""
+    fan_in, fan_out = _fans(shape)
+    std = math.sqrt(2.0 / (fan_in + fan_out))
+    return _make(host_rng(seed).normal(0.0, std, size=shape), backend, dtype, requires_grad)
+
+
+def he_uniform(shape: tuple[int, ...], seed: Seed = None, backend: str | None = None,
+               dtype: Any = None, requires_grad: bool = True) -> ag.Tensor:
+    """Uniform on ``±√(6 / fan_in)`` (He et al., 2015): for ReLU-like layers."""
+    fan_in, _ = _fans(shape)
+    limit = math.sqrt(6.0 / fan_in)
+    return _make(host_rng(seed).uniform(-limit, limit, size=shape), backend, dtype, requires_grad)
+
+
+def he_normal(shape: tuple[int, ...], seed: Seed = None, backend: str | None = None,
+              dtype: Any = None, requires_grad: bool = True) -> ag.Tensor:
+    """Normal with standard deviation ``√(2 / fan_in)`` (He et al., 2015)."""
+    fan_in, _ = _fans(shape)
+    std = math.sqrt(2.0 / fan_in)
+    return _make(host_rng(seed).normal(0.0, std, size=shape), backend, dtype, requires_grad)
+
+
+_BY_NAME = {
+    "glorot": glorot_uniform, "glorot_uniform": glorot_uniform, "glorot_normal": glorot_normal,
+    "xavier": glorot_uniform, "he": he_normal, "he_normal": he_normal, "he_uniform": he_uniform,
+    "kaiming": he_normal,
+}
+
+
+def initializer(name: str) -> Any:
+    """The initialiser called ``name``: ``"glorot"`` (= ``"glorot_uniform"``),
+    ``"glorot_normal"``, ``"he"`` (= ``"he_normal"``) or ``"he_uniform"``."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown initialiser {name!r}; choose one of {', '.join(sorted(_BY_NAME))}"
+                         ) from None

@@ -1,0 +1,112 @@
+"""SGD (with momentum and Nesterov), Adam and AdamW, with PyTorch's update rules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import agnograd as ag
+
+from .optimizer import Optimizer, ParamGroup
+
+__all__ = ["SGD", "Adam", "AdamW"]
+
+
+def _nonneg(group: ParamGroup, *names: str) -> None:
+    for n in names:
+        if not (isinstance(group[n], (int, float)) and group[n] >= 0):
+            raise ValueError(f"{n} must be a non-negative number, not {group[n]!r}")
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as ``torch.optim.SGD``:
+
+        g ← ∇ + weight_decay · p
+        b ← g (first step),  b ← momentum · b + (1 - dampening) · g (later steps)
+        g ← g + momentum · b (Nesterov)  or  g ← b (momentum > 0)
+        p ← p - lr · g
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov,
+                                  "weight_decay": weight_decay, "dampening": dampening})
+
+    def _check(self, group: ParamGroup) -> None:
+        _nonneg(group, "lr", "momentum", "weight_decay", "dampening")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
+
+    def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
+        wd, mu = group["weight_decay"], group["momentum"]
+        if wd:
+            g = g + wd * p
+        if mu:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = ag.asarray(g, copy=True)
+            else:
+                buf *= mu
+                buf += (1.0 - group["dampening"]) * g
+            g = g + mu * buf if group["nesterov"] else buf
+        p -= group["lr"] * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), as ``torch.optim.Adam``; ``weight_decay`` adds
+    ``weight_decay · p`` to the gradient (L2, coupled):
+
+        m ← β1 m + (1 - β1) g,   v ← β2 v + (1 - β2) g²,   t ← t + 1
+        p ← p - lr · (m / (1 - β1ᵗ)) / (√(v / (1 - β2ᵗ)) + eps)
+    """
+
+    _decoupled = False
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay})
+
+    def _check(self, group: ParamGroup) -> None:
+        _nonneg(group, "lr", "eps", "weight_decay")
+        b1, b2 = group["betas"]
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"betas must be in [0, 1), not {group['betas']}")
+
+    def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        b1, b2 = group["betas"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = ag.zeros_like(p)
+            state["exp_avg_sq"] = ag.zeros_like(p)
+        if wd:
+            if self._decoupled:
+                p *= 1.0 - lr * wd
+            else:
+                g = g + wd * p
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        bc1 = 1.0 - b1**t
+        bc2 = 1.0 - b2**t
+        denom = ag.sqrt(v) / math.sqrt(bc2) + eps
+        p -= (lr / bc1) * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``:
+    ``p ← p (1 - lr · weight_decay)`` before the Adam step; the default decay is 0.01."""
+
+    _decoupled = True
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

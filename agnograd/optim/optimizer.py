@@ -1,0 +1,158 @@
+"""``Optimizer``: parameter groups, ``zero_grad``, ``state_dict`` -- the part every method shares."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import agnograd as ag
+
+__all__ = ["Optimizer", "ParamGroup"]
+
+ParamGroup = dict[str, Any]
+
+
+class Optimizer:
+    """Base class: holds parameter groups and per-parameter state.
+
+    ``params`` is an iterable of Tensors (leaves that require grad, e.g. ``model.parameters()``)
+    or of dicts ``{"params": [...], "lr": ...}`` giving a group its own hyperparameters (those
+    not given take the constructor's values). ``param_groups`` may be edited between steps (a
+    learning-rate schedule sets ``group["lr"]``). The state (momenta, moments, step counts)
+    lives on the parameters' own backend and device.
+    """
+
+    def __init__(self, params: Iterable[ag.Tensor] | Iterable[ParamGroup],
+                 defaults: dict[str, Any]) -> None:
+        self.defaults = dict(defaults)
+        items = list(params)
+        if not items:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        groups = items if isinstance(items[0], dict) else [{"params": items}]
+        self.param_groups: list[ParamGroup] = []
+        seen: set[int] = set()
+        for g in groups:
+            if not isinstance(g, dict) or "params" not in g:
+                raise TypeError("params must be Tensors or dicts with a 'params' entry, not a mix")
+            ps = list(g["params"])
+            for p in ps:
+                if not isinstance(p, ag.Tensor):
+                    raise TypeError(f"{type(self).__name__} can only optimise Tensors, not "
+                                    f"{type(p).__name__}")
+                if not p.requires_grad or not p.is_leaf:
+                    raise ValueError(
+                        f"{type(self).__name__}: a parameter of shape {p.shape} is not a leaf "
+                        "tensor that requires grad; pass model.parameters() or tensors created "
+                        "with requires_grad=True")
+                if id(p) in seen:
+                    raise ValueError(f"{type(self).__name__}: a parameter appears twice")
+                seen.add(id(p))
+            group = {**self.defaults, **{k: v for k, v in g.items() if k != "params"}}
+            for k in group:
+                if k not in self.defaults:
+                    raise ValueError(f"{type(self).__name__}: unknown option {k!r} in a group")
+            self._check(group)
+            group["params"] = ps
+            self.param_groups.append(group)
+        self.state: dict[int, dict[str, Any]] = {}  # id(param) -> its state
+
+    def _check(self, group: ParamGroup) -> None:
+        """Validate a group's hyperparameters (subclasses)."""
+
+    def _params(self) -> list[ag.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self) -> None:
+        """Clear the gradient of every parameter (``p.grad = None``)."""
+        for p in self._params():
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place."""
+        with ag.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    g = p.grad
+                    if g is None:
+                        continue
+                    state = self.state.setdefault(id(p), {})
+                    self._update(p, g.detach(), state, group)
+
+    def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
+        raise NotImplementedError
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """``{"state": {index: {...}}, "param_groups": [{hyperparameters, "params": [index]}]}``:
+        parameters are numbered in order across groups. The state tensors are detached but not
+        copied."""
+        index = {id(p): i for i, p in enumerate(self._params())}
+        state = {index[k]: {n: (v.detach() if isinstance(v, ag.Tensor) else v) for n, v in s.items()}
+                 for k, s in self.state.items() if k in index}
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`: hyperparameters and state, each state tensor moved to its
+        parameter's backend and device. Everything is checked first; on error nothing changes.
+
+        Raises:
+            ValueError: the groups or parameter counts differ, or a state tensor's shape does not
+                fit its parameter.
+        """
+        groups = state_dict.get("param_groups")
+        saved = state_dict.get("state", {})
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            theirs = len(groups) if isinstance(groups, list) else "no"
+            raise ValueError(f"{type(self).__name__}.load_state_dict: {len(self.param_groups)} "
+                             f"parameter group(s) here, {theirs} in the state dict")
+        params = self._params()
+        for mine, theirs in zip(self.param_groups, groups):
+            if len(mine["params"]) != len(theirs.get("params", [])):
+                raise ValueError(f"{type(self).__name__}.load_state_dict: a group has "
+                                 f"{len(mine['params'])} parameters here and "
+                                 f"{len(theirs.get('params', []))} in the state dict")
+        new_state: dict[int, dict[str, Any]] = {}
+        for i, entry in saved.items():
+            i = int(i)
+            if not 0 <= i < len(params):
+                raise ValueError(f"{type(self).__name__}.load_state_dict: state for parameter {i}, "
+                                 f"but there are {len(params)}")
+            p = params[i]
+            converted = {}
+            for name, v in entry.items():
+                if isinstance(v, ag.Tensor) or hasattr(v, "shape"):
+                    t = v if isinstance(v, ag.Tensor) else ag.tensor(v)
+                    if t.shape != p.shape and t.ndim != 0:
+                        raise ValueError(f"{type(self).__name__}.load_state_dict: state {name!r} "
+                                         f"of parameter {i} has shape {t.shape}, the parameter "
+                                         f"{p.shape}")
+                    t = ag.asarray(ag.to_backend(t.detach(), p.backend), device=p.device,
+                                   dtype=p.dtype if t.dtype.is_floating else None, copy=True)
+                    converted[name] = t
+                else:
+                    converted[name] = copy.deepcopy(v)
+            new_state[id(p)] = converted
+        new_groups = []
+        for mine, theirs in zip(self.param_groups, groups):
+            group = {**{k: v for k, v in mine.items() if k != "params"},
+                     **{k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}}
+            unknown = [k for k in group if k not in self.defaults]
+            if unknown:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: unknown option(s) "
+                                 f"{', '.join(map(repr, unknown))}")
+            self._check(group)
+            new_groups.append(group)
+        for mine, group in zip(self.param_groups, new_groups):
+            mine.update(group)
+        self.state = new_state
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}("]
+        for i, g in enumerate(self.param_groups):
+            opts = ", ".join(f"{k}={v}" for k, v in g.items() if k != "params")
+            lines.append(f"  group {i}: {len(g['params'])} tensors, {opts}")
+        lines.append(")")
+        return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""The ``agnograd`` command: a short training run, its outputs, one-line errors with exit status
+2, ``info``, and the full default run (>= 95% test accuracy)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import agnograd as ag
+from agnograd import cli, nn
+from agnograd.datasets import load_digits, train_test_split
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = re.compile(r"test accuracy (\d+\.\d+)% \((\d+)/(\d+)\) \| .* \| wall time (\d+\.\d+) s \| "
+                     r"backend (\S+) \| device (.+)$")
+FAST = ["train", "--epochs", "2", "--hidden", "16", "--no-progress"]
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_short_training_run_prints_the_summary(capsys):
+    code, out, err = _run(capsys, *FAST)
+    assert code == 0, err
+    m = SUMMARY.search(out.strip().splitlines()[-1])
+    assert m, out
+    assert float(m.group(1)) > 50 and m.group(3) == "359"
+    assert m.group(5) == "numpy" and m.group(6) == "cpu"
+
+
+def test_progress_bar_shows_loss_and_accuracy(capsys):
+    code, out, err = _run(capsys, "train", "--epochs", "1", "--hidden", "8")
+    assert code == 0
+    assert "loss=" in err and "test_acc=" in err and "1/1" in err
+
+
+def test_data_set_is_shipped_and_split_deterministically():
+    X, y = load_digits()
+    assert X.shape == (1797, 64) and y.shape == (1797,) and X.dtype == ag.float32
+    assert float(ag.max(X)) == 1.0 and sorted(set(y.numpy().tolist())) == list(range(10))
+    a = train_test_split(X, y, seed=5)
+    b = train_test_split(X, y, seed=5)
+    assert [t.shape[0] for t in a] == [1438, 359, 1438, 359]
+    assert np.array_equal(a[3].numpy(), b[3].numpy())
+    assert (ROOT / "agnograd" / "data" / "README.md").read_text().count("CC BY 4.0")
+
+
+def test_save_writes_the_trained_network(tmp_path, capsys):
+    path = tmp_path / "params.npz"
+    code, out, _ = _run(capsys, *FAST, "--save", str(path))
+    assert code == 0 and path.exists()
+    reported = float(SUMMARY.search(out.strip().splitlines()[-1]).group(1))
+    model = nn.MLP([64, 16, 16, 10]).load(path)            # allow_pickle=False inside
+    X, y = load_digits()
+    _, X_test, _, y_test = train_test_split(X, y, seed=0)
+    hits = int(ag.sum(ag.astype(ag.argmax(model(X_test), axis=1) == y_test, ag.int64)))
+    assert hits / 359 * 100 == pytest.approx(reported, abs=0.01)
+
+
+def test_plot_writes_an_image(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "loss.png"
+    code, _, err = _run(capsys, *FAST, "--plot", str(path))
+    assert code == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    real = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    code, out, err = _run(capsys, *FAST, "--plot", str(tmp_path / "loss.png"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "needs matplotlib" in err and "agnograd[plot]" in err
+
+
+def test_check_grad_prints_the_largest_relative_error(capsys):
+    code, out, err = _run(capsys, "train", "--epochs", "1", "--hidden", "6", "--no-progress",
+                          "--check-grad")
+    assert code == 0, err
+    m = re.search(r"largest relative error (\S+) \(in (\S+)\)", out)
+    assert m and float(m.group(1)) < 1e-6
+
+
+def test_same_seed_same_curve_on_another_backend():
+    """The host RNG drives initialisation, split and shuffling: array_api_strict (standing in for
+    CuPy here; see the gpu test below) follows NumPy's curve to float32 rounding."""
+    cfg = dict(epochs=2, hidden=16, seed=3, progress=False)
+    a = cli.train(cli.TrainConfig(backend="numpy", **cfg), log=lambda s: None)
+    b = cli.train(cli.TrainConfig(backend="array_api_strict", **cfg), log=lambda s: None)
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-4)
+    assert abs(a.test_accuracy - b.test_accuracy) <= 1 / 359
+
+
+@pytest.mark.gpu
+def test_same_seed_same_curve_on_cupy():
+    if "cupy" not in ag.available_backends():
+        pytest.skip("CuPy with a CUDA device is not available here")
+    cfg = dict(epochs=3, hidden=32, seed=1, progress=False)
+    a = cli.train(cli.TrainConfig(backend="numpy", **cfg), log=lambda s: None)
+    b = cli.train(cli.TrainConfig(backend="cupy", **cfg), log=lambda s: None)
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-4)
+    assert abs(a.test_accuracy - b.test_accuracy) <= 2 / 359
+    assert b.device.startswith("cuda:")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--backend", "nope"], "unknown backend 'nope'"),
+    (["train", "--epochs", "-3"], "argument --epochs: must be at least 0, not -3"),
+    (["train", "--epochs", "many"], "must be an integer"),
+    (["train", "--hidden", "0"], "argument --hidden: must be at least 1"),
+    (["train", "--lr", "-0.1"], "must be a positive number"),
+    (["train", "--lr", "nan"], "must be a positive number"),
+    (["train", "--test-fraction", "1.5"], "between 0 and 1"),
+    (["train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+    (["train", "--dtype", "float16"], "invalid choice: 'float16'"),
+    (["train", "--save", "/no/such/folder/params.npz"], "the folder /no/such/folder does not exist"),
+    (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["train", "--plot", "curve.unknownext"], "unknown image format"),
+    ([], "choose a command"),
+    (["fly"], "invalid choice: 'fly'"),
+])
+def test_bad_options_give_one_line_and_exit_2(capsys, argv, message):
+    if "--plot" in argv:
+        pytest.importorskip("matplotlib")
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("agnograd"), err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_output_path_that_is_a_directory_or_read_only(tmp_path, capsys):
+    code, _, err = _run(capsys, *FAST, "--save", str(tmp_path))
+    assert code == 2 and "is a directory" in err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK) and os.geteuid() != 0:  # pragma: no cover
+            pytest.skip("cannot make a read-only folder here")
+        probe = locked / "x"
+        try:
+            probe.write_text("")
+            probe.unlink()
+            writable = True
+        except OSError:
+            writable = False
+        if writable:
+            pytest.skip("this user can write into read-only folders (root)")
+        code, _, err = _run(capsys, *FAST, "--save", str(locked / "params.npz"))
+        assert code == 2 and "cannot write" in err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_help_and_version(capsys):
+    code, out, _ = _run(capsys, "train", "--help")
+    assert code == 0 and "--check-grad" in out and "--optimizer" in out
+    code, out, _ = _run(capsys, "--version")
+    assert code == 0 and out.strip() == f"agnograd {ag.__version__}"
+
+
+def test_info_lists_backends_and_devices(capsys):
+    code, out, _ = _run(capsys, "info")
+    assert code == 0
+    assert f"agnograd {ag.__version__}" in out and "array-api-compat" in out
+    assert re.search(r"^\s+numpy\s+\S+\s+devices: cpu$", out, re.M)
+    assert "cupy" in out                                  # available, or why not
+
+
+def test_python_m_agnograd_and_console_script():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "agnograd", "--version"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"agnograd {ag.__version__}"
+    r = subprocess.run([sys.executable, "-m", "agnograd", "train", "--backend", "nope"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    exe = shutil.which("agnograd")
+    if exe is None:
+        pytest.skip("the console script is not installed (pip install -e .)")
+    r = subprocess.run([exe, "train", "--epochs", "-1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "must be at least 0" in r.stderr
+
+
+@pytest.mark.slow
+def test_full_default_run_reaches_95_percent_in_under_a_minute(capsys):
+    code, out, err = _run(capsys, "train", "--no-progress")
+    assert code == 0, err
+    m = SUMMARY.search(out.strip().splitlines()[-1])
+    assert float(m.group(1)) >= 95.0, out
+    assert float(m.group(4)) < 60.0, out
