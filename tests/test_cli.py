@@ -195,10 +195,10 @@ def test_python_m_agnograd_and_console_script():
     assert r.returncode == 2 and "must be at least 0" in r.stderr
 
 
-@pytest.mark.slow
-def test_full_default_run_reaches_95_percent_in_under_a_minute(capsys):
+def test_full_default_run_reaches_95_percent(capsys):
+    # The wall time is printed by the command itself (and reported in the docs), not asserted:
+    # timings belong to benchmarks, not to tests.
     code, out, err = _run(capsys, "train", "--no-progress")
     assert code == 0, err
     m = SUMMARY.search(out.strip().splitlines()[-1])
     assert float(m.group(1)) >= 95.0, out
-    assert float(m.group(4)) < 60.0, out
