@@ -405,7 +405,8 @@ def backward(
     # 1. Count, for each node, how many live edges of its children will report to it.
     deps: dict[Node, int] = {}
     stack = [n for n in root_nodes if useful is None or n in useful]
-    seen = set(stack)
+    for n in stack:
+        deps.setdefault(n, 0)
     while stack:
         n = stack.pop()
         if n in cut_nodes:
@@ -413,10 +414,12 @@ def backward(
         for e in n.edges:
             if e is not None and type(e[0]) is Node and (useful is None or e[0] in useful):
                 parent = e[0]
-                deps[parent] = deps.get(parent, 0) + 1
-                if parent not in seen:
-                    seen.add(parent)
+                count = deps.get(parent)
+                if count is None:  # first visit: walk on from it
+                    deps[parent] = 1
                     stack.append(parent)
+                else:
+                    deps[parent] = count + 1
 
     # 2. Walk: a node runs once every child has reported (Kahn's algorithm), so each
     #    dL/dx_i = Σ_children (∂x_j/∂x_i)ᵀ dL/dx_j is complete before it is used, and used once.
@@ -457,14 +460,14 @@ def backward(
         g = slots[0] if node.outs is None else _node_cotangent(node, slots, backend, create_graph)
         array_type = backend.array_type
         meta = node.meta
-        params = node.params
+        args = saved + node.params if node.params else saved
         vjps = node.vjps
         i = -1
         for edge in node.edges:
             i += 1
             if edge is None or (useful is not None and not live(edge)):
                 continue
-            gi = vjps[i](xp, g, *saved, *params)
+            gi = vjps[i](xp, g, *args)
             if gi is not None:
                 if create_graph:
                     if meta is not None and meta[i] is not None:
@@ -505,7 +508,7 @@ def backward(
                 send(edge, gi)
         if not retain_graph and node.saved:
             node.saved = _FREED
-        del g, slots, saved
+        del g, slots, saved, args
 
     # 3. Deliver leaf gradients: leaf hooks first, then accumulate into .grad (or return them).
     for leaf, g in leaf_grads.values():
