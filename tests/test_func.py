@@ -9,7 +9,7 @@ import pytest
 import agnograd as ag
 from agnograd.testing import numerical_grad
 
-from .conftest import CPU_BACKENDS
+from .conftest import BACKENDS
 
 
 def _raw(backend, values):
@@ -37,7 +37,7 @@ def _fd(f, *xs, backend="numpy"):
 # grad and value_and_grad
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_grad_matches_finite_differences_and_returns_raw_arrays(backend):
     x = _raw(backend, [0.3, -1.2, 2.0])
     y = _raw(backend, [1.5, 0.5, -0.7])
@@ -113,7 +113,7 @@ def test_grad_errors_are_clear():
 # vjp, jvp, jacobian, hessian, hvp: checked against finite differences and each other
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_jacobian_rows_equal_vjps_with_unit_vectors(backend):
     x = _raw(backend, [0.4, 0.9, -0.3])
     J = _np(ag.jacobian(f_vector)(x))
@@ -130,7 +130,7 @@ def test_jacobian_rows_equal_vjps_with_unit_vectors(backend):
         np.testing.assert_allclose(J[k], fd, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_jvp_equals_jacobian_times_v(backend):
     x = _raw(backend, [0.4, 0.9, -0.3])
     v = np.array([0.5, -1.0, 2.0])
@@ -140,7 +140,7 @@ def test_jvp_equals_jacobian_times_v(backend):
     np.testing.assert_allclose(_np(out), _np(f_vector(ag.tensor(x))), rtol=1e-15)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_hvp_equals_hessian_times_v_and_finite_differences(backend):
     f = lambda x: ag.sum(ag.sin(x) * x) * ag.sum(x**2)
     x = _raw(backend, [0.4, 0.9, -0.3])
