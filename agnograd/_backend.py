@@ -154,9 +154,30 @@ def _scatter_add_cupy(xp: Any, n: int, index: Any, values: Any) -> Any:
     return out
 
 
+def _scatter_add_dask(xp: Any, n: int, index: Any, values: Any) -> Any:
+    # Each chunk scatter-adds into its own length-n partial with its chunk library's kernel
+    # (NumPy or CuPy), then the partials are summed by a tree reduction: tasks grow linearly in
+    # the number of chunks, and nothing is computed. The standard path's argsort/searchsorted
+    # would gather the whole index into one chunk first.
+    import dask.array as da
+
+    values = values.rechunk(index.chunks)
+
+    def part(i: Any, v: Any) -> Any:
+        chunk = backend_of_array(v)
+        assert chunk is not None, f"scatter_add: a Dask chunk of type {type(v).__name__}"
+        return chunk.xp.reshape(chunk.scatter_add(n, i, v), (1, n))
+
+    parts = da.blockwise(part, "kn", index, "k", values, "k", new_axes={"n": n},
+                         adjust_chunks={"k": 1}, dtype=values.dtype,
+                         meta=_dask_meta(values, 2, values.dtype))
+    return xp.sum(parts, axis=0)
+
+
 _FAST_SCATTER: dict[str, Callable[..., Any]] = {
     "numpy": _scatter_add_numpy,
     "cupy": _scatter_add_cupy,
+    "dask": _scatter_add_dask,
 }
 
 _backends: dict[str, Backend] = {}
@@ -203,6 +224,14 @@ def _load(name: str) -> Backend:
         return Backend(name, xp, cupy.ndarray)
     if name == "jax":  # JAX implements the standard in jax.numpy itself
         import jax.numpy as xp
+    elif name == "dask":  # array-api-compat's Dask namespace, with agnograd's fixes on top
+        try:
+            xp = _dask_namespace(importlib.import_module("array_api_compat.dask.array"))
+        except ImportError as exc:
+            raise BackendError(
+                f"backend 'dask' is installed but this array-api-compat has no Dask wrapper ({exc}); "
+                "upgrade array-api-compat"
+            ) from exc
     else:
         try:
             xp = importlib.import_module(f"array_api_compat.{name}")
@@ -349,6 +378,315 @@ def transfer(a: Any, target: Backend) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# Dask. array-api-compat's Dask namespace (1.16) has gaps that agnograd's ops would hit; the
+# Backend's ``xp`` for Dask is that namespace with the fixes below on top, so every op and every
+# rule still speaks only standard functions. Matrix functions the namespace lacks or gets wrong
+# run per matrix: the two matrix axes are put in one chunk, the batch axes keep their chunks, and
+# each block is handed to its own chunk library (NumPy or CuPy, through array-api-compat). The
+# helpers after the namespace are what ``agnograd.dask`` uses; they exist so that this module
+# stays the only one that imports Dask.
+
+
+def _dask_meta(like: Any, ndim: int, dtype: Any) -> Any:
+    """An empty chunk of ``like``'s chunk library (NumPy or CuPy) with ``ndim`` axes."""
+    from dask.array.utils import meta_from_array
+
+    return meta_from_array(like, ndim=ndim, dtype=dtype)
+
+
+def _chunk_xp(block: Any) -> Any:
+    """The Array API namespace of one Dask chunk (array-api-compat's NumPy or CuPy wrapper)."""
+    return array_api_compat.array_namespace(block)
+
+
+def _broadcast_batch(xs: Sequence[Any], cores: Sequence[int]) -> tuple[list[Any], tuple[int, ...]]:
+    """Arrays broadcast to one batch shape (their last ``cores[i]`` axes untouched), with the
+    core axes in one chunk and the batch axes chunked like the first array's."""
+    import dask.array as da
+
+    batch = tuple(np.broadcast_shapes(*(tuple(x.shape[: x.ndim - c]) for x, c in zip(xs, cores))))
+    out = [da.broadcast_to(x, batch + tuple(x.shape[x.ndim - c:])) for x, c in zip(xs, cores)]
+    batch_chunks = out[0].chunks[: len(batch)]
+    out = [x.rechunk(batch_chunks + tuple((n,) for n in x.shape[len(batch):])) for x in out]
+    return out, batch
+
+
+def _per_matrix(fn: Callable[..., Any], xs: Sequence[Any], cores: Sequence[int],
+                outs: Sequence[tuple[tuple[int, ...], Any]]) -> Any:
+    """Apply ``fn(chunk_xp, *blocks)`` to every block of a stack of matrices (or vectors).
+
+    ``xs`` are Dask arrays whose last ``cores[i]`` axes are the matrix (vector) axes; their batch
+    axes broadcast. ``outs`` gives each output's core shape and dtype; ``fn`` returns one array
+    (one output) or a tuple in that order. Returns one Dask array, or a tuple of them.
+    """
+    import dask.array as da
+
+    xs, batch = _broadcast_batch(xs, cores)
+    bind = tuple(f"b{i}" for i in range(len(batch)))
+    args: list[Any] = []
+    for k, (x, c) in enumerate(zip(xs, cores)):
+        args += [x, bind + tuple(f"x{k}c{j}" for j in range(c))]
+
+    def run(*blocks: Any) -> Any:
+        return fn(_chunk_xp(blocks[0]), *blocks)
+
+    def new_axes(k: int, core: tuple[int, ...]) -> tuple[tuple[str, ...], dict[str, int]]:
+        names = tuple(f"o{k}c{j}" for j in range(len(core)))
+        return bind + names, dict(zip(names, core))
+
+    if len(outs) == 1:
+        core, dt = outs[0]
+        ind, sizes = new_axes(0, core)
+        return da.blockwise(run, ind, *args, new_axes=sizes, concatenate=True, dtype=dt,
+                            meta=_dask_meta(xs[0], len(ind), dt))
+    # Several outputs: one task per block computes the decomposition once (a tuple), and one
+    # small task per output picks its part.
+    packed = da.blockwise(run, bind, *args, concatenate=True, dtype=object,
+                          meta=np.empty((0,) * len(bind), dtype=object))
+    results = []
+    for k, (core, dt) in enumerate(outs):
+        ind, sizes = new_axes(k, core)
+        results.append(da.blockwise(_pick, ind, packed, bind, k, None, new_axes=sizes, dtype=dt,
+                                    meta=_dask_meta(xs[0], len(ind), dt)))
+    return tuple(results)
+
+
+def _pick(parts: Any, k: int) -> Any:
+    return parts[k]
+
+
+def _square_chunks(x: Any) -> bool:
+    """A 2-d array in several equal square blocks: Dask's blocked LU/Cholesky can run on it."""
+    return (x.ndim == 2 and x.numblocks != (1, 1) and x.chunks[0] == x.chunks[1]
+            and len(set(x.chunks[0])) == 1)
+
+
+def _tall_skinny(x: Any) -> bool:
+    """A 2-d array in row blocks, each at least as tall as it is wide: Dask's TSQR/SVD apply."""
+    return x.ndim == 2 and x.numblocks[0] > 1 and x.numblocks[1] == 1 and min(x.chunks[0]) >= x.shape[1]
+
+
+def _dask_namespace(base: Any) -> Any:
+    """array-api-compat's Dask namespace ``base`` with the functions agnograd needs fixed.
+
+    Returns a module object: ``base``'s names plus ``eye``, ``repeat``, ``take_along_axis``,
+    ``broadcast_to`` kept lazy, and a ``linalg`` with ``cholesky``, ``inv``, ``solve``, ``det``,
+    ``slogdet``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``, ``pinv``, ``matrix_power``,
+    ``matrix_rank``, ``matrix_norm`` and ``cross`` that work on stacks and on any chunking.
+    """
+    import types
+
+    import dask.array as da
+
+    ns = types.ModuleType("agnograd.dask_namespace", base.__doc__)
+    ns.__dict__.update({k: v for k, v in vars(base).items() if not k.startswith("__")})
+    ns.__dict__["__array_api_version__"] = getattr(base, "__array_api_version__", "2024.12")
+    ns.__dict__["__array_namespace_info__"] = base.__array_namespace_info__
+    la = types.ModuleType("agnograd.dask_namespace.linalg", base.linalg.__doc__)
+    la.__dict__.update({k: v for k, v in vars(base.linalg).items() if not k.startswith("__")})
+    ns.linalg = la  # type: ignore[attr-defined]
+
+    def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None,
+            device: Any = None) -> Any:
+        # Dask's eye loses blocks when n_cols != n_rows (2026.8); compare two aranges instead.
+        m = n_rows if n_cols is None else n_cols
+        rows = base.arange(n_rows)[:, None] + k
+        return base.astype(rows == base.arange(m)[None, :], dtype or base.float64)
+
+    def repeat(x: Any, repeats: Any, /, *, axis: int | None = None) -> Any:
+        if not isinstance(repeats, int):
+            raise NotImplementedError(
+                "repeat on the 'dask' backend: repeats must be a Python int; an array of repeats "
+                "gives an output shape that depends on the data, which Dask cannot know without "
+                "computing. Pass an int, or move the tensor to NumPy with ag.to_backend(t, 'numpy')"
+            )
+        if axis is None:
+            return da.repeat(base.reshape(x, (-1,)), repeats, axis=0)
+        return da.repeat(x, repeats, axis=axis)
+
+    def take_along_axis(x: Any, indices: Any, /, *, axis: int = -1) -> Any:
+        if x.ndim != indices.ndim:
+            raise ValueError(f"take_along_axis: x and indices must have the same rank, not "
+                             f"{x.ndim} and {indices.ndim}")
+        ax = axis % x.ndim
+        # The gathered axis in one chunk; the others broadcast and aligned, one task per block.
+        (xb,), _ = _broadcast_batch([base.moveaxis(x, ax, -1)], [1])
+        (ib,), _ = _broadcast_batch([base.moveaxis(indices, ax, -1)], [1])
+        batch = tuple(np.broadcast_shapes(xb.shape[:-1], ib.shape[:-1]))
+        xb, ib = (da.broadcast_to(a, batch + a.shape[-1:]) for a in (xb, ib))
+        ib = ib.rechunk(xb.chunks[:-1] + ib.chunks[-1:])
+        bind = tuple(range(len(batch)))
+        y = da.blockwise(_take_along_last, bind + (-1,), xb, bind + (-2,), ib, bind + (-1,),
+                         concatenate=True, dtype=x.dtype, meta=_dask_meta(x, x.ndim, x.dtype))
+        return base.moveaxis(y, -1, ax)
+
+    def cholesky(x: Any, /, *, upper: bool = False) -> Any:
+        # array-api-compat calls Dask's cholesky, which returns the *upper* factor by default.
+        if _square_chunks(x):
+            return da.linalg.cholesky(x, lower=not upper)
+        n = x.shape[-1]
+        return _per_matrix(lambda c, a: c.linalg.cholesky(a, upper=upper), [x], [2], [((n, n), x.dtype)])
+
+    def inv(x: Any, /) -> Any:
+        if _square_chunks(x):
+            return da.linalg.inv(x)
+        n = x.shape[-1]
+        return _per_matrix(lambda c, a: c.linalg.inv(a), [x], [2], [((n, n), x.dtype)])
+
+    def solve(x1: Any, x2: Any, /) -> Any:
+        if x2.ndim == 1:  # the 2024.12 rule: only a 1-d x2 is a vector
+            return solve(x1, x2[:, None])[..., 0]
+        if _square_chunks(x1) and x2.ndim == 2 and x2.chunks[0] == x1.chunks[0]:
+            return da.linalg.solve(x1, x2)
+        dt = base.result_type(x1, x2)
+        return _per_matrix(lambda c, a, b: c.linalg.solve(a, b), [x1, x2], [2, 2],
+                           [((x1.shape[-1], x2.shape[-1]), dt)])
+
+    def det(x: Any, /) -> Any:
+        return _per_matrix(lambda c, a: c.linalg.det(a), [x], [2], [((), x.dtype)])
+
+    def slogdet(x: Any, /) -> Any:
+        sign, logabs = _per_matrix(lambda c, a: tuple(c.linalg.slogdet(a)), [x], [2],
+                                   [((), x.dtype), ((), x.dtype)])
+        return base.linalg.SlogdetResult(sign, logabs)
+
+    def eigh(x: Any, /) -> Any:
+        n = x.shape[-1]
+        w, v = _per_matrix(lambda c, a: tuple(c.linalg.eigh(a)), [x], [2],
+                           [((n,), x.dtype), ((n, n), x.dtype)])
+        return base.linalg.EighResult(w, v)
+
+    def eigvalsh(x: Any, /) -> Any:
+        return _per_matrix(lambda c, a: c.linalg.eigvalsh(a), [x], [2], [((x.shape[-1],), x.dtype)])
+
+    def svd(x: Any, /, *, full_matrices: bool = True) -> Any:
+        m, n = x.shape[-2:]
+        if not full_matrices and _tall_skinny(x):
+            u, s, vh = da.linalg.svd(x)
+            return base.linalg.SVDResult(u, s, vh)
+        k = min(m, n)
+        shapes = ((m, m), (n, n)) if full_matrices else ((m, k), (k, n))
+        u, s, vh = _per_matrix(lambda c, a: tuple(c.linalg.svd(a, full_matrices=full_matrices)),
+                               [x], [2], [(shapes[0], x.dtype), ((k,), x.dtype), (shapes[1], x.dtype)])
+        return base.linalg.SVDResult(u, s, vh)
+
+    def svdvals(x: Any, /) -> Any:
+        if _tall_skinny(x):
+            return da.linalg.svd(x)[1]
+        return _per_matrix(lambda c, a: c.linalg.svdvals(a), [x], [2], [((min(x.shape[-2:]),), x.dtype)])
+
+    def qr(x: Any, /, *, mode: str = "reduced") -> Any:
+        m, n = x.shape[-2:]
+        if mode == "reduced" and _tall_skinny(x):
+            q, r = da.linalg.qr(x)
+            return base.linalg.QRResult(q, r)
+        k = m if mode == "complete" else min(m, n)
+        q, r = _per_matrix(lambda c, a: tuple(c.linalg.qr(a, mode=mode)), [x], [2],
+                           [((m, k), x.dtype), ((k, n), x.dtype)])
+        return base.linalg.QRResult(q, r)
+
+    def pinv(x: Any, /, *, rtol: Any = None) -> Any:
+        m, n = x.shape[-2:]
+        return _per_matrix(lambda c, a: c.linalg.pinv(a, rtol=rtol), [x], [2], [((n, m), x.dtype)])
+
+    def matrix_power(x: Any, n: int, /) -> Any:
+        k = x.shape[-1]
+        return _per_matrix(lambda c, a: c.linalg.matrix_power(a, n), [x], [2], [((k, k), x.dtype)])
+
+    def matrix_rank(x: Any, /, *, rtol: Any = None) -> Any:
+        return _per_matrix(lambda c, a: c.linalg.matrix_rank(a, rtol=rtol), [x], [2],
+                           [((), base.int64)])
+
+    def matrix_norm(x: Any, /, *, keepdims: bool = False, ord: Any = "fro") -> Any:
+        if ord not in (2, -2, "nuc"):
+            return base.linalg.matrix_norm(x, keepdims=keepdims, ord=ord)
+        s = svdvals(x)
+        r = base.sum(s, axis=-1) if ord == "nuc" else (
+            base.max(s, axis=-1) if ord == 2 else base.min(s, axis=-1))
+        return r[..., None, None] if keepdims else r
+
+    def cross(x1: Any, x2: Any, /, *, axis: int = -1) -> Any:
+        a, b = base.broadcast_arrays(x1, x2)
+        a, b = base.moveaxis(a, axis, -1), base.moveaxis(b, axis, -1)
+        if a.shape[-1] != 3:
+            raise ValueError(f"cross: axis {axis} must have size 3, not {a.shape[-1]}")
+        a0, a1, a2 = (a[..., i] for i in range(3))
+        b0, b1, b2 = (b[..., i] for i in range(3))
+        c = base.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+        return base.moveaxis(c, -1, axis)
+
+    for f in (eye, repeat, take_along_axis):
+        setattr(ns, f.__name__, f)
+    for f in (cholesky, inv, solve, det, slogdet, eigh, eigvalsh, svd, svdvals, qr, pinv,
+              matrix_power, matrix_rank, matrix_norm, cross):
+        setattr(la, f.__name__, f)
+    return ns
+
+
+def _take_along_last(x: Any, i: Any) -> Any:
+    return _chunk_xp(x).take_along_axis(x, i, axis=-1)
+
+
+def is_dask_array(a: Any) -> bool:
+    """Whether ``a`` is a Dask array (without importing Dask when it is not installed)."""
+    return bool(array_api_compat.is_dask_array(a))
+
+
+def dask_compute(*arrays: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """``dask.compute(*arrays, **kwargs)``: one graph run for every argument (shared parts run
+    once); Dask arrays come back as their chunk library's arrays (NumPy or CuPy)."""
+    import dask
+
+    return tuple(dask.compute(*arrays, **kwargs))
+
+
+def dask_persist(*arrays: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """``dask.persist(*arrays, **kwargs)``: the same Dask arrays, computed and held in memory (or
+    on the cluster's workers), so their graphs are one task per chunk from now on."""
+    import dask
+
+    return tuple(dask.persist(*arrays, **kwargs))
+
+
+def dask_task_count(*arrays: Any) -> int:
+    """How many tasks the graph of ``arrays`` has (shared tasks counted once)."""
+    import dask
+
+    return len(dask.base.collections_to_expr(arrays).__dask_graph__())
+
+
+def dask_row_blocks(a: Any, what: str) -> list[Any]:
+    """Delayed row blocks of a Dask array chunked along axis 0 only (other axes are merged into
+    one chunk first), in order."""
+    if a.ndim == 0:
+        raise ValueError(f"{what}: expected an array with a sample axis 0, not a 0-d array")
+    if any(len(c) != 1 for c in a.chunks[1:]):
+        a = a.rechunk({i: -1 for i in range(1, a.ndim)})
+    return list(a.to_delayed().ravel())
+
+
+def dask_delayed(fn: Callable[..., Any], *args: Any) -> Any:
+    """``dask.delayed(fn, pure=True)(*args)``: a lazy call (arguments may be delayed values)."""
+    import dask
+
+    return dask.delayed(fn, pure=True)(*args)
+
+
+def dask_delayed_value(obj: Any) -> Any:
+    """``obj`` as one delayed value: tasks that take it share one copy in the graph."""
+    import dask
+
+    return dask.delayed(obj, pure=True)
+
+
+def dask_from_array(a: Any, chunks: Any) -> Any:
+    """A Dask array over an in-memory array (NumPy or CuPy), chunked as ``chunks``."""
+    import dask.array as da
+
+    return da.from_array(a, chunks=chunks, asarray=False)
+
+
+# ---------------------------------------------------------------------------------------------
 # Host helpers: random numbers and files. nn, optim, agnograd.datasets and the command get them
 # from here, so the rest of the package still imports no array library.
 
@@ -426,3 +764,291 @@ def describe_device(device: Any) -> str:
             name = ""
         return f"cuda:{device.id}" + (f" ({name})" if name else "")
     return str(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA graphs (CuPy only): the part of `agnograd.capture` that touches CuPy. Nothing here runs
+# unless a step is captured on the 'cupy' backend; the other backends never reach it.
+
+_graph_local = threading.local()  # .recorder: the CudaGraphRecorder active in this thread
+_SAFE_NAMESPACES: dict[str, Any] = {}
+_PY_NUMBERS = (bool, int, float, complex)
+
+
+def graph_safe_matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` for CuPy arrays that may be called while a CUDA graph is being captured.
+
+    CuPy (measured with 14.2 and CUDA 13) refuses its own cuBLAS wrappers during stream capture
+    ("calling cuBLAS API during stream capture is currently unsupported"). While a
+    :class:`CudaGraphRecorder` is active in this thread, this calls cuBLAS's ``gemm`` directly
+    with the recorder's private handle, bound to the capture stream with its own workspace.
+    Row-major operands are handed to the column-major library as their transposes
+    (``Cᵀ = Bᵀ Aᵀ``); 1-d operands and broadcast batch axes follow the standard's ``matmul``
+    (one ``gemm`` per batch element). float32/float64/complex64/complex128 only. Without an
+    active recorder it is ``cupy.matmul``.
+
+    This is the one function to drop once CuPy records cuBLAS calls itself.
+    """
+    import cupy
+
+    rec = getattr(_graph_local, "recorder", None)
+    if rec is None:
+        return cupy.matmul(a, b)
+    dtype = cupy.result_type(a, b)
+    if dtype.char not in "fdFD":
+        raise NotImplementedError(
+            f"matmul of {a.dtype} and {b.dtype} arrays inside a captured CuPy step: the "
+            "graph-safe product supports float32, float64, complex64 and complex128")
+    a = a.astype(dtype, copy=False)
+    b = b.astype(dtype, copy=False)
+    vec_a, vec_b = a.ndim == 1, b.ndim == 1
+    if vec_a:
+        a = a[None, :]
+    if vec_b:
+        b = b[:, None]
+    m, k = a.shape[-2:]
+    k2, n = b.shape[-2:]
+    if k != k2:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned")
+    batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    out = cupy.empty(batch + (m, n), dtype=dtype)
+    if out.size:
+        if k == 0:
+            out.fill(0)
+        else:
+            a = cupy.broadcast_to(a, batch + (m, k))
+            b = cupy.broadcast_to(b, batch + (k, n))
+            for idx in np.ndindex(*batch):
+                rec.gemm(a[idx], b[idx], out[idx])
+    if vec_a:
+        out = out[..., 0, :]
+    if vec_b:
+        out = out[..., 0]
+    return out
+
+
+def _graph_safe_clip(x: Any, /, min: Any = None, max: Any = None) -> Any:
+    # array-api-compat's clip uses boolean-mask assignment (a host synchronisation).
+    import cupy
+
+    out = x
+    if min is not None:
+        out = cupy.maximum(out, min)  # NaN in x stays NaN
+    if max is not None:
+        out = cupy.minimum(out, max)
+    if out is x:
+        out = x.copy()
+    return out.astype(x.dtype, copy=False)
+
+
+def _graph_safe_sign(x: Any, /) -> Any:
+    # array-api-compat's sign patches NaN and complex results with boolean masks.
+    import cupy
+
+    if x.dtype.kind == "c":
+        mag = cupy.abs(x)
+        return cupy.where(mag == 0, cupy.zeros((), x.dtype), x / cupy.where(mag == 0, 1, mag))
+    return cupy.sign(x)
+
+
+def _graph_safe_asarray_factory(real: Callable[..., Any]) -> Callable[..., Any]:
+    def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None
+                ) -> Any:
+        # A Python number becomes a fill kernel (its value a kernel argument), not a host copy.
+        if type(obj) in _PY_NUMBERS:
+            import cupy
+
+            if dtype is None:
+                dtype = {bool: cupy.bool_, int: cupy.int64, float: cupy.float64,
+                         complex: cupy.complex128}[type(obj)]
+            return cupy.full((), obj, dtype=dtype)
+        kwargs: dict[str, Any] = {}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        if device is not None:
+            kwargs["device"] = device
+        if copy is not None:
+            kwargs["copy"] = copy
+        return real(obj, **kwargs)
+
+    return asarray
+
+
+def graph_safe_namespace(backend: Backend) -> Any:
+    """A copy of the CuPy backend's namespace whose ``matmul``, ``clip``, ``sign`` and
+    ``asarray`` (of Python numbers) can be recorded into a CUDA graph; everything else is the
+    namespace's own function. Built once per backend."""
+    ns = _SAFE_NAMESPACES.get(backend.name)
+    if ns is None:
+        import types
+
+        real = backend.xp
+        ns = types.ModuleType(f"{getattr(real, '__name__', backend.name)}[graph-safe]")
+        ns.__dict__.update({k: v for k, v in vars(real).items()
+                            if k not in ("__name__", "__spec__", "__loader__", "__package__")})
+        ns.matmul = graph_safe_matmul  # type: ignore[attr-defined]
+        ns.clip = _graph_safe_clip  # type: ignore[attr-defined]
+        ns.sign = _graph_safe_sign  # type: ignore[attr-defined]
+        ns.asarray = _graph_safe_asarray_factory(real.asarray)  # type: ignore[attr-defined]
+        _SAFE_NAMESPACES[backend.name] = ns
+    return ns
+
+
+class CudaGraphRecorder:
+    """Records a step into a CUDA graph with CuPy's stream capture, and replays it.
+
+    Owns what the graph touches for as long as it lives: a non-blocking stream, a private
+    memory pool (every array allocated while recording comes from it, so the blocks the graph
+    reads and writes are never handed to other arrays nor freed by the default pool's
+    ``free_all_blocks()``), a private cuBLAS handle bound to that stream with its own workspace
+    (see :func:`graph_safe_matmul`), and the graph.
+    """
+
+    WORKSPACE_BYTES = 32 * 1024 * 1024  # cuBLAS's recommendation for Hopper
+
+    def __init__(self, backend: Backend) -> None:
+        if backend.name != "cupy":
+            raise BackendError(f"CUDA graphs need the 'cupy' backend, not {backend.name!r}")
+        import cupy
+
+        self.backend = backend
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.pool = cupy.cuda.MemoryPool()
+        self.graph: Any = None
+        self._handle: int | None = None
+        self._workspace: Any = None
+        self._gemm: dict[str, Any] = {}
+
+    # -- cuBLAS --------------------------------------------------------------------------------
+    def _cublas(self) -> int:
+        if self._handle is None:
+            import cupy
+            from cupy_backends.cuda.libs import cublas
+
+            handle = cublas.create()
+            cublas.setStream(handle, self.stream.ptr)
+            self._workspace = cupy.empty(self.WORKSPACE_BYTES, dtype=cupy.uint8)
+            _set_cublas_workspace(handle, self._workspace.data.ptr, self.WORKSPACE_BYTES)
+            self._gemm = {"f": cublas.sgemm, "d": cublas.dgemm, "F": cublas.cgemm,
+                          "D": cublas.zgemm}
+            self._handle = handle
+        return self._handle
+
+    def gemm(self, a: Any, b: Any, out: Any) -> None:
+        """``out = a @ b`` for 2-d arrays of one dtype (``out`` C-contiguous), on the stream."""
+        from cupy_backends.cuda.libs import cublas
+
+        handle = self._cublas()
+        m, k = a.shape
+        n = b.shape[1]
+        op_a, ld_a, a = _column_major(a, cublas)
+        op_b, ld_b, b = _column_major(b, cublas)
+        fn = self._gemm[out.dtype.char]
+        head = (handle, op_b, op_a, n, m, k)
+        try:  # CuPy >= 13 takes alpha and beta by value
+            fn(*head, 1.0, b.data.ptr, ld_b, a.data.ptr, ld_a, 0.0, out.data.ptr, max(n, 1))
+        except TypeError:  # older CuPy: host pointers to alpha and beta
+            one, zero = np.ones((), out.dtype), np.zeros((), out.dtype)
+            fn(*head, one.ctypes.data, b.data.ptr, ld_b, a.data.ptr, ld_a, zero.ctypes.data,
+               out.data.ptr, max(n, 1))
+
+    # -- recording -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Run code as it will be recorded: on the private stream, allocating from the private
+        pool, with the graph-safe namespace (warm-up runs use this, so kernels are compiled,
+        the pool has grown and the cuBLAS handle is initialised before capture)."""
+        import cupy
+
+        previous_xp = self.backend.xp
+        previous_rec = getattr(_graph_local, "recorder", None)
+        self.stream.wait_event(cupy.cuda.get_current_stream().record())
+        self.backend.xp = graph_safe_namespace(self.backend)
+        _graph_local.recorder = self
+        try:
+            with cupy.cuda.using_allocator(self.pool.malloc), self.stream:
+                self._cublas()
+                yield
+        finally:
+            _graph_local.recorder = previous_rec
+            self.backend.xp = previous_xp
+            cupy.cuda.get_current_stream().wait_event(self.stream.record())
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Record everything the block enqueues into ``self.graph`` (nothing is executed)."""
+        with self.session():
+            self.stream.synchronize()
+            self.stream.begin_capture()
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.stream.end_capture()  # leave capture mode; the graph is discarded
+                raise
+            self.graph = self.stream.end_capture()
+
+    def replay(self, copies: Sequence[tuple[Any, Any]]) -> None:
+        """Copy each ``(dst, src)`` pair of arrays and launch the graph, ordered after the work
+        already queued on the current stream; the current stream then waits for the graph (no
+        host synchronisation)."""
+        import cupy
+
+        current = cupy.cuda.get_current_stream()
+        self.stream.wait_event(current.record())
+        with self.stream:
+            for dst, src in copies:
+                dst[...] = src
+            self.graph.launch(self.stream)
+        current.wait_event(self.stream.record())
+
+    def close(self) -> None:
+        """Release the cuBLAS handle (the graph, pool and workspace go with the object)."""
+        if self._handle is not None:
+            from cupy_backends.cuda.libs import cublas
+
+            with contextlib.suppress(Exception):
+                cublas.destroy(self._handle)
+            self._handle = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _column_major(x: Any, cublas: Any) -> tuple[int, int, Any]:
+    """(operation, leading dimension, array) that present the row-major 2-d ``x`` to cuBLAS as
+    its column-major transpose: a C-contiguous ``x`` as is, an F-contiguous one (a transposed
+    view) with the transpose flag; anything else is copied first (a kernel, graph-safe)."""
+    r, c = x.shape
+    if x.flags.c_contiguous:
+        return cublas.CUBLAS_OP_N, max(c, 1), x
+    if x.flags.f_contiguous:
+        return cublas.CUBLAS_OP_T, max(r, 1), x
+    import cupy
+
+    return cublas.CUBLAS_OP_N, max(c, 1), cupy.ascontiguousarray(x)
+
+
+def _set_cublas_workspace(handle: int, ptr: int, nbytes: int) -> None:
+    """Give a cuBLAS handle its own workspace (``cublasSetWorkspace``), so kernels recorded into
+    a graph never allocate. CuPy's wrapper when it has one, else the library through ctypes;
+    if neither is available cuBLAS keeps its default workspace."""
+    from cupy_backends.cuda.libs import cublas
+
+    setter = getattr(cublas, "setWorkspace", None)
+    if setter is not None:
+        with contextlib.suppress(Exception):
+            setter(handle, ptr, nbytes)
+            return
+    import ctypes
+
+    for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"):
+        try:
+            lib = ctypes.CDLL(name)
+            fn = lib.cublasSetWorkspace_v2
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        fn.restype = ctypes.c_int
+        fn(ctypes.c_void_p(handle), ctypes.c_void_p(ptr), ctypes.c_size_t(nbytes))
+        return
