@@ -649,10 +649,13 @@ def dask_persist(*arrays: Any, **kwargs: Any) -> tuple[Any, ...]:
 
 
 def dask_task_count(*arrays: Any) -> int:
-    """How many tasks the graph of ``arrays`` has (shared tasks counted once)."""
-    import dask
+    """How many tasks the graph of ``arrays`` (Dask arrays or delayed values) has, shared tasks
+    counted once."""
+    import dask.base
 
-    return len(dask.base.collections_to_expr(arrays).__dask_graph__())
+    if hasattr(dask.base, "collections_to_expr"):  # dask >= 2025
+        return len(dask.base.collections_to_expr(arrays).__dask_graph__())
+    return len(dask.base.collections_to_dsk(arrays))
 
 
 def dask_row_blocks(a: Any, what: str) -> list[Any]:
