@@ -91,4 +91,6 @@ __all__ = sorted(
 _engine.install(Tensor, _sys.modules[__name__])
 
 # Built on the namespace above: imported last, so `import agnograd as ag` inside them sees it whole.
-from . import nn, optim  # noqa: E402
+# ag.dask (the Dask scale-out helpers) does not import Dask; it stays out of __all__ on purpose,
+# so `from agnograd import *` never shadows a user's `import dask`.
+from . import dask, nn, optim  # noqa: E402
