@@ -60,6 +60,7 @@ from ._ops.sorting import *  # noqa: F403
 from ._ops.statistics import *  # noqa: F403
 from ._ops.utility import *  # noqa: F403
 from ._tensor import Tensor, as_tensor, tensor
+from .capture import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, checkpoint, custom_vjp, detect_anomaly
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import saved_nbytes, to_dot, to_mermaid
@@ -83,7 +84,8 @@ __all__ = sorted(
         "uint64", "float32", "float64", "complex64", "complex128", "e", "pi", "inf", "nan",
         "newaxis", "__array_namespace_info__", "func", "grad", "value_and_grad", "vjp", "jvp",
         "jacobian", "hessian", "hvp", "custom_vjp", "Function", "FunctionCtx", "checkpoint",
-        "detect_anomaly", "to_dot", "to_mermaid", "saved_nbytes",
+        "detect_anomaly", "to_dot", "to_mermaid", "saved_nbytes", "capture", "CapturedStep",
+        "CaptureError",
     }
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _capture_state as _capture
 from . import _engine
 from ._backend import Backend, backend_of_array, get_backend, host_array, transfer
 from ._dtypes import DType, from_backend_dtype, to_backend_dtype
@@ -202,11 +203,13 @@ class Tensor:
         """The value of a one-element tensor as a Python scalar (copies to the host)."""
         if self.size != 1:
             raise ValueError(f"item() needs a tensor with one element, not shape {self.shape}")
+        _capture.refuse("Tensor.item()")
         value = host_array(self.data).reshape(()).item()
         return value  # type: ignore[no-any-return]
 
     def numpy(self) -> Any:
         """A NumPy copy of the data (a view for the NumPy backend)."""
+        _capture.refuse("Tensor.numpy()")
         return host_array(self.data)
 
     def __repr__(self) -> str:
@@ -251,6 +254,7 @@ class Tensor:
     def _scalar(self, kind: type, what: str) -> Any:
         if self.ndim != 0:
             raise TypeError(f"{what}() of a tensor needs a 0-d tensor, not shape {self.shape}")
+        _capture.refuse(f"{what}() of a Tensor")
         return kind(self.data)
 
     def __bool__(self) -> bool:
@@ -266,6 +270,7 @@ class Tensor:
         return self._scalar(complex, "complex")  # type: ignore[no-any-return]
 
     def __index__(self) -> int:
+        _capture.refuse("Tensor.__index__ (a Tensor used as a Python int)")
         return self.data.__index__()  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
@@ -362,6 +367,7 @@ def tensor(
         data = obj.data
         if backend is not None and get_backend(backend) is not b:
             b = get_backend(backend)
+            _capture.refuse("ag.tensor(t, backend=...) (a transfer)", _capture.WHY_TRANSFER)
             data = transfer(data, b)
     else:
         ob = backend_of_array(obj)
@@ -370,12 +376,15 @@ def tensor(
             data = obj
             if backend is not None and get_backend(backend) is not ob:
                 b = get_backend(backend)
+                _capture.refuse("ag.tensor(array, backend=...) (a transfer)", _capture.WHY_TRANSFER)
                 data = transfer(obj, b)
             data = b.fix(data)
         else:
             b = get_backend(backend)
             data = None
     if data is None:
+        if _capture.ACTIVE:
+            _capture.refuse("ag.tensor of host data (Python scalars or lists)", _capture.WHY_HOST)
         data = b.asarray(obj, dtype=to_backend_dtype(b.xp, dtype), device=device)
     else:
         if dtype is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from .. import _capture_state as _capture
 from .._backend import Backend, backend_of_array, get_backend, get_default_backend, host_array
 from ._common import (
     PY_SCALARS,
@@ -241,6 +242,8 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
             f"asarray: copy=False, but a Python {type(obj).__name__} must be copied into a new "
             "array; pass copy=None"
         )
+    if _capture.ACTIVE:
+        _capture.refuse("ag.asarray of host data (Python scalars or lists)", _capture.WHY_HOST)
     b = _creation_backend(device)
     if isinstance(obj, (list, tuple)) and _may_hold_arrays(obj):
         found: list[Tensor] = []

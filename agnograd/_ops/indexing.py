@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import _capture_state as _capture
 from .._backend import Backend, backend_of_array
 from ._common import (
     Tensor,
@@ -40,6 +41,14 @@ def _raw_key(key: Any, b: Backend) -> Any:
             raise mixing_error("indexing", b, key._backend)
         return key.data
     return key
+
+
+def _refuse_mask(raw: Any, op: str) -> None:
+    """While a step is recorded (:func:`agnograd.capture`): refuse a boolean-mask key."""
+    for k in raw if isinstance(raw, tuple) else (raw,):
+        if _is_array(k) and str(getattr(k, "dtype", "")).endswith("bool"):
+            _capture.refuse(f"{op} with a boolean mask", _capture.WHY_SHAPE.replace(
+                "use ag.where with a mask instead", "use ag.where(mask, x, y) instead"))
 
 
 def _is_array(k: Any) -> bool:
@@ -137,6 +146,8 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     """
     b = x._backend
     raw = _raw_key(key, b)
+    if _capture.ACTIVE:
+        _refuse_mask(raw, "x[mask]")
     try:
         y = x.data[raw]
     except IndexError as exc:
@@ -178,6 +189,8 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     """
     b = x._backend
     raw = _raw_key(key, b)
+    if _capture.ACTIVE:
+        _refuse_mask(raw, "x[mask] = value")
     v = value
     if type(v) is not Tensor and not isinstance(v, (bool, int, float, complex)):
         v = to_tensor(v, "setitem", b)

@@ -176,7 +176,10 @@ def _zeros_back(xp: Any, g: Any) -> Any:
 
 def _matmul_1(xp: Any, g: Any, a: Any, c: Any) -> Any:
     if a.ndim == 2 and c.ndim == 2:  # the common case, without the namespace's wrappers
-        return g @ c.T
+        try:
+            return g @ c.T
+        except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
+            return xp.matmul(g, xp.matrix_transpose(c))  # ag.capture's graph-safe namespace
     if c.ndim == 1:
         if a.ndim == 1:
             return g * c  # (k,)·(k,) -> (): x̄1 = ḡ x2
@@ -188,7 +191,10 @@ def _matmul_1(xp: Any, g: Any, a: Any, c: Any) -> Any:
 
 def _matmul_2(xp: Any, g: Any, a: Any, c: Any) -> Any:
     if a.ndim == 2 and c.ndim == 2:
-        return a.T @ g
+        try:
+            return a.T @ g
+        except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
+            return xp.matmul(xp.matrix_transpose(a), g)  # ag.capture's graph-safe namespace
     if a.ndim == 1:
         if c.ndim == 1:
             return g * a
@@ -219,7 +225,10 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
             f"matmul: shapes {s1} and {s2} are not aligned: the last axis of x1 ({s1[-1]}) must "
             f"equal the {'only' if x2.ndim == 1 else 'second-to-last'} axis of x2 ({k2})"
         )
-    y = x1.data @ x2.data  # the operator: the same product, without a wrapper call
+    try:
+        y = x1.data @ x2.data  # the operator: the same product, without a wrapper call
+    except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured: the
+        y = b.xp.matmul(x1.data, x2.data)  # graph-safe product of ag.capture's namespace
     if _needs(x1, x2):
         return record("matmul", y, b, (x1, x2), (_matmul_1, _matmul_2), (x1, x2), _meta(x1, x2))
     return wrap(y, b)

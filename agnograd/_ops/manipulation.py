@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from .. import _capture_state as _capture
 from .._backend import Backend, get_backend, transfer
 from ._common import (
     Tensor,
@@ -350,6 +351,7 @@ def to_backend(x: Any, backend: str | Backend, /) -> Tensor:
     target = get_backend(backend)
     if target is x._backend:
         return x
+    _capture.refuse(f"ag.to_backend(x, {target.name!r})", _capture.WHY_TRANSFER)
     y = transfer(x.data, target)
     if _needs(x):
         return record("to_backend", y, target, (x,), (_to_backend_back,), params=(x._backend,))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import _capture_state as _capture
 from ._common import PY_SCALARS, Tensor, normalize_axes, normalize_axis, to_tensor, wrap
 
 __all__ = ["argmax", "argmin", "count_nonzero", "nonzero", "searchsorted"]
@@ -43,6 +44,7 @@ def nonzero(x: Any, /) -> tuple[Tensor, ...]:
     """Indices of the nonzero (True) elements: a tuple of ``x.ndim`` 1-d integer arrays, in
     row-major order. ``x`` must have at least one dimension. Not differentiable."""
     x = to_tensor(x, "nonzero")
+    _capture.refuse("nonzero", _capture.WHY_SHAPE)
     if x.ndim == 0:
         raise ValueError("nonzero: the input is 0-d; the standard requires at least one "
                          "dimension (use ag.reshape(x, (1,)) first)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .. import _capture_state as _capture
 from ._common import Tensor, to_tensor, wrap
 
 __all__ = ["unique_all", "unique_counts", "unique_inverse", "unique_values"]
@@ -34,6 +35,7 @@ class UniqueInverseResult(NamedTuple):
 
 def _unique(name: str, x: Any) -> tuple[Tensor, ...]:
     x = to_tensor(x, name)
+    _capture.refuse(name, _capture.WHY_SHAPE)
     b = x._backend
     res = getattr(b.xp, name)(x.data)
     return tuple(wrap(a, b) for a in res)
@@ -60,5 +62,6 @@ def unique_inverse(x: Any, /) -> UniqueInverseResult:
 def unique_values(x: Any, /) -> Tensor:
     """The unique values of ``x`` (1-d). Not differentiable."""
     x = to_tensor(x, "unique_values")
+    _capture.refuse("unique_values", _capture.WHY_SHAPE)
     b = x._backend
     return wrap(b.xp.unique_values(x.data), b)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import agnograd as ag
 
+from .. import _capture_state as _capture
 from .._backend import HostRNG, host_rng
 
 __all__ = [
@@ -177,5 +178,8 @@ def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
         return x
     if p == 1.0:
         return x * 0.0
+    _capture.refuse("dropout (training, 0 < p < 1)", _capture.WHY_RANDOM,
+                    "Random ops are not capture-safe: capture the step without dropout, or use "
+                    "model.eval() / training=False in the captured step")
     keep = ag.tensor(host_rng(seed).random(x.shape) >= p, backend=x.backend, device=x.device)
     return x * (ag.astype(keep, x.dtype) * (1.0 / (1.0 - p)))

@@ -8,7 +8,7 @@ from typing import Any
 
 import agnograd as ag
 
-from .optimizer import Optimizer, ParamGroup
+from .optimizer import Optimizer, ParamGroup, _scalar_like
 
 __all__ = ["SGD", "Adam", "AdamW"]
 
@@ -26,12 +26,17 @@ class SGD(Optimizer):
         b ← g (first step),  b ← momentum · b + (1 - dampening) · g (later steps)
         g ← g + momentum · b (Nesterov)  or  g ← b (momentum > 0)
         p ← p - lr · g
+
+    ``capturable=True``: the learning rate lives on the device, so the step can be recorded by
+    :func:`agnograd.capture` and a schedule that sets ``group["lr"]`` still applies to replays.
     """
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0) -> None:
+                 nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0,
+                 capturable: bool = False) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov,
-                                  "weight_decay": weight_decay, "dampening": dampening})
+                                  "weight_decay": weight_decay, "dampening": dampening},
+                         capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
         _nonneg(group, "lr", "momentum", "weight_decay", "dampening")
@@ -59,15 +64,20 @@ class Adam(Optimizer):
 
         m ← β1 m + (1 - β1) g,   v ← β2 v + (1 - β2) g²,   t ← t + 1
         p ← p - lr · (m / (1 - β1ᵗ)) / (√(v / (1 - β2ᵗ)) + eps)
+
+    ``capturable=True``: the learning rate and the step count ``t`` (``state["step"]``, a 0-d
+    array of the parameter's dtype) live on the device and the bias corrections are computed
+    there, so the step can be recorded by :func:`agnograd.capture`; the updates equal the
+    default path's to floating-point rounding.
     """
 
     _decoupled = False
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, capturable: bool = False) -> None:
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
-                                  "weight_decay": weight_decay})
+                                  "weight_decay": weight_decay}, capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
         _nonneg(group, "lr", "eps", "weight_decay")
@@ -79,21 +89,33 @@ class Adam(Optimizer):
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         b1, b2 = group["betas"]
         if not state:
-            state["step"] = 0
+            state["step"] = _scalar_like(p, 0.0) if self.capturable else 0
             state["exp_avg"] = ag.zeros_like(p)
             state["exp_avg_sq"] = ag.zeros_like(p)
+        elif self.capturable and not isinstance(state["step"], ag.Tensor):
+            # A count loaded from a non-capturable optimizer's state: onto the device (a fill).
+            state["step"] = _scalar_like(p, float(state["step"]))
+        elif not self.capturable and isinstance(state["step"], ag.Tensor):
+            state["step"] = round(float(state["step"]))
         if wd:
             if self._decoupled:
                 p *= 1.0 - lr * wd
             else:
                 g = g + wd * p
-        state["step"] += 1
-        t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
         v += (1.0 - b2) * (g * g)
+        if self.capturable:  # t, lr and the bias corrections stay on the device
+            t = state["step"]
+            t += 1.0
+            bc1 = 1.0 - b1**t
+            denom = ag.sqrt(v) / ag.sqrt(1.0 - b2**t) + eps
+            p -= (lr / bc1) * (m / denom)
+            return
+        state["step"] += 1
+        t = state["step"]
         bc1 = 1.0 - b1**t
         bc2 = 1.0 - b2**t
         denom = ag.sqrt(v) / math.sqrt(bc2) + eps
@@ -108,5 +130,6 @@ class AdamW(Adam):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+                 weight_decay: float = 1e-2, capturable: bool = False) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         capturable=capturable)

@@ -8,9 +8,18 @@ from typing import Any
 
 import agnograd as ag
 
+from .. import _capture_state as _capture
+
 __all__ = ["Optimizer", "ParamGroup"]
 
 ParamGroup = dict[str, Any]
+
+
+def _scalar_like(p: ag.Tensor, value: float) -> ag.Tensor:
+    """A 0-d array holding ``value`` on ``p``'s backend and device, in its dtype (made by a fill
+    kernel, not copied from the host, so it may be created while a step is recorded)."""
+    with ag.default_backend(p.backend):
+        return ag.full((), value, dtype=p.dtype, device=p.device)
 
 
 class Optimizer:
@@ -21,11 +30,24 @@ class Optimizer:
     not given take the constructor's values). ``param_groups`` may be edited between steps (a
     learning-rate schedule sets ``group["lr"]``). The state (momenta, moments, step counts)
     lives on the parameters' own backend and device.
+
+    ``capturable=True`` makes :meth:`step` recordable by :func:`agnograd.capture` (as PyTorch's
+    capturable optimizers): what changes from step to step lives on the device -- the learning
+    rate as a 0-d array per group, dtype and device (copied from ``group["lr"]`` whenever that
+    changes, outside the recording), and the step count of Adam as a 0-d array in the state --
+    so a replayed recording reads the current values instead of the ones it was recorded with.
+    The updates equal the default path's to floating-point rounding. Without it, ``step()``
+    inside a recorded step raises :class:`agnograd.CaptureError`.
     """
 
+    _on_device = ("lr",)  # read from the device by a recording; the others are constants in it
+
     def __init__(self, params: Iterable[ag.Tensor] | Iterable[ParamGroup],
-                 defaults: dict[str, Any]) -> None:
+                 defaults: dict[str, Any], capturable: bool = False) -> None:
         self.defaults = dict(defaults)
+        self.capturable = bool(capturable)
+        self._device_hyper: dict[tuple[Any, ...], ag.Tensor] = {}  # (group, name, ...) -> 0-d
+        self._device_value: dict[tuple[Any, ...], Any] = {}  # the value each one holds
         items = list(params)
         if not items:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -70,14 +92,71 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
+        if _capture.capturing():
+            if not self.capturable:
+                raise _capture.CaptureError(
+                    f"{type(self).__name__}.step() inside a step recorded by ag.capture: its "
+                    "learning rate (and, for Adam, the step count of the bias correction) are "
+                    "Python numbers that the recording would freeze; create the optimizer with "
+                    "capturable=True, which keeps them on the device")
+            _capture.register(self)
+        elif self.capturable:
+            self.sync_device_hyperparameters()
         with ag.no_grad():
-            for group in self.param_groups:
+            for gi, group in enumerate(self.param_groups):
                 for p in group["params"]:
                     g = p.grad
                     if g is None:
                         continue
                     state = self.state.setdefault(id(p), {})
+                    if self.capturable:
+                        group = {**group, "lr": self._device_scalar(gi, "lr", p)}
                     self._update(p, g.detach(), state, group)
+
+    # -- capture -------------------------------------------------------------------------------
+    def _device_scalar(self, gi: int, name: str, p: ag.Tensor) -> ag.Tensor:
+        """``param_groups[gi][name]`` as a 0-d array of ``p``'s backend, dtype and device."""
+        key = (gi, name, p.backend, repr(p.device), p.dtype.name)
+        t = self._device_hyper.get(key)
+        if t is None:
+            value = self.param_groups[gi][name]
+            t = _scalar_like(p, value)
+            self._device_hyper[key] = t
+            self._device_value[key] = value
+        return t
+
+    def sync_device_hyperparameters(self) -> None:
+        """Copy every ``group["lr"]`` that changed into its device scalar (``capturable``).
+
+        :func:`agnograd.capture` calls it before every replay; ``step()`` calls it when it runs
+        eagerly.
+        """
+        if not self._device_hyper:
+            return
+        with ag.no_grad():
+            for key, t in self._device_hyper.items():
+                value = self.param_groups[key[0]][key[1]]
+                if self._device_value[key] != value:
+                    t[...] = value  # in place: a recording keeps reading the same memory
+                    self._device_value[key] = value
+
+    def _hyperparameters(self) -> list[dict[str, Any]]:
+        """Every group's hyperparameters (what a recording saw)."""
+        return [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+
+    def _before_replay(self, recorded: list[dict[str, Any]]) -> None:
+        """Called by a captured step before each replay: refuse hyperparameters that the
+        recording holds as constants (all but ``lr``) if they changed since ``recorded``, then
+        copy the learning rates to the device."""
+        for gi, (group, seen) in enumerate(zip(self.param_groups, recorded)):
+            for k, v in seen.items():
+                if k not in self._on_device and group.get(k) != v:
+                    raise _capture.CaptureError(
+                        f"{type(self).__name__}: param_groups[{gi}][{k!r}] changed from {v!r} to "
+                        f"{group.get(k)!r} after the step was recorded by ag.capture; only 'lr' is "
+                        "read from the device on every replay. Capture the step again after "
+                        "changing it")
+        self.sync_device_hyperparameters()
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         raise NotImplementedError

@@ -1,0 +1,493 @@
+"""Capture mode: record a whole training step once, replay it (as one CUDA graph on CuPy).
+
+``step = ag.capture(step_fn, *example_args, warmup=3)`` runs ``step_fn`` -- forward, backward
+and optimizer update -- ``warmup`` times, then records it once. ``step(*new_args)`` copies the
+new inputs into the recorded input buffers, replays the recording and returns its outputs.
+
+- On **CuPy** the recording is a CUDA graph made with CuPy's stream capture: one
+  ``Graph.launch`` replays every kernel of the step with no Python in between. Everything the
+  graph allocates comes from a memory pool private to the captured step; matrix products go
+  through a private cuBLAS handle (CuPy refuses its own during capture).
+- On **every other backend** (NumPy, array_api_strict, PyTorch, ...) the same API is an eager
+  fallback with the same semantics: the inputs are copied into the same buffers, ``step_fn``
+  runs eagerly, and its outputs are copied into the same output buffers. So CPU CI tests the
+  API, the semantics and the capture-safety checker.
+
+While the step is recorded (and during the warm-up calls) a capture-safety checker is active in
+this thread, on every backend: host synchronisations (``.item()``, ``float(t)``, boolean-mask
+indexing, ``nonzero``, ``unique_*``), arrays made from host data, transfers, host-drawn random
+numbers and optimizers that are not ``capturable`` raise :class:`CaptureError` naming the op and
+why -- so a step that would break (or silently freeze) a CUDA graph fails on the CPU too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from . import _capture_state
+from ._backend import Backend, CudaGraphRecorder, backend_of_array
+from ._capture_state import CaptureError
+from ._tensor import Tensor
+
+__all__ = ["capture", "CapturedStep", "CaptureError", "CheckResult"]
+
+
+class CheckResult(NamedTuple):
+    """What :meth:`CapturedStep.check` compared: ``compared`` arrays (outputs, parameters,
+    gradients, optimizer state), the largest absolute difference ``max_abs_diff`` and where it
+    was (``worst``)."""
+
+    compared: int
+    max_abs_diff: float
+    worst: str
+
+
+def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) -> CapturedStep:
+    """Record ``step_fn(*example_args)`` once and return a :class:`CapturedStep` that replays it.
+
+    ``step_fn`` is a whole step: typically ``opt.zero_grad()``, the forward pass, ``backward()``
+    and ``opt.step()`` of an optimizer created with ``capturable=True``; it returns a Tensor, a
+    tuple/list/dict of Tensors, or ``None``. ``capture`` calls it ``warmup`` times and then once
+    more while recording -- ``warmup + 1`` real steps on the example inputs, on every backend
+    (on CuPy the recorded graph is launched once to perform the last one).
+
+    Args:
+        step_fn: the step. It must clear the gradients first (``opt.zero_grad()``), must not
+            synchronise with the host (see :class:`CaptureError`), and must have static shapes.
+        *example_args: the inputs. Tensors (or arrays) become input buffers of that shape, dtype
+            and backend, copied from these; any other argument is a constant of the recording.
+        warmup: eager calls before recording (at least 1: optimizers create their state on
+            their first step, which must not be recorded; on CuPy they also compile kernels and
+            grow the memory pool).
+
+    Raises:
+        CaptureError: the step is not capture-safe (the message names the op and why), its
+            tensor inputs are on several backends, or recording failed.
+        ValueError: ``warmup`` is not an integer of at least 1.
+    """
+    if not callable(step_fn):
+        raise TypeError(f"ag.capture: step_fn must be callable, not {type(step_fn).__name__}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(f"ag.capture: warmup must be an integer of at least 1, not {warmup!r} "
+                         "(optimizers create their state on their first step, which must not be "
+                         "recorded)")
+    return CapturedStep(step_fn, example_args, warmup)
+
+
+class _Slot:
+    """One positional argument of the step: a tensor input buffer, or a constant."""
+
+    __slots__ = ("buffer", "constant")
+
+    def __init__(self, buffer: Tensor | None, constant: Any) -> None:
+        self.buffer = buffer
+        self.constant = constant
+
+
+def _as_tensor(x: Any) -> Tensor | None:
+    if type(x) is Tensor:
+        return x
+    b = backend_of_array(x)
+    return None if b is None else Tensor._wrap(x, b)
+
+
+def _copy(t: Tensor) -> Tensor:
+    """A detached copy of ``t``'s data on its backend and device."""
+    b = t._backend
+    return Tensor._wrap(b.asarray(t.data, copy=True), b)
+
+
+def _flatten(tree: Any, leaves: list[Any]) -> Any:
+    """The structure of ``tree`` (tuples, lists, dicts) with leaves replaced by their index."""
+    if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
+        return tuple(_flatten(t, leaves) for t in tree)
+    if isinstance(tree, list):
+        return [_flatten(t, leaves) for t in tree]
+    if isinstance(tree, dict):
+        return {k: _flatten(v, leaves) for k, v in tree.items()}
+    leaves.append(tree)
+    return _Leaf(len(leaves) - 1)
+
+
+class _Leaf:
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Leaf and other.i == self.i
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _unflatten(spec: Any, leaves: list[Any]) -> Any:
+    if type(spec) is _Leaf:
+        return leaves[spec.i]
+    if isinstance(spec, tuple):
+        return tuple(_unflatten(s, leaves) for s in spec)
+    if isinstance(spec, list):
+        return [_unflatten(s, leaves) for s in spec]
+    return {k: _unflatten(v, leaves) for k, v in spec.items()}
+
+
+def _describe(t: Tensor) -> str:
+    return f"shape {t.shape}, dtype {t.dtype.name}, backend '{t.backend}'"
+
+
+class CapturedStep:
+    """A step recorded by :func:`capture`; call it with new inputs to replay it.
+
+    ``step(*args)`` checks that every tensor argument has the recorded shape, dtype, backend
+    (and device) and every other argument equals the recorded constant -- raising
+    :class:`CaptureError` before anything is copied otherwise -- copies the tensors into the
+    input buffers, replays the recording and returns the outputs.
+
+    **The outputs are buffers that the next call overwrites** (as the inputs are): the same
+    Tensor objects are returned by every call. Copy them (``ag.asarray(out, copy=True)``) to
+    keep a value; read them (``.item()``, ``float``) outside the step, e.g. once per epoch.
+
+    Attributes:
+        backend: the name of the backend the step runs on.
+        graph: whether the replay is a CUDA graph (CuPy) rather than the eager fallback.
+        inputs: the input buffer Tensors (``None`` for constant arguments), in argument order.
+        outputs: what the last call returned (the output buffers).
+    """
+
+    def __init__(self, step_fn: Callable[..., Any], example_args: tuple[Any, ...],
+                 warmup: int) -> None:
+        self._fn = step_fn
+        self._slots: list[_Slot] = []
+        backend: Backend | None = None
+        for i, a in enumerate(example_args):
+            t = _as_tensor(a)
+            if t is None:
+                self._slots.append(_Slot(None, a))
+                continue
+            if backend is None:
+                backend = t._backend
+            elif t._backend is not backend:
+                raise CaptureError(f"ag.capture: argument {i} is on backend '{t.backend}' but an "
+                                   f"earlier one is on '{backend.name}'; a step runs on one backend")
+            buf = _copy(t)
+            if t.requires_grad and t.is_leaf:
+                buf.requires_grad_(True)
+            self._slots.append(_Slot(buf, None))
+        self._args = tuple(s.buffer if s.buffer is not None else s.constant for s in self._slots)
+        self._participants: list[Any] = []
+        self._recorded_hyper: list[Any] = []
+        self._recorder: CudaGraphRecorder | None = None
+        self._spec: Any = None
+        self._out_leaves: list[Any] = []
+        self._pinned: list[tuple[Tensor, Any]] = []
+        self.outputs: Any = None
+        self.backend = backend.name if backend is not None else None
+        self.graph = False
+        self._record(backend, warmup)
+
+    @property
+    def inputs(self) -> list[Tensor | None]:
+        return [s.buffer for s in self._slots]
+
+    # -- recording -----------------------------------------------------------------------------
+    def _call_checked(self) -> Any:
+        """One eager call with the checker on; registers capturable optimizers."""
+        with _capture_state.recording() as parts:
+            out = self._fn(*self._args)
+        for p in parts:
+            if all(p is not q for q in self._participants):
+                self._participants.append(p)
+        return out
+
+    def _before_call(self) -> None:
+        for opt, seen in zip(self._participants, self._recorded_hyper):
+            opt._before_replay(seen)
+        for t, data in self._pinned:
+            if t.data is not data:
+                raise CaptureError(
+                    f"a captured step's parameter (shape {t.shape}) now holds another array than "
+                    "when it was recorded (replaced by load_state_dict, to_backend or an "
+                    "assignment?); the CUDA graph still reads the old memory. Capture the step again")
+
+    def _record(self, backend: Backend | None, warmup: int) -> None:
+        calls = warmup
+        if backend is None:
+            # No tensor inputs: the outputs of a first call say where the step runs. The checker
+            # is on for every call, so a step that is not capture-safe fails on its first one.
+            out = self._call_checked()
+            calls -= 1
+            for leaf in _leaves(out):
+                if type(leaf) is Tensor:
+                    backend = leaf._backend
+                    self.backend = backend.name
+                    break
+        if backend is None or backend.name != "cupy":
+            for _ in range(calls):
+                self._sync_participants()
+                self._call_checked()
+            self._sync_participants()
+            out = self._call_checked()  # the recording call of the fallback
+            self._set_outputs(out, copy=True)
+            self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
+            return
+        rec = CudaGraphRecorder(backend)
+        try:
+            with rec.session():  # warm up as it will be recorded: stream, pool, cuBLAS handle
+                for _ in range(calls):
+                    self._sync_participants()
+                    self._call_checked()
+            self._sync_participants()
+            with rec.capture():
+                out = self._call_checked()
+        except CaptureError:
+            raise
+        except Exception as exc:
+            raise CaptureError(f"ag.capture: recording the step as a CUDA graph failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        self._recorder = rec
+        self.graph = True
+        self._set_outputs(out, copy=False)
+        self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
+        # Keep every parameter array the graph reads and writes alive, and notice if one is
+        # replaced (the graph would go on using the old memory).
+        for opt in self._participants:
+            for p in opt._params():
+                self._pinned.append((p, p.data))
+        rec.replay([])  # perform the recorded step once, as the fallback's recording call does
+
+    def _sync_participants(self) -> None:
+        for opt in self._participants:
+            opt.sync_device_hyperparameters()
+
+    def _set_outputs(self, out: Any, copy: bool) -> None:
+        leaves: list[Any] = []
+        self._spec = _flatten(out, leaves)
+        kept = []
+        for leaf in leaves:
+            t = _as_tensor(leaf)
+            if t is None:
+                kept.append(leaf)
+            else:  # detached: the recorded graph of the step is not kept alive
+                kept.append(_copy(t) if copy else Tensor._wrap(t.data, t._backend))
+        self._out_leaves = kept
+        self.outputs = _unflatten(self._spec, kept)
+
+    # -- replay --------------------------------------------------------------------------------
+    def _inputs_for(self, args: tuple[Any, ...], what: str) -> list[tuple[Tensor, Tensor]]:
+        """Check ``args`` against the recorded inputs; the (buffer, new value) pairs to copy."""
+        if len(args) != len(self._slots):
+            raise CaptureError(f"{what}: the step was recorded with {len(self._slots)} "
+                               f"argument(s), got {len(args)}")
+        pairs = []
+        for i, (slot, a) in enumerate(zip(self._slots, args)):
+            buf = slot.buffer
+            if buf is None:
+                if a is not slot.constant and a != slot.constant:
+                    raise CaptureError(
+                        f"{what}: argument {i} was the constant {slot.constant!r} when the step was "
+                        f"recorded, not {a!r}; constants are frozen in the recording -- pass a "
+                        "Tensor to make it an input, or capture the step again")
+                continue
+            t = _as_tensor(a)
+            if t is None:
+                raise CaptureError(f"{what}: argument {i} must be a Tensor ({_describe(buf)}) "
+                                   f"as recorded, not {type(a).__name__}")
+            if t is buf:
+                continue
+            if (t._backend is not buf._backend or t.data.shape != buf.data.shape
+                    or t.data.dtype != buf.data.dtype):
+                raise CaptureError(
+                    f"{what}: argument {i} has {_describe(t)} but the step was recorded with "
+                    f"{_describe(buf)}; a captured step has static shapes and dtypes -- convert "
+                    "it, pad the batch, or capture another step for this shape")
+            if buf._backend.multi_device and t.data.device != buf.data.device:
+                raise CaptureError(f"{what}: argument {i} is on device {t.device} but the step was "
+                                   f"recorded on {buf.device}; move it with .to_device()")
+            pairs.append((buf, t))
+        return pairs
+
+    def __call__(self, *args: Any) -> Any:
+        """Replay the step on ``args``; returns the output buffers (overwritten by the next
+        call). Raises :class:`CaptureError` (and changes nothing) for inputs that do not match
+        the recorded ones."""
+        pairs = self._inputs_for(args, "captured step")
+        self._before_call()
+        if self._recorder is not None:
+            self._recorder.replay([(buf.data, t.data) for buf, t in pairs])
+            return self.outputs
+        for buf, t in pairs:
+            buf.data[...] = t.data
+            if buf._version is not None:
+                buf._version[0] += 1  # graphs that saved the old input refuse to use it
+        out = self._fn(*self._args)
+        leaves: list[Any] = []
+        spec = _flatten(out, leaves)
+        if not _same_spec(spec, self._spec) or len(leaves) != len(self._out_leaves):
+            raise CaptureError("captured step: step_fn returned a different structure of outputs "
+                               "than when it was recorded; a captured step must return the same "
+                               "structure every time")
+        for i, (new, kept) in enumerate(zip(leaves, self._out_leaves)):
+            t = _as_tensor(new)
+            if type(kept) is Tensor:
+                if t is None or t.data.shape != kept.data.shape or t.data.dtype != kept.data.dtype:
+                    raise CaptureError(f"captured step: output {i} changed shape or dtype since the "
+                                       "step was recorded")
+                kept.data[...] = t.data
+            else:
+                self._out_leaves[i] = new
+        if any(type(k) is not Tensor for k in self._out_leaves):
+            self.outputs = _unflatten(self._spec, self._out_leaves)
+        return self.outputs
+
+    # -- check ---------------------------------------------------------------------------------
+    def check(self, *args: Any, rtol: float = 1e-4, atol: float = 1e-6) -> CheckResult:
+        """Compare one replay on ``args`` with an eager run of ``step_fn`` on the same state.
+
+        The state of every capturable optimizer the step used (its parameters, their
+        gradients, its moments and step counts) is snapshot; ``step_fn(*args)`` runs eagerly;
+        the state is restored; the step is replayed on ``args``. The outputs, parameters,
+        gradients and optimizer state of the two runs must agree within
+        ``|replay - eager| <= atol + rtol |eager|`` (float tolerances, never bit equality; NaN
+        matches NaN). Afterwards the model holds the replay's result: ``check(*args)`` is one
+        step, as ``step(*args)`` would be. State the step changes outside those optimizers
+        (other global tensors, Python counters) is neither restored nor compared.
+
+        Returns:
+            a :class:`CheckResult`.
+
+        Raises:
+            CaptureError: something differs beyond the tolerance (the message says what and by
+                how much), or ``args`` do not match the recorded inputs.
+        """
+        self._inputs_for(args, "captured step check()")
+        eager_args = [a if s.buffer is None else _as_tensor(a) for s, a in zip(self._slots, args)]
+        snap = self._snapshot()
+        eager_out = self._fn(*eager_args)
+        eager_leaves: list[Any] = []
+        spec = _flatten(eager_out, eager_leaves)
+        eager = [(f"output {i}", _copy(t)) for i, t in enumerate(map(_as_tensor, eager_leaves))
+                 if t is not None]
+        eager += [(name, _copy(t)) for name, t in self._state_tensors()]
+        self._restore(snap)
+        if not _same_spec(spec, self._spec):
+            raise CaptureError("captured step check(): the eager run returned a different structure "
+                               "of outputs than the recording")
+        out = self(*args)
+        leaves: list[Any] = []
+        _flatten(out, leaves)
+        replay = [(f"output {i}", t) for i, t in enumerate(map(_as_tensor, leaves)) if t is not None]
+        replay += list(self._state_tensors())
+        if [n for n, _ in eager] != [n for n, _ in replay]:
+            raise CaptureError("captured step check(): the eager run and the replay produced "
+                               "different sets of outputs or gradients")
+        worst, worst_name, failures = 0.0, "", []
+        for (name, e), (_, r) in zip(eager, replay):
+            diff, ok = _compare(r, e, rtol, atol, name)
+            if diff > worst:
+                worst, worst_name = diff, name
+            if not ok:
+                failures.append(f"{name} (max |replay - eager| = {diff:.3g})")
+        if failures:
+            shown = ", ".join(failures[:5]) + (f" and {len(failures) - 5} more" if len(failures) > 5
+                                              else "")
+            raise CaptureError(f"captured step check(): the replay differs from an eager run beyond "
+                               f"rtol={rtol:g}, atol={atol:g} in {shown}; the step depends on "
+                               "something the recording froze (a Python value, host data) or on "
+                               "state outside its inputs")
+        return CheckResult(len(eager), worst, worst_name)
+
+    def _state_tensors(self) -> list[tuple[str, Tensor]]:
+        found = []
+        for k, opt in enumerate(self._participants):
+            who = f"{type(opt).__name__} #{k}"
+            for j, p in enumerate(opt._params()):
+                found.append((f"{who} parameter {j}", p))
+                if p.grad is not None:
+                    found.append((f"{who} gradient of parameter {j}", p.grad))
+                for name, v in sorted(opt.state.get(id(p), {}).items()):
+                    if isinstance(v, Tensor):
+                        found.append((f"{who} state {name!r} of parameter {j}", v))
+        return found
+
+    def _snapshot(self) -> list[tuple[Any, ...]]:
+        snap: list[tuple[Any, ...]] = []
+        for opt in self._participants:
+            for p in opt._params():
+                snap.append(("tensor", p, p.data, _copy(p).data))
+                g = p.grad
+                snap.append(("grad", p, g, None if g is None else g.data,
+                             None if g is None else _copy(g).data))
+                state = opt.state.get(id(p))
+                if state is not None:
+                    entries = {n: (v, v.data, _copy(v).data) if isinstance(v, Tensor) else (v,)
+                               for n, v in state.items()}
+                    snap.append(("state", opt, id(p), entries))
+        return snap
+
+    def _restore(self, snap: list[tuple[Any, ...]]) -> None:
+        """Put every snapshot tensor back into its original array, in place (a recording keeps
+        reading and writing the same memory)."""
+        for entry in snap:
+            if entry[0] == "tensor":
+                _, t, data, saved = entry
+                t.data = data
+                data[...] = saved
+            elif entry[0] == "grad":
+                _, p, g, data, saved = entry
+                if g is not None:
+                    g.data = data
+                    data[...] = saved
+                p._grad = g
+            else:
+                _, opt, key, entries = entry
+                state = opt.state.setdefault(key, {})
+                state.clear()
+                for n, e in entries.items():
+                    if len(e) == 3:
+                        v, data, saved = e
+                        v.data = data
+                        data[...] = saved
+                        state[n] = v
+                    else:
+                        state[n] = e[0]
+
+    def __repr__(self) -> str:
+        kind = "CUDA graph" if self.graph else "eager fallback"
+        return (f"CapturedStep({getattr(self._fn, '__name__', 'step')}, backend={self.backend!r}, "
+                f"{kind}, {sum(s.buffer is not None for s in self._slots)} tensor input(s))")
+
+
+def _leaves(tree: Any) -> list[Any]:
+    leaves: list[Any] = []
+    _flatten(tree, leaves)
+    return leaves
+
+
+def _same_spec(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_same_spec(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_spec(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _compare(r: Tensor, e: Tensor, rtol: float, atol: float, name: str) -> tuple[float, bool]:
+    """(max |r - e|, whether |r - e| <= atol + rtol |e| everywhere, NaN matching NaN)."""
+    if r.data.shape != e.data.shape:
+        raise CaptureError(f"captured step check(): {name} has shape {r.shape} in the replay and "
+                           f"{e.shape} in the eager run")
+    if r.size == 0:
+        return 0.0, True
+    xp = r._backend.xp
+    a, b = r.data, e.data
+    if r.dtype.kind not in "fc":  # integers and booleans: compare as floats
+        a, b = xp.astype(a, xp.float64), xp.astype(b, xp.float64)
+    both_nan = xp.logical_and(xp.isnan(a), xp.isnan(b))
+    d = xp.abs(a - b)
+    diff = xp.where(both_nan, xp.zeros_like(d), d)
+    ok = xp.logical_or(diff <= atol + rtol * xp.abs(b), both_nan)
+    worst = float(xp.max(xp.where(xp.isnan(diff), xp.full_like(diff, float("inf")), diff)))
+    return worst, bool(xp.all(ok))
