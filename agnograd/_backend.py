@@ -948,12 +948,14 @@ class CudaGraphRecorder:
         op_b, ld_b, b = _column_major(b, cublas)
         fn = self._gemm[out.dtype.char]
         head = (handle, op_b, op_a, n, m, k)
-        try:  # CuPy >= 13 takes alpha and beta by value
-            fn(*head, 1.0, b.data.ptr, ld_b, a.data.ptr, ld_a, 0.0, out.data.ptr, max(n, 1))
-        except TypeError:  # older CuPy: host pointers to alpha and beta
+        # CuPy 14.2's wrappers take alpha and beta as host pointers ("size_t alpha" in their
+        # signature; the handle is in host pointer mode); some versions take them by value.
+        if "size_t alpha" in (getattr(fn, "__doc__", None) or "size_t alpha"):
             one, zero = np.ones((), out.dtype), np.zeros((), out.dtype)
             fn(*head, one.ctypes.data, b.data.ptr, ld_b, a.data.ptr, ld_a, zero.ctypes.data,
                out.data.ptr, max(n, 1))
+        else:
+            fn(*head, 1.0, b.data.ptr, ld_b, a.data.ptr, ld_a, 0.0, out.data.ptr, max(n, 1))
 
     # -- recording -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -990,6 +992,8 @@ class CudaGraphRecorder:
                     self.stream.end_capture()  # leave capture mode; the graph is discarded
                 raise
             self.graph = self.stream.end_capture()
+            with contextlib.suppress(Exception):  # instantiate it now rather than on first launch
+                self.graph.upload(self.stream)
 
     def replay(self, copies: Sequence[tuple[Any, Any]]) -> None:
         """Copy each ``(dst, src)`` pair of arrays and launch the graph, ordered after the work
