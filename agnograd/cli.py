@@ -64,6 +64,7 @@ class TrainConfig:
     plot: str | None = None
     check_grad: bool = False
     progress: bool = True
+    capture: bool = False  # replay each full batch with ag.capture (a CUDA graph on CuPy)
 
 
 @dataclass
@@ -81,12 +82,15 @@ class TrainResult:
     train_accuracy: list[float] = field(default_factory=list)
     test_accuracy_curve: list[float] = field(default_factory=list)
     grad_check_error: float | None = None
+    captured: str | None = None  # "CUDA graph" or "eager fallback" when config.capture
+
 
     def summary(self, config: TrainConfig) -> str:
         return (f"test accuracy {self.test_accuracy:.2%} ({self.test_correct}/{self.test_size}) | "
                 f"{_plural(len(self.train_loss), 'epoch')}, {config.optimizer} lr {_lr(config):g}, hidden "
                 f"{config.hidden}, {config.dtype}, seed {config.seed} | wall time "
-                f"{self.wall_time:.2f} s | backend {self.backend} | device {self.device}")
+                f"{self.wall_time:.2f} s | backend {self.backend} | device {self.device}"
+                + (f" | captured step ({self.captured})" if self.captured else ""))
 
 
 def _plural(n: int, word: str) -> str:
@@ -100,10 +104,31 @@ def _lr(config: TrainConfig) -> float:
 def _make_optimizer(config: TrainConfig, params: list[ag.Tensor]) -> optim.Optimizer:
     lr = _lr(config)
     if config.optimizer == "sgd":
-        return optim.SGD(params, lr=lr, momentum=0.9)
+        return optim.SGD(params, lr=lr, momentum=0.9, capturable=config.capture)
     if config.optimizer == "adam":
-        return optim.Adam(params, lr=lr)
-    return optim.AdamW(params, lr=lr)
+        return optim.Adam(params, lr=lr, capturable=config.capture)
+    return optim.AdamW(params, lr=lr, capturable=config.capture)
+
+
+def _capture_step(step: Callable[[ag.Tensor, ag.Tensor], Any], model: nn.Module,
+                  opt: optim.Optimizer, xb: ag.Tensor, yb: ag.Tensor) -> ag.CapturedStep:
+    """``ag.capture(step, xb, yb)``, then the model and the optimizer put back where they were.
+
+    Capturing runs real steps (the warm-up and the recording) on ``xb``; to train exactly as
+    without ``--capture``, the parameters are restored and the optimizer state is zeroed, in
+    place (the recording keeps using the same memory). Zeroed moments and step counts are the
+    fresh state of Adam/AdamW, and of SGD without dampening, as the command uses them.
+    """
+    saved = [ag.asarray(p, copy=True) for p in model.parameters()]
+    captured = ag.capture(step, xb, yb)
+    with ag.no_grad():
+        for p, s in zip(model.parameters(), saved):
+            p[...] = s
+        for state in opt.state.values():
+            for v in state.values():
+                if isinstance(v, ag.Tensor):
+                    v[...] = 0.0
+    return captured
 
 
 def _count_correct(logits: ag.Tensor, labels: ag.Tensor) -> ag.Tensor:
@@ -166,6 +191,20 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     opt = _make_optimizer(config, model.parameters())
     rng = host_rng((config.seed, 1))
     n = X_train.shape[0]
+
+    def step(xb: ag.Tensor, yb: ag.Tensor) -> tuple[ag.Tensor, ag.Tensor]:
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss, logits
+
+    run: Callable[[ag.Tensor, ag.Tensor], tuple[ag.Tensor, ag.Tensor]] = step
+    if config.capture and n >= config.batch_size:  # full batches replay one recorded step
+        run = _capture_step(step, model, opt, X_train[:config.batch_size, ...],
+                            y_train[:config.batch_size])
+        result.captured = "CUDA graph" if run.graph else "eager fallback"
     bar = _progress(config)
     for _ in bar:
         order = ag.tensor(rng.permutation(n), backend=config.backend, device=X.device)
@@ -175,11 +214,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             stop = i + config.batch_size
             idx = order[i:stop] if stop < n else order[i:]
             xb, yb = ag.take(X_train, idx, axis=0), ag.take(y_train, idx, axis=0)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            # A captured step needs its recorded shapes: a last, smaller batch runs eagerly.
+            loss, logits = (run if xb.shape[0] == config.batch_size else step)(xb, yb)
             with ag.no_grad():  # running sums stay on the device: one sync per epoch
                 batch_loss = loss.detach() * float(yb.shape[0])
                 batch_hits = _count_correct(logits.detach(), yb)
@@ -316,7 +352,8 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(backend=args.backend, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
                        optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
                        dtype=args.dtype, test_fraction=args.test_fraction, save=args.save,
-                       plot=args.plot, check_grad=args.check_grad, progress=not args.no_progress)
+                       plot=args.plot, check_grad=args.check_grad, progress=not args.no_progress,
+                       capture=args.capture)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--check-grad", action="store_true",
                    help="before training, compare the network's gradients with finite "
                    "differences and print the largest relative error")
+    t.add_argument("--capture", action="store_true",
+                   help="record one training step with ag.capture and replay it for every full "
+                   "batch: one CUDA graph per step on --backend cupy, an eager fallback with the "
+                   "same semantics elsewhere")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("info", help="print the version, the usable backends and their devices",
                    description="Print agnograd's version, the backends usable here with their "

@@ -114,6 +114,33 @@ def test_same_seed_same_curve_on_cupy():
     assert b.device.startswith("cuda:")
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_capture_trains_the_same_curve(capsys, optimizer):
+    """--capture replays one recorded step (the eager fallback off CuPy); the warm-up steps of
+    the capture are undone, so the curve is the plain run's, to float32 rounding."""
+    cfg = dict(epochs=2, hidden=16, seed=2, progress=False, optimizer=optimizer)
+    a = cli.train(cli.TrainConfig(**cfg), log=lambda s: None)
+    b = cli.train(cli.TrainConfig(capture=True, **cfg), log=lambda s: None)
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-4)
+    assert abs(a.test_accuracy - b.test_accuracy) <= 1 / 359
+    assert a.captured is None and b.captured == "eager fallback"
+    code, out, err = _run(capsys, *FAST, "--capture", "--optimizer", optimizer)
+    assert code == 0, err
+    assert out.strip().endswith("| captured step (eager fallback)")
+
+
+@pytest.mark.gpu
+def test_capture_on_cupy_replays_a_cuda_graph():
+    if "cupy" not in ag.available_backends():
+        pytest.skip("CuPy with a CUDA device is not available here")
+    cfg = dict(epochs=3, hidden=32, seed=1, progress=False)
+    a = cli.train(cli.TrainConfig(backend="numpy", **cfg), log=lambda s: None)
+    b = cli.train(cli.TrainConfig(backend="cupy", capture=True, **cfg), log=lambda s: None)
+    assert b.captured == "CUDA graph"
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-4)
+    assert abs(a.test_accuracy - b.test_accuracy) <= 2 / 359
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--backend", "nope"], "unknown backend 'nope'"),
     (["train", "--epochs", "-3"], "argument --epochs: must be at least 0, not -3"),
