@@ -108,6 +108,30 @@ def test_gap_errors_are_actionable():
         ag.repeat(x, ag.tensor(da.from_array(np.array([2, 0, 1]))), axis=0)
 
 
+def test_documented_workarounds_stay_lazy_and_exact():
+    """The capability table's advice: ag.where for masks, one flat index array for x[i, j], and
+    ones_like before a plain sum keeps the row chunks of the cotangent."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((6, 4))
+    i, j = np.array([0, 5, 5, 2]), np.array([3, 0, 0, 1])
+    x = ag.tensor(da.from_array(a, chunks=(3, 2)), requires_grad=True)
+    ref = ag.tensor(a, requires_grad=True)
+    for t in (x, ref):
+        with no_compute():
+            flat = ag.reshape(t, (-1,))[ag.tensor(i * 4 + j, backend=t.backend)]
+            loss = ag.sum(ag.where(t > 0, t, 0.0) ** 2) + ag.sum(flat * flat)
+            loss.backward()
+    np.testing.assert_allclose(x.grad.data.compute(), ref.grad.numpy(), rtol=RTOL)
+    X = ag.tensor(da.ones((40, 3), chunks=(10, 3)))
+    v = ag.tensor(da.ones((2, 2)))
+
+    def row_chunks(loss_of):  # the row chunks of the cotangent reaching h = X @ w
+        return ag.grad(lambda h: loss_of(h @ v))(X @ ag.tensor(da.ones((3, 2)))).data.chunks[0]
+
+    assert row_chunks(lambda out: ag.sum(out)) == (40,)  # the gap: one batch-long chunk
+    assert row_chunks(lambda out: ag.sum(out * ag.ones_like(out))) == (10,) * 4
+
+
 def test_gap_list_names_table_records():
     names = {op.name for op in OPS}
     assert set(DASK_GAPS) <= names, set(DASK_GAPS) - names
