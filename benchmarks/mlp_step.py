@@ -9,6 +9,10 @@ checked against the hand-written ones before timing.
 
     python benchmarks/mlp_step.py                    # NumPy, small and medium
     python benchmarks/mlp_step.py --backend cupy     # CuPy, small, medium and large
+
+A second group of rows per configuration times the step *with an SGD update*: hand-written (its
+floor), agnograd eager, and agnograd replaying one ``ag.capture`` recording (a CUDA graph on
+CuPy; the eager fallback elsewhere), and the captured/eager ratio (``--no-captured`` omits them).
 """
 
 from __future__ import annotations
@@ -237,6 +241,103 @@ def run(config: str, backend: str, rounds: int, min_time: float) -> list[tuple[s
     return [(name, statistics.median(v)) for name, v in samples.items()]
 
 
+# ---------------------------------------------------------------------------------------------
+# Captured rows: the whole step with an SGD update, eager against ag.capture's replay
+
+
+def _timed(impls: dict[str, Callable[[], Any]], sync: Callable[[], None], rounds: int,
+           min_time: float) -> list[tuple[str, float]]:
+    """Medians of interleaved samples, as run() takes them."""
+    per = {}
+    for name, f in impls.items():
+        for _ in range(3):
+            f()
+        sync()
+        t0 = time.perf_counter()
+        f()
+        sync()
+        per[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(rounds):
+        for name, f in impls.items():
+            n = per[name]
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            sync()
+            samples[name].append((time.perf_counter() - t0) / n)
+    return [(name, statistics.median(v)) for name, v in samples.items()]
+
+
+def captured_rows(config: str, backend: str, rounds: int, min_time: float) -> list[tuple[str, float]]:
+    """The step with an SGD update (lr 0, so the parameters stay put and every implementation's
+    gradients can be checked against hand-written backprop): hand-written + update (the floor
+    of these rows), agnograd eager, and agnograd replaying one ``ag.capture`` recording -- a CUDA
+    graph on CuPy, the eager fallback (same semantics, no graph) on the other backends."""
+    from agnograd import optim
+
+    batch, sizes = CONFIGS[config]
+    host = make_problem(batch, sizes)
+    b = ag.get_backend(backend)
+    sync: Callable[[], None] = lambda: None
+    if backend == "cupy":
+        import cupy
+
+        sync = cupy.cuda.Device().synchronize
+    floor_data = {k: b.asarray(v) for k, v in host.items()}
+    hand = hand_written(b.xp, floor_data)
+
+    def hand_sgd() -> dict[str, Any]:
+        g = hand()
+        for k in PARAMS:
+            floor_data[k] -= 0.0 * g[k]  # in place, as the optimizers update
+        return g
+
+    def make(capturable: bool) -> tuple[Callable[..., Any], dict[str, ag.Tensor], ag.Tensor, ag.Tensor]:
+        x = ag.tensor(b.asarray(host["x"]), backend=backend)
+        y = ag.tensor(b.asarray(host["y"]), backend=backend)
+        P = {k: ag.tensor(b.asarray(host[k]), backend=backend, requires_grad=True) for k in PARAMS}
+        opt = optim.SGD(list(P.values()), lr=0.0, capturable=capturable)
+
+        def step(x: ag.Tensor, y: ag.Tensor) -> ag.Tensor:
+            opt.zero_grad()
+            x1 = ag.tanh(x @ P["W1"] + P["b1"])
+            x2 = ag.tanh(x1 @ P["W2"] + P["b2"])
+            x3 = x2 @ P["W3"] + P["b3"]
+            z = x3 - ag.max(x3, axis=1, keepdims=True).detach()
+            loss = -ag.mean(ag.sum(y * (z - ag.log(ag.sum(ag.exp(z), axis=1, keepdims=True))), axis=1))
+            loss.backward()
+            opt.step()
+            return loss
+
+        return step, P, x, y
+
+    step_e, P_e, x_e, y_e = make(capturable=False)
+    step_c, P_c, x_c, y_c = make(capturable=True)
+    captured = ag.capture(step_c, x_c, y_c)
+    captured.check(x_c, y_c)  # one replay against an eager run, float tolerances
+    kind = "CUDA graph" if captured.graph else "eager fallback"
+
+    def eager() -> dict[str, Any]:
+        step_e(x_e, y_e)
+        return {k: t.grad.data for k, t in P_e.items()}
+
+    def replay() -> dict[str, Any]:
+        captured(x_c, y_c)
+        return {k: t.grad.data for k, t in P_c.items()}
+
+    impls: dict[str, Callable[[], Any]] = {
+        f"hand-written {backend} + SGD update": hand_sgd,
+        "agnograd eager + SGD update": eager,
+        f"agnograd captured ({kind}) + SGD update": replay,
+    }
+    ref = hand_sgd()
+    for name, f in impls.items():
+        check(name, f(), ref)
+    return _timed(impls, sync, rounds, min_time)
+
+
 def blas_info() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -257,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--min-time", type=float, default=0.02, help="seconds per timing sample")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--no-captured", action="store_true",
+                        help="leave out the rows of the step with an SGD update, eager and captured")
     args = parser.parse_args(argv)
     configs = args.configs.split(",") if args.configs else (
         ["small", "medium", "large"] if args.backend == "cupy" else ["small", "medium"])
@@ -281,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         floor = results[0][1]
         for name, t in results:
             lines.append(f"| {config} | {name} | {t * 1e3:.3f} | {t / floor:.2f} |")
+        if not args.no_captured:  # ratios to this group's own floor: hand-written + update
+            rows = captured_rows(config, args.backend, args.rounds, args.min_time)
+            for name, t in rows:
+                lines.append(f"| {config} | {name} | {t * 1e3:.3f} | {t / rows[0][1]:.2f} |")
+            lines.append(f"| {config} | captured vs eager agnograd (step with update) | | "
+                         f"{rows[2][1] / rows[1][1]:.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
