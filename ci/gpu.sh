@@ -51,19 +51,31 @@ echo "== GPU cases (marker gpu)"
 python3 -m pytest -q -p no:cacheprovider $par -m gpu 2>&1 | tee "$logs/gpu-tests.log" | tail -n 25
 gpu_rc=${PIPESTATUS[0]}
 
+echo "== capture mode: CUDA-graph tests, then agnograd train with and without --capture"
+python3 -m pytest -q -p no:cacheprovider tests/test_capture.py tests/test_cli.py -k "capture or cupy" \
+  2>&1 | tee "$logs/capture-tests.log" | tail -n 25
+capture_rc=${PIPESTATUS[0]}
+: > "$logs/capture-train.log"
+for flag in "" "--capture"; do
+  python3 -m agnograd train --backend cupy --epochs 10 --no-progress $flag 2>&1 \
+    | tee -a "$logs/capture-train.log" | tail -n 1
+  [ "${PIPESTATUS[0]}" -eq 0 ] || capture_rc=1
+done
+
 echo "== the rest of the suite (CPU backends)"
 python3 -m pytest -q -p no:cacheprovider $par -m "not gpu and not slow" 2>&1 | tee "$logs/cpu-tests.log" | tail -n 5
 all_rc=${PIPESTATUS[0]}
 
 bench_rc=0
 if [ -f benchmarks/mlp_step.py ]; then
-  echo "== GPU benchmark"
+  echo "== GPU benchmark (with the captured rows: the step with an SGD update, eager and as a CUDA graph)"
   python3 benchmarks/mlp_step.py --backend cupy 2>&1 | tee "$logs/bench.log"
   bench_rc=${PIPESTATUS[0]}
 fi
 
 echo "== summary"
 echo "gpu cases:  $(tail -n 1 "$logs/gpu-tests.log")"
+echo "capture:    $(tail -n 1 "$logs/capture-tests.log"); train: $(grep -c 'test accuracy' "$logs/capture-train.log")/2 runs"
 echo "cpu cases:  $(tail -n 1 "$logs/cpu-tests.log")"
 [ -f benchmarks/mlp_step.py ] && echo "benchmark:  exit $bench_rc"
-[ "$gpu_rc" -eq 0 ] && [ "$all_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+[ "$gpu_rc" -eq 0 ] && [ "$capture_rc" -eq 0 ] && [ "$all_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
