@@ -135,13 +135,17 @@ def _creation_site() -> str:
 class Node:
     """One differentiable op application in the graph.
 
-    Holds only what backward needs: one VJP rule per input, an edge per input to the node (or
-    leaf Tensor) that produced it (``None`` when that input needs no gradient), and the raw
-    arrays the rules read (freed after use unless the graph is retained), plus static
-    ``params`` (axes, shapes) that stay. A rule is called ``rule(xp, g, *saved, *params)``.
-    ``src`` says where each saved array came from (input index ``i >= 0``,
-    output ``-1-k``, or ``None`` for a constant) so ``create_graph`` can re-attach it to the graph.
-    Outputs are never referenced by their node (no cycles): a saved output is its raw array.
+    Holds only what backward needs: one VJP rule per input, an edge per input to where that
+    input's cotangent goes (``None`` when that input needs no gradient), and the raw arrays the
+    rules read (freed after use unless the graph is retained), plus static ``params`` (axes,
+    shapes) that stay. A rule is called ``rule(xp, g, *saved, *params)``.
+
+    An edge is the parent :class:`Node` itself when the input is that node's only output, the
+    leaf Tensor for a leaf, or ``(node, k)`` for output ``k`` of a multi-output node: the common
+    cases cost no extra object per edge. ``src`` says where each saved array came from (input
+    index ``i >= 0``, output ``-1-k``, or ``None`` for a constant) so ``create_graph`` can
+    re-attach it to the graph. Outputs are never referenced by their node (no cycles): a saved
+    output is its raw array.
     """
 
     __slots__ = ("name", "backend", "vjps", "edges", "saved", "src", "params", "meta", "outs",
@@ -170,12 +174,28 @@ class Node:
         self.outs = outs  # per output (shape, raw dtype) for multi-output nodes, else None
         self.hooks: dict[int, list[Callable[..., Any]]] | None = None  # per output index
         self.where: str | None = _creation_site() if _anomaly.enabled else None
-        # (saved index, version cell, count when saved) of each saved input Tensor: an in-place
-        # change before backward would make the gradient silently wrong, so backward checks.
-        self.versions: tuple[tuple[int, list[int], int], ...] | None = None
+        # Flat (saved index, version cell, count when saved, ...) of each saved input Tensor: an
+        # in-place change before backward would make the gradient silently wrong, so backward
+        # checks.
+        self.versions: tuple[Any, ...] | None = None
 
     def __repr__(self) -> str:
         return f"<{self.name} node>"
+
+
+def edge_target(edge: Any) -> tuple[Any, int]:
+    """An edge as ``(node or leaf Tensor, output index)``."""
+    if type(edge) is tuple:
+        return edge  # type: ignore[no-any-return]
+    return edge, 0
+
+
+def _edge(t: Tensor) -> Any:
+    """Where a cotangent for input ``t`` goes (see :class:`Node`)."""
+    p = t._node
+    if p is None:
+        return t
+    return p if p.outs is None else (p, t._index)
 
 
 def record(
@@ -201,23 +221,23 @@ def record(
     if not _mode.enabled:
         return T._wrap(out_data, backend)
     # Per-op overhead is what users feel on small arrays: the one- and two-input cases are
-    # spelled out.
+    # spelled out, and an edge is the parent node itself (no tuple) in the common case.
     n = len(inputs)
     if n == 1:
         t = inputs[0]
         if vjps[0] is None or type(t) is not T or not t._requires_grad:
             return T._wrap(out_data, backend)
-        parent = t._node
-        edges: tuple[Any, ...] = ((parent, t._index) if parent is not None else (t, 0),)
+        p = t._node
+        edges: tuple[Any, ...] = (t if p is None else p if p.outs is None else (p, t._index),)
     elif n == 2:
         t0, t1 = inputs
         e0 = e1 = None
         if vjps[0] is not None and type(t0) is T and t0._requires_grad:
-            p0 = t0._node
-            e0 = (p0, t0._index) if p0 is not None else (t0, 0)
+            p = t0._node
+            e0 = t0 if p is None else p if p.outs is None else (p, t0._index)
         if vjps[1] is not None and type(t1) is T and t1._requires_grad:
-            p1 = t1._node
-            e1 = (p1, t1._index) if p1 is not None else (t1, 0)
+            p = t1._node
+            e1 = t1 if p is None else p if p.outs is None else (p, t1._index)
         if e0 is None and e1 is None:
             return T._wrap(out_data, backend)
         edges = (e0, e1)
@@ -254,45 +274,54 @@ def record_multi(
 
 
 def _edges(inputs: tuple[Any, ...], vjps: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """Per input, the slot its cotangent goes to; ``None`` when no input needs a gradient."""
+    """Per input, where its cotangent goes; ``None`` when no input needs a gradient."""
     T = _tensor_cls
     edges = []
     found = False
     for t, rule in zip(inputs, vjps):
         if rule is not None and type(t) is T and t._requires_grad:
-            parent = t._node
-            edges.append((parent, t._index) if parent is not None else (t, 0))
+            edges.append(_edge(t))
             found = True
         else:
             edges.append(None)
     return tuple(edges) if found else None
 
 
+# Interned ``src`` tuples: the same few patterns recur for every op, so nodes share them.
+_SRC: dict[tuple[int | None, ...], tuple[int | None, ...]] = {}
+_SRC_INPUT = tuple((i,) for i in range(4))  # one saved item: input i
+_SRC_OUTPUT = ((-1,),)  # one saved item: the (only) output
+
+
 def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[Any, ...]
                   ) -> tuple[tuple[Any, ...], tuple[int | None, ...] | None, Any]:
     """Raw arrays to keep, where each came from (input i, output -1-k, None: constant), and
-    the version cells of the saved input Tensors."""
+    the flat (index, version cell, count) triples of the saved input Tensors."""
     T = _tensor_cls
+    if len(saved) == 1:  # the common case (x or out of a unary op), without building lists
+        s = saved[0]
+        ts = type(s)
+        if ts is T:
+            i = _position(inputs, s)
+            cell = s._version
+            if cell is None:
+                cell = s._version = [0]
+            return (s.data,), (_SRC_INPUT[i] if i < 4 else (i,)), (0, cell, cell[0])
+        if ts is _Out and s.k == 0:
+            return (outs[0],), _SRC_OUTPUT[0], None
     raw = []
     src: list[int | None] = []
-    versions = []
+    versions: tuple[Any, ...] = ()
     known = False
     for s in saved:
         ts = type(s)
         if ts is T:
-            i = 0
-            for x in inputs:
-                if x is s:
-                    break
-                i += 1
-            else:
-                raise ValueError("a saved Tensor must be one of the op's inputs")
             cell = s._version
             if cell is None:
                 cell = s._version = [0]
-            versions.append((len(raw), cell, cell[0]))
+            versions += (len(raw), cell, cell[0])
             raw.append(s.data)
-            src.append(i)
+            src.append(_position(inputs, s))
             known = True
         elif ts is _Out:
             raw.append(outs[s.k])
@@ -301,7 +330,20 @@ def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[A
         else:
             raw.append(s)
             src.append(None)
-    return tuple(raw), (tuple(src) if known else None), (tuple(versions) if versions else None)
+    if not known:
+        return tuple(raw), None, None
+    key = tuple(src)
+    return tuple(raw), _SRC.setdefault(key, key), (versions or None)
+
+
+def _position(inputs: tuple[Any, ...], t: Any) -> int:
+    """Index of ``t`` among the op's inputs, by identity (``==`` is elementwise on Tensors)."""
+    i = 0
+    for x in inputs:
+        if x is t:
+            return i
+        i += 1
+    raise ValueError("a saved Tensor must be one of the op's inputs")
 
 
 # Set by agnograd/__init__ once the ops are installed: Tensor (for type checks) and the agnograd
@@ -325,7 +367,7 @@ def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
     """Sum ``g`` over the axes that broadcasting added or stretched, back to ``shape``."""
     lead = g.ndim - len(shape)
     if lead and g.shape[lead:] == shape:  # only leading axes were added (a bias): one sum
-        return xp.sum(g, axis=tuple(range(lead)))
+        return xp.sum(g, axis=0 if lead == 1 else tuple(range(lead)))  # an int axis is cheaper
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
     )
@@ -352,31 +394,36 @@ def backward(
     are not followed (``agnograd.func`` passes fresh aliases of its inputs, so this is exact).
     """
     T = _tensor_cls
-    pending: dict[Node, list[Any]] = {}  # cotangents per output slot of a node
-    leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, cotangent]
+    # dL/d(output) waiting at each node: the array itself for a single-output node, a list per
+    # output for a multi-output one. Leaves collect theirs by id (Tensors are not hashable).
+    pending: dict[Node, Any] = {}
+    leaf_grads: dict[int, list[Any]] = {}
 
-    def send(edge: tuple[Any, int], g: Any) -> None:
-        target, idx = edge
-        if type(target) is Node:
-            slots = pending.get(target)
+    def send(edge: Any, g: Any) -> None:
+        te = type(edge)
+        if te is Node:
+            prev = pending.get(edge)
+            pending[edge] = g if prev is None else prev + g
+        elif te is tuple:
+            node, k = edge
+            slots = pending.get(node)
             if slots is None:
-                slots = pending[target] = [None] * (1 if target.outs is None else len(target.outs))
-            prev = slots[idx]
-            slots[idx] = g if prev is None else prev + g
+                slots = pending[node] = [None] * len(node.outs)
+            prev = slots[k]
+            slots[k] = g if prev is None else prev + g
         else:
-            entry = leaf_grads.get(id(target))
+            entry = leaf_grads.get(id(edge))
             if entry is None:
-                leaf_grads[id(target)] = [target, g]
+                leaf_grads[id(edge)] = [edge, g]
             else:
                 entry[1] = entry[1] + g
 
     root_nodes: list[Node] = []
     for r, g in zip(roots, root_grads):
-        if r._node is None:
-            send((r, 0), g)
-        else:
+        e = _edge(r)
+        if r._node is not None:
             root_nodes.append(r._node)
-            send((r._node, r._index), g)
+        send(e, g)
     root_nodes = list(dict.fromkeys(root_nodes))
 
     wanted_nodes: dict[tuple[Node, int], int] = {}
@@ -398,9 +445,14 @@ def backward(
         """Does a cotangent sent along edge ``e`` reach something we need?"""
         if e is None:
             return False
-        if type(e[0]) is Node:
-            return useful is None or e[0] in useful
-        return useful is None or id(e[0]) in wanted_leaves
+        if useful is None:
+            return True
+        te = type(e)
+        if te is Node:
+            return e in useful
+        if te is tuple:
+            return e[0] in useful
+        return id(e) in wanted_leaves
 
     # 1. Count, for each node, how many live edges of its children will report to it.
     deps: dict[Node, int] = {}
@@ -409,38 +461,42 @@ def backward(
         deps.setdefault(n, 0)
     while stack:
         n = stack.pop()
-        if n in cut_nodes:
+        if cut_nodes and n in cut_nodes:
             continue
         for e in n.edges:
-            if e is not None and type(e[0]) is Node and (useful is None or e[0] in useful):
-                parent = e[0]
-                count = deps.get(parent)
+            te = type(e)
+            if te is tuple:
+                e, te = e[0], Node
+            if te is Node and (useful is None or e in useful):
+                count = deps.get(e)
                 if count is None:  # first visit: walk on from it
-                    deps[parent] = 1
-                    stack.append(parent)
+                    deps[e] = 1
+                    stack.append(e)
                 else:
-                    deps[parent] = count + 1
+                    deps[e] = count + 1
 
     # 2. Walk: a node runs once every child has reported (Kahn's algorithm), so each
     #    dL/dx_i = Σ_children (∂x_j/∂x_i)ᵀ dL/dx_j is complete before it is used, and used once.
     ready = [n for n in root_nodes if deps.get(n, 0) == 0 and (useful is None or n in useful)]
     anomaly = _anomaly.enabled
+    xp = _namespace
     while ready:
         node = ready.pop()
-        slots = pending.pop(node, None)
-        cut = node in cut_nodes
-        if slots is None:  # every child sent a zero (None): nothing flows on from here
-            if not cut:
+        g = pending.pop(node, None)
+        if g is None:  # every child sent a zero (None): nothing flows on from here
+            if not (cut_nodes and node in cut_nodes):
                 _release(node, ready, deps, live)
             continue
-        if node.hooks:
-            _run_node_hooks(node, slots, create_graph)
-        if wanted_nodes:
-            for k, g in enumerate(slots):
+        if node.hooks or wanted_nodes:
+            slots = [g] if node.outs is None else g
+            if node.hooks:
+                _run_node_hooks(node, slots, create_graph)
+            for k, gk in enumerate(slots):
                 w = wanted_nodes.get((node, k))
-                if w is not None and g is not None:
-                    results[w] = g if create_graph else T._wrap(g, node.backend)
-        if cut:
+                if w is not None and gk is not None:
+                    results[w] = gk if create_graph else T._wrap(gk, node.backend)
+            g = slots[0] if node.outs is None else slots
+        if cut_nodes and node in cut_nodes:
             continue
         saved = node.saved
         if saved is _FREED:
@@ -449,15 +505,16 @@ def backward(
                 "by the first backward. Pass retain_graph=True to the first backward (or "
                 "create_graph=True) if you need to backpropagate through this graph again."
             )
-        if node.versions is not None:
+        v = node.versions
+        if v is not None and (len(v) > 3 or v[1][0] != v[2]):  # one saved input: checked inline
             _check_versions(node)
         backend = node.backend
         if create_graph:
-            xp = _namespace
             saved = _reattach(node, saved)
         else:
             xp = backend.xp
-        g = slots[0] if node.outs is None else _node_cotangent(node, slots, backend, create_graph)
+        if node.outs is not None:
+            g = _node_cotangent(node, g, backend, create_graph)
         array_type = backend.array_type
         meta = node.meta
         args = saved + node.params if node.params else saved
@@ -469,37 +526,25 @@ def backward(
                 continue
             gi = vjps[i](xp, g, *args)
             if gi is not None:
-                if create_graph:
-                    if meta is not None and meta[i] is not None:
-                        shape, dt = meta[i]
-                        if gi.shape != shape:
-                            gi = _unbroadcast(xp, gi, shape)
-                        if gi.data.dtype != dt:
-                            gi = xp.astype(gi, dt)
-                else:
-                    if type(gi) is not array_type:
-                        gi = backend.fix(gi)
-                    if meta is not None and meta[i] is not None:
-                        shape, dt = meta[i]
-                        if gi.shape != shape:
-                            gi = backend.fix(_unbroadcast(xp, gi, shape))
-                        if gi.dtype != dt:
-                            gi = xp.astype(gi, dt)
+                if not create_graph and type(gi) is not array_type:
+                    gi = backend.fix(gi)
+                if meta is not None and meta[i] is not None:
+                    gi = _fit(xp, gi, meta[i], backend, create_graph)
                 if anomaly:
                     _check_finite(node, i, gi, create_graph)
-            parent = edge[0]
-            if type(parent) is Node:
+            te = type(edge)
+            if te is Node:
                 if gi is not None:  # accumulate dL/d(parent) from this child (fan-out sums)
-                    pslots = pending.get(parent)
-                    if pslots is None:
-                        if parent.outs is None:
-                            pending[parent] = [gi]
-                        else:
-                            pslots = pending[parent] = [None] * len(parent.outs)
-                            pslots[edge[1]] = gi
-                    else:
-                        prev = pslots[edge[1]]
-                        pslots[edge[1]] = gi if prev is None else prev + gi
+                    prev = pending.get(edge)
+                    pending[edge] = gi if prev is None else prev + gi
+                left = deps[edge] - 1
+                deps[edge] = left
+                if left == 0:
+                    ready.append(edge)
+            elif te is tuple:
+                if gi is not None:
+                    send(edge, gi)
+                parent = edge[0]
                 left = deps[parent] - 1
                 deps[parent] = left
                 if left == 0:
@@ -508,7 +553,7 @@ def backward(
                 send(edge, gi)
         if not retain_graph and node.saved:
             node.saved = _FREED
-        del g, slots, saved, args
+        del g, saved, args
 
     # 3. Deliver leaf gradients: leaf hooks first, then accumulate into .grad (or return them).
     for leaf, g in leaf_grads.values():
@@ -530,6 +575,19 @@ def backward(
     return results if targets is not None else None
 
 
+def _fit(xp: Any, gi: Any, meta: tuple[Any, Any], backend: Backend, create_graph: bool) -> Any:
+    """An input's cotangent summed back over broadcast axes and cast to the input's dtype."""
+    shape, dt = meta
+    if gi.shape != shape:
+        gi = _unbroadcast(xp, gi, shape)
+        if not create_graph:
+            gi = backend.fix(gi)
+    have = gi.data.dtype if create_graph else gi.dtype
+    if have is not dt and have != dt:
+        gi = xp.astype(gi, dt)
+    return gi
+
+
 def _useful_nodes(roots: list[Node], target_nodes: set[Node], target_leaves: dict[int, int]
                   ) -> set[Node]:
     """Nodes from which a target can be reached (iterative post-order; targets are cut points)."""
@@ -547,14 +605,16 @@ def _useful_nodes(roots: list[Node], target_nodes: set[Node], target_leaves: dic
         if not expanded:
             stack.append((n, True))
             for e in n.edges:
-                if e is not None and type(e[0]) is Node and e[0] not in done:
-                    stack.append((e[0], False))
+                if e is not None:
+                    p = edge_target(e)[0]
+                    if type(p) is Node and p not in done:
+                        stack.append((p, False))
             continue
         done.add(n)
         for e in n.edges:
             if e is None:
                 continue
-            p = e[0]
+            p = edge_target(e)[0]
             if (type(p) is Node and p in useful) or (type(p) is not Node and id(p) in target_leaves):
                 useful.add(n)
                 break
@@ -595,8 +655,10 @@ def _check_finite(node: Node, i: int, gi: Any, create_graph: bool) -> None:
 
 
 def _check_versions(node: Node) -> None:
-    for k, cell, count in node.versions:  # type: ignore[union-attr]
-        if cell[0] != count:
+    v: Any = node.versions
+    for j in range(0, len(v), 3):
+        if v[j + 1][0] != v[j + 2]:
+            k, cell, count = v[j], v[j + 1], v[j + 2]
             shape = tuple(node.saved[k].shape)
             i = node.src[k]  # type: ignore[index]
             raise RuntimeError(
@@ -611,11 +673,13 @@ def _release(node: Node, ready: list[Node], deps: dict[Node, int],
              live: Callable[[Any], bool]) -> None:
     """A node that received no cotangent still counts as reported to each of its parents."""
     for e in node.edges:
-        if live(e) and type(e[0]) is Node:
-            left = deps[e[0]] - 1
-            deps[e[0]] = left
-            if left == 0:
-                ready.append(e[0])
+        if live(e):
+            p = edge_target(e)[0]
+            if type(p) is Node:
+                left = deps[p] - 1
+                deps[p] = left
+                if left == 0:
+                    ready.append(p)
 
 
 def _node_cotangent(node: Node, slots: list[Any], backend: Backend, as_tensor: bool) -> Any:
@@ -653,10 +717,10 @@ def _reattach(node: Node, saved: tuple[Any, ...]) -> tuple[Any, ...]:
             edge = node.edges[s]
             if edge is None:
                 out.append(T._wrap(a, backend))
-            elif type(edge[0]) is Node:
-                out.append(T._wrap(a, backend, edge[0], edge[1]))
             else:
-                out.append(edge[0])  # the leaf itself
+                p, k = edge_target(edge)
+                # the producing node's output, or the leaf itself
+                out.append(T._wrap(a, backend, p, k) if type(p) is Node else p)
         else:
             out.append(T._wrap(a, backend, node, -1 - s))
     return tuple(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._dtypes import from_backend_dtype
-from ._engine import _FREED, Node
+from ._engine import _FREED, Node, edge_target
 from ._tensor import Tensor
 
 __all__ = ["to_dot", "to_mermaid", "saved_nbytes"]
@@ -20,9 +20,10 @@ def _walk(t: Tensor) -> list[Node]:
         n = stack.pop()
         order.append(n)
         for e in n.edges:
-            if e is not None and type(e[0]) is Node and e[0] not in seen:
-                seen.add(e[0])
-                stack.append(e[0])
+            p = None if e is None else edge_target(e)[0]
+            if type(p) is Node and p not in seen:
+                seen.add(p)
+                stack.append(p)
     return order
 
 
@@ -72,7 +73,7 @@ def _graph(t: Tensor, names: dict[str, Tensor] | None) -> tuple[list[tuple[str, 
                                           "const")
                             edges.append((cid, nid))
                 continue
-            src, _ = e
+            src, _ = edge_target(e)
             if type(src) is Node:
                 edges.append((f"n{id(src)}", nid))
             else:

@@ -163,7 +163,7 @@ def test_inputs_that_need_no_grad_get_no_gradient_work(monkeypatch):
     w = ag.tensor([1.0, 2.0], requires_grad=True)
     c = ag.tensor([3.0, 4.0])           # a constant
     y = ag.sum(w * c)
-    node = y.node.edges[0][0]           # the multiply node
+    node = y.node.edges[0]              # the multiply node (its only output)
     assert node.edges[1] is None        # no edge, so its rule never runs
 
     rules = list(node.vjps)

@@ -16,6 +16,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from .._engine import _mode
 from ._common import (
     OUT,
     PY_SCALARS,
@@ -59,7 +60,7 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> None:
                 x = to_tensor(x, name)
             b = x._backend
             y = getattr(b.xp, name)(x.data)
-            if x._requires_grad and grad_on():
+            if x._requires_grad and _mode.enabled:
                 saved = (OUT,) if saves_out else (x,) if saves_x else ()
                 return record(name, y, b, (x,), rules, saved)
             return wrap(y, b)
@@ -130,8 +131,9 @@ def _binary(
 ) -> Callable[..., Any]:
     rules = (rule1, rule2)
     differentiable = rule1 is not None or rule2 is not None
-    # What the rules read, as positions in (x1, x2, out): resolved once, not per call.
+    # What the rules read, from (x1, x2, out): resolved once, not per call.
     picks = tuple({"x": 0, "y": 1, "o": 2}[c] for c in save)
+    pick = operator.itemgetter(*picks) if len(picks) > 1 else None
 
     def op(x1: Any, x2: Any) -> Tensor:
         b, x1, x2 = binary_operands(x1, x2, name)
@@ -143,11 +145,13 @@ def _binary(
             raise _operand_error(name, x1, x2, b, exc) from exc
         if y is NotImplemented:
             raise TypeError(f"{name}: unsupported operands {type(a1).__name__}, {type(a2).__name__}")
-        if differentiable and grad_on() and (
+        if differentiable and _mode.enabled and (
             (type(x1) is Tensor and x1._requires_grad) or (type(x2) is Tensor and x2._requires_grad)
         ):
-            operands = (x1, x2, OUT)
-            saved = tuple([operands[k] for k in picks])
+            if pick is not None:
+                saved = pick((x1, x2, OUT))
+            else:
+                saved = ((x1, x2, OUT)[picks[0]],) if picks else ()
             return record(name, y, b, (x1, x2), rules, saved, _meta(x1, x2, y))
         return wrap(y, b)
 
@@ -175,10 +179,15 @@ def _meta(x1: Any, x2: Any, y: Any) -> tuple[Any, Any] | None:
     """(shape, dtype) of each Tensor input whose cotangent may need reducing or casting."""
     shape, dt = y.shape, y.dtype
     m1 = m2 = None
-    if type(x1) is Tensor and (x1.data.shape != shape or x1.data.dtype != dt):
-        m1 = (x1.data.shape, x1.data.dtype)
-    if type(x2) is Tensor and (x2.data.shape != shape or x2.data.dtype != dt):
-        m2 = (x2.data.shape, x2.data.dtype)
+    # ``is`` first: comparing dtype objects is slow, and they are usually the same object.
+    if type(x1) is Tensor:
+        a = x1.data
+        if a.shape != shape or (a.dtype is not dt and a.dtype != dt):
+            m1 = (a.shape, a.dtype)
+    if type(x2) is Tensor:
+        a = x2.data
+        if a.shape != shape or (a.dtype is not dt and a.dtype != dt):
+            m2 = (a.shape, a.dtype)
     return None if m1 is None and m2 is None else (m1, m2)
 
 

@@ -212,8 +212,12 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
     VJP: ``x̄1 = ḡ x2ᵀ``, ``x̄2 = x1ᵀ ḡ`` (outer products for vector operands), summed over
     broadcast batch axes.
     """
-    b, (x1, x2) = operands((x1, x2), "matmul")
-    s1, s2 = x1.shape, x2.shape
+    if type(x1) is Tensor and type(x2) is Tensor and x1._backend is x2._backend and not (
+            x1._backend.multi_device):
+        b = x1._backend  # the common case, without building operand lists
+    else:
+        b, (x1, x2) = operands((x1, x2), "matmul")
+    s1, s2 = x1.data.shape, x2.data.shape
     if x1.ndim == 0 or x2.ndim == 0:
         raise ValueError(
             f"matmul: operands must have at least one dimension, got shapes {s1} and {s2}; "
@@ -230,7 +234,12 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
     except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured: the
         y = b.xp.matmul(x1.data, x2.data)  # graph-safe product of ag.capture's namespace
     if _needs(x1, x2):
-        return record("matmul", y, b, (x1, x2), (_matmul_1, _matmul_2), (x1, x2), _meta(x1, x2))
+        d1, d2, dy = x1.data.dtype, x2.data.dtype, y.dtype
+        # Matrices and vectors of the result's dtype get cotangents of their own shape and
+        # dtype: only batched or mixed-dtype products need the engine to reduce or cast.
+        plain = x1.ndim <= 2 and x2.ndim <= 2 and (d1 is dy or d1 == dy) and (d2 is dy or d2 == dy)
+        return record("matmul", y, b, (x1, x2), (_matmul_1, _matmul_2), (x1, x2),
+                      None if plain else _meta(x1, x2))
     return wrap(y, b)
 
 
