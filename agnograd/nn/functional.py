@@ -16,6 +16,7 @@ import agnograd as ag
 
 from .. import _capture_state as _capture
 from .._backend import HostRNG, host_rng
+from .._engine import record as _record
 
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softplus", "softmax", "log_softmax", "mse_loss",
@@ -120,32 +121,74 @@ def cross_entropy(logits: ag.Tensor, target: Any, reduction: Reduction = "mean")
 
     ``target`` is either integer class labels of shape ``(N,)`` (values in ``0..C-1``) or class
     probabilities of shape ``(N, C)``. The per-sample loss is ``-Σ_c p_c log softmax(x)_c``,
-    computed through :func:`log_softmax`, so logits of ±1000 give finite losses and gradients;
-    the gradient with respect to the logits is ``softmax(x) - p`` (over ``N`` for ``"mean"``).
+    computed stably (shifted by the row maximum), so logits of ±1000 give finite losses and
+    gradients. It is one graph node whose rule is the fused gradient
+    ``x̄ = ḡ·(softmax(x)·Σ_c p_c - p)`` (``ḡ/N`` for ``"mean"``) and ``p̄ = -ḡ·log softmax(x)``:
+    one node instead of the ten a composition of ``max``, ``exp``, ``log``, ``sum`` records.
     """
     logits = _t(logits)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must have shape (N, C), not {logits.shape}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not "
+                         f"{reduction!r}")
     n, c = logits.shape
     target = _t(target, logits)
-    logp = log_softmax(logits, axis=1)
+    if target.backend != logits.backend:
+        raise TypeError(f"cross_entropy: target on backend '{target.backend}' but logits on "
+                        f"'{logits.backend}'; move one with ag.to_backend")
     if target.dtype.is_floating:
         if target.shape != logits.shape:
             raise ValueError(f"cross_entropy: class-probability targets must have the logits' "
                              f"shape {logits.shape}, not {target.shape}")
-        if target.dtype != logp.dtype:
-            target = ag.astype(target, logp.dtype)
-        loss = -ag.sum(target * logp, axis=1)
+        if target.dtype != logits.dtype:
+            target = ag.astype(target, logits.dtype)
+        normalized = False
     else:
         if target.shape != (n,):
             raise ValueError(f"cross_entropy: integer labels must have shape ({n},), not "
                              f"{target.shape}")
-        if target.backend != logits.backend:
-            raise TypeError(f"cross_entropy: labels on backend '{target.backend}' but logits on "
-                            f"'{logits.backend}'")
-        picked = ag.take_along_axis(logp, ag.reshape(target, (n, 1)), axis=1)
-        loss = -ag.reshape(picked, (n,))
-    return _reduce(loss, reduction, "cross_entropy")
+        # Labels become one-hot rows (constants): the same fused rule serves both targets.
+        classes = ag.arange(c, dtype=target.dtype, device=target.device)
+        target = ag.astype(ag.reshape(target, (n, 1)) == classes, logits.dtype)
+        normalized = True
+    return _softmax_cross_entropy(logits, target, reduction, normalized)
+
+
+def _log_softmax_raw(xp: Any, x: Any) -> Any:
+    z = x - xp.max(x, axis=1, keepdims=True)
+    return z - xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
+
+
+def _xent_scale(xp: Any, g: Any, n: int, reduction: str) -> Any:
+    """The loss cotangent as a factor on each row: ḡ/N (mean), ḡ (sum), ḡ_n per row (none)."""
+    if reduction == "none":
+        return xp.reshape(g, (n, 1))
+    return g / n if reduction == "mean" else g
+
+
+def _xent_x(xp: Any, g: Any, x: Any, p: Any, reduction: str, normalized: bool) -> Any:
+    e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+    s = e / xp.sum(e, axis=1, keepdims=True)  # softmax(x), recomputed: only x and p are saved
+    d = s - p if normalized else s * xp.sum(p, axis=1, keepdims=True) - p
+    return _xent_scale(xp, g, x.shape[0], reduction) * d
+
+
+def _xent_p(xp: Any, g: Any, x: Any, p: Any, reduction: str, normalized: bool) -> Any:
+    return -_xent_scale(xp, g, x.shape[0], reduction) * _log_softmax_raw(xp, x)
+
+
+def _softmax_cross_entropy(x: ag.Tensor, p: ag.Tensor, reduction: str, normalized: bool
+                           ) -> ag.Tensor:
+    b = x._backend
+    xp = b.xp
+    loss = -xp.sum(p.data * _log_softmax_raw(xp, x.data), axis=1)
+    if reduction == "mean":
+        loss = xp.mean(loss)
+    elif reduction == "sum":
+        loss = xp.sum(loss)
+    return _record("cross_entropy", loss, b, (x, p), (_xent_x, _xent_p), (x, p),
+                   params=(reduction, normalized))
 
 
 def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any,
