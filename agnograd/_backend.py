@@ -851,6 +851,8 @@ def _graph_safe_sign(x: Any, /) -> Any:
     if x.dtype.kind == "c":
         mag = cupy.abs(x)
         return cupy.where(mag == 0, cupy.zeros((), x.dtype), x / cupy.where(mag == 0, 1, mag))
+    if x.dtype.kind == "f":  # CuPy's sign maps NaN to 0; the standard keeps NaN
+        return cupy.where(cupy.isnan(x), x, cupy.sign(x))
     return cupy.sign(x)
 
 
@@ -920,25 +922,45 @@ class CudaGraphRecorder:
         self.graph: Any = None
         self._handle: int | None = None
         self._workspace: Any = None
+        self._lib: Any = None
         self._gemm: dict[str, Any] = {}
 
     # -- cuBLAS --------------------------------------------------------------------------------
     def _cublas(self) -> int:
+        """The private handle, bound to the stream with its own workspace (created once).
+
+        cuBLAS itself is called through ctypes on the library CuPy loaded (found in
+        ``/proc/self/maps``): CuPy's wrappers re-bind the handle to the current stream on every
+        call, and ``cublasSetStream`` resets the workspace to cuBLAS's default pool. Where the
+        library cannot be found, CuPy's wrappers are used and cuBLAS keeps that default pool.
+        """
         if self._handle is None:
             import cupy
             from cupy_backends.cuda.libs import cublas
 
             handle = cublas.create()
-            cublas.setStream(handle, self.stream.ptr)
             self._workspace = cupy.empty(self.WORKSPACE_BYTES, dtype=cupy.uint8)
-            _set_cublas_workspace(handle, self._workspace.data.ptr, self.WORKSPACE_BYTES)
+            self._lib = _loaded_cublas()
+            if self._lib is not None:
+                try:
+                    _cublas_check(self._lib.cublasSetStream_v2(handle, self.stream.ptr),
+                                  "cublasSetStream")
+                    _cublas_check(self._lib.cublasSetWorkspace_v2(
+                        handle, self._workspace.data.ptr, self.WORKSPACE_BYTES),
+                        "cublasSetWorkspace")
+                except Exception:  # an older cuBLAS: CuPy's wrappers, the default workspace
+                    self._lib = None
+            if self._lib is None:
+                cublas.setStream(handle, self.stream.ptr)
             self._gemm = {"f": cublas.sgemm, "d": cublas.dgemm, "F": cublas.cgemm,
                           "D": cublas.zgemm}
             self._handle = handle
         return self._handle
 
     def gemm(self, a: Any, b: Any, out: Any) -> None:
-        """``out = a @ b`` for 2-d arrays of one dtype (``out`` C-contiguous), on the stream."""
+        """``out = a @ b`` for 2-d arrays of one dtype (``out`` C-contiguous), on the stream.
+
+        Row-major ``C = A B`` is the column-major ``Cᵀ = Bᵀ Aᵀ``: cuBLAS gets ``B`` first."""
         from cupy_backends.cuda.libs import cublas
 
         handle = self._cublas()
@@ -946,12 +968,20 @@ class CudaGraphRecorder:
         n = b.shape[1]
         op_a, ld_a, a = _column_major(a, cublas)
         op_b, ld_b, b = _column_major(b, cublas)
-        fn = self._gemm[out.dtype.char]
         head = (handle, op_b, op_a, n, m, k)
+        # alpha and beta are read from host memory (the handle's default pointer mode).
+        one, zero = np.ones((), out.dtype), np.zeros((), out.dtype)
+        if self._lib is not None:
+            name = {"f": "cublasSgemm_v2", "d": "cublasDgemm_v2", "F": "cublasCgemm_v2",
+                    "D": "cublasZgemm_v2"}[out.dtype.char]
+            _cublas_check(getattr(self._lib, name)(
+                *head, one.ctypes.data, b.data.ptr, ld_b, a.data.ptr, ld_a, zero.ctypes.data,
+                out.data.ptr, max(n, 1)), name)
+            return
+        fn = self._gemm[out.dtype.char]
         # CuPy 14.2's wrappers take alpha and beta as host pointers ("size_t alpha" in their
-        # signature; the handle is in host pointer mode); some versions take them by value.
+        # signature); some versions take them by value.
         if "size_t alpha" in (getattr(fn, "__doc__", None) or "size_t alpha"):
-            one, zero = np.ones((), out.dtype), np.zeros((), out.dtype)
             fn(*head, one.ctypes.data, b.data.ptr, ld_b, a.data.ptr, ld_a, zero.ctypes.data,
                out.data.ptr, max(n, 1))
         else:
@@ -1036,26 +1066,40 @@ def _column_major(x: Any, cublas: Any) -> tuple[int, int, Any]:
     return cublas.CUBLAS_OP_N, max(c, 1), cupy.ascontiguousarray(x)
 
 
-def _set_cublas_workspace(handle: int, ptr: int, nbytes: int) -> None:
-    """Give a cuBLAS handle its own workspace (``cublasSetWorkspace``), so kernels recorded into
-    a graph never allocate. CuPy's wrapper when it has one, else the library through ctypes;
-    if neither is available cuBLAS keeps its default workspace."""
-    from cupy_backends.cuda.libs import cublas
-
-    setter = getattr(cublas, "setWorkspace", None)
-    if setter is not None:
-        with contextlib.suppress(Exception):
-            setter(handle, ptr, nbytes)
-            return
+def _loaded_cublas() -> Any:
+    """ctypes access to the cuBLAS library already loaded in this process (by CuPy), with the
+    signatures the recorder calls; ``None`` where it cannot be found (e.g. not Linux)."""
     import ctypes
 
-    for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"):
-        try:
-            lib = ctypes.CDLL(name)
-            fn = lib.cublasSetWorkspace_v2
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-        fn.restype = ctypes.c_int
-        fn(ctypes.c_void_p(handle), ctypes.c_void_p(ptr), ctypes.c_size_t(nbytes))
-        return
+    path = None
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split()
+                if len(parts) >= 6 and os.path.basename(parts[-1]).startswith("libcublas.so"):
+                    path = parts[-1]
+                    break
+    except OSError:
+        return None
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)  # already loaded: the same library object CuPy uses
+        p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+        lib.cublasSetStream_v2.argtypes = [p, p]
+        lib.cublasSetWorkspace_v2.argtypes = [p, p, s]
+        for name in ("cublasSgemm_v2", "cublasDgemm_v2", "cublasCgemm_v2", "cublasZgemm_v2"):
+            fn = getattr(lib, name)
+            # handle, transa, transb, m, n, k, alpha*, A*, lda, B*, ldb, beta*, C*, ldc
+            fn.argtypes = [p, i, i, i, i, i, p, p, i, p, i, p, p, i]
+            fn.restype = i
+        lib.cublasSetStream_v2.restype = i
+        lib.cublasSetWorkspace_v2.restype = i
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def _cublas_check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{what} failed with cuBLAS status {status}")
