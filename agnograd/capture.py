@@ -238,8 +238,17 @@ class CapturedStep:
                     self._sync_participants()
                     self._call_checked()
             self._sync_participants()
-            with rec.capture():
-                out = self._call_checked()
+            try:
+                with rec.capture():
+                    out = self._call_checked()
+            except CaptureError:
+                raise
+            except Exception:
+                # The warm-up ran matrix products through CuPy's own cuBLAS handle; the first
+                # capture is the private handle's first use, and one-time initialisation inside
+                # a capture can fail. Nothing recorded was executed: try once more.
+                with rec.capture():
+                    out = self._call_checked()
         except CaptureError:
             raise
         except Exception as exc:
