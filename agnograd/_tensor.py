@@ -203,13 +203,15 @@ class Tensor:
         """The value of a one-element tensor as a Python scalar (copies to the host)."""
         if self.size != 1:
             raise ValueError(f"item() needs a tensor with one element, not shape {self.shape}")
-        _capture.refuse("Tensor.item()")
+        if _capture.ACTIVE:
+            _capture.refuse("Tensor.item()")
         value = host_array(self.data).reshape(()).item()
         return value  # type: ignore[no-any-return]
 
     def numpy(self) -> Any:
         """A NumPy copy of the data (a view for the NumPy backend)."""
-        _capture.refuse("Tensor.numpy()")
+        if _capture.ACTIVE:
+            _capture.refuse("Tensor.numpy()")
         return host_array(self.data)
 
     def __repr__(self) -> str:
@@ -254,7 +256,8 @@ class Tensor:
     def _scalar(self, kind: type, what: str) -> Any:
         if self.ndim != 0:
             raise TypeError(f"{what}() of a tensor needs a 0-d tensor, not shape {self.shape}")
-        _capture.refuse(f"{what}() of a Tensor")
+        if _capture.ACTIVE:
+            _capture.refuse(f"{what}() of a Tensor")
         return kind(self.data)
 
     def __bool__(self) -> bool:
@@ -270,7 +273,8 @@ class Tensor:
         return self._scalar(complex, "complex")  # type: ignore[no-any-return]
 
     def __index__(self) -> int:
-        _capture.refuse("Tensor.__index__ (a Tensor used as a Python int)")
+        if _capture.ACTIVE:
+            _capture.refuse("Tensor.__index__ (a Tensor used as a Python int)")
         return self.data.__index__()  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
