@@ -251,6 +251,65 @@ def record(
     return T._wrap(out_data, backend, node, 0)
 
 
+def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
+                 vjps: tuple[Callable[..., Any]], save: int) -> Tensor:
+    """:func:`record` for a one-input elementwise op, the commonest kind, spelled out: the
+    caller has checked that ``x`` requires grad and grad mode is on. ``save`` says what the
+    rule reads: 0 nothing, 1 the input, 2 the output."""
+    p = x._node
+    node = Node(name, backend, vjps, (x if p is None else p if p.outs is None else (p, x._index),),
+                (), None, (), None, None)
+    if save == 1:
+        cell = x._version
+        if cell is None:
+            cell = x._version = [0]
+        node.saved, node.src, node.versions = (x.data,), _SRC_INPUT[0], (0, cell, cell[0])
+    elif save == 2:
+        node.saved, node.src = (out_data,), _SRC_OUTPUT[0]
+    return _tensor_cls._wrap(out_data, backend, node, 0)
+
+
+def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
+                  vjps: tuple[Callable[..., Any] | None, Callable[..., Any] | None],
+                  picks: tuple[int, ...], meta: tuple[Any, ...] | None) -> Tensor:
+    """:func:`record` for a two-operand elementwise op (either operand may be a Python scalar),
+    spelled out: the caller has checked that grad mode is on and an operand requires grad.
+    ``picks`` names what the rules read, in order: 0 ``x1``, 1 ``x2``, 2 the output."""
+    T = _tensor_cls
+    e0 = e1 = None
+    if vjps[0] is not None and type(x1) is T and x1._requires_grad:
+        p = x1._node
+        e0 = x1 if p is None else p if p.outs is None else (p, x1._index)
+    if vjps[1] is not None and type(x2) is T and x2._requires_grad:
+        p = x2._node
+        e1 = x2 if p is None else p if p.outs is None else (p, x2._index)
+    node = Node(name, backend, vjps, (e0, e1), (), None, (), meta, None)
+    if picks:
+        raw: tuple[Any, ...] = ()
+        src: tuple[int | None, ...] = ()
+        versions: tuple[Any, ...] = ()
+        for k in picks:
+            if k == 2:
+                raw += (out_data,)
+                src += (-1,)
+                continue
+            t = x2 if k else x1
+            if type(t) is T:
+                cell = t._version
+                if cell is None:
+                    cell = t._version = [0]
+                versions += (len(raw), cell, cell[0])
+                raw += (t.data,)
+                src += (k,)
+            else:  # a Python scalar
+                raw += (t,)
+                src += (None,)
+        node.saved, node.src = raw, _SRC.setdefault(src, src)
+        if versions:
+            node.versions = versions
+    return T._wrap(out_data, backend, node, 0)
+
+
 def record_multi(
     name: str,
     out_datas: tuple[Any, ...],

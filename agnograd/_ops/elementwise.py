@@ -16,9 +16,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .._engine import _mode
+from .._engine import _mode, record_binary, record_unary
 from ._common import (
-    OUT,
     PY_SCALARS,
     Tensor,
     binary_operands,
@@ -52,8 +51,7 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> None:
             return wrap(getattr(b.xp, name)(x.data), b)
     else:
         rules = (rule,)
-        saves_out = save == "out"
-        saves_x = save == "x"
+        save_code = {None: 0, "x": 1, "out": 2}[save]
 
         def op(x: Any) -> Tensor:
             if type(x) is not Tensor:
@@ -61,8 +59,7 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> None:
             b = x._backend
             y = getattr(b.xp, name)(x.data)
             if x._requires_grad and _mode.enabled:
-                saved = (OUT,) if saves_out else (x,) if saves_x else ()
-                return record(name, y, b, (x,), rules, saved)
+                return record_unary(name, y, b, x, rules, save_code)
             return wrap(y, b)
 
     op.__doc__ = (
@@ -133,7 +130,6 @@ def _binary(
     differentiable = rule1 is not None or rule2 is not None
     # What the rules read, from (x1, x2, out): resolved once, not per call.
     picks = tuple({"x": 0, "y": 1, "o": 2}[c] for c in save)
-    pick = operator.itemgetter(*picks) if len(picks) > 1 else None
 
     def op(x1: Any, x2: Any) -> Tensor:
         b, x1, x2 = binary_operands(x1, x2, name)
@@ -148,11 +144,7 @@ def _binary(
         if differentiable and _mode.enabled and (
             (type(x1) is Tensor and x1._requires_grad) or (type(x2) is Tensor and x2._requires_grad)
         ):
-            if pick is not None:
-                saved = pick((x1, x2, OUT))
-            else:
-                saved = ((x1, x2, OUT)[picks[0]],) if picks else ()
-            return record(name, y, b, (x1, x2), rules, saved, _meta(x1, x2, y))
+            return record_binary(name, y, b, x1, x2, rules, picks, _meta(x1, x2, y))
         return wrap(y, b)
 
     op.__doc__ = (
