@@ -292,6 +292,18 @@ def test_kernel_arguments_and_device_constants_are_fine():
     assert float(s(ag.tensor([3.0, 4.0]))) == pytest.approx(24.0)
 
 
+def test_an_ordinary_training_step_never_calls_the_checker(monkeypatch):
+    def called(*args, **kwargs):
+        raise AssertionError("the capture checker was called outside a recording")
+
+    monkeypatch.setattr(_capture_state, "refuse", called)
+    model, opt, step = _setup("numpy", "adam", capturable=False)
+    x, y = _tensors("numpy", *_data(1)[0])
+    loss, logits = step(x, y)
+    x[0, ...] = x[1, ...]
+    assert float(loss) > 0 and logits[0, 0].item() == logits.numpy()[0, 0]
+
+
 def test_the_checker_is_off_outside_a_recording():
     assert not _capture_state.capturing()
     assert ag.tensor([2.0]).item() == 2.0
