@@ -167,14 +167,17 @@ def _xent_scale(xp: Any, g: Any, n: int, reduction: str) -> Any:
     return g / n if reduction == "mean" else g
 
 
-def _xent_x(xp: Any, g: Any, x: Any, p: Any, reduction: str, normalized: bool) -> Any:
-    e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
-    s = e / xp.sum(e, axis=1, keepdims=True)  # softmax(x), recomputed: only x and p are saved
+def _xent_x(xp: Any, g: Any, x: Any, p: Any, s: Any, reduction: str, normalized: bool) -> Any:
+    if isinstance(x, ag.Tensor):
+        # create_graph: the softmax saved by the forward is a constant here, so recompute it
+        # from x (the rule's result must stay differentiable in x).
+        e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+        s = e / xp.sum(e, axis=1, keepdims=True)
     d = s - p if normalized else s * xp.sum(p, axis=1, keepdims=True) - p
     return _xent_scale(xp, g, x.shape[0], reduction) * d
 
 
-def _xent_p(xp: Any, g: Any, x: Any, p: Any, reduction: str, normalized: bool) -> Any:
+def _xent_p(xp: Any, g: Any, x: Any, p: Any, s: Any, reduction: str, normalized: bool) -> Any:
     return -_xent_scale(xp, g, x.shape[0], reduction) * _log_softmax_raw(xp, x)
 
 
@@ -182,12 +185,16 @@ def _softmax_cross_entropy(x: ag.Tensor, p: ag.Tensor, reduction: str, normalize
                            ) -> ag.Tensor:
     b = x._backend
     xp = b.xp
-    loss = -xp.sum(p.data * _log_softmax_raw(xp, x.data), axis=1)
+    z = x.data - xp.max(x.data, axis=1, keepdims=True)
+    e = xp.exp(z)
+    se = xp.sum(e, axis=1, keepdims=True)
+    loss = -xp.sum(p.data * (z - xp.log(se)), axis=1)
     if reduction == "mean":
         loss = xp.mean(loss)
     elif reduction == "sum":
         loss = xp.sum(loss)
-    return _record("cross_entropy", loss, b, (x, p), (_xent_x, _xent_p), (x, p),
+    # The softmax is saved for the rule: the plain backward is then two elementwise ops.
+    return _record("cross_entropy", loss, b, (x, p), (_xent_x, _xent_p), (x, p, e / se),
                    params=(reduction, normalized))
 
 
