@@ -1041,15 +1041,16 @@ class CudaGraphRecorder:
 
     def close(self) -> None:
         """Release the cuBLAS handle (the graph, pool and workspace go with the object)."""
-        if self._handle is not None:
-            from cupy_backends.cuda.libs import cublas
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(Exception):  # also at interpreter shutdown
+                from cupy_backends.cuda.libs import cublas
 
-            with contextlib.suppress(Exception):
-                cublas.destroy(self._handle)
-            self._handle = None
+                cublas.destroy(handle)
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def _column_major(x: Any, cublas: Any) -> tuple[int, int, Any]:
