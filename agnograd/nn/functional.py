@@ -188,11 +188,13 @@ def _softmax_cross_entropy(x: ag.Tensor, p: ag.Tensor, reduction: str, normalize
     z = x.data - xp.max(x.data, axis=1, keepdims=True)
     e = xp.exp(z)
     se = xp.sum(e, axis=1, keepdims=True)
-    loss = -xp.sum(p.data * (z - xp.log(se)), axis=1)
-    if reduction == "mean":
-        loss = xp.mean(loss)
-    elif reduction == "sum":
-        loss = xp.sum(loss)
+    terms = p.data * (xp.log(se) - z)  # -p log softmax(x), elementwise
+    if reduction == "none":
+        loss = xp.sum(terms, axis=1)
+    else:  # one reduction over everything: cheaper than per-row sums and then their mean
+        loss = xp.sum(terms)
+        if reduction == "mean":
+            loss = loss / x.shape[0]
     # The softmax is saved for the rule: the plain backward is then two elementwise ops.
     return _record("cross_entropy", loss, b, (x, p), (_xent_x, _xent_p), (x, p, e / se),
                    params=(reduction, normalized))
