@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from .._engine import record_binary
 from . import elementwise as _ew
 from . import manipulation as _manip
 from . import statistics as _stats
@@ -238,8 +239,8 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
         # Matrices and vectors of the result's dtype get cotangents of their own shape and
         # dtype: only batched or mixed-dtype products need the engine to reduce or cast.
         plain = x1.ndim <= 2 and x2.ndim <= 2 and (d1 is dy or d1 == dy) and (d2 is dy or d2 == dy)
-        return record("matmul", y, b, (x1, x2), (_matmul_1, _matmul_2), (x1, x2),
-                      None if plain else _meta(x1, x2))
+        return record_binary("matmul", y, b, x1, x2, (_matmul_1, _matmul_2), (0, 1),
+                             None if plain else _meta(x1, x2))
     return wrap(y, b)
 
 
