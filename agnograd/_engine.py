@@ -608,8 +608,12 @@ def backward(
                 deps[parent] = left
                 if left == 0:
                     ready.append(parent)
-            elif gi is not None:
-                send(edge, gi)
+            elif gi is not None:  # a leaf
+                entry = leaf_grads.get(id(edge))
+                if entry is None:
+                    leaf_grads[id(edge)] = [edge, gi]
+                else:
+                    entry[1] = entry[1] + gi
         if not retain_graph and node.saved:
             node.saved = _FREED
         del g, saved, args

@@ -132,9 +132,13 @@ def _binary(
     picks = tuple({"x": 0, "y": 1, "o": 2}[c] for c in save)
 
     def op(x1: Any, x2: Any) -> Tensor:
-        if type(x1) is Tensor and isinstance(x2, PY_SCALARS):  # x * 2.0: the commonest call
+        if type(x1) is Tensor and (
+            isinstance(x2, PY_SCALARS)  # x * 2.0 and x + b: the commonest calls
+            or (type(x2) is Tensor and x2._backend is x1._backend and not x1._backend.multi_device)
+        ):
             b = x1._backend
-            a1, a2 = x1.data, x2
+            a1 = x1.data
+            a2 = x2.data if type(x2) is Tensor else x2
         else:
             b, x1, x2 = binary_operands(x1, x2, name)
             a1 = x1.data if type(x1) is Tensor else x1
