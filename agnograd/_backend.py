@@ -615,11 +615,11 @@ def _dask_namespace(base: Any) -> Any:
         c = base.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
         return base.moveaxis(c, -1, axis)
 
-    for f in (eye, repeat, take_along_axis):
-        setattr(ns, f.__name__, f)
-    for f in (cholesky, inv, solve, det, slogdet, eigh, eigvalsh, svd, svdvals, qr, pinv,
-              matrix_power, matrix_rank, matrix_norm, cross):
-        setattr(la, f.__name__, f)
+    fixes: list[tuple[Any, Callable[..., Any]]] = [(ns, f) for f in (eye, repeat, take_along_axis)]
+    fixes += [(la, f) for f in (cholesky, inv, solve, det, slogdet, eigh, eigvalsh, svd, svdvals, qr,
+                                pinv, matrix_power, matrix_rank, matrix_norm, cross)]
+    for module, fn in fixes:
+        setattr(module, fn.__name__, fn)
     return ns
 
 
@@ -655,7 +655,7 @@ def dask_task_count(*arrays: Any) -> int:
 
     if hasattr(dask.base, "collections_to_expr"):  # dask >= 2025
         return len(dask.base.collections_to_expr(arrays).__dask_graph__())
-    return len(dask.base.collections_to_dsk(arrays))
+    return len(dask.base.collections_to_dsk(arrays))  # type: ignore[attr-defined]
 
 
 def dask_row_blocks(a: Any, what: str) -> list[Any]:

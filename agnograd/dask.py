@@ -166,7 +166,7 @@ def _chunk_value_and_grad(loss_fn: Callable[..., Any], params: list[Any], xb: An
         if type(loss) is not Tensor or loss.ndim != 0:
             raise TypeError(f"ag.dask.value_and_grad: loss_fn must return a 0-d Tensor, not "
                             f"{getattr(loss, 'shape', type(loss).__name__)}")
-        return loss * weight
+        return loss * weight  # type: ignore[operator,return-value]  # operators installed at import
 
     value, grads = _value_and_grad(f)([p.data for p in ps])
     return value, list(grads)
