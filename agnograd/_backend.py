@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import tempfile
 import threading
@@ -634,23 +635,32 @@ def is_dask_array(a: Any) -> bool:
 
 def dask_compute(*arrays: Any, **kwargs: Any) -> tuple[Any, ...]:
     """One ``dask.compute`` run for every argument (shared parts run once); Dask arrays come back
-    as their chunk library's arrays (NumPy or CuPy).
+    as their chunk library's arrays (NumPy or CuPy), same shapes and dtypes.
 
-    Several outputs are gathered by one final task, so Dask orders the graph as a whole: given a
-    loss and its gradients as separate outputs, its ordering finishes the loss first and holds
-    every chunk's forward intermediates until the backward pass (768 MiB instead of 251 MiB for
-    a 400,000-row MLP step, measured for ``benchmarks/dask_scale.py``).
+    Several Dask arrays are computed as one flat concatenation per dtype, so the graph has one
+    output: given a loss and its gradients as separate outputs, Dask's ordering finishes the loss
+    first and holds every chunk's forward intermediates until the backward pass (a 400,000-row
+    MLP step of ``benchmarks/dask_scale.py``: 788 MiB peak as separate outputs, 235 MiB as one).
     """
     import dask
+    import dask.array as da
 
-    if len(arrays) <= 1:
+    shapes = [getattr(a, "shape", None) for a in arrays]
+    if (len(arrays) <= 1 or not all(is_dask_array(a) for a in arrays)
+            or any(n != n for s in shapes for n in s)):  # NaN sizes cannot be split back
         return tuple(dask.compute(*arrays, **kwargs))
-    (out,) = dask.compute(dask.delayed(_gather, pure=True)(*arrays), **kwargs)
+    groups: dict[Any, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a.dtype, []).append(i)
+    flats = [da.concatenate([da.reshape(arrays[i], (-1,)) for i in idx]) for idx in groups.values()]
+    out: list[Any] = [None] * len(arrays)
+    for idx, flat in zip(groups.values(), dask.compute(*flats, **kwargs)):
+        start = 0
+        for i in idx:
+            size = math.prod(shapes[i])
+            out[i] = flat[start:start + size].reshape(shapes[i])
+            start += size
     return tuple(out)
-
-
-def _gather(*values: Any) -> tuple[Any, ...]:
-    return values
 
 
 def dask_persist(*arrays: Any, **kwargs: Any) -> tuple[Any, ...]:

@@ -371,6 +371,14 @@ def test_compute_helper_and_errors():
     value, none, grad = ag.dask.compute(y, None, x.grad)
     assert none is None and value.backend == "numpy"
     np.testing.assert_allclose(grad.numpy(), np.exp(np.arange(6.0)))
+    # several outputs go through one flat concatenation per dtype: shapes and dtypes come back
+    m = ag.tensor(da.from_array(np.arange(12.0).reshape(3, 4), chunks=2))
+    outs = ag.dask.compute(y, m, ag.astype(m, ag.float32), ag.astype(m, ag.int64), x.grad)
+    for got, want in zip(outs, (np.sum(np.exp(np.arange(6.0))), np.arange(12.0).reshape(3, 4),
+                                np.arange(12.0, dtype=np.float32).reshape(3, 4),
+                                np.arange(12).reshape(3, 4), np.exp(np.arange(6.0)))):
+        assert got.numpy().dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want)
     with pytest.raises(TypeError, match="ag.dask.compute: expected a Dask array"):
         ag.dask.compute(ag.tensor([1.0]))
     with pytest.raises(ValueError, match="must be a scalar"):
