@@ -56,9 +56,12 @@ class Backend:
         name: the backend's name (``"numpy"``, ``"cupy"``, ``"array_api_strict"``, ...).
         xp: the Array API namespace (array-api-compat's wrapper where one exists).
         array_type: the type of the backend's arrays (used for cheap ``type(x) is`` checks).
+        multi_device: arrays may live on different devices (ops check operands agree).
+        lazy: arrays are task graphs (Dask), computed only on request.
     """
 
-    __slots__ = ("name", "xp", "array_type", "multi_device", "_scatter_add_fast", "__weakref__")
+    __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "_scatter_add_fast",
+                 "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type) -> None:
         self.name = name
@@ -66,6 +69,9 @@ class Backend:
         self.array_type = array_type
         # Backends whose arrays may sit on different devices: ops check their operands agree.
         self.multi_device = name in ("cupy", "torch", "jax")
+        # Backends that build task graphs (Dask): rules must keep the inputs' chunking, and
+        # nothing may read values back.
+        self.lazy = name == "dask"
         self._scatter_add_fast: Callable[..., Any] | None = _FAST_SCATTER.get(name)
 
     def __repr__(self) -> str:
@@ -471,7 +477,7 @@ def _dask_namespace(base: Any) -> Any:
     """array-api-compat's Dask namespace ``base`` with the functions agnograd needs fixed.
 
     Returns a module object: ``base``'s names plus ``eye``, ``repeat``, ``take_along_axis``,
-    ``broadcast_to`` kept lazy, and a ``linalg`` with ``cholesky``, ``inv``, ``solve``, ``det``,
+    and a ``linalg`` with ``cholesky``, ``inv``, ``solve``, ``det``,
     ``slogdet``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``, ``pinv``, ``matrix_power``,
     ``matrix_rank``, ``matrix_norm`` and ``cross`` that work on stacks and on any chunking.
     """

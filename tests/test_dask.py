@@ -26,17 +26,13 @@ from .op_table.core import draw  # noqa: E402
 # The one list of op-table records that do not run on Dask, and why (see the capability table in
 # docs/backends.md). "error": agnograd raises an actionable error (checked below); "xfail": a
 # known gap without a workaround yet.
-_LABELS = ("cross_entropy with integer labels makes its one-hot classes with ag.arange on the "
-           "default backend (NumPy), not the labels' backend; pass one-hot probabilities instead")
 DASK_GAPS: dict[str, tuple[str, str]] = {
-    "getitem-mask": ("xfail", "a boolean mask gives a data-dependent (NaN) shape on Dask; use "
-                              "ag.where(mask, x, 0.0), which keeps the shape"),
+    "getitem-mask": ("error", "a boolean mask gives a data-dependent (NaN) shape on Dask: "
+                              "ValueError naming getitem, 'dask' and ag.where(mask, x, 0.0)"),
     "getitem-int-arrays-2d": ("xfail", "Dask has no n-d fancy indexing (x[i, j] with two index "
                                        "arrays); index a flattened view with one array instead"),
     "repeat-array": ("error", "an array of repeats gives a data-dependent output shape: "
                               "NotImplementedError naming repeat, 'dask' and what to do"),
-    "nn.cross_entropy-labels-mean": ("xfail", _LABELS),
-    "nn.cross_entropy-labels-none": ("xfail", _LABELS),
 }
 
 RTOL, ATOL = 1e-12, 1e-13
@@ -106,10 +102,13 @@ def test_op_table_on_dask_matches_numpy(op, shapes):
 
 def test_gap_errors_are_actionable():
     errors = [op for op in OPS if DASK_GAPS.get(op.name, ("",))[0] == "error"]
-    assert [op.name for op in errors] == ["repeat-array"]
+    assert sorted(op.name for op in errors) == ["getitem-mask", "repeat-array"]
     x = ag.tensor(da.ones((3, 2), chunks=2), requires_grad=True)
     with pytest.raises(NotImplementedError, match=r"repeat on the 'dask' backend.*Python int"):
         ag.repeat(x, ag.tensor(da.from_array(np.array([2, 0, 1]))), axis=0)
+    with pytest.raises(ValueError, match=r"getitem on the 'dask' backend.*ag\.where\(mask, x, 0\.0\)"):
+        x[x > 0]
+    assert x.detach()[x > 0].shape[0] != x.detach()[x > 0].shape[0]  # no grad: a lazy NaN size
 
 
 def test_documented_workarounds_stay_lazy_and_exact():
@@ -132,7 +131,10 @@ def test_documented_workarounds_stay_lazy_and_exact():
     def row_chunks(loss_of):  # the row chunks of the cotangent reaching h = X @ w
         return ag.grad(lambda h: loss_of(h @ v))(X @ ag.tensor(da.ones((3, 2)))).data.chunks[0]
 
-    assert row_chunks(lambda out: ag.sum(out)) == (40,)  # the gap: one batch-long chunk
+    # sum and mean re-expand their cotangent as zeros_like(x) + g on Dask: x's chunks are kept
+    # (broadcast_to would make one batch-long chunk)
+    assert row_chunks(lambda out: ag.sum(out)) == (10,) * 4
+    assert row_chunks(lambda out: ag.mean(out)) == (10,) * 4
     assert row_chunks(lambda out: ag.sum(out * ag.ones_like(out))) == (10,) * 4
 
 

@@ -154,6 +154,11 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         raise IndexError(f"index {key!r} is invalid for a tensor of shape {x.shape}: {exc}") from exc
     if not (x._requires_grad and grad_on()):
         return wrap(y, b)
+    if b.lazy and any(n != n for n in y.shape):  # NaN: a size only the data can tell
+        raise ValueError(
+            f"getitem on the '{b.name}' backend: the result's shape {tuple(y.shape)} depends on "
+            "the data (a boolean mask), so its gradient cannot be built lazily; use "
+            "ag.where(mask, x, 0.0), which keeps the shape, or compute the mask first")
     if _assignable(raw):
         parts = raw if isinstance(raw, tuple) else (raw,)
         selected = None

@@ -41,9 +41,22 @@ def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
-def _expand(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...]) -> Any:
-    """A reduction's cotangent broadcast back over the reduced axes."""
+def _expand(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...],
+            like: Any = None) -> Any:
+    """A reduction's cotangent broadcast back over the reduced axes.
+
+    ``like`` is the reduced input on a lazy backend (Dask): ``zeros_like(like) + g`` keeps its
+    chunks, where ``broadcast_to`` would make one chunk as long as the reduced axes.
+    """
+    if like is not None:
+        return xp.zeros_like(like) + xp.reshape(g, kshape)
     return xp.broadcast_to(xp.reshape(g, kshape), shape)
+
+
+def _lazy_like(x: Tensor) -> Any:
+    """The raw input for :func:`_expand` on a lazy backend (a graph reference, no data), else
+    ``None``: on eager backends ``broadcast_to`` is a free view and ``x`` need not be kept."""
+    return x.data if x._backend.lazy else None
 
 
 def _prepare(x: Any, axis: Any, op: str) -> tuple[Tensor, tuple[int, ...], tuple[int, ...]]:
@@ -56,8 +69,9 @@ def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
     return math.prod(shape[a] for a in axes)
 
 
-def _sum_back(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...]) -> Any:
-    return _expand(xp, g, kshape, shape)
+def _sum_back(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...],
+              like: Any) -> Any:
+    return _expand(xp, g, kshape, shape, like)
 
 
 def sum(x: Any, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
@@ -69,12 +83,13 @@ def sum(x: Any, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = No
     if x._requires_grad and grad_on():
         meta = None if y.dtype == x.data.dtype else ((x.data.shape, x.data.dtype),)
         return record("sum", y, b, (x,), (_sum_back,), meta=meta,
-                      params=(kshape, x.data.shape))
+                      params=(kshape, x.data.shape, _lazy_like(x)))
     return wrap(y, b)
 
 
-def _mean_back(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...], n: int) -> Any:
-    return _expand(xp, g / n, kshape, shape)
+def _mean_back(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...], n: int,
+               like: Any) -> Any:
+    return _expand(xp, g / n, kshape, shape, like)
 
 
 def mean(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
@@ -85,7 +100,7 @@ def mean(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool
     y = b.xp.mean(x.data, axis=axes, keepdims=keepdims)
     if x._requires_grad and grad_on():
         return record("mean", y, b, (x,), (_mean_back,),
-                      params=(kshape, x.data.shape, _count(x.data.shape, axes)))
+                      params=(kshape, x.data.shape, _count(x.data.shape, axes), _lazy_like(x)))
     return wrap(y, b)
 
 

@@ -149,7 +149,8 @@ def cross_entropy(logits: ag.Tensor, target: Any, reduction: Reduction = "mean")
             raise ValueError(f"cross_entropy: integer labels must have shape ({n},), not "
                              f"{target.shape}")
         # Labels become one-hot rows (constants): the same fused rule serves both targets.
-        classes = ag.arange(c, dtype=target.dtype, device=target.device)
+        with ag.default_backend(target.backend):  # the labels' backend, not the default one
+            classes = ag.arange(c, dtype=target.dtype, device=target.device)
         target = ag.astype(ag.reshape(target, (n, 1)) == classes, logits.dtype)
         normalized = True
     return _softmax_cross_entropy(logits, target, reduction, normalized)
