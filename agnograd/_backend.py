@@ -1,4 +1,4 @@
-"""The one backend door: the only module that imports NumPy, CuPy or array-api-compat.
+"""The one backend door: the only module that imports NumPy, CuPy, Dask or array-api-compat.
 
 A :class:`Backend` bundles an Array API namespace (``xp``) with the few facts the engine needs
 about it: its array type, how to turn stray scalars back into 0-d arrays, and the faster
