@@ -167,6 +167,7 @@ class Node:
         params: tuple[Any, ...],
         meta: tuple[Any, ...] | None,
         outs: tuple[tuple[tuple[int, ...], Any], ...] | None,
+        versions: tuple[Any, ...] | None = None,
     ) -> None:
         self.seq = next(_sequence)  # creation order: a node is created after all it reads from
         self.name = name
@@ -183,7 +184,7 @@ class Node:
         # Flat (saved index, version cell, count when saved, ...) of each saved input Tensor: an
         # in-place change before backward would make the gradient silently wrong, so backward
         # checks.
-        self.versions: tuple[Any, ...] | None = None
+        self.versions = versions
 
     def __repr__(self) -> str:
         return f"<{self.name} node>"
@@ -251,9 +252,11 @@ def record(
         edges = _edges(inputs, vjps)  # type: ignore[assignment]
         if edges is None:
             return T._wrap(out_data, backend)
-    node = Node(name, backend, vjps, edges, (), None, params, meta, None)
     if saved:
-        node.saved, node.src, node.versions = _unpack_saved(inputs, saved, (out_data,))
+        raw, src, versions = _unpack_saved(inputs, saved, (out_data,))
+        node = Node(name, backend, vjps, edges, raw, src, params, meta, None, versions)
+    else:
+        node = Node(name, backend, vjps, edges, (), None, params, meta, None)
     return T._wrap(out_data, backend, node, 0)
 
 
@@ -263,15 +266,17 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
     caller has checked that ``x`` requires grad and grad mode is on. ``save`` says what the
     rule reads: 0 nothing, 1 the input, 2 the output."""
     p = x._node
-    node = Node(name, backend, vjps, (x if p is None else p if p.outs is None else (p, x._index),),
-                (), None, (), None, None)
+    edges = (x if p is None else p if p.outs is None else (p, x._index),)
     if save == 1:
         cell = x._version
         if cell is None:
             cell = x._version = [0]
-        node.saved, node.src, node.versions = (x.data,), _SRC_INPUT[0], (0, cell, cell[0])
+        node = Node(name, backend, vjps, edges, (x.data,), _SRC_INPUT[0], (), None, None,
+                    (0, cell, cell[0]))
     elif save == 2:
-        node.saved, node.src = (out_data,), _SRC_OUTPUT[0]
+        node = Node(name, backend, vjps, edges, (out_data,), _SRC_OUTPUT[0], (), None, None)
+    else:
+        node = Node(name, backend, vjps, edges, (), None, (), None, None)
     return _tensor_cls._wrap(out_data, backend, node, 0)
 
 
@@ -289,30 +294,27 @@ def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
     if vjps[1] is not None and type(x2) is T and x2._requires_grad:
         p = x2._node
         e1 = x2 if p is None else p if p.outs is None else (p, x2._index)
-    node = Node(name, backend, vjps, (e0, e1), (), None, (), meta, None)
-    if picks:
-        raw: tuple[Any, ...] = ()
-        src: tuple[int | None, ...] = ()
-        versions: tuple[Any, ...] = ()
-        for k in picks:
-            if k == 2:
-                raw += (out_data,)
-                src += (-1,)
-                continue
-            t = x2 if k else x1
-            if type(t) is T:
-                cell = t._version
-                if cell is None:
-                    cell = t._version = [0]
-                versions += (len(raw), cell, cell[0])
-                raw += (t.data,)
-                src += (k,)
-            else:  # a Python scalar
-                raw += (t,)
-                src += (None,)
-        node.saved, node.src = raw, _SRC.setdefault(src, src)
-        if versions:
-            node.versions = versions
+    raw: tuple[Any, ...] = ()
+    src: tuple[int | None, ...] = ()
+    versions: tuple[Any, ...] = ()
+    for k in picks:
+        if k == 2:
+            raw += (out_data,)
+            src += (-1,)
+            continue
+        t = x2 if k else x1
+        if type(t) is T:
+            cell = t._version
+            if cell is None:
+                cell = t._version = [0]
+            versions += (len(raw), cell, cell[0])
+            raw += (t.data,)
+            src += (k,)
+        else:  # a Python scalar
+            raw += (t,)
+            src += (None,)
+    node = Node(name, backend, vjps, (e0, e1), raw, _SRC.setdefault(src, src) if src else None,
+                (), meta, None, versions or None)
     return T._wrap(out_data, backend, node, 0)
 
 
@@ -333,8 +335,7 @@ def record_multi(
         return tuple(T._wrap(d, backend) for d in out_datas)
     raw, src, versions = _unpack_saved(inputs, saved, out_datas)
     outs = tuple((d.shape, d.dtype) for d in out_datas)
-    node = Node(name, backend, vjps, edges, raw, src, params, None, outs)
-    node.versions = versions
+    node = Node(name, backend, vjps, edges, raw, src, params, None, outs, versions)
     return tuple(T._wrap(d, backend, node, k) for k, d in enumerate(out_datas))
 
 
