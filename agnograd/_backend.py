@@ -49,6 +49,12 @@ _KNOWN = {
 }
 
 
+def given(**kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (not ``None``): optional arguments are passed on
+    only when set, since not every namespace accepts every keyword."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
 class Backend:
     """An Array API namespace and what agnograd needs to know about it.
 
@@ -90,14 +96,7 @@ class Backend:
 
     def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Any:
         """``xp.asarray`` that never returns a NumPy scalar."""
-        kwargs: dict[str, Any] = {}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        if device is not None:
-            kwargs["device"] = device
-        if copy is not None:
-            kwargs["copy"] = copy
-        return self.fix(self.xp.asarray(obj, **kwargs))
+        return self.fix(self.xp.asarray(obj, **given(dtype=dtype, device=device, copy=copy)))
 
     def is_array(self, obj: Any) -> bool:
         return isinstance(obj, self.array_type)
@@ -896,14 +895,7 @@ def _graph_safe_asarray_factory(real: Callable[..., Any]) -> Callable[..., Any]:
                 dtype = {bool: cupy.bool_, int: cupy.int64, float: cupy.float64,
                          complex: cupy.complex128}[type(obj)]
             return cupy.full((), obj, dtype=dtype)
-        kwargs: dict[str, Any] = {}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        if device is not None:
-            kwargs["device"] = device
-        if copy is not None:
-            kwargs["copy"] = copy
-        return real(obj, **kwargs)
+        return real(obj, **given(dtype=dtype, device=device, copy=copy))
 
     return asarray
 

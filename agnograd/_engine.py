@@ -227,8 +227,8 @@ def record(
     T = _tensor_cls
     if not _mode.enabled:
         return T._wrap(out_data, backend)
-    # Per-op overhead is what users feel on small arrays: the one- and two-input cases are
-    # spelled out, and an edge is the parent node itself (no tuple) in the common case.
+    # Per-op overhead is what users feel on small arrays: the one-input case is spelled out,
+    # and an edge is the parent node itself (no tuple) in the common case.
     n = len(inputs)
     if n == 1:
         t = inputs[0]
@@ -236,19 +236,7 @@ def record(
             return T._wrap(out_data, backend)
         p = t._node
         edges: tuple[Any, ...] = (t if p is None else p if p.outs is None else (p, t._index),)
-    elif n == 2:
-        t0, t1 = inputs
-        e0 = e1 = None
-        if vjps[0] is not None and type(t0) is T and t0._requires_grad:
-            p = t0._node
-            e0 = t0 if p is None else p if p.outs is None else (p, t0._index)
-        if vjps[1] is not None and type(t1) is T and t1._requires_grad:
-            p = t1._node
-            e1 = t1 if p is None else p if p.outs is None else (p, t1._index)
-        if e0 is None and e1 is None:
-            return T._wrap(out_data, backend)
-        edges = (e0, e1)
-    else:
+    else:  # (elementwise binary ops and matmul take record_binary)
         edges = _edges(inputs, vjps)  # type: ignore[assignment]
         if edges is None:
             return T._wrap(out_data, backend)

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import _capture_state as _capture
 from . import _engine
-from ._backend import Backend, backend_of_array, get_backend, host_array, transfer
+from ._backend import Backend, backend_of_array, get_backend, given, host_array, transfer
 from ._dtypes import DType, from_backend_dtype, to_backend_dtype
 
 __all__ = ["Tensor", "tensor", "as_tensor"]
@@ -239,16 +239,8 @@ class Tensor:
 
     def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
                    dl_device: Any = None, copy: bool | None = None) -> Any:
-        kwargs: dict[str, Any] = {}
-        if stream is not None:
-            kwargs["stream"] = stream
-        if max_version is not None:
-            kwargs["max_version"] = max_version
-        if dl_device is not None:
-            kwargs["dl_device"] = dl_device
-        if copy is not None:
-            kwargs["copy"] = copy
-        return self.data.__dlpack__(**kwargs)
+        return self.data.__dlpack__(**given(stream=stream, max_version=max_version,
+                                            dl_device=dl_device, copy=copy))
 
     def __dlpack_device__(self) -> tuple[Any, int]:
         return self.data.__dlpack_device__()  # type: ignore[no-any-return]

@@ -45,7 +45,7 @@ def one_step(impl: str, backend: str) -> None:
     if impl == "hand-written":
         f = hand_written(b.xp, dev)
     elif impl == "agnograd":
-        f = agnograd_step(backend, dev)
+        f = agnograd_step(backend, dev, fused=True)
     else:
         f = torch_step(host, "cpu" if backend == "numpy" else "cuda")
         if f is None:

@@ -84,29 +84,11 @@ def hand_written(xp: Any, d: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     return step
 
 
-def agnograd_step(backend: str, d: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    x = ag.tensor(d["x"], backend=backend)
-    y = ag.tensor(d["y"], backend=backend)
-    P = {k: ag.tensor(d[k], backend=backend, requires_grad=True) for k in PARAMS}
-
-    def step() -> dict[str, Any]:
-        for t in P.values():
-            t.grad = None
-        x1 = ag.tanh(x @ P["W1"] + P["b1"])
-        x2 = ag.tanh(x1 @ P["W2"] + P["b2"])
-        x3 = x2 @ P["W3"] + P["b3"]
-        m = ag.max(x3, axis=1, keepdims=True).detach()  # the max as a constant
-        z = x3 - m
-        loss = -ag.mean(ag.sum(y * (z - ag.log(ag.sum(ag.exp(z), axis=1, keepdims=True))), axis=1))
-        loss.backward()
-        return {k: t.grad.data for k, t in P.items()}
-
-    return step
-
-
-def agnograd_fused_step(backend: str, d: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    """The same step with the library's loss: ``nn.functional.cross_entropy`` is one node with
-    the fused gradient softmax(x3) - y, as the hand-written step computes it."""
+def agnograd_step(backend: str, d: dict[str, Any], fused: bool) -> Callable[[], dict[str, Any]]:
+    """agnograd's step. ``fused``: the loss is the library's ``nn.functional.cross_entropy``, one
+    node with the fused gradient softmax(x3) - y (as the hand-written step computes it); else
+    the loss is built from max, exp, log and sum, the max treated as a constant, as the peers'
+    steps are written."""
     from agnograd.nn import functional as F
 
     x = ag.tensor(d["x"], backend=backend)
@@ -118,7 +100,14 @@ def agnograd_fused_step(backend: str, d: dict[str, Any]) -> Callable[[], dict[st
             t.grad = None
         x1 = ag.tanh(x @ P["W1"] + P["b1"])
         x2 = ag.tanh(x1 @ P["W2"] + P["b2"])
-        F.cross_entropy(x2 @ P["W3"] + P["b3"], y).backward()
+        x3 = x2 @ P["W3"] + P["b3"]
+        if fused:
+            loss = F.cross_entropy(x3, y)
+        else:
+            z = x3 - ag.max(x3, axis=1, keepdims=True).detach()
+            loss = -ag.mean(ag.sum(y * (z - ag.log(ag.sum(ag.exp(z), axis=1, keepdims=True))),
+                                   axis=1))
+        loss.backward()
         return {k: t.grad.data for k, t in P.items()}
 
     return step
@@ -225,8 +214,8 @@ def run(config: str, backend: str, rounds: int, min_time: float) -> list[tuple[s
         sync = cupy.cuda.Device().synchronize
     impls: dict[str, Callable[[], Any]] = {
         f"hand-written {backend}": hand_written(b.xp, dev),
-        "agnograd (loss from primitives)": agnograd_step(backend, dev),
-        "agnograd (fused cross_entropy)": agnograd_fused_step(backend, dev),
+        "agnograd (loss from primitives)": agnograd_step(backend, dev, fused=False),
+        "agnograd (fused cross_entropy)": agnograd_step(backend, dev, fused=True),
     }
     t = torch_step(host, "cuda" if backend == "cupy" else "cpu")
     if t is not None:
@@ -239,27 +228,7 @@ def run(config: str, backend: str, rounds: int, min_time: float) -> list[tuple[s
     ref = impls[f"hand-written {backend}"]()
     for name, f in impls.items():
         check(name, f(), ref)
-    # Warm up, then choose a number of steps per sample so one sample takes ~min_time.
-    per = {}
-    for name, f in impls.items():
-        for _ in range(3):
-            f()
-        sync()
-        t0 = time.perf_counter()
-        f()
-        sync()
-        per[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
-    samples: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(rounds):
-        for name, f in impls.items():  # interleaved: each round times every implementation
-            n = per[name]
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                f()
-            sync()
-            samples[name].append((time.perf_counter() - t0) / n)
-    return [(name, statistics.median(v)) for name, v in samples.items()]
+    return _timed(impls, sync, rounds, min_time)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +237,8 @@ def run(config: str, backend: str, rounds: int, min_time: float) -> list[tuple[s
 
 def _timed(impls: dict[str, Callable[[], Any]], sync: Callable[[], None], rounds: int,
            min_time: float) -> list[tuple[str, float]]:
-    """Medians of interleaved samples, as run() takes them."""
+    """Medians of interleaved samples: after a warm-up, a number of steps per sample chosen so
+    one sample takes ~min_time, and each round times every implementation in turn."""
     per = {}
     for name, f in impls.items():
         for _ in range(3):
