@@ -94,6 +94,15 @@ class Backend:
             return np.asarray(a)
         return a
 
+    def first_false(self, flags: Sequence[Any]) -> int | None:
+        """Position of the first false among 0-d boolean arrays of this backend, read back in
+        one transfer (one compute on Dask, one synchronisation on CuPy); ``None`` if all hold."""
+        if not flags:
+            return None
+        host = host_array(self.xp.stack(list(flags)))
+        bad = np.flatnonzero(~np.asarray(host, dtype=bool))
+        return int(bad[0]) if bad.size else None
+
     def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Any:
         """``xp.asarray`` that never returns a NumPy scalar."""
         return self.fix(self.xp.asarray(obj, **given(dtype=dtype, device=device, copy=copy)))

@@ -515,6 +515,7 @@ def backward(
     # dL/dx_i = Σ_children (∂x_j/∂x_i)ᵀ dL/dx_j is complete, and each rule sends one term of a
     # parent's sum. Every gradient is computed once, and no Jacobian is ever formed.
     anomaly = _anomaly.enabled
+    checks: list[tuple[Node, int, tuple[int, ...], Any]] = []  # detect_anomaly()'s flags
     xp = _namespace
     while heap:
         node = heappop(heap)[1]
@@ -565,8 +566,8 @@ def backward(
                 gi = backend.fix(gi)
             if meta is not None and meta[i] is not None:
                 gi = _fit(xp, gi, meta[i], backend, create_graph)
-            if anomaly:
-                _check_finite(node, i, gi, create_graph)
+            if anomaly:  # a flag on the device, read back once after the walk
+                checks.append(_finite_flag(node, i, gi, create_graph))
             if type(edge) is Node:  # accumulate dL/d(parent) from this child (fan-out sums)
                 prev = pending.get(edge)
                 if prev is None:
@@ -579,6 +580,9 @@ def backward(
         if not retain_graph and node.saved:
             node.saved = _FREED
         del g, saved, args
+
+    if checks:  # before any .grad is touched: a failed check changes nothing
+        _raise_first_nonfinite(checks)
 
     # 3. Deliver leaf gradients: leaf hooks first, then accumulate into .grad (or return them).
     for leaf, g in leaf_grads.values():
@@ -668,14 +672,32 @@ def _run_node_hooks(node: Node, slots: list[Any], create_graph: bool) -> None:
             slots[k] = _run_hooks(hooks, slots[k], node.backend, create_graph)
 
 
-def _check_finite(node: Node, i: int, gi: Any, create_graph: bool) -> None:
-    """detect_anomaly(): the first op whose gradient has a NaN/inf raises (a host sync)."""
+def _finite_flag(node: Node, i: int, gi: Any, create_graph: bool
+                 ) -> tuple[Node, int, tuple[int, ...], Any]:
+    """detect_anomaly(): whether node's cotangent for input ``i`` is all finite, as a 0-d array
+    left on the device (no host sync, no Dask compute per node)."""
     raw = gi.data if create_graph else gi
     xp = node.backend.xp
-    if not bool(xp.all(xp.isfinite(raw))):
+    return node, i, tuple(raw.shape), xp.all(xp.isfinite(raw))
+
+
+def _raise_first_nonfinite(checks: list[tuple[Node, int, tuple[int, ...], Any]]) -> None:
+    """Read every flag back in one transfer per backend (one compute on Dask, one
+    synchronisation on CuPy) and raise for the first op, in walk order, whose gradient has a
+    NaN or inf."""
+    by_backend: dict[Any, list[int]] = {}
+    for k, check in enumerate(checks):
+        by_backend.setdefault(check[0].backend, []).append(k)
+    first: int | None = None
+    for backend, ks in by_backend.items():
+        j = backend.first_false([checks[k][3] for k in ks])
+        if j is not None and (first is None or ks[j] < first):
+            first = ks[j]
+    if first is not None:
+        node, i, shape, _ = checks[first]
         raise FloatingPointError(
             f"the backward of '{node.name}' produced a non-finite gradient (NaN or inf) for its "
-            f"input {i} (shape {tuple(raw.shape)}); the op was created at {node.where or '<unknown>'}"
+            f"input {i} (shape {shape}); the op was created at {node.where or '<unknown>'}"
         )
 
 

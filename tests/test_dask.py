@@ -100,6 +100,27 @@ def test_op_table_on_dask_matches_numpy(op, shapes):
             np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
 
 
+def test_detect_anomaly_computes_once():
+    """detect_anomaly()'s finite checks stay lazy during the walk and are read back in one
+    compute at its end (not one per node)."""
+    calls = []
+
+    def counting(dsk, keys, **kwargs):
+        calls.append(1)
+        return dask.get(dsk, keys, **kwargs)
+
+    a = np.array([[0.0, 1.0], [4.0, 9.0]])
+    x = ag.tensor(da.from_array(a, chunks=1), requires_grad=True)
+    with ag.detect_anomaly(), dask.config.set(scheduler=counting), np.errstate(divide="ignore"):
+        loss = ag.sum(ag.tanh(ag.sqrt(x)) * 3.0)
+        with pytest.raises(FloatingPointError, match="'sqrt'"):
+            loss.backward()
+        assert len(calls) == 1 and x.grad is None
+        ag.sum(ag.tanh(ag.sqrt(x + 1.0)) * 3.0).backward()
+        assert len(calls) == 2  # the good backward: one compute for its checks, nothing else
+    assert x.grad is not None
+
+
 def test_gap_errors_are_actionable():
     errors = [op for op in OPS if DASK_GAPS.get(op.name, ("",))[0] == "error"]
     assert sorted(op.name for op in errors) == ["getitem-mask", "repeat-array"]

@@ -316,9 +316,22 @@ def test_detect_anomaly_names_the_op_and_where_it_was_made():
         y = ag.sum(ag.sqrt(x))          # d sqrt/dx = inf at 0
         with pytest.raises(FloatingPointError, match=r"'sqrt'.*test_func\.py:\d+"):
             y.backward()
+    assert x.grad is None               # the check fails before any .grad is touched
     with np.errstate(divide="ignore"):
         ag.sum(ag.sqrt(x)).backward()   # outside the block: IEEE inf, no error
     assert np.isinf(x.grad.numpy()[0])
+
+
+def test_detect_anomaly_blames_the_first_op_in_backward_order():
+    """The flags are read back once after the walk; the error still names the op nearest the
+    loss whose gradient went non-finite (log at sqrt(0) = 0), not a later victim (sqrt)."""
+    x = ag.tensor([0.0, 4.0], requires_grad=True)
+    with ag.detect_anomaly(), np.errstate(divide="ignore", invalid="ignore"):
+        y = ag.sum(ag.log(ag.sqrt(x)) * 2.0)
+        with pytest.raises(FloatingPointError, match=r"'log' produced .* input 0 \(shape \(2,\)\)"):
+            y.backward()
+        ag.sum(ag.sqrt(x + 1.0)).backward()  # finite everywhere: no error
+    np.testing.assert_allclose(x.grad.numpy(), [0.5, 0.5 / 5 ** 0.5])
 
 
 def test_graph_export_draws_the_three_layer_chain():
