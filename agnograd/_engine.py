@@ -568,7 +568,7 @@ def backward(
                 gi = _fit(xp, gi, meta[i], backend, create_graph)
             if anomaly:  # a flag on the device, read back once after the walk
                 checks.append(_finite_flag(node, i, gi, create_graph))
-            if type(edge) is Node:  # accumulate dL/d(parent) from this child (fan-out sums)
+            if type(edge) is Node:  # send(), inlined for the commonest edge: fan-out sums
                 prev = pending.get(edge)
                 if prev is None:
                     pending[edge] = gi
