@@ -373,6 +373,9 @@ def host_array(a: Any) -> Any:
     get = getattr(a, "get", None)  # CuPy
     if callable(get) and type(a).__module__.startswith("cupy"):
         return get()
+    if type(a).__module__.startswith("torch") and getattr(a, "device", None) is not None and (
+            a.device.type != "cpu"):  # DLPack and __array__ refuse tensors on a GPU
+        return a.detach().cpu().numpy()
     try:
         return np.from_dlpack(a)
     except Exception:
