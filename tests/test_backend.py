@@ -168,3 +168,33 @@ def test_operands_on_different_devices_are_refused():
         a + b
     with pytest.raises(RuntimeError, match="different devices"):
         ag.stack([a, b])
+
+
+def test_host_array_brings_gpu_torch_tensors_back_through_cpu():
+    """DLPack and __array__ refuse PyTorch tensors on a GPU: host_array moves them with .cpu().
+    (A stand-in with PyTorch's module name and methods: no GPU is needed to check the path.)"""
+    from agnograd._backend import host_array
+
+    class Device:
+        type = "cuda"
+
+    class FakeCudaTensor:
+        device = Device()
+
+        def __init__(self, values):
+            self.values = values
+
+        def detach(self):
+            return self
+
+        def cpu(self):
+            return self
+
+        def numpy(self):
+            return np.asarray(self.values)
+
+        def __dlpack__(self, *a, **k):
+            raise RuntimeError("can't export a CUDA tensor to NumPy")
+
+    FakeCudaTensor.__module__ = "torch.fake"
+    np.testing.assert_array_equal(host_array(FakeCudaTensor([1.0, 2.0])), [1.0, 2.0])
