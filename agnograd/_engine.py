@@ -262,7 +262,7 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
         node = Node(name, backend, vjps, edges, (x.data,), _SRC_INPUT[0], (), None, None,
                     (0, cell, cell[0]))
     elif save == 2:
-        node = Node(name, backend, vjps, edges, (out_data,), _SRC_OUTPUT[0], (), None, None)
+        node = Node(name, backend, vjps, edges, (out_data,), _SRC_OUTPUT, (), None, None)
     else:
         node = Node(name, backend, vjps, edges, (), None, (), None, None)
     return _tensor_cls._wrap(out_data, backend, node, 0)
@@ -271,9 +271,10 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
 def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
                   vjps: tuple[Callable[..., Any] | None, Callable[..., Any] | None],
                   picks: tuple[int, ...], meta: tuple[Any, ...] | None) -> Tensor:
-    """:func:`record` for a two-operand elementwise op (either operand may be a Python scalar),
-    spelled out: the caller has checked that grad mode is on and an operand requires grad.
-    ``picks`` names what the rules read, in order: 0 ``x1``, 1 ``x2``, 2 the output."""
+    """:func:`record` for a two-operand op -- the elementwise ones (either operand may be a
+    Python scalar) and ``matmul`` -- spelled out: the caller has checked that grad mode is on
+    and an operand requires grad. ``picks`` names what the rules read, in order: 0 ``x1``,
+    1 ``x2``, 2 the output."""
     T = _tensor_cls
     e0 = e1 = None
     if vjps[0] is not None and type(x1) is T and x1._requires_grad:
@@ -344,7 +345,7 @@ def _edges(inputs: tuple[Any, ...], vjps: tuple[Any, ...]) -> tuple[Any, ...] | 
 # Interned ``src`` tuples: the same few patterns recur for every op, so nodes share them.
 _SRC: dict[tuple[int | None, ...], tuple[int | None, ...]] = {}
 _SRC_INPUT = tuple((i,) for i in range(4))  # one saved item: input i
-_SRC_OUTPUT = ((-1,),)  # one saved item: the (only) output
+_SRC_OUTPUT = (-1,)  # one saved item: the (only) output
 
 
 def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[Any, ...]
@@ -362,7 +363,7 @@ def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[A
                 cell = s._version = [0]
             return (s.data,), (_SRC_INPUT[i] if i < 4 else (i,)), (0, cell, cell[0])
         if ts is _Out and s.k == 0:
-            return (outs[0],), _SRC_OUTPUT[0], None
+            return (outs[0],), _SRC_OUTPUT, None
     raw = []
     src: list[int | None] = []
     versions: tuple[Any, ...] = ()
