@@ -13,12 +13,8 @@ for every node exactly once.
 from __future__ import annotations
 
 import math as _math
-import sys as _sys
 
-from . import (
-    _engine,
-    linalg,  # noqa: E402 - the extension namespace, after the ops it re-exports
-)
+from . import linalg  # the extension namespace, ag.linalg
 from ._backend import (
     Backend,
     BackendError,
@@ -44,7 +40,6 @@ from ._dtypes import (
     uint32,
     uint64,
 )
-from ._engine import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from ._info import __array_namespace_info__
 from ._ops import MODULES as _MODULES
 from ._ops.creation import *  # noqa: F403 - each op module lists its ops in __all__
@@ -60,6 +55,7 @@ from ._ops.sorting import *  # noqa: F403
 from ._ops.statistics import *  # noqa: F403
 from ._ops.utility import *  # noqa: F403
 from ._tensor import Tensor, as_tensor, tensor
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .capture import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, checkpoint, custom_vjp, detect_anomaly
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
@@ -88,9 +84,6 @@ __all__ = sorted(
         "CaptureError",
     }
 )
-
-# Rules run on Tensors with this namespace when backward records itself (create_graph=True).
-_engine.install(Tensor, _sys.modules[__name__])
 
 # Built on the namespace above: imported last, so `import agnograd as ag` inside them sees it whole.
 # ag.dask (the Dask scale-out helpers) does not import Dask; it stays out of __all__ on purpose,

@@ -1,9 +1,11 @@
 """Tensor: one backend array, plus what reverse mode needs to know about it.
 
 A Tensor holds its array (``.data``), the backend it lives on, and -- when an op that needed a
-gradient produced it -- the graph node and output slot it came from. Operators (``+``, ``@``,
-``[]``, ...) are installed by the op modules when the package is imported (see
-``agnograd/_ops/__init__.py``): the ops need Tensor, and Tensor's operators need the ops.
+gradient produced it -- the graph node and output slot it came from. This module sits below the
+engine (``agnograd.autograd``) in the import order and imports none of it at module level.
+Operators (``+``, ``@``, ``[]``, ...) are installed by the op modules when the package is
+imported (see ``agnograd/_ops/__init__.py``): the ops need Tensor, and Tensor's operators need
+the ops.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from . import _capture_state as _capture
-from . import _engine
 from ._backend import Backend, backend_of_array, get_backend, given, host_array, transfer
 from ._dtypes import DType, from_backend_dtype, to_backend_dtype
 
@@ -168,9 +169,13 @@ class Tensor:
                 "backward() on a tensor that does not require grad: no input of the computation "
                 "that produced it had requires_grad=True (or it was computed under no_grad())"
             )
+        # The one import of the engine here, on purpose at call time: the walk needs Tensor, so
+        # agnograd.autograd comes after this module in the import order (no import cycle).
+        from .autograd import backward
+
         g = _root_grad(self, grad, create_graph)
-        _engine.backward([self], [g], bool(create_graph if retain_graph is None else retain_graph),
-                         bool(create_graph))
+        keep = create_graph if retain_graph is None else retain_graph
+        backward([self], [g], retain_graph=bool(keep), create_graph=bool(create_graph))
 
     def register_hook(self, fn: Any) -> RemovableHandle:
         """Call ``fn(grad)`` when the gradient with respect to this tensor has been computed in a

@@ -15,9 +15,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _engine
-from ._engine import _anomaly, enable_grad, no_grad, record
 from ._tensor import Tensor, as_tensor
+from .autograd import anomaly_mode, backward, enable_grad, is_grad_enabled, no_grad, record
 
 __all__ = ["custom_vjp", "Function", "FunctionCtx", "checkpoint", "detect_anomaly"]
 
@@ -94,7 +93,7 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
         if self.fwd is None or self.bwd is None:
             raise TypeError(f"{getattr(self.f, '__name__', 'custom_vjp')}: call .defvjp(fwd, bwd) "
                             "before using it")
-        needs = _engine.is_grad_enabled() and any(
+        needs = is_grad_enabled() and any(
             type(a) is Tensor and a._requires_grad for a in args)
         if not needs or getattr(self._in_fwd, "on", False):
             return self.f(*args)
@@ -163,7 +162,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
     inputs) and backpropagates through that recomputation. Trades compute for memory; the
     gradients are identical."""
     tensors = [a for a in args if type(a) is Tensor]
-    if not (_engine.is_grad_enabled() and any(t._requires_grad for t in tensors)):
+    if not (is_grad_enabled() and any(t._requires_grad for t in tensors)):
         return fn(*args)
     with no_grad():
         out = as_tensor(fn(*args))
@@ -185,7 +184,8 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
         with enable_grad():
             y = as_tensor(fn(*leaves))
             targets = [t for t in leaves if type(t) is Tensor and t._requires_grad]
-            gs = _engine.backward([y], [g], not raw, not raw, targets=targets) if targets else []
+            gs = (backward([y], [g], retain_graph=not raw, create_graph=not raw, targets=targets)
+                  if targets else [])
         it = iter(gs)
         return tuple(next(it) if type(t) is Tensor and t._requires_grad else None for t in leaves)
 
@@ -216,9 +216,9 @@ def detect_anomaly() -> Iterator[None]:
     """Within the block, ops record where they were created (file:line), and backward checks
     every gradient it computes: the first op whose gradient contains NaN or inf raises
     ``FloatingPointError`` naming the op and that place. Costs a host sync per op: debug only."""
-    previous = _anomaly.enabled
-    _anomaly.enabled = True
+    previous = anomaly_mode.enabled
+    anomaly_mode.enabled = True
     try:
         yield
     finally:
-        _anomaly.enabled = previous
+        anomaly_mode.enabled = previous

@@ -23,13 +23,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _engine
 from ._backend import backend_of_array
 from ._dtypes import from_backend_dtype
-from ._engine import enable_grad, record
 from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, tensor
+from .autograd import backward, enable_grad, is_grad_enabled, record
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
 
@@ -97,7 +96,7 @@ def _alias(x: Any, what: str) -> tuple[Tensor, Any]:
             f"{what}: cannot differentiate with respect to an input of dtype {t.dtype.name} "
             f"(shape {t.shape}); pass floating-point values (e.g. ag.astype(x, ag.float64))"
         )
-    if t._requires_grad and _engine.is_grad_enabled():
+    if t._requires_grad and is_grad_enabled():
         # Part of an outer graph (a nested transform): an identity node keeps the connection.
         alias = record("alias", t.data, t._backend, (t,), (_identity_back,))
     else:
@@ -210,7 +209,8 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_
                     "reduce it (e.g. ag.sum) or use ag.vjp / ag.jacobian for vector outputs"
                 )
             aliases = [t for p in parts for t in p[0]]
-            gs = (_engine.backward([y], [_seed(y, keep)], keep, keep, targets=aliases)
+            gs = (backward([y], [_seed(y, keep)], retain_graph=keep, create_graph=keep,
+                           targets=aliases)
                   if y._requires_grad else [None] * len(aliases))
         grads = _regroup(parts, gs, keep)
         value = _value_back(y, args, keep)
@@ -251,7 +251,7 @@ def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[An
     def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
         ct = _cotangent(cotangent, y, keep)
         with enable_grad():
-            gs = (_engine.backward([y], [ct], True, keep, targets=aliases)
+            gs = (backward([y], [ct], retain_graph=True, create_graph=keep, targets=aliases)
                   if y._requires_grad else [None] * len(aliases))
         return tuple(_regroup(parts, gs, keep))
 
@@ -276,7 +276,7 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
                                              device=y._backend.device_of(y.data)), y._backend)
         u._requires_grad = True
         if y._requires_grad:
-            gs = _engine.backward([y], [u], True, True, targets=aliases)
+            gs = backward([y], [u], retain_graph=True, create_graph=True, targets=aliases)
         else:
             gs = [None] * len(aliases)
         # <Jᵀu, v> is linear in u; its gradient with respect to u is J v.
@@ -289,7 +289,8 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         if total is None or not total._requires_grad:
             jv = None
         else:
-            (jv,) = _engine.backward([total], [_seed(total, keep)], keep, keep, targets=[u])
+            (jv,) = backward([total], [_seed(total, keep)], retain_graph=keep,
+                             create_graph=keep, targets=[u])
     if jv is None:
         b = y._backend
         jv = Tensor._wrap(b.xp.zeros(y.data.shape, dtype=y.data.dtype,
@@ -319,7 +320,8 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callabl
                 e = xp.reshape(xp.astype(xp.arange(m, device=b.device_of(y.data)) == k,
                                          y.data.dtype), y.data.shape)
                 seed = Tensor._wrap(b.fix(e), b) if keep else b.fix(e)
-                gs = (_engine.backward([y], [seed], True, keep, targets=aliases)
+                gs = (backward([y], [seed], retain_graph=True, create_graph=keep,
+                               targets=aliases)
                       if y._requires_grad else [None] * len(aliases))
                 for i, (g, a) in enumerate(zip(gs, aliases)):
                     rows[i].append(_zeros_if_none(g, a))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ._dtypes import from_backend_dtype
-from ._engine import _FREED, Node, edge_target
 from ._tensor import Tensor
+from .autograd import FREED, Node, edge_target
 
 __all__ = ["to_dot", "to_mermaid", "saved_nbytes"]
 
@@ -41,7 +41,7 @@ def saved_nbytes(t: Tensor) -> int:
     """Bytes of the arrays that the graph producing ``t`` holds for its backward pass."""
     total = 0
     for n in _walk(t):
-        if n.saved is not _FREED:
+        if n.saved is not FREED:
             total += sum(_nbytes(a) for a in n.saved if hasattr(a, "shape"))
     return total
 
@@ -65,7 +65,7 @@ def _graph(t: Tensor, names: dict[str, Tensor] | None) -> tuple[list[tuple[str, 
         for i, e in enumerate(n.edges):
             if e is None:
                 # A constant input: drawn only when its array is saved (so it can be named).
-                if n.src is not None and n.saved is not _FREED:
+                if n.src is not None and n.saved is not FREED:
                     for k, s in enumerate(n.src):
                         if s == i and id(n.saved[k]) in by_data:
                             cid = f"c{id(n.saved[k])}"

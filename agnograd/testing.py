@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _engine
 from ._backend import get_backend, host_array, transfer
 from ._backend import np as _np  # host arrays: finite differences are taken on the host
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, tensor
+from .autograd import backward, no_grad
 
 __all__ = ["GradientCheckError", "check_grad", "assert_backends_agree", "numerical_grad"]
 
@@ -46,7 +46,7 @@ def numerical_grad(
     """Central differences of ``sum(f(*inputs) * cotangent)`` for every element of every
     floating input, as host (NumPy) arrays."""
     grads = []
-    with _engine.no_grad():
+    with no_grad():
         for i, x in enumerate(inputs):
             base = host_array(x.data).astype(_np.float64)
             g = _np.zeros_like(base)
@@ -93,7 +93,8 @@ def check_grad(
     y = f(*inputs)
     cot = _random_cotangent(y, seed)
     loss = _scalarize(y, cot)
-    grads = _engine.backward([loss], [_ones_like(loss)], False, False, targets=inputs)
+    grads = backward([loss], [_ones_like(loss)], retain_graph=False, create_graph=False,
+                     targets=inputs)
     numeric = numerical_grad(f, inputs, cot, eps)
     for i, (x, ga, gn) in enumerate(zip(inputs, grads, numeric)):
         a = _np.zeros(x.shape) if ga is None else host_array(ga.data).astype(_np.float64)
@@ -133,7 +134,8 @@ def value_and_grads(f: Callable[..., Tensor], host_args: Sequence[Any], backend:
     if y.requires_grad and diff:
         cot = _random_cotangent(y, cotangent_seed)
         loss = _scalarize(y, cot)
-        gs = _engine.backward([loss], [_ones_like(loss)], False, False, targets=diff)
+        gs = backward([loss], [_ones_like(loss)], retain_graph=False, create_graph=False,
+                      targets=diff)
         grads = [None if g is None else host_array(g.data) for g in gs]
     return host_array(y.data), grads
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import agnograd as ag
-from agnograd import _engine
+from agnograd import autograd
 
 from .conftest import BACKENDS
 
@@ -177,8 +177,8 @@ def test_saved_arrays_are_freed_after_backward():
     saved_ref = weakref.ref(node)
     assert node.saved != ()
     y.backward()
-    assert node.saved == _engine._FREED
-    assert y.node.saved == _engine._FREED or y.node.saved == ()
+    assert node.saved == autograd.FREED
+    assert y.node.saved == autograd.FREED or y.node.saved == ()
     del h, y, node
     assert saved_ref() is None  # nothing else keeps the graph alive
 
@@ -244,9 +244,12 @@ def test_mixed_precision_gradients_keep_each_input_dtype():
 def test_third_order_derivative(backend):
     x = ag.tensor(0.7, backend=backend, dtype=ag.float64, requires_grad=True)
     y = ag.sin(x) * x**3
-    (g1,) = _engine.backward([y], [ag.ones_like(y)], True, True, targets=[x])
-    (g2,) = _engine.backward([g1], [ag.ones_like(g1)], True, True, targets=[x])
-    (g3,) = _engine.backward([g2], [ag.ones_like(g2)], True, True, targets=[x])
+    (g1,) = autograd.backward([y], [ag.ones_like(y)], retain_graph=True,
+                              create_graph=True, targets=[x])
+    (g2,) = autograd.backward([g1], [ag.ones_like(g1)], retain_graph=True,
+                              create_graph=True, targets=[x])
+    (g3,) = autograd.backward([g2], [ag.ones_like(g2)], retain_graph=True,
+                              create_graph=True, targets=[x])
     v = 0.7
     # d³/dx³ [x³ sin x] = -x³ cos x - 9x² sin x + 18x cos x + 6 sin x
     expected = -v**3 * np.cos(v) - 9 * v**2 * np.sin(v) + 18 * v * np.cos(v) + 6 * np.sin(v)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import agnograd as ag
-from agnograd import _engine
+from agnograd import autograd
 from agnograd.testing import assert_backends_agree, check_grad
 
 from .conftest import BACKENDS, OTHER_BACKENDS
@@ -68,7 +68,8 @@ def _grad_dot(fn, directions):
             if not loss.requires_grad:
                 return loss
             ones = ag.ones_like(loss)
-            gs = _engine.backward([loss], [ones], True, True, targets=list(xs))
+            gs = autograd.backward([loss], [ones], retain_graph=True, create_graph=True,
+                                   targets=list(xs))
             total = None
             for g, v in zip(gs, directions):
                 if g is None:

@@ -11,8 +11,8 @@ from typing import Any
 
 from .._backend import Backend, backend_of_array, get_default_backend
 from .._dtypes import DType, from_backend_dtype, to_backend_dtype
-from .._engine import OUT, _mode, out, record, record_multi
 from .._tensor import Tensor, tensor
+from ..autograd import OUT, grad_mode, out, record, record_multi
 
 __all__ = [
     "OUT",
@@ -42,7 +42,7 @@ wrap = Tensor._wrap
 
 def grad_on() -> bool:
     """Whether ops record now (thread-local)."""
-    return _mode.enabled
+    return grad_mode.enabled
 
 
 def mixing_error(op: str, a: Backend, b: Backend) -> TypeError:

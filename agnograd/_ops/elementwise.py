@@ -16,7 +16,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .._engine import _mode, record_binary, record_unary
+from ..autograd import grad_mode, record_binary, record_unary
 from ._common import (
     PY_SCALARS,
     Tensor,
@@ -58,7 +58,7 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> None:
                 x = to_tensor(x, name)
             b = x._backend
             y = getattr(b.xp, name)(x.data)
-            if x._requires_grad and _mode.enabled:
+            if x._requires_grad and grad_mode.enabled:
                 return record_unary(name, y, b, x, rules, save_code)
             return wrap(y, b)
 
@@ -149,7 +149,7 @@ def _binary(
             raise _operand_error(name, x1, x2, b, exc) from exc
         if y is NotImplemented:
             raise TypeError(f"{name}: unsupported operands {type(a1).__name__}, {type(a2).__name__}")
-        if differentiable and _mode.enabled and (
+        if differentiable and grad_mode.enabled and (
             (type(x1) is Tensor and x1._requires_grad) or (type(x2) is Tensor and x2._requires_grad)
         ):
             return record_binary(name, y, b, x1, x2, rules, picks, _meta(x1, x2, y))

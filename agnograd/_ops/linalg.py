@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from .._engine import record_binary
+from ..autograd import record_binary
 from . import elementwise as _ew
 from . import manipulation as _manip
 from . import statistics as _stats

@@ -16,7 +16,7 @@ import agnograd as ag
 
 from .. import _capture_state as _capture
 from .._backend import HostRNG, host_rng
-from .._engine import record as _record
+from ..autograd import record as _record
 
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softplus", "softmax", "log_softmax", "mse_loss",

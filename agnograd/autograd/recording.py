@@ -1,0 +1,199 @@
+"""Recording: how an op attaches its :class:`~agnograd.autograd.node.Node` to the graph.
+
+Every differentiable op computes its forward on raw arrays, then hands the result here with its
+inputs and VJP rules. :func:`record` is the general form; :func:`record_unary` and
+:func:`record_binary` are the same thing spelled out for the commonest ops (per-op overhead is
+what users feel on small arrays), and :func:`record_multi` is for ops with several outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._tensor import Tensor
+from .mode import grad_mode
+from .node import Node, Out, edge_of, version_cell
+
+if TYPE_CHECKING:
+    from .._backend import Backend
+
+__all__ = ["record", "record_unary", "record_binary", "record_multi"]
+
+_wrap = Tensor._wrap
+
+
+def record(
+    name: str,
+    out_data: Any,
+    backend: Backend,
+    inputs: tuple[Any, ...],
+    vjps: tuple[Callable[..., Any] | None, ...],
+    saved: tuple[Any, ...] = (),
+    meta: tuple[Any, ...] | None = None,
+    params: tuple[Any, ...] = (),
+) -> Tensor:
+    """Wrap ``out_data`` in a Tensor and, if any input requires grad, attach a :class:`Node`.
+
+    ``inputs`` are the op's operands (Tensors or constants), ``vjps[i]`` the rule
+    ``(xp, g, *saved, *params) -> input i's cotangent`` (``None`` for a non-differentiable
+    operand). ``saved`` items are input Tensors, :data:`OUT`, or raw constants (arrays, scalars);
+    ``params`` are static values (shapes, axes) that are never freed. ``meta[i]``, when given, is
+    input i's ``(shape, raw dtype)``: the engine sums a broadcast cotangent back to that shape
+    and casts it to that dtype.
+    """
+    if not grad_mode.enabled:
+        return _wrap(out_data, backend)
+    if len(inputs) == 1:  # the one-input case, spelled out
+        t = inputs[0]
+        if vjps[0] is None or type(t) is not Tensor or not t._requires_grad:
+            return _wrap(out_data, backend)
+        edges: tuple[Any, ...] | None = (edge_of(t),)
+    else:  # (elementwise binary ops and matmul take record_binary)
+        edges = _edges(inputs, vjps)
+        if edges is None:
+            return _wrap(out_data, backend)
+    if saved:
+        raw, src, versions = _unpack_saved(inputs, saved, (out_data,))
+        node = Node(name, backend, vjps, edges, raw, src, params, meta, None, versions)
+    else:
+        node = Node(name, backend, vjps, edges, (), None, params, meta, None)
+    return _wrap(out_data, backend, node, 0)
+
+
+def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
+                 vjps: tuple[Callable[..., Any]], save: int) -> Tensor:
+    """:func:`record` for a one-input elementwise op, the commonest kind, spelled out: the
+    caller has checked that ``x`` requires grad and grad mode is on. ``save`` says what the
+    rule reads: 0 nothing, 1 the input, 2 the output."""
+    edges = (edge_of(x),)
+    if save == 1:
+        cell = version_cell(x)
+        node = Node(name, backend, vjps, edges, (x.data,), _SRC_INPUT[0], (), None, None,
+                    (0, cell, cell[0]))
+    elif save == 2:
+        node = Node(name, backend, vjps, edges, (out_data,), _SRC_OUTPUT, (), None, None)
+    else:
+        node = Node(name, backend, vjps, edges, (), None, (), None, None)
+    return _wrap(out_data, backend, node, 0)
+
+
+def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
+                  vjps: tuple[Callable[..., Any] | None, Callable[..., Any] | None],
+                  picks: tuple[int, ...], meta: tuple[Any, ...] | None) -> Tensor:
+    """:func:`record` for a two-operand op -- the elementwise ones (either operand may be a
+    Python scalar) and ``matmul`` -- spelled out: the caller has checked that grad mode is on
+    and an operand requires grad. ``picks`` names what the rules read, in order: 0 ``x1``,
+    1 ``x2``, 2 the output."""
+    e0 = e1 = None
+    if vjps[0] is not None and type(x1) is Tensor and x1._requires_grad:
+        e0 = edge_of(x1)
+    if vjps[1] is not None and type(x2) is Tensor and x2._requires_grad:
+        e1 = edge_of(x2)
+    raw: tuple[Any, ...] = ()
+    src: tuple[int | None, ...] = ()
+    versions: tuple[Any, ...] = ()
+    for k in picks:
+        if k == 2:
+            raw += (out_data,)
+            src += (-1,)
+            continue
+        t = x2 if k else x1
+        if type(t) is Tensor:
+            cell = version_cell(t)
+            versions += (len(raw), cell, cell[0])
+            raw += (t.data,)
+            src += (k,)
+        else:  # a Python scalar
+            raw += (t,)
+            src += (None,)
+    node = Node(name, backend, vjps, (e0, e1), raw, _SRC.setdefault(src, src) if src else None,
+                (), meta, None, versions or None)
+    return _wrap(out_data, backend, node, 0)
+
+
+def record_multi(
+    name: str,
+    out_datas: tuple[Any, ...],
+    backend: Backend,
+    inputs: tuple[Any, ...],
+    vjps: tuple[Callable[..., Any] | None, ...],
+    saved: tuple[Any, ...] = (),
+    params: tuple[Any, ...] = (),
+) -> tuple[Tensor, ...]:
+    """Like :func:`record` for ops with several outputs; rules receive a tuple of cotangents
+    (zeros for outputs that got none)."""
+    edges = _edges(inputs, vjps) if grad_mode.enabled else None
+    if edges is None:
+        return tuple(_wrap(d, backend) for d in out_datas)
+    raw, src, versions = _unpack_saved(inputs, saved, out_datas)
+    outs = tuple((d.shape, d.dtype) for d in out_datas)
+    node = Node(name, backend, vjps, edges, raw, src, params, None, outs, versions)
+    return tuple(_wrap(d, backend, node, k) for k, d in enumerate(out_datas))
+
+
+def _edges(inputs: tuple[Any, ...], vjps: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Per input, where its cotangent goes; ``None`` when no input needs a gradient."""
+    edges = []
+    found = False
+    for t, rule in zip(inputs, vjps):
+        if rule is not None and type(t) is Tensor and t._requires_grad:
+            edges.append(edge_of(t))
+            found = True
+        else:
+            edges.append(None)
+    return tuple(edges) if found else None
+
+
+# Interned ``src`` tuples: the same few patterns recur for every op, so nodes share them.
+_SRC: dict[tuple[int | None, ...], tuple[int | None, ...]] = {}
+_SRC_INPUT = tuple((i,) for i in range(4))  # one saved item: input i
+_SRC_OUTPUT = (-1,)  # one saved item: the (only) output
+
+
+def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[Any, ...]
+                  ) -> tuple[tuple[Any, ...], tuple[int | None, ...] | None, Any]:
+    """Raw arrays to keep, where each came from (input i, output -1-k, None: constant), and
+    the flat (index, version cell, count) triples of the saved input Tensors."""
+    if len(saved) == 1:  # the common case (x or out of a unary op), without building lists
+        s = saved[0]
+        ts = type(s)
+        if ts is Tensor:
+            i = _position(inputs, s)
+            cell = version_cell(s)
+            return (s.data,), (_SRC_INPUT[i] if i < 4 else (i,)), (0, cell, cell[0])
+        if ts is Out and s.k == 0:
+            return (outs[0],), _SRC_OUTPUT, None
+    raw = []
+    src: list[int | None] = []
+    versions: tuple[Any, ...] = ()
+    known = False
+    for s in saved:
+        ts = type(s)
+        if ts is Tensor:
+            cell = version_cell(s)
+            versions += (len(raw), cell, cell[0])
+            raw.append(s.data)
+            src.append(_position(inputs, s))
+            known = True
+        elif ts is Out:
+            raw.append(outs[s.k])
+            src.append(-1 - s.k)
+            known = True
+        else:
+            raw.append(s)
+            src.append(None)
+    if not known:
+        return tuple(raw), None, None
+    key = tuple(src)
+    return tuple(raw), _SRC.setdefault(key, key), (versions or None)
+
+
+def _position(inputs: tuple[Any, ...], t: Any) -> int:
+    """Index of ``t`` among the op's inputs, by identity (``==`` is elementwise on Tensors)."""
+    i = 0
+    for x in inputs:
+        if x is t:
+            return i
+        i += 1
+    raise ValueError("a saved Tensor must be one of the op's inputs")
