@@ -9,10 +9,15 @@
 (The modules are not named after the functions they hold, so re-exporting ``record`` and
 ``backward`` here does not shadow a submodule.)
 
-Import order (no cycles): ``mode`` and ``node`` need nothing of agnograd but each other;
-``agnograd._tensor`` needs none of this package at import time (``Tensor.backward`` imports the
-walk when called); ``recording`` and ``walk`` import ``Tensor``; the op modules import this
-package.
+Import order, one way (``tests/test_architecture.py`` checks there is no cycle)::
+
+    _backend, _dtypes  <-  _tensor  <-  autograd.mode  <-  autograd.node
+                                    <-  autograd.recording, autograd.walk  <-  _ops/*, func, ...
+
+``agnograd._tensor`` imports nothing of this package at module level: ``Tensor.backward``
+imports the walk when it is called. ``recording`` and ``walk`` import ``Tensor`` directly, and
+under ``create_graph=True`` the walk asks a Tensor for the agnograd namespace
+(``__array_namespace__()``), so nothing is injected into this package at import time.
 """
 
 from __future__ import annotations
