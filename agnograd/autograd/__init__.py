@@ -9,15 +9,15 @@
 (The modules are not named after the functions they hold, so re-exporting ``record`` and
 ``backward`` here does not shadow a submodule.)
 
-Import order, one way (``tests/test_architecture.py`` checks there is no cycle)::
+Import order, one way (``tests/test_architecture.py`` checks there is no cycle):
 
-    _backend, _dtypes  <-  _tensor  <-  autograd.mode  <-  autograd.node
-                                    <-  autograd.recording, autograd.walk  <-  _ops/*, func, ...
-
-``agnograd._tensor`` imports nothing of this package at module level: ``Tensor.backward``
-imports the walk when it is called. ``recording`` and ``walk`` import ``Tensor`` directly, and
-under ``create_graph=True`` the walk asks a Tensor for the agnograd namespace
-(``__array_namespace__()``), so nothing is injected into this package at import time.
+- ``mode`` imports nothing of agnograd, ``node`` only ``mode``;
+- ``agnograd._tensor`` imports nothing of this package at module level (``Tensor.backward``
+  imports the walk when it is called);
+- ``recording`` and ``walk`` import ``Tensor`` directly; under ``create_graph=True`` the walk
+  asks a Tensor for the agnograd namespace (``__array_namespace__()``), so nothing is injected
+  into this package at import time;
+- the op modules, ``func``, ``custom``, ``graph``, ``testing`` import this package.
 """
 
 from __future__ import annotations
