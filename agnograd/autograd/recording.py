@@ -48,11 +48,12 @@ def record(
         t = inputs[0]
         if vjps[0] is None or type(t) is not Tensor or not t._requires_grad:
             return _wrap(out_data, backend)
-        edges: tuple[Any, ...] | None = (edge_of(t),)
+        edges = (edge_of(t),)
     else:  # (elementwise binary ops and matmul take record_binary)
-        edges = _edges(inputs, vjps)
-        if edges is None:
+        found = _edges(inputs, vjps)
+        if found is None:
             return _wrap(out_data, backend)
+        edges = found
     if saved:
         raw, src, versions = _unpack_saved(inputs, saved, (out_data,))
         node = Node(name, backend, vjps, edges, raw, src, params, meta, None, versions)
