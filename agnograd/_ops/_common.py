@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._backend import Backend, backend_of_array, get_default_backend
-from .._dtypes import DType, from_backend_dtype, to_backend_dtype
+from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
 from .._engine import OUT, _mode, out, record, record_multi
 from .._tensor import Tensor, tensor
 
@@ -36,7 +36,6 @@ __all__ = [
     "PY_SCALARS",
 ]
 
-PY_SCALARS = (bool, int, float, complex)
 wrap = Tensor._wrap
 
 
