@@ -28,6 +28,12 @@ __all__ = [
 
 _builtin_bool = bool
 
+# The Python scalar types the Array API lets an op take in place of an array (``x * 2.0``),
+# defined once here (this module imports nothing of agnograd's, so every module may import it).
+# Checked with ``type(v) in PY_SCALARS`` (exact types, fastest) or ``isinstance`` (subclasses,
+# e.g. NumPy's float64 scalar, too). Before ``bool`` is rebound to the dtype below.
+PY_SCALARS: tuple[type, ...] = (bool, int, float, complex)
+
 
 class DType:
     """A backend-neutral data type (compare with ``==``; each name has one instance)."""

@@ -18,8 +18,6 @@ from ._dtypes import DType, from_backend_dtype, to_backend_dtype
 
 __all__ = ["Tensor", "tensor", "as_tensor"]
 
-_PY_SCALARS = (bool, int, float, complex)
-
 
 class Tensor:
     """A differentiable array on any Array API backend.

@@ -29,6 +29,7 @@ from . import _capture_state
 from ._backend import Backend, CudaGraphRecorder, backend_of_array
 from ._capture_state import CaptureError
 from ._tensor import Tensor
+from .pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
 
 __all__ = ["capture", "CapturedStep", "CaptureError", "CheckResult"]
 
@@ -48,15 +49,17 @@ def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) ->
 
     ``step_fn`` is a whole step: typically ``opt.zero_grad()``, the forward pass, ``backward()``
     and ``opt.step()`` of an optimizer created with ``capturable=True``; it returns a Tensor, a
-    tuple/list/dict of Tensors, or ``None``. ``capture`` calls it ``warmup`` times and then once
-    more while recording -- ``warmup + 1`` real steps on the example inputs, on every backend
-    (on CuPy the recorded graph is launched once to perform the last one).
+    pytree (tuple/list/dict/NamedTuple) of Tensors, or ``None``. ``capture`` calls it ``warmup``
+    times and then once more while recording -- ``warmup + 1`` real steps on the example inputs,
+    on every backend (on CuPy the recorded graph is launched once to perform the last one).
 
     Args:
         step_fn: the step. It must clear the gradients first (``opt.zero_grad()``), must not
             synchronise with the host (see :class:`CaptureError`), and must have static shapes.
-        *example_args: the inputs. Tensors (or arrays) become input buffers of that shape, dtype
-            and backend, copied from these; any other argument is a constant of the recording.
+        *example_args: the inputs, each a Tensor, an array or a pytree of them (tuples, lists,
+            dicts, NamedTuples: see :mod:`agnograd.pytree`). Tensors (or arrays) become input
+            buffers of that shape, dtype and backend, copied from these; any other leaf is a
+            constant of the recording; a replay must pass the same structure.
         warmup: eager calls before recording (at least 1: optimizers create their state on
             their first step, which must not be recorded; on CuPy they also compile kernels and
             grow the memory pool).
@@ -76,13 +79,27 @@ def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) ->
 
 
 class _Slot:
-    """One positional argument of the step: a tensor input buffer, or a constant."""
+    """One leaf of the step's arguments (see :mod:`agnograd.pytree`): a tensor input buffer, or
+    a constant. ``name`` says where it is in error messages."""
 
-    __slots__ = ("buffer", "constant")
+    __slots__ = ("buffer", "constant", "name")
 
-    def __init__(self, buffer: Tensor | None, constant: Any) -> None:
+    def __init__(self, buffer: Tensor | None, constant: Any, name: str) -> None:
         self.buffer = buffer
         self.constant = constant
+        self.name = name
+
+
+def _leaf_names(args: tuple[Any, ...]) -> list[str]:
+    """``argument i`` for an argument that is a leaf, ``argument i (leaf j)`` inside a pytree."""
+    names = []
+    for i, a in enumerate(args):
+        leaves, treedef = tree_flatten(a)
+        if treedef.num_leaves == 1 and not treedef.children:
+            names.append(f"argument {i}")
+        else:
+            names.extend(f"argument {i} (leaf {j})" for j in range(len(leaves)))
+    return names
 
 
 def _as_tensor(x: Any) -> Tensor | None:
@@ -98,38 +115,9 @@ def _copy(t: Tensor) -> Tensor:
     return Tensor._wrap(b.asarray(t.data, copy=True), b)
 
 
-def _flatten(tree: Any, leaves: list[Any]) -> Any:
-    """The structure of ``tree`` (tuples, lists, dicts) with leaves replaced by their index."""
-    if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
-        return tuple(_flatten(t, leaves) for t in tree)
-    if isinstance(tree, list):
-        return [_flatten(t, leaves) for t in tree]
-    if isinstance(tree, dict):
-        return {k: _flatten(v, leaves) for k, v in tree.items()}
-    leaves.append(tree)
-    return _Leaf(len(leaves) - 1)
-
-
-class _Leaf:
-    __slots__ = ("i",)
-
-    def __init__(self, i: int) -> None:
-        self.i = i
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is _Leaf and other.i == self.i
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-def _unflatten(spec: Any, leaves: list[Any]) -> Any:
-    if type(spec) is _Leaf:
-        return leaves[spec.i]
-    if isinstance(spec, tuple):
-        return tuple(_unflatten(s, leaves) for s in spec)
-    if isinstance(spec, list):
-        return [_unflatten(s, leaves) for s in spec]
-    return {k: _unflatten(v, leaves) for k, v in spec.items()}
+def _short(treedef: TreeDef) -> str:
+    text = repr(treedef)
+    return text if len(text) <= 200 else text[:200] + "...)"
 
 
 def _describe(t: Tensor) -> str:
@@ -151,7 +139,9 @@ class CapturedStep:
     Attributes:
         backend: the name of the backend the step runs on.
         graph: whether the replay is a CUDA graph (CuPy) rather than the eager fallback.
-        inputs: the input buffer Tensors (``None`` for constant arguments), in argument order.
+        inputs: the input buffer Tensors (``None`` for constant arguments), in argument order;
+            an argument that is a pytree (tuple, list, dict, NamedTuple) comes back with that
+            structure, buffers and ``None`` at its leaves.
         outputs: what the last call returned (the output buffers).
     """
 
@@ -159,26 +149,31 @@ class CapturedStep:
                  warmup: int) -> None:
         self._fn = step_fn
         self._slots: list[_Slot] = []
+        # The arguments are a pytree: Tensors (and arrays) at its leaves become input buffers,
+        # other leaves constants; a replay must pass the same structure.
+        leaves, self._argdef = tree_flatten(tuple(example_args))
+        self._nargs = len(example_args)
         backend: Backend | None = None
-        for i, a in enumerate(example_args):
+        for a, name in zip(leaves, _leaf_names(example_args)):
             t = _as_tensor(a)
             if t is None:
-                self._slots.append(_Slot(None, a))
+                self._slots.append(_Slot(None, a, name))
                 continue
             if backend is None:
                 backend = t._backend
             elif t._backend is not backend:
-                raise CaptureError(f"ag.capture: argument {i} is on backend '{t.backend}' but an "
+                raise CaptureError(f"ag.capture: {name} is on backend '{t.backend}' but an "
                                    f"earlier one is on '{backend.name}'; a step runs on one backend")
             buf = _copy(t)
             if t.requires_grad and t.is_leaf:
                 buf.requires_grad_(True)
-            self._slots.append(_Slot(buf, None))
-        self._args = tuple(s.buffer if s.buffer is not None else s.constant for s in self._slots)
+            self._slots.append(_Slot(buf, None, name))
+        self._args = tree_unflatten(
+            self._argdef, [s.buffer if s.buffer is not None else s.constant for s in self._slots])
         self._participants: list[Any] = []
         self._recorded_hyper: list[Any] = []
         self._recorder: CudaGraphRecorder | None = None
-        self._spec: Any = None
+        self._spec: TreeDef | None = None
         self._out_leaves: list[Any] = []
         self._pinned: list[tuple[Tensor, Any]] = []
         self.outputs: Any = None
@@ -187,8 +182,8 @@ class CapturedStep:
         self._record(backend, warmup)
 
     @property
-    def inputs(self) -> list[Tensor | None]:
-        return [s.buffer for s in self._slots]
+    def inputs(self) -> list[Any]:
+        return list(tree_unflatten(self._argdef, [s.buffer for s in self._slots]))
 
     # -- recording -----------------------------------------------------------------------------
     def _call_checked(self) -> Any:
@@ -217,7 +212,7 @@ class CapturedStep:
             # is on for every call, so a step that is not capture-safe fails on its first one.
             out = self._call_checked()
             calls -= 1
-            for leaf in _leaves(out):
+            for leaf in tree_leaves(out):
                 if type(leaf) is Tensor:
                     backend = leaf._backend
                     self.backend = backend.name
@@ -270,8 +265,7 @@ class CapturedStep:
             opt.sync_device_hyperparameters()
 
     def _set_outputs(self, out: Any, copy: bool) -> None:
-        leaves: list[Any] = []
-        self._spec = _flatten(out, leaves)
+        leaves, self._spec = tree_flatten(out)
         kept = []
         for leaf in leaves:
             t = _as_tensor(leaf)
@@ -280,38 +274,53 @@ class CapturedStep:
             else:  # detached: the recorded graph of the step is not kept alive
                 kept.append(_copy(t) if copy else Tensor._wrap(t.data, t._backend))
         self._out_leaves = kept
-        self.outputs = _unflatten(self._spec, kept)
+        self.outputs = tree_unflatten(self._spec, kept)
 
     # -- replay --------------------------------------------------------------------------------
     def _inputs_for(self, args: tuple[Any, ...], what: str) -> list[tuple[Tensor, Tensor]]:
         """Check ``args`` against the recorded inputs; the (buffer, new value) pairs to copy."""
-        if len(args) != len(self._slots):
-            raise CaptureError(f"{what}: the step was recorded with {len(self._slots)} "
+        if len(args) != self._nargs:
+            raise CaptureError(f"{what}: the step was recorded with {self._nargs} "
                                f"argument(s), got {len(args)}")
+        leaves, argdef = tree_flatten(args)
+        if argdef != self._argdef:
+            for i, (got, want) in enumerate(zip(argdef.children, self._argdef.children)):
+                if got == want:
+                    continue
+                if want.num_leaves == 1 and not want.children:  # a leaf: this argument's slot
+                    buf = self._slots[sum(c.num_leaves for c in self._argdef.children[:i])].buffer
+                    if buf is not None:
+                        raise CaptureError(f"{what}: argument {i} must be a Tensor "
+                                           f"({_describe(buf)}) as recorded, not "
+                                           f"{type(args[i]).__name__}")
+                raise CaptureError(f"{what}: argument {i} has the structure {_short(got)} but the "
+                                   f"step was recorded with {_short(want)}; a captured step takes "
+                                   "the same structure of arguments every time")
         pairs = []
-        for i, (slot, a) in enumerate(zip(self._slots, args)):
+        for slot, a in zip(self._slots, leaves):
             buf = slot.buffer
+            name = slot.name
             if buf is None:
                 if a is not slot.constant and a != slot.constant:
                     raise CaptureError(
-                        f"{what}: argument {i} was the constant {slot.constant!r} when the step was "
+                        f"{what}: {name} was the constant {slot.constant!r} when the step was "
                         f"recorded, not {a!r}; constants are frozen in the recording -- pass a "
                         "Tensor to make it an input, or capture the step again")
                 continue
             t = _as_tensor(a)
             if t is None:
-                raise CaptureError(f"{what}: argument {i} must be a Tensor ({_describe(buf)}) "
+                raise CaptureError(f"{what}: {name} must be a Tensor ({_describe(buf)}) "
                                    f"as recorded, not {type(a).__name__}")
             if t is buf:
                 continue
             if (t._backend is not buf._backend or t.data.shape != buf.data.shape
                     or t.data.dtype != buf.data.dtype):
                 raise CaptureError(
-                    f"{what}: argument {i} has {_describe(t)} but the step was recorded with "
+                    f"{what}: {name} has {_describe(t)} but the step was recorded with "
                     f"{_describe(buf)}; a captured step has static shapes and dtypes -- convert "
                     "it, pad the batch, or capture another step for this shape")
             if buf._backend.multi_device and t.data.device != buf.data.device:
-                raise CaptureError(f"{what}: argument {i} is on device {t.device} but the step was "
+                raise CaptureError(f"{what}: {name} is on device {t.device} but the step was "
                                    f"recorded on {buf.device}; move it with .to_device()")
             pairs.append((buf, t))
         return pairs
@@ -330,9 +339,8 @@ class CapturedStep:
             if buf._version is not None:
                 buf._version[0] += 1  # graphs that saved the old input refuse to use it
         out = self._fn(*self._args)
-        leaves: list[Any] = []
-        spec = _flatten(out, leaves)
-        if not _same_spec(spec, self._spec) or len(leaves) != len(self._out_leaves):
+        leaves, spec = tree_flatten(out)
+        if spec != self._spec:
             raise CaptureError("captured step: step_fn returned a different structure of outputs "
                                "than when it was recorded; a captured step must return the same "
                                "structure every time")
@@ -346,7 +354,7 @@ class CapturedStep:
             else:
                 self._out_leaves[i] = new
         if any(type(k) is not Tensor for k in self._out_leaves):
-            self.outputs = _unflatten(self._spec, self._out_leaves)
+            self.outputs = tree_unflatten(self._spec, self._out_leaves)
         return self.outputs
 
     # -- check ---------------------------------------------------------------------------------
@@ -370,21 +378,21 @@ class CapturedStep:
                 how much), or ``args`` do not match the recorded inputs.
         """
         self._inputs_for(args, "captured step check()")
-        eager_args = [a if s.buffer is None else _as_tensor(a) for s, a in zip(self._slots, args)]
+        arg_leaves = tree_leaves(args)
+        eager_args = tree_unflatten(self._argdef, [a if s.buffer is None else _as_tensor(a)
+                                                   for s, a in zip(self._slots, arg_leaves)])
         snap = self._snapshot()
         eager_out = self._fn(*eager_args)
-        eager_leaves: list[Any] = []
-        spec = _flatten(eager_out, eager_leaves)
+        eager_leaves, spec = tree_flatten(eager_out)
         eager = [(f"output {i}", _copy(t)) for i, t in enumerate(map(_as_tensor, eager_leaves))
                  if t is not None]
         eager += [(name, _copy(t)) for name, t in self._state_tensors()]
         self._restore(snap)
-        if not _same_spec(spec, self._spec):
+        if spec != self._spec:
             raise CaptureError("captured step check(): the eager run returned a different structure "
                                "of outputs than the recording")
         out = self(*args)
-        leaves: list[Any] = []
-        _flatten(out, leaves)
+        leaves = tree_leaves(out)
         replay = [(f"output {i}", t) for i, t in enumerate(map(_as_tensor, leaves)) if t is not None]
         replay += list(self._state_tensors())
         if [n for n, _ in eager] != [n for n, _ in replay]:
@@ -465,22 +473,6 @@ class CapturedStep:
         kind = "CUDA graph" if self.graph else "eager fallback"
         return (f"CapturedStep({getattr(self._fn, '__name__', 'step')}, backend={self.backend!r}, "
                 f"{kind}, {sum(s.buffer is not None for s in self._slots)} tensor input(s))")
-
-
-def _leaves(tree: Any) -> list[Any]:
-    leaves: list[Any] = []
-    _flatten(tree, leaves)
-    return leaves
-
-
-def _same_spec(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(_same_spec(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same_spec(a[k], b[k]) for k in a)
-    return bool(a == b)
 
 
 def _compare(r: Tensor, e: Tensor, rtol: float, atol: float, name: str) -> tuple[float, bool]:

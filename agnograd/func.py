@@ -1,12 +1,14 @@
 """Function transforms: ``grad``, ``value_and_grad``, ``vjp``, ``jvp``, ``jacobian``, ``hessian``,
 ``hvp`` -- in the style of JAX, on any backend.
 
-Inputs may be Tensors, raw backend arrays (NumPy, CuPy, ...), Python scalars, or pytrees (nested
-tuples, lists and dicts) of those. Each differentiated input is replaced by a fresh alias Tensor
-that requires grad (recorded as an identity op when the input is itself part of an outer graph,
-so transforms nest: ``grad(grad(f))``); the function runs on those; the engine walks back from the
-output to the aliases only. Results mirror the inputs' types: a NumPy array in gives a NumPy
-array out, a CuPy array a CuPy array, a Tensor a Tensor, a Python float a Python float.
+Inputs may be Tensors, raw backend arrays (NumPy, CuPy, ...), Python scalars, or pytrees of
+those (nested tuples, lists, dicts and NamedTuples, ``None`` an empty subtree: see
+:mod:`agnograd.pytree`); gradients come back in the same structure. Each differentiated input is
+replaced by a fresh alias Tensor that requires grad (recorded as an identity op when the input is
+itself part of an outer graph, so transforms nest: ``grad(grad(f))``); the function runs on
+those; the engine walks back from the output to the aliases only. Results mirror the inputs'
+types: a NumPy array in gives a NumPy array out, a CuPy array a CuPy array, a Tensor a Tensor, a
+Python float a Python float.
 
 ``jvp`` uses the double-VJP construction: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is linear
 in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs about
@@ -29,43 +31,11 @@ from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, tensor
 from .autograd import backward, enable_grad, is_grad_enabled, record
+from .pytree import tree_flatten, tree_leaves, tree_unflatten
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
 
 _SCALARS = (bool, int, float)
-
-# ---------------------------------------------------------------------------------------------
-# Pytrees: nested tuples, lists and dicts; everything else is a leaf.
-
-
-def _flatten(tree: Any) -> tuple[list[Any], Any]:
-    leaves: list[Any] = []
-
-    def build(node: Any) -> Any:
-        if isinstance(node, (tuple, list)):
-            return (type(node), [build(c) for c in node])
-        if isinstance(node, dict):
-            return (dict, [(k, build(v)) for k, v in node.items()])
-        leaves.append(node)
-        return None
-
-    return leaves, build(tree)
-
-
-def _unflatten(spec: Any, leaves: list[Any]) -> Any:
-    it = iter(leaves)
-
-    def build(s: Any) -> Any:
-        if s is None:
-            return next(it)
-        kind, children = s
-        if kind is dict:
-            return {k: build(v) for k, v in children}
-        items = [build(c) for c in children]
-        return kind(items) if kind is not tuple else tuple(items)
-
-    return build(spec)
-
 
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
@@ -135,13 +105,13 @@ def _prepare(args: tuple[Any, ...], argnums: int | Sequence[int], what: str
     new_args = list(args)
     parts = []
     for a in nums:
-        leaves, spec = _flatten(args[a])
+        leaves, spec = tree_flatten(args[a])
         aliases, kinds = [], []
         for leaf in leaves:
             t, k = _alias(leaf, what)
             aliases.append(t)
             kinds.append(k)
-        new_args[a] = _unflatten(spec, aliases)
+        new_args[a] = tree_unflatten(spec, aliases)
         parts.append((aliases, kinds, spec))
     return new_args, parts, isinstance(argnums, int)
 
@@ -168,7 +138,7 @@ def _keep_graph(args: Sequence[Any]) -> bool:
     or when an input is itself part of a graph (e.g. a gradient penalty backpropagated later)."""
     if _depth.n > 0:
         return True
-    return any(type(a) is Tensor and a._requires_grad for a in _flatten(list(args))[0])
+    return any(type(a) is Tensor and a._requires_grad for a in tree_leaves(args))
 
 
 def _seed(y: Tensor, create_graph: bool) -> Any:
@@ -280,7 +250,7 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         else:
             gs = [None] * len(aliases)
         # <Jᵀu, v> is linear in u; its gradient with respect to u is J v.
-        tan_leaves = [_tangent_like(v, a) for v, a in zip(_flatten(list(tangents))[0], aliases)]
+        tan_leaves = [_tangent_like(v, a) for v, a in zip(tree_leaves(tangents), aliases)]
         total = None
         for g, v in zip(gs, tan_leaves):
             if g is not None:
@@ -356,7 +326,7 @@ def hvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
     def grad_dot_v(*xs: Any) -> Tensor:
         value, gs = value_and_grad(f, nums)(*xs)
         total = None
-        for g, v in zip(_flatten(list(gs))[0], _flatten(list(tangents))[0]):
+        for g, v in zip(tree_leaves(gs), tree_leaves(tangents)):
             term = _sum(g * _tangent_like(v, g))
             total = term if total is None else total + term
         holder.append(value)
@@ -392,12 +362,12 @@ def _regroup(parts: list[tuple[list[Tensor], list[Any], Any]], gs: Sequence[Any]
         for a, k in zip(aliases, kinds):
             leaves.append(_give_back(gs[i], a, k, keep))
             i += 1
-        out.append(_unflatten(spec, leaves))
+        out.append(tree_unflatten(spec, leaves))
     return out
 
 
 def _kind_of(args: Sequence[Any]) -> Any:
-    for a in _flatten(list(args))[0]:
+    for a in tree_leaves(args):
         if type(a) is Tensor:
             return "tensor"
         b = backend_of_array(a)

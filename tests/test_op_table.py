@@ -128,3 +128,88 @@ def test_backward_makes_no_host_copies(op, shapes, monkeypatch):
     loss.backward()
     monkeypatch.undo()
     assert all(x.grad is not None for x in xs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every public differentiable op has a record
+
+# Public functions that are not differentiable ops, so they need no record. Everything else in
+# ag.__all__, ag.linalg.__all__ and agnograd.nn.functional.__all__ that is a function must be
+# named by a record (its name's first part, or its ``covers``): a new op without one fails.
+NOT_DIFFERENTIABLE = {
+    # creation from shapes, fills or host data (no array input to differentiate)
+    "arange", "empty", "empty_like", "eye", "full", "full_like", "linspace", "ones", "ones_like",
+    "zeros", "zeros_like", "from_dlpack", "as_tensor", "tensor",
+    # dtype and namespace queries
+    "can_cast", "finfo", "iinfo", "isdtype", "result_type", "__array_namespace_info__",
+    # searching and sorting that return indices or counts
+    "argmax", "argmin", "argsort", "nonzero", "searchsorted", "count_nonzero",
+    # set functions (values and integer indices/counts; piecewise constant)
+    "unique_all", "unique_counts", "unique_inverse", "unique_values",
+    # comparisons, logical and boolean-valued tests
+    "equal", "not_equal", "greater", "greater_equal", "less", "less_equal", "logical_and",
+    "logical_not", "logical_or", "logical_xor", "any", "all", "isfinite", "isinf", "isnan",
+    "signbit",
+    # integer bitwise ops
+    "bitwise_and", "bitwise_invert", "bitwise_left_shift", "bitwise_or", "bitwise_right_shift",
+    "bitwise_xor",
+    # elementwise functions without a gradient for the real dtypes agnograd differentiates
+    "imag", "nextafter",
+    # linalg functions with integer results
+    "linalg.matrix_rank",
+    # backends, grad mode and graph tools (not ops)
+    "available_backends", "default_backend", "get_backend", "get_default_backend",
+    "set_default_backend", "enable_grad", "no_grad", "is_grad_enabled", "set_grad_enabled",
+    "detect_anomaly", "saved_nbytes", "to_dot", "to_mermaid",
+    # transforms of functions, tested in test_func / test_capture / test_engine
+    "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "checkpoint",
+    "capture",
+    # differentiable, but its rule moves the cotangent between two backends, which a record
+    # (run on one backend) cannot: tested in test_backend.test_to_backend_is_differentiable_...
+    "to_backend",
+}
+
+
+def _public_functions():
+    """(qualified name, function) for every public function of the three namespaces."""
+    import inspect
+
+    import agnograd.nn.functional as F
+
+    for prefix, ns in (("", ag), ("linalg.", ag.linalg), ("nn.", F)):
+        for name in ns.__all__:
+            obj = getattr(ns, name)
+            if callable(obj) and not inspect.isclass(obj) and not inspect.ismodule(obj):
+                yield prefix + name, obj
+
+
+def _covered(ops) -> set[int]:
+    """ids of the public functions the records name (functions, not names: ``ag.matmul`` is
+    ``ag.linalg.matmul``)."""
+    import agnograd.nn.functional as F
+
+    found = set()
+    for op in ops:
+        first = op.name.split("-")[0]
+        for name in (first, *op.covers):
+            if name.startswith("linalg."):
+                ns, attr = ag.linalg, name[len("linalg."):]
+            elif name.startswith("nn."):
+                ns, attr = F, name[len("nn."):]
+            else:
+                ns, attr = ag, name.removeprefix("misc.")
+            obj = getattr(ns, attr, None)
+            if obj is not None:
+                found.add(id(obj))
+    return found
+
+
+def test_every_public_differentiable_op_has_a_record():
+    covered = _covered(OPS)
+    public = dict(_public_functions())
+    missing = sorted(n for n, f in public.items() if n not in NOT_DIFFERENTIABLE
+                     and id(f) not in covered)
+    assert not missing, (f"public ops without a record in tests/op_table/: {missing}; add one (or, "
+                         "if it is not differentiable, add it to NOT_DIFFERENTIABLE with a reason)")
+    stale = sorted(NOT_DIFFERENTIABLE - set(public))
+    assert not stale, f"NOT_DIFFERENTIABLE names functions that are not public: {stale}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._backend import Backend, backend_of_array, get_default_backend
-from .._dtypes import DType, from_backend_dtype, to_backend_dtype
+from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
 from .._tensor import Tensor, tensor
 from ..autograd import OUT, grad_mode, out, record, record_multi
 
@@ -36,7 +36,6 @@ __all__ = [
     "PY_SCALARS",
 ]
 
-PY_SCALARS = (bool, int, float, complex)
 wrap = Tensor._wrap
 
 
@@ -76,9 +75,15 @@ def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
     raise TypeError(f"{op}: expected a Tensor, an array or a Python scalar, not {type(x).__name__}")
 
 
-def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any]:
-    """Backend and operands of a binary elementwise op: Tensors stay Tensors, same-backend raw
-    arrays become constant Tensors, Python scalars stay scalars (the standard's promotion)."""
+def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any, Any, Any]:
+    """The one conversion of a binary op's operands: ``(backend, x1, x2, a1, a2)``.
+
+    ``x1``/``x2`` come back as Tensors or Python scalars (the standard's promotion keeps scalars
+    weak): Tensors stay, same-backend raw arrays and lists become constant Tensors; ``a1``/``a2``
+    are what to compute with (a Tensor's ``.data``, or the scalar). Raises for operands on two
+    backends or two devices, and for two scalars. Used by the elementwise binary ops (behind an
+    inline fast path of their own), ``where`` and the in-place operators.
+    """
     t1 = type(x1) is Tensor
     t2 = type(x2) is Tensor
     if t1 and t2:
@@ -87,26 +92,29 @@ def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any]:
             raise mixing_error(op, b, x2._backend)
         if b.multi_device and x1.data.device != x2.data.device:
             raise device_mismatch(op, x1, x2)
-        return b, x1, x2
+        return b, x1, x2, x1.data, x2.data
     if t1:
         b = x1._backend
-        if not isinstance(x2, PY_SCALARS):
-            x2 = to_tensor(x2, op, b)
-        return b, x1, x2
+        if isinstance(x2, PY_SCALARS):
+            return b, x1, x2, x1.data, x2
+        x2 = to_tensor(x2, op, b)
+        return b, x1, x2, x1.data, x2.data
     if t2:
         b = x2._backend
-        if not isinstance(x1, PY_SCALARS):
-            x1 = to_tensor(x1, op, b)
-        return b, x1, x2
+        if isinstance(x1, PY_SCALARS):
+            return b, x1, x2, x1, x2.data
+        x1 = to_tensor(x1, op, b)
+        return b, x1, x2, x1.data, x2.data
     if isinstance(x1, PY_SCALARS) and isinstance(x2, PY_SCALARS):
         raise TypeError(f"{op}: at least one argument must be an array or Tensor, not two scalars")
     if isinstance(x1, PY_SCALARS):
         x2 = to_tensor(x2, op)
-        return x2._backend, x1, x2
+        return x2._backend, x1, x2, x1, x2.data
     x1 = to_tensor(x1, op)
-    if not isinstance(x2, PY_SCALARS):
-        x2 = to_tensor(x2, op, x1._backend)
-    return x1._backend, x1, x2
+    if isinstance(x2, PY_SCALARS):
+        return x1._backend, x1, x2, x1.data, x2
+    x2 = to_tensor(x2, op, x1._backend)
+    return x1._backend, x1, x2, x1.data, x2.data
 
 
 def operands(xs: Any, op: str) -> tuple[Backend, list[Tensor]]:

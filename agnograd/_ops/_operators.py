@@ -15,7 +15,7 @@ from typing import Any
 
 from . import elementwise as ew
 from . import indexing, linalg, manipulation, statistics
-from ._common import PY_SCALARS, Tensor, grad_on, to_tensor
+from ._common import Tensor, binary_operands, grad_on
 
 
 def _reflect(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -47,17 +47,19 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
             self._requires_grad = res._requires_grad
             self._version = None  # new data: earlier saves keep the old, untouched array
             return self
-        if type(other) is Tensor:
-            if other._backend is not self._backend:
-                from ._common import mixing_error
-
-                raise mixing_error(name, self._backend, other._backend)
-            o = other.data
-        elif isinstance(other, PY_SCALARS):
-            o = other
+        # The same inline prefix as the elementwise ops (see _binary in elementwise.py); the
+        # rest goes through the one conversion. Without it ``x += 1.0`` was ~15% slower.
+        t = type(other)
+        if t is Tensor:
+            if other._backend is self._backend and not self._backend.multi_device:
+                a, o = self.data, other.data
+            else:
+                _, _, _, a, o = binary_operands(self, other, name)
+        elif t is float or t is int:
+            a, o = self.data, other
         else:
-            o = to_tensor(other, name, self._backend).data
-        self.data = raw(self.data, o)
+            _, _, _, a, o = binary_operands(self, other, name)
+        self.data = raw(a, o)
         if self._version is not None:
             self._version[0] += 1  # graphs that saved this data will refuse to use it
         return self

@@ -16,6 +16,7 @@ from typing import Any
 from .. import _capture_state as _capture
 from .._backend import Backend, backend_of_array
 from ._common import (
+    PY_SCALARS,
     Tensor,
     grad_on,
     mixing_error,
@@ -197,7 +198,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     if _capture.ACTIVE:
         _refuse_mask(raw, "x[mask] = value")
     v = value
-    if type(v) is not Tensor and not isinstance(v, (bool, int, float, complex)):
+    if type(v) is not Tensor and not isinstance(v, PY_SCALARS):
         v = to_tensor(v, "setitem", b)
     if type(v) is Tensor and v._backend is not b:
         raise mixing_error("setitem", b, v._backend)

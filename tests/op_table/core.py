@@ -29,6 +29,9 @@ class Op:
         order: highest derivative order checked (2: also finite differences of the gradient).
         f32_rtol: tolerance of the float32 cross-backend comparison.
         skip: backend name -> reason, for backends where the op cannot run.
+        covers: public ops this record exercises on purpose besides the one its name starts
+            with (``"linalg.inv-..."`` covers ``ag.linalg.inv``); read by the test that every
+            public differentiable op has a record.
     """
 
     name: str
@@ -41,6 +44,7 @@ class Op:
     order: int = 2
     f32_rtol: float = 2e-4
     skip: dict[str, str] = field(default_factory=dict)
+    covers: tuple[str, ...] = ()
 
 
 OPS_BY_CATEGORY: dict[str, list[Op]] = {}

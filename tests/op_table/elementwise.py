@@ -61,7 +61,8 @@ OPS = [
     # Piecewise-constant functions: gradient 0 away from their jumps.
     Op("floor-ceil-round-trunc-sign",
        lambda x: ag.floor(x) + ag.ceil(x) + ag.round(x) + ag.trunc(x) + ag.sign(x) + x,
-       UNARY, make=lambda rng, s: [rng.integers(-3, 3, size=s[0]) + rng.uniform(0.2, 0.4, size=s[0])]),
+       UNARY, make=lambda rng, s: [rng.integers(-3, 3, size=s[0]) + rng.uniform(0.2, 0.4, size=s[0])],
+       covers=("ceil", "round", "trunc", "sign")),
     _b("add"),
     _b("subtract"),
     _b("multiply"),
