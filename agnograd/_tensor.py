@@ -142,7 +142,7 @@ class Tensor:
                 )
             if value.data.dtype != self.data.dtype:
                 raise TypeError(
-                    f"a {value.dtype.name} gradient cannot be assigned to a {self.dtype.name} "
+                    f"a gradient of dtype {value.dtype.name} cannot be assigned to a {self.dtype.name} "
                     f"tensor (shape {self.shape}); a gradient has its tensor's dtype: convert "
                     f"it with ag.astype(g, ag.{self.dtype.name})"
                 )
