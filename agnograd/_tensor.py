@@ -41,8 +41,8 @@ class Tensor:
         t = tensor(data, requires_grad=requires_grad)
         self.data = t.data
         self._backend = t._backend
-        self._node = None
-        self._index = 0
+        self._node = t._node  # a stacked sequence of Tensors keeps its graph (see tensor())
+        self._index = t._index
         self._requires_grad = t._requires_grad
         self._grad = None
         self._hooks = None
