@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._backend import Backend, get_default_backend
+from ._backend import Backend, available_backends, get_backend, get_default_backend
 from ._dtypes import ALL, DType, from_backend_dtype
 from ._ops.data_types import _KINDS  # the standard's dtype kinds, defined once
 
@@ -58,9 +58,20 @@ class Info:
             return list(self._native.devices())
         return [self.default_device()]
 
+    def _for(self, device: Any) -> Info | None:
+        """The info of the backend that owns ``device`` when that is not this one's."""
+        if device is None:
+            return None
+        b = _owner(self, device)
+        return None if b is self._backend else Info(b)
+
     def default_dtypes(self, *, device: Any = None) -> dict[str, DType]:
         """The default ``'real floating'``, ``'complex floating'``, ``'integral'`` and
-        ``'indexing'`` dtypes (agnograd DTypes) on ``device`` (the default device if None)."""
+        ``'indexing'`` dtypes (agnograd DTypes) on ``device`` (the default device if None; a
+        device of another backend is answered by that backend)."""
+        other = self._for(device)
+        if other is not None:
+            return other.default_dtypes(device=device)
         if self._native is not None:
             raw = self._native.default_dtypes(device=device)
             return {k: from_backend_dtype(v) for k, v in raw.items()}
@@ -77,13 +88,42 @@ class Info:
     def dtypes(self, *, device: Any = None, kind: str | tuple[str, ...] | None = None
                ) -> dict[str, DType]:
         """The dtypes available on ``device``, name -> agnograd DType, optionally only those of
-        ``kind`` (a kind name as for :func:`agnograd.isdtype`, or a tuple of them)."""
+        ``kind`` (a kind name as for :func:`agnograd.isdtype`, or a tuple of them); a device of
+        another backend is answered by that backend."""
+        other = self._for(device)
+        if other is not None:
+            return other.dtypes(device=device, kind=kind)
         if self._native is not None:
             raw = self._native.dtypes(device=device, kind=kind)
             return {name: from_backend_dtype(dt) for name, dt in raw.items()}
         kinds = _kind_letters(kind)
         xp = self._backend.xp
         return {name: d for name, d in ALL.items() if d.kind in kinds and hasattr(xp, name)}
+
+
+def _has_device(info: Info, device: Any) -> bool:
+    try:
+        return any(d is device or d == device for d in info.devices())
+    except Exception:  # a backend that cannot list or compare its devices: not this one
+        return False
+
+
+def _owner(info: Info, device: Any) -> Backend:
+    """The backend whose devices include ``device``: ``info``'s own first, then the other
+    available backends in agnograd's order (so ``"cpu"`` is the default backend's if it has
+    one)."""
+    if _has_device(info, device):
+        return info._backend
+    names = available_backends()
+    for name in names:
+        b = get_backend(name)
+        if b is not info._backend and _has_device(Info(b), device):
+            return b
+    raise ValueError(
+        f"device {device!r} ({type(device).__name__}) belongs to none of the available backends "
+        f"({', '.join(names)}); pass a device from ag.__array_namespace_info__().devices(), "
+        "or t.device of a Tensor"
+    )
 
 
 def _kind_letters(kind: str | tuple[str, ...] | None) -> str:

@@ -40,8 +40,8 @@ class Tensor:
         t = tensor(data, requires_grad=requires_grad)
         self.data = t.data
         self._backend = t._backend
-        self._node = None
-        self._index = 0
+        self._node = t._node  # a stacked sequence of Tensors keeps its graph (see tensor())
+        self._index = t._index
         self._requires_grad = t._requires_grad
         self._grad = None
         self._hooks = None
@@ -126,7 +126,10 @@ class Tensor:
     def grad(self, value: Tensor | None) -> None:
         if value is not None:
             if type(value) is not Tensor:
-                value = tensor(value, backend=self._backend)
+                raise TypeError(
+                    f"a gradient must be assigned as a Tensor (or None), not "
+                    f"{type(value).__name__}; wrap it: x.grad = ag.tensor(g, dtype=x.dtype)"
+                )
             if value._backend is not self._backend:
                 raise TypeError(
                     f"a gradient on backend '{value.backend}' cannot be assigned to a tensor on "
@@ -135,6 +138,12 @@ class Tensor:
             if value.shape != self.shape:
                 raise ValueError(
                     f"gradient shape {value.shape} does not match the tensor's shape {self.shape}"
+                )
+            if value.data.dtype != self.data.dtype:
+                raise TypeError(
+                    f"a gradient of dtype {value.dtype.name} cannot be assigned to a {self.dtype.name} "
+                    f"tensor (shape {self.shape}); a gradient has its tensor's dtype: convert "
+                    f"it with ag.astype(g, ag.{self.dtype.name})"
                 )
         self._grad = value
 
@@ -335,9 +344,30 @@ def _root_grad(t: Tensor, grad: Any, create_graph: bool) -> Any:
                 f"backward(): grad is a '{ob.name}' array but the tensor is on '{t.backend}'; "
                 f"convert it with ag.to_backend(ag.tensor(grad), '{t.backend}')"
             )
-        gt = tensor(grad, backend=b, dtype=t.data.dtype)
+        gt = tensor(grad, backend=b)
     if gt.shape != t.shape:
         raise ValueError(f"backward(): grad has shape {gt.shape} but the tensor has shape {t.shape}")
+    return fit_seed(gt, t, "backward(): grad", create_graph)
+
+
+def fit_seed(gt: Tensor, t: Tensor, what: str, create_graph: bool) -> Any:
+    """A seed cotangent ``gt`` for output ``t`` (shape and backend already checked) in ``t``'s
+    dtype: a floating seed of another precision is cast (as PyTorch does); an integer, boolean
+    or complex seed for a real floating output is refused, not cast."""
+    have = gt.data.dtype
+    want = t.data.dtype
+    if have != want:
+        if not (gt.dtype.is_floating and t.dtype.is_floating):
+            raise TypeError(
+                f"{what} has dtype {gt.dtype.name} but the output (shape {t.shape}) is "
+                f"{t.dtype.name}: a seed must be real floating (it is then cast to the output's "
+                f"dtype); pass e.g. ag.astype(g, ag.{t.dtype.name})"
+            )
+        if create_graph:
+            from ._ops.data_types import astype
+
+            return astype(gt, want)
+        return gt._backend.fix(gt._backend.xp.astype(gt.data, want))
     return gt if create_graph else gt.data
 
 
@@ -382,6 +412,9 @@ def tensor(
             b = get_backend(backend)
             data = None
     if data is None:
+        if isinstance(obj, (list, tuple)) and _holds_tensor(obj):
+            return _from_tensors(obj, requires_grad, b if backend is not None else None, dtype,
+                                 device)
         if _capture.ACTIVE:
             _capture.refuse("ag.tensor of host data (Python scalars or lists)", _capture.WHY_HOST)
         data = b.asarray(obj, dtype=to_backend_dtype(b.xp, dtype), device=device)
@@ -392,6 +425,7 @@ def tensor(
                 data = b.xp.astype(data, want)
         if device is not None and b.device_of(data) != device:
             data = b.to_device(data, device)
+    check_array_dtype(data, obj, "tensor")
     t = Tensor._wrap(data, b)
     if requires_grad:
         t.requires_grad_(True)
@@ -403,3 +437,62 @@ def as_tensor(x: Any, backend: Backend | None = None) -> Tensor:
     if type(x) is Tensor:
         return x
     return tensor(x, backend=backend)
+
+
+def check_array_dtype(data: Any, obj: Any, what: str) -> None:
+    """Refuse an array whose dtype is not an Array API dtype (NumPy makes object or string
+    arrays from ``None``, ``"abc"`` or ragged lists), at once rather than in a later op."""
+    try:
+        from_backend_dtype(data.dtype)
+    except TypeError:
+        shown = repr(obj)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise TypeError(
+            f"{what}: cannot make an array from {type(obj).__name__} {shown}: its dtype would be "
+            f"{data.dtype}, which is not an Array API dtype; pass numbers, (equal-length) nested "
+            "lists of numbers, arrays or Tensors"
+        ) from None
+
+
+def _holds_tensor(seq: list[Any] | tuple[Any, ...]) -> bool:
+    for o in seq:
+        if type(o) is Tensor:
+            return True
+        if isinstance(o, (list, tuple)) and _holds_tensor(o):
+            return True
+    return False
+
+
+def _from_tensors(obj: Any, requires_grad: bool, backend: Backend | None, dtype: Any,
+                  device: Any) -> Tensor:
+    """``ag.tensor`` of a nested sequence holding Tensors: stacked like ``ag.asarray`` does, so
+    the result stays differentiable with respect to them; a new leaf (``requires_grad=True``)
+    would cut their gradient, so that is refused while any of them requires grad."""
+    from ._ops.creation import asarray  # ops import Tensor: reached at call time
+    from .autograd import is_grad_enabled
+
+    if requires_grad and is_grad_enabled() and _any_requires_grad(obj):
+        raise TypeError(
+            "tensor(..., requires_grad=True) of a sequence holding Tensors that require grad "
+            "would make a new leaf and silently cut their gradient; use ag.stack([...]) (or "
+            "ag.asarray([...])) for a result differentiable with respect to them, or detach "
+            "them (t.detach()) if a new leaf is meant"
+        )
+    out = asarray(obj, dtype=dtype, device=device)
+    if backend is not None and out._backend is not backend:
+        raise TypeError(
+            f"tensor(..., backend='{backend.name}'): the sequence holds '{out.backend}' Tensors; "
+            f"move them first with ag.to_backend(t, '{backend.name}')"
+        )
+    if requires_grad:
+        out = Tensor._wrap(out.data, out._backend).requires_grad_(True)
+    return out
+
+
+def _any_requires_grad(seq: Any) -> bool:
+    for o in seq:
+        if type(o) is Tensor and o._requires_grad:
+            return True
+        if isinstance(o, (list, tuple)) and _any_requires_grad(o):
+            return True
+    return False

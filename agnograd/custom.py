@@ -15,8 +15,20 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._backend import backend_of_array
+from ._ops.data_types import astype
 from ._tensor import Tensor, as_tensor
-from .autograd import anomaly_mode, backward, enable_grad, is_grad_enabled, no_grad, record
+from .autograd import (
+    Node,
+    anomaly_mode,
+    backward,
+    creation_mark,
+    edge_target,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    record,
+)
 
 __all__ = ["custom_vjp", "Function", "FunctionCtx", "checkpoint", "detect_anomaly"]
 
@@ -30,9 +42,14 @@ class _Residuals:
         self.value = value
 
 
-def _call_bwd(bwd: Callable[..., Any], n: int, name: str) -> tuple[Callable[..., Any], ...]:
-    """One rule per input over a single call of ``bwd`` per backward visit (cached by ``g``)."""
+def _call_bwd(bwd: Callable[..., Any], specs: tuple[Any, ...], who: str
+              ) -> tuple[Callable[..., Any], ...]:
+    """One rule per input over a single call of ``bwd`` per backward visit (cached by ``g``).
+    ``specs[i]`` is input i's Tensor when it requires grad (its cotangent is checked against
+    it), else None (its cotangent is ignored); ``who`` names the rule in errors
+    (``"custom_vjp function 'f': bwd"`` or ``"MyOp.backward"``)."""
     cache: list[Any] = [None, None]
+    n = len(specs)
 
     def run(xp: Any, g: Any, residuals: _Residuals, backend: Any) -> tuple[Any, ...]:
         if cache[0] is g:
@@ -43,11 +60,12 @@ def _call_bwd(bwd: Callable[..., Any], n: int, name: str) -> tuple[Callable[...,
         with ctx:
             out = bwd(residuals.value, gt)
         if not isinstance(out, tuple) or len(out) != n:
-            raise TypeError(f"{name}: bwd must return a tuple with one cotangent per positional "
-                            f"input ({n}), got {type(out).__name__}"
-                            + (f" of length {len(out)}" if isinstance(out, tuple) else ""))
-        res = tuple(None if c is None else (as_tensor(c, backend).data if raw else as_tensor(c, backend))
-                    for c in out)
+            got = type(out).__name__ + (f" of length {len(out)}" if isinstance(out, tuple) else "")
+            single = " (or, for one input, a single Tensor)" if who.endswith(".backward") else ""
+            raise TypeError(f"{who} must return a tuple with one cotangent per positional "
+                            f"input ({n}; None for no gradient){single}, got {got}")
+        res = tuple(None if c is None or x is None else _check_cotangent(c, x, i, who, raw)
+                    for i, (c, x) in enumerate(zip(out, specs)))
         cache[0], cache[1] = g, res
         return res
 
@@ -58,6 +76,77 @@ def _call_bwd(bwd: Callable[..., Any], n: int, name: str) -> tuple[Callable[...,
         return rule
 
     return tuple(rule_for(i) for i in range(n))
+
+
+def _check_cotangent(c: Any, x: Tensor, i: int, who: str, raw: bool) -> Any:
+    """A user rule's cotangent for input ``x``: exactly ``x``'s shape, on ``x``'s backend, real
+    floating (another precision is cast to ``x``'s dtype); anything else raises -- it is never
+    broadcast-reduced or cast from an integer."""
+    want = (f"it must return None or a Tensor of shape {x.shape}, dtype {x.dtype.name} on "
+            f"backend '{x.backend}' (the input's)")
+    if type(c) is Tensor:
+        t = c
+    else:
+        ob = backend_of_array(c)
+        if ob is None:
+            raise TypeError(f"{who} returned {type(c).__name__} as the cotangent of input {i}; "
+                            f"{want}")
+        t = Tensor._wrap(c, ob)
+    if t._backend is not x._backend:
+        raise TypeError(f"{who} returned a cotangent on backend '{t.backend}' for input {i}; "
+                        f"{want}")
+    if t.shape != x.shape:
+        raise ValueError(f"{who} returned a cotangent of shape {t.shape} for input {i}; {want} "
+                         "(cotangents are not broadcast or summed down)")
+    if t.data.dtype != x.data.dtype:
+        if not t.dtype.is_floating:
+            raise TypeError(f"{who} returned a {t.dtype.name} cotangent for input {i}; {want}")
+        t = astype(t, x.data.dtype) if not raw else Tensor._wrap(
+            t._backend.xp.astype(t.data, x.data.dtype), t._backend)
+    return t.data if raw else t
+
+
+def _closed_over(out: Any, args: tuple[Any, ...], start: int) -> Any:
+    """A leaf Tensor (or an older graph Node) requiring grad that ``out``'s graph reads without
+    going through one of ``args`` (a closure or a global), or None. Walks only the nodes made
+    since ``start`` (the function's own ops)."""
+    if type(out) is not Tensor or not out._requires_grad:
+        return None
+    allowed = {(id(a) if a._node is None else id(a._node), a._index)
+               for a in args if type(a) is Tensor and a._requires_grad}
+    if (id(out) if out._node is None else id(out._node), out._index) in allowed:
+        return None
+    if out._node is None or out._node.seq < start:
+        return out if out._node is None else out._node
+    stack, seen = [out._node], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for e in node.edges:
+            if e is None:
+                continue
+            p, k = edge_target(e)
+            if (id(p), k) in allowed:
+                continue
+            if type(p) is Node and p.seq >= start:
+                stack.append(p)
+                continue
+            return p  # a leaf, or an older intermediate (named by its op in the error)
+    return None
+
+
+def _closure_error(who: str, found: Any, fix: str) -> TypeError:
+    if type(found) is Tensor:
+        what = f"a Tensor of shape {found.shape} that requires grad"
+    else:
+        what = f"a Tensor (the output of the '{found.name}' op) that requires grad"
+    return TypeError(
+        f"{who} reads {what} that is not one of its arguments (a closure or a global); its "
+        f"gradient would be silently dropped, since the rule returns cotangents for the "
+        f"arguments only. {fix}"
+    )
 
 
 class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
@@ -84,6 +173,7 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
         self.fwd: Callable[..., Any] | None = None
         self.bwd: Callable[..., Any] | None = None
         self._in_fwd = threading.local()  # fwd may call f itself (as in JAX): that call is primal
+        self._method = "bwd"  # "backward" when built by Function.apply (named so in errors)
         functools.update_wrapper(self, f)
 
     def defvjp(self, fwd: Callable[..., Any], bwd: Callable[..., Any]) -> None:
@@ -93,23 +183,52 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
         if self.fwd is None or self.bwd is None:
             raise TypeError(f"{getattr(self.f, '__name__', 'custom_vjp')}: call .defvjp(fwd, bwd) "
                             "before using it")
-        needs = is_grad_enabled() and any(
-            type(a) is Tensor and a._requires_grad for a in args)
-        if not needs or getattr(self._in_fwd, "on", False):
+        grad_on = is_grad_enabled()
+        needs = grad_on and any(type(a) is Tensor and a._requires_grad for a in args)
+        name = getattr(self.f, "__name__", "custom_vjp")
+        if getattr(self._in_fwd, "on", False):
             return self.f(*args)
+        if not needs:
+            out = self.f(*args)
+            # No argument requires grad, so a result that does read some other Tensor.
+            found = _closed_over(out, args, 0) if grad_on else None
+            if found is not None:
+                raise _closure_error(self._who("forward" if self._method == "backward"
+                                               else "the function"), found, self._fix())
+            return out
+        start = creation_mark()
         self._in_fwd.on = True
         try:
             out, residuals = self.fwd(*args)
         finally:
             self._in_fwd.on = False
         out = as_tensor(out)
-        name = getattr(self.f, "__name__", "custom_vjp")
-        rules = _call_bwd(self.bwd, len(args), name)
+        found = _closed_over(out, args, start)
+        if found is not None:
+            raise _closure_error(self._who("forward" if self._method == "backward" else "fwd"),
+                                 found, self._fix())
+        specs = tuple(a if type(a) is Tensor and a._requires_grad else None for a in args)
+        rules = _call_bwd(self.bwd, specs, self._who(self._method))
         inputs = tuple(a if type(a) is Tensor else None for a in args)
-        meta = tuple((a.data.shape, a.data.dtype) if type(a) is Tensor else None for a in args)
         return record(name, out.data, out._backend, inputs,
                       tuple(r if type(a) is Tensor else None for r, a in zip(rules, args)),
-                      saved=(_Residuals(residuals),), meta=meta, params=(out._backend,))
+                      saved=(_Residuals(residuals),), params=(out._backend,))
+
+    def _who(self, method: str) -> str:
+        """How errors name the rule: ``MyOp.backward`` for a Function, ``custom_vjp function
+        'f': bwd`` for custom_vjp."""
+        name = getattr(self.f, "__name__", "custom_vjp")
+        if self._method == "backward":
+            return f"{name}.{method}"
+        return f"custom_vjp function '{name}': {method}"
+
+    def _fix(self) -> str:
+        name = getattr(self.f, "__name__", "f")
+        if self._method == "backward":
+            return (f"Pass it to {name}.apply as an argument (and return its cotangent from "
+                    "backward), or detach it (t.detach()) if it is a constant")
+        return (f"Pass it as an argument ({name}(x, w), with a cotangent for it from bwd), or "
+                "detach it (t.detach()) if it is a constant")
 
 
 class FunctionCtx:
@@ -139,8 +258,9 @@ class Function:
     @classmethod
     def apply(cls, *args: Any) -> Any:
         def f(*a: Any) -> Any:
-            with no_grad():
-                return cls.forward(FunctionCtx(), *a)
+            # Grad mode as it is: no argument requires grad here, so nothing is recorded unless
+            # forward reads another Tensor that does -- which custom_vjp then refuses.
+            return cls.forward(FunctionCtx(), *a)
 
         def fwd(*a: Any) -> tuple[Any, Any]:
             ctx = FunctionCtx()
@@ -153,6 +273,7 @@ class Function:
 
         f.__name__ = cls.__name__
         op = custom_vjp(f)
+        op._method = "backward"
         op.defvjp(fwd, bwd)
         return op(*args)
 

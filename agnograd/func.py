@@ -29,7 +29,7 @@ from ._backend import backend_of_array
 from ._dtypes import from_backend_dtype
 from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
-from ._tensor import Tensor, tensor
+from ._tensor import Tensor, fit_seed, tensor
 from .autograd import backward, enable_grad, is_grad_enabled, record
 from .pytree import tree_flatten, tree_leaves, tree_unflatten
 
@@ -84,11 +84,13 @@ def _give_back(g: Tensor | None, like: Tensor, kind: Any, keep_graph: bool) -> A
     if kind == "tensor":
         return g if keep_graph else g.detach()
     if kind == "scalar":
-        return float(g.item())
+        return _output_back(g if keep_graph else g.detach(), kind)
     return g.data
 
 
 def _output_back(y: Tensor, kind: Any) -> Any:
+    if kind == "scalar" and y.ndim != 0:  # e.g. the Jacobian of a vector function of a scalar
+        return y
     return y if kind == "tensor" else (float(y.item()) if kind == "scalar" else y.data)
 
 
@@ -346,11 +348,25 @@ def hvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
 
 def _as_output(out: Any, what: str) -> Tensor:
     if type(out) is Tensor:
-        return out
-    b = backend_of_array(out)
-    if b is not None or isinstance(out, _SCALARS):
-        return tensor(out)
-    raise TypeError(f"{what}: the function must return a Tensor or an array, not {type(out).__name__}")
+        y = out
+    elif backend_of_array(out) is not None or isinstance(out, _SCALARS):
+        y = tensor(out)
+    else:
+        hint = ""
+        if isinstance(out, (tuple, list)):
+            hint = ("; to return extra values next to the output, pass has_aux=True and return "
+                    "(output, aux)" if what in ("grad", "vjp") else
+                    "; return one Tensor (ag.stack or ag.concat several outputs into one)")
+        raise TypeError(f"{what}: the function must return a Tensor or an array, not "
+                        f"{type(out).__name__}{hint}")
+    if not y.dtype.is_floating:
+        raise TypeError(
+            f"{what}: the output has {y.dtype.name} dtype (shape {y.shape}); gradients are "
+            "defined for real floating outputs only (an integer or boolean result, such as a "
+            "comparison or an argmax, is piecewise constant). Differentiate a floating "
+            "expression instead"
+        )
+    return y
 
 
 def _regroup(parts: list[tuple[list[Tensor], list[Any], Any]], gs: Sequence[Any], keep: bool
@@ -392,13 +408,20 @@ def _zeros_if_none(g: Any, like: Tensor) -> Tensor:
 
 
 def _cotangent(ct: Any, y: Tensor, keep: bool) -> Any:
-    t = ct if type(ct) is Tensor else tensor(ct, backend=y._backend, dtype=y.data.dtype)
+    if type(ct) is Tensor:
+        t = ct
+    elif isinstance(ct, _SCALARS):  # a Python number: the output's dtype
+        t = tensor(ct, backend=y._backend, dtype=y.data.dtype)
+    else:
+        ob = backend_of_array(ct)
+        t = tensor(ct, backend=y._backend if ob is None else None)
     if t._backend is not y._backend:
         raise TypeError(f"vjp_fn: the cotangent is on backend '{t.backend}' but the output is on "
-                        f"'{y.backend}'; move it with ag.to_backend")
+                        f"'{y.backend}'; move it with ag.to_backend(ct, '{y.backend}')")
     if t.shape != y.shape:
-        raise ValueError(f"vjp_fn: the cotangent has shape {t.shape}, the output {y.shape}")
-    return t if keep else t.data
+        raise ValueError(f"vjp_fn: the cotangent has shape {t.shape}, the output {y.shape}; "
+                         "pass one of exactly the output's shape (no broadcasting)")
+    return fit_seed(t, y, "vjp_fn: the cotangent", keep)
 
 
 def _tangent_like(v: Any, like: Tensor) -> Any:

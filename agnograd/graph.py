@@ -11,6 +11,19 @@ from .autograd import FREED, Node, edge_target
 __all__ = ["to_dot", "to_mermaid", "saved_nbytes"]
 
 
+def _need_tensor(t: Any, what: str, names: dict[str, Any] | None = None) -> None:
+    if type(t) is not Tensor:
+        raise TypeError(
+            f"{what} takes a Tensor produced by agnograd ops (whose graph it reads), not "
+            f"{type(t).__name__}; call it on the result of a computation on tensors that "
+            "require grad, e.g. ag.to_dot(loss)"
+        )
+    for k, v in (names or {}).items():
+        if type(v) is not Tensor:
+            raise TypeError(f"{what}: names[{k!r}] is a {type(v).__name__}; names maps labels "
+                            "to Tensors of the graph")
+
+
 def _walk(t: Tensor) -> list[Node]:
     """Nodes reachable from ``t`` (iteratively), in discovery order."""
     if t._node is None:
@@ -39,6 +52,7 @@ def _nbytes(a: Any) -> int:
 
 def saved_nbytes(t: Tensor) -> int:
     """Bytes of the arrays that the graph producing ``t`` holds for its backward pass."""
+    _need_tensor(t, "saved_nbytes")
     total = 0
     for n in _walk(t):
         if n.saved is not FREED:
@@ -94,6 +108,7 @@ def to_dot(t: Tensor, names: dict[str, Tensor] | None = None) -> str:
     """Graphviz DOT text of the graph that produced ``t``: ops as boxes, leaves that require grad
     as filled ellipses, named constants as plain ellipses. ``names`` labels tensors (leaves or
     op results), e.g. ``{"x": x, "W1": W1, "x1": x1, "L": loss}``."""
+    _need_tensor(t, "to_dot", names)
     verts, edges = _graph(t, names)
     lines = ["digraph agnograd {", "  rankdir=LR;"]
     style = {"op": "shape=box", "param": 'shape=ellipse, style=filled, fillcolor="#cde4ff"',
@@ -108,6 +123,7 @@ def to_dot(t: Tensor, names: dict[str, Tensor] | None = None) -> str:
 
 def to_mermaid(t: Tensor, names: dict[str, Tensor] | None = None) -> str:
     """Mermaid ``flowchart`` text of the graph that produced ``t`` (see :func:`to_dot`)."""
+    _need_tensor(t, "to_mermaid", names)
     verts, edges = _graph(t, names)
     lines = ["flowchart LR"]
     for vid, label, kind in verts:

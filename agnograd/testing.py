@@ -48,8 +48,10 @@ def numerical_grad(
     grads = []
     with no_grad():
         for i, x in enumerate(inputs):
-            base = host_array(x.data).astype(_np.float64)
-            g = _np.zeros_like(base)
+            # A C-ordered copy: reshape(-1) of a Fortran-ordered or strided array is a copy,
+            # not a view, so perturbations and results written through it would be lost.
+            base = _np.array(host_array(x.data), dtype=_np.float64, order="C")
+            g = _np.zeros(base.shape, dtype=_np.float64)
             flat = base.reshape(-1)
             for k in range(flat.size):
                 vals = []

@@ -34,6 +34,7 @@ __all__ = [
     "from_backend_dtype",
     "to_backend_dtype",
     "PY_SCALARS",
+    "host_scalar",
 ]
 
 wrap = Tensor._wrap
@@ -75,6 +76,18 @@ def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
     raise TypeError(f"{op}: expected a Tensor, an array or a Python scalar, not {type(x).__name__}")
 
 
+def host_scalar(x: Any) -> Any:
+    """A NumPy scalar (``np.float64(2.0)``, ``np.int32(1)``) as the Python scalar of its kind;
+    anything else as it is. NumPy scalars are the NumPy backend's 0-d values, which other
+    backends refuse; as operands of another backend's op they mean the plain number."""
+    if type(x) is Tensor or type(x) in PY_SCALARS:
+        return x
+    ob = backend_of_array(x)
+    if ob is not None and ob.name == "numpy" and type(x) is not ob.array_type:
+        return x.item()
+    return x
+
+
 def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any, Any, Any]:
     """The one conversion of a binary op's operands: ``(backend, x1, x2, a1, a2)``.
 
@@ -95,12 +108,16 @@ def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any, Any, 
         return b, x1, x2, x1.data, x2.data
     if t1:
         b = x1._backend
+        if b.name != "numpy":
+            x2 = host_scalar(x2)  # a NumPy scalar on another backend: the plain number
         if isinstance(x2, PY_SCALARS):
             return b, x1, x2, x1.data, x2
         x2 = to_tensor(x2, op, b)
         return b, x1, x2, x1.data, x2.data
     if t2:
         b = x2._backend
+        if b.name != "numpy":
+            x1 = host_scalar(x1)  # a NumPy scalar on another backend: the plain number
         if isinstance(x1, PY_SCALARS):
             return b, x1, x2, x1, x2.data
         x1 = to_tensor(x1, op, b)

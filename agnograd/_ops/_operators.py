@@ -59,7 +59,19 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
             a, o = self.data, other
         else:
             _, _, _, a, o = binary_operands(self, other, name)
-        self.data = raw(a, o)
+        try:
+            new = raw(a, o)
+        except (TypeError, ValueError) as exc:  # e.g. NumPy's UFuncTypeError for int += 0.5
+            what = (f"{other.dtype.name} {other.shape}" if type(other) is Tensor
+                    else f"{type(other).__name__} {other!r}")
+            raise (ValueError if isinstance(exc, ValueError) else TypeError)(
+                f"in-place {name} ({_SYMBOL[name]}=) on a tensor of dtype {self.dtype.name}, shape "
+                f"{self.shape} with {what} failed on backend '{self.backend}': the result's dtype "
+                f"or shape cannot be stored in the tensor ({exc}); use the out-of-place form "
+                f"x = x {_SYMBOL[name]} y (a new tensor of the promoted dtype), or convert x "
+                "first (x = ag.astype(x, ag.float64))"
+            ) from exc
+        self.data = new
         if self._version is not None:
             self._version[0] += 1  # graphs that saved this data will refuse to use it
         return self

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _capture_state as _capture
 from .._backend import Backend, backend_of_array, get_backend, get_default_backend, host_array
+from .._tensor import check_array_dtype
 from ._common import (
     PY_SCALARS,
     Tensor,
@@ -83,9 +84,16 @@ def _kwargs(dtype: Any, device: Any) -> dict[str, Any]:
     return kw
 
 
-def _scalar(v: Any) -> Any:
-    """A Python scalar argument; a one-element Tensor is accepted and read out."""
+def _scalar(v: Any, fn: str = "", hint: str = "") -> Any:
+    """A Python scalar argument; a one-element Tensor is accepted and read out -- unless it
+    requires grad, whose gradient reading it out would silently cut (then ``hint`` says what
+    to write instead)."""
     if type(v) is Tensor:
+        if v._requires_grad and grad_on():
+            raise TypeError(
+                f"{fn}: an argument is a Tensor that requires grad (shape {v.shape}); {fn} reads "
+                f"it as a plain number, so no gradient would reach it; {hint}"
+            )
         return v.item()
     return v
 
@@ -123,9 +131,10 @@ def _like(fn: str, x: Any, dtype: Any, device: Any, *args: Any) -> Tensor:
 def arange(start: int | float, /, stop: int | float | None = None, step: int | float = 1, *,
            dtype: Any = None, device: Any = None) -> Tensor:
     """Evenly spaced values in ``[start, stop)`` (``[0, start)`` when ``stop`` is None), 1-d."""
-    start = _scalar(start)
-    stop = None if stop is None else _scalar(stop)
-    step = _scalar(step)
+    hint = "arange's values are not differentiable: pass start, stop and step as numbers"
+    start = _scalar(start, "arange", hint)
+    stop = None if stop is None else _scalar(stop, "arange", hint)
+    step = _scalar(step, "arange", hint)
     if step == 0:
         raise ValueError("arange: step must not be 0")
     return _make("arange", (start, stop, step), dtype, device)
@@ -150,7 +159,8 @@ def full(shape: int | tuple[int, ...], fill_value: bool | int | float | complex,
          dtype: Any = None, device: Any = None) -> Tensor:
     """An array of ``shape`` filled with ``fill_value``; the dtype follows the scalar's kind
     (bool, default integer, default floating, default complex) unless ``dtype`` is given."""
-    return _make("full", (shape, _scalar(fill_value)), dtype, device)
+    hint = "for a result differentiable with respect to it, use ag.broadcast_to(t, shape)"
+    return _make("full", (shape, _scalar(fill_value, "full", hint)), dtype, device)
 
 
 def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None,
@@ -164,8 +174,10 @@ def linspace(start: int | float | complex, stop: int | float | complex, /, num: 
     """``num`` evenly spaced values from ``start`` to ``stop`` (included when ``endpoint``)."""
     if not isinstance(num, int) or num < 0:
         raise ValueError(f"linspace: num must be a non-negative integer, not {num!r}")
-    start = _scalar(start)
-    stop = _scalar(stop)
+    hint = ("for a result differentiable with respect to them, use "
+            "start + (stop - start) * ag.linspace(0.0, 1.0, num)")
+    start = _scalar(start, "linspace", hint)
+    stop = _scalar(stop, "linspace", hint)
     return _make("linspace", (start, stop, num), dtype, device, endpoint=endpoint)
 
 
@@ -215,7 +227,8 @@ def ones_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Tensor:
 def full_like(x: Any, /, fill_value: bool | int | float | complex, *, dtype: Any = None,
               device: Any = None) -> Tensor:
     """``fill_value`` in ``x``'s shape (and dtype/device unless given)."""
-    return _like("full_like", x, dtype, device, _scalar(fill_value))
+    hint = "for a result differentiable with respect to it, use ag.broadcast_to(t, x.shape)"
+    return _like("full_like", x, dtype, device, _scalar(fill_value, "full_like", hint))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +263,13 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
         scalars: list[Any] = []
         plain = _unnest(obj, found, scalars)
         if found:
-            obj = plain
+            for t in found[1:]:
+                if t._backend is not found[0]._backend:
+                    raise TypeError(
+                        f"asarray: the sequence mixes '{found[0].backend}' and '{t.backend}' "
+                        f"arrays; move them to one backend first, e.g. "
+                        f"ag.to_backend(t, '{found[0].backend}')"
+                    )
             if device is None:
                 b = found[0]._backend
             if dtype is None:
@@ -258,13 +277,49 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
                     dtype = result_type(*found, *scalars)
                 except (TypeError, ValueError):
                     dtype = None
+            if grad_on() and any(t._requires_grad for t in found):
+                # Differentiable: stack the elements (as ag.stack does), never via host lists.
+                fb = found[0]._backend
+                out = _stack_nested(obj, fb, _dtype(fb, dtype, "asarray"),
+                                    fb.device_of(found[0].data), ())
+                return _convert(out, None, device, copy)
+            obj = plain
     dt = _dtype(b, dtype, "asarray")
     try:
         data = b.asarray(obj, dtype=dt, device=device, copy=copy)
     except (TypeError, ValueError, OverflowError) as exc:
         raise _same_kind(exc, f"asarray: cannot make a '{b.name}' array from "
                          f"{type(obj).__name__}: {exc}") from exc
+    check_array_dtype(data, obj, "asarray")
     return wrap(data, b)
+
+
+def _stack_nested(obj: Any, b: Backend, dt: Any, dev: Any, where: tuple[int, ...]) -> Tensor:
+    """A nested sequence of Tensors, arrays and Python scalars as one Tensor, built with the
+    differentiable :func:`stack` level by level (so each Tensor element gets its gradient)."""
+    if type(obj) is Tensor:
+        return obj if dt is None or obj.data.dtype == dt else astype(obj, dt)
+    ob = backend_of_array(obj)
+    if ob is not None:
+        t = wrap(obj, ob)
+        return t if dt is None or t.data.dtype == dt else astype(t, dt)
+    if isinstance(obj, (list, tuple)):
+        from .manipulation import stack
+
+        parts = [_stack_nested(o, b, dt, dev, where + (i,)) for i, o in enumerate(obj)]
+        if not parts or any(p.shape != parts[0].shape for p in parts):
+            shapes = ", ".join(str(p.shape) for p in parts) or "none"
+            at = f"at index {list(where)}" if where else "at the top level"
+            raise ValueError(
+                f"asarray: the elements {at} of the nested sequence have "
+                f"shapes {shapes}; a sequence holding Tensors must be regular (equal shapes at "
+                "each level, like ag.stack needs)"
+            )
+        return stack(parts, axis=0)
+    if type(obj) in PY_SCALARS:
+        return wrap(b.asarray(obj, dtype=dt, device=dev), b)
+    raise TypeError(f"asarray: cannot put a {type(obj).__name__} into an array "
+                    f"(at index {list(where)}); use numbers, arrays or Tensors")
 
 
 def _convert(t: Tensor, dtype: Any, device: Any, copy: bool | None) -> Tensor:

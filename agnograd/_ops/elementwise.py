@@ -22,6 +22,7 @@ from ._common import (
     Tensor,
     binary_operands,
     grad_on,
+    host_scalar,
     record,
     to_tensor,
     wrap,
@@ -148,6 +149,9 @@ def _binary(
         try:
             y = fwd(a1, a2) if fwd is not None else getattr(b.xp, name)(a1, a2)
         except (ValueError, TypeError) as exc:
+            s1, s2 = host_scalar(x1), host_scalar(x2)
+            if s1 is not x1 or s2 is not x2:  # a NumPy scalar: retry as the Python scalar
+                return op(s1, s2)
             raise _operand_error(name, x1, x2, b, exc) from exc
         if y is NotImplemented:
             raise TypeError(f"{name}: unsupported operands {type(a1).__name__}, {type(a2).__name__}")
@@ -173,8 +177,12 @@ def _describe(x: Any) -> str:
 def _operand_error(name: str, x1: Any, x2: Any, b: Any, exc: Exception) -> Exception:
     """The backend's error, restated with the op, the operands and the backend."""
     kind = ValueError if isinstance(exc, ValueError) else TypeError
+    hint = ""
+    if name == "pow" and "negative" in str(exc).lower():
+        hint = ("; raise a floating tensor instead (ag.astype(x, ag.float64) ** -1): an integer "
+                "result cannot hold a fraction")
     return kind(f"{name}: cannot combine {_describe(x1)} with {_describe(x2)} on backend "
-                f"'{b.name}' (shapes must broadcast, dtypes must promote): {exc}")
+                f"'{b.name}' (shapes must broadcast, dtypes must promote): {exc}{hint}")
 
 
 def _meta(x1: Any, x2: Any, y: Any) -> tuple[Any, Any] | None:

@@ -434,6 +434,27 @@ def cross(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
 # Inverse, determinants, solve
 
 
+def _inverse(xp: Any, a: Any, op: str) -> Any:
+    """``xp.linalg.inv(a)``, with a backend's singular-matrix error (NumPy's ``LinAlgError``,
+    PyTorch's, ...) restated -- same exception type -- naming the op, the shape and what to do."""
+    try:
+        return xp.linalg.inv(a)
+    except Exception as exc:
+        if "singular" not in str(exc).lower():
+            raise
+        what = ("the matrix" if op == "inv" else
+                f"the gradient of {op} needs the inverse of the matrix, but it")
+        try:
+            new = type(exc)(
+                f"{op}: {what} (shape {tuple(a.shape)}) is singular; use ag.linalg.pinv, or "
+                "regularise it (A + eps*I)"
+                + (", or differentiate slogdet's logabsdet where only that is needed"
+                   if op == "det" else ""))
+        except Exception:  # an exception type that takes other arguments: keep the original
+            raise exc from None
+        raise new from exc
+
+
 def _inv_back(xp: Any, g: Any, y: Any) -> Any:
     yt = _mT(xp, y)
     return -xp.matmul(yt, xp.matmul(g, yt))
@@ -446,14 +467,14 @@ def inv(x: Any, /) -> Tensor:
     """
     x = _matrix_arg(x, "inv", square=True)
     b = x._backend
-    y = b.xp.linalg.inv(x.data)
+    y = _inverse(b.xp, x.data, "inv")
     if _needs(x):
         return record("inv", y, b, (x,), (_inv_back,), (OUT,))
     return wrap(y, b)
 
 
 def _det_back(xp: Any, g: Any, a: Any, d: Any) -> Any:
-    return _mat(xp, g * d) * _mT(xp, xp.linalg.inv(a))
+    return _mat(xp, g * d) * _mT(xp, _inverse(xp, a, "det"))
 
 
 def det(x: Any, /) -> Tensor:
@@ -470,7 +491,7 @@ def det(x: Any, /) -> Tensor:
 
 
 def _slogdet_back(xp: Any, g: Any, a: Any) -> Any:
-    return _mat(xp, g) * _mT(xp, xp.linalg.inv(a))
+    return _mat(xp, g) * _mT(xp, _inverse(xp, a, "slogdet"))
 
 
 def slogdet(x: Any, /) -> SlogdetResult:

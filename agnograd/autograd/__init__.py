@@ -30,7 +30,7 @@ from .mode import (
     no_grad,
     set_grad_enabled,
 )
-from .node import FREED, OUT, Node, Out, edge_of, edge_target, out, version_cell
+from .node import FREED, OUT, Node, Out, creation_mark, edge_of, edge_target, out, version_cell
 from .recording import record, record_binary, record_multi, record_unary
 from .walk import backward
 
@@ -41,6 +41,7 @@ __all__ = [
     "Out",
     "anomaly_mode",
     "backward",
+    "creation_mark",
     "edge_of",
     "edge_target",
     "enable_grad",

@@ -49,6 +49,12 @@ FREED = ("<freed>",)
 """``node.saved`` after a backward without ``retain_graph`` released the saved arrays."""
 
 _sequence = itertools.count()  # node creation order, which backward walks in reverse
+
+
+def creation_mark() -> int:
+    """A number below the ``seq`` of every node created after this call (and above every earlier
+    one): the graph a function records while it runs is the nodes with ``seq`` above the mark."""
+    return next(_sequence)
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # agnograd/
 
 

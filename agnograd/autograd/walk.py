@@ -287,10 +287,14 @@ def _run_hooks(hooks: list[Callable[..., Any]], g: Any, backend: Backend, create
     for hook in list(hooks):
         new = hook(gt)
         if new is not None:
-            if type(new) is not Tensor or new.shape != gt.shape:
-                raise ValueError(
-                    f"a gradient hook returned {type(new).__name__} of shape "
-                    f"{getattr(new, 'shape', None)}; it must return None or a Tensor of shape {gt.shape}"
+            if (type(new) is not Tensor or new._backend is not gt._backend or new.shape != gt.shape
+                    or new.data.dtype != gt.data.dtype):
+                got = (f"a Tensor of shape {new.shape}, dtype {new.dtype.name} on backend "
+                       f"'{new.backend}'" if type(new) is Tensor else type(new).__name__)
+                raise (ValueError if type(new) is Tensor and new.shape != gt.shape else TypeError)(
+                    f"a gradient hook ({getattr(hook, '__qualname__', repr(hook))}) returned "
+                    f"{got}; it must return None or a Tensor of shape {gt.shape}, dtype "
+                    f"{gt.dtype.name} on backend '{gt.backend}' (the gradient's)"
                 )
             gt = new
     return gt if create_graph else gt.data
