@@ -17,6 +17,7 @@ import agnograd as ag
 from .. import _capture_state as _capture
 from .._backend import HostRNG, host_rng
 from .._engine import record as _record
+from ..custom import host_random
 
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softplus", "softmax", "log_softmax", "mse_loss",
@@ -222,7 +223,10 @@ def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
 
     The mask is drawn on the host from ``seed`` (an int, a sequence of ints, or a host generator
     such as :func:`agnograd.nn.host_rng` gives, which advances from call to call) and moved to
-    ``x``'s backend, so a seed gives the same mask on every backend.
+    ``x``'s backend, so a seed gives the same mask on every backend. Inside
+    :func:`agnograd.checkpoint` the mask is recorded (one byte per element, on the host) and the
+    recomputation reuses it, so the gradient is zero exactly where the forward pass dropped and
+    the generator advances once, as without the checkpoint.
     """
     x = _t(x)
     if not 0.0 <= p <= 1.0:
@@ -234,5 +238,8 @@ def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
     _capture.refuse("dropout (training, 0 < p < 1)", _capture.WHY_RANDOM,
                     "Random ops are not capture-safe: capture the step without dropout, or use "
                     "model.eval() / training=False in the captured step")
-    keep = ag.tensor(host_rng(seed).random(x.shape) >= p, backend=x.backend, device=x.device)
+    # Through host_random: inside ag.checkpoint, the recomputation gets this very mask back.
+    shape = x.shape
+    mask = host_random(lambda: host_rng(seed).random(shape) >= p, shape)
+    keep = ag.tensor(mask, backend=x.backend, device=x.device)
     return x * (ag.astype(keep, x.dtype) * (1.0 / (1.0 - p)))
