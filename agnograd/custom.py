@@ -340,13 +340,13 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
     cells = list({id(c): (c, n) for c, n in cells}.values())
     outside_keys = [key for key, _ in outside]
     out_datas = tuple(r.data for r in roots)
+    out_shapes = tuple(tuple(d.shape) for d in out_datas)  # the rule keeps shapes, not arrays
     others = [None if j in picks else t for j, t in enumerate(leaves)]
     del out, leaves, roots, found  # the forward graph is freed here
     outside_set = set(outside_keys)
 
     n_args = len(args)
     n_edges = n_args + len(outside)
-    placeholder = out_datas[0]
     cache: list[Any] = [None, None]
 
     def recompute(g: Any, saved: tuple[Any, ...]) -> list[Any]:
@@ -384,7 +384,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
             ys, spec2 = _flatten(y)
             if spec2 != spec or any(
                     type(ys[j]) is not Tensor or not ys[j]._requires_grad
-                    or ys[j].shape != tuple(out_datas[m].shape) for m, j in enumerate(picks)):
+                    or ys[j].shape != out_shapes[m] for m, j in enumerate(picks)):
                 raise RuntimeError(f"checkpoint({name}): recomputing the function gave outputs of "
                                    "another structure, shape or differentiability than its "
                                    "forward pass; it must be a function of its inputs")
@@ -425,11 +425,11 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
                 if type(key) is int:
                     targets.append(e)
                 else:  # a handle on output k of an earlier node: only its position is read
-                    targets.append(Tensor._wrap(placeholder, backend, key[0], key[1]))
+                    targets.append(Tensor._wrap(ys[0].data, backend, key[0], key[1]))
             gs = list(g) if type(g) is tuple else [g]
             root_grads = [gs[m] for m in range(len(picks))]
             with _hooks_off(targets):
-                res = _engine.backward(ys, root_grads, create, create, targets=targets)
+                res = _engine.backward(ys, root_grads, create, create, targets=targets) or []
         out_g: list[Any] = []
         for s in slot:
             r = None if s is None else res[s]

@@ -225,9 +225,10 @@ def _one_hot(labels: ag.Tensor, c: int, dtype: Any, check: bool) -> ag.Tensor:
     onehot = ag.astype(ag.reshape(labels, (n, 1)) == classes, dtype)
     if check:
         return onehot
-    bad_t = labels >= c if c <= top else None
+    bad_t = ag.greater_equal(labels, c) if c <= top else None
     if signed:
-        bad_t = labels < 0 if bad_t is None else (labels < 0) | bad_t
+        neg = ag.less(labels, 0)
+        bad_t = neg if bad_t is None else ag.logical_or(neg, bad_t)
     if bad_t is None:
         return onehot
     return ag.where(ag.reshape(bad_t, (n, 1)), ag.full_like(onehot, math.nan), onehot)
