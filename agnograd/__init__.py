@@ -57,9 +57,10 @@ from ._ops.utility import *  # noqa: F403
 from ._tensor import Tensor, as_tensor, tensor
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .capture import CapturedStep, CaptureError, capture
-from .custom import Function, FunctionCtx, checkpoint, custom_vjp, detect_anomaly
+from .custom import Function, FunctionCtx, custom_vjp, detect_anomaly
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import saved_nbytes, to_dot, to_mermaid
+from .recompute import checkpoint
 
 __version__ = "0.1.0"
 __array_api_version__ = "2024.12"

@@ -1,5 +1,5 @@
-"""User-defined derivative rules and graph control: ``custom_vjp``, ``Function``, ``checkpoint``,
-``detect_anomaly``.
+"""User-defined derivative rules: ``custom_vjp`` and ``Function``; and ``detect_anomaly``.
+(``checkpoint`` lives in :mod:`agnograd.recompute`.)
 
 ``custom_vjp`` follows ``jax.custom_vjp``: ``f.defvjp(fwd, bwd)`` where ``fwd(*args)`` returns
 ``(out, residuals)`` and ``bwd(residuals, g)`` returns one cotangent per positional input. The
@@ -21,7 +21,6 @@ from ._tensor import Tensor, as_tensor
 from .autograd import (
     Node,
     anomaly_mode,
-    backward,
     creation_mark,
     edge_target,
     enable_grad,
@@ -30,7 +29,7 @@ from .autograd import (
     record,
 )
 
-__all__ = ["custom_vjp", "Function", "FunctionCtx", "checkpoint", "detect_anomaly"]
+__all__ = ["custom_vjp", "Function", "FunctionCtx", "detect_anomaly"]
 
 
 class _Residuals:
@@ -276,60 +275,6 @@ class Function:
         op._method = "backward"
         op.defvjp(fwd, bwd)
         return op(*args)
-
-
-def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` without keeping its intermediates: backward runs ``fn`` again (on the saved
-    inputs) and backpropagates through that recomputation. Trades compute for memory; the
-    gradients are identical."""
-    tensors = [a for a in args if type(a) is Tensor]
-    if not (is_grad_enabled() and any(t._requires_grad for t in tensors)):
-        return fn(*args)
-    with no_grad():
-        out = as_tensor(fn(*args))
-    n = len(args)
-
-    def recompute(xp: Any, g: Any, *saved_and_params: Any) -> tuple[Any, ...]:
-        *inputs, backend = saved_and_params
-        raw = type(g) is not Tensor
-        leaves = []
-        for a in inputs:
-            if type(a) is Tensor:
-                leaves.append(a)
-            elif backend.is_array(a):
-                t = Tensor._wrap(a, backend)
-                t._requires_grad = _floating(t)
-                leaves.append(t)
-            else:
-                leaves.append(a)
-        with enable_grad():
-            y = as_tensor(fn(*leaves))
-            targets = [t for t in leaves if type(t) is Tensor and t._requires_grad]
-            gs = (backward([y], [g], retain_graph=not raw, create_graph=not raw, targets=targets)
-                  if targets else [])
-        it = iter(gs)
-        return tuple(next(it) if type(t) is Tensor and t._requires_grad else None for t in leaves)
-
-    cache: list[Any] = [None, None]
-
-    def rule_for(i: int) -> Callable[..., Any]:
-        def rule(xp: Any, g: Any, *rest: Any) -> Any:
-            if cache[0] is not g:
-                cache[0], cache[1] = g, recompute(xp, g, *rest)
-            r = cache[1][i]
-            return None if r is None else (r.data if type(g) is not Tensor else r)
-
-        return rule
-
-    rules = tuple(rule_for(i) if type(a) is Tensor and a._requires_grad else None
-                  for i, a in enumerate(args))
-    saved = tuple(args)
-    return record(getattr(fn, "__name__", "checkpoint"), out.data, out._backend, tuple(args), rules,
-                  saved=saved, params=(out._backend,)) if n else out
-
-
-def _floating(t: Tensor) -> bool:
-    return t.dtype.is_floating
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from .mode import (
     set_grad_enabled,
 )
 from .node import FREED, OUT, Node, Out, creation_mark, edge_of, edge_target, out, version_cell
-from .recording import record, record_binary, record_multi, record_unary
+from .recording import record, record_binary, record_multi, record_unary, unpack_saved
 from .walk import backward
 
 __all__ = [
@@ -54,5 +54,6 @@ __all__ = [
     "record_multi",
     "record_unary",
     "set_grad_enabled",
+    "unpack_saved",
     "version_cell",
 ]

@@ -18,7 +18,7 @@ from .node import Node, Out, edge_of, version_cell
 if TYPE_CHECKING:
     from .._backend import Backend
 
-__all__ = ["record", "record_unary", "record_binary", "record_multi"]
+__all__ = ["record", "record_unary", "record_binary", "record_multi", "unpack_saved"]
 
 _wrap = Tensor._wrap
 
@@ -55,7 +55,7 @@ def record(
             return _wrap(out_data, backend)
         edges = found
     if saved:
-        raw, src, versions = _unpack_saved(inputs, saved, (out_data,))
+        raw, src, versions = unpack_saved(inputs, saved, (out_data,))
         node = Node(name, backend, vjps, edges, raw, src, params, meta, None, versions)
     else:
         node = Node(name, backend, vjps, edges, (), None, params, meta, None)
@@ -140,7 +140,7 @@ def record_multi(
     edges = _edges(inputs, vjps) if grad_mode.enabled else None
     if edges is None:
         return tuple(_wrap(d, backend) for d in out_datas)
-    raw, src, versions = _unpack_saved(inputs, saved, out_datas)
+    raw, src, versions = unpack_saved(inputs, saved, out_datas)
     outs = tuple((d.shape, d.dtype) for d in out_datas)
     node = Node(name, backend, vjps, edges, raw, src, params, None, outs, versions)
     return tuple(_wrap(d, backend, node, k) for k, d in enumerate(out_datas))
@@ -165,7 +165,7 @@ _SRC_INPUT = tuple((i,) for i in range(4))  # one saved item: input i
 _SRC_OUTPUT = (-1,)  # one saved item: the (only) output
 
 
-def _unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[Any, ...]
+def unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[Any, ...]
                   ) -> tuple[tuple[Any, ...], tuple[int | None, ...] | None, Any]:
     """Raw arrays to keep, where each came from (input i, output -1-k, None: constant), and
     the flat (index, version cell, count) triples of the saved input Tensors."""

@@ -17,6 +17,7 @@ import agnograd as ag
 from .. import _capture_state as _capture
 from .._backend import HostRNG, host_rng
 from ..autograd import record as _record
+from ..recompute import host_random
 
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softplus", "softmax", "log_softmax", "mse_loss",
@@ -125,6 +126,18 @@ def cross_entropy(logits: ag.Tensor, target: Any, reduction: Reduction = "mean")
     gradients. It is one graph node whose rule is the fused gradient
     ``x̄ = ḡ·(softmax(x)·Σ_c p_c - p)`` (``ḡ/N`` for ``"mean"``) and ``p̄ = -ḡ·log softmax(x)``:
     one node instead of the ten a composition of ``max``, ``exp``, ``log``, ``sum`` records.
+
+    Labels outside ``0..C-1`` (``C`` or more, or negative) never give a silent number. Where the
+    labels are in host memory -- NumPy, array_api_strict, PyTorch or JAX on the CPU -- they are
+    read once (one ``any`` over the batch) and a bad one raises ``IndexError`` naming the label,
+    its position and ``C``. Where that read would cost a host synchronisation -- Dask (a compute),
+    a GPU (CuPy, PyTorch or JAX on CUDA), or a step being recorded by :func:`agnograd.capture`
+    -- nothing is read: the loss of each bad sample is NaN (so the ``"mean"``/``"sum"`` loss is
+    NaN, and ``"none"`` is NaN in those rows only) and so is its row of the logits' gradient;
+    the other rows are untouched, and inside :func:`agnograd.detect_anomaly` backward raises
+    ``FloatingPointError`` naming ``cross_entropy``. Boolean or complex targets raise
+    ``TypeError``; a floating-point target of shape ``(N,)`` raises ``ValueError`` (floating
+    targets are probabilities of shape ``(N, C)``).
     """
     logits = _t(logits)
     if logits.ndim != 2:
@@ -137,23 +150,88 @@ def cross_entropy(logits: ag.Tensor, target: Any, reduction: Reduction = "mean")
     if target.backend != logits.backend:
         raise TypeError(f"cross_entropy: target on backend '{target.backend}' but logits on "
                         f"'{logits.backend}'; move one with ag.to_backend")
-    if target.dtype.is_floating:
+    kind = target.dtype.kind
+    if kind == "f":
         if target.shape != logits.shape:
-            raise ValueError(f"cross_entropy: class-probability targets must have the logits' "
-                             f"shape {logits.shape}, not {target.shape}")
+            hint = ("; for class labels pass an integer tensor (ag.astype(target, ag.int64))"
+                    if target.shape == (n,) else "")
+            raise ValueError(f"cross_entropy: a floating-point target is read as class "
+                             f"probabilities, which must have the logits' shape {logits.shape}, "
+                             f"not {target.shape}{hint}")
         if target.dtype != logits.dtype:
             target = ag.astype(target, logits.dtype)
         normalized = False
-    else:
+    elif kind in ("i", "u"):
         if target.shape != (n,):
             raise ValueError(f"cross_entropy: integer labels must have shape ({n},), not "
                              f"{target.shape}")
-        # Labels become one-hot rows (constants): the same fused rule serves both targets.
-        with ag.default_backend(target.backend):  # the labels' backend, not the default one
-            classes = ag.arange(c, dtype=target.dtype, device=target.device)
-        target = ag.astype(ag.reshape(target, (n, 1)) == classes, logits.dtype)
+        target = _one_hot(target, c, logits.dtype, _can_check_on_host(target))
         normalized = True
+    else:
+        raise TypeError(f"cross_entropy: target of dtype {target.dtype} is neither integer class "
+                        "labels nor floating-point class probabilities; convert it with "
+                        "ag.astype(target, ag.int64) (labels) or to the logits' dtype "
+                        "(probabilities)")
     return _softmax_cross_entropy(logits, target, reduction, normalized)
+
+
+def _can_check_on_host(labels: ag.Tensor) -> bool:
+    """Whether checking the labels' range is one cheap host read: arrays in host memory
+    (NumPy, array_api_strict, PyTorch or JAX on the CPU), outside a captured step. On a GPU it
+    would be a synchronisation per loss, on Dask a compute, inside ag.capture it is refused."""
+    if _capture.capturing():
+        return False
+    b = labels._backend
+    if b.lazy:
+        return False
+    if b.name in ("numpy", "array_api_strict"):
+        return True
+    if b.name in ("torch", "jax"):
+        dev = labels.device
+        return (getattr(dev, "type", None) or getattr(dev, "platform", None)) == "cpu"
+    return False
+
+
+def _one_hot(labels: ag.Tensor, c: int, dtype: Any, check: bool) -> ag.Tensor:
+    """Integer ``labels`` of shape ``(N,)`` as one-hot rows (constants) of ``dtype``.
+
+    A label outside ``0..c-1`` has no row of its own: with ``check`` the labels are read on the
+    host once and such a label raises ``IndexError`` naming it, its position and ``c``; without
+    (no cheap host read), its row becomes NaN, so that sample's loss and gradient are NaN and
+    ``ag.detect_anomaly()`` names ``cross_entropy``. Never a row of zeros: that would give
+    loss 0 with a nonzero gradient.
+    """
+    n = labels.shape[0]
+    xp = labels._backend.xp
+    raw = labels.data
+    top = xp.iinfo(raw.dtype).max
+    if c - 1 > top:  # arange(c) would wrap around in the labels' dtype: compare in a wider one
+        labels = ag.astype(labels, ag.int32 if c - 1 <= 2**31 - 1 else ag.int64)
+        raw = labels.data
+        top = c  # now every class fits
+    signed = labels.dtype.kind == "i"
+    if check:
+        bad = raw >= c if c <= top else None
+        if signed:
+            bad = raw < 0 if bad is None else (raw < 0) | bad
+        if bad is not None and bool(xp.any(bad)):  # the one host read
+            i = int(xp.nonzero(bad)[0][0])
+            count = int(xp.nonzero(bad)[0].shape[0])
+            more = f" ({count} labels are out of range)" if count > 1 else ""
+            raise IndexError(f"cross_entropy: label {int(raw[i])} at position {i} is out of range "
+                             f"for {c} classes (valid: 0..{c - 1}){more}")
+    with ag.default_backend(labels.backend):  # the labels' backend, not the default one
+        classes = ag.arange(c, dtype=labels.dtype, device=labels.device)
+    onehot = ag.astype(ag.reshape(labels, (n, 1)) == classes, dtype)
+    if check:
+        return onehot
+    bad_t = ag.greater_equal(labels, c) if c <= top else None
+    if signed:
+        neg = ag.less(labels, 0)
+        bad_t = neg if bad_t is None else ag.logical_or(neg, bad_t)
+    if bad_t is None:
+        return onehot
+    return ag.where(ag.reshape(bad_t, (n, 1)), ag.full_like(onehot, math.nan), onehot)
 
 
 def _log_softmax_raw(xp: Any, x: Any) -> Any:
@@ -222,7 +300,10 @@ def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
 
     The mask is drawn on the host from ``seed`` (an int, a sequence of ints, or a host generator
     such as :func:`agnograd.nn.host_rng` gives, which advances from call to call) and moved to
-    ``x``'s backend, so a seed gives the same mask on every backend.
+    ``x``'s backend, so a seed gives the same mask on every backend. Inside
+    :func:`agnograd.checkpoint` the mask is recorded (one byte per element, on the host) and the
+    recomputation reuses it, so the gradient is zero exactly where the forward pass dropped and
+    the generator advances once, as without the checkpoint.
     """
     x = _t(x)
     if not 0.0 <= p <= 1.0:
@@ -234,5 +315,8 @@ def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
     _capture.refuse("dropout (training, 0 < p < 1)", _capture.WHY_RANDOM,
                     "Random ops are not capture-safe: capture the step without dropout, or use "
                     "model.eval() / training=False in the captured step")
-    keep = ag.tensor(host_rng(seed).random(x.shape) >= p, backend=x.backend, device=x.device)
+    # Through host_random: inside ag.checkpoint, the recomputation gets this very mask back.
+    shape = x.shape
+    mask = host_random(lambda: host_rng(seed).random(shape) >= p, shape)
+    keep = ag.tensor(mask, backend=x.backend, device=x.device)
     return x * (ag.astype(keep, x.dtype) * (1.0 / (1.0 - p)))
