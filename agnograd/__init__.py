@@ -19,15 +19,6 @@ from . import (
     _engine,
     linalg,  # noqa: E402 - the extension namespace, after the ops it re-exports
 )
-from ._backend import (
-    Backend,
-    BackendError,
-    available_backends,
-    default_backend,
-    get_backend,
-    get_default_backend,
-    set_default_backend,
-)
 from ._dtypes import (
     DType,
     bool,
@@ -60,6 +51,15 @@ from ._ops.sorting import *  # noqa: F403
 from ._ops.statistics import *  # noqa: F403
 from ._ops.utility import *  # noqa: F403
 from ._tensor import Tensor, as_tensor, tensor
+from .backends import (
+    Backend,
+    BackendError,
+    available_backends,
+    default_backend,
+    get_backend,
+    get_default_backend,
+    set_default_backend,
+)
 from .capture import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, checkpoint, custom_vjp, detect_anomaly
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp

@@ -24,12 +24,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import _engine
-from ._backend import backend_of_array
 from ._dtypes import from_backend_dtype
 from ._engine import enable_grad, record
 from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, tensor
+from .backends import backend_of_array
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
 

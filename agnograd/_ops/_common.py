@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._backend import Backend, backend_of_array, get_default_backend
 from .._dtypes import DType, from_backend_dtype, to_backend_dtype
 from .._engine import OUT, _mode, out, record, record_multi
 from .._tensor import Tensor, tensor
+from ..backends import Backend, backend_of_array, get_default_backend
 
 __all__ = [
     "OUT",

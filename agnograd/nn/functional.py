@@ -15,8 +15,8 @@ from typing import Any, Literal
 import agnograd as ag
 
 from .. import _capture_state as _capture
-from .._backend import HostRNG, host_rng
 from .._engine import record as _record
+from ..backends.host import HostRNG, host_rng
 
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softplus", "softmax", "log_softmax", "mse_loss",
