@@ -15,15 +15,6 @@ from __future__ import annotations
 import math as _math
 
 from . import linalg  # the extension namespace, ag.linalg
-from ._backend import (
-    Backend,
-    BackendError,
-    available_backends,
-    default_backend,
-    get_backend,
-    get_default_backend,
-    set_default_backend,
-)
 from ._dtypes import (
     DType,
     bool,
@@ -56,6 +47,15 @@ from ._ops.statistics import *  # noqa: F403
 from ._ops.utility import *  # noqa: F403
 from ._tensor import Tensor, as_tensor, tensor
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .backends import (
+    Backend,
+    BackendError,
+    available_backends,
+    default_backend,
+    get_backend,
+    get_default_backend,
+    set_default_backend,
+)
 from .capture import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, custom_vjp, detect_anomaly
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp

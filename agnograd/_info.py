@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._backend import Backend, available_backends, get_backend, get_default_backend
 from ._dtypes import ALL, DType, from_backend_dtype
 from ._ops.data_types import _KINDS  # the standard's dtype kinds, defined once
+from .backends import Backend, available_backends, get_backend, get_default_backend
 
 __all__ = ["__array_namespace_info__"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import _capture_state as _capture
-from ._backend import Backend, backend_of_array, get_backend, given, host_array, transfer
 from ._dtypes import DType, from_backend_dtype, to_backend_dtype
+from .backends import Backend, backend_of_array, get_backend, given, host_array, transfer
 
 __all__ = ["Tensor", "tensor", "as_tensor"]
 
@@ -227,7 +227,7 @@ class Tensor:
         return host_array(self.data)
 
     def __repr__(self) -> str:
-        if self._backend.name == "dask":
+        if self._backend.lazy:
             body = f"<lazy shape={self.shape}>"
         else:
             body = " ".join(str(host_array(self.data)).split("\n"))

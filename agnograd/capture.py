@@ -23,13 +23,16 @@ why -- so a step that would break (or silently freeze) a CUDA graph fails on the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _capture_state
-from ._backend import Backend, CudaGraphRecorder, backend_of_array
 from ._capture_state import CaptureError
 from ._tensor import Tensor
+from .backends import Backend, backend_of_array
 from .pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
+
+if TYPE_CHECKING:
+    from .backends.cuda_graph import CudaGraphRecorder
 
 __all__ = ["capture", "CapturedStep", "CaptureError", "CheckResult"]
 
@@ -217,7 +220,7 @@ class CapturedStep:
                     backend = leaf._backend
                     self.backend = backend.name
                     break
-        if backend is None or backend.name != "cupy":
+        if backend is None or backend.graph_recorder is None:  # the eager fallback
             for _ in range(calls):
                 self._sync_participants()
                 self._call_checked()
@@ -226,7 +229,7 @@ class CapturedStep:
             self._set_outputs(out, copy=True)
             self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
             return
-        rec = CudaGraphRecorder(backend)
+        rec: CudaGraphRecorder = backend.graph_recorder(backend)
         try:
             with rec.session():  # warm up as it will be recorded: stream, pool, cuBLAS handle
                 for _ in range(calls):

@@ -25,7 +25,8 @@ from typing import Any, NoReturn
 import agnograd as ag
 
 from . import nn, optim
-from ._backend import describe_device, host_rng, known_backends
+from .backends import describe_device, known_backends
+from .backends.host import host_rng
 from .datasets import load_digits, train_test_split
 from .nn import functional as F
 

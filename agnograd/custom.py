@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._backend import backend_of_array
 from ._ops.data_types import astype
 from ._tensor import Tensor, as_tensor
 from .autograd import (
@@ -28,6 +27,7 @@ from .autograd import (
     no_grad,
     record,
 )
+from .backends import backend_of_array
 
 __all__ = ["custom_vjp", "Function", "FunctionCtx", "detect_anomaly"]
 

@@ -13,25 +13,37 @@ Two ways to use agnograd on data that outgrows memory:
 
 Both run on whatever Dask scheduler is active: the threaded scheduler by default, or a
 ``distributed.Client`` (``LocalCluster`` or a real cluster). This module imports no array
-library itself; Dask is reached through :mod:`agnograd._backend`.
+library itself; Dask is reached through :mod:`agnograd.backends.dask`, imported when a helper
+first runs (``import agnograd`` does not import Dask).
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _backend
 from ._tensor import Tensor, tensor
 from .func import value_and_grad as _value_and_grad
 
 __all__ = ["compute", "loss_and_grads", "persist", "task_count", "value_and_grad"]
 
 
+def _lib() -> Any:
+    """:mod:`agnograd.backends.dask` (it imports Dask, so it is imported on first use)."""
+    return importlib.import_module("agnograd.backends.dask")
+
+
+def _is_dask_array(a: Any) -> bool:
+    # Without importing Dask: a Dask array exists only once Dask is imported.
+    return "dask.array" in sys.modules and _lib().is_dask_array(a)
+
+
 def _dask_data(t: Any, what: str) -> Any:
     """The Dask array of a Tensor or of a raw Dask array (with an error naming ``what``)."""
     data = t.data if type(t) is Tensor else t
-    if not _backend.is_dask_array(data):
+    if not _is_dask_array(data):
         kind = f"a '{t.backend}' tensor" if type(t) is Tensor else type(t).__name__
         raise TypeError(f"{what}: expected a Dask array or a Tensor on the 'dask' backend, not {kind}; "
                         "create it with ag.tensor(dask.array.from_array(x, chunks=...))")
@@ -50,7 +62,7 @@ def compute(*tensors: Tensor | None, **kwargs: Any) -> tuple[Tensor | None, ...]
         ``'cupy'`` for CuPy chunks).
     """
     arrays = [_dask_data(t, "ag.dask.compute") for t in tensors if t is not None]
-    values = iter(_backend.dask_compute(*arrays, **kwargs))
+    values = iter(_lib().dask_compute(*arrays, **kwargs))
     return tuple(None if t is None else tensor(next(values)) for t in tensors)
 
 
@@ -85,7 +97,7 @@ def loss_and_grads(loss: Tensor, params: Sequence[Tensor], **kwargs: Any
     for p, g in zip(have, grads):
         assert g is not None
         chunks = _dask_data(p, "ag.dask.loss_and_grads").chunks
-        p.grad = tensor(_backend.dask_from_array(g.data, chunks), backend="dask")
+        p.grad = tensor(_lib().dask_from_array(g.data, chunks), backend="dask")
         by_id[id(p)] = g
     assert value is not None
     return value, [by_id.get(id(p)) for p in params]
@@ -102,7 +114,7 @@ def _tensors_in(obj: Any, out: list[Tensor], grads: bool) -> None:
             continue
         seen.add(id(o))
         if type(o) is Tensor:
-            if _backend.is_dask_array(o.data):
+            if _is_dask_array(o.data):
                 out.append(o)
             if grads and o.grad is not None:
                 stack.append(o.grad)
@@ -137,14 +149,14 @@ def persist(*objs: Any, grads: bool = False, **kwargs: Any) -> None:
     unique = list({id(t): t for t in found}.values())
     if not unique:
         return
-    for t, data in zip(unique, _backend.dask_persist(*(t.data for t in unique), **kwargs)):
+    for t, data in zip(unique, _lib().dask_persist(*(t.data for t in unique), **kwargs)):
         t.data = data  # same values, now one task per chunk: not an in-place change
 
 
 def task_count(*objs: Any) -> int:
     """How many tasks computing ``objs`` takes, shared tasks counted once: Tensors on the
     ``'dask'`` backend, Dask arrays, or the ``Delayed`` of ``value_and_grad(..., compute=False)``."""
-    return _backend.dask_task_count(*(_dask_data(o, "ag.dask.task_count") if type(o) is Tensor else o
+    return _lib().dask_task_count(*(_dask_data(o, "ag.dask.task_count") if type(o) is Tensor else o
                                       for o in objs))
 
 
@@ -212,35 +224,35 @@ def value_and_grad(loss_fn: Callable[..., Tensor], params: Sequence[Any], X: Any
         raise ValueError("ag.dask.value_and_grad: X has unknown (NaN) chunk sizes, e.g. after boolean "
                          "indexing; call X.compute_chunk_sizes() on the Dask array first")
     n = sum(rows)
-    blocks = _backend.dask_row_blocks(xd, "ag.dask.value_and_grad (X)")
+    blocks = _lib().dask_row_blocks(xd, "ag.dask.value_and_grad (X)")
     yblocks: list[Any] = [None] * len(blocks)
     if y is not None:
         yd = _dask_data(y, "ag.dask.value_and_grad (y)")
         if yd.ndim == 0 or yd.shape[0] != n:
             raise ValueError(f"ag.dask.value_and_grad: y has shape {yd.shape}, X has {n} rows; "
                              "they need the same number of rows")
-        yblocks = _backend.dask_row_blocks(yd.rechunk({0: rows}), "ag.dask.value_and_grad (y)")
+        yblocks = _lib().dask_row_blocks(yd.rechunk({0: rows}), "ag.dask.value_and_grad (y)")
     ts = [p if type(p) is Tensor else tensor(p) for p in params]
     if not ts:
         raise ValueError("ag.dask.value_and_grad: params is empty")
     home = ts[0]._backend
-    shared = _backend.dask_delayed_value([t.data for t in ts])
+    shared = _lib().dask_delayed_value([t.data for t in ts])
     parts = []
     for xb, yb, r in zip(blocks, yblocks, rows):
         if r == 0:
             continue
         weight = r / n if reduction == "mean" else 1.0
-        parts.append(_backend.dask_delayed(_chunk_value_and_grad, loss_fn, shared, xb, yb, weight))
+        parts.append(_lib().dask_delayed(_chunk_value_and_grad, loss_fn, shared, xb, yb, weight))
     if not parts:
         raise ValueError("ag.dask.value_and_grad: X has no rows")
     while len(parts) > 1:  # pairwise tree: log-depth sums, no chunk waits on all others
-        nxt = [_backend.dask_delayed(_add_parts, parts[i], parts[i + 1])
+        nxt = [_lib().dask_delayed(_add_parts, parts[i], parts[i + 1])
                for i in range(0, len(parts) - 1, 2)]
         if len(parts) % 2:
             nxt.append(parts[-1])
         parts = nxt
     if not compute:
         return parts[0]
-    (value, grads), = _backend.dask_compute(parts[0], **kwargs)
+    (value, grads), = _lib().dask_compute(parts[0], **kwargs)
     out = [tensor(tensor(g), backend=home) for g in grads]
     return tensor(tensor(value), backend=home), out

@@ -13,7 +13,7 @@ from typing import Any
 
 import agnograd as ag
 
-from ._backend import host_rng, load_csv
+from .backends.host import host_rng, load_csv
 
 __all__ = ["load_digits", "train_test_split", "DIGITS_SOURCE"]
 

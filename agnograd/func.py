@@ -25,12 +25,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ._backend import backend_of_array
 from ._dtypes import from_backend_dtype
 from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, fit_seed, tensor
 from .autograd import backward, enable_grad, is_grad_enabled, record
+from .backends import backend_of_array
 from .pytree import tree_flatten, tree_leaves, tree_unflatten
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]

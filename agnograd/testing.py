@@ -10,11 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._backend import get_backend, host_array, transfer
-from ._backend import np as _np  # host arrays: finite differences are taken on the host
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, tensor
 from .autograd import backward, no_grad
+from .backends import get_backend, host_array, transfer
+from .backends.host import (  # host arrays: finite differences are taken on the host
+    host_asarray,
+    host_equal,
+    host_first_not_close,
+    host_float64,
+    host_rng,
+    host_unravel_index,
+    host_worst_excess,
+    host_zeros,
+)
 
 __all__ = ["GradientCheckError", "check_grad", "assert_backends_agree", "numerical_grad"]
 
@@ -32,12 +41,8 @@ def _scalarize(y: Tensor, cot: Any) -> Tensor:
 def _random_cotangent(y: Tensor, seed: int) -> Tensor | None:
     if y.ndim == 0:
         return None
-    rng = _host_rng(seed)
+    rng = host_rng(seed)
     return tensor(rng.uniform(0.5, 1.5, size=y.shape), backend=y._backend, dtype=y.data.dtype)
-
-
-def _host_rng(seed: int) -> Any:
-    return _np.random.default_rng(seed)
 
 
 def numerical_grad(
@@ -50,8 +55,8 @@ def numerical_grad(
         for i, x in enumerate(inputs):
             # A C-ordered copy: reshape(-1) of a Fortran-ordered or strided array is a copy,
             # not a view, so perturbations and results written through it would be lost.
-            base = _np.array(host_array(x.data), dtype=_np.float64, order="C")
-            g = _np.zeros(base.shape, dtype=_np.float64)
+            base = host_float64(x.data)
+            g = host_zeros(base.shape)
             flat = base.reshape(-1)
             for k in range(flat.size):
                 vals = []
@@ -99,16 +104,14 @@ def check_grad(
                      targets=inputs)
     numeric = numerical_grad(f, inputs, cot, eps)
     for i, (x, ga, gn) in enumerate(zip(inputs, grads, numeric)):
-        a = _np.zeros(x.shape) if ga is None else host_array(ga.data).astype(_np.float64)
+        a = host_zeros(x.shape) if ga is None else host_float64(ga.data)
         if a.shape != gn.shape:
             raise GradientCheckError(f"input {i}: gradient shape {a.shape} != input shape {gn.shape}")
-        err = _np.abs(a - gn) - (atol + rtol * _np.abs(gn))
-        if err.size and (_np.max(err) > 0 or not _np.all(_np.isfinite(a) == _np.isfinite(gn))):
-            k = int(_np.nanargmax(_np.where(_np.isnan(err), _np.inf, err)))
-            idx = _np.unravel_index(k, a.shape) if a.ndim else ()
+        k = host_worst_excess(a, gn, rtol, atol)
+        if k is not None:
             raise GradientCheckError(
                 f"gradient of input {i} (shape {x.shape}, backend {x.backend}) is wrong at "
-                f"index {tuple(int(j) for j in idx)}: analytic {a.reshape(-1)[k]!r} vs finite "
+                f"index {host_unravel_index(k, a.shape)}: analytic {a.reshape(-1)[k]!r} vs finite "
                 f"difference {gn.reshape(-1)[k]!r} (rtol={rtol}, atol={atol}, eps={eps})\n"
                 f"input value there: {host_array(x.data).reshape(-1)[k]!r}\n"
                 f"analytic:\n{a}\nfinite differences:\n{gn}"
@@ -152,14 +155,14 @@ def assert_backends_agree(
 ) -> None:
     """Run ``f`` and its gradients on each backend from the same host data and compare.
 
-    ``args`` are host arrays (NumPy) or anything ``_np.asarray`` takes. Tolerances default by
+    ``args`` are host arrays (NumPy) or anything ``numpy.asarray`` takes. Tolerances default by
     dtype (float64: 1e-10, float32: 1e-4 relative).
     """
-    host = [_np.asarray(a) for a in args]
+    host = [host_asarray(a) for a in args]
     results = [value_and_grads(f, host, name, dtype) for name in backends]
     ref_name = backends[0]
     ref_val, ref_grads = results[0]
-    is32 = ref_val.dtype == _np.float32 or (dtype is not None and "32" in str(dtype))
+    is32 = ref_val.dtype == "float32" or (dtype is not None and "32" in str(dtype))
     rtol = rtol if rtol is not None else (1e-4 if is32 else 1e-10)
     atol = atol if atol is not None else (1e-5 if is32 else 1e-12)
     for name, (val, grads) in zip(backends[1:], results[1:]):
@@ -174,19 +177,18 @@ def assert_backends_agree(
 
 
 def _compare(what: str, a: Any, b: Any, rtol: float, atol: float) -> None:
-    a = _np.asarray(a)
-    b = _np.asarray(b)
+    a = host_asarray(a)
+    b = host_asarray(b)
     if a.shape != b.shape:
         raise GradientCheckError(f"{what}: shapes differ, {a.shape} vs {b.shape}")
     if a.dtype != b.dtype:
         raise GradientCheckError(f"{what}: dtypes differ, {a.dtype} vs {b.dtype}")
     if a.dtype.kind not in "fc":
-        if not _np.array_equal(a, b):
+        if not host_equal(a, b):
             raise GradientCheckError(f"{what}: values differ\n{a}\n{b}")
         return
-    ok = _np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
-    if not _np.all(ok):
-        k = int(_np.argmin(ok.reshape(-1)))
+    k = host_first_not_close(a, b, rtol, atol)
+    if k is not None:
         raise GradientCheckError(
             f"{what}: differ at flat index {k}: {a.reshape(-1)[k]!r} vs {b.reshape(-1)[k]!r} "
             f"(rtol={rtol}, atol={atol})\n{a}\n{b}"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import agnograd as ag
-from agnograd import _backend
+from agnograd import backends as _backend
 
 
 def test_backends_by_name_and_from_arrays():
@@ -173,7 +173,7 @@ def test_operands_on_different_devices_are_refused():
 def test_host_array_brings_gpu_torch_tensors_back_through_cpu():
     """DLPack and __array__ refuse PyTorch tensors on a GPU: host_array moves them with .cpu().
     (A stand-in with PyTorch's module name and methods: no GPU is needed to check the path.)"""
-    from agnograd._backend import host_array
+    from agnograd.backends import host_array
 
     class Device:
         type = "cuda"

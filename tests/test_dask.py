@@ -17,7 +17,7 @@ dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 
 import agnograd as ag  # noqa: E402
-from agnograd._backend import get_backend, scatter_add_standard  # noqa: E402
+from agnograd.backends import get_backend, scatter_add_standard  # noqa: E402
 
 from .op_table import OPS, cases_of  # noqa: E402
 from .op_table.core import draw  # noqa: E402

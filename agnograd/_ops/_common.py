@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._backend import Backend, backend_of_array, get_default_backend
 from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
 from .._tensor import Tensor, tensor
 from ..autograd import OUT, grad_mode, out, record, record_multi
+from ..backends import Backend, backend_of_array, get_default_backend
 
 __all__ = [
     "OUT",
@@ -76,14 +76,12 @@ def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
     raise TypeError(f"{op}: expected a Tensor, an array or a Python scalar, not {type(x).__name__}")
 
 
-def host_scalar(x: Any) -> Any:
-    """A NumPy scalar (``np.float64(2.0)``, ``np.int32(1)``) as the Python scalar of its kind;
-    anything else as it is. NumPy scalars are the NumPy backend's 0-d values, which other
-    backends refuse; as operands of another backend's op they mean the plain number."""
-    if type(x) is Tensor or type(x) in PY_SCALARS:
-        return x
+def host_scalar(x: Any, b: Backend) -> Any:
+    """A stray scalar of another backend (NumPy's ``np.float64(2.0)``, ``np.int32(1)``) as the
+    Python scalar of its kind, for an op on backend ``b``; anything else as it is. Such scalars
+    are that backend's 0-d values, which ``b`` refuses; as operands they mean the plain number."""
     ob = backend_of_array(x)
-    if ob is not None and ob.name == "numpy" and type(x) is not ob.array_type:
+    if ob is not None and ob is not b and ob.scalar_type is not None and isinstance(x, ob.scalar_type):
         return x.item()
     return x
 
@@ -108,16 +106,16 @@ def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any, Any, 
         return b, x1, x2, x1.data, x2.data
     if t1:
         b = x1._backend
-        if b.name != "numpy":
-            x2 = host_scalar(x2)  # a NumPy scalar on another backend: the plain number
+        if type(x2) not in PY_SCALARS:  # a NumPy scalar on another backend: the plain number
+            x2 = host_scalar(x2, b)
         if isinstance(x2, PY_SCALARS):
             return b, x1, x2, x1.data, x2
         x2 = to_tensor(x2, op, b)
         return b, x1, x2, x1.data, x2.data
     if t2:
         b = x2._backend
-        if b.name != "numpy":
-            x1 = host_scalar(x1)  # a NumPy scalar on another backend: the plain number
+        if type(x1) not in PY_SCALARS:  # a NumPy scalar on another backend: the plain number
+            x1 = host_scalar(x1, b)
         if isinstance(x1, PY_SCALARS):
             return b, x1, x2, x1, x2.data
         x1 = to_tensor(x1, op, b)

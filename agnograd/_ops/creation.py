@@ -17,8 +17,14 @@ import functools
 from typing import Any
 
 from .. import _capture_state as _capture
-from .._backend import Backend, backend_of_array, get_backend, get_default_backend, host_array
 from .._tensor import check_array_dtype
+from ..backends import (
+    Backend,
+    backend_of_array,
+    backend_of_device,
+    get_default_backend,
+    host_array,
+)
 from ._common import (
     PY_SCALARS,
     Tensor,
@@ -51,20 +57,15 @@ __all__ = [
     "zeros_like",
 ]
 
-# Top-level module of a device object's type -> the backend whose devices these are.
-_DEVICE_MODULES = {"array_api_strict": "array_api_strict", "cupy": "cupy", "torch": "torch",
-                   "jax": "jax", "jaxlib": "jax"}
-
-
 def _creation_backend(device: Any) -> Backend:
     """The default backend, unless ``device`` is plainly another backend's device object (so
     ``ag.zeros(s, device=g.device)`` lands where ``g`` lives)."""
     b = get_default_backend()
     if device is None:
         return b
-    name = _DEVICE_MODULES.get(type(device).__module__.split(".")[0])
-    if name is not None and name != b.name:
-        return get_backend(name)
+    owner = backend_of_device(device)
+    if owner is not None and owner is not b:
+        return owner
     return b
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._backend import backend_of_array
 from .._dtypes import ALL, DType
+from ..backends import backend_of_array
 from ._common import (
     PY_SCALARS,
     Tensor,

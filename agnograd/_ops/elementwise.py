@@ -22,7 +22,6 @@ from ._common import (
     Tensor,
     binary_operands,
     grad_on,
-    host_scalar,
     record,
     to_tensor,
     wrap,
@@ -149,9 +148,6 @@ def _binary(
         try:
             y = fwd(a1, a2) if fwd is not None else getattr(b.xp, name)(a1, a2)
         except (ValueError, TypeError) as exc:
-            s1, s2 = host_scalar(x1), host_scalar(x2)
-            if s1 is not x1 or s2 is not x2:  # a NumPy scalar: retry as the Python scalar
-                return op(s1, s2)
             raise _operand_error(name, x1, x2, b, exc) from exc
         if y is NotImplemented:
             raise TypeError(f"{name}: unsupported operands {type(a1).__name__}, {type(a2).__name__}")

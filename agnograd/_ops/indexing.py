@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _capture_state as _capture
-from .._backend import Backend, backend_of_array
+from ..backends import Backend, backend_of_array
 from ._common import (
     PY_SCALARS,
     Tensor,

@@ -11,7 +11,7 @@ import functools
 from typing import Any
 
 from .. import _capture_state as _capture
-from .._backend import Backend, get_backend, transfer
+from ..backends import Backend, get_backend, transfer
 from ._common import (
     Tensor,
     grad_on,

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .mode import anomaly_mode
 
 if TYPE_CHECKING:
-    from .._backend import Backend
     from .._tensor import Tensor
+    from ..backends import Backend
 
 __all__ = ["Node", "Out", "OUT", "out", "FREED", "edge_of", "edge_target", "version_cell"]
 

@@ -16,7 +16,7 @@ from .mode import grad_mode
 from .node import Node, Out, edge_of, version_cell
 
 if TYPE_CHECKING:
-    from .._backend import Backend
+    from ..backends import Backend
 
 __all__ = ["record", "record_unary", "record_binary", "record_multi", "unpack_saved"]
 

@@ -32,7 +32,7 @@ from .mode import anomaly_mode
 from .node import FREED, Node, edge_of, edge_target
 
 if TYPE_CHECKING:
-    from .._backend import Backend
+    from ..backends import Backend
 
 __all__ = ["backward"]
 

@@ -9,7 +9,7 @@ same weights.
 
 from __future__ import annotations
 
-from .._backend import HostRNG, host_rng
+from ..backends.host import HostRNG, host_rng
 from . import functional, init
 from .layers import ACTIVATIONS, GELU, MLP, Dropout, Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh
 from .module import Module, StateDictError, functional_call

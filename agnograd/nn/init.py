@@ -13,7 +13,7 @@ from typing import Any
 
 import agnograd as ag
 
-from .._backend import HostRNG, host_rng
+from ..backends.host import HostRNG, host_rng
 
 __all__ = ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "initializer"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import agnograd as ag
 
-from .._backend import HostRNG, host_rng
+from ..backends.host import HostRNG, host_rng
 from . import functional as F
 from .init import initializer
 from .module import Module

@@ -13,7 +13,7 @@ from typing import Any
 
 import agnograd as ag
 
-from .._backend import load_npz, save_npz
+from ..backends.host import load_npz, save_npz
 
 __all__ = ["Module", "StateDictError", "functional_call"]
 

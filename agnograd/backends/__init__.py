@@ -1,0 +1,403 @@
+"""The one backend door: the only package of agnograd that imports NumPy, CuPy, Dask, PyTorch,
+JAX, array-api-compat or array-api-strict.
+
+A :class:`Backend` bundles an Array API namespace (``xp``) with the few facts the engine needs
+about it: its array type, how to turn stray scalars back into 0-d arrays, and the faster
+backend-specific paths for primitives the standard lacks (scatter-add). Everything else in
+agnograd receives a Backend from here and speaks only to ``backend.xp``.
+
+This module holds what every backend shares: :class:`Backend`, the registry of backends by name
+and the defaults, and the dispatch that finds the backend of a raw array or a device object.
+Each backend is one module of this package (``numpy``, ``cupy``, ``dask``, ``torch``, ``jax``,
+``array_api_strict``), imported by name on first use; it builds its Backend in ``load()`` and
+sets its flags there, and may define
+
+- ``owns(a)``: whether a raw array (or scalar) is one of its arrays;
+- ``to_host(a)``: its own path to a NumPy array (default: DLPack, else ``__array__``);
+- ``describe_device(device)``: a short name for one of its devices (default: ``str``).
+
+A new backend is a new module and one line in ``_KNOWN``. Host I/O and random numbers are in
+:mod:`agnograd.backends.host`, the standard fallbacks in :mod:`agnograd.backends._fallbacks`,
+the CUDA graphs of ``ag.capture`` in :mod:`agnograd.backends.cuda_graph`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import array_api_compat
+import numpy as np
+
+from ._fallbacks import host_copy, scatter_add_standard
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "available_backends",
+    "backend_of_array",
+    "backend_of_device",
+    "default_backend",
+    "describe_device",
+    "get_backend",
+    "get_default_backend",
+    "given",
+    "host_array",
+    "known_backends",
+    "scatter_add_standard",
+    "set_default_backend",
+    "transfer",
+]
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that cannot be used here (not installed, no device, unknown)."""
+
+
+class _Entry(NamedTuple):
+    module: str  # the module of this package that builds the Backend
+    library: str  # what must import for the backend to be usable
+    install: str  # what provides it, for the error message
+    packages: tuple[str, ...]  # top-level packages whose arrays and devices belong to it
+
+
+_KNOWN = {
+    "numpy": _Entry(f"{__name__}.numpy", "numpy", "numpy (a core dependency)", ("numpy",)),
+    "cupy": _Entry(f"{__name__}.cupy", "cupy",
+                   "the 'cuda12' or 'cuda13' extra: pip install 'agnograd[cuda13]'",
+                   ("cupy", "cupyx", "cupy_backends")),
+    "array_api_strict": _Entry(f"{__name__}.array_api_strict", "array_api_strict",
+                               "the 'test' extra: pip install 'agnograd[test]'",
+                               ("array_api_strict",)),
+    "torch": _Entry(f"{__name__}.torch", "torch", "PyTorch: pip install torch", ("torch",)),
+    "dask": _Entry(f"{__name__}.dask", "dask.array", "Dask: pip install 'dask[array]'", ("dask",)),
+    "jax": _Entry(f"{__name__}.jax", "jax.numpy", "JAX: pip install jax", ("jax", "jaxlib")),
+}
+_BY_PACKAGE = {p: name for name, entry in _KNOWN.items() for p in entry.packages}
+
+
+def given(**kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (not ``None``): optional arguments are passed on
+    only when set, since not every namespace accepts every keyword."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+class Backend:
+    """An Array API namespace and what agnograd needs to know about it.
+
+    Each backend's module (``agnograd/backends/<name>.py``) builds its Backend and sets the
+    flags; the defaults fit a library that implements the standard plainly.
+
+    Attributes:
+        name: the backend's name (``"numpy"``, ``"cupy"``, ``"array_api_strict"``, ...).
+        xp: the Array API namespace (array-api-compat's wrapper where one exists).
+        array_type: the type of the backend's arrays (used for cheap ``type(x) is`` checks).
+        multi_device: arrays may live on different devices (ops check operands agree).
+        lazy: arrays are task graphs (Dask), computed only on request: rules must keep the
+            inputs' chunking, and nothing may read values back.
+        scalar_type: the type of the stray scalars the namespace returns for 0-d results
+            (NumPy's ``numpy.generic``), turned back into 0-d arrays by ``scalar_to_array``;
+            ``None`` where results are always arrays.
+        on_host: ``on_host(device)`` says whether arrays on ``device`` live in host memory, so
+            reading a value back costs no device synchronisation (``None``: every device does,
+            unless the backend is lazy).
+        graph_recorder: ``graph_recorder(backend)`` makes the recorder with which
+            ``ag.capture`` records a step as a device graph (CuPy: a CUDA graph); ``None``
+            where a captured step is replayed eagerly.
+    """
+
+    __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
+                 "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
+                 "__weakref__")
+
+    def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
+                 lazy: bool = False, scalar_type: type | None = None,
+                 scalar_to_array: Callable[[Any], Any] | None = None,
+                 scatter_add: Callable[..., Any] | None = None,
+                 from_host: Callable[[Any], Any] | None = None,
+                 graph_recorder: Callable[[Backend], Any] | None = None,
+                 on_host: Callable[[Any], bool] | None = None) -> None:
+        self.name = name
+        self.xp = xp
+        self.array_type = array_type
+        self.multi_device = multi_device
+        self.lazy = lazy
+        self.scalar_type = scalar_type
+        self.scalar_to_array = scalar_to_array
+        self.graph_recorder = graph_recorder
+        # scatter_add(xp, n, index, values): a faster kernel than the standard fallback.
+        self._scatter_add_fast = scatter_add
+        # from_host(numpy_array): where xp.asarray refuses host arrays (CuPy's does).
+        self._from_host = from_host
+        self._on_host = on_host
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (get_backend, (self.name,))
+
+    def fix(self, a: Any) -> Any:
+        """Return ``a`` as a backend array: NumPy returns scalars (``numpy.float64``) for 0-d results."""
+        if type(a) is self.array_type:
+            return a
+        if self.scalar_type is not None and isinstance(a, self.scalar_type):
+            return self.scalar_to_array(a)  # type: ignore[misc]
+        return a
+
+    def first_false(self, flags: Sequence[Any]) -> int | None:
+        """Position of the first false among 0-d boolean arrays of this backend, read back in
+        one transfer (one compute on Dask, one synchronisation on CuPy); ``None`` if all hold."""
+        if not flags:
+            return None
+        host = host_array(self.xp.stack(list(flags)))
+        bad = np.flatnonzero(~np.asarray(host, dtype=bool))
+        return int(bad[0]) if bad.size else None
+
+    def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Any:
+        """``xp.asarray`` that never returns a NumPy scalar."""
+        return self.fix(self.xp.asarray(obj, **given(dtype=dtype, device=device, copy=copy)))
+
+    def from_host(self, host: Any) -> Any:
+        """A backend array holding a copy of the NumPy array ``host``."""
+        if self._from_host is not None:
+            return self._from_host(host)
+        return self.asarray(host)
+
+    def reads_cheaply(self, a: Any) -> bool:
+        """Whether reading values of the array ``a`` back to Python is cheap: it lives in host
+        memory (no device synchronisation) and is not lazy (no compute)."""
+        if self.lazy:
+            return False
+        return True if self._on_host is None else bool(self._on_host(self.device_of(a)))
+
+    def is_array(self, obj: Any) -> bool:
+        return isinstance(obj, self.array_type)
+
+    def device_of(self, a: Any) -> Any:
+        return array_api_compat.device(a)
+
+    def to_device(self, a: Any, device: Any) -> Any:
+        return self.fix(array_api_compat.to_device(a, device))
+
+    def scatter_add(self, n: int, index: Any, values: Any) -> Any:
+        """``out[index[k]] += values[k]`` for a zero 1-d ``out`` of length ``n`` (repeats summed).
+
+        The Array API has no scatter-add, so the standard path sorts the indices and takes
+        differences of a cumulative sum at the segment bounds found by ``searchsorted``; NumPy,
+        CuPy and Dask use their own faster kernels (``tests/test_backend.py`` checks that both
+        agree).
+        """
+        if self._scatter_add_fast is not None:
+            return self._scatter_add_fast(self.xp, n, index, values)
+        return scatter_add_standard(self.xp, n, index, values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading backends by name
+
+_backends: dict[str, Backend] = {}
+_by_type: dict[type, Backend] = {}
+_lock = threading.Lock()
+
+
+def _module(name: str) -> ModuleType:
+    """The module of backend ``name`` (imported on first use)."""
+    return importlib.import_module(_KNOWN[name].module)
+
+
+def compat_namespace(name: str, module: str) -> Any:
+    """array-api-compat's wrapper ``module`` for backend ``name`` (for the backend modules)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(
+            f"backend {name!r} is installed but this array-api-compat has no wrapper for it "
+            f"({exc}); upgrade array-api-compat"
+        ) from exc
+
+
+def sample_array_type(name: str, xp: Any) -> type:
+    """The type of ``xp``'s arrays, found by making one (for the backend modules)."""
+    try:
+        sample = xp.asarray([0.0])
+    except Exception as exc:  # e.g. JAX with a CUDA plugin but no usable device
+        raise BackendError(f"backend {name!r} is installed but cannot create arrays: {exc}") from exc
+    return type(sample)
+
+
+def _load(name: str) -> Backend:
+    entry = _KNOWN.get(name)
+    if entry is None:
+        known = ", ".join(sorted(_KNOWN))
+        raise BackendError(f"unknown backend {name!r}; known backends: {known}")
+    try:
+        importlib.import_module(entry.library)
+    except ImportError as exc:
+        raise BackendError(
+            f"backend {name!r} is not installed ({exc}); install {entry.install}"
+        ) from exc
+    backend: Backend = _module(name).load()
+    return backend
+
+
+def get_backend(name: str | Backend | None = None) -> Backend:
+    """Return the :class:`Backend` called ``name`` (the default backend when ``None``).
+
+    Raises:
+        BackendError: the name is unknown, its library is not installed (the message names the
+            extra to install), or CuPy is installed but no CUDA device is present.
+    """
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        return get_default_backend()
+    b = _backends.get(name)
+    if b is None:
+        with _lock:
+            b = _backends.get(name)
+            if b is None:
+                b = _load(name)
+                _backends[name] = b
+                _by_type.setdefault(b.array_type, b)
+    return b
+
+
+def backend_of_array(a: Any) -> Backend | None:
+    """The Backend of a raw array, resolved once per array type; ``None`` if not an array."""
+    b = _by_type.get(type(a))
+    if b is not None:
+        return b
+    if type(a) in _NOT_ARRAYS:
+        return None
+    b = _recognise(a)
+    if b is None:
+        if not array_api_compat.is_array_api_obj(a):
+            return None
+        # any other library that implements the standard itself
+        xp = array_api_compat.array_namespace(a)
+        b = Backend(getattr(xp, "__name__", type(a).__module__), xp, type(a))
+    _by_type[type(a)] = b
+    return b
+
+
+# Types that are never arrays: answered without asking every imported backend.
+_NOT_ARRAYS = frozenset({bool, int, float, complex, str, bytes, list, tuple, dict, type(None)})
+
+
+def _recognise(a: Any) -> Backend | None:
+    """The known backend whose module owns ``a``; only backends whose library is imported are
+    asked (an array of a library that was never imported cannot exist)."""
+    for name, entry in _KNOWN.items():
+        if not any(p in sys.modules for p in entry.packages):
+            continue
+        try:
+            owns = getattr(_module(name), "owns", None)
+        except ImportError:
+            continue
+        if owns is not None and owns(a):
+            return get_backend(name)
+    return None
+
+
+def _owner(obj: Any) -> ModuleType | None:
+    """The module of the backend whose library defines ``type(obj)`` (an array, a device), if
+    any: found by the type's top-level package, without importing anything else."""
+    name = _BY_PACKAGE.get(type(obj).__module__.partition(".")[0])
+    if name is None:
+        return None
+    try:
+        return _module(name)
+    except ImportError:
+        return None
+
+
+def backend_of_device(device: Any) -> Backend | None:
+    """The backend whose device object ``device`` is (a CuPy, PyTorch, JAX or array-api-strict
+    device); ``None`` for plain names such as ``"cpu"``."""
+    name = _BY_PACKAGE.get(type(device).__module__.partition(".")[0])
+    return None if name is None else get_backend(name)
+
+
+def known_backends() -> list[str]:
+    """Names of every backend agnograd knows how to resolve (available here or not)."""
+    return list(_KNOWN)
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable on this machine (CuPy only when a CUDA device is present)."""
+    names = []
+    for name in _KNOWN:
+        try:
+            get_backend(name)
+        except Exception:  # not installed, no device, or broken: not available here
+            continue
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# The default backend: process-wide, and a per-thread override set by `default_backend`.
+
+_default_name = os.environ.get("AGNOGRAD_BACKEND", "numpy") or "numpy"
+_local = threading.local()
+
+
+def get_default_backend() -> Backend:
+    """The backend used when none is named: the innermost ``default_backend`` context of this
+    thread, else :func:`set_default_backend`'s, else ``$AGNOGRAD_BACKEND``, else NumPy."""
+    name = getattr(_local, "name", None)
+    return get_backend(name if name is not None else _default_name)
+
+
+def set_default_backend(name: str) -> None:
+    """Make ``name`` the process-wide default backend (checked now, so a typo fails here)."""
+    global _default_name
+    get_backend(name)
+    _default_name = name
+
+
+@contextlib.contextmanager
+def default_backend(name: str) -> Iterator[Backend]:
+    """Within the ``with`` block (in this thread only), create tensors on backend ``name``."""
+    b = get_backend(name)
+    previous = getattr(_local, "name", None)
+    _local.name = b.name
+    try:
+        yield b
+    finally:
+        _local.name = previous
+
+
+# ---------------------------------------------------------------------------------------------
+# Host and transfers
+
+
+def host_array(a: Any) -> Any:
+    """A NumPy copy (or view) of any backend array: for tests, printing and file output."""
+    owner = _owner(a)
+    to_host = getattr(owner, "to_host", None)
+    if to_host is not None:
+        return to_host(a)
+    return host_copy(a)
+
+
+def transfer(a: Any, target: Backend) -> Any:
+    """Move a raw array to ``target``: DLPack where it can cross, else through a host copy."""
+    try:
+        return target.fix(target.xp.from_dlpack(a))
+    except Exception:
+        host = host_array(a)
+    return target.from_host(host)
+
+
+def describe_device(device: Any) -> str:
+    """A short name for a backend device: ``cpu``, ``cuda:0 (NVIDIA H100 ...)``, ..."""
+    describe = getattr(_owner(device), "describe_device", None)
+    return describe(device) if describe is not None else str(device)
