@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
+from .._tensor import TensorLike
 from ..autograd import grad_mode, record_binary, record_unary
 from ._common import (
     PY_SCALARS,
@@ -27,23 +28,33 @@ from ._common import (
     wrap,
 )
 
-__all__: list[str] = []
+__all__ = [
+    "abs", "acos", "acosh", "asin", "asinh", "atan", "atanh", "cos", "cosh", "exp", "expm1", "log",
+    "log1p", "log2", "log10", "negative", "positive", "reciprocal", "sin", "sinh", "sqrt", "square",
+    "tan", "tanh", "ceil", "floor", "round", "trunc", "sign", "real", "conj", "imag", "isfinite",
+    "isinf", "isnan", "signbit", "logical_not", "bitwise_invert",
+    "add", "subtract", "multiply", "divide", "pow", "atan2", "hypot", "logaddexp", "copysign",
+    "maximum", "minimum", "floor_divide", "remainder", "equal", "not_equal", "less", "less_equal",
+    "greater", "greater_equal", "logical_and", "logical_or", "logical_xor", "bitwise_and",
+    "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift", "nextafter",
+    "clip", "where",
+]
 
 Rule = Callable[..., Any]
+# What the factories return: the op itself, typed for callers (``ag.tanh(x)`` is a Tensor).
+UnaryOp: TypeAlias = Callable[[TensorLike], Tensor]
+BinaryOp: TypeAlias = Callable[[TensorLike, TensorLike], Tensor]
 
 
-def _install(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def _name_op(name: str, fn: Any) -> None:
     fn.__name__ = fn.__qualname__ = name
     fn.__module__ = "agnograd"
-    globals()[name] = fn
-    __all__.append(name)
-    return fn
 
 
 # ---------------------------------------------------------------------------------------------
 # Unary functions: (name, what the rule saves, rule, the math in one line)
 
-def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> None:
+def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> UnaryOp:
     if rule is None:  # non-differentiable: never records
         def op(x: Any) -> Tensor:
             x = to_tensor(x, name)
@@ -67,7 +78,8 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> None:
         + (f"VJP: ``{math_}``." if rule is not None else "Not differentiable: the result never "
            "requires grad.")
     )
-    _install(name, op)
+    _name_op(name, op)
+    return op
 
 
 def _zeros(xp: Any, g: Any, *_: Any) -> Any:
@@ -77,41 +89,45 @@ def _zeros(xp: Any, g: Any, *_: Any) -> Any:
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
 
-_unary("abs", "x", lambda xp, g, x: g * xp.sign(x), "x̄ = ḡ·sign(x)  (0 at x = 0)")
-_unary("acos", "x", lambda xp, g, x: -g / xp.sqrt(1 - x * x), "x̄ = -ḡ/√(1-x²)")
-_unary("acosh", "x", lambda xp, g, x: g / xp.sqrt(x * x - 1), "x̄ = ḡ/√(x²-1)")
-_unary("asin", "x", lambda xp, g, x: g / xp.sqrt(1 - x * x), "x̄ = ḡ/√(1-x²)")
-_unary("asinh", "x", lambda xp, g, x: g / xp.sqrt(x * x + 1), "x̄ = ḡ/√(x²+1)")
-_unary("atan", "x", lambda xp, g, x: g / (1 + x * x), "x̄ = ḡ/(1+x²)")
-_unary("atanh", "x", lambda xp, g, x: g / (1 - x * x), "x̄ = ḡ/(1-x²)")
-_unary("cos", "x", lambda xp, g, x: -g * xp.sin(x), "x̄ = -ḡ·sin(x)")
-_unary("cosh", "x", lambda xp, g, x: g * xp.sinh(x), "x̄ = ḡ·sinh(x)")
-_unary("exp", "out", lambda xp, g, y: g * y, "x̄ = ḡ·exp(x)  (the saved output)")
-_unary("expm1", "out", lambda xp, g, y: g * (y + 1), "x̄ = ḡ·(expm1(x)+1)")
-_unary("log", "x", lambda xp, g, x: g / x, "x̄ = ḡ/x")
-_unary("log1p", "x", lambda xp, g, x: g / (x + 1), "x̄ = ḡ/(1+x)")
-_unary("log2", "x", lambda xp, g, x: g / (x * _LN2), "x̄ = ḡ/(x·ln 2)")
-_unary("log10", "x", lambda xp, g, x: g / (x * _LN10), "x̄ = ḡ/(x·ln 10)")
-_unary("negative", None, lambda xp, g: -g, "x̄ = -ḡ")
-_unary("positive", None, lambda xp, g: g, "x̄ = ḡ")
-_unary("reciprocal", "out", lambda xp, g, y: -g * y * y, "x̄ = -ḡ/x²")
-_unary("sin", "x", lambda xp, g, x: g * xp.cos(x), "x̄ = ḡ·cos(x)")
-_unary("sinh", "x", lambda xp, g, x: g * xp.cosh(x), "x̄ = ḡ·cosh(x)")
-_unary("sqrt", "out", lambda xp, g, y: g / (2 * y), "x̄ = ḡ/(2√x)")
-_unary("square", "x", lambda xp, g, x: g * (2 * x), "x̄ = 2x·ḡ")
-_unary("tan", "out", lambda xp, g, y: g * (1 + y * y), "x̄ = ḡ·(1+tan²x)")
-_unary("tanh", "out", lambda xp, g, y: g * (1 - y * y), "x̄ = ḡ·(1-tanh²x)")
-_unary("ceil", None, _zeros, "x̄ = 0")
-_unary("floor", None, _zeros, "x̄ = 0")
-_unary("round", None, _zeros, "x̄ = 0")
-_unary("trunc", None, _zeros, "x̄ = 0")
-_unary("sign", None, _zeros, "x̄ = 0")
+abs = _unary("abs", "x", lambda xp, g, x: g * xp.sign(x), "x̄ = ḡ·sign(x)  (0 at x = 0)")
+acos = _unary("acos", "x", lambda xp, g, x: -g / xp.sqrt(1 - x * x), "x̄ = -ḡ/√(1-x²)")
+acosh = _unary("acosh", "x", lambda xp, g, x: g / xp.sqrt(x * x - 1), "x̄ = ḡ/√(x²-1)")
+asin = _unary("asin", "x", lambda xp, g, x: g / xp.sqrt(1 - x * x), "x̄ = ḡ/√(1-x²)")
+asinh = _unary("asinh", "x", lambda xp, g, x: g / xp.sqrt(x * x + 1), "x̄ = ḡ/√(x²+1)")
+atan = _unary("atan", "x", lambda xp, g, x: g / (1 + x * x), "x̄ = ḡ/(1+x²)")
+atanh = _unary("atanh", "x", lambda xp, g, x: g / (1 - x * x), "x̄ = ḡ/(1-x²)")
+cos = _unary("cos", "x", lambda xp, g, x: -g * xp.sin(x), "x̄ = -ḡ·sin(x)")
+cosh = _unary("cosh", "x", lambda xp, g, x: g * xp.sinh(x), "x̄ = ḡ·sinh(x)")
+exp = _unary("exp", "out", lambda xp, g, y: g * y, "x̄ = ḡ·exp(x)  (the saved output)")
+expm1 = _unary("expm1", "out", lambda xp, g, y: g * (y + 1), "x̄ = ḡ·(expm1(x)+1)")
+log = _unary("log", "x", lambda xp, g, x: g / x, "x̄ = ḡ/x")
+log1p = _unary("log1p", "x", lambda xp, g, x: g / (x + 1), "x̄ = ḡ/(1+x)")
+log2 = _unary("log2", "x", lambda xp, g, x: g / (x * _LN2), "x̄ = ḡ/(x·ln 2)")
+log10 = _unary("log10", "x", lambda xp, g, x: g / (x * _LN10), "x̄ = ḡ/(x·ln 10)")
+negative = _unary("negative", None, lambda xp, g: -g, "x̄ = -ḡ")
+positive = _unary("positive", None, lambda xp, g: g, "x̄ = ḡ")
+reciprocal = _unary("reciprocal", "out", lambda xp, g, y: -g * y * y, "x̄ = -ḡ/x²")
+sin = _unary("sin", "x", lambda xp, g, x: g * xp.cos(x), "x̄ = ḡ·cos(x)")
+sinh = _unary("sinh", "x", lambda xp, g, x: g * xp.cosh(x), "x̄ = ḡ·cosh(x)")
+sqrt = _unary("sqrt", "out", lambda xp, g, y: g / (2 * y), "x̄ = ḡ/(2√x)")
+square = _unary("square", "x", lambda xp, g, x: g * (2 * x), "x̄ = 2x·ḡ")
+tan = _unary("tan", "out", lambda xp, g, y: g * (1 + y * y), "x̄ = ḡ·(1+tan²x)")
+tanh = _unary("tanh", "out", lambda xp, g, y: g * (1 - y * y), "x̄ = ḡ·(1-tanh²x)")
+ceil = _unary("ceil", None, _zeros, "x̄ = 0")
+floor = _unary("floor", None, _zeros, "x̄ = 0")
+round = _unary("round", None, _zeros, "x̄ = 0")
+trunc = _unary("trunc", None, _zeros, "x̄ = 0")
+sign = _unary("sign", None, _zeros, "x̄ = 0")
 # For the real dtypes agnograd differentiates, real and conj are the identity, imag is zero.
-_unary("real", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
-_unary("conj", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
-_unary("imag", None, None, "")
-for _name in ("isfinite", "isinf", "isnan", "signbit", "logical_not", "bitwise_invert"):
-    _unary(_name, None, None, "")
+real = _unary("real", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
+conj = _unary("conj", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
+imag = _unary("imag", None, None, "")
+isfinite = _unary("isfinite", None, None, "")
+isinf = _unary("isinf", None, None, "")
+isnan = _unary("isnan", None, None, "")
+signbit = _unary("signbit", None, None, "")
+logical_not = _unary("logical_not", None, None, "")
+bitwise_invert = _unary("bitwise_invert", None, None, "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +141,7 @@ def _binary(
     rule1: Rule | None,
     rule2: Rule | None,
     math_: str,
-) -> Callable[..., Any]:
+) -> BinaryOp:
     rules = (rule1, rule2)
     differentiable = rule1 is not None or rule2 is not None
     # What the rules read, from (x1, x2, out): resolved once, not per call.
@@ -163,7 +179,8 @@ def _binary(
         + (f"VJP: ``{math_}``; broadcast cotangents are summed back to each input's shape."
            if differentiable else "Not differentiable: the result never requires grad.")
     )
-    return _install(name, op)
+    _name_op(name, op)
+    return op
 
 
 def _describe(x: Any) -> str:
@@ -219,39 +236,54 @@ def _tie_split(xp: Any, g: Any, win: Any, tie: Any) -> Any:
     return xp.where(win, g, xp.where(tie, g * 0.5, 0.0))
 
 
-_binary("add", operator.add, "", lambda xp, g: g, lambda xp, g: g, "x̄ = ḡ, ȳ = ḡ")
-_binary("subtract", operator.sub, "", lambda xp, g: g, lambda xp, g: -g, "x̄ = ḡ, ȳ = -ḡ")
-_binary("multiply", operator.mul, "xy", lambda xp, g, x, y: g * y, lambda xp, g, x, y: g * x,
-        "x̄ = ḡ·y, ȳ = ḡ·x")
-_binary("divide", operator.truediv, "yo", lambda xp, g, y, o: g / y,
-        lambda xp, g, y, o: -g * o / y, "x̄ = ḡ/y, ȳ = -ḡ·x/y²")
-_binary("pow", operator.pow, "xyo", lambda xp, g, x, y, o: _pow_x(xp, g, x, y), _pow_y,
-        "x̄ = ḡ·y·x^(y-1), ȳ = ḡ·x^y·log x")
-_binary("atan2", None, "xy", lambda xp, g, y, x: g * x / (x * x + y * y),
-        lambda xp, g, y, x: -g * y / (x * x + y * y), "ā = ḡ·b/(a²+b²), b̄ = -ḡ·a/(a²+b²)")
-_binary("hypot", None, "xyo", lambda xp, g, x, y, o: g * x / o, lambda xp, g, x, y, o: g * y / o,
-        "x̄ = ḡ·x/hypot, ȳ = ḡ·y/hypot")
-_binary("logaddexp", None, "xyo", lambda xp, g, x, y, o: g * xp.exp(x - o),
-        lambda xp, g, x, y, o: g * xp.exp(y - o), "x̄ = ḡ·e^(x-out), ȳ = ḡ·e^(y-out)")
-_binary("copysign", None, "xo", lambda xp, g, x, o: g * xp.where(x == 0, 0.0, o / x),
-        lambda xp, g, x, o: xp.zeros_like(g), "x̄ = ḡ·out/x (0 at x = 0), ȳ = 0")
-_binary("maximum", None, "xy", lambda xp, g, x, y: _tie_split(xp, g, x > y, x == y),
-        lambda xp, g, x, y: _tie_split(xp, g, y > x, x == y), "to the larger; ties split ḡ/2")
-_binary("minimum", None, "xy", lambda xp, g, x, y: _tie_split(xp, g, x < y, x == y),
-        lambda xp, g, x, y: _tie_split(xp, g, y < x, x == y), "to the smaller; ties split ḡ/2")
-_binary("floor_divide", operator.floordiv, "", lambda xp, g: xp.zeros_like(g),
-        lambda xp, g: xp.zeros_like(g), "x̄ = 0, ȳ = 0")
-_binary("remainder", operator.mod, "xy", lambda xp, g, x, y: g,
-        lambda xp, g, x, y: -g * xp.floor_divide(x, y), "x̄ = ḡ, ȳ = -ḡ·floor(x/y)")
-for _name, _fwd in (
-    ("equal", operator.eq), ("not_equal", operator.ne), ("less", operator.lt),
-    ("less_equal", operator.le), ("greater", operator.gt), ("greater_equal", operator.ge),
-    ("logical_and", None), ("logical_or", None), ("logical_xor", None),
-    ("bitwise_and", operator.and_), ("bitwise_or", operator.or_), ("bitwise_xor", operator.xor),
-    ("bitwise_left_shift", operator.lshift), ("bitwise_right_shift", operator.rshift),
-    ("nextafter", None),
-):
-    _binary(_name, _fwd, "", None, None, "")
+add = _binary("add", operator.add, "", lambda xp, g: g, lambda xp, g: g, "x̄ = ḡ, ȳ = ḡ")
+subtract = _binary("subtract", operator.sub, "", lambda xp, g: g, lambda xp, g: -g,
+                   "x̄ = ḡ, ȳ = -ḡ")
+multiply = _binary("multiply", operator.mul, "xy",
+                   lambda xp, g, x, y: g * y, lambda xp, g, x, y: g * x, "x̄ = ḡ·y, ȳ = ḡ·x")
+divide = _binary("divide", operator.truediv, "yo",
+                 lambda xp, g, y, o: g / y, lambda xp, g, y, o: -g * o / y, "x̄ = ḡ/y, ȳ = -ḡ·x/y²")
+pow = _binary("pow", operator.pow, "xyo",
+              lambda xp, g, x, y, o: _pow_x(xp, g, x, y), _pow_y, "x̄ = ḡ·y·x^(y-1), ȳ = ḡ·x^y·log x")
+atan2 = _binary("atan2", None, "xy",
+                lambda xp, g, y, x: g * x / (x * x + y * y), lambda xp, g, y, x: -g * y / (x * x + y * y),
+                "ā = ḡ·b/(a²+b²), b̄ = -ḡ·a/(a²+b²)")
+hypot = _binary("hypot", None, "xyo",
+                lambda xp, g, x, y, o: g * x / o, lambda xp, g, x, y, o: g * y / o,
+                "x̄ = ḡ·x/hypot, ȳ = ḡ·y/hypot")
+logaddexp = _binary("logaddexp", None, "xyo",
+                    lambda xp, g, x, y, o: g * xp.exp(x - o), lambda xp, g, x, y, o: g * xp.exp(y - o),
+                    "x̄ = ḡ·e^(x-out), ȳ = ḡ·e^(y-out)")
+copysign = _binary("copysign", None, "xo",
+                   lambda xp, g, x, o: g * xp.where(x == 0, 0.0, o / x), lambda xp, g, x, o: xp.zeros_like(g),
+                   "x̄ = ḡ·out/x (0 at x = 0), ȳ = 0")
+maximum = _binary("maximum", None, "xy",
+                  lambda xp, g, x, y: _tie_split(xp, g, x > y, x == y),
+                  lambda xp, g, x, y: _tie_split(xp, g, y > x, x == y), "to the larger; ties split ḡ/2")
+minimum = _binary("minimum", None, "xy",
+                  lambda xp, g, x, y: _tie_split(xp, g, x < y, x == y),
+                  lambda xp, g, x, y: _tie_split(xp, g, y < x, x == y), "to the smaller; ties split ḡ/2")
+floor_divide = _binary("floor_divide", operator.floordiv, "",
+                       lambda xp, g: xp.zeros_like(g), lambda xp, g: xp.zeros_like(g), "x̄ = 0, ȳ = 0")
+remainder = _binary("remainder", operator.mod, "xy",
+                    lambda xp, g, x, y: g, lambda xp, g, x, y: -g * xp.floor_divide(x, y),
+                    "x̄ = ḡ, ȳ = -ḡ·floor(x/y)")
+# Comparisons, logical and bitwise functions: not differentiable.
+equal = _binary("equal", operator.eq, "", None, None, "")
+not_equal = _binary("not_equal", operator.ne, "", None, None, "")
+less = _binary("less", operator.lt, "", None, None, "")
+less_equal = _binary("less_equal", operator.le, "", None, None, "")
+greater = _binary("greater", operator.gt, "", None, None, "")
+greater_equal = _binary("greater_equal", operator.ge, "", None, None, "")
+logical_and = _binary("logical_and", None, "", None, None, "")
+logical_or = _binary("logical_or", None, "", None, None, "")
+logical_xor = _binary("logical_xor", None, "", None, None, "")
+bitwise_and = _binary("bitwise_and", operator.and_, "", None, None, "")
+bitwise_or = _binary("bitwise_or", operator.or_, "", None, None, "")
+bitwise_xor = _binary("bitwise_xor", operator.xor, "", None, None, "")
+bitwise_left_shift = _binary("bitwise_left_shift", operator.lshift, "", None, None, "")
+bitwise_right_shift = _binary("bitwise_right_shift", operator.rshift, "", None, None, "")
+nextafter = _binary("nextafter", None, "", None, None, "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,5 +364,3 @@ def _where_1(xp: Any, g: Any, c: Any) -> Any:
 def _where_2(xp: Any, g: Any, c: Any) -> Any:
     return xp.where(c, 0.0, g)
 
-
-__all__ += ["clip", "where"]
