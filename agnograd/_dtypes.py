@@ -32,7 +32,7 @@ _builtin_bool = bool
 # defined once here (this module imports nothing of agnograd's, so every module may import it).
 # Checked with ``type(v) in PY_SCALARS`` (exact types, fastest) or ``isinstance`` (subclasses,
 # e.g. NumPy's float64 scalar, too). Before ``bool`` is rebound to the dtype below.
-PY_SCALARS: tuple[type, ...] = (bool, int, float, complex)
+PY_SCALARS: tuple[type[Any], ...] = (bool, int, float, complex)
 
 
 class DType:

@@ -98,7 +98,7 @@ class Tensor:
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self.data.ndim  # type: ignore[no-any-return]
 
     @property
     def size(self) -> int | None:
@@ -231,14 +231,15 @@ class Tensor:
         t._version = self._version
         return t
 
-    def item(self) -> bool | int | float | complex:
-        """The value of a one-element tensor as a Python scalar (copies to the host)."""
+    def item(self) -> Any:
+        """The value of a one-element tensor as a Python scalar (copies to the host): a bool,
+        int, float or complex by the dtype (typed ``Any``, as NumPy's ``item``, so that
+        ``float(t.item())`` and ``t.item() < 0.5`` type-check)."""
         if self.size != 1:
             raise ValueError(f"item() needs a tensor with one element, not shape {self.shape}")
         if _capture.ACTIVE:
             _capture.refuse("Tensor.item()")
-        value = host_array(self.data).reshape(()).item()
-        return value  # type: ignore[no-any-return]
+        return host_array(self.data).reshape(()).item()
 
     def numpy(self) -> Any:
         """A NumPy copy of the data (a view for the NumPy backend)."""

@@ -348,12 +348,13 @@ class CapturedStep:
                                "than when it was recorded; a captured step must return the same "
                                "structure every time")
         for i, (new, kept) in enumerate(zip(leaves, self._out_leaves)):
-            t = _as_tensor(new)
+            res = _as_tensor(new)
             if type(kept) is Tensor:
-                if t is None or t.data.shape != kept.data.shape or t.data.dtype != kept.data.dtype:
+                if (res is None or res.data.shape != kept.data.shape
+                        or res.data.dtype != kept.data.dtype):
                     raise CaptureError(f"captured step: output {i} changed shape or dtype since the "
                                        "step was recorded")
-                kept.data[...] = t.data
+                kept.data[...] = res.data
             else:
                 self._out_leaves[i] = new
         if any(type(k) is not Tensor for k in self._out_leaves):

@@ -156,8 +156,9 @@ def persist(*objs: Any, grads: bool = False, **kwargs: Any) -> None:
 def task_count(*objs: Any) -> int:
     """How many tasks computing ``objs`` takes, shared tasks counted once: Tensors on the
     ``'dask'`` backend, Dask arrays, or the ``Delayed`` of ``value_and_grad(..., compute=False)``."""
-    return _lib().dask_task_count(*(_dask_data(o, "ag.dask.task_count") if type(o) is Tensor else o
-                                      for o in objs))
+    n = _lib().dask_task_count(*(_dask_data(o, "ag.dask.task_count") if type(o) is Tensor else o
+                                 for o in objs))
+    return int(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def _chunk_value_and_grad(loss_fn: Callable[..., Any], params: list[Any], xb: An
         if type(loss) is not Tensor or loss.ndim != 0:
             raise TypeError(f"ag.dask.value_and_grad: loss_fn must return a 0-d Tensor, not "
                             f"{getattr(loss, 'shape', type(loss).__name__)}")
-        return loss * weight  # type: ignore[operator,return-value]  # operators installed at import
+        return loss * weight
 
     value, grads = _value_and_grad(f)([p.data for p in ps])
     return value, list(grads)

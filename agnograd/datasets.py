@@ -26,7 +26,7 @@ def load_digits(backend: str | None = None, dtype: Any = None, scale: bool = Tru
     """The 1,797 digits as ``(X, y)``: ``X`` of shape ``(1797, 64)`` (pixels divided by 16 when
     ``scale``, dtype ``dtype``, default float32) and integer labels ``y`` of shape ``(1797,)``
     (int64), both on ``backend``."""
-    ref = resources.files("agnograd").joinpath("data", "digits.csv.gz")
+    ref = resources.files("agnograd") / "data" / "digits.csv.gz"
     with resources.as_file(ref) as path:
         table = load_csv(path)
     if table.shape != (1797, 65):

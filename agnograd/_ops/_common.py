@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
-from .._tensor import Tensor, tensor
+from .._tensor import Tensor, TensorLike, tensor
 from ..autograd import OUT, grad_mode, out, record, record_multi
 from ..backends import Backend, backend_of_array, get_default_backend
 
 __all__ = [
     "OUT",
     "Tensor",
+    "TensorLike",
     "DType",
     "out",
     "record",

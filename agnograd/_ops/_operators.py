@@ -80,6 +80,12 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
     return method
 
 
+def _reshape_method(self: Tensor, *shape: Any) -> Tensor:
+    """``x.reshape(2, 3)`` or ``x.reshape((2, 3))``: :func:`agnograd.reshape` as a method."""
+    s: Any = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return manipulation.reshape(self, s)
+
+
 _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%",
            "pow": "**", "matmul": "@", "and": "&", "or": "|", "xor": "^", "lshift": "<<",
            "rshift": ">>"}
@@ -88,40 +94,40 @@ _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//",
 def install_operators() -> None:
     T = Tensor
     binary = {
-        "add": (ew.add, operator.iadd),  # type: ignore[attr-defined]
-        "sub": (ew.subtract, operator.isub),  # type: ignore[attr-defined]
-        "mul": (ew.multiply, operator.imul),  # type: ignore[attr-defined]
-        "truediv": (ew.divide, operator.itruediv),  # type: ignore[attr-defined]
-        "floordiv": (ew.floor_divide, operator.ifloordiv),  # type: ignore[attr-defined]
-        "mod": (ew.remainder, operator.imod),  # type: ignore[attr-defined]
-        "pow": (ew.pow, operator.ipow),  # type: ignore[attr-defined]
+        "add": (ew.add, operator.iadd),
+        "sub": (ew.subtract, operator.isub),
+        "mul": (ew.multiply, operator.imul),
+        "truediv": (ew.divide, operator.itruediv),
+        "floordiv": (ew.floor_divide, operator.ifloordiv),
+        "mod": (ew.remainder, operator.imod),
+        "pow": (ew.pow, operator.ipow),
         "matmul": (linalg.matmul, operator.imatmul),
-        "and": (ew.bitwise_and, operator.iand),  # type: ignore[attr-defined]
-        "or": (ew.bitwise_or, operator.ior),  # type: ignore[attr-defined]
-        "xor": (ew.bitwise_xor, operator.ixor),  # type: ignore[attr-defined]
-        "lshift": (ew.bitwise_left_shift, operator.ilshift),  # type: ignore[attr-defined]
-        "rshift": (ew.bitwise_right_shift, operator.irshift),  # type: ignore[attr-defined]
+        "and": (ew.bitwise_and, operator.iand),
+        "or": (ew.bitwise_or, operator.ior),
+        "xor": (ew.bitwise_xor, operator.ixor),
+        "lshift": (ew.bitwise_left_shift, operator.ilshift),
+        "rshift": (ew.bitwise_right_shift, operator.irshift),
     }
     for name, (fn, raw) in binary.items():
         setattr(T, f"__{name}__", fn)
         setattr(T, f"__r{name}__", _reflect(fn))
         setattr(T, f"__i{name}__", _inplace(fn, raw, name))
     for name, fn in {
-        "eq": ew.equal, "ne": ew.not_equal, "lt": ew.less,  # type: ignore[attr-defined]
-        "le": ew.less_equal, "gt": ew.greater, "ge": ew.greater_equal,  # type: ignore[attr-defined]
+        "eq": ew.equal, "ne": ew.not_equal, "lt": ew.less,
+        "le": ew.less_equal, "gt": ew.greater, "ge": ew.greater_equal,
     }.items():
         setattr(T, f"__{name}__", fn)
-    T.__neg__ = ew.negative  # type: ignore[attr-defined]
-    T.__pos__ = ew.positive  # type: ignore[attr-defined]
-    T.__abs__ = ew.abs  # type: ignore[attr-defined]
-    T.__invert__ = ew.bitwise_invert  # type: ignore[attr-defined]
-    T.__getitem__ = indexing.getitem
-    T.__setitem__ = indexing.setitem
-    T.T = property(manipulation.transpose_2d)
-    T.mT = property(linalg.matrix_transpose)
-    T.to_device = manipulation.to_device
+    # setattr, not T.x = ...: Tensor declares these for type checkers (under TYPE_CHECKING in
+    # _tensor.py), and a type checker refuses assigning to a declared method.
+    attrs: dict[str, object] = {
+        "__neg__": ew.negative, "__pos__": ew.positive, "__abs__": ew.abs,
+        "__invert__": ew.bitwise_invert, "__getitem__": indexing.getitem,
+        "__setitem__": indexing.setitem, "T": property(manipulation.transpose_2d),
+        "mT": property(linalg.matrix_transpose), "to_device": manipulation.to_device,
+        "reshape": _reshape_method,
+    }
+    for name, attr in attrs.items():
+        setattr(T, name, attr)
     # Conveniences NumPy and PyTorch users reach for (not part of the standard's array object).
     for name in ("sum", "mean", "prod", "max", "min", "var", "std"):
         setattr(T, name, getattr(statistics, name))
-    T.reshape = lambda self, *shape: manipulation.reshape(  # type: ignore[attr-defined]
-        self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)

@@ -18,6 +18,7 @@ from ..backends import backend_of_array
 from ._common import (
     PY_SCALARS,
     Tensor,
+    TensorLike,
     from_backend_dtype,
     grad_on,
     record,
@@ -256,7 +257,7 @@ def _astype_back(xp: Any, g: Any) -> Any:
     return g  # the engine casts it back to the input's dtype (meta)
 
 
-def astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:
+def astype(x: TensorLike, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:
     """``x`` converted to ``dtype`` (an agnograd or backend dtype), same shape; on ``device``
     if given.
 

@@ -16,11 +16,11 @@ import operator
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from .._tensor import TensorLike
 from ..autograd import grad_mode, record_binary, record_unary
 from ._common import (
     PY_SCALARS,
     Tensor,
+    TensorLike,
     binary_operands,
     grad_on,
     record,

@@ -50,6 +50,7 @@ from . import statistics as _stats
 from ._common import (
     OUT,
     Tensor,
+    TensorLike,
     grad_on,
     normalize_axes,
     normalize_axis,
@@ -154,7 +155,7 @@ def _eye(b: Any, like: Any, n: int, m: int | None = None, k: int = 0) -> Any:
     return b.xp.eye(n, m, k=k, dtype=like.dtype, device=b.device_of(like))
 
 
-def _matrix_arg(x: Any, op: str, square: bool = False) -> Tensor:
+def _matrix_arg(x: TensorLike, op: str, square: bool = False) -> Tensor:
     x = to_tensor(x, op)
     if x.ndim < 2 or (square and x.shape[-1] != x.shape[-2]):
         what = "a square matrix or a stack of them, shape (..., M, M)" if square else (
@@ -943,8 +944,8 @@ def matrix_norm(x: Any, /, *, keepdims: bool = False,
         return wrap(b.xp.linalg.matrix_norm(x.data, keepdims=keepdims, ord=ord), b)
     kshape = x.shape[:-2] + (1, 1)
     if ord in (1, -1, math.inf, -math.inf):
-        sums = _stats.sum(_ew.abs(x), axis=-2 if ord in (1, -1) else -1)  # type: ignore[attr-defined]
-        r = _stats.max(sums, axis=-1) if ord > 0 else _stats.min(sums, axis=-1)  # type: ignore[operator]
+        sums = _stats.sum(_ew.abs(x), axis=-2 if ord in (1, -1) else -1)
+        r = _stats.max(sums, axis=-1) if ord > 0 else _stats.min(sums, axis=-1)
         return _manip.reshape(r, kshape) if keepdims else r
     y = b.xp.linalg.matrix_norm(x.data, keepdims=keepdims, ord=ord)
     if ord == "fro":

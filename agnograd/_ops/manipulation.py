@@ -14,6 +14,7 @@ from .. import _capture_state as _capture
 from ..backends import Backend, get_backend, transfer
 from ._common import (
     Tensor,
+    TensorLike,
     grad_on,
     normalize_axes,
     normalize_axis,
@@ -145,7 +146,7 @@ def concat(arrays: Any, /, *, axis: int | None = 0) -> Tensor:
     rules = []
     start = 0
     for t in ts:
-        n = t.size if axis is None else t.data.shape[axis]
+        n: Any = t.size if axis is None else t.data.shape[axis]
         rules.append(functools.partial(_concat_part, axis=axis, start=start, stop=start + n,
                                        shape=t.data.shape))
         start += n
@@ -343,7 +344,7 @@ def _to_backend_back(xp: Any, g: Any, source: Backend) -> Any:
     return transfer(g, source)
 
 
-def to_backend(x: Any, backend: str | Backend, /) -> Tensor:
+def to_backend(x: TensorLike, backend: str | Backend, /) -> Tensor:
     """``x`` moved to another backend (``"numpy"``, ``"cupy"``, ...), through DLPack where it can
     cross, else through a host copy. Differentiable: VJP ``x̄ = ḡ`` moved back to ``x``'s backend,
     so a graph may start on one backend and continue on another."""

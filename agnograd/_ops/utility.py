@@ -79,7 +79,7 @@ def diff(x: Any, /, *, axis: int = -1, n: int = 1, prepend: Any = None, append: 
     head = (slice(None),) * ax
     later = head + (slice(1, None), ...)
     earlier = head + (slice(None, -1), ...)
-    step = _ew.not_equal if y.dtype.kind == "b" else _ew.subtract  # type: ignore[attr-defined]
+    step = _ew.not_equal if y.dtype.kind == "b" else _ew.subtract
     for _ in range(min(n, y.data.shape[ax])):  # once the axis is empty it stays empty
         y = step(y[later], y[earlier])
     return y

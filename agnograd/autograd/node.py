@@ -16,6 +16,7 @@ import itertools
 import os
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .mode import anomaly_mode
@@ -60,7 +61,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ag
 
 def creation_site() -> str:
     """file:line of the first caller outside agnograd (recorded only in anomaly mode)."""
-    f = sys._getframe(1)
+    f: FrameType | None = sys._getframe(1)
     while f is not None and os.path.abspath(f.f_code.co_filename).startswith(_PACKAGE_DIR):
         f = f.f_back
     if f is None:
@@ -133,7 +134,7 @@ def edge_of(t: Tensor) -> Any:
 def edge_target(edge: Any) -> tuple[Any, int]:
     """An edge as ``(node or leaf Tensor, output index)``."""
     if type(edge) is tuple:
-        return edge  # type: ignore[no-any-return]
+        return edge
     return edge, 0
 
 

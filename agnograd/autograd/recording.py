@@ -178,7 +178,7 @@ def unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[An
             return (s.data,), (_SRC_INPUT[i] if i < 4 else (i,)), (0, cell, cell[0])
         if ts is Out and s.k == 0:
             return (outs[0],), _SRC_OUTPUT, None
-    raw = []
+    raw: list[Any] = []
     src: list[int | None] = []
     versions: tuple[Any, ...] = ()
     known = False

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .._tensor import Tensor
 from .mode import anomaly_mode
@@ -39,6 +39,12 @@ __all__ = ["backward"]
 _wrap = Tensor._wrap
 
 
+@overload
+def backward(roots: list[Tensor], root_grads: list[Any], *, retain_graph: bool,
+             create_graph: bool, targets: None = None) -> None: ...
+@overload
+def backward(roots: list[Tensor], root_grads: list[Any], *, retain_graph: bool,
+             create_graph: bool, targets: list[Tensor]) -> list[Any]: ...
 def backward(
     roots: list[Tensor],
     root_grads: list[Any],
@@ -113,7 +119,7 @@ def _walk(heap: list[tuple[int, Node]], pending: dict[Node, Any], leaf_grads: di
             i += 1
             if edge is None:
                 continue
-            gi = vjps[i](xp, g, *args)
+            gi = vjps[i](xp, g, *args)  # type: ignore[misc]  # an edge always has its rule
             if gi is None:  # a rule may say "no gradient flows" (a zero): nothing to send
                 continue
             if not create_graph and type(gi) is not array_type:

@@ -117,7 +117,7 @@ class Backend:
                  "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
-                 lazy: bool = False, scalar_type: type | None = None,
+                 lazy: bool = False, scalar_type: type[Any] | None = None,
                  scalar_to_array: Callable[[Any], Any] | None = None,
                  scatter_add: Callable[..., Any] | None = None,
                  from_host: Callable[[Any], Any] | None = None,

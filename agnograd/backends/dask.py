@@ -16,6 +16,7 @@ The helpers after the namespace (:func:`dask_compute`, :func:`dask_persist`, ...
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,10 +32,10 @@ from . import Backend, BackendError, backend_of_array, sample_array_type
 from ._fallbacks import clone_namespace
 
 _missing: ImportError | None = None
+_base: Any = None  # array_api_compat's Dask namespace (its names are made at import time)
 try:
-    import array_api_compat.dask.array as _base
+    _base = importlib.import_module("array_api_compat.dask.array")
 except ImportError as exc:  # an array-api-compat without the Dask wrapper: load() says so
-    _base = None
     _missing = exc
 
 __all__ = ["dask_compute", "dask_delayed", "dask_delayed_value", "dask_from_array", "dask_persist",
@@ -148,7 +149,8 @@ def _square_chunks(x: Any) -> bool:
 
 def _tall_skinny(x: Any) -> bool:
     """A 2-d array in row blocks, each at least as tall as it is wide: Dask's TSQR/SVD apply."""
-    return x.ndim == 2 and x.numblocks[0] > 1 and x.numblocks[1] == 1 and min(x.chunks[0]) >= x.shape[1]
+    return bool(x.ndim == 2 and x.numblocks[0] > 1 and x.numblocks[1] == 1
+                and min(x.chunks[0]) >= x.shape[1])
 
 
 def _take_along_last(x: Any, i: Any) -> Any:
@@ -349,7 +351,7 @@ def dask_compute(*arrays: Any, **kwargs: Any) -> tuple[Any, ...]:
     first and holds every chunk's forward intermediates until the backward pass (a 400,000-row
     MLP step of ``benchmarks/dask_scale.py``: 788 MiB peak as separate outputs, 235 MiB as one).
     """
-    shapes = [getattr(a, "shape", None) for a in arrays]
+    shapes: list[Any] = [getattr(a, "shape", None) for a in arrays]
     if (len(arrays) <= 1 or not all(is_dask_array(a) for a in arrays)
             or any(n != n for s in shapes for n in s)):  # NaN sizes cannot be split back
         return tuple(dask.compute(*arrays, **kwargs))
@@ -378,7 +380,7 @@ def dask_task_count(*arrays: Any) -> int:
     counted once."""
     if hasattr(dask.base, "collections_to_expr"):  # dask >= 2025
         return len(dask.base.collections_to_expr(arrays).__dask_graph__())
-    return len(dask.base.collections_to_dsk(arrays))  # type: ignore[attr-defined]
+    return len(dask.base.collections_to_dsk(arrays))
 
 
 def dask_row_blocks(a: Any, what: str) -> list[Any]:

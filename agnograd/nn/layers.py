@@ -52,7 +52,7 @@ class Linear(Module):
                                   dtype=dtype, device=self.weight.device, requires_grad=True)
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
-        y = x @ self.weight
+        y: ag.Tensor = x @ self.weight
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:

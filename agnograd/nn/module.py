@@ -280,7 +280,7 @@ class Module:
         return "\n".join(lines)
 
 
-def _locate(module: Module, name: str) -> tuple[Any, str | int]:
+def _locate(module: Module, name: str) -> tuple[Any, Any]:
     """The container holding the state tensor called ``name`` and its key there."""
     parts = name.split(".")
     obj: Any = module
@@ -289,7 +289,7 @@ def _locate(module: Module, name: str) -> tuple[Any, str | int]:
             obj = obj[int(p)] if isinstance(obj, (list, tuple)) else (
                 obj[p] if isinstance(obj, dict) else getattr(obj, p))
         last = parts[-1]
-        key: str | int = int(last) if isinstance(obj, (list, tuple)) else last
+        key: Any = int(last) if isinstance(obj, (list, tuple)) else last  # an int for a sequence
         found = obj[key] if isinstance(obj, (list, tuple, dict)) else getattr(obj, last)
     except (AttributeError, IndexError, KeyError, ValueError, TypeError):
         found = None
@@ -300,7 +300,7 @@ def _locate(module: Module, name: str) -> tuple[Any, str | int]:
     return obj, key
 
 
-def _put(obj: Any, key: str | int, value: ag.Tensor) -> None:
+def _put(obj: Any, key: Any, value: ag.Tensor) -> None:
     if isinstance(obj, (list, dict)):
         obj[key] = value
     else:
