@@ -65,7 +65,7 @@ class Tensor:
         self._requires_grad = t._requires_grad
         self._grad = None
         self._hooks = None
-        self._version = None
+        self._version = t._version  # shared with obj when it is a Tensor whose data t kept
 
     @staticmethod
     def _wrap(data: Any, backend: Backend, node: Any = None, index: int = 0) -> Tensor:
@@ -225,11 +225,7 @@ class Tensor:
     def detach(self) -> Tensor:
         """The same data as a new leaf that needs no gradient (no copy; in-place changes through
         either tensor count against both when a graph saved it)."""
-        t = Tensor._wrap(self.data, self._backend)
-        if self._version is None:
-            self._version = [0]
-        t._version = self._version
-        return t
+        return _share_version(self, Tensor._wrap(self.data, self._backend))
 
     def item(self) -> Any:
         """The value of a one-element tensor as a Python scalar (copies to the host): a bool,
@@ -532,9 +528,19 @@ def tensor(
             data = b.to_device(data, device)
     check_array_dtype(data, obj, "tensor")
     t = Tensor._wrap(data, b)
+    if type(obj) is Tensor and data is obj.data:  # no copy: t aliases obj's storage
+        _share_version(obj, t)
     if requires_grad:
         t.requires_grad_(True)
     return t
+
+
+def _share_version(src: Tensor, dst: Tensor) -> Tensor:
+    """:func:`agnograd.autograd.share_version`, imported at call time (this module sits below
+    the engine in the import order)."""
+    from .autograd.node import share_version
+
+    return share_version(src, dst)
 
 
 def as_tensor(x: Any, backend: Backend | None = None) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
 from .._tensor import Tensor, TensorLike, tensor
-from ..autograd import OUT, grad_mode, out, record, record_multi
+from ..autograd import OUT, grad_mode, out, record, record_multi, share_version
 from ..backends import Backend, backend_of_array, get_default_backend
 
 __all__ = [
@@ -22,11 +22,13 @@ __all__ = [
     "out",
     "record",
     "record_multi",
+    "share_version",
     "grad_on",
     "to_tensor",
     "binary_operands",
     "operands",
     "mixing_error",
+    "aliased_inplace_error",
     "raw_dtype",
     "is_float",
     "normalize_axis",
@@ -50,6 +52,19 @@ def mixing_error(op: str, a: Backend, b: Backend) -> TypeError:
     return TypeError(
         f"{op}: cannot mix a '{a.name}' tensor with a '{b.name}' tensor in one op; move one "
         f"to the other's backend first, e.g. ag.to_backend(t, '{a.name}')"
+    )
+
+
+def aliased_inplace_error(what: str, x: Tensor, form: str) -> str:
+    """The message for an in-place op that would have to rebind ``x`` to a new array (it records
+    a graph) while other Tensors may share ``x``'s storage (views of it, or it is a view): they
+    would silently keep the old values, so agnograd refuses."""
+    return (
+        f"{what} on a tensor of shape {x.shape} that shares its storage with other tensors (it "
+        "is a view -- made by slicing, reshape, .T/.mT, permute_dims, expand_dims, detach(), ... "
+        "-- or views were taken of it) while a graph is recorded: agnograd would have to update "
+        f"every alias. Use the out-of-place form ({form}), or do it under `with ag.no_grad():` "
+        "(then backward refuses graphs that saved any alias)"
     )
 
 

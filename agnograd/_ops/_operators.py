@@ -1,10 +1,14 @@
 """Tensor's Python operators, installed from the op functions (see ``_ops/__init__.py``).
 
 In-place operators (``x += y``) mutate ``x.data`` when no graph is being recorded for them, as
-the Array API's in-place operators do. When one is (grad mode on and an operand requires grad),
-the result is computed out of place and ``x`` is rebound to it, so arrays saved by earlier ops
-are never overwritten; a leaf that requires grad cannot be modified in place outside
-``no_grad()``.
+the Array API's in-place operators do (through a view, the base and every other view see the
+change where the backend made views), and count up ``x``'s version counter -- shared by every
+Tensor that may alias the same storage -- so graphs that saved any alias refuse to use it.
+When a graph is recorded (grad mode on and an operand requires grad), the result is computed
+out of place and ``x`` is rebound to it, so arrays saved by earlier ops are never overwritten;
+that is refused for a tensor that shares its storage with other Tensors (a view, or one that
+views were taken of), which would silently stop seeing the change, and for a leaf that
+requires grad outside ``no_grad()``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 from . import elementwise as ew
 from . import indexing, linalg, manipulation, statistics
-from ._common import Tensor, binary_operands, grad_on
+from ._common import Tensor, aliased_inplace_error, binary_operands, grad_on
 
 
 def _reflect(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -36,6 +40,10 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
                     "would lose its gradient history; do it inside `with ag.no_grad():` (e.g. a "
                     "parameter update) or use the out-of-place form x = x " + _SYMBOL[name] + " y"
                 )
+            cell = self._version
+            if cell is not None and len(cell) > 1:  # shares_storage(self)
+                raise RuntimeError(aliased_inplace_error(f"in-place {name} ({_SYMBOL[name]}=)",
+                                                         self, f"x = x {_SYMBOL[name]} y"))
             res = fn(self, other)
             if res.shape != self.shape or res.data.dtype != self.data.dtype:
                 raise ValueError(

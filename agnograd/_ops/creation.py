@@ -32,6 +32,7 @@ from ._common import (
     operands,
     record,
     record_multi,
+    share_version,
     to_backend_dtype,
     to_tensor,
     wrap,
@@ -203,6 +204,8 @@ def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> T
         # Some libraries copy only to the host through DLPack (CuPy): import, then copy.
         del kw["copy"]
         data = b.asarray(b.xp.from_dlpack(src, **kw), copy=True)
+    if type(x) is Tensor and not copy:  # shares x's memory: and so its version counter
+        return share_version(x, wrap(data, b))
     return wrap(data, b)
 
 

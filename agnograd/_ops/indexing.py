@@ -18,10 +18,12 @@ from ..backends import Backend, backend_of_array
 from ._common import (
     PY_SCALARS,
     Tensor,
+    aliased_inplace_error,
     grad_on,
     mixing_error,
     normalize_axis,
     record,
+    share_version,
     to_tensor,
     wrap,
 )
@@ -64,6 +66,17 @@ def _assignable(key: Any) -> bool:
     if not arrays:
         return True
     return len(parts) == 1 and str(getattr(arrays[0], "dtype", "")).endswith("bool")
+
+
+def _basic(key: Any) -> bool:
+    """Is ``key`` basic indexing (ints, slices, ``None``, ``...``: no arrays)? Its result may be
+    a view of the indexed array (it is on NumPy); array keys always copy."""
+    if isinstance(key, tuple):
+        for k in key:
+            if _is_array(k):
+                return False
+        return True
+    return not _is_array(key)
 
 
 def _positions(b: Backend, x: Any) -> Any:
@@ -154,6 +167,8 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     except IndexError as exc:
         raise IndexError(f"index {key!r} is invalid for a tensor of shape {x.shape}: {exc}") from exc
     if not (x._requires_grad and grad_on()):
+        if _basic(raw):  # the backend may return a view: share x's version counter
+            return share_version(x, wrap(y, b))
         return wrap(y, b)
     if b.lazy and any(n != n for n in y.shape):  # NaN: a size only the data can tell
         raise ValueError(
@@ -166,8 +181,9 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         if any(k is None for k in parts):
             raw = tuple(k for k in parts if k is not None)
             selected = tuple(x.data[raw].shape)
-        return record("getitem", y, b, (x,), (_put_back,),
-                      params=(raw, x.data.shape, b.device_of(x.data), selected))
+        out = record("getitem", y, b, (x,), (_put_back,),
+                     params=(raw, x.data.shape, b.device_of(x.data), selected))
+        return share_version(x, out) if _basic(parts) else out
     pos = _positions(b, x.data)[raw]
     return record("getitem", y, b, (x,), (_scatter_back,), saved=(pos,),
                   params=(x.size, x.data.shape))
@@ -188,10 +204,12 @@ def _setitem_value(xp: Any, g: Any, mask: Any, key: Any) -> Any:
 def setitem(x: Tensor, key: Any, value: Any) -> None:
     """``x[key] = value`` (basic indexing or a boolean mask; ``value`` broadcasts).
 
-    When no graph is recorded for it, ``x.data`` is modified in place. When one is (grad mode
-    on and ``x`` or ``value`` requires grad), the new array is computed out of place and ``x`` is
-    rebound to it, so arrays saved by earlier ops stay intact. VJP: ``x̄ = ḡ`` with zeros at
-    ``key``; ``v̄ = ḡ[key]`` summed back to ``value``'s shape.
+    When no graph is recorded for it, ``x.data`` is modified in place (and every view of it with
+    it, where the backend made views) and the version counter ``x`` shares with its aliases
+    counts up. When one is (grad mode on and ``x`` or ``value`` requires grad), the new array is
+    computed out of place and ``x`` is rebound to it, so arrays saved by earlier ops stay intact;
+    that is refused when ``x`` shares its storage with other Tensors (see ``_operators.py``).
+    VJP: ``x̄ = ḡ`` with zeros at ``key``; ``v̄ = ḡ[key]`` summed back to ``value``'s shape.
     """
     b = x._backend
     raw = _raw_key(key, b)
@@ -215,6 +233,9 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             "gradient history; do it inside `with ag.no_grad():`, or build a new tensor (e.g. with "
             "ag.where or ag.concat)"
         )
+    if x._version is not None and len(x._version) > 1:  # shares_storage(x)
+        raise RuntimeError(aliased_inplace_error(f"x[{key!r}] = ...", x,
+                                                 "ag.where, or ag.concat of the parts"))
     xp = b.xp
     new = xp.asarray(x.data, copy=True)
     new[raw] = rv

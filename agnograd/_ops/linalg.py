@@ -59,6 +59,7 @@ from ._common import (
     raw_dtype,
     record,
     record_multi,
+    share_version,
     to_tensor,
     wrap,
 )
@@ -254,9 +255,9 @@ def matrix_transpose(x: Any, /) -> Tensor:
     x = _matrix_arg(x, "matrix_transpose")
     b = x._backend
     y = b.xp.matrix_transpose(x.data)
-    if _needs(x):
-        return record("matrix_transpose", y, b, (x,), (_transpose_back,))
-    return wrap(y, b)
+    if _needs(x):  # a view on most backends: shares x's version counter
+        return share_version(x, record("matrix_transpose", y, b, (x,), (_transpose_back,)))
+    return share_version(x, wrap(y, b))
 
 
 def _tensordot_1(xp: Any, g: Any, a: Any, c: Any, spec: tuple[Any, ...]) -> Any:
@@ -989,5 +990,5 @@ def diagonal(x: Any, /, *, offset: int = 0) -> Tensor:
         m, n = x.shape[-2:]
         shift = _eye(b, x.data, y.shape[-1], n, k=max(offset, 0))
         mask = _eye(b, x.data, m, n, k=offset)
-        return record("diagonal", y, b, (x,), (_diagonal_back,), (shift, mask))
-    return wrap(y, b)
+        return share_version(x, record("diagonal", y, b, (x,), (_diagonal_back,), (shift, mask)))
+    return share_version(x, wrap(y, b))  # a (read-only) view on NumPy: shares x's counter

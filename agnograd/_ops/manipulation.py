@@ -3,6 +3,11 @@
 These ops only move elements, so every rule moves the cotangent back: reshape it, permute it
 with the inverse permutation, slice out an input's part, or sum the copies that broadcasting,
 ``repeat`` and ``tile`` made.
+
+The ones the standard lets a backend answer with a view of the input (``reshape``,
+``permute_dims``, ``broadcast_to``, ``expand_dims``, ``squeeze``, ``flip``, ``moveaxis``,
+``unstack``) give their result the input's version counter (:func:`share_version`), graph or
+not, so an in-place change through any alias invalidates every graph that saved another.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ._common import (
     operands,
     record,
     record_multi,
+    share_version,
     to_tensor,
     wrap,
 )
@@ -64,8 +70,8 @@ def reshape(x: Any, /, shape: tuple[int, ...], *, copy: bool | None = None) -> T
         raise ValueError(f"reshape: cannot reshape an array of shape {x.shape} into {tuple(shape)}: "
                          f"{exc}") from exc
     if _needs(x):
-        return record("reshape", y, b, (x,), (_reshape_back,), params=(x.data.shape,))
-    return wrap(y, b)
+        return share_version(x, record("reshape", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
+    return share_version(x, wrap(y, b))
 
 
 def _permute_back(xp: Any, g: Any, inverse: tuple[int, ...]) -> Any:
@@ -82,8 +88,8 @@ def permute_dims(x: Any, /, axes: tuple[int, ...]) -> Tensor:
     y = b.xp.permute_dims(x.data, axes)
     if _needs(x):
         inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
-        return record("permute_dims", y, b, (x,), (_permute_back,), params=(inverse,))
-    return wrap(y, b)
+        return share_version(x, record("permute_dims", y, b, (x,), (_permute_back,), params=(inverse,)))
+    return share_version(x, wrap(y, b))
 
 
 def transpose_2d(x: Tensor) -> Tensor:
@@ -107,9 +113,9 @@ def broadcast_to(x: Any, /, shape: tuple[int, ...]) -> Tensor:
     except Exception as exc:
         raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {tuple(shape)}") from exc
     if _needs(x):
-        return record("broadcast_to", y, b, (x,), (_identity,),
-                      meta=((x.data.shape, x.data.dtype),))
-    return wrap(y, b)
+        return share_version(x, record("broadcast_to", y, b, (x,), (_identity,),
+                                       meta=((x.data.shape, x.data.dtype),)))
+    return share_version(x, wrap(y, b))
 
 
 def broadcast_arrays(*arrays: Any) -> list[Tensor]:
@@ -187,8 +193,12 @@ def unstack(x: Any, /, *, axis: int = 0) -> tuple[Tensor, ...]:
     axis = normalize_axis(axis, x.ndim, "unstack")
     ys = tuple(b.xp.unstack(x.data, axis=axis))
     if _needs(x):
-        return record_multi("unstack", ys, b, (x,), (_unstack_back,), params=(axis,))
-    return tuple(wrap(y, b) for y in ys)
+        outs = record_multi("unstack", ys, b, (x,), (_unstack_back,), params=(axis,))
+    else:
+        outs = tuple(wrap(y, b) for y in ys)
+    for t in outs:
+        share_version(x, t)
+    return outs
 
 
 def expand_dims(x: Any, /, axis: int = 0) -> Tensor:
@@ -198,8 +208,8 @@ def expand_dims(x: Any, /, axis: int = 0) -> Tensor:
     axis = normalize_axis(axis, x.ndim + 1, "expand_dims")
     y = b.xp.expand_dims(x.data, axis=axis)
     if _needs(x):
-        return record("expand_dims", y, b, (x,), (_reshape_back,), params=(x.data.shape,))
-    return wrap(y, b)
+        return share_version(x, record("expand_dims", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
+    return share_version(x, wrap(y, b))
 
 
 def squeeze(x: Any, /, axis: int | tuple[int, ...]) -> Tensor:
@@ -212,8 +222,8 @@ def squeeze(x: Any, /, axis: int | tuple[int, ...]) -> Tensor:
             raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.data.shape[a]}, not 1")
     y = b.xp.squeeze(x.data, axis=axes)
     if _needs(x):
-        return record("squeeze", y, b, (x,), (_reshape_back,), params=(x.data.shape,))
-    return wrap(y, b)
+        return share_version(x, record("squeeze", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
+    return share_version(x, wrap(y, b))
 
 
 def _flip_back(xp: Any, g: Any, axis: Any) -> Any:
@@ -226,8 +236,8 @@ def flip(x: Any, /, *, axis: int | tuple[int, ...] | None = None) -> Tensor:
     b = x._backend
     y = b.xp.flip(x.data, axis=axis)
     if _needs(x):
-        return record("flip", y, b, (x,), (_flip_back,), params=(axis,))
-    return wrap(y, b)
+        return share_version(x, record("flip", y, b, (x,), (_flip_back,), params=(axis,)))
+    return share_version(x, wrap(y, b))
 
 
 def _roll_back(xp: Any, g: Any, shift: Any, axis: Any) -> Any:
@@ -257,8 +267,9 @@ def moveaxis(x: Any, source: int | tuple[int, ...], destination: int | tuple[int
     b = x._backend
     y = b.xp.moveaxis(x.data, source, destination)
     if _needs(x):
-        return record("moveaxis", y, b, (x,), (_moveaxis_back,), params=(source, destination))
-    return wrap(y, b)
+        return share_version(x, record("moveaxis", y, b, (x,), (_moveaxis_back,),
+                                       params=(source, destination)))
+    return share_version(x, wrap(y, b))
 
 
 def _repeat_int_back(xp: Any, g: Any, axis: int, n: int, repeats: int, shape: tuple[int, ...]

@@ -30,7 +30,19 @@ from .mode import (
     no_grad,
     set_grad_enabled,
 )
-from .node import FREED, OUT, Node, Out, creation_mark, edge_of, edge_target, out, version_cell
+from .node import (
+    FREED,
+    OUT,
+    Node,
+    Out,
+    creation_mark,
+    edge_of,
+    edge_target,
+    out,
+    share_version,
+    shares_storage,
+    version_cell,
+)
 from .recording import record, record_binary, record_multi, record_unary, unpack_saved
 from .walk import backward
 
@@ -54,6 +66,8 @@ __all__ = [
     "record_multi",
     "record_unary",
     "set_grad_enabled",
+    "share_version",
+    "shares_storage",
     "unpack_saved",
     "version_cell",
 ]
