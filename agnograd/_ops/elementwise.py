@@ -24,6 +24,7 @@ from ._common import (
     binary_operands,
     grad_on,
     record,
+    share_version,
     to_tensor,
     wrap,
 )
@@ -364,3 +365,23 @@ def _where_1(xp: Any, g: Any, c: Any) -> Any:
 def _where_2(xp: Any, g: Any, c: Any) -> Any:
     return xp.where(c, 0.0, g)
 
+
+# ``real``, ``imag`` and ``conj`` may answer with a view of ``x`` (NumPy's ``real`` of a real
+# array is the array itself, of a complex one a view; ``imag`` of a complex one too): their
+# results share ``x``'s version counter, like the manipulation functions' (share_version).
+def _aliasing(op: Callable[[Any], Tensor]) -> Callable[[Any], Tensor]:
+    def aliasing_op(x: Any) -> Tensor:
+        y = op(x)
+        if type(x) is Tensor:
+            share_version(x, y)
+        return y
+
+    aliasing_op.__name__ = aliasing_op.__qualname__ = op.__name__
+    aliasing_op.__module__ = op.__module__
+    aliasing_op.__doc__ = op.__doc__
+    return aliasing_op
+
+
+real = _aliasing(real)
+imag = _aliasing(imag)
+conj = _aliasing(conj)

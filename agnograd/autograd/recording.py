@@ -57,6 +57,8 @@ def record(
     if saved:
         raw, src, versions = unpack_saved(inputs, saved, (out_data,))
         node = Node(name, backend, vjps, edges, raw, src, params, meta, None, versions)
+        if src is not None and -1 in src:  # the output is saved: it carries the node's cell
+            return _with_out_cells(node, (_wrap(out_data, backend, node, 0),))[0]
     else:
         node = Node(name, backend, vjps, edges, (), None, params, meta, None)
     return _wrap(out_data, backend, node, 0)
@@ -81,8 +83,13 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
             cell = x._version = [0]
         node = Node(name, backend, vjps, edges, (x.data,), _SRC_INPUT[0], (), None, None,
                     (0, cell, cell[0]))
-    elif save == 2:
-        node = Node(name, backend, vjps, edges, (out_data,), _SRC_OUTPUT, (), None, None)
+    elif save == 2:  # the output is saved: a new counter, carried by the output Tensor
+        cell = [0]
+        node = Node(name, backend, vjps, edges, (out_data,), _SRC_OUTPUT, (), None, None,
+                    (0, cell, 0))
+        t = _wrap(out_data, backend, node, 0)
+        t._version = cell
+        return t
     else:
         node = Node(name, backend, vjps, edges, (), None, (), None, None)
     return _wrap(out_data, backend, node, 0)
@@ -105,8 +112,11 @@ def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
     raw: tuple[Any, ...] = ()
     src: tuple[int | None, ...] = ()
     versions: tuple[Any, ...] = ()
+    out_cell = None
     for k in picks:
         if k == 2:
+            out_cell = [0]
+            versions += (len(raw), out_cell, 0)
             raw += (out_data,)
             src += (-1,)
             continue
@@ -123,7 +133,10 @@ def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
             src += (None,)
     node = Node(name, backend, vjps, (e0, e1), raw, _SRC.setdefault(src, src) if src else None,
                 (), meta, None, versions or None)
-    return _wrap(out_data, backend, node, 0)
+    t = _wrap(out_data, backend, node, 0)
+    if out_cell is not None:
+        t._version = out_cell
+    return t
 
 
 def record_multi(
@@ -143,7 +156,22 @@ def record_multi(
     raw, src, versions = unpack_saved(inputs, saved, out_datas)
     outs = tuple((d.shape, d.dtype) for d in out_datas)
     node = Node(name, backend, vjps, edges, raw, src, params, None, outs, versions)
-    return tuple(_wrap(d, backend, node, k) for k, d in enumerate(out_datas))
+    ts = tuple(_wrap(d, backend, node, k) for k, d in enumerate(out_datas))
+    if src is not None and any(i is not None and i < 0 for i in src):
+        _with_out_cells(node, ts)
+    return ts
+
+
+def _with_out_cells(node: Node, ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Give each output Tensor whose array ``node`` saved the counter the node checks for it, so
+    an in-place change of that output (or of a view of it) before backward is refused."""
+    v = node.versions
+    src = node.src
+    for j in range(0, len(v), 3):  # type: ignore[arg-type]
+        i = src[v[j]]  # type: ignore[index]
+        if i is not None and i < 0:
+            ts[-1 - i]._version = v[j + 1]  # type: ignore[index]
+    return ts
 
 
 def _edges(inputs: tuple[Any, ...], vjps: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -168,7 +196,8 @@ _SRC_OUTPUT = (-1,)  # one saved item: the (only) output
 def unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[Any, ...]
                   ) -> tuple[tuple[Any, ...], tuple[int | None, ...] | None, Any]:
     """Raw arrays to keep, where each came from (input i, output -1-k, None: constant), and
-    the flat (index, version cell, count) triples of the saved input Tensors."""
+    the flat (index, version cell, count) triples of the saved input Tensors and outputs (a new
+    cell for each output: the caller gives it to the output Tensor, see _with_out_cells)."""
     if len(saved) == 1:  # the common case (x or out of a unary op), without building lists
         s = saved[0]
         ts = type(s)
@@ -177,7 +206,7 @@ def unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[An
             cell = version_cell(s)
             return (s.data,), (_SRC_INPUT[i] if i < 4 else (i,)), (0, cell, cell[0])
         if ts is Out and s.k == 0:
-            return (outs[0],), _SRC_OUTPUT, None
+            return (outs[0],), _SRC_OUTPUT, (0, [0], 0)
     raw: list[Any] = []
     src: list[int | None] = []
     versions: tuple[Any, ...] = ()
@@ -190,7 +219,8 @@ def unpack_saved(inputs: tuple[Any, ...], saved: tuple[Any, ...], outs: tuple[An
             raw.append(s.data)
             src.append(_position(inputs, s))
             known = True
-        elif ts is Out:
+        elif ts is Out:  # a new counter, which the output Tensor will carry
+            versions += (len(raw), [0], 0)
             raw.append(outs[s.k])
             src.append(-1 - s.k)
             known = True

@@ -392,16 +392,18 @@ def _freed_error(node: Node) -> RuntimeError:
 
 
 def _check_versions(node: Node) -> None:
-    """Raise if a saved input was modified in place since the node saved it."""
+    """Raise if a saved input or output was modified in place (through any alias) since the
+    node saved it."""
     v: Any = node.versions
     for j in range(0, len(v), 3):
         if v[j + 1][0] != v[j + 2]:
             k, cell, count = v[j], v[j + 1], v[j + 2]
             shape = tuple(node.saved[k].shape)
             i = node.src[k]  # type: ignore[index]
+            which = f"input {i}" if i >= 0 else f"output {-1 - i}"
             raise RuntimeError(
-                f"a tensor of shape {shape} that the '{node.name}' op saved for backward (its input "
-                f"{i}) was modified in place afterwards (version {count} -> {cell[0]}), so its "
+                f"a tensor of shape {shape} that the '{node.name}' op saved for backward (its "
+                f"{which}) was modified in place afterwards (version {count} -> {cell[0]}), so its "
                 "gradient would be wrong. Do the in-place update after backward, or use the "
                 "out-of-place form (x = x + y instead of x += y)."
             )
