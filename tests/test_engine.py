@@ -320,3 +320,17 @@ def test_reduction_with_wider_dtype_casts_the_gradient_back():
     ag.sum(y * ag.tensor([1.0, 2.0])).backward()
     assert x.grad.dtype == ag.float32
     np.testing.assert_array_equal(x.grad.numpy(), [[1, 1, 1], [2, 2, 2]])
+
+
+def test_set_grad_enabled_as_a_context_manager_restores_the_mode() -> None:
+    # It used to leave the mode it set: gradients stayed off after `with set_grad_enabled(False)`.
+    for outer in (True, False):
+        with ag.set_grad_enabled(outer):
+            for inner in (True, False):
+                with ag.set_grad_enabled(inner):
+                    assert ag.is_grad_enabled() is inner
+                assert ag.is_grad_enabled() is outer
+    assert ag.is_grad_enabled()
+    ag.set_grad_enabled(False)  # the plain call sets the mode for good
+    assert not ag.is_grad_enabled()
+    ag.set_grad_enabled(True)

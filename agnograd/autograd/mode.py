@@ -83,9 +83,20 @@ def enable_grad() -> GradModeContext:
     return GradModeContext(True)
 
 
+class _SetGradMode(GradModeContext):
+    """What :func:`set_grad_enabled` returns: the mode is already set, so entering only keeps
+    the one from before the call, which exiting restores (entering used to push the new mode
+    too, and ``with ag.set_grad_enabled(False):`` left gradients off after the block)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        pass
+
+
 def set_grad_enabled(mode: bool) -> GradModeContext:
     """Set the mode for the current thread now; as a context manager, restore it on exit."""
-    ctx = GradModeContext(bool(mode))
+    ctx = _SetGradMode(bool(mode))
     ctx._previous.append(grad_mode.enabled)
     grad_mode.enabled = bool(mode)
     return ctx
