@@ -355,6 +355,8 @@ class CapturedStep:
                     raise CaptureError(f"captured step: output {i} changed shape or dtype since the "
                                        "step was recorded")
                 kept.data[...] = res.data
+                if kept._version is not None:
+                    kept._version[0] += 1  # graphs that saved the last output refuse to use it
             else:
                 self._out_leaves[i] = new
         if any(type(k) is not Tensor for k in self._out_leaves):

@@ -194,6 +194,18 @@ def test_an_optimizer_step_through_views_is_refused() -> None:
         L.backward()
 
 
+def test_a_captured_step_overwriting_a_saved_buffer_is_refused() -> None:
+    # The step's input and output buffers are overwritten in place by the next call.
+    x = ag.tensor(np.array([1.0, 2.0]))
+    step = ag.capture(lambda t: t * 2.0, x)
+    out = step(x)
+    W = ag.tensor(np.array([3.0, 4.0]), requires_grad=True)
+    L = ag.sum(W * out[...])  # saves a view of the output buffer
+    step(ag.tensor(np.array([5.0, 6.0])))
+    with pytest.raises(RuntimeError, match=STALE):
+        L.backward()
+
+
 # ---------------------------------------------------------------------------------------------
 # Saved outputs
 
