@@ -4,14 +4,16 @@
 - :mod:`.node` -- :class:`Node`, the output markers, edges, the in-place version counter;
 - :mod:`.recording` -- how an op attaches its node to the graph (``record`` and its spelled-out
   forms);
-- :mod:`.walk` -- the backward walk (``backward``).
+- :mod:`.walk` -- the backward walk (``backward``);
+- :mod:`.scope` -- what a function's freshly recorded graph read from outside it
+  (``outside_reads``: ``custom_vjp``'s closure check and ``checkpoint``'s closure discovery).
 
 (The modules are not named after the functions they hold, so re-exporting ``record`` and
 ``backward`` here does not shadow a submodule.)
 
 Import order, one way (``tests/test_architecture.py`` checks there is no cycle):
 
-- ``mode`` imports nothing of agnograd, ``node`` only ``mode``;
+- ``mode`` imports nothing of agnograd, ``node`` only ``mode``, ``scope`` only ``node``;
 - ``agnograd._tensor`` imports nothing of this package at module level (``Tensor.backward``
   imports the walk when it is called);
 - ``recording`` and ``walk`` import ``Tensor`` directly; under ``create_graph=True`` the walk
@@ -32,6 +34,7 @@ from .mode import (
 )
 from .node import FREED, OUT, Node, Out, creation_mark, edge_of, edge_target, out, version_cell
 from .recording import record, record_binary, record_multi, record_unary, unpack_saved
+from .scope import outside_reads, read_key
 from .walk import backward
 
 __all__ = [
@@ -49,6 +52,8 @@ __all__ = [
     "is_grad_enabled",
     "no_grad",
     "out",
+    "outside_reads",
+    "read_key",
     "record",
     "record_binary",
     "record_multi",
