@@ -1,5 +1,6 @@
-"""User-defined derivative rules: ``custom_vjp`` and ``Function``; and ``detect_anomaly``.
-(``checkpoint`` lives in :mod:`agnograd.recompute`.)
+"""User-defined derivative rules: ``custom_vjp`` and ``Function``. (``checkpoint`` lives in
+:mod:`agnograd.recompute`; ``detect_anomaly``, a gradient mode, in :mod:`agnograd.autograd.mode`,
+and is re-exported here for code that imported it from this module.)
 
 ``custom_vjp`` follows ``jax.custom_vjp``: ``f.defvjp(fwd, bwd)`` where ``fwd(*args)`` returns
 ``(out, residuals)`` and ``bwd(residuals, g)`` returns one cotangent per positional input. The
@@ -9,17 +10,16 @@ the graph; ``bwd`` written with agnograd ops is therefore differentiable again (
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ._ops.data_types import astype
 from ._tensor import Tensor, as_tensor
 from .autograd import (
-    anomaly_mode,
     creation_mark,
+    detect_anomaly,
     edge_target,
     enable_grad,
     is_grad_enabled,
@@ -258,16 +258,3 @@ class Function:
         op._method = "backward"
         op.defvjp(fwd, bwd)
         return op(*args)
-
-
-@contextlib.contextmanager
-def detect_anomaly() -> Iterator[None]:
-    """Within the block, ops record where they were created (file:line), and backward checks
-    every gradient it computes: the first op whose gradient contains NaN or inf raises
-    ``FloatingPointError`` naming the op and that place. Costs a host sync per op: debug only."""
-    previous = anomaly_mode.enabled
-    anomaly_mode.enabled = True
-    try:
-        yield
-    finally:
-        anomaly_mode.enabled = previous

@@ -1,6 +1,6 @@
 """The reverse-mode engine: gradient mode, graph nodes, recording, and the one backward walk.
 
-- :mod:`.mode` -- gradient mode and anomaly mode (per thread);
+- :mod:`.mode` -- gradient mode and anomaly mode (per thread; ``detect_anomaly``);
 - :mod:`.node` -- :class:`Node`, the output markers, edges, the in-place version counter;
 - :mod:`.recording` -- how an op attaches its node to the graph (``record`` and its spelled-out
   forms);
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from .mode import (
     anomaly_mode,
+    detect_anomaly,
     enable_grad,
     grad_mode,
     is_grad_enabled,
@@ -45,6 +46,7 @@ __all__ = [
     "anomaly_mode",
     "backward",
     "creation_mark",
+    "detect_anomaly",
     "edge_of",
     "edge_target",
     "enable_grad",
