@@ -608,8 +608,7 @@ def test_graph_safe_namespace_is_the_base_outside_a_recording(fake_cuda_graph):
     assert ns.exp is base.exp and ns.linalg is base.linalg  # all but four are the base's own
     for name, case in _namespace_cases(base).items():
         _same(case(ns), case(base), name)
-    # Outside a recording no graph-safe function ran: only matmul's fall-through to cupy.matmul
-    assert {f for _, f in fake.calls} == {"matmul"}
+    assert fake.calls == []  # outside a recording no graph-safe function ran
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
@@ -642,12 +641,12 @@ def test_graph_safe_namespace_takes_the_safe_path_only_in_the_recording_thread(f
     t.join(10)
     me = threading.get_ident()
     # This thread, while the other was recording: the namespace's own functions, no gemm.
-    assert me not in rec.gemms and {f for tid, f in fake.calls if tid == me} == {"matmul"}
+    assert me not in rec.gemms and not [f for tid, f in fake.calls if tid == me]
     # The recording thread: matrix products through the recorder, the masks-free clip/sign,
     # Python numbers as fills -- with the standard's results all the same.
     assert set(rec.gemms) == {t.ident}
     used = {f for tid, f in fake.calls if tid == t.ident}
-    assert {"maximum", "minimum", "where", "isnan", "full", "empty"} <= used
+    assert {"maximum", "minimum", "where", "isnan", "full", "empty", "result_type"} <= used
     for name in cases:
         _same(inside[name], outside[name], name)
         _same(outside[name], cases[name](base), name)

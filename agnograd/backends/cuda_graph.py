@@ -163,12 +163,12 @@ def _asarray_when_recording(real: Callable[..., Any]) -> Callable[..., Any]:
 def graph_safe_namespace(base: Any) -> Any:
     """A copy of the namespace ``base`` (array-api-compat's CuPy namespace) whose ``matmul``,
     ``clip``, ``sign`` and ``asarray`` (of Python numbers) can be recorded into a CUDA graph in
-    a thread where a recorder is recording, and are ``base``'s own functions (``matmul``:
-    ``cupy.matmul``) in every other thread. Everything else is ``base``'s. The CuPy backend
+    a thread where a recorder is recording, and are ``base``'s own functions in every other
+    thread. Everything else is ``base``'s. The CuPy backend
     builds it once, as its ``xp``; it keeps ``base``'s ``__name__``, so code that recognises
     array-api-compat's CuPy namespace by name still does."""
     return clone_namespace(base, getattr(base, "__name__", "cupy"), {
-        "matmul": graph_safe_matmul,
+        "matmul": _when_recording(graph_safe_matmul, base.matmul),
         "clip": _when_recording(_graph_safe_clip, base.clip),
         "sign": _when_recording(_graph_safe_sign, base.sign),
         "asarray": _asarray_when_recording(base.asarray),
