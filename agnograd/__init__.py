@@ -190,7 +190,7 @@ from ._ops.utility import (
     diff,
 )
 from ._tensor import Tensor, as_tensor, tensor
-from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backends import (
     Backend,
     BackendError,
@@ -201,7 +201,7 @@ from .backends import (
     set_default_backend,
 )
 from .capture import CapturedStep, CaptureError, capture
-from .custom import Function, FunctionCtx, custom_vjp, detect_anomaly
+from .custom import Function, FunctionCtx, custom_vjp
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import saved_nbytes, to_dot, to_mermaid
 from .recompute import checkpoint

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .backends import PY_SCALARS
+
 __all__ = [
+    "PY_SCALARS",
     "DType",
     "bool",
     "int8",
@@ -28,11 +31,9 @@ __all__ = [
 
 _builtin_bool = bool
 
-# The Python scalar types the Array API lets an op take in place of an array (``x * 2.0``),
-# defined once here (this module imports nothing of agnograd's, so every module may import it).
-# Checked with ``type(v) in PY_SCALARS`` (exact types, fastest) or ``isinstance`` (subclasses,
-# e.g. NumPy's float64 scalar, too). Before ``bool`` is rebound to the dtype below.
-PY_SCALARS: tuple[type[Any], ...] = (bool, int, float, complex)
+# PY_SCALARS (the Python scalar types an op takes in place of an array) is defined once, in
+# agnograd.backends (the lowest layer, which the backends themselves use), and re-exported here
+# for the ops.
 
 
 class DType:

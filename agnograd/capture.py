@@ -7,7 +7,10 @@ new inputs into the recorded input buffers, replays the recording and returns it
 - On **CuPy** the recording is a CUDA graph made with CuPy's stream capture: one
   ``Graph.launch`` replays every kernel of the step with no Python in between. Everything the
   graph allocates comes from a memory pool private to the captured step; matrix products go
-  through a private cuBLAS handle (CuPy refuses its own during capture).
+  through a private cuBLAS handle (CuPy refuses its own during capture). The recorder
+  (:class:`agnograd.backends.cuda_graph.CudaGraphRecorder`) changes only state of the recording
+  thread -- its recorder, stream and allocator -- never the Backend, so other threads are
+  unaffected.
 - On **every other backend** (NumPy, array_api_strict, PyTorch, ...) the same API is an eager
   fallback with the same semantics: the inputs are copied into the same buffers, ``step_fn``
   runs eagerly, and its outputs are copied into the same output buffers. So CPU CI tests the
@@ -231,7 +234,8 @@ class CapturedStep:
             return
         rec: CudaGraphRecorder = backend.graph_recorder(backend)
         try:
-            with rec.session():  # warm up as it will be recorded: stream, pool, cuBLAS handle
+            # Warm up as it will be recorded (this thread's stream, pool and cuBLAS handle).
+            with rec.session():
                 for _ in range(calls):
                     self._sync_participants()
                     self._call_checked()

@@ -1,5 +1,6 @@
-"""User-defined derivative rules: ``custom_vjp`` and ``Function``; and ``detect_anomaly``.
-(``checkpoint`` lives in :mod:`agnograd.recompute`.)
+"""User-defined derivative rules: ``custom_vjp`` and ``Function``. (``checkpoint`` lives in
+:mod:`agnograd.recompute`; ``detect_anomaly``, a gradient mode, in :mod:`agnograd.autograd.mode`,
+and is re-exported here for code that imported it from this module.)
 
 ``custom_vjp`` follows ``jax.custom_vjp``: ``f.defvjp(fwd, bwd)`` where ``fwd(*args)`` returns
 ``(out, residuals)`` and ``bwd(residuals, g)`` returns one cotangent per positional input. The
@@ -9,22 +10,22 @@ the graph; ``bwd`` written with agnograd ops is therefore differentiable again (
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ._ops.data_types import astype
 from ._tensor import Tensor, as_tensor
 from .autograd import (
-    Node,
-    anomaly_mode,
     creation_mark,
+    detect_anomaly,
     edge_target,
     enable_grad,
     is_grad_enabled,
     no_grad,
+    outside_reads,
+    read_key,
     record,
 )
 from .backends import backend_of_array
@@ -108,31 +109,13 @@ def _check_cotangent(c: Any, x: Tensor, i: int, who: str, raw: bool) -> Any:
 def _closed_over(out: Any, args: tuple[Any, ...], start: int) -> Any:
     """A leaf Tensor (or an older graph Node) requiring grad that ``out``'s graph reads without
     going through one of ``args`` (a closure or a global), or None. Walks only the nodes made
-    since ``start`` (the function's own ops)."""
+    after ``start`` (the function's own ops)."""
     if type(out) is not Tensor or not out._requires_grad:
         return None
-    allowed = {(id(a) if a._node is None else id(a._node), a._index)
-               for a in args if type(a) is Tensor and a._requires_grad}
-    if (id(out) if out._node is None else id(out._node), out._index) in allowed:
-        return None
-    if out._node is None or out._node.seq < start:
-        return out if out._node is None else out._node
-    stack, seen = [out._node], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        for e in node.edges:
-            if e is None:
-                continue
-            p, k = edge_target(e)
-            if (id(p), k) in allowed:
-                continue
-            if type(p) is Node and p.seq >= start:
-                stack.append(p)
-                continue
-            return p  # a leaf, or an older intermediate (named by its op in the error)
+    allowed = {read_key(a) for a in args if type(a) is Tensor and a._requires_grad}
+    for key, edge in outside_reads((out,), start).items():
+        if key not in allowed:
+            return edge_target(edge)[0]  # a leaf, or an older intermediate (named by its op)
     return None
 
 
@@ -190,7 +173,7 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
         if not needs:
             out = self.f(*args)
             # No argument requires grad, so a result that does read some other Tensor.
-            found = _closed_over(out, args, 0) if grad_on else None
+            found = _closed_over(out, args, -1) if grad_on else None  # the whole graph
             if found is not None:
                 raise _closure_error(self._who("forward" if self._method == "backward"
                                                else "the function"), found, self._fix())
@@ -275,16 +258,3 @@ class Function:
         op._method = "backward"
         op.defvjp(fwd, bwd)
         return op(*args)
-
-
-@contextlib.contextmanager
-def detect_anomaly() -> Iterator[None]:
-    """Within the block, ops record where they were created (file:line), and backward checks
-    every gradient it computes: the first op whose gradient contains NaN or inf raises
-    ``FloatingPointError`` naming the op and that place. Costs a host sync per op: debug only."""
-    previous = anomaly_mode.enabled
-    anomaly_mode.enabled = True
-    try:
-        yield
-    finally:
-        anomaly_mode.enabled = previous

@@ -16,9 +16,10 @@ from .autograd import (
     backward,
     creation_mark,
     edge_of,
-    edge_target,
     enable_grad,
     is_grad_enabled,
+    outside_reads,
+    read_key,
     unpack_saved,
 )
 from .pytree import tree_flatten, tree_unflatten
@@ -108,47 +109,6 @@ def _using(tape: _Draws) -> Iterator[None]:
         stack.pop()
 
 
-def _reached(roots: list[Tensor], start: int) -> tuple[dict[Any, Any], list[Any]]:
-    """Walk the graph a call made (nodes numbered after ``start``) back from ``roots``.
-
-    Returns what it reads from outside -- key -> edge, a key being ``id(leaf)`` for a leaf or
-    ``(node, k)`` for output ``k`` of an earlier node -- and the version cells (cell, count) of
-    every Tensor its ops saved, so a change in place before the recomputation is caught.
-    """
-    found: dict[Any, Any] = {}
-    cells: list[Any] = []
-    seen: set[Any] = set()
-    stack: list[Any] = []
-
-    def visit(edge: Any) -> None:
-        p, k = edge_target(edge)
-        if type(p) is Node:
-            if p.seq > start:
-                if p not in seen:
-                    seen.add(p)
-                    stack.append(p)
-            else:
-                found.setdefault((p, k), edge)
-        else:
-            found.setdefault(id(p), p)
-
-    for r in roots:
-        visit(edge_of(r))
-    while stack:
-        n = stack.pop()
-        v = n.versions
-        if v is not None:
-            cells.extend((v[j + 1], v[j + 2]) for j in range(0, len(v), 3))
-        for e in n.edges:
-            if e is not None:
-                visit(e)
-    return found, cells
-
-
-def _key(t: Tensor) -> Any:
-    return id(t) if t._node is None else (t._node, t._index)
-
-
 def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` without keeping its intermediates: backward runs ``fn`` again and
     backpropagates through that recomputation. Trades compute for memory; the gradients are
@@ -193,7 +153,8 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
     if any(r._backend is not backend for r in roots):
         raise TypeError(f"checkpoint({name}): the function's differentiable outputs are on "
                         "several backends; checkpoint functions whose outputs share one backend")
-    found, cells = _reached(roots, start)
+    cells: list[Any] = []  # the version cells of what its ops saved: checked at recomputation
+    found = outside_reads(roots, start, cells)
     alias_ids = {id(a) for a, k in zip(aliases, kinds) if k == 0}
     outside = [(key, e) for key, e in found.items() if key not in alias_ids]
     # Leaves read from outside: their versions too (an op that saves nothing, like `h + b`,
@@ -234,7 +195,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
                     t = Tensor._wrap(a, backend)
                     t._requires_grad = True
                 inputs.append(t)
-                arg_keys.append(_key(t))
+                arg_keys.append(read_key(t))
             elif k == 1:
                 inputs.append(a if type(a) is Tensor else Tensor._wrap(a, backend))
                 arg_keys.append(None)
@@ -255,7 +216,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
                                    "another structure, shape or differentiability than its "
                                    "forward pass; it must be a function of its inputs")
             ys = [ys[j] for j in picks]
-            reached, _ = _reached(ys, begin)
+            reached = outside_reads(ys, begin)
             own = {key for key in arg_keys if key is not None}
             extra = [key for key in reached if key not in own and key not in outside_set]
             missing = [key for key in outside_keys if key not in reached]
@@ -275,7 +236,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
                 if k != 0:
                     slot.append(None)
                     continue
-                key = _key(t)
+                key = read_key(t)
                 if key in index:
                     slot.append(None)
                 else:

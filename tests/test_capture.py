@@ -4,6 +4,8 @@ test_optim, the capture-safety checker, input checks, output buffers and check()
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -465,9 +467,225 @@ def test_cupy_step_is_a_cuda_graph_that_checks():
 def test_cupy_capture_refuses_host_synchronisation():
     _cupy()
     x = ag.tensor(np.ones(3, np.float32), backend="cupy")
+    xp = x._backend.xp
     with pytest.raises(ag.CaptureError, match="Tensor.item"):
         ag.capture(lambda t: ag.sum(t).item(), x)
-    assert ag.get_backend("cupy").xp.__name__.endswith("cupy")  # the namespace is restored
+    assert x._backend.xp is xp  # a capture never changes the Backend
+    assert xp.__name__.endswith("cupy")  # named as array-api-compat's, for name checks
+
+
+# ---------------------------------------------------------------------------------------------
+# CuPy's graph-safe namespace, on the CPU: agnograd/backends/cuda_graph.py loaded against a
+# stand-in ``cupy`` backed by NumPy, which logs which of its functions each thread calls.
+
+
+class _FakeCupy:
+    """What cuda_graph.py reaches of CuPy: a few functions (NumPy's, logged per thread), the
+    dtypes, ``ndarray``, and ``cupy.cuda``'s stream, pool and allocator (doing nothing)."""
+
+    FUNCTIONS = ("matmul", "result_type", "empty", "broadcast_to", "maximum", "minimum", "abs",
+                 "where", "zeros", "isnan", "sign", "full", "ascontiguousarray")
+
+    def __init__(self):
+        import contextlib
+        import threading
+        import types
+
+        self.calls = []  # (thread ident, function name)
+        mod = types.ModuleType("cupy")
+        for name in self.FUNCTIONS:
+            setattr(mod, name, self._logged(name, getattr(np, name), threading))
+        for name in ("bool_", "int64", "float64", "complex128", "uint8", "ndarray"):
+            setattr(mod, name, getattr(np, name))
+
+        class Stream:
+            ptr = 0
+
+            def __init__(self, non_blocking=False):
+                pass
+
+            def record(self):
+                return None
+
+            def wait_event(self, event):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        class MemoryPool:
+            def malloc(self, size):  # pragma: no cover - never called: NumPy allocates
+                raise AssertionError
+
+        mod.cuda = types.SimpleNamespace(
+            Stream=Stream, MemoryPool=MemoryPool, get_current_stream=Stream,
+            using_allocator=lambda malloc: contextlib.nullcontext())
+        self.module = mod
+
+    def _logged(self, name, fn, threading):
+        def call(*args, **kwargs):
+            self.calls.append((threading.get_ident(), name))
+            return fn(*args, **kwargs)
+
+        return call
+
+
+class _FakeRecorder:
+    """A recorder whose ``gemm`` is NumPy's product (logged per thread)."""
+
+    def __init__(self):
+        self.gemms = []
+
+    def gemm(self, a, b, out):
+        import threading
+
+        assert a.ndim == b.ndim == out.ndim == 2 and a.dtype == b.dtype == out.dtype
+        self.gemms.append(threading.get_ident())
+        out[...] = a @ b
+
+
+@pytest.fixture
+def fake_cuda_graph(monkeypatch):
+    """(agnograd/backends/cuda_graph.py run against a fake cupy, the fake) -- loaded under its
+    own name but not registered in sys.modules, so nothing else sees it."""
+    import importlib.util
+    import sys
+
+    from agnograd import backends
+
+    fake = _FakeCupy()
+    path = Path(backends.__file__).parent / "cuda_graph.py"
+    spec = importlib.util.spec_from_file_location("agnograd.backends.cuda_graph", path)
+    mod = importlib.util.module_from_spec(spec)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "cupy", fake.module)  # only while it imports
+        spec.loader.exec_module(mod)
+    return mod, fake
+
+
+def _namespace_cases(xp):
+    rng = np.random.default_rng(0)
+    x = xp.asarray(np.array([-2.0, -0.5, 0.0, 0.5, 2.0, np.nan]))
+    z = xp.asarray(np.array([0j, 3 - 4j, -1 + 0j]))
+    i = xp.asarray(np.array([-3, 0, 5]))
+    cases = {
+        "clip": lambda ns: ns.clip(x, -1.0, 1.0),
+        "clip_min": lambda ns: ns.clip(x, min=0.0),
+        "clip_none": lambda ns: ns.clip(i),
+        "sign": lambda ns: ns.sign(x),
+        "sign_complex": lambda ns: ns.sign(z),
+        "sign_int": lambda ns: ns.sign(i),
+        "asarray_float": lambda ns: ns.asarray(2.5),
+        "asarray_int": lambda ns: ns.asarray(3),
+        "asarray_bool": lambda ns: ns.asarray(True),
+        "asarray_dtype": lambda ns: ns.asarray(2, dtype=xp.float32),
+    }
+    for sa, sb in [((3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)),
+                   ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((3, 0), (0, 2))]:
+        a = xp.asarray(rng.normal(size=sa))
+        b = xp.asarray(rng.normal(size=sb).astype(np.float32))
+        cases[f"matmul{sa}{sb}"] = lambda ns, a=a, b=b: ns.matmul(a, b)
+    return cases
+
+
+def _same(got, want, name):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype, name
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+
+
+# array-api-compat's sign of a complex 0 divides by zero (and fixes the result after).
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_graph_safe_namespace_is_the_base_outside_a_recording(fake_cuda_graph):
+    import array_api_compat.numpy as base
+
+    cg, fake = fake_cuda_graph
+    ns = cg.graph_safe_namespace(base)
+    assert ns is not base and ns.__name__ == base.__name__
+    assert ns.exp is base.exp and ns.linalg is base.linalg  # all but four are the base's own
+    for name, case in _namespace_cases(base).items():
+        _same(case(ns), case(base), name)
+    assert fake.calls == []  # outside a recording no graph-safe function ran
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_graph_safe_namespace_takes_the_safe_path_only_in_the_recording_thread(fake_cuda_graph):
+    import threading
+
+    import array_api_compat.numpy as base
+
+    cg, fake = fake_cuda_graph
+    ns = cg.graph_safe_namespace(base)
+    cases = _namespace_cases(base)
+    rec = _FakeRecorder()
+    inside, outside = {}, {}
+    entered, checked = threading.Event(), threading.Event()
+
+    def recording_thread():
+        with cg.recording(rec):
+            for name, case in cases.items():
+                inside[name] = case(ns)
+            entered.set()
+            checked.wait(10)  # stay recording while the main thread runs the same calls
+        inside["after"] = cg._active()
+
+    t = threading.Thread(target=recording_thread)
+    t.start()
+    assert entered.wait(10)
+    for name, case in cases.items():
+        outside[name] = case(ns)
+    checked.set()
+    t.join(10)
+    me = threading.get_ident()
+    # This thread, while the other was recording: the namespace's own functions, no gemm.
+    assert me not in rec.gemms and not [f for tid, f in fake.calls if tid == me]
+    # The recording thread: matrix products through the recorder, the masks-free clip/sign,
+    # Python numbers as fills -- with the standard's results all the same.
+    assert set(rec.gemms) == {t.ident}
+    used = {f for tid, f in fake.calls if tid == t.ident}
+    assert {"maximum", "minimum", "where", "isnan", "full", "empty", "result_type"} <= used
+    for name in cases:
+        _same(inside[name], outside[name], name)
+        _same(outside[name], cases[name](base), name)
+    assert inside["after"] is None and cg._active() is None
+
+
+def test_cuda_graph_session_changes_nothing_shared(fake_cuda_graph, monkeypatch):
+    import threading
+    import types
+
+    import array_api_compat.numpy as base
+
+    cg, fake = fake_cuda_graph
+    cublas = types.SimpleNamespace(
+        create=lambda: 1, setStream=lambda handle, ptr: None, destroy=lambda handle: None,
+        sgemm=None, dgemm=None, cgemm=None, zgemm=None, CUBLAS_OP_N=0, CUBLAS_OP_T=1)
+    monkeypatch.setattr(cg, "_bindings", lambda: cublas)
+    monkeypatch.setattr(cg, "_loaded_cublas", lambda: None)
+    b = ag.Backend("cupy", cg.graph_safe_namespace(base), np.ndarray)
+    xp = b.xp
+    slots = {name: getattr(b, name) for name in type(b).__slots__ if hasattr(b, name)}
+    r1, r2 = cg.CudaGraphRecorder(b), cg.CudaGraphRecorder(b)
+    seen = []
+
+    def other():
+        seen.append(cg._active())
+
+    with r1.session():
+        assert cg._active() is r1 and b.xp is xp
+        with r2.session():  # nested: the inner recorder, then the outer one again
+            assert cg._active() is r2
+        assert cg._active() is r1
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(10)
+    assert seen == [None] and cg._active() is None
+    assert {name: getattr(b, name) for name in slots} == slots  # the Backend never changed
+    with pytest.raises(ag.BackendError, match="cupy"):
+        cg.CudaGraphRecorder(ag.get_backend("array_api_strict"))
 
 
 def test_backends_param_includes_numpy():

@@ -322,6 +322,20 @@ def test_detect_anomaly_names_the_op_and_where_it_was_made():
     assert np.isinf(x.grad.numpy()[0])
 
 
+def test_detect_anomaly_is_a_grad_mode_of_the_autograd_package():
+    from agnograd import autograd, custom
+
+    assert ag.detect_anomaly is autograd.detect_anomaly is autograd.mode.detect_anomaly
+    assert custom.detect_anomaly is ag.detect_anomaly  # the old home still works
+    assert not autograd.anomaly_mode.enabled
+    with ag.detect_anomaly():
+        assert autograd.anomaly_mode.enabled
+        with ag.detect_anomaly():
+            pass
+        assert autograd.anomaly_mode.enabled  # nested blocks restore, not clear
+    assert not autograd.anomaly_mode.enabled
+
+
 def test_detect_anomaly_blames_the_first_op_in_backward_order():
     """The flags are read back once after the walk; the error still names the op nearest the
     loss whose gradient went non-finite (log at sqrt(0) = 0), not a later victim (sqrt)."""

@@ -1,17 +1,19 @@
 """The reverse-mode engine: gradient mode, graph nodes, recording, and the one backward walk.
 
-- :mod:`.mode` -- gradient mode and anomaly mode (per thread);
+- :mod:`.mode` -- gradient mode and anomaly mode (per thread; ``detect_anomaly``);
 - :mod:`.node` -- :class:`Node`, the output markers, edges, the in-place version counter;
 - :mod:`.recording` -- how an op attaches its node to the graph (``record`` and its spelled-out
   forms);
-- :mod:`.walk` -- the backward walk (``backward``).
+- :mod:`.walk` -- the backward walk (``backward``);
+- :mod:`.scope` -- what a function's freshly recorded graph read from outside it
+  (``outside_reads``: ``custom_vjp``'s closure check and ``checkpoint``'s closure discovery).
 
 (The modules are not named after the functions they hold, so re-exporting ``record`` and
 ``backward`` here does not shadow a submodule.)
 
 Import order, one way (``tests/test_architecture.py`` checks there is no cycle):
 
-- ``mode`` imports nothing of agnograd, ``node`` only ``mode``;
+- ``mode`` imports nothing of agnograd, ``node`` only ``mode``, ``scope`` only ``node``;
 - ``agnograd._tensor`` imports nothing of this package at module level (``Tensor.backward``
   imports the walk when it is called);
 - ``recording`` and ``walk`` import ``Tensor`` directly; under ``create_graph=True`` the walk
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from .mode import (
     anomaly_mode,
+    detect_anomaly,
     enable_grad,
     grad_mode,
     is_grad_enabled,
@@ -44,6 +47,7 @@ from .node import (
     version_cell,
 )
 from .recording import record, record_binary, record_multi, record_unary, unpack_saved
+from .scope import outside_reads, read_key
 from .walk import backward
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "anomaly_mode",
     "backward",
     "creation_mark",
+    "detect_anomaly",
     "edge_of",
     "edge_target",
     "enable_grad",
@@ -61,6 +66,8 @@ __all__ = [
     "is_grad_enabled",
     "no_grad",
     "out",
+    "outside_reads",
+    "read_key",
     "record",
     "record_binary",
     "record_multi",

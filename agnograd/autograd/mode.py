@@ -2,15 +2,16 @@
 
 ``grad_mode.enabled`` says whether ops called in this thread record a graph (``no_grad`` and
 friends set it); ``anomaly_mode.enabled`` whether new nodes remember where they were created and
-backward checks every gradient for NaN/inf (``agnograd.detect_anomaly`` sets it). Both are
+backward checks every gradient for NaN/inf (:func:`detect_anomaly` sets it). Both are
 ``threading.local`` objects read as a plain attribute, because every recorded op reads one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "enable_grad",
     "set_grad_enabled",
     "GradModeContext",
+    "detect_anomaly",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,3 +102,16 @@ def set_grad_enabled(mode: bool) -> GradModeContext:
     ctx._previous.append(grad_mode.enabled)
     grad_mode.enabled = bool(mode)
     return ctx
+
+
+@contextlib.contextmanager
+def detect_anomaly() -> Iterator[None]:
+    """Within the block, ops record where they were created (file:line), and backward checks
+    every gradient it computes: the first op whose gradient contains NaN or inf raises
+    ``FloatingPointError`` naming the op and that place. Costs a host sync per op: debug only."""
+    previous = anomaly_mode.enabled
+    anomaly_mode.enabled = True
+    try:
+        yield
+    finally:
+        anomaly_mode.enabled = previous

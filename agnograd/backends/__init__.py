@@ -38,6 +38,7 @@ import numpy as np
 from ._fallbacks import host_copy, scatter_add_standard
 
 __all__ = [
+    "PY_SCALARS",
     "Backend",
     "BackendError",
     "available_backends",
@@ -54,6 +55,13 @@ __all__ = [
     "set_default_backend",
     "transfer",
 ]
+
+
+# The Python scalar types the Array API lets an op take in place of an array (``x * 2.0``),
+# defined once here, in the lowest layer, for the backends and for ``agnograd._dtypes`` (which
+# re-exports it to the ops). Checked with ``type(v) in PY_SCALARS`` (exact types, fastest) or
+# ``isinstance`` (subclasses, e.g. NumPy's float64 scalar, too).
+PY_SCALARS: tuple[type[Any], ...] = (bool, int, float, complex)
 
 
 class BackendError(RuntimeError):
@@ -288,7 +296,7 @@ def backend_of_array(a: Any) -> Backend | None:
 
 
 # Types that are never arrays: answered without asking every imported backend.
-_NOT_ARRAYS = frozenset({bool, int, float, complex, str, bytes, list, tuple, dict, type(None)})
+_NOT_ARRAYS = frozenset({*PY_SCALARS, str, bytes, list, tuple, dict, type(None)})
 
 
 def _recognise(a: Any) -> Backend | None:

@@ -3,7 +3,7 @@
 - :func:`scatter_add_standard`: scatter-add with Array API functions only (the standard has none).
 - :func:`host_copy`: a NumPy copy (or view) of any array, through DLPack or ``__array__``.
 - :func:`clone_namespace`: a copy of a namespace module with some functions replaced (the Dask
-  backend's fixes, the CUDA-graph-safe CuPy namespace).
+  backend's fixes, the CuPy backend's graph-safe namespace).
 """
 
 from __future__ import annotations

@@ -1,17 +1,24 @@
 """CUDA graphs (CuPy only): the part of ``agnograd.capture`` that touches CuPy.
 
-Nothing here runs unless a step is captured on the 'cupy' backend (the CuPy Backend's
-``graph_recorder`` makes a :class:`CudaGraphRecorder`); the other backends never reach it.
+The CuPy Backend's ``xp`` is, for the life of the process, the graph-safe namespace that
+:func:`graph_safe_namespace` builds once when the backend is loaded: array-api-compat's CuPy
+namespace with ``matmul``, ``clip``, ``sign`` and ``asarray`` (of Python numbers) replaced by
+functions that ask one question first -- is a :class:`CudaGraphRecorder` recording in *this*
+thread? (a ``threading.local``). In a thread that is not recording they call the namespace's
+own function, so results are exactly array-api-compat's; in the recording thread they take the
+path a CUDA graph can record (cuBLAS through the recorder's private handle, no boolean-mask
+assignment, no host copy).
 
-While a recorder's :meth:`~CudaGraphRecorder.session` is open, the CuPy Backend's ``xp`` is the
-graph-safe namespace (:func:`graph_safe_namespace`), whose ``matmul``, ``clip``, ``sign`` and
-``asarray`` can be recorded into a CUDA graph. Ops read ``backend.xp`` from the Backend of their
-input Tensors -- the model's parameters among them, created long before the capture -- so the
-namespace is put on the process-wide Backend rather than on a second one. Two things keep that
-safe with several threads: the graph-safe functions behave as the namespace's own everywhere
-except in a thread that is recording (each thread's recorder is thread-local), and the swap is
-counted under a lock, so the real namespace comes back when the last session closes, whatever
-the order in which concurrent sessions close.
+So recording mutates nothing shared: :meth:`CudaGraphRecorder.session` sets this thread's
+recorder, makes the private stream current and allocates from the private pool -- all three
+per thread in CuPy -- and no Backend attribute ever changes. Ops read ``backend.xp`` from the
+Backend of their input Tensors (the model's parameters among them, created long before the
+capture), and that namespace is the same object before, during and after a capture, in every
+thread. The price is one thread-local read per call of those four functions on CuPy, which is
+nothing next to the kernel launch each of them makes.
+
+The other backends never reach this module; the cuBLAS bindings are imported when a recorder
+first needs them, not when the CuPy backend loads.
 """
 
 from __future__ import annotations
@@ -25,21 +32,30 @@ from typing import Any
 
 import cupy
 import numpy as np
-from cupy_backends.cuda.libs import cublas
 
-from . import Backend, BackendError, given
+from . import PY_SCALARS, Backend, BackendError, given
 from ._fallbacks import clone_namespace
 
-__all__ = ["CudaGraphRecorder", "graph_safe_matmul", "graph_safe_namespace"]
+__all__ = ["CudaGraphRecorder", "graph_safe_matmul", "graph_safe_namespace", "recording"]
 
-_graph_local = threading.local()  # .recorder: the CudaGraphRecorder active in this thread
-_SAFE_NAMESPACES: dict[str, Any] = {}
-_PY_NUMBERS = (bool, int, float, complex)
+_graph_local = threading.local()  # .recorder: the CudaGraphRecorder recording in this thread
 
 
-def _recording() -> bool:
-    """Whether a recorder is active in this thread."""
-    return getattr(_graph_local, "recorder", None) is not None
+def _active() -> Any:
+    """The recorder recording in this thread, or ``None``."""
+    return getattr(_graph_local, "recorder", None)
+
+
+@contextlib.contextmanager
+def recording(recorder: Any) -> Iterator[None]:
+    """Within the block, the graph-safe functions of this thread take ``recorder``'s path
+    (other threads are unaffected; the previous recorder of this thread comes back after)."""
+    previous = _active()
+    _graph_local.recorder = recorder
+    try:
+        yield
+    finally:
+        _graph_local.recorder = previous
 
 
 def graph_safe_matmul(a: Any, b: Any) -> Any:
@@ -47,16 +63,16 @@ def graph_safe_matmul(a: Any, b: Any) -> Any:
 
     CuPy (measured with 14.2 and CUDA 13) refuses its own cuBLAS wrappers during stream capture
     ("calling cuBLAS API during stream capture is currently unsupported"). While a
-    :class:`CudaGraphRecorder` is active in this thread, this calls cuBLAS's ``gemm`` directly
-    with the recorder's private handle, bound to the capture stream with its own workspace.
-    Row-major operands are handed to the column-major library as their transposes
+    :class:`CudaGraphRecorder` is recording in this thread, this calls cuBLAS's ``gemm``
+    directly with the recorder's private handle, bound to the capture stream with its own
+    workspace. Row-major operands are handed to the column-major library as their transposes
     (``Cᵀ = Bᵀ Aᵀ``); 1-d operands and broadcast batch axes follow the standard's ``matmul``
-    (one ``gemm`` per batch element). float32/float64/complex64/complex128 only. Without an
-    active recorder it is ``cupy.matmul``.
+    (one ``gemm`` per batch element). float32/float64/complex64/complex128 only. Without a
+    recorder in this thread it is ``cupy.matmul``.
 
     This is the one function to drop once CuPy records cuBLAS calls itself.
     """
-    rec = getattr(_graph_local, "recorder", None)
+    rec = _active()
     if rec is None:
         return cupy.matmul(a, b)
     dtype = cupy.result_type(a, b)
@@ -114,8 +130,7 @@ def _graph_safe_sign(x: Any, /) -> Any:
     return cupy.sign(x)
 
 
-def _graph_safe_asarray(obj: Any, /, *, dtype: Any = None, device: Any = None,
-                        copy: bool | None = None) -> Any:
+def _graph_safe_scalar(obj: Any, dtype: Any) -> Any:
     # A Python number becomes a fill kernel (its value a kernel argument), not a host copy.
     if dtype is None:
         dtype = {bool: cupy.bool_, int: cupy.int64, float: cupy.float64,
@@ -126,71 +141,38 @@ def _graph_safe_asarray(obj: Any, /, *, dtype: Any = None, device: Any = None,
 def _when_recording(safe: Callable[..., Any], real: Callable[..., Any]) -> Callable[..., Any]:
     """``safe`` in a thread that is recording, ``real`` (the namespace's own) in any other."""
     def fn(*args: Any, **kwargs: Any) -> Any:
-        return (safe if _recording() else real)(*args, **kwargs)
+        return (real if _active() is None else safe)(*args, **kwargs)
 
     fn.__name__ = fn.__qualname__ = getattr(real, "__name__", safe.__name__)
     fn.__doc__ = getattr(real, "__doc__", None)
     return fn
 
 
-def _graph_safe_asarray_factory(real: Callable[..., Any]) -> Callable[..., Any]:
+def _asarray_when_recording(real: Callable[..., Any]) -> Callable[..., Any]:
+    """``real`` (the namespace's ``asarray``), except a Python number in a recording thread."""
     def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None
                 ) -> Any:
-        if type(obj) in _PY_NUMBERS and _recording():
-            return _graph_safe_asarray(obj, dtype=dtype)
+        if type(obj) in PY_SCALARS and _active() is not None:
+            return _graph_safe_scalar(obj, dtype)
         return real(obj, **given(dtype=dtype, device=device, copy=copy))
 
+    asarray.__doc__ = getattr(real, "__doc__", None)
     return asarray
 
 
-def graph_safe_namespace(backend: Backend) -> Any:
-    """A copy of the CuPy backend's namespace whose ``matmul``, ``clip``, ``sign`` and
-    ``asarray`` (of Python numbers) can be recorded into a CUDA graph; everything else is the
-    namespace's own function. In a thread that is not recording they are the namespace's own
-    too (``matmul`` is ``cupy.matmul``). Built once per backend, from its real namespace."""
-    ns = _SAFE_NAMESPACES.get(backend.name)
-    if ns is None:
-        real = _real_xp(backend)
-        ns = clone_namespace(real, f"{getattr(real, '__name__', backend.name)}[graph-safe]", {
-            "matmul": graph_safe_matmul,
-            "clip": _when_recording(_graph_safe_clip, real.clip),
-            "sign": _when_recording(_graph_safe_sign, real.sign),
-            "asarray": _graph_safe_asarray_factory(real.asarray),
-        })
-        _SAFE_NAMESPACES[backend.name] = ns
-    return ns
-
-
-# The Backends whose xp is the graph-safe namespace now: backend -> [open sessions, real xp].
-_swapped: dict[Backend, list[Any]] = {}
-_swap_lock = threading.Lock()
-
-
-def _real_xp(backend: Backend) -> Any:
-    with _swap_lock:
-        entry = _swapped.get(backend)
-        return backend.xp if entry is None else entry[1]
-
-
-@contextlib.contextmanager
-def _graph_safe_xp(backend: Backend) -> Iterator[None]:
-    """The graph-safe namespace as ``backend.xp`` while any session on it is open (counted, so
-    concurrent sessions in several threads restore the real namespace exactly once)."""
-    safe = graph_safe_namespace(backend)
-    with _swap_lock:
-        entry = _swapped.get(backend)
-        if entry is None:
-            entry = _swapped[backend] = [0, backend.xp]
-            backend.xp = safe
-        entry[0] += 1
-    try:
-        yield
-    finally:
-        with _swap_lock:
-            entry[0] -= 1
-            if entry[0] == 0:
-                backend.xp = entry[1]
-                del _swapped[backend]
+def graph_safe_namespace(base: Any) -> Any:
+    """A copy of the namespace ``base`` (array-api-compat's CuPy namespace) whose ``matmul``,
+    ``clip``, ``sign`` and ``asarray`` (of Python numbers) can be recorded into a CUDA graph in
+    a thread where a recorder is recording, and are ``base``'s own functions in every other
+    thread. Everything else is ``base``'s. The CuPy backend
+    builds it once, as its ``xp``; it keeps ``base``'s ``__name__``, so code that recognises
+    array-api-compat's CuPy namespace by name still does."""
+    return clone_namespace(base, getattr(base, "__name__", "cupy"), {
+        "matmul": _when_recording(graph_safe_matmul, base.matmul),
+        "clip": _when_recording(_graph_safe_clip, base.clip),
+        "sign": _when_recording(_graph_safe_sign, base.sign),
+        "asarray": _asarray_when_recording(base.asarray),
+    })
 
 
 class CudaGraphRecorder:
@@ -216,6 +198,7 @@ class CudaGraphRecorder:
         self._workspace: Any = None
         self._lib: Any = None
         self._gemm: dict[str, Any] = {}
+        self._ops: tuple[int, int] = (0, 1)  # cuBLAS's (no transpose, transpose)
 
     # -- cuBLAS --------------------------------------------------------------------------------
     def _cublas(self) -> int:
@@ -227,6 +210,7 @@ class CudaGraphRecorder:
         library cannot be found, CuPy's wrappers are used and cuBLAS keeps that default pool.
         """
         if self._handle is None:
+            cublas = _bindings()
             handle = cublas.create()
             self._workspace = cupy.empty(self.WORKSPACE_BYTES, dtype=cupy.uint8)
             self._lib = _loaded_cublas()
@@ -243,6 +227,7 @@ class CudaGraphRecorder:
                 cublas.setStream(handle, self.stream.ptr)
             self._gemm = {"f": cublas.sgemm, "d": cublas.dgemm, "F": cublas.cgemm,
                           "D": cublas.zgemm}
+            self._ops = (cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T)
             self._handle = handle
         return self._handle
 
@@ -253,8 +238,8 @@ class CudaGraphRecorder:
         handle = self._cublas()
         m, k = a.shape
         n = b.shape[1]
-        op_a, ld_a, a = _column_major(a)
-        op_b, ld_b, b = _column_major(b)
+        op_a, ld_a, a = _column_major(a, self._ops)
+        op_b, ld_b, b = _column_major(b, self._ops)
         head = (handle, op_b, op_a, n, m, k)
         # alpha and beta are read from host memory (the handle's default pointer mode).
         one, zero = np.ones((), out.dtype), np.zeros((), out.dtype)
@@ -277,20 +262,18 @@ class CudaGraphRecorder:
     # -- recording -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """Run code as it will be recorded: on the private stream, allocating from the private
-        pool, with the graph-safe namespace (warm-up runs use this, so kernels are compiled,
-        the pool has grown and the cuBLAS handle is initialised before capture)."""
-        previous_rec = getattr(_graph_local, "recorder", None)
+        """Run code as it will be recorded: in this thread, the graph-safe functions take this
+        recorder's path, the private stream is current and arrays come from the private pool
+        (warm-up runs use this, so kernels are compiled, the pool has grown and the cuBLAS
+        handle is initialised before capture). Nothing outside this thread changes: no Backend
+        is touched, so sessions in several threads need no lock."""
         self.stream.wait_event(cupy.cuda.get_current_stream().record())
-        with _graph_safe_xp(self.backend):
-            _graph_local.recorder = self
-            try:
-                with cupy.cuda.using_allocator(self.pool.malloc), self.stream:
-                    self._cublas()
-                    yield
-            finally:
-                _graph_local.recorder = previous_rec
-                cupy.cuda.get_current_stream().wait_event(self.stream.record())
+        try:
+            with recording(self), cupy.cuda.using_allocator(self.pool.malloc), self.stream:
+                self._cublas()
+                yield
+        finally:
+            cupy.cuda.get_current_stream().wait_event(self.stream.record())
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[None]:
@@ -325,23 +308,33 @@ class CudaGraphRecorder:
         handle, self._handle = self._handle, None
         if handle is not None:
             with contextlib.suppress(Exception):  # also at interpreter shutdown
-                cublas.destroy(handle)
+                _bindings().destroy(handle)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
 
 
-def _column_major(x: Any) -> tuple[int, int, Any]:
+def _column_major(x: Any, ops: tuple[int, int]) -> tuple[int, int, Any]:
     """(operation, leading dimension, array) that present the row-major 2-d ``x`` to cuBLAS as
     its column-major transpose: a C-contiguous ``x`` as is, an F-contiguous one (a transposed
-    view) with the transpose flag; anything else is copied first (a kernel, graph-safe)."""
+    view) with the transpose flag; anything else is copied first (a kernel, graph-safe).
+    ``ops`` is cuBLAS's (no transpose, transpose)."""
+    op_n, op_t = ops
     r, c = x.shape
     if x.flags.c_contiguous:
-        return cublas.CUBLAS_OP_N, max(c, 1), x
+        return op_n, max(c, 1), x
     if x.flags.f_contiguous:
-        return cublas.CUBLAS_OP_T, max(r, 1), x
-    return cublas.CUBLAS_OP_N, max(c, 1), cupy.ascontiguousarray(x)
+        return op_t, max(r, 1), x
+    return op_n, max(c, 1), cupy.ascontiguousarray(x)
+
+
+def _bindings() -> Any:
+    """CuPy's cuBLAS bindings, imported when a recorder first needs them (not when the CuPy
+    backend loads and builds its namespace from this module)."""
+    from cupy_backends.cuda.libs import cublas
+
+    return cublas
 
 
 def _loaded_cublas() -> Any:

@@ -4,6 +4,11 @@ Arrays may sit on several GPUs (``multi_device``). Scatter-add is CuPy's atomic 
 Arrays come to the host with ``.get()`` and from it with ``cupy.asarray`` (the Array API
 ``asarray`` of CuPy refuses host arrays). ``ag.capture`` records steps as CUDA graphs with
 :class:`agnograd.backends.cuda_graph.CudaGraphRecorder` (``graph_recorder``).
+
+The Backend's ``xp`` is array-api-compat's CuPy namespace as
+:func:`~agnograd.backends.cuda_graph.graph_safe_namespace` wraps it, once, here: four of its
+functions can also be recorded into a CUDA graph, and behave as array-api-compat's own in any
+thread that is not recording one. So a capture never changes the Backend (see that module).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import cupy
 
 from . import Backend, BackendError
 from ._fallbacks import host_copy
+from .cuda_graph import CudaGraphRecorder, graph_safe_namespace
 
 __all__ = ["describe_device", "load", "owns", "scatter_add", "to_host"]
 
@@ -33,8 +39,9 @@ def load() -> Backend:
             "backend 'cupy' is installed but no CUDA device is visible; "
             "use a machine with an NVIDIA GPU, or pick backend='numpy'"
         )
-    return Backend("cupy", xp, cupy.ndarray, multi_device=True, scatter_add=scatter_add,
-                   from_host=cupy.asarray, graph_recorder=_graph_recorder)
+    return Backend("cupy", graph_safe_namespace(xp), cupy.ndarray, multi_device=True,
+                   scatter_add=scatter_add, from_host=cupy.asarray,
+                   graph_recorder=CudaGraphRecorder)
 
 
 def owns(a: Any) -> bool:
@@ -62,10 +69,3 @@ def scatter_add(xp: Any, n: int, index: Any, values: Any) -> Any:
     out = xp.zeros(n, dtype=values.dtype)
     cupy.add.at(out, index, values)  # atomic adds on the device
     return out
-
-
-def _graph_recorder(backend: Backend) -> Any:
-    # Imported on the first capture: the recorder loads cuBLAS's bindings.
-    from .cuda_graph import CudaGraphRecorder
-
-    return CudaGraphRecorder(backend)
