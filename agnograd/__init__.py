@@ -1,9 +1,9 @@
 """agnograd: reverse-mode automatic differentiation on any Array API backend.
 
 ``import agnograd as ag`` is itself an Array API namespace over :class:`Tensor`: ``ag.exp``,
-``ag.sum``, ``ag.matmul``, ``ag.linalg.inv``, the dtypes and constants. Every op runs on the
-backend that holds its inputs (NumPy, CuPy, array_api_strict, PyTorch, ...) and records what
-its VJP rule needs; ``loss.backward()`` then walks the graph once, in reverse, computing
+``ag.sum``, ``ag.matmul``, ``ag.linalg.inv``, ``ag.fft.rfft``, the dtypes and constants. Every
+op runs on the backend that holds its inputs (NumPy, CuPy, array_api_strict, PyTorch, ...) and
+records what its VJP rule needs; ``loss.backward()`` then walks the graph once, in reverse, computing
 
     dL/dx_i = Σ_{j ∈ children(i)} (∂x_j/∂x_i)ᵀ dL/dx_j
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math as _math
 
-from . import linalg  # the extension namespace, ag.linalg
+from . import fft, linalg  # the extension namespaces, ag.fft and ag.linalg
 from ._dtypes import (
     DType,
     bool,
@@ -76,7 +76,7 @@ __all__ = sorted(
     | {
         "Backend", "BackendError", "DType", "Tensor", "as_tensor", "available_backends",
         "default_backend", "enable_grad", "get_backend", "get_default_backend",
-        "is_grad_enabled", "linalg", "no_grad", "set_default_backend", "set_grad_enabled",
+        "is_grad_enabled", "fft", "linalg", "no_grad", "set_default_backend", "set_grad_enabled",
         "tensor", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
         "uint64", "float32", "float64", "complex64", "complex128", "e", "pi", "inf", "nan",
         "newaxis", "__array_namespace_info__", "func", "grad", "value_and_grad", "vjp", "jvp",
