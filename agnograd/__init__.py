@@ -1,9 +1,9 @@
 """agnograd: reverse-mode automatic differentiation on any Array API backend.
 
 ``import agnograd as ag`` is itself an Array API namespace over :class:`Tensor`: ``ag.exp``,
-``ag.sum``, ``ag.matmul``, ``ag.linalg.inv``, the dtypes and constants. Every op runs on the
-backend that holds its inputs (NumPy, CuPy, array_api_strict, PyTorch, ...) and records what
-its VJP rule needs; ``loss.backward()`` then walks the graph once, in reverse, computing
+``ag.sum``, ``ag.matmul``, ``ag.linalg.inv``, ``ag.fft.rfft``, the dtypes and constants. Every
+op runs on the backend that holds its inputs (NumPy, CuPy, array_api_strict, PyTorch, ...) and
+records what its VJP rule needs; ``loss.backward()`` then walks the graph once, in reverse, computing
 
     dL/dx_i = Σ_{j ∈ children(i)} (∂x_j/∂x_i)ᵀ dL/dx_j
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math as _math
 
-from . import func, linalg  # ag.func (function transforms) and the extension namespace, ag.linalg
+from . import fft, func, linalg  # ag.func (function transforms); ag.fft and ag.linalg, the extensions
 from ._dtypes import (
     DType,
     bool,
@@ -227,7 +227,7 @@ __all__ = [
     "conj", "copysign", "cos", "cosh", "count_nonzero", "cumulative_prod", "cumulative_sum",
     "custom_vjp", "default_backend", "detect_anomaly", "diff", "divide", "e", "empty", "empty_like",
     "enable_grad", "equal", "exp", "expand_dims", "expm1", "eye", "finfo", "flip", "float32",
-    "float64", "floor", "floor_divide", "from_dlpack", "full", "full_like", "func", "get_backend",
+    "float64", "fft", "floor", "floor_divide", "from_dlpack", "full", "full_like", "func", "get_backend",
     "get_default_backend", "grad", "greater", "greater_equal", "hessian", "hvp", "hypot", "iinfo",
     "imag", "inf", "int16", "int32", "int64", "int8", "is_grad_enabled", "isdtype", "isfinite",
     "isinf", "isnan", "jacobian", "jvp", "less", "less_equal", "linalg", "linspace", "log", "log10",

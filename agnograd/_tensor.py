@@ -413,9 +413,9 @@ _API_VERSIONS = ("2021.12", "2022.12", "2023.12", "2024.12")
 
 
 def _check_differentiable_dtype(t: Tensor, what: str) -> None:
-    if not from_backend_dtype(t.data.dtype).is_floating:
+    if from_backend_dtype(t.data.dtype).kind not in "fc":
         raise TypeError(
-            f"{what}: only real floating-point tensors can require gradients, not "
+            f"{what}: only floating-point tensors (real or complex) can require gradients, not "
             f"{t.dtype.name} (shape {t.shape}); convert first with ag.astype(x, ag.float64)"
         )
 
@@ -428,6 +428,13 @@ def _root_grad(t: Tensor, grad: Any, create_graph: bool) -> Any:
             raise RuntimeError(
                 f"backward() without a grad argument needs a scalar (0-d) tensor, not shape "
                 f"{t.shape}; reduce it first (e.g. .sum()) or pass grad= of shape {t.shape}"
+            )
+        if t.dtype.kind == "c":
+            raise RuntimeError(
+                f"backward() without a grad argument needs a real scalar, not {t.dtype.name}: "
+                "a complex output has no single gradient. Reduce it to a real loss first "
+                "(ag.real, ag.abs), or pass an explicit complex cotangent grad=v, which means "
+                "the loss L = Re(sum(conj(v)·y))"
             )
         g = b.fix(b.xp.ones(t.data.shape, dtype=t.data.dtype, device=b.device_of(t.data)))
         return Tensor._wrap(g, b) if create_graph else g
@@ -453,15 +460,18 @@ def _root_grad(t: Tensor, grad: Any, create_graph: bool) -> Any:
 
 def fit_seed(gt: Tensor, t: Tensor, what: str, create_graph: bool) -> Any:
     """A seed cotangent ``gt`` for output ``t`` (shape and backend already checked) in ``t``'s
-    dtype: a floating seed of another precision is cast (as PyTorch does); an integer, boolean
-    or complex seed for a real floating output is refused, not cast."""
+    dtype: a floating seed of another precision is cast (as PyTorch does), and so is a real
+    seed for a complex output; an integer or boolean seed, or a complex seed for a real
+    output, is refused, not cast."""
     have = gt.data.dtype
     want = t.data.dtype
     if have != want:
-        if not (gt.dtype.is_floating and t.dtype.is_floating):
+        sk, ok = gt.dtype.kind, t.dtype.kind
+        if not (sk == "f" and ok in "fc" or sk == "c" and ok == "c"):
+            kind = "real or complex floating" if ok == "c" else "real floating"
             raise TypeError(
                 f"{what} has dtype {gt.dtype.name} but the output (shape {t.shape}) is "
-                f"{t.dtype.name}: a seed must be real floating (it is then cast to the output's "
+                f"{t.dtype.name}: a seed must be {kind} (it is then cast to the output's "
                 f"dtype); pass e.g. ag.astype(g, ag.{t.dtype.name})"
             )
         if create_graph:

@@ -61,7 +61,7 @@ def _alias(x: Any, what: str) -> tuple[Tensor, Any]:
                             f"{type(x).__name__}")
         kind = b
         t = tensor(x)
-    if not from_backend_dtype(t.data.dtype).is_floating:
+    if from_backend_dtype(t.data.dtype).kind not in "fc":
         raise TypeError(
             f"{what}: cannot differentiate with respect to an input of dtype {t.dtype.name} "
             f"(shape {t.shape}); pass floating-point values (e.g. ag.astype(x, ag.float64))"
@@ -359,7 +359,13 @@ def _as_output(out: Any, what: str) -> Tensor:
                     "; return one Tensor (ag.stack or ag.concat several outputs into one)")
         raise TypeError(f"{what}: the function must return a Tensor or an array, not "
                         f"{type(out).__name__}{hint}")
-    if not y.dtype.is_floating:
+    if y.dtype.kind == "c" and what != "vjp":
+        raise TypeError(
+            f"{what}: the output is {y.dtype.name} (shape {y.shape}); a complex output has no "
+            "single gradient. Differentiate a real loss (ag.real(y), ag.abs(y)), or use "
+            "ag.vjp with an explicit complex cotangent v (the loss Re(sum(conj(v)·y)))"
+        )
+    if y.dtype.kind not in "fc":
         raise TypeError(
             f"{what}: the output has {y.dtype.name} dtype (shape {y.shape}); gradients are "
             "defined for real floating outputs only (an integer or boolean result, such as a "

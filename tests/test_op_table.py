@@ -28,8 +28,10 @@ def _seed(op, shapes) -> int:
     return zlib.crc32(f"{op.name}{shapes}".encode())
 
 
-def _inputs(op, shapes, backend, dtype=ag.float64):
-    return [ag.tensor(a, backend=backend, dtype=dtype) for a in draw(op, shapes, _seed(op, shapes))]
+def _inputs(op, shapes, backend):
+    """float64 inputs, complex128 where the record draws complex ones."""
+    return [ag.tensor(a, backend=backend, dtype=ag.complex128 if np.iscomplexobj(a) else ag.float64)
+            for a in draw(op, shapes, _seed(op, shapes))]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -114,6 +116,8 @@ def test_backward_makes_no_host_copies(op, shapes, monkeypatch):
     if not y.requires_grad:
         pytest.skip("no graph")
     loss = ag.sum(y * y)
+    if loss.dtype.kind == "c":  # a complex output: a real loss from it (values do not matter)
+        loss = ag.real(loss)
     array_type = type(xs[0].data)
 
     def refuse(name):
@@ -134,7 +138,7 @@ def test_backward_makes_no_host_copies(op, shapes, monkeypatch):
 # Every public differentiable op has a record
 
 # Public functions that are not differentiable ops, so they need no record. Everything else in
-# ag.__all__, ag.linalg.__all__ and agnograd.nn.functional.__all__ that is a function must be
+# ag.__all__, ag.linalg.__all__, ag.fft.__all__ and agnograd.nn.functional.__all__ that is a function must be
 # named by a record (its name's first part, or its ``covers``): a new op without one fails.
 NOT_DIFFERENTIABLE = {
     # creation from shapes, fills or host data (no array input to differentiate)
@@ -155,6 +159,8 @@ NOT_DIFFERENTIABLE = {
     "bitwise_xor",
     # elementwise functions without a gradient for the real dtypes agnograd differentiates
     "imag", "nextafter",
+    # fft sample frequencies (creation functions)
+    "fft.fftfreq", "fft.rfftfreq",
     # linalg functions with integer results
     "linalg.matrix_rank",
     # backends, grad mode and graph tools (not ops)
@@ -171,12 +177,12 @@ NOT_DIFFERENTIABLE = {
 
 
 def _public_functions():
-    """(qualified name, function) for every public function of the three namespaces."""
+    """(qualified name, function) for every public function of the four namespaces."""
     import inspect
 
     import agnograd.nn.functional as F
 
-    for prefix, ns in (("", ag), ("linalg.", ag.linalg), ("nn.", F)):
+    for prefix, ns in (("", ag), ("linalg.", ag.linalg), ("fft.", ag.fft), ("nn.", F)):
         for name in ns.__all__:
             obj = getattr(ns, name)
             if callable(obj) and not inspect.isclass(obj) and not inspect.ismodule(obj):
@@ -194,6 +200,8 @@ def _covered(ops) -> set[int]:
         for name in (first, *op.covers):
             if name.startswith("linalg."):
                 ns, attr = ag.linalg, name[len("linalg."):]
+            elif name.startswith("fft."):
+                ns, attr = ag.fft, name[len("fft."):]
             elif name.startswith("nn."):
                 ns, attr = F, name[len("nn."):]
             else:

@@ -99,6 +99,7 @@ def test_the_namespace_lists_its_names_statically():
         assert not missing, f"agnograd.__all__ lacks {sorted(missing)} of {m.__name__}"
         assert all(hasattr(m, n) for n in m.__all__)
     assert ag.linalg.__all__ == ag._ops.linalg.EXTENSION_ALL
+    assert sorted(ag.fft.__all__) == sorted(ag._ops.fft.EXTENSION_ALL)
     assert all(getattr(ag.linalg, n) is getattr(ag._ops.linalg, n) for n in ag.linalg.__all__)
 
 

@@ -262,10 +262,10 @@ def astype(x: TensorLike, dtype: Any, /, *, copy: bool = True, device: Any = Non
     if given.
 
     With ``copy=False`` and nothing to convert, ``x`` itself is returned. Differentiable
-    between real floating dtypes; a result of any other dtype never requires grad. Casting
-    complex to a real dtype is refused (the standard leaves it undefined).
+    between floating dtypes, real or complex; a result of any other dtype never requires grad.
+    Casting complex to a real dtype is refused (the standard leaves it undefined).
 
-    VJP: ``x̄ = astype(ḡ, x.dtype)``.
+    VJP: ``x̄ = astype(ḡ, x.dtype)``; real to complex: ``x̄ = Re ḡ`` (the engine's cast).
     """
     x = to_tensor(x, "astype")
     b = x._backend
@@ -287,7 +287,7 @@ def astype(x: TensorLike, dtype: Any, /, *, copy: bool = True, device: Any = Non
                 f"{x.shape}) would drop the imaginary part; take ag.real(x) or ag.abs(x) first"
             )
         data = b.fix(b.xp.astype(x.data, want, copy=copy))
-        if x._requires_grad and grad_on() and sk == "f" and dk == "f":
+        if x._requires_grad and grad_on() and sk in "fc" and dk in "fc":  # real -> complex too
             meta = None if same else ((x.data.shape, src),)
             y = record("astype", data, b, (x,), (_astype_back,), meta=meta)
         else:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, overload
 
+from .._dtypes import from_backend_dtype
 from .._tensor import Tensor
 from .mode import anomaly_mode
 from .node import FREED, Node, edge_of, edge_target
@@ -78,7 +79,15 @@ def backward(
     checks = _walk(heap, pending, leaf_grads, wanted, xp, retain_graph, create_graph)
     if checks:  # before any .grad is touched: a failed check changes nothing
         _raise_first_nonfinite(checks)
-    return _deliver(leaf_grads, wanted, create_graph)
+    results = _deliver(leaf_grads, wanted, create_graph)
+    if results is not None:  # a target that is an op's output: its gradient in its dtype
+        for k, (r, t) in enumerate(zip(results, targets)):  # type: ignore[arg-type]
+            if r is not None and r.data.dtype != t.data.dtype:
+                b = t._backend
+                results[k] = (_cast(r.__array_namespace__(), r, r.data.dtype, t.data.dtype)
+                              if create_graph else
+                              _wrap(_cast(b.xp, r.data, r.data.dtype, t.data.dtype), b))
+    return results
 
 
 def _walk(heap: list[tuple[int, Node]], pending: dict[Node, Any], leaf_grads: dict[int, Any],
@@ -269,6 +278,11 @@ def _deliver(leaf_grads: dict[int, list[Any]], wanted: _Targets | None, create_g
              ) -> list[Any] | None:
     """Run leaf hooks, then accumulate into ``.grad`` -- or, with targets, return the results."""
     for leaf, g in leaf_grads.values():
+        have = g.data.dtype if create_graph else g.dtype
+        want = leaf.data.dtype
+        if have is not want and have != want:  # e.g. real(z) sends a real ḡ to a complex leaf
+            b = leaf._backend
+            g = _cast(g.__array_namespace__() if create_graph else b.xp, g, have, want)
         if leaf._hooks:
             g = _run_hooks(leaf._hooks, g, leaf._backend, create_graph)
         if wanted is not None:
@@ -319,8 +333,21 @@ def _fit(xp: Any, gi: Any, meta: tuple[Any, Any], backend: Backend, create_graph
             gi = backend.fix(gi)
     have = gi.data.dtype if create_graph else gi.dtype
     if have is not dt and have != dt:
-        gi = xp.astype(gi, dt)
+        gi = _cast(xp, gi, have, dt)
     return gi
+
+
+def _cast(xp: Any, g: Any, have: Any, dt: Any) -> Any:
+    """Cotangent ``g`` (raw dtype ``have``) in dtype ``dt``. A complex cotangent reaching a real
+    input gives its real part: in the convention ``x̄ = ∂L/∂Re x + i·∂L/∂Im x`` a real input has
+    no imaginary direction, so ``Re`` is the gradient (and ``astype`` complex -> real is refused
+    by the standard). A real cotangent of a complex input is the same number, made complex."""
+    if from_backend_dtype(have).kind == "c" and from_backend_dtype(dt).kind != "c":
+        g = xp.real(g)
+        have = g.data.dtype if type(g) is Tensor else g.dtype
+        if have is dt or have == dt:
+            return g
+    return xp.astype(g, dt)
 
 
 def _unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:

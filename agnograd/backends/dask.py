@@ -315,6 +315,28 @@ LINALG_FIXES: tuple[Callable[..., Any], ...] = (
     matrix_rank, matrix_norm, cross)
 
 
+_FFT_1D = ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft")
+_FFT_ND = ("fftn", "ifftn", "rfftn", "irfftn")
+
+
+def _fft_whole_axes(name: str) -> Callable[..., Any]:
+    """Dask's transform ``name`` on any chunking: Dask transforms only an axis held in one
+    chunk, so the transformed axes are rechunked to one chunk each (the others keep theirs)."""
+    base = getattr(_base.fft, name)
+
+    def fixed(x: Any, /, **kw: Any) -> Any:
+        if name in _FFT_1D:
+            axes: Any = (kw.get("axis", -1),)
+        else:
+            axes, s = kw.get("axes"), kw.get("s")
+            if axes is None:
+                axes = range(x.ndim) if s is None else range(x.ndim - len(s), x.ndim)
+        return base(x.rechunk({a % x.ndim: -1 for a in axes}), **kw)
+
+    fixed.__name__ = fixed.__qualname__ = name
+    return fixed
+
+
 def namespace() -> Any:
     """array-api-compat's Dask namespace with the functions agnograd needs fixed.
 
@@ -322,13 +344,16 @@ def namespace() -> Any:
     ``take_along_axis``, and a ``linalg`` with ``cholesky``, ``inv``, ``solve``, ``det``,
     ``slogdet``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``, ``pinv``,
     ``matrix_power``, ``matrix_rank``, ``matrix_norm`` and ``cross`` that work on stacks and on
-    any chunking.
+    any chunking, and an ``fft`` whose transforms take any chunking.
     """
     la = clone_namespace(_base.linalg, "agnograd.dask_namespace.linalg",
                          {f.__name__: f for f in LINALG_FIXES})
+    fft = clone_namespace(_base.fft, "agnograd.dask_namespace.fft",
+                          {n: _fft_whole_axes(n) for n in _FFT_1D + _FFT_ND})
     return clone_namespace(_base, "agnograd.dask_namespace", {
         "__array_api_version__": getattr(_base, "__array_api_version__", "2024.12"),
         "linalg": la,
+        "fft": fft,
         **{f.__name__: f for f in NAMESPACE_FIXES},
     })
 

@@ -17,8 +17,8 @@ import numpy as np
 from . import host_array
 
 __all__ = ["HostRNG", "host_rng", "save_npz", "load_npz", "load_csv", "host_asarray",
-           "host_float64", "host_zeros", "host_unravel_index", "host_worst_excess", "host_equal",
-           "host_first_not_close"]
+           "host_float64", "host_complex128", "host_zeros", "host_unravel_index",
+           "host_worst_excess", "host_equal", "host_first_not_close"]
 
 HostRNG = np.random.Generator
 
@@ -104,9 +104,14 @@ def host_float64(a: Any) -> Any:
     return np.array(host_array(a), dtype=np.float64, order="C")
 
 
-def host_zeros(shape: tuple[int, ...]) -> Any:
-    """float64 zeros of ``shape`` on the host."""
-    return np.zeros(shape)
+def host_complex128(a: Any) -> Any:
+    """A C-ordered complex128 NumPy copy of an array of any backend (see :func:`host_float64`)."""
+    return np.array(host_array(a), dtype=np.complex128, order="C")
+
+
+def host_zeros(shape: tuple[int, ...], complex_: bool = False) -> Any:
+    """float64 (or complex128) zeros of ``shape`` on the host."""
+    return np.zeros(shape, dtype=np.complex128 if complex_ else np.float64)
 
 
 def host_unravel_index(k: int, shape: tuple[int, ...]) -> tuple[int, ...]:

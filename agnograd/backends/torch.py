@@ -30,7 +30,10 @@ def owns(a: Any) -> bool:
 
 def to_host(a: Any) -> Any:
     """A NumPy copy of a tensor; one on a GPU goes through ``.cpu()`` (DLPack and
-    ``__array__`` refuse it)."""
+    ``__array__`` refuse it). A lazy conjugate (``torch.conj``, ``torch.fft.ihfft`` return
+    one) is resolved first: DLPack and ``numpy()`` refuse the conjugate bit too."""
+    if getattr(a, "is_conj", None) is not None and a.is_conj():
+        a = a.resolve_conj()
     if getattr(a, "device", None) is not None and a.device.type != "cpu":
         return a.detach().cpu().numpy()
     return host_copy(a)

@@ -24,7 +24,7 @@ class Op:
         cases: one tuple of input shapes per test case.
         domain: inputs are drawn uniformly from this interval...
         make: ...unless ``make(rng, shapes)`` draws them (SPD matrices, distinct values, ...);
-            it returns float64 NumPy arrays.
+            it returns float64 NumPy arrays, or complex128 ones for complex inputs.
         rtol, atol: finite-difference tolerances in float64.
         order: highest derivative order checked (2: also finite differences of the gradient).
         f32_rtol: tolerance of the float32 cross-backend comparison.
@@ -61,7 +61,8 @@ def cases_of(ops: Sequence[Op]) -> list[tuple[Op, tuple[Shape, ...]]]:
 def draw(op: Op, shapes: tuple[Shape, ...], seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     if op.make is not None:
-        return [np.asarray(a, dtype=np.float64) for a in op.make(rng, shapes)]
+        return [np.asarray(a, dtype=np.complex128 if np.iscomplexobj(a) else np.float64)
+                for a in op.make(rng, shapes)]
     lo, hi = op.domain
     return [rng.uniform(lo, hi, size=s) for s in shapes]
 
