@@ -30,6 +30,7 @@ from ._capture_state import CaptureError
 from ._tensor import Tensor
 from .backends import Backend, backend_of_array
 from .pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
+from .staged import StagedProgram, can_stage, trace_step
 
 if TYPE_CHECKING:
     from .backends.cuda_graph import CudaGraphRecorder
@@ -47,7 +48,12 @@ class CheckResult(NamedTuple):
     worst: str
 
 
-def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) -> CapturedStep:
+_REPLAYS = (None, "cuda-graph", "staged", "eager")
+
+
+def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3,
+            graph: bool | None = None, replay: str | None = None,
+            fallback: str | None = None) -> CapturedStep:
     """Record ``step_fn(*example_args)`` once and return a :class:`CapturedStep` that replays it.
 
     ``step_fn`` is a whole step: typically ``opt.zero_grad()``, the forward pass, ``backward()``
@@ -66,6 +72,16 @@ def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) ->
         warmup: eager calls before recording (at least 1: optimizers create their state on
             their first step, which must not be recorded; on CuPy they also compile kernels and
             grow the memory pool).
+        graph: ``False`` refuses the CUDA graph on CuPy (the step is then staged, as on the
+            other backends); ``None`` (the default) uses it where the backend has one.
+        replay: ask for one kind of replay: ``"cuda-graph"``, ``"staged"`` (trace the backend
+            calls once, replay them as generated code: :mod:`agnograd.staged`) or ``"eager"``
+            (run ``step_fn`` on every call, with the same semantics); ``None`` picks the
+            fastest the backend allows -- a CUDA graph on CuPy, staged elsewhere (eager on
+            lazy backends such as Dask).
+        fallback: ``"eager"`` to replay eagerly when the step cannot be traced for a staged
+            replay (a call the tracer cannot record); by default that raises
+            :class:`CaptureError` naming the op.
 
     Raises:
         CaptureError: the step is not capture-safe (the message names the op and why), its
@@ -78,7 +94,17 @@ def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) ->
         raise ValueError(f"ag.capture: warmup must be an integer of at least 1, not {warmup!r} "
                          "(optimizers create their state on their first step, which must not be "
                          "recorded)")
-    return CapturedStep(step_fn, example_args, warmup)
+    if replay not in _REPLAYS:
+        raise ValueError(f"ag.capture: replay must be one of {_REPLAYS[1:]} or None, not {replay!r}")
+    if fallback not in (None, "eager"):
+        raise ValueError(f"ag.capture: fallback must be None or 'eager', not {fallback!r}")
+    if graph is False and replay == "cuda-graph":
+        raise ValueError("ag.capture: graph=False contradicts replay='cuda-graph'")
+    if graph is True:
+        replay = "cuda-graph"
+    elif graph is False and replay is None:
+        replay = "staged"
+    return CapturedStep(step_fn, example_args, warmup, replay, fallback)
 
 
 class _Slot:
@@ -141,7 +167,11 @@ class CapturedStep:
 
     Attributes:
         backend: the name of the backend the step runs on.
-        graph: whether the replay is a CUDA graph (CuPy) rather than the eager fallback.
+        graph: whether the replay is a CUDA graph (CuPy).
+        replay: what a call replays: ``"cuda-graph"``, ``"staged"`` (the recorded backend calls,
+            as generated code) or ``"eager"`` (``step_fn`` itself).
+        program: the staged program (``None`` unless ``replay == "staged"``): its ``source``
+            is the generated code, ``calls`` the backend calls per replay.
         inputs: the input buffer Tensors (``None`` for constant arguments), in argument order;
             an argument that is a pytree (tuple, list, dict, NamedTuple) comes back with that
             structure, buffers and ``None`` at its leaves.
@@ -149,7 +179,7 @@ class CapturedStep:
     """
 
     def __init__(self, step_fn: Callable[..., Any], example_args: tuple[Any, ...],
-                 warmup: int) -> None:
+                 warmup: int, replay: str | None = None, fallback: str | None = None) -> None:
         self._fn = step_fn
         self._slots: list[_Slot] = []
         # The arguments are a pytree: Tensors (and arrays) at its leaves become input buffers,
@@ -182,6 +212,10 @@ class CapturedStep:
         self.outputs: Any = None
         self.backend = backend.name if backend is not None else None
         self.graph = False
+        self.replay = "eager"
+        self.program: StagedProgram | None = None
+        self._want = replay
+        self._fallback = fallback
         self._record(backend, warmup)
 
     @property
@@ -220,11 +254,26 @@ class CapturedStep:
                     backend = leaf._backend
                     self.backend = backend.name
                     break
-        if backend is None or backend.graph_recorder is None:  # the eager fallback
+        want = self._want
+        if want == "cuda-graph" and (backend is None or backend.graph_recorder is None):
+            raise CaptureError(f"ag.capture: replay='cuda-graph' needs a backend with CUDA graphs "
+                               f"(CuPy), not '{self.backend}'")
+        if (backend is None or backend.graph_recorder is None
+                or want in ("staged", "eager")):  # no device graph: staged, or eager
             for _ in range(calls):
                 self._sync_participants()
                 self._call_checked()
             self._sync_participants()
+            if backend is not None and want != "eager" and can_stage(backend):
+                try:
+                    self._trace(backend)
+                    return
+                except CaptureError:
+                    if self._fallback != "eager":
+                        raise
+            elif want == "staged":
+                raise CaptureError(f"ag.capture: backend '{self.backend}' cannot be staged "
+                                   "(lazy arrays, or no tensor inputs); use replay='eager'")
             out = self._call_checked()  # the recording call of the fallback
             self._set_outputs(out, copy=True)
             self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
@@ -254,6 +303,7 @@ class CapturedStep:
                                f"{type(exc).__name__}: {exc}") from exc
         self._recorder = rec
         self.graph = True
+        self.replay = "cuda-graph"
         self._set_outputs(out, copy=False)
         self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
         # Keep every parameter array the graph reads and writes alive, and notice if one is
@@ -262,6 +312,25 @@ class CapturedStep:
             for p in opt._params():
                 self._pinned.append((p, p.data))
         rec.replay([])  # perform the recorded step once, as the fallback's recording call does
+
+    def _trace(self, backend: Backend) -> None:
+        """Trace the recording call into a staged program (it is a real step, as the
+        fallback's recording call is)."""
+        self._inputs_list = [s.buffer for s in self._slots if s.buffer is not None]
+        program, (spec, outs) = trace_step(self._fn, lambda _: self._args, self._inputs_list,
+                                           backend)
+        for p in program.participants:
+            if all(p is not q for q in self._participants):
+                self._participants.append(p)
+        self.program = program
+        self.replay = "staged"
+        self._spec = spec
+        self._out_leaves = outs
+        self.outputs = tree_unflatten(spec, outs)
+        self._out_refs = [(i, type(leaf) is Tensor) for i, (leaf, (kind, _)) in
+                          enumerate(zip(outs, program.out_spec)) if kind == "ref"]
+        self._out_all_tensors = all(t for _, t in self._out_refs)
+        self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
 
     def _sync_participants(self) -> None:
         for opt in self._participants:
@@ -336,6 +405,20 @@ class CapturedStep:
         self._before_call()
         if self._recorder is not None:
             self._recorder.replay([(buf.data, t.data) for buf, t in pairs])
+            return self.outputs
+        program = self.program
+        if program is not None:
+            for buf, t in pairs:
+                buf.data[...] = t.data
+            vals = program.run(self._inputs_list)
+            leaves = self._out_leaves
+            for i, is_tensor in self._out_refs:
+                if is_tensor:
+                    leaves[i].data = vals[i]
+                else:
+                    leaves[i] = vals[i]
+            if not self._out_all_tensors:
+                self.outputs = tree_unflatten(self._spec, leaves)
             return self.outputs
         for buf, t in pairs:
             buf.data[...] = t.data
@@ -473,7 +556,8 @@ class CapturedStep:
                         state[n] = e[0]
 
     def __repr__(self) -> str:
-        kind = "CUDA graph" if self.graph else "eager fallback"
+        kind = {"cuda-graph": "CUDA graph", "staged": f"staged replay of "
+                f"{self.program.calls if self.program else 0} calls"}.get(self.replay, "eager fallback")
         return (f"CapturedStep({getattr(self._fn, '__name__', 'step')}, backend={self.backend!r}, "
                 f"{kind}, {sum(s.buffer is not None for s in self._slots)} tensor input(s))")
 
