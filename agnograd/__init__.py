@@ -56,7 +56,9 @@ from .backends import (
     get_default_backend,
     set_default_backend,
 )
+from .backends import register as register_backend
 from .capture import CapturedStep, CaptureError, capture
+from .jit import jit
 from .custom import Function, FunctionCtx, custom_vjp, detect_anomaly
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import saved_nbytes, to_dot, to_mermaid
@@ -82,7 +84,7 @@ __all__ = sorted(
         "newaxis", "__array_namespace_info__", "func", "grad", "value_and_grad", "vjp", "jvp",
         "jacobian", "hessian", "hvp", "custom_vjp", "Function", "FunctionCtx", "checkpoint",
         "detect_anomaly", "to_dot", "to_mermaid", "saved_nbytes", "capture", "CapturedStep",
-        "CaptureError",
+        "CaptureError", "jit", "register_backend",
     }
 )
 

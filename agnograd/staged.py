@@ -402,7 +402,8 @@ def _compile(tr: _tr.Trace, in_vals: list[int], live_keys: list[Tensor],
         if v not in folded:
             body.append(f"{tname(t)}.data = v{v}")
     for t, gt in grads:
-        body.append(f"{tname(t)}._grad = {'None' if gt is None else tname(gt)}")
+        who = f"a{input_ids[id(t)]}" if id(t) in input_ids else tname(t)
+        body.append(f"{who}._grad = {'None' if gt is None else tname(gt)}")
     for k, v in in_writes:
         body.append(f"a{k}.data = {g.names.get(v) or f'v{v}'}")
     rets = [(g.names.get(v) or f"v{v}") if kind == "ref" else "None" for kind, v in out_spec]
