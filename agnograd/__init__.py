@@ -58,10 +58,10 @@ from .backends import (
 )
 from .backends import register as register_backend
 from .capture import CapturedStep, CaptureError, capture
-from .jit import jit
 from .custom import Function, FunctionCtx, custom_vjp, detect_anomaly
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import saved_nbytes, to_dot, to_mermaid
+from .jit import jit
 from .recompute import checkpoint
 
 __version__ = "0.1.0"
