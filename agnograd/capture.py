@@ -8,10 +8,12 @@ new inputs into the recorded input buffers, replays the recording and returns it
   ``Graph.launch`` replays every kernel of the step with no Python in between. Everything the
   graph allocates comes from a memory pool private to the captured step; matrix products go
   through a private cuBLAS handle (CuPy refuses its own during capture).
-- On **every other backend** (NumPy, array_api_strict, PyTorch, ...) the same API is an eager
-  fallback with the same semantics: the inputs are copied into the same buffers, ``step_fn``
-  runs eagerly, and its outputs are copied into the same output buffers. So CPU CI tests the
-  API, the semantics and the capture-safety checker.
+- On **every other backend** (NumPy, array_api_strict, PyTorch, ...; CuPy with
+  ``graph=False``) the recording call is traced into the backend calls it makes and each call
+  replays them as generated code (:mod:`agnograd.staged`): bit-identical to eager on NumPy,
+  with no Tensor or engine work. ``replay="eager"`` (and lazy backends such as Dask) keep the
+  eager fallback: the inputs are copied into the same buffers, ``step_fn`` runs eagerly, and
+  its outputs are copied into the same output buffers.
 
 While the step is recorded (and during the warm-up calls) a capture-safety checker is active in
 this thread, on every backend: host synchronisations (``.item()``, ``float(t)``, boolean-mask
@@ -22,6 +24,7 @@ why -- so a step that would break (or silently freeze) a CUDA graph fails on the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -317,12 +320,14 @@ class CapturedStep:
         """Trace the recording call into a staged program (it is a real step, as the
         fallback's recording call is)."""
         self._inputs_list = [s.buffer for s in self._slots if s.buffer is not None]
+        t0 = time.perf_counter()
         program, (spec, outs) = trace_step(self._fn, lambda _: self._args, self._inputs_list,
                                            backend)
         for p in program.participants:
             if all(p is not q for q in self._participants):
                 self._participants.append(p)
         self.program = program
+        self.record_seconds = time.perf_counter() - t0  # the traced call, passes and compile
         self.replay = "staged"
         self._spec = spec
         self._out_leaves = outs
