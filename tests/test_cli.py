@@ -126,7 +126,7 @@ def test_capture_trains_the_same_curve(capsys, optimizer):
     assert a.captured is None and b.captured == "staged replay"
     code, out, err = _run(capsys, *FAST, "--capture", "--optimizer", optimizer)
     assert code == 0, err
-    assert out.strip().endswith("| captured step (eager fallback)")
+    assert out.strip().endswith("| captured step (staged replay)")
 
 
 @pytest.mark.gpu
