@@ -200,10 +200,12 @@ from .backends import (
     get_default_backend,
     set_default_backend,
 )
+from .backends import register as register_backend
 from .capture import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, custom_vjp
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import saved_nbytes, to_dot, to_mermaid
+from .jit import jit
 from .recompute import checkpoint
 
 __version__ = "0.1.0"
@@ -230,18 +232,18 @@ __all__ = [
     "float64", "floor", "floor_divide", "from_dlpack", "full", "full_like", "func", "get_backend",
     "get_default_backend", "grad", "greater", "greater_equal", "hessian", "hvp", "hypot", "iinfo",
     "imag", "inf", "int16", "int32", "int64", "int8", "is_grad_enabled", "isdtype", "isfinite",
-    "isinf", "isnan", "jacobian", "jvp", "less", "less_equal", "linalg", "linspace", "log", "log10",
-    "log1p", "log2", "logaddexp", "logical_and", "logical_not", "logical_or", "logical_xor",
-    "logsumexp", "matmul", "matrix_transpose", "max", "maximum", "mean", "meshgrid", "min",
-    "minimum", "moveaxis", "multiply", "nan", "negative", "newaxis", "nextafter", "no_grad",
+    "isinf", "isnan", "jacobian", "jit", "jvp", "less", "less_equal", "linalg", "linspace", "log",
+    "log10", "log1p", "log2", "logaddexp", "logical_and", "logical_not", "logical_or",
+    "logical_xor", "logsumexp", "matmul", "matrix_transpose", "max", "maximum", "mean", "meshgrid",
+    "min", "minimum", "moveaxis", "multiply", "nan", "negative", "newaxis", "nextafter", "no_grad",
     "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "pi", "positive", "pow", "prod",
-    "real", "reciprocal", "remainder", "repeat", "reshape", "result_type", "roll", "round",
-    "saved_nbytes", "searchsorted", "set_default_backend", "set_grad_enabled", "sign", "signbit",
-    "sin", "sinh", "sort", "sqrt", "square", "squeeze", "stack", "std", "subtract", "sum", "take",
-    "take_along_axis", "tan", "tanh", "tensor", "tensordot", "tile", "to_backend", "to_dot",
-    "to_mermaid", "tril", "triu", "trunc", "uint16", "uint32", "uint64", "uint8", "unique_all",
-    "unique_counts", "unique_inverse", "unique_values", "unstack", "value_and_grad", "var",
-    "vecdot", "vjp", "where", "zeros", "zeros_like",
+    "real", "reciprocal", "register_backend", "remainder", "repeat", "reshape", "result_type",
+    "roll", "round", "saved_nbytes", "searchsorted", "set_default_backend", "set_grad_enabled",
+    "sign", "signbit", "sin", "sinh", "sort", "sqrt", "square", "squeeze", "stack", "std",
+    "subtract", "sum", "take", "take_along_axis", "tan", "tanh", "tensor", "tensordot", "tile",
+    "to_backend", "to_dot", "to_mermaid", "tril", "triu", "trunc", "uint16", "uint32", "uint64",
+    "uint8", "unique_all", "unique_counts", "unique_inverse", "unique_values", "unstack",
+    "value_and_grad", "var", "vecdot", "vjp", "where", "zeros", "zeros_like",
 ]
 
 # Built on the namespace above: imported last, so `import agnograd as ag` inside them sees it whole.

@@ -11,10 +11,12 @@ new inputs into the recorded input buffers, replays the recording and returns it
   (:class:`agnograd.backends.cuda_graph.CudaGraphRecorder`) changes only state of the recording
   thread -- its recorder, stream and allocator -- never the Backend, so other threads are
   unaffected.
-- On **every other backend** (NumPy, array_api_strict, PyTorch, ...) the same API is an eager
-  fallback with the same semantics: the inputs are copied into the same buffers, ``step_fn``
-  runs eagerly, and its outputs are copied into the same output buffers. So CPU CI tests the
-  API, the semantics and the capture-safety checker.
+- On **every other backend** (NumPy, array_api_strict, PyTorch, ...; CuPy with
+  ``graph=False``) the recording call is traced into the backend calls it makes and each call
+  replays them as generated code (:mod:`agnograd.staged`): bit-identical to eager on NumPy,
+  with no Tensor or engine work. ``replay="eager"`` (and lazy backends such as Dask) keep the
+  eager fallback: the inputs are copied into the same buffers, ``step_fn`` runs eagerly, and
+  its outputs are copied into the same output buffers.
 
 While the step is recorded (and during the warm-up calls) a capture-safety checker is active in
 this thread, on every backend: host synchronisations (``.item()``, ``float(t)``, boolean-mask
@@ -25,6 +27,7 @@ why -- so a step that would break (or silently freeze) a CUDA graph fails on the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -33,6 +36,7 @@ from ._capture_state import CaptureError
 from ._tensor import Tensor
 from .backends import Backend, backend_of_array
 from .pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
+from .staged import StagedProgram, can_stage, trace_step
 
 if TYPE_CHECKING:
     from .backends.cuda_graph import CudaGraphRecorder
@@ -50,7 +54,12 @@ class CheckResult(NamedTuple):
     worst: str
 
 
-def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) -> CapturedStep:
+_REPLAYS = (None, "cuda-graph", "staged", "eager")
+
+
+def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3,
+            graph: bool | None = None, replay: str | None = None,
+            fallback: str | None = None) -> CapturedStep:
     """Record ``step_fn(*example_args)`` once and return a :class:`CapturedStep` that replays it.
 
     ``step_fn`` is a whole step: typically ``opt.zero_grad()``, the forward pass, ``backward()``
@@ -69,6 +78,16 @@ def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) ->
         warmup: eager calls before recording (at least 1: optimizers create their state on
             their first step, which must not be recorded; on CuPy they also compile kernels and
             grow the memory pool).
+        graph: ``False`` refuses the CUDA graph on CuPy (the step is then staged, as on the
+            other backends); ``None`` (the default) uses it where the backend has one.
+        replay: ask for one kind of replay: ``"cuda-graph"``, ``"staged"`` (trace the backend
+            calls once, replay them as generated code: :mod:`agnograd.staged`) or ``"eager"``
+            (run ``step_fn`` on every call, with the same semantics); ``None`` picks the
+            fastest the backend allows -- a CUDA graph on CuPy, staged elsewhere (eager on
+            lazy backends such as Dask).
+        fallback: ``"eager"`` to replay eagerly when the step cannot be traced for a staged
+            replay (a call the tracer cannot record); by default that raises
+            :class:`CaptureError` naming the op.
 
     Raises:
         CaptureError: the step is not capture-safe (the message names the op and why), its
@@ -81,7 +100,17 @@ def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3) ->
         raise ValueError(f"ag.capture: warmup must be an integer of at least 1, not {warmup!r} "
                          "(optimizers create their state on their first step, which must not be "
                          "recorded)")
-    return CapturedStep(step_fn, example_args, warmup)
+    if replay not in _REPLAYS:
+        raise ValueError(f"ag.capture: replay must be one of {_REPLAYS[1:]} or None, not {replay!r}")
+    if fallback not in (None, "eager"):
+        raise ValueError(f"ag.capture: fallback must be None or 'eager', not {fallback!r}")
+    if graph is False and replay == "cuda-graph":
+        raise ValueError("ag.capture: graph=False contradicts replay='cuda-graph'")
+    if graph is True:
+        replay = "cuda-graph"
+    elif graph is False and replay is None:
+        replay = "staged"
+    return CapturedStep(step_fn, example_args, warmup, replay, fallback)
 
 
 class _Slot:
@@ -144,7 +173,11 @@ class CapturedStep:
 
     Attributes:
         backend: the name of the backend the step runs on.
-        graph: whether the replay is a CUDA graph (CuPy) rather than the eager fallback.
+        graph: whether the replay is a CUDA graph (CuPy).
+        replay: what a call replays: ``"cuda-graph"``, ``"staged"`` (the recorded backend calls,
+            as generated code) or ``"eager"`` (``step_fn`` itself).
+        program: the staged program (``None`` unless ``replay == "staged"``): its ``source``
+            is the generated code, ``calls`` the backend calls per replay.
         inputs: the input buffer Tensors (``None`` for constant arguments), in argument order;
             an argument that is a pytree (tuple, list, dict, NamedTuple) comes back with that
             structure, buffers and ``None`` at its leaves.
@@ -152,7 +185,7 @@ class CapturedStep:
     """
 
     def __init__(self, step_fn: Callable[..., Any], example_args: tuple[Any, ...],
-                 warmup: int) -> None:
+                 warmup: int, replay: str | None = None, fallback: str | None = None) -> None:
         self._fn = step_fn
         self._slots: list[_Slot] = []
         # The arguments are a pytree: Tensors (and arrays) at its leaves become input buffers,
@@ -185,6 +218,10 @@ class CapturedStep:
         self.outputs: Any = None
         self.backend = backend.name if backend is not None else None
         self.graph = False
+        self.replay = "eager"
+        self.program: StagedProgram | None = None
+        self._want = replay
+        self._fallback = fallback
         self._record(backend, warmup)
 
     @property
@@ -223,11 +260,26 @@ class CapturedStep:
                     backend = leaf._backend
                     self.backend = backend.name
                     break
-        if backend is None or backend.graph_recorder is None:  # the eager fallback
+        want = self._want
+        if want == "cuda-graph" and (backend is None or backend.graph_recorder is None):
+            raise CaptureError(f"ag.capture: replay='cuda-graph' needs a backend with CUDA graphs "
+                               f"(CuPy), not '{self.backend}'")
+        if (backend is None or backend.graph_recorder is None
+                or want in ("staged", "eager")):  # no device graph: staged, or eager
             for _ in range(calls):
                 self._sync_participants()
                 self._call_checked()
             self._sync_participants()
+            if backend is not None and want != "eager" and can_stage(backend):
+                try:
+                    self._trace(backend)
+                    return
+                except CaptureError:
+                    if self._fallback != "eager":
+                        raise
+            elif want == "staged":
+                raise CaptureError(f"ag.capture: backend '{self.backend}' cannot be staged "
+                                   "(lazy arrays, or no tensor inputs); use replay='eager'")
             out = self._call_checked()  # the recording call of the fallback
             self._set_outputs(out, copy=True)
             self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
@@ -258,6 +310,7 @@ class CapturedStep:
                                f"{type(exc).__name__}: {exc}") from exc
         self._recorder = rec
         self.graph = True
+        self.replay = "cuda-graph"
         self._set_outputs(out, copy=False)
         self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
         # Keep every parameter array the graph reads and writes alive, and notice if one is
@@ -266,6 +319,27 @@ class CapturedStep:
             for p in opt._params():
                 self._pinned.append((p, p.data))
         rec.replay([])  # perform the recorded step once, as the fallback's recording call does
+
+    def _trace(self, backend: Backend) -> None:
+        """Trace the recording call into a staged program (it is a real step, as the
+        fallback's recording call is)."""
+        self._inputs_list = [s.buffer for s in self._slots if s.buffer is not None]
+        t0 = time.perf_counter()
+        program, (spec, outs) = trace_step(self._fn, lambda _: self._args, self._inputs_list,
+                                           backend)
+        for p in program.participants:
+            if all(p is not q for q in self._participants):
+                self._participants.append(p)
+        self.program = program
+        self.record_seconds = time.perf_counter() - t0  # the traced call, passes and compile
+        self.replay = "staged"
+        self._spec = spec
+        self._out_leaves = outs
+        self.outputs = tree_unflatten(spec, outs)
+        self._out_refs = [(i, type(leaf) is Tensor) for i, (leaf, (kind, _)) in
+                          enumerate(zip(outs, program.out_spec)) if kind == "ref"]
+        self._out_all_tensors = all(t for _, t in self._out_refs)
+        self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
 
     def _sync_participants(self) -> None:
         for opt in self._participants:
@@ -332,19 +406,62 @@ class CapturedStep:
             pairs.append((buf, t))
         return pairs
 
+    def _fast_inputs(self, args: tuple[Any, ...]) -> list[tuple[Tensor, Tensor]] | None:
+        """The (buffer, new value) pairs when every argument is a Tensor leaf matching its
+        buffer exactly (the common call); ``None`` sends the call through :meth:`_inputs_for`."""
+        slots = self._slots
+        if len(args) != len(slots) or len(args) != self._nargs:
+            return None
+        pairs = []
+        for a, slot in zip(args, slots):
+            buf = slot.buffer
+            if buf is None or type(a) is not Tensor:
+                return None
+            if a is buf:
+                continue
+            b = buf._backend
+            d, bd = a.data, buf.data
+            if (a._backend is not b or b.multi_device or d.shape != bd.shape
+                    or d.dtype != bd.dtype):
+                return None
+            pairs.append((buf, a))
+        return pairs
+
     def __call__(self, *args: Any) -> Any:
         """Replay the step on ``args``; returns the output buffers (overwritten by the next
         call). Raises :class:`CaptureError` (and changes nothing) for inputs that do not match
         the recorded ones."""
-        pairs = self._inputs_for(args, "captured step")
+        pairs = self._fast_inputs(args)
+        if pairs is None:
+            pairs = self._inputs_for(args, "captured step")
         self._before_call()
+        # Every replay overwrites the input buffers and the outputs: graphs that saved them (or
+        # a view of them) before this call refuse to use them at backward.
+        for buf, _ in pairs:
+            _overwritten(buf)
+        for t in self._out_leaves:
+            if type(t) is Tensor:
+                _overwritten(t)
         if self._recorder is not None:
             self._recorder.replay([(buf.data, t.data) for buf, t in pairs])
             return self.outputs
+        program = self.program
+        if program is not None:
+            for buf, t in pairs:
+                buf.data[...] = t.data
+            vals = program.run(self._inputs_list)
+            leaves = self._out_leaves
+            for i, is_tensor in self._out_refs:
+                if is_tensor:
+                    leaves[i].data = vals[i]
+                else:
+                    leaves[i] = vals[i]
+            if not self._out_all_tensors:
+                assert self._spec is not None  # set by the recording
+                self.outputs = tree_unflatten(self._spec, leaves)
+            return self.outputs
         for buf, t in pairs:
             buf.data[...] = t.data
-            if buf._version is not None:
-                buf._version[0] += 1  # graphs that saved the old input refuse to use it
         out = self._fn(*self._args)
         leaves, spec = tree_flatten(out)
         if spec != self._spec:
@@ -359,8 +476,6 @@ class CapturedStep:
                     raise CaptureError(f"captured step: output {i} changed shape or dtype since the "
                                        "step was recorded")
                 kept.data[...] = res.data
-                if kept._version is not None:
-                    kept._version[0] += 1  # graphs that saved the last output refuse to use it
             else:
                 self._out_leaves[i] = new
         if any(type(k) is not Tensor for k in self._out_leaves):
@@ -480,9 +595,16 @@ class CapturedStep:
                         state[n] = e[0]
 
     def __repr__(self) -> str:
-        kind = "CUDA graph" if self.graph else "eager fallback"
+        kind = {"cuda-graph": "CUDA graph", "staged": f"staged replay of "
+                f"{self.program.calls if self.program else 0} calls"}.get(self.replay, "eager fallback")
         return (f"CapturedStep({getattr(self._fn, '__name__', 'step')}, backend={self.backend!r}, "
                 f"{kind}, {sum(s.buffer is not None for s in self._slots)} tensor input(s))")
+
+
+def _overwritten(t: Tensor) -> None:
+    """Count a change in place of ``t``'s storage (see :func:`agnograd.autograd.version_cell`)."""
+    if t._version is not None:
+        t._version[0] += 1
 
 
 def _compare(r: Tensor, e: Tensor, rtol: float, atol: float, name: str) -> tuple[float, bool]:

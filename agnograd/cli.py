@@ -83,7 +83,7 @@ class TrainResult:
     train_accuracy: list[float] = field(default_factory=list)
     test_accuracy_curve: list[float] = field(default_factory=list)
     grad_check_error: float | None = None
-    captured: str | None = None  # "CUDA graph" or "eager fallback" when config.capture
+    captured: str | None = None  # "CUDA graph", "staged replay" or "eager fallback" (config.capture)
 
 
     def summary(self, config: TrainConfig) -> str:
@@ -205,7 +205,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     if config.capture and n >= config.batch_size:  # full batches replay one recorded step
         run = _capture_step(step, model, opt, X_train[:config.batch_size, ...],
                             y_train[:config.batch_size])
-        result.captured = "CUDA graph" if run.graph else "eager fallback"
+        result.captured = {"cuda-graph": "CUDA graph", "staged": "staged replay"}.get(
+            getattr(run, "replay", None) or "", "eager fallback")
     bar = _progress(config)
     for _ in bar:
         order = ag.tensor(rng.permutation(n), backend=config.backend, device=X.device)

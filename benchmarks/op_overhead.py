@@ -2,7 +2,8 @@
 and backward, in microseconds per op -- the Python overhead users feel on small arrays.
 
 The chain alternates multiply-by-a-constant, add-a-constant and sin. Baselines: NumPy forward
-only (the floor of any NumPy-backed engine), PyTorch eager and HIPS autograd where installed.
+only (the floor of any NumPy-backed engine), PyTorch eager and HIPS autograd where installed;
+the captured row replays one ``ag.capture`` recording of the chain (a staged replay).
 Runs are interleaved and the table reports medians.
 
     python benchmarks/op_overhead.py
@@ -50,6 +51,28 @@ def agnograd_forward_only() -> None:
         y = y * 1.0001 if k == 0 else (y + 0.001 if k == 1 else ag.sin(y))
 
 
+def agnograd_captured() -> Callable[[], None]:
+    """The same chain, forward and backward, recorded once by ag.capture and replayed (a
+    staged replay of the recorded NumPy calls; the recording time is printed)."""
+    x = ag.tensor(np.ones(4), requires_grad=True)
+
+    def step(x: ag.Tensor) -> ag.Tensor:
+        x.grad = None
+        y = x
+        for i in range(N):
+            k = i % 3
+            y = y * 1.0001 if k == 0 else (y + 0.001 if k == 1 else ag.sin(y))
+        ag.sum(y).backward()
+        return x.grad
+
+    t0 = time.perf_counter()
+    captured = ag.capture(step, x, warmup=1)
+    print(f"ag.capture of the chain ({captured.replay}, {getattr(captured.program, 'calls', '-')} "
+          f"calls, warm-up call included): {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    np.testing.assert_array_equal(captured(x).numpy(), step(x).numpy())
+    return lambda: captured(x)
+
+
 def torch_fwd_bwd() -> Callable[[], None] | None:
     try:
         import torch
@@ -94,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "NumPy forward only (floor)": numpy_forward,
         "agnograd forward only": agnograd_forward_only,
         "agnograd forward+backward": agnograd_fwd_bwd,
+        "agnograd captured forward+backward": agnograd_captured(),
     }
     for name, make in (("PyTorch eager forward+backward", torch_fwd_bwd),
                        ("HIPS autograd forward+backward", autograd_fwd_bwd)):

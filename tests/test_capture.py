@@ -413,7 +413,10 @@ def test_capture_arguments_are_checked():
     with pytest.raises(ag.CaptureError, match="one backend"):
         ag.capture(lambda a, b: a, ag.tensor([1.0]), ag.tensor([1.0], backend="array_api_strict"))
     s = ag.capture(lambda x: x * 2.0, ag.tensor([1.0]))
-    assert "eager fallback" in repr(s) and s.backend == "numpy" and not s.graph
+    assert "staged replay" in repr(s) and s.backend == "numpy" and not s.graph
+    assert s.replay == "staged"
+    e = ag.capture(lambda x: x * 2.0, ag.tensor([1.0]), replay="eager")
+    assert "eager fallback" in repr(e) and e.replay == "eager"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,17 +116,17 @@ def test_same_seed_same_curve_on_cupy():
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_capture_trains_the_same_curve(capsys, optimizer):
-    """--capture replays one recorded step (the eager fallback off CuPy); the warm-up steps of
+    """--capture replays one recorded step (a staged replay off CuPy); the warm-up steps of
     the capture are undone, so the curve is the plain run's, to float32 rounding."""
     cfg = dict(epochs=2, hidden=16, seed=2, progress=False, optimizer=optimizer)
     a = cli.train(cli.TrainConfig(**cfg), log=lambda s: None)
     b = cli.train(cli.TrainConfig(capture=True, **cfg), log=lambda s: None)
     np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-4)
     assert abs(a.test_accuracy - b.test_accuracy) <= 1 / 359
-    assert a.captured is None and b.captured == "eager fallback"
+    assert a.captured is None and b.captured == "staged replay"
     code, out, err = _run(capsys, *FAST, "--capture", "--optimizer", optimizer)
     assert code == 0, err
-    assert out.strip().endswith("| captured step (eager fallback)")
+    assert out.strip().endswith("| captured step (staged replay)")
 
 
 @pytest.mark.gpu

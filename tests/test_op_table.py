@@ -169,7 +169,7 @@ NOT_DIFFERENTIABLE = {
     "detect_anomaly", "saved_nbytes", "to_dot", "to_mermaid",
     # transforms of functions, tested in test_func / test_capture / test_engine
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "checkpoint",
-    "capture",
+    "capture", "jit", "register_backend",
     # differentiable, but its rule moves the cotangent between two backends, which a record
     # (run on one backend) cannot: tested in test_backend.test_to_backend_is_differentiable_...
     "to_backend",

@@ -65,7 +65,8 @@ def _creation_backend(device: Any) -> Backend:
     if device is None:
         return b
     owner = backend_of_device(device)
-    if owner is not None and owner is not b:
+    # (a tracing backend of agnograd.staged wraps the owner's arrays: it stays the target)
+    if owner is not None and owner is not b and getattr(b, "traced", None) is not owner:
         return owner
     return b
 

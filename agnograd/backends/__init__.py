@@ -51,6 +51,7 @@ __all__ = [
     "given",
     "host_array",
     "known_backends",
+    "register",
     "scatter_add_standard",
     "set_default_backend",
     "transfer",
@@ -240,10 +241,52 @@ def sample_array_type(name: str, xp: Any) -> type:
     return type(sample)
 
 
+_loaders: dict[str, Callable[[], Backend]] = {}
+
+
+def register(name: str, backend: Backend | Callable[[], Backend], *, replace: bool = False) -> None:
+    """Make a backend available by ``name``: a :class:`Backend` (namespace, array type, flags)
+    or a zero-argument loader that builds one on first use (``get_backend(name)``).
+
+    Its arrays are then recognised by :func:`backend_of_array` (by their exact type). The
+    tracer of the staged replay registers its tracing backends this way
+    (:mod:`agnograd.backends.tracing`).
+
+    Raises:
+        ValueError: ``name`` is a built-in backend or already registered (unless ``replace``).
+    """
+    if name in _KNOWN:
+        raise ValueError(f"register: {name!r} is a built-in backend")
+    with _lock:
+        if not replace and (name in _backends or name in _loaders):
+            raise ValueError(f"register: a backend {name!r} is already registered "
+                             "(pass replace=True to replace it)")
+        old = _backends.pop(name, None)
+        if old is not None and _by_type.get(old.array_type) is old:
+            del _by_type[old.array_type]
+        _loaders.pop(name, None)
+        if isinstance(backend, Backend):
+            _backends[name] = backend
+            _by_type[backend.array_type] = backend
+            if backend.scalar_type is not None:
+                _by_type.setdefault(backend.scalar_type, backend)
+        elif callable(backend):
+            _loaders[name] = backend
+        else:
+            raise TypeError(f"register: expected a Backend or a loader, not {type(backend).__name__}")
+
+
 def _load(name: str) -> Backend:
+    loader = _loaders.get(name)
+    if loader is not None:
+        b = loader()
+        if not isinstance(b, Backend):
+            raise BackendError(f"the loader of backend {name!r} returned {type(b).__name__}, "
+                               "not a Backend")
+        return b
     entry = _KNOWN.get(name)
     if entry is None:
-        known = ", ".join(sorted(_KNOWN))
+        known = ", ".join(sorted({*_KNOWN, *_loaders}))
         raise BackendError(f"unknown backend {name!r}; known backends: {known}")
     try:
         importlib.import_module(entry.library)
@@ -334,7 +377,7 @@ def backend_of_device(device: Any) -> Backend | None:
 
 
 def known_backends() -> list[str]:
-    """Names of every backend agnograd knows how to resolve (available here or not)."""
+    """Names of every built-in backend agnograd knows how to resolve (available here or not)."""
     return list(_KNOWN)
 
 

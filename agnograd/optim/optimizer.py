@@ -116,7 +116,10 @@ class Optimizer:
     # -- capture -------------------------------------------------------------------------------
     def _device_scalar(self, gi: int, name: str, p: ag.Tensor) -> ag.Tensor:
         """``param_groups[gi][name]`` as a 0-d array of ``p``'s backend, dtype and device."""
-        key = (gi, name, p.backend, repr(p.device), p.dtype.name)
+        # The backend's own name even while a step is traced (agnograd.staged): the tracing
+        # backend wraps the same arrays, and the scalar made before the trace must be found.
+        b = p._backend
+        key = (gi, name, getattr(b, "traced", b).name, repr(p.device), p.dtype.name)
         t = self._device_hyper.get(key)
         if t is None:
             value = self.param_groups[gi][name]
