@@ -33,6 +33,10 @@ Conventions where the derivative does not exist, or is not unique:
 * ``qr``: differentiable for ``mode='reduced'`` (any shape of full rank) and ``mode='complete'``
   with ``M <= N``; ``mode='complete'`` with ``M > N`` raises ``NotImplementedError`` on backward
   (the last ``M - N`` columns of ``Q`` are not unique).
+* ``eig``/``eigvals``: distinct eigenvalues. Complex eigenvectors (``eig``, and ``eigh``/``svd``
+  on complex input) are defined up to a phase each: a loss that depends on it raises
+  (``_phase_check``), or gets NaN where values cannot be read back cheaply.
+* Complex input: every ``ᵀ`` below is ``ᴴ`` (see docs/complex.md); real inputs keep the rules.
 * ``det``, ``slogdet``, ``inv``, ``solve``: the matrix must be invertible (the gradients use
   ``A⁻ᵀ``). ``pinv``: valid where the rank does not change under small perturbations (e.g. full
   rank). ``slogdet``'s ``sign`` and ``matrix_rank`` are not differentiable (never require grad).
@@ -43,6 +47,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from .. import _capture_state as _capture
 from ..autograd import record_binary
 from . import elementwise as _ew
 from . import manipulation as _manip
@@ -70,7 +75,9 @@ EXTENSION_ALL: list[str] = [
     "cross",
     "det",
     "diagonal",
+    "eig",
     "eigh",
+    "eigvals",
     "eigvalsh",
     "inv",
     "matmul",
@@ -90,6 +97,11 @@ EXTENSION_ALL: list[str] = [
     "vecdot",
     "vector_norm",
 ]
+
+
+class EigResult(NamedTuple):
+    eigenvalues: Tensor
+    eigenvectors: Tensor
 
 
 class EighResult(NamedTuple):
@@ -130,6 +142,21 @@ def _mT(xp: Any, a: Any) -> Any:
     return xp.matrix_transpose(a)
 
 
+def _mH(xp: Any, a: Any) -> Any:
+    """The conjugate transpose ``Aᴴ`` (the adjoint): complex inputs' rules use it where real
+    ones use ``Aᵀ``."""
+    return xp.conj(xp.matrix_transpose(a))
+
+
+def _tr(h: bool) -> Any:
+    """``Aᴴ`` for a complex op (``h``), ``Aᵀ`` for a real one."""
+    return _mH if h else _mT
+
+
+def _is_c(t: Tensor) -> bool:
+    return bool(t.dtype.kind == "c")
+
+
 def _col(xp: Any, v: Any) -> Any:
     """(..., n) -> (..., n, 1)."""
     return xp.expand_dims(v, axis=-1)
@@ -149,6 +176,38 @@ def _safe_recip(xp: Any, d: Any) -> Any:
     """1/d, and 0 where d == 0 (safe under differentiation: no inf in the unused branch)."""
     zero = d == 0
     return xp.where(zero, 0.0, 1.0 / xp.where(zero, 1.0, d))
+
+
+def _host_check(b: Any, x: Tensor) -> bool:
+    """Whether a rule may read a check's outcome back to the host (cheap: host memory, not
+    lazy); where not, the check poisons the gradient with NaN instead of raising."""
+    return bool(b.reads_cheaply(x.data))
+
+
+_PHASE_WHAT = {"eig": "eigenvectors", "eigh": "eigenvectors", "svd": "singular vectors"}
+
+
+def _phase_check(xp: Any, ga: Any, k: Any, op: str, check: bool) -> Any:
+    """Complex eigen/singular vectors are defined only up to a phase ``e^{iφ}`` each; a loss is
+    well defined only if it does not change under ``V -> V·diag(e^{iφ})``, i.e. when
+    ``Im(diag(k)) = 0`` for ``k = VᴴV̄`` (``UᴴŪ + VᴴV̄`` for svd), as PyTorch checks. Where it
+    fails: raise (``check``: a cheap host read), else NaN in that matrix's gradient."""
+    im = xp.abs(xp.imag(xp.linalg.diagonal(k)))
+    scale = xp.max(xp.abs(k), axis=(-2, -1), keepdims=True)[..., 0]
+    tol = float(xp.finfo(k.dtype).eps) ** 0.5 * 100.0
+    bad = xp.any(im > tol * scale, axis=-1)
+    if check and not _capture.capturing():
+        if bool(xp.any(bad)):
+            what = _PHASE_WHAT[op]
+            raise RuntimeError(
+                f"{op}: the loss depends on the phase of the complex {what}, which are defined "
+                f"only up to a factor e^(iφ) each (V -> V·e^(iφ) is an equally valid result), so "
+                f"its gradient is not defined (Im(diag(Vᴴ·V̄)) is not 0 for the cotangent V̄ of "
+                f"{what} of shape {tuple(k.shape)}). Use a phase-invariant loss: |V|, "
+                "V·Vᴴ-type products, or normalise each vector's phase first, e.g. "
+                "V * conj(V[..., :1, :]) / abs(V[..., :1, :])")
+        return ga
+    return xp.where(_mat(xp, bad), float("nan"), ga)
 
 
 def _eye(b: Any, like: Any, n: int, m: int | None = None, k: int = 0) -> Any:
@@ -408,17 +467,22 @@ def outer(x1: Any, x2: Any, /) -> Tensor:
 
 
 def _cross_1(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    if xp.isdtype(c.dtype, "complex floating"):  # bilinear: x̄1 = conj(x2) × ḡ
+        c = xp.conj(c)
     return xp.linalg.cross(c, g, axis=axis)
 
 
 def _cross_2(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    if xp.isdtype(a.dtype, "complex floating"):  # x̄2 = ḡ × conj(x1)
+        a = xp.conj(a)
     return xp.linalg.cross(g, a, axis=axis)
 
 
 def cross(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
     """Cross product of 3-vectors along ``axis`` (counted from the end), broadcasting the others.
 
-    VJP: ``x̄1 = x2 × ḡ``, ``x̄2 = ḡ × x1``, summed over broadcast axes.
+    VJP: ``x̄1 = x2 × ḡ``, ``x̄2 = ḡ × x1``, summed over broadcast axes (``conj(x2)``,
+    ``conj(x1)`` for complex operands: the product is bilinear, not sesquilinear).
     """
     b, (x1, x2) = operands((x1, x2), "cross")
     ax = _vector_axis(x1, x2, axis, "cross")
@@ -457,21 +521,21 @@ def _inverse(xp: Any, a: Any, op: str) -> Any:
         raise new from exc
 
 
-def _inv_back(xp: Any, g: Any, y: Any) -> Any:
-    yt = _mT(xp, y)
+def _inv_back(xp: Any, g: Any, y: Any, h: bool = False) -> Any:
+    yt = _tr(h)(xp, y)
     return -xp.matmul(yt, xp.matmul(g, yt))
 
 
 def inv(x: Any, /) -> Tensor:
     """Inverse of a square matrix (or a stack): ``(..., M, M)``.
 
-    VJP: ``Ā = -A⁻ᵀ Ḡ A⁻ᵀ`` (from the saved inverse).
+    VJP: ``Ā = -A⁻ᵀ Ḡ A⁻ᵀ`` (from the saved inverse; ``A⁻ᴴ`` for complex A).
     """
     x = _matrix_arg(x, "inv", square=True)
     b = x._backend
     y = _inverse(b.xp, x.data, "inv")
     if _needs(x):
-        return record("inv", y, b, (x,), (_inv_back,), (OUT,))
+        return record("inv", y, b, (x,), (_inv_back,), (OUT,), params=(True,) if _is_c(x) else ())
     return wrap(y, b)
 
 
@@ -479,16 +543,21 @@ def _det_back(xp: Any, g: Any, a: Any, d: Any) -> Any:
     return _mat(xp, g * d) * _mT(xp, _inverse(xp, a, "det"))
 
 
+def _det_back_c(xp: Any, g: Any, a: Any, d: Any) -> Any:
+    # holomorphic: Ā = ḡ·conj(det(A)·A⁻ᵀ) = ḡ·conj(det)·A⁻ᴴ
+    return _mat(xp, g * xp.conj(d)) * _mH(xp, _inverse(xp, a, "det"))
+
+
 def det(x: Any, /) -> Tensor:
     """Determinant of a square matrix (or a stack): ``(..., M, M) -> (...)``.
 
-    VJP: ``Ā = ḡ·det(A)·A⁻ᵀ`` (A must be invertible).
+    VJP: ``Ā = ḡ·det(A)·A⁻ᵀ`` (A must be invertible); complex A: ``ḡ·conj(det(A))·A⁻ᴴ``.
     """
     x = _matrix_arg(x, "det", square=True)
     b = x._backend
     y = b.xp.linalg.det(x.data)
     if _needs(x):
-        return record("det", y, b, (x,), (_det_back,), (x, OUT))
+        return record("det", y, b, (x,), (_det_back_c if _is_c(x) else _det_back,), (x, OUT))
     return wrap(y, b)
 
 
@@ -496,15 +565,29 @@ def _slogdet_back(xp: Any, g: Any, a: Any) -> Any:
     return _mat(xp, g) * _mT(xp, _inverse(xp, a, "slogdet"))
 
 
+def _slogdet_back_c(xp: Any, gs: tuple[Any, Any], a: Any, sign: Any) -> Any:
+    # d logabsdet = Re tr(A⁻¹dA), d sign = i·sign·Im tr(A⁻¹dA) (PyTorch's slogdet_backward):
+    # Ā = (ḡ_logabsdet - i·Im(conj(ḡ_sign)·sign))·A⁻ᴴ
+    gsign, gla = gs
+    im = xp.imag(xp.conj(gsign) * sign)
+    coef = xp.astype(gla, sign.dtype) - 1j * xp.astype(im, sign.dtype)
+    return _mat(xp, coef) * _mH(xp, _inverse(xp, a, "slogdet"))
+
+
 def slogdet(x: Any, /) -> SlogdetResult:
     """Sign and natural log of the absolute determinant: ``(sign, logabsdet)``, each ``(...)``.
 
-    ``sign`` is not differentiable (it never requires grad). VJP of ``logabsdet``:
-    ``Ā = ḡ·A⁻ᵀ``.
+    For a real input ``sign`` (±1, piecewise constant) is not differentiable (it never requires
+    grad); VJP of ``logabsdet``: ``Ā = ḡ·A⁻ᵀ``. For a complex input ``sign = det/|det|`` varies
+    continuously and both outputs are differentiable: ``Ā = (ḡ_logabsdet -
+    i·Im(conj(ḡ_sign)·sign))·A⁻ᴴ``.
     """
     x = _matrix_arg(x, "slogdet", square=True)
     b = x._backend
     sign, logabs = b.xp.linalg.slogdet(x.data)
+    if _needs(x) and _is_c(x):
+        st, lt = record_multi("slogdet", (sign, logabs), b, (x,), (_slogdet_back_c,), (x, OUT))
+        return SlogdetResult(st, lt)
     if _needs(x):
         return SlogdetResult(wrap(sign, b),
                              record("slogdet", logabs, b, (x,), (_slogdet_back,), (x,)))
@@ -534,18 +617,18 @@ def _matrix_solve(xp: Any, a: Any, rhs: Any) -> Any:
     return xp.linalg.solve(a, rhs)
 
 
-def _solve_2(xp: Any, g: Any, a: Any, sol: Any, vector: bool) -> Any:
-    at = _mT(xp, a)
+def _solve_2(xp: Any, g: Any, a: Any, sol: Any, vector: bool, h: bool = False) -> Any:
+    at = _tr(h)(xp, a)
     if vector:
         return xp.squeeze(xp.linalg.solve(at, _col(xp, g)), axis=-1)
     return _matrix_solve(xp, at, g)
 
 
-def _solve_1(xp: Any, g: Any, a: Any, sol: Any, vector: bool) -> Any:
-    gb = _solve_2(xp, g, a, sol, vector)
+def _solve_1(xp: Any, g: Any, a: Any, sol: Any, vector: bool, h: bool = False) -> Any:
+    gb = _solve_2(xp, g, a, sol, vector, h)
     if vector:
-        return -(_col(xp, gb) * _row(xp, sol))
-    return -xp.matmul(gb, _mT(xp, sol))
+        return -(_col(xp, gb) * _row(xp, xp.conj(sol) if h else sol))
+    return -xp.matmul(gb, _tr(h)(xp, sol))
 
 
 def solve(x1: Any, x2: Any, /) -> Tensor:
@@ -553,7 +636,7 @@ def solve(x1: Any, x2: Any, /) -> Tensor:
 
     As in the 2024.12 standard, ``x2`` is a vector only when it is 1-d ``(M,)`` (result
     ``(..., M)``); otherwise it is a stack of matrices ``(..., M, K)`` whose batch axes
-    broadcast with ``x1``'s. VJP: ``B̄ = solve(Aᵀ, Ḡ)``, ``Ā = -B̄ Xᵀ``.
+    broadcast with ``x1``'s. VJP: ``B̄ = solve(Aᵀ, Ḡ)``, ``Ā = -B̄ Xᵀ`` (``ᴴ`` for complex).
     """
     b, (a, rhs) = operands((x1, x2), "solve")
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
@@ -568,8 +651,9 @@ def solve(x1: Any, x2: Any, /) -> Tensor:
         )
     y = b.xp.linalg.solve(a.data, rhs.data) if vector else _matrix_solve(b.xp, a.data, rhs.data)
     if _needs(a, rhs):
+        h = y.dtype == b.xp.complex64 or y.dtype == b.xp.complex128
         return record("solve", y, b, (a, rhs), (_solve_1, _solve_2), (a, OUT), _meta(a, rhs),
-                      params=(vector,))
+                      params=(vector, True) if h else (vector,))
     return wrap(y, b)
 
 
@@ -577,24 +661,27 @@ def solve(x1: Any, x2: Any, /) -> Tensor:
 # Decompositions
 
 
-def _cholesky_back(xp: Any, g: Any, lo: Any, half: Any, upper: bool) -> Any:
+def _cholesky_back(xp: Any, g: Any, lo: Any, half: Any, upper: bool, h: bool = False) -> Any:
     # Ā = L⁻ᵀ Φ L⁻¹ with Φ = sym(tril(Lᵀ Ḡ) with its diagonal halved): symmetric (Murray 2016;
-    # PyTorch's cholesky_backward). Triangular solves are general solves here.
+    # PyTorch's cholesky_backward). Triangular solves are general solves here. Complex (A = LLᴴ):
+    # ᴴ for ᵀ, and Φ = herm(...) is Hermitian, so Ā is (the Hermitian gradient).
+    t = _tr(h)
     if upper:
-        lo, g = _mT(xp, lo), _mT(xp, g)
-    lt = _mT(xp, lo)
+        lo, g = t(xp, lo), t(xp, g)
+    lt = t(xp, lo)
     q = xp.matmul(lt, g) * half
-    phi = (q + _mT(xp, q)) * 0.5
+    phi = (q + t(xp, q)) * 0.5
     z = xp.linalg.solve(lt, phi)  # L⁻ᵀ Φ
-    return _mT(xp, xp.linalg.solve(lt, _mT(xp, z)))  # (L⁻ᵀ Φ) L⁻¹
+    return t(xp, xp.linalg.solve(lt, t(xp, z)))  # (L⁻ᵀ Φ) L⁻¹
 
 
 def cholesky(x: Any, /, *, upper: bool = False) -> Tensor:
     """Cholesky factor of a symmetric positive-definite matrix (or a stack): ``A = L Lᵀ`` with
     ``L`` lower triangular, or ``A = Uᵀ U`` with ``upper=True``. Shape ``(..., M, M)``.
 
-    The input is taken as symmetric and the gradient is symmetric. VJP: ``Ā = L⁻ᵀ Φ L⁻¹``,
-    ``Φ = ½(P + Pᵀ)``, ``P = tril(Lᵀ L̄)`` with its diagonal halved.
+    The input is taken as symmetric (Hermitian, ``A = L Lᴴ``, for complex input) and the
+    gradient is symmetric (Hermitian). VJP: ``Ā = L⁻ᵀ Φ L⁻¹``, ``Φ = ½(P + Pᵀ)``,
+    ``P = tril(Lᵀ L̄)`` with its diagonal halved (``ᴴ`` for ``ᵀ`` for complex input).
     """
     x = _matrix_arg(x, "cholesky", square=True)
     b = x._backend
@@ -603,42 +690,50 @@ def cholesky(x: Any, /, *, upper: bool = False) -> Tensor:
         n = x.shape[-1]
         eye = _eye(b, y, n)
         half = b.xp.tril(b.xp.ones_like(eye), k=-1) + 0.5 * eye
-        return record("cholesky", y, b, (x,), (_cholesky_back,), (OUT, half), params=(upper,))
+        return record("cholesky", y, b, (x,), (_cholesky_back,), (OUT, half),
+                      params=(upper, True) if _is_c(x) else (upper,))
     return wrap(y, b)
 
 
-def _eigh_back(xp: Any, gs: tuple[Any, Any], w: Any, v: Any, eye: Any) -> Any:
+def _eigh_back(xp: Any, gs: tuple[Any, Any], w: Any, v: Any, eye: Any, check: Any = None) -> Any:
     # Ā = V (diag(w̄) + F ∘ skew(Vᵀ V̄)/2) Vᵀ with F_ij = 1/(λ_j - λ_i) (0 where equal).
+    # Complex (``check`` given): ᴴ for ᵀ; skew(VᴴV̄)'s imaginary diagonal meets F_ii = 0, and a
+    # loss that depends on the eigenvectors' phases (Im diag(VᴴV̄) ≠ 0) raises.
     gw, gv = gs
-    vt = _mT(xp, v)
+    t = _mT if check is None else _mH
+    vt = t(xp, v)
     k = xp.matmul(vt, gv)
     f = _safe_recip(xp, _row(xp, w) - _col(xp, w))
-    inner = (k - _mT(xp, k)) * (f * 0.5) + _row(xp, gw) * eye
-    return xp.matmul(v, xp.matmul(inner, vt))
+    inner = (k - t(xp, k)) * (f * 0.5) + _row(xp, gw) * eye
+    ga = xp.matmul(v, xp.matmul(inner, vt))
+    return ga if check is None else _phase_check(xp, ga, k, "eigh", check)
 
 
 def eigh(x: Any, /) -> EighResult:
     """Eigenvalues (ascending) and orthonormal eigenvectors of a symmetric matrix (or a stack):
     ``(..., M, M) -> (eigenvalues (..., M), eigenvectors (..., M, M))``.
 
-    The input is taken as symmetric; gradients are symmetric, and eigenvector gradients need
-    distinct eigenvalues. VJP: ``Ā = V (diag(λ̄) + F ∘ ½(VᵀV̄ - V̄ᵀV)) Vᵀ``,
-    ``F_ij = 1/(λ_j - λ_i)``.
+    The input is taken as symmetric (Hermitian); gradients are symmetric (Hermitian), and
+    eigenvector gradients need distinct eigenvalues. VJP: ``Ā = V (diag(λ̄) + F ∘ ½(VᵀV̄ -
+    V̄ᵀV)) Vᵀ``, ``F_ij = 1/(λ_j - λ_i)`` (``ᴴ`` for ``ᵀ`` for complex input, where a loss that
+    depends on the eigenvectors' phases raises: they are defined up to ``e^{iφ}``).
     """
     x = _matrix_arg(x, "eigh", square=True)
     b = x._backend
     w, v = b.xp.linalg.eigh(x.data)
     if _needs(x):
         eye = _eye(b, v, x.shape[-1])
-        wt, vt = record_multi("eigh", (w, v), b, (x,), (_eigh_back,), (OUT, out(1), eye))
+        wt, vt = record_multi("eigh", (w, v), b, (x,), (_eigh_back,), (OUT, out(1), eye),
+                              params=(_host_check(b, x),) if _is_c(x) else ())
         return EighResult(wt, vt)
     return EighResult(wrap(w, b), wrap(v, b))
 
 
 def _eigvalsh_back(xp: Any, g: Any, a: Any) -> Any:
-    # Recomputes the eigenvectors (differentiably under create_graph): Ā = V diag(ḡ) Vᵀ.
+    # Recomputes the eigenvectors (differentiably under create_graph): Ā = V diag(ḡ) Vᵀ (Vᴴ).
     _, v = xp.linalg.eigh(a)
-    return xp.matmul(v * _row(xp, g), _mT(xp, v))
+    return xp.matmul(v * _row(xp, g), _mH(xp, v) if xp.isdtype(v.dtype, "complex floating")
+                     else _mT(xp, v))
 
 
 def eigvalsh(x: Any, /) -> Tensor:
@@ -655,31 +750,136 @@ def eigvalsh(x: Any, /) -> Tensor:
     return wrap(w, b)
 
 
+def _eig_namespace_fn(b: Any, op: str) -> Any:
+    fn = getattr(getattr(b.xp, "linalg", None), op, None)
+    if fn is None:
+        raise NotImplementedError(
+            f"linalg.{op}: the {b.name!r} backend has no general (non-Hermitian) eigensolver "
+            f"(linalg.{op}, added by the 2025.12 standard); move the tensor to a backend that "
+            "has one, e.g. ag.to_backend(t, 'numpy') or 'torch', or use eigh for a symmetric "
+            "(Hermitian) matrix")
+    return fn
+
+
+def _complex_of(b: Any, dtype: Any) -> Any:
+    xp = b.xp
+    return dtype if xp.isdtype(dtype, "complex floating") else xp.result_type(dtype, xp.complex64)
+
+
+def _eig_back(xp: Any, gs: tuple[Any, Any], w: Any, v: Any, eye: Any, check: bool) -> Any:
+    # PyTorch's linalg_eig_backward (A = V Λ V⁻¹, unit-norm columns):
+    # Ā = V⁻ᴴ (diag(λ̄) + (VᴴV̄ - VᴴV diag(Re diag(VᴴV̄))) / conj(E)) Vᴴ, E_ij = λ_j - λ_i,
+    # off the diagonal only; then the phase check.
+    gw, gv = gs
+    vh = _mH(xp, v)
+    k = xp.matmul(vh, gv)
+    k2 = k - xp.matmul(vh, v) * _row(xp, xp.real(xp.linalg.diagonal(k)))
+    f = _safe_recip(xp, xp.conj(_row(xp, w) - _col(xp, w)))
+    inner = k2 * f + _row(xp, gw) * eye
+    ga = xp.linalg.solve(vh, xp.matmul(inner, vh))
+    return _phase_check(xp, ga, k, "eig", check)
+
+
+def eig(x: Any, /) -> EigResult:
+    """Eigenvalues and eigenvectors of a general square matrix (or a stack), the 2025.12
+    standard's ``linalg.eig``: ``(..., M, M) -> (eigenvalues (..., M), eigenvectors (..., M, M))``
+    with ``A V = V diag(λ)``, both complex (complex64 for float32 input, complex128 for
+    float64), eigenvectors of unit norm, in the backend's order.
+
+    Gradients need distinct eigenvalues. Eigenvectors are defined only up to a phase each: a
+    loss that depends on it has no gradient and raises (NaN where the check cannot read values
+    back cheaply: Dask, a GPU). Real input gets the real part of the gradient. VJP (PyTorch's):
+    ``Ā = V⁻ᴴ (diag(λ̄) + (VᴴV̄ - VᴴV diag(Re diag(VᴴV̄))) / conj(E)) Vᴴ``, ``E_ij = λ_j - λ_i``
+    off the diagonal.
+    """
+    x = _matrix_arg(x, "eig", square=True)
+    b = x._backend
+    w, v = _eig_namespace_fn(b, "eig")(x.data)
+    cdt = _complex_of(b, x.data.dtype)
+    if w.dtype != cdt:  # a backend that returns real results for real eigenvalues
+        w, v = b.xp.astype(w, cdt), b.xp.astype(v, cdt)
+    if _needs(x):
+        eye = _eye(b, v, x.shape[-1])
+        wt, vt = record_multi("eig", (w, v), b, (x,), (_eig_back,), (OUT, out(1), eye),
+                              params=(_host_check(b, x),))
+        return EigResult(wt, vt)
+    return EigResult(wrap(w, b), wrap(v, b))
+
+
+def _eigvals_back(xp: Any, g: Any, a: Any) -> Any:
+    # Recomputes the eigenvectors (differentiably under create_graph), with eig as the forward
+    # did (same order): Ā = V⁻ᴴ diag(ḡ) Vᴴ.
+    _, v = xp.linalg.eig(a)
+    vh = _mH(xp, v)
+    return xp.linalg.solve(vh, _col(xp, g) * vh)
+
+
+def eigvals(x: Any, /) -> Tensor:
+    """Eigenvalues of a general square matrix (or a stack), the 2025.12 standard's
+    ``linalg.eigvals``: ``(..., M, M) -> (..., M)``, complex (complex64 for float32 input).
+
+    Gradients need distinct eigenvalues. VJP: ``Ā = V⁻ᴴ diag(ḡ) Vᴴ`` (eigenvectors recomputed
+    on backward; when a gradient is needed the forward also runs ``eig``, so both see the
+    eigenvalues in the same order).
+    """
+    x = _matrix_arg(x, "eigvals", square=True)
+    b = x._backend
+    if _needs(x):
+        w = _eig_namespace_fn(b, "eig")(x.data)[0]
+    else:
+        w = _eig_namespace_fn(b, "eigvals")(x.data)
+    cdt = _complex_of(b, x.data.dtype)
+    if w.dtype != cdt:
+        w = b.xp.astype(w, cdt)
+    if _needs(x):
+        return record("eigvals", w, b, (x,), (_eigvals_back,), (x,))
+    return wrap(w, b)
+
+
 def _svd_back(xp: Any, gs: tuple[Any, Any, Any], u: Any, s: Any, vh: Any, pu: Any, pv: Any,
               m: int, n: int) -> Any:
+    return _svd_core(xp, gs, u, s, vh, pu, pv, None, m, n, None)
+
+
+def _svd_back_c(xp: Any, gs: tuple[Any, Any, Any], u: Any, s: Any, vh: Any, pu: Any, pv: Any,
+                eye: Any, m: int, n: int, check: bool) -> Any:
+    return _svd_core(xp, gs, u, s, vh, pu, pv, eye, m, n, check)
+
+
+def _svd_core(xp: Any, gs: tuple[Any, Any, Any], u: Any, s: Any, vh: Any, pu: Any, pv: Any,
+              eye: Any, m: int, n: int, check: Any) -> Any:
     # PyTorch's svd_backward for real inputs, on the reduced factors (k = min(m, n)):
     # Ā = U [(skew(UᵀŪ) S + S skew(VᵀV̄)) ∘ F + diag(S̄)] Vᵀ, F_jk = 1/(s_k² - s_j²),
     # plus (I - UUᵀ) Ū S⁻¹ Vᵀ when m > n, or U S⁻¹ V̄ᵀ (I - VVᵀ) when m < n.
+    # Complex (``check`` given; PyTorch's complex case): ᴴ for ᵀ, plus the diagonal
+    # i·Im(diag(UᴴŪ) - diag(VᴴV̄))/(2S) from the phases; a loss that depends on the singular
+    # vectors' phases (Im diag(UᴴŪ) + Im diag(VᴴV̄) ≠ 0) raises.
     gu, gsv, gvh = gs
     if pu is not None:  # full_matrices: only the first k columns of U are differentiated
         u, gu = xp.matmul(u, pu), xp.matmul(gu, pu)
     if pv is not None:
         vh, gvh = xp.matmul(pv, vh), xp.matmul(pv, gvh)
-    ut = _mT(xp, u)
+    t = _mT if check is None else _mH
+    ut = t(xp, u)
     s2 = s * s
     f = _safe_recip(xp, _row(xp, s2) - _col(xp, s2))
     uhgu = xp.matmul(ut, gu)
-    vhgv = xp.matmul(vh, _mT(xp, gvh))
-    inner = ((uhgu - _mT(xp, uhgu)) * _row(xp, s) + _col(xp, s) * (vhgv - _mT(xp, vhgv))) * f
+    vhgv = xp.matmul(vh, t(xp, gvh))
+    inner = ((uhgu - t(xp, uhgu)) * _row(xp, s) + _col(xp, s) * (vhgv - t(xp, vhgv))) * f
+    if check is not None:
+        d = xp.imag(uhgu - vhgv) * eye * _row(xp, _safe_recip(xp, 2.0 * s))
+        inner = inner + 1j * xp.astype(d, uhgu.dtype)
     if m > n:
         gus = gu * _row(xp, _safe_recip(xp, s))
         left = xp.matmul(u, inner) + gus - xp.matmul(u, xp.matmul(ut, gus)) + u * _row(xp, gsv)
-        return xp.matmul(left, vh)
-    right = xp.matmul(inner, vh) + _col(xp, gsv) * vh
-    if m < n:
-        sgvh = _col(xp, _safe_recip(xp, s)) * gvh
-        right = right + sgvh - xp.matmul(xp.matmul(sgvh, _mT(xp, vh)), vh)
-    return xp.matmul(u, right)
+        ga = xp.matmul(left, vh)
+    else:
+        right = xp.matmul(inner, vh) + _col(xp, gsv) * vh
+        if m < n:
+            sgvh = _col(xp, _safe_recip(xp, s)) * gvh
+            right = right + sgvh - xp.matmul(xp.matmul(sgvh, t(xp, vh)), vh)
+        ga = xp.matmul(u, right)
+    return ga if check is None else _phase_check(xp, ga, uhgu + vhgv, "svd", check)
 
 
 def svd(x: Any, /, *, full_matrices: bool = True) -> SVDResult:
@@ -691,7 +891,8 @@ def svd(x: Any, /, *, full_matrices: bool = True) -> SVDResult:
     ``U``/``Vh`` gradients need distinct non-zero singular values; with ``full_matrices`` and a
     non-square input only the first K columns of U (rows of Vh) are differentiated.
     VJP: ``Ā = U[(skew(UᵀŪ)S + S skew(VᵀV̄)) ∘ F + diag(S̄)]Vᵀ`` + the terms for M ≠ N,
-    ``F_jk = 1/(s_k² - s_j²)``.
+    ``F_jk = 1/(s_k² - s_j²)``. Complex input: ``ᴴ`` for ``ᵀ`` plus the diagonal
+    ``i·Im(diag(UᴴŪ - VᴴV̄))/(2S)``; a loss that depends on the singular vectors' phases raises.
     """
     x = _matrix_arg(x, "svd")
     b = x._backend
@@ -701,8 +902,13 @@ def svd(x: Any, /, *, full_matrices: bool = True) -> SVDResult:
         k = min(m, n)
         pu = _eye(b, u, m, k) if full_matrices and m > k else None
         pv = _eye(b, u, k, n) if full_matrices and n > k else None
-        ut, st, vht = record_multi("svd", (u, s, vh), b, (x,), (_svd_back,),
-                                   (OUT, out(1), out(2), pu, pv), params=(m, n))
+        if _is_c(x):
+            ut, st, vht = record_multi("svd", (u, s, vh), b, (x,), (_svd_back_c,),
+                                       (OUT, out(1), out(2), pu, pv, _eye(b, s, k)),
+                                       params=(m, n, _host_check(b, x)))
+        else:
+            ut, st, vht = record_multi("svd", (u, s, vh), b, (x,), (_svd_back,),
+                                       (OUT, out(1), out(2), pu, pv), params=(m, n))
         return SVDResult(ut, st, vht)
     return SVDResult(wrap(u, b), wrap(s, b), wrap(vh, b))
 
@@ -726,16 +932,24 @@ def svdvals(x: Any, /) -> Tensor:
     return wrap(s, b)
 
 
-def _qr_square_back(xp: Any, gq: Any, gr: Any, q: Any, r: Any, triu: Any, striu: Any) -> Any:
+def _qr_square_back(xp: Any, gq: Any, gr: Any, q: Any, r: Any, triu: Any, striu: Any,
+                    h: bool = False) -> Any:
     # M = R̄ Rᵀ - Qᵀ Q̄; N = the symmetric matrix with M's upper triangle; Ā = (Q̄ + Q N) R⁻ᵀ.
-    mm = xp.matmul(gr, _mT(xp, r)) - xp.matmul(_mT(xp, q), gq)
-    nn = mm * triu + _mT(xp, mm * striu)
+    # Complex (R's diagonal real, as LAPACK makes it): ᴴ for ᵀ, N = the Hermitian matrix with
+    # M's strict upper triangle and Re(diag M).
+    t = _tr(h)
+    mm = xp.matmul(gr, t(xp, r)) - xp.matmul(t(xp, q), gq)
+    if h:
+        up = mm * striu
+        nn = up + t(xp, up) + xp.real(mm) * (triu - striu)
+    else:
+        nn = mm * triu + _mT(xp, mm * striu)
     bb = gq + xp.matmul(q, nn)
-    return _mT(xp, xp.linalg.solve(r, _mT(xp, bb)))
+    return t(xp, xp.linalg.solve(r, t(xp, bb)))
 
 
 def _qr_back(xp: Any, gs: tuple[Any, Any], q: Any, r: Any, triu: Any, striu: Any, p1: Any,
-             p2: Any, shape: tuple[int, ...], mode: str) -> Any:
+             p2: Any, shape: tuple[int, ...], mode: str, h: bool = False) -> Any:
     gq, gr = gs
     m, n = shape[-2:]
     if m > n and mode == "complete":
@@ -745,13 +959,13 @@ def _qr_back(xp: Any, gs: tuple[Any, Any], q: Any, r: Any, triu: Any, striu: Any
             "mode='reduced'"
         )
     if p1 is None:  # m >= n
-        return _qr_square_back(xp, gq, gr, q, r, triu, striu)
+        return _qr_square_back(xp, gq, gr, q, r, triu, striu, h)
     # m < n: A = [X | Y] with X = Q R1 square, R2 = Qᵀ Y (PyTorch's linalg_qr_backward).
     r1 = xp.matmul(r, p1)
     gr1, gr2 = xp.matmul(gr, p1), xp.matmul(gr, p2)
     y = xp.matmul(q, xp.matmul(r, p2))
-    gq = gq + xp.matmul(y, _mT(xp, gr2))
-    gx = _qr_square_back(xp, gq, gr1, q, r1, triu, striu)
+    gq = gq + xp.matmul(y, _tr(h)(xp, gr2))
+    gx = _qr_square_back(xp, gq, gr1, q, r1, triu, striu, h)
     return xp.concat([gx, xp.matmul(q, gr2)], axis=-1)
 
 
@@ -772,20 +986,22 @@ def qr(x: Any, /, *, mode: str = "reduced") -> QRResult:
     if _needs(x):
         m, n = x.shape[-2:]
         k = min(m, n)
-        triu = b.xp.triu(b.xp.ones((k, k), dtype=r.dtype, device=b.device_of(r)))
+        triu = b.xp.triu(b.xp.ones((k, k), dtype=x.data.dtype, device=b.device_of(r)))
         striu = b.xp.triu(triu, k=1)
         p1 = _eye(b, r, n, m) if m < n else None
         p2 = _eye(b, r, n, n - m, k=-m) if m < n else None
         qt, rt = record_multi("qr", (q, r), b, (x,), (_qr_back,),
-                              (OUT, out(1), triu, striu, p1, p2), params=(x.shape, mode))
+                              (OUT, out(1), triu, striu, p1, p2),
+                              params=(x.shape, mode, True) if _is_c(x) else (x.shape, mode))
         return QRResult(qt, rt)
     return QRResult(wrap(q, b), wrap(r, b))
 
 
-def _pinv_back(xp: Any, g: Any, a: Any, p: Any) -> Any:
+def _pinv_back(xp: Any, g: Any, a: Any, p: Any, h: bool = False) -> Any:
     # Golub & Pereyra, for A of locally constant rank (A⁺ = p, Ḡ = g):
-    # Ā = -A⁺ᵀ Ḡ A⁺ᵀ + (I - A A⁺) Ḡᵀ A⁺ A⁺ᵀ + A⁺ᵀ A⁺ Ḡᵀ (I - A⁺ A)
-    pt, gt = _mT(xp, p), _mT(xp, g)
+    # Ā = -A⁺ᵀ Ḡ A⁺ᵀ + (I - A A⁺) Ḡᵀ A⁺ A⁺ᵀ + A⁺ᵀ A⁺ Ḡᵀ (I - A⁺ A)   (ᴴ for ᵀ if complex)
+    t = _tr(h)
+    pt, gt = t(xp, p), t(xp, g)
     t1 = -xp.matmul(pt, xp.matmul(g, pt))
     u = xp.matmul(gt, xp.matmul(p, pt))
     t2 = u - xp.matmul(a, xp.matmul(p, u))
@@ -807,7 +1023,8 @@ def pinv(x: Any, /, *, rtol: float | Any = None) -> Tensor:
         rtol = rtol.data
     y = b.xp.linalg.pinv(x.data, rtol=rtol)
     if _needs(x):
-        return record("pinv", y, b, (x,), (_pinv_back,), (x, OUT))
+        return record("pinv", y, b, (x,), (_pinv_back,), (x, OUT),
+                      params=(True,) if _is_c(x) else ())
     return wrap(y, b)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import array_api_compat
 import dask
@@ -240,6 +240,25 @@ def eigh(x: Any, /) -> Any:
     return _base.linalg.EighResult(w, v)
 
 
+class EigResult(NamedTuple):
+    eigenvalues: Any
+    eigenvectors: Any
+
+
+def eig(x: Any, /) -> Any:
+    # Not in array-api-compat's Dask namespace: per matrix, with the chunk library's eig.
+    n = x.shape[-1]
+    cdt = _base.result_type(x.dtype, _base.complex64)
+    w, v = _per_matrix(lambda c, a: tuple(c.linalg.eig(a)), [x], [2],
+                       [((n,), cdt), ((n, n), cdt)])
+    return EigResult(w, v)
+
+
+def eigvals(x: Any, /) -> Any:
+    cdt = _base.result_type(x.dtype, _base.complex64)
+    return _per_matrix(lambda c, a: c.linalg.eigvals(a), [x], [2], [((x.shape[-1],), cdt)])
+
+
 def eigvalsh(x: Any, /) -> Any:
     return _per_matrix(lambda c, a: c.linalg.eigvalsh(a), [x], [2], [((x.shape[-1],), x.dtype)])
 
@@ -311,7 +330,7 @@ def cross(x1: Any, x2: Any, /, *, axis: int = -1) -> Any:
 # The functions put over array-api-compat's: on the namespace, and on its linalg.
 NAMESPACE_FIXES: tuple[Callable[..., Any], ...] = (eye, repeat, take_along_axis)
 LINALG_FIXES: tuple[Callable[..., Any], ...] = (
-    cholesky, inv, solve, det, slogdet, eigh, eigvalsh, svd, svdvals, qr, pinv, matrix_power,
+    cholesky, inv, solve, det, slogdet, eig, eigvals, eigh, eigvalsh, svd, svdvals, qr, pinv, matrix_power,
     matrix_rank, matrix_norm, cross)
 
 

@@ -32,6 +32,9 @@ class Op:
         covers: public ops this record exercises on purpose besides the one its name starts
             with (``"linalg.inv-..."`` covers ``ag.linalg.inv``); read by the test that every
             public differentiable op has a record.
+        reads_host: why the backward reads a value back to the host where that is cheap (a
+            check that raises, e.g. the phase check of complex eigenvectors); the test that
+            backward makes no host copies skips such a record.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Op:
     f32_rtol: float = 2e-4
     skip: dict[str, str] = field(default_factory=dict)
     covers: tuple[str, ...] = ()
+    reads_host: str = ""
 
 
 OPS_BY_CATEGORY: dict[str, list[Op]] = {}

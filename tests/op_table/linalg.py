@@ -298,4 +298,175 @@ OPS = [
        make=_each(_away_from_zero)),
 ]
 
+# ---------------------------------------------------------------------------------------------
+# Complex inputs (complex128; finite differences along both parts of every element). Wrappers
+# use only ops whose rules are complex-ready here (add, subtract, real, abs, indexing, scalar
+# products): the Hermitian part is (A + 2·Re(Aᵀ) - Aᵀ)/2, since conj(z) = 2·Re(z) - z.
+# First order only: second derivatives run the rules on Tensors, through complex multiply,
+# matmul and conj (issue 16's other steps).
+
+
+def _cx(rng, shape):
+    return rng.uniform(-1.0, 1.0, size=shape) + 1j * rng.uniform(-1.0, 1.0, size=shape)
+
+
+def _c_unitary(rng, batch, m, k):
+    q, _ = np.linalg.qr(_cx(rng, batch + (m, k)))
+    return q
+
+
+def _c_invertible(rng, shape):
+    n = shape[-1]
+    return _cx(rng, shape) * 0.4 + 2.0 * np.exp(1j * rng.uniform(-3.0, 3.0)) * np.eye(n)
+
+
+def _c_hpd(rng, shape):
+    n = shape[-1]
+    q = _cx(rng, shape)
+    return q @ np.conj(np.swapaxes(q, -1, -2)) + n * np.eye(n)
+
+
+def _c_separated_herm(rng, shape):
+    n, batch = shape[-1], shape[:-2]
+    lam = np.arange(n) * 1.3 - 1.0 + rng.uniform(0.0, 0.2, size=batch + (n,))
+    v = _c_unitary(rng, batch, n, n)
+    return (v * lam[..., None, :]) @ np.conj(np.swapaxes(v, -1, -2))
+
+
+def _c_separated_sv(rng, shape):
+    m, n = shape[-2:]
+    batch = shape[:-2]
+    k = min(m, n)
+    s = 0.8 + np.arange(k)[::-1] * 0.7 + rng.uniform(0.0, 0.1, size=batch + (k,))
+    u = _c_unitary(rng, batch, m, k)
+    v = _c_unitary(rng, batch, n, k)
+    return (u * s[..., None, :]) @ np.conj(np.swapaxes(v, -1, -2))
+
+
+def _separated_eig(complex_):
+    """Non-normal matrices V diag(λ) V⁻¹ with well-separated eigenvalues (complex ones, or real
+    and complex-conjugate pairs for a real matrix)."""
+
+    def gen(rng, shape):
+        n, batch = shape[-1], shape[:-2]
+        if complex_:
+            lam = (np.arange(n) * 1.1 + 0.5) * np.exp(1j * rng.uniform(-3.0, 3.0, size=batch + (n,)))
+            v = _cx(rng, shape) * 0.3 + np.eye(n)
+            return (v * lam[..., None, :]) @ np.linalg.inv(v)
+        a = rng.uniform(-1.0, 1.0, size=shape) + np.diag(np.arange(n) * 1.2 - 1.5)
+        return a
+
+    return gen
+
+
+def _herm(a):
+    at = ag.matrix_transpose(a)
+    return (a + (ag.real(at) * 2.0 - at)) * 0.5
+
+
+_ORDER = "the eigenvalues' order is the backend's: compared order-invariantly in other records"
+
+
+def _eig_sorted(w):
+    """|λ| and Re λ, each sorted: real, and independent of the backend's order."""
+    return ag.concat([ag.sort(ag.abs(w), axis=-1), ag.sort(ag.real(w), axis=-1)], axis=-1)
+
+
+def _eig_abs_vectors(a):
+    """Σ_j |V_ij|·(1 + |λ_j|): |V| weighted by its eigenvalue, summed over the eigenpairs."""
+    w, v = ag.linalg.eig(a)
+    return ag.sum(ag.abs(v) * ag.expand_dims(ag.abs(w) + 1.0, axis=-2), axis=-1)
+
+
+_PHASE = "the backward's phase check reads its outcome back to the host (where that is cheap)"
+
+
+def _cop(name, fn, cases, gen, **kw):
+    return Op(name, fn, cases, make=_each(gen), order=1, **kw)
+
+
+def _c_mat(rng, shape):
+    return _cx(rng, shape)
+
+
+OPS += [
+    _cop("linalg.inv-complex", lambda a: ag.linalg.inv(a), SQ1, _c_invertible),
+    _cop("linalg.det-complex", lambda a: ag.linalg.det(a), SQ1, _c_invertible),
+    _cop("linalg.slogdet-complex", lambda a: ag.linalg.slogdet(a).logabsdet, SQ1, _c_invertible),
+    _cop("linalg.slogdet-complex-sign", lambda a: ag.linalg.slogdet(a).sign, SQ, _c_invertible),
+    Op("linalg.solve-complex", lambda a, b: ag.linalg.solve(a, b),
+       [((3, 3), (3, 2)), ((2, 3, 3), (3, 2)), ((3, 3), (3,))], order=1,
+       make=lambda rng, s: [_c_invertible(rng, s[0]), _cx(rng, s[1])]),
+    Op("linalg.solve-complex-real-rhs", lambda a, b: ag.linalg.solve(a, b), [((3, 3), (3, 2))],
+       order=1, make=lambda rng, s: [_c_invertible(rng, s[0]), rng.uniform(-1, 1, size=s[1])]),
+    _cop("linalg.cholesky-complex", lambda a: ag.linalg.cholesky(_herm(a)), SQ1, _c_hpd),
+    _cop("linalg.cholesky-complex-upper", lambda a: ag.linalg.cholesky(_herm(a), upper=True),
+         SQ, _c_hpd),
+    _cop("linalg.eigh-complex-eigenvalues", lambda a: ag.linalg.eigh(_herm(a)).eigenvalues, SQ1,
+         _c_separated_herm, reads_host=_PHASE),
+    _cop("linalg.eigh-complex-abs-vectors", lambda a: ag.abs(ag.linalg.eigh(_herm(a)).eigenvectors),
+         SQ, _c_separated_herm, reads_host=_PHASE),
+    _cop("linalg.eigvalsh-complex", lambda a: ag.linalg.eigvalsh(_herm(a)), SQ1,
+         _c_separated_herm),
+    _cop("linalg.svd-complex-S", lambda a: ag.linalg.svd(a, full_matrices=False).S, RECT,
+         _c_separated_sv, reads_host=_PHASE),
+    _cop("linalg.svd-complex-abs-U", lambda a: ag.abs(ag.linalg.svd(a, full_matrices=False).U),
+         RECT, _c_separated_sv, reads_host=_PHASE),
+    _cop("linalg.svd-complex-abs-Vh", lambda a: ag.abs(ag.linalg.svd(a, full_matrices=False).Vh),
+         RECT, _c_separated_sv, reads_host=_PHASE),
+    _cop("linalg.svd-complex-full_matrices",
+         lambda a: ag.abs(ag.linalg.svd(a)[0][..., :, :2]) + ag.sum(ag.linalg.svd(a)[1]),
+         [((4, 2),), ((3, 3),)], _c_separated_sv, reads_host=_PHASE),
+    _cop("linalg.svdvals-complex", lambda a: ag.linalg.svdvals(a), RECT, _c_separated_sv),
+    _cop("linalg.qr-complex-Q", lambda a: ag.linalg.qr(a).Q, TALL + WIDE, _c_separated_sv),
+    _cop("linalg.qr-complex-R", lambda a: ag.linalg.qr(a).R, TALL + WIDE, _c_separated_sv),
+    _cop("linalg.qr-complex-complete", lambda a: ag.linalg.qr(a, mode="complete").R,
+         [((2, 3),)], _c_separated_sv),
+    _cop("linalg.pinv-complex", lambda a: ag.linalg.pinv(a), [((3, 3),), ((4, 2),), ((2, 3, 4),)],
+         _c_separated_sv),
+    _cop("linalg.matrix_power-complex", lambda a: ag.linalg.matrix_power(a, -1), SQ,
+         _c_invertible),
+    _cop("linalg.trace-complex", lambda a: ag.linalg.trace(a, offset=1), [((3, 4),)], _c_mat),
+    _cop("linalg.diagonal-complex", lambda a: ag.linalg.diagonal(a, offset=-1),
+         [((2, 3, 3),)], _c_mat),
+    Op("linalg.cross-complex", lambda a, b: ag.linalg.cross(a, b), [((3,), (2, 3))], order=1,
+       make=lambda rng, s: [_cx(rng, s[0]), _cx(rng, s[1])]),
+    _cop("linalg.vector_norm-complex", lambda a: ag.linalg.vector_norm(a, axis=-1),
+         [((2, 3),)], _c_mat),
+    _cop("linalg.vector_norm-complex-ord1", lambda a: ag.linalg.vector_norm(a, ord=1), [((4,),)],
+         _c_mat),
+    _cop("linalg.vector_norm-complex-ord3", lambda a: ag.linalg.vector_norm(a, ord=3), [((4,),)],
+         _c_mat),
+    _cop("linalg.vector_norm-complex-inf", lambda a: ag.linalg.vector_norm(a, ord=math.inf),
+         [((4,),)], _c_mat),
+    _cop("linalg.matrix_norm-complex", lambda a: ag.linalg.matrix_norm(a), MAT, _c_mat),
+    _cop("linalg.matrix_norm-complex-nuc", lambda a: ag.linalg.matrix_norm(a, ord="nuc"), RECT,
+         _c_separated_sv),
+    _cop("linalg.matrix_norm-complex-2", lambda a: ag.linalg.matrix_norm(a, ord=2), RECT,
+         _c_separated_sv),
+    _cop("linalg.matrix_norm-complex-inf", lambda a: ag.linalg.matrix_norm(a, ord=math.inf), MAT,
+         _c_mat),
+    # eig / eigvals (2025.12): complex outputs for real and complex non-symmetric input,
+    # distinct eigenvalues; eigenvectors through |V| (invariant under their phases). The order
+    # of the eigenpairs is the backend's (PyTorch's float32 order differs from NumPy's), so the
+    # records compare order-invariant functions of them, except the plain ones NumPy-only.
+    _cop("linalg.eig-eigenvalues", lambda a: _eig_sorted(ag.linalg.eig(a).eigenvalues), SQ,
+         _separated_eig(False), reads_host=_PHASE),
+    _cop("linalg.eig-complex-eigenvalues", lambda a: _eig_sorted(ag.linalg.eig(a).eigenvalues),
+         SQ1, _separated_eig(True), reads_host=_PHASE),
+    _cop("linalg.eig-complex-eigenvalues-plain", lambda a: ag.linalg.eig(a).eigenvalues, SQ,
+         _separated_eig(True), reads_host=_PHASE, skip={"torch": _ORDER}),
+    _cop("linalg.eig-abs-vectors", _eig_abs_vectors, SQ, _separated_eig(False),
+         reads_host=_PHASE),
+    _cop("linalg.eig-complex-abs-vectors", _eig_abs_vectors, [((3, 3),), ((2, 4, 4),)],
+         _separated_eig(True), reads_host=_PHASE),
+    _cop("linalg.eig-abs-vectors-plain", lambda a: ag.abs(ag.linalg.eig(a).eigenvectors), SQ,
+         _separated_eig(True), reads_host=_PHASE, skip={"torch": _ORDER}),
+    _cop("linalg.eigvals", lambda a: _eig_sorted(ag.linalg.eigvals(a)), SQ, _separated_eig(False)),
+    _cop("linalg.eigvals-complex", lambda a: _eig_sorted(ag.linalg.eigvals(a)), SQ1,
+         _separated_eig(True)),
+    _cop("linalg.eigvals-complex-plain", lambda a: ag.linalg.eigvals(a), SQ, _separated_eig(True),
+         skip={"torch": _ORDER}),
+]
+
 category("linalg", OPS)
