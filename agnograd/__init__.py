@@ -58,6 +58,7 @@ from ._ops.data_types import (
     isdtype,
     result_type,
 )
+from ._ops.einsum import einsum
 from ._ops.elementwise import (
     abs,
     acos,
@@ -227,7 +228,7 @@ __all__ = [
     "bitwise_or", "bitwise_right_shift", "bitwise_xor", "bool", "broadcast_arrays", "broadcast_to",
     "can_cast", "capture", "ceil", "checkpoint", "clip", "complex128", "complex64", "concat",
     "conj", "copysign", "cos", "cosh", "count_nonzero", "cumulative_prod", "cumulative_sum",
-    "custom_vjp", "default_backend", "detect_anomaly", "diff", "divide", "e", "empty", "empty_like",
+    "custom_vjp", "default_backend", "detect_anomaly", "diff", "divide", "e", "einsum", "empty", "empty_like",
     "enable_grad", "equal", "exp", "expand_dims", "expm1", "eye", "fft", "finfo", "flip", "float32",
     "float64", "floor", "floor_divide", "from_dlpack", "full", "full_like", "func", "get_backend",
     "get_default_backend", "grad", "greater", "greater_equal", "hessian", "hvp", "hypot", "iinfo",
