@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math as _math
 
-from . import fft, func, linalg  # ag.func (function transforms); ag.fft and ag.linalg, the extensions
+from . import fft, func, linalg, special  # ag.func (transforms); ag.fft, ag.linalg, ag.special (extensions)
 from ._dtypes import (
     DType,
     bool,
@@ -240,7 +240,7 @@ __all__ = [
     "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "pi", "positive", "pow", "prod",
     "real", "reciprocal", "register_backend", "remainder", "repeat", "reshape", "result_type",
     "roll", "round", "saved_nbytes", "searchsorted", "set_default_backend", "set_grad_enabled",
-    "sign", "signbit", "sin", "sinh", "sort", "sqrt", "square", "squeeze", "stack", "std",
+    "sign", "signbit", "sin", "sinh", "sort", "special", "sqrt", "square", "squeeze", "stack", "std",
     "subtract", "sum", "take", "take_along_axis", "tan", "tanh", "tensor", "tensordot", "tile",
     "to_backend", "to_dot", "to_mermaid", "tril", "triu", "trunc", "uint16", "uint32", "uint64",
     "uint8", "unique_all", "unique_counts", "unique_inverse", "unique_values", "unstack",
