@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math as _math
 
-from . import fft, func, linalg  # ag.func (function transforms); ag.fft and ag.linalg, the extensions
+from . import fft, func, linalg, special  # ag.func (transforms); ag.fft, ag.linalg, ag.special (extensions)
 from ._dtypes import (
     DType,
     bool,
@@ -58,6 +58,7 @@ from ._ops.data_types import (
     isdtype,
     result_type,
 )
+from ._ops.einsum import einsum
 from ._ops.elementwise import (
     abs,
     acos,
@@ -227,7 +228,7 @@ __all__ = [
     "bitwise_or", "bitwise_right_shift", "bitwise_xor", "bool", "broadcast_arrays", "broadcast_to",
     "can_cast", "capture", "ceil", "checkpoint", "clip", "complex128", "complex64", "concat",
     "conj", "copysign", "cos", "cosh", "count_nonzero", "cumulative_prod", "cumulative_sum",
-    "custom_vjp", "default_backend", "detect_anomaly", "diff", "divide", "e", "empty", "empty_like",
+    "custom_vjp", "default_backend", "detect_anomaly", "diff", "divide", "e", "einsum", "empty", "empty_like",
     "enable_grad", "equal", "exp", "expand_dims", "expm1", "eye", "fft", "finfo", "flip", "float32",
     "float64", "floor", "floor_divide", "from_dlpack", "full", "full_like", "func", "get_backend",
     "get_default_backend", "grad", "greater", "greater_equal", "hessian", "hvp", "hypot", "iinfo",
@@ -239,7 +240,7 @@ __all__ = [
     "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "pi", "positive", "pow", "prod",
     "real", "reciprocal", "register_backend", "remainder", "repeat", "reshape", "result_type",
     "roll", "round", "saved_nbytes", "searchsorted", "set_default_backend", "set_grad_enabled",
-    "sign", "signbit", "sin", "sinh", "sort", "sqrt", "square", "squeeze", "stack", "std",
+    "sign", "signbit", "sin", "sinh", "sort", "special", "sqrt", "square", "squeeze", "stack", "std",
     "subtract", "sum", "take", "take_along_axis", "tan", "tanh", "tensor", "tensordot", "tile",
     "to_backend", "to_dot", "to_mermaid", "tril", "triu", "trunc", "uint16", "uint32", "uint64",
     "uint8", "unique_all", "unique_counts", "unique_inverse", "unique_values", "unstack",

@@ -10,6 +10,8 @@ the ops.
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -17,7 +19,7 @@ from . import _capture_state as _capture
 from ._dtypes import DType, from_backend_dtype, to_backend_dtype
 from .backends import Backend, backend_of_array, get_backend, given, host_array, transfer
 
-__all__ = ["Tensor", "tensor", "as_tensor", "TensorLike", "SupportsArray"]
+__all__ = ["Tensor", "tensor", "as_tensor", "TensorLike", "SupportsArray", "RetainGrad"]
 
 
 class SupportsArray(Protocol):
@@ -139,7 +141,16 @@ class Tensor:
     @property
     def grad(self) -> Tensor | None:
         """The gradient accumulated by :meth:`backward` (``None`` until then; assign ``None``
-        to clear it)."""
+        to clear it). Leaves that require grad get one; an op's output only after
+        :meth:`retain_grad` (reading it otherwise warns, as in PyTorch)."""
+        if self._node is not None and self._hooks is None:
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its "
+                ".grad attribute won't be populated during backward(). If you indeed want the "
+                "gradient for a non-leaf Tensor, call .retain_grad() on it before backward(); "
+                "if you meant a leaf, create it with ag.tensor(..., requires_grad=True) (or "
+                f".detach()). This tensor was produced by the '{self._node.name}' op.",
+                UserWarning, stacklevel=2)
         return self._grad
 
     @grad.setter
@@ -166,6 +177,30 @@ class Tensor:
                     f"it with ag.astype(g, ag.{self.dtype.name})"
                 )
         self._grad = value
+
+    def retain_grad(self) -> None:
+        """Keep this tensor's gradient in ``.grad`` after :meth:`backward` even though an op
+        produced it (PyTorch's ``retain_grad``): ``.grad`` then holds ``dL/dself``, accumulating
+        over backward calls like a leaf's, with a graph under ``create_graph=True``. It runs
+        after this tensor's other hooks (their replacements included), and only in
+        ``backward`` (the function transforms, which return gradients, leave it alone). A
+        no-op on a leaf that requires grad."""
+        if self._node is None:
+            if not self._requires_grad:
+                raise RuntimeError(
+                    "retain_grad() on a tensor that does not require grad: no gradient will "
+                    f"ever reach it (shape {self.shape}); set requires_grad=True first")
+            return
+        if self._hooks is not None:  # already retained (a non-leaf's _hooks marks it)
+            return
+        hook = RetainGrad(self)
+        self._hooks = [hook]
+        hook.attach(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        """Whether :meth:`retain_grad` was called on this (non-leaf) tensor."""
+        return self._node is not None and self._hooks is not None
 
     @property
     def is_leaf(self) -> bool:
@@ -219,6 +254,9 @@ class Tensor:
             if self._node.hooks is None:
                 self._node.hooks = {}
             hooks = self._node.hooks.setdefault(self._index, [])
+            if hooks and type(hooks[-1]) is RetainGrad:  # retain_grad sees the final gradient
+                hooks.insert(len(hooks) - 1, fn)
+                return RemovableHandle(hooks, fn)
         hooks.append(fn)
         return RemovableHandle(hooks, fn)
 
@@ -392,6 +430,44 @@ class Tensor:
 # What an op accepts as an array operand: a Tensor, a Python scalar, a backend array, or a
 # (nested) list or tuple of numbers. One alias for every op's signature.
 TensorLike: TypeAlias = Tensor | bool | int | float | complex | SupportsArray | list[Any] | tuple[Any, ...]
+
+
+class RetainGrad:
+    """The hook :meth:`Tensor.retain_grad` puts on the node output of a non-leaf tensor: it
+    accumulates the gradient reaching that output into the tensor's ``.grad`` (held weakly, so
+    the graph does not keep the tensor alive). The walk runs it last, and only in ``backward``."""
+
+    __slots__ = ("_ref", "_at")
+
+    def __init__(self, t: Tensor) -> None:
+        self._ref = weakref.ref(t)
+        self._at: tuple[Any, int] = (None, 0)
+
+    def __call__(self, g: Tensor) -> None:
+        t = self._ref()
+        if t is None:
+            return
+        if g._node is None and t._grad is not None and t._grad._node is None:
+            t._grad = Tensor._wrap(t._backend.fix(t._grad.data + g.data), t._backend)
+        else:
+            t._grad = g if t._grad is None else t._grad + g
+
+    def attach(self, t: Tensor) -> None:
+        """Put this hook last on the node output that produced ``t``."""
+        node = t._node
+        if node.hooks is None:
+            node.hooks = {}
+        node.hooks.setdefault(t._index, []).append(self)
+        self._at = (node, t._index)
+
+    def moved(self, t: Tensor) -> None:
+        """After an in-place op gave ``t`` a new node: retain the new value's gradient (as
+        PyTorch does), no longer the old one's."""
+        node, k = self._at
+        hooks = node.hooks.get(k) if node.hooks is not None else None
+        if hooks is not None and self in hooks:
+            hooks.remove(self)
+        self.attach(t)
 
 
 class RemovableHandle:

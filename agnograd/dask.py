@@ -116,8 +116,8 @@ def _tensors_in(obj: Any, out: list[Tensor], grads: bool) -> None:
         if type(o) is Tensor:
             if _is_dask_array(o.data):
                 out.append(o)
-            if grads and o.grad is not None:
-                stack.append(o.grad)
+            if grads and o._grad is not None:  # (._grad: a non-leaf's .grad warns)
+                stack.append(o._grad)
         elif isinstance(o, Mapping):
             stack.extend(o.values())
         elif isinstance(o, (list, tuple, set)):

@@ -31,11 +31,12 @@ from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, fit_seed, tensor
 from .autograd import backward, enable_grad, is_grad_enabled, record
 from .backends import backend_of_array
-from .pytree import tree_flatten, tree_leaves, tree_unflatten
+from .pytree import tree_flatten, tree_leaves, tree_structure, tree_unflatten
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
 
 _SCALARS = (bool, int, float)
+_LEAF_SPEC = tree_structure(0)  # the structure of a single output
 
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
@@ -211,30 +212,45 @@ def grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool 
 
 def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[Any, ...]:
     """``(f(*primals), vjp_fn)``: ``vjp_fn(cotangent)`` returns ``(∂f/∂primals)ᵀ cotangent`` as a
-    tuple with one entry per primal. ``vjp_fn`` may be called several times."""
+    tuple with one entry per primal. ``vjp_fn`` may be called several times.
+
+    As in JAX, ``f`` may return a pytree of Tensors (a tuple, dict, NamedTuple, nested ones);
+    ``vjp_fn`` then takes a cotangent of the same structure (one array per output leaf)."""
     keep = _keep_graph(primals)
     with enable_grad():
         new_args, parts, _ = _prepare(primals, tuple(range(len(primals))), "vjp")
         with _inside():
             out, aux = _split_aux(f(*new_args), has_aux, "vjp")
-        y = _as_output(out, "vjp")
+        ys, out_spec = _outputs(out, "vjp")
     aliases = [t for p in parts for t in p[0]]
 
     def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
-        ct = _cotangent(cotangent, y, keep)
+        cts, ct_spec = tree_flatten(cotangent)
+        if ct_spec != out_spec:
+            raise ValueError(f"vjp_fn: the cotangent has structure {ct_spec!r}, the output "
+                             f"{out_spec!r}; pass one array per output leaf, in the output's "
+                             "structure")
+        roots, seeds = [], []
+        for ct, y in zip(cts, ys):
+            seed = _cotangent(ct, y, keep)
+            if y._requires_grad:
+                roots.append(y)
+                seeds.append(seed)
         with enable_grad():
-            gs = (backward([y], [ct], retain_graph=True, create_graph=keep, targets=aliases)
-                  if y._requires_grad else [None] * len(aliases))
+            gs = (backward(roots, seeds, retain_graph=True, create_graph=keep, targets=aliases)
+                  if roots else [None] * len(aliases))
         return tuple(_regroup(parts, gs, keep))
 
-    result = (_value_back(y, primals, keep), vjp_fn)
+    value = tree_unflatten(out_spec, [_value_back(y, primals, keep) for y in ys])
+    result = (value, vjp_fn)
     return result + (aux,) if has_aux else result
 
 
 def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         ) -> tuple[Any, Any]:
     """``(f(*primals), J·tangents)``: the forward-mode product, by the double-VJP construction
-    (see the module docstring); ``tangents`` mirror ``primals``."""
+    (see the module docstring); ``tangents`` mirror ``primals``. ``f`` may return a pytree of
+    Tensors: the tangent out has the same structure (as in JAX)."""
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
@@ -242,13 +258,18 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
     with enable_grad():
         new_args, parts, _ = _prepare(primals, tuple(range(len(primals))), "jvp")
         with _inside():
-            y = _as_output(f(*new_args), "jvp")
+            ys, out_spec = _outputs(f(*new_args), "jvp")
         aliases = [t for p in parts for t in p[0]]
-        u = Tensor._wrap(y._backend.xp.zeros(y.data.shape, dtype=y.data.dtype,
-                                             device=y._backend.device_of(y.data)), y._backend)
-        u._requires_grad = True
-        if y._requires_grad:
-            gs = backward([y], [u], retain_graph=True, create_graph=True, targets=aliases)
+        us = []
+        for y in ys:
+            u = Tensor._wrap(y._backend.xp.zeros(y.data.shape, dtype=y.data.dtype,
+                                                 device=y._backend.device_of(y.data)), y._backend)
+            u._requires_grad = True
+            us.append(u)
+        live = [(y, u) for y, u in zip(ys, us) if y._requires_grad]
+        if live:
+            gs = backward([y for y, _ in live], [u for _, u in live], retain_graph=True,
+                          create_graph=True, targets=aliases)
         else:
             gs = [None] * len(aliases)
         # <Jᵀu, v> is linear in u; its gradient with respect to u is J v.
@@ -259,22 +280,30 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
                 term = _sum(g * v)
                 total = term if total is None else total + term
         if total is None or not total._requires_grad:
-            jv = None
+            jvs: list[Any] = [None] * len(us)
         else:
-            (jv,) = backward([total], [_seed(total, keep)], retain_graph=keep,
-                             create_graph=keep, targets=[u])
-    if jv is None:
-        b = y._backend
-        jv = Tensor._wrap(b.xp.zeros(y.data.shape, dtype=y.data.dtype,
-                                     device=b.device_of(y.data)), b)
+            jvs = backward([total], [_seed(total, keep)], retain_graph=keep,
+                           create_graph=keep, targets=us)
     kind = _kind_of(primals)
-    return _value_back(y, primals, keep), _output_back(jv if keep else jv.detach(), kind)
+    outs = []
+    for jv, y in zip(jvs, ys):
+        if jv is None:
+            b = y._backend
+            jv = Tensor._wrap(b.xp.zeros(y.data.shape, dtype=y.data.dtype,
+                                         device=b.device_of(y.data)), b)
+        outs.append(_output_back(jv if keep else jv.detach(), kind))
+    value = tree_unflatten(out_spec, [_value_back(y, primals, keep) for y in ys])
+    return value, tree_unflatten(out_spec, outs)
 
 
 def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
     """``f`` -> its Jacobian, of shape ``f(x).shape + x.shape`` (a tuple over ``argnums`` when it
     is a sequence). One forward pass; one backward walk per output element over the retained
-    graph."""
+    graph.
+
+    Pytrees as in ``jax.jacrev``: when ``f`` returns a pytree, the result has the output's
+    structure, each of its leaves holding the Jacobians of that output leaf in the structure of
+    the inputs (``args[argnums]``, a tuple of them when ``argnums`` is a sequence)."""
 
     @functools.wraps(f)
     def wrapped(*args: Any) -> Any:
@@ -282,37 +311,48 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callabl
         with enable_grad():
             new_args, parts, single = _prepare(args, argnums, "jacobian")
             with _inside():
-                y = _as_output(f(*new_args), "jacobian")
+                ys, out_spec = _outputs(f(*new_args), "jacobian")
             aliases = [t for p in parts for t in p[0]]
-            b = y._backend
-            xp = b.xp
-            m = y.size or 0
-            rows: list[list[Any]] = [[] for _ in aliases]
-            for k in range(m):
-                e = xp.reshape(xp.astype(xp.arange(m, device=b.device_of(y.data)) == k,
-                                         y.data.dtype), y.data.shape)
-                seed = Tensor._wrap(b.fix(e), b) if keep else b.fix(e)
-                gs = (backward([y], [seed], retain_graph=True, create_graph=keep,
-                               targets=aliases)
-                      if y._requires_grad else [None] * len(aliases))
-                for i, (g, a) in enumerate(zip(gs, aliases)):
-                    rows[i].append(_zeros_if_none(g, a))
-            jacs = []
-            for a, r in zip(aliases, rows):
-                if m:
-                    j = reshape(stack(r, axis=0), tuple(y.shape) + tuple(a.shape))
-                else:
-                    j = Tensor._wrap(xp.zeros(tuple(y.shape) + tuple(a.shape), dtype=a.data.dtype,
-                                              device=b.device_of(a.data)), b)
-                jacs.append(j)
-        out = _regroup(parts, jacs, keep)
-        return out[0] if single else tuple(out)
+            per_out = []
+            for y in ys:
+                jacs = _jacobian_of(y, aliases, keep)
+                out = _regroup(parts, jacs, keep)
+                per_out.append(out[0] if single else tuple(out))
+        return tree_unflatten(out_spec, per_out)
 
     return wrapped
 
 
+def _jacobian_of(y: Tensor, aliases: list[Tensor], keep: bool) -> list[Tensor]:
+    """The Jacobian of one output with respect to each alias: ``m`` backward walks."""
+    b = y._backend
+    xp = b.xp
+    m = y.size or 0
+    rows: list[list[Any]] = [[] for _ in aliases]
+    for k in range(m):
+        e = xp.reshape(xp.astype(xp.arange(m, device=b.device_of(y.data)) == k,
+                                 y.data.dtype), y.data.shape)
+        seed = Tensor._wrap(b.fix(e), b) if keep else b.fix(e)
+        gs = (backward([y], [seed], retain_graph=True, create_graph=keep, targets=aliases)
+              if y._requires_grad else [None] * len(aliases))
+        for i, (g, a) in enumerate(zip(gs, aliases)):
+            rows[i].append(_zeros_if_none(g, a))
+    jacs = []
+    for a, r in zip(aliases, rows):
+        if m:
+            j = reshape(stack(r, axis=0), tuple(y.shape) + tuple(a.shape))
+        else:
+            ab = a._backend
+            j = Tensor._wrap(ab.xp.zeros(tuple(y.shape) + tuple(a.shape), dtype=a.data.dtype,
+                                         device=ab.device_of(a.data)), ab)
+        jacs.append(j)
+    return jacs
+
+
 def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
-    """``f`` -> its Hessian, ``jacobian(grad(f))``: shape ``x.shape + x.shape``."""
+    """``f`` -> its Hessian, ``jacobian(grad(f))``: shape ``x.shape + x.shape``. With pytree
+    inputs (or several ``argnums``) the result is nested like JAX's: ``H[i][j]`` (in the inputs'
+    structure, twice) is ``∂²f/∂xᵢ∂xⱼ`` of shape ``xᵢ.shape + xⱼ.shape``."""
     return jacobian(grad(f, argnums), argnums)
 
 
@@ -346,18 +386,30 @@ def hvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
 # Helpers
 
 
-def _as_output(out: Any, what: str) -> Tensor:
+def _outputs(out: Any, what: str) -> tuple[list[Tensor], Any]:
+    """The leaves of the output pytree as Tensors, and its structure."""
+    if type(out) is Tensor:
+        return [_as_output(out, what)], _LEAF_SPEC
+    leaves, spec = tree_flatten(out)
+    return [_as_output(o, what, leaf=spec is not _LEAF_SPEC) for o in leaves], spec
+
+
+def _as_output(out: Any, what: str, leaf: bool = False) -> Tensor:
     if type(out) is Tensor:
         y = out
     elif backend_of_array(out) is not None or isinstance(out, _SCALARS):
         y = tensor(out)
     else:
         hint = ""
-        if isinstance(out, (tuple, list)):
+        if isinstance(out, (tuple, list)) and what == "grad":
             hint = ("; to return extra values next to the output, pass has_aux=True and return "
-                    "(output, aux)" if what in ("grad", "vjp") else
-                    "; return one Tensor (ag.stack or ag.concat several outputs into one)")
-        raise TypeError(f"{what}: the function must return a Tensor or an array, not "
+                    "(output, aux)")
+        elif what in ("vjp", "jvp", "jacobian"):
+            hint = ("; it may return a pytree (tuples, lists, dicts, NamedTuples) of those; pass "
+                    "has_aux=True to return other values next to it" if what == "vjp" else
+                    "; it may return a pytree (tuples, lists, dicts, NamedTuples) of those")
+        where = "each leaf of the function's output must be" if leaf else "the function must return"
+        raise TypeError(f"{what}: {where} a Tensor or an array, not "
                         f"{type(out).__name__}{hint}")
     if y.dtype.kind == "c" and what != "vjp":
         raise TypeError(
@@ -371,6 +423,9 @@ def _as_output(out: Any, what: str) -> Tensor:
             "defined for real floating outputs only (an integer or boolean result, such as a "
             "comparison or an argmax, is piecewise constant). Differentiate a floating "
             "expression instead"
+            + ("; this is a leaf of the output pytree: to return other values next to the "
+               "output, pass has_aux=True and return (output, aux)" if leaf and what == "vjp"
+               else "")
         )
     return y
 

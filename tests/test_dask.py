@@ -93,12 +93,14 @@ def test_op_table_on_dask_matches_numpy(op, shapes):
     with no_compute():
         y, grads = _value_and_grads(op.fn, host, "dask", seed)
     out = dask.compute(y, *grads, scheduler="sync")
-    np.testing.assert_allclose(out[0], ref_y, rtol=RTOL, atol=ATOL)
+    # ag.special computes with SciPy on NumPy, with its approximations on Dask: their tolerance
+    rtol, atol = (RTOL, ATOL) if op.f64_rtol <= 1e-10 else (op.f64_rtol, op.f64_atol)
+    np.testing.assert_allclose(out[0], ref_y, rtol=rtol, atol=atol)
     assert len(out) - 1 == len(ref_g)
     for got, ref in zip(out[1:], ref_g):
         assert (got is None) == (ref is None)
         if ref is not None:
-            np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
 
 
 def test_detect_anomaly_computes_once():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 import weakref
 
 import numpy as np
@@ -334,3 +335,76 @@ def test_set_grad_enabled_as_a_context_manager_restores_the_mode() -> None:
     ag.set_grad_enabled(False)  # the plain call sets the mode for good
     assert not ag.is_grad_enabled()
     ag.set_grad_enabled(True)
+
+
+# ---------------------------------------------------------------------------------------------
+# retain_grad (PyTorch semantics)
+
+
+def test_retain_grad_keeps_an_intermediate_gradient_and_accumulates():
+    x = ag.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    h = x * x
+    h.retain_grad()
+    assert h.retains_grad and not x.retains_grad
+    loss = ag.sum(ag.sin(h) * 2)
+    loss.backward(retain_graph=True)
+    np.testing.assert_allclose(h.grad.numpy(), 2 * np.cos([1.0, 4.0, 9.0]))
+    loss.backward()
+    np.testing.assert_allclose(h.grad.numpy(), 4 * np.cos([1.0, 4.0, 9.0]))
+    np.testing.assert_allclose(x.grad.numpy(), 8 * np.cos([1.0, 4.0, 9.0]) * [1.0, 2.0, 3.0])
+
+
+def test_retain_grad_under_create_graph_keeps_the_graph():
+    x = ag.tensor([1.0, 2.0], requires_grad=True)
+    h = x ** 2
+    h.retain_grad()
+    ag.sum(h ** 2).backward(create_graph=True)
+    assert h.grad.requires_grad
+    np.testing.assert_allclose(h.grad.numpy(), [2.0, 8.0])
+    x.grad = None
+    ag.sum(h.grad).backward()  # d/dx Σ 2x² = 4x
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 8.0])
+
+
+def test_non_leaf_grad_warns_unless_retained():
+    x = ag.tensor([1.0], requires_grad=True)
+    with pytest.warns(UserWarning, match="not a leaf Tensor is being accessed"):
+        assert (x * 2).grad is None
+    h = x * 2
+    h.retain_grad()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert h.grad is None and x.grad is None
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        ag.tensor([1.0]).retain_grad()
+
+
+def test_retain_grad_against_torch_with_hooks_and_in_place():
+    torch = pytest.importorskip("torch")
+    for inplace in (False, True):
+        x = ag.tensor([1.0, 2.0], requires_grad=True)
+        xt = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        h, ht = x * 1.5, xt * 1.5
+        h.retain_grad()
+        ht.retain_grad()
+        h.register_hook(lambda g: g * 10)
+        ht.register_hook(lambda g: g * 10)
+        if inplace:
+            h *= 3.0
+            ht *= 3.0
+        ag.sum(h * h).backward()
+        (ht * ht).sum().backward()
+        np.testing.assert_allclose(h.grad.numpy(), ht.grad.numpy())
+        np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy())
+
+
+def test_function_transforms_leave_retained_grads_alone():
+    def f(x):
+        h = x * 2
+        h.retain_grad()
+        seen.append(h)
+        return ag.sum(h * h)
+
+    seen = []
+    ag.grad(f)(np.array([1.0, 2.0]))
+    assert seen[0]._grad is None

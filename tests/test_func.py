@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import array_api_compat
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import pytest
 import agnograd as ag
 from agnograd.testing import numerical_grad
 
-from .conftest import BACKENDS
+from .conftest import BACKENDS, CPU_BACKENDS
 
 
 def _raw(backend, values):
@@ -372,3 +374,85 @@ def test_graph_export_draws_the_three_layer_chain():
             ids[line.split('label="')[1].split('"')[0]] = line.split()[0]
     assert f"{ids['x1 = tanh']} ->" in dot
     assert f"{ids['θ3 (5, 2)']} -> {ids['x3 = matmul']};" in dot
+
+
+# ---------------------------------------------------------------------------------------------
+# Pytree outputs (as JAX's vjp / jvp / jacrev / hessian)
+
+
+class _Pair(NamedTuple):
+    a: object
+    b: object
+
+
+def _tree_f(x, y):
+    return {"s": ag.sum(x * x), "v": (ag.sin(x), _Pair(x[:2] * y, ag.exp(y)))}
+
+
+_X = np.array([1.0, 2.0, 3.0])
+_Y = np.array([0.5, -1.0])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_vjp_of_a_pytree_output(backend):
+    x, y = ag.tensor(_X, backend=backend), ag.tensor(_Y, backend=backend)
+    out, fn = ag.vjp(_tree_f, x, y)
+    assert set(out) == {"s", "v"} and isinstance(out["v"][1], _Pair)
+    np.testing.assert_allclose(out["v"][1].b.numpy(), np.exp(_Y))
+    ct = {"s": 2.0, "v": (np.ones(3), _Pair(np.full(2, 3.0), np.ones(2)))}
+    ct = ag.pytree.tree_map(lambda c: c if isinstance(c, float) else ag.tensor(c, backend=backend), ct)
+    gx, gy = fn(ct)
+    np.testing.assert_allclose(gx.numpy(), 4 * _X + np.cos(_X) + 3 * np.r_[_Y, 0.0])
+    np.testing.assert_allclose(gy.numpy(), 3 * _X[:2] + np.exp(_Y))
+    with pytest.raises(ValueError, match="structure"):
+        fn((1.0, 2.0))
+
+
+def test_jvp_of_a_pytree_output():
+    out, tan = ag.jvp(_tree_f, (_X, _Y), (np.ones(3), np.array([1.0, 0.0])))
+    assert isinstance(tan["v"][1], _Pair)
+    np.testing.assert_allclose(tan["s"], 2 * _X.sum())
+    np.testing.assert_allclose(tan["v"][0], np.cos(_X))
+    np.testing.assert_allclose(tan["v"][1].a, _Y + _X[:2] * np.array([1.0, 0.0]))
+    np.testing.assert_allclose(tan["v"][1].b, np.exp(_Y) * np.array([1.0, 0.0]))
+
+
+def test_jacobian_of_a_pytree_output_nests_out_outside_in_inside():
+    J = ag.jacobian(_tree_f, argnums=(0, 1))(_X, _Y)
+    assert isinstance(J["v"][1], _Pair) and isinstance(J["s"], tuple)
+    np.testing.assert_allclose(J["s"][0], 2 * _X)
+    np.testing.assert_allclose(J["s"][1], np.zeros(2))
+    np.testing.assert_allclose(J["v"][0][0], np.diag(np.cos(_X)))
+    np.testing.assert_allclose(J["v"][1].a[0], np.c_[np.diag(_Y), np.zeros(2)])
+    np.testing.assert_allclose(J["v"][1].a[1], np.diag(_X[:2]))
+    single = ag.jacobian(lambda x: (2 * x, ag.sum(x)))(_X)
+    np.testing.assert_allclose(single[0], 2 * np.eye(3))
+    np.testing.assert_allclose(single[1], np.ones(3))
+    # a pytree input and a pytree output
+    Jd = ag.jacobian(lambda p: [p["a"] * p["b"][0]])({"a": _X, "b": _Y})
+    np.testing.assert_allclose(Jd[0]["a"], np.eye(3) * _Y[0])
+    np.testing.assert_allclose(Jd[0]["b"], np.c_[_X, np.zeros(3)])
+
+
+def test_hessian_of_pytree_inputs_is_nested():
+    f = lambda p: ag.sum(p["a"] ** 2 * p["b"][0]) + ag.sum(p["b"] ** 3)
+    H = ag.hessian(f)({"a": _X, "b": _Y})
+    np.testing.assert_allclose(H["a"]["a"], 2 * _Y[0] * np.eye(3))
+    np.testing.assert_allclose(H["a"]["b"], np.c_[2 * _X, np.zeros(3)])
+    np.testing.assert_allclose(H["b"]["a"], np.c_[2 * _X, np.zeros(3)].T)
+    np.testing.assert_allclose(H["b"]["b"], np.diag(6 * _Y))
+    H2 = ag.hessian(lambda a, b: ag.sum(a ** 2) * ag.sum(b), argnums=(0, 1))(_X, _Y)
+    np.testing.assert_allclose(H2[0][1], np.outer(2 * _X, np.ones(2)))
+    np.testing.assert_allclose(H2[1][1], np.zeros((2, 2)))
+
+
+def test_vjp_of_a_pytree_output_against_torch():
+    torch = pytest.importorskip("torch")
+    x = torch.tensor(_X, requires_grad=True)
+    y = torch.tensor(_Y, requires_grad=True)
+    outs = (torch.sin(x) * 2, (x[:2] * y).sum())
+    gx, gy = torch.autograd.grad(outs, (x, y), (torch.ones(3), torch.tensor(1.5)))
+    _, fn = ag.vjp(lambda a, b: (ag.sin(a) * 2, ag.sum(a[:2] * b)), _X, _Y)
+    ours = fn((np.ones(3), 1.5))
+    np.testing.assert_allclose(ours[0], gx.numpy())
+    np.testing.assert_allclose(ours[1], gy.numpy())

@@ -50,8 +50,8 @@ def test_backends_agree(op, shapes, dtype, other):
     if other in op.skip:
         pytest.skip(op.skip[other])
     host = draw(op, shapes, _seed(op, shapes))
-    rtol = op.f32_rtol if dtype == "float32" else 1e-10
-    atol = 1e-4 if dtype == "float32" else 1e-12
+    rtol = op.f32_rtol if dtype == "float32" else op.f64_rtol
+    atol = 1e-4 if dtype == "float32" else op.f64_atol
     assert_backends_agree(op.fn, *host, backends=("numpy", other),
                           dtype=getattr(ag, dtype), rtol=rtol, atol=atol)
 
@@ -184,7 +184,8 @@ def _public_functions():
 
     import agnograd.nn.functional as F
 
-    for prefix, ns in (("", ag), ("linalg.", ag.linalg), ("fft.", ag.fft), ("nn.", F)):
+    for prefix, ns in (("", ag), ("linalg.", ag.linalg), ("fft.", ag.fft), ("special.", ag.special),
+                       ("nn.", F)):
         for name in ns.__all__:
             obj = getattr(ns, name)
             if callable(obj) and not inspect.isclass(obj) and not inspect.ismodule(obj):
@@ -204,6 +205,8 @@ def _covered(ops) -> set[int]:
                 ns, attr = ag.linalg, name[len("linalg."):]
             elif name.startswith("fft."):
                 ns, attr = ag.fft, name[len("fft."):]
+            elif name.startswith("special."):
+                ns, attr = ag.special, name[len("special."):]
             elif name.startswith("nn."):
                 ns, attr = F, name[len("nn."):]
             else:

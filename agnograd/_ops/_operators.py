@@ -17,6 +17,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from .._tensor import RetainGrad
 from . import elementwise as ew
 from . import indexing, linalg, manipulation, statistics
 from ._common import Tensor, aliased_inplace_error, binary_operands, grad_on
@@ -54,6 +55,8 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
             self.data, self._node, self._index = res.data, res._node, res._index
             self._requires_grad = res._requires_grad
             self._version = None  # new data: earlier saves keep the old, untouched array
+            if self._hooks is not None and self._node is not None and type(self._hooks[0]) is RetainGrad:
+                self._hooks[0].moved(self)
             return self
         # The same inline prefix as the elementwise ops (see _binary in elementwise.py); the
         # rest goes through the one conversion. Without it ``x += 1.0`` was ~15% slower.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _capture_state as _capture
+from .._tensor import RetainGrad
 from ..backends import Backend, backend_of_array
 from ._common import (
     PY_SCALARS,
@@ -251,6 +252,8 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     x.data, x._node, x._index = res.data, res._node, res._index
     x._requires_grad = res._requires_grad
     x._version = None  # new data: earlier saves keep the old, untouched array
+    if x._hooks is not None and x._node is not None and type(x._hooks[0]) is RetainGrad:
+        x._hooks[0].moved(x)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, overload
 
 from .._dtypes import from_backend_dtype
-from .._tensor import Tensor
+from .._tensor import RetainGrad, Tensor
 from .mode import anomaly_mode
 from .node import FREED, Node, edge_of, edge_target
 
@@ -223,7 +223,8 @@ def _visit_rare(node: Node, g: Any, wanted: _Targets | None, create_graph: bool
         if node.hooks:
             for k, hooks in node.hooks.items():
                 if hooks and slots[k] is not None:
-                    slots[k] = _run_hooks(hooks, slots[k], node.backend, create_graph)
+                    slots[k] = _run_hooks(hooks, slots[k], node.backend, create_graph,
+                                          wanted is None)
         if wanted is not None:
             for k, gk in enumerate(slots):
                 w = wanted.nodes.get((node, k))
@@ -301,10 +302,14 @@ def _deliver(leaf_grads: dict[int, list[Any]], wanted: _Targets | None, create_g
     return None if wanted is None else wanted.results
 
 
-def _run_hooks(hooks: list[Callable[..., Any]], g: Any, backend: Backend, create_graph: bool) -> Any:
-    """Call tensor hooks on a cotangent; a hook may return a replacement."""
+def _run_hooks(hooks: list[Callable[..., Any]], g: Any, backend: Backend, create_graph: bool,
+               retain: bool = True) -> Any:
+    """Call tensor hooks on a cotangent; a hook may return a replacement. ``retain=False``
+    (a walk that returns gradients) skips :meth:`Tensor.retain_grad`'s hooks."""
     gt = g if create_graph else _wrap(g, backend)
     for hook in list(hooks):
+        if not retain and type(hook) is RetainGrad:
+            continue
         new = hook(gt)
         if new is not None:
             if (type(new) is not Tensor or new._backend is not gt._backend or new.shape != gt.shape

@@ -65,6 +65,9 @@ __all__ = [
 PY_SCALARS: tuple[type[Any], ...] = (bool, int, float, complex)
 
 
+_UNSET: Any = object()
+
+
 class BackendError(RuntimeError):
     """A backend was asked for that cannot be used here (not installed, no device, unknown)."""
 
@@ -123,7 +126,7 @@ class Backend:
 
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
-                 "__weakref__")
+                 "_special", "_special_loader", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -131,7 +134,8 @@ class Backend:
                  scatter_add: Callable[..., Any] | None = None,
                  from_host: Callable[[Any], Any] | None = None,
                  graph_recorder: Callable[[Backend], Any] | None = None,
-                 on_host: Callable[[Any], bool] | None = None) -> None:
+                 on_host: Callable[[Any], bool] | None = None,
+                 special: Callable[[], Any] | None = None) -> None:
         self.name = name
         self.xp = xp
         self.array_type = array_type
@@ -145,9 +149,24 @@ class Backend:
         # from_host(numpy_array): where xp.asarray refuses host arrays (CuPy's does).
         self._from_host = from_host
         self._on_host = on_host
+        # special(): the library's own special functions (see the ``special`` property), built
+        # on first use so that an optional library (SciPy for NumPy) is imported only then.
+        self._special_loader = special
+        self._special: Any = _UNSET
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
+
+    @property
+    def special(self) -> Any:
+        """The library's own special functions, or ``None`` (then :mod:`agnograd.special`
+        computes its standard-op approximations). An object whose methods take and return raw
+        arrays of this backend, in the input's dtype: ``erf``, ``erfc``, ``erfinv``, ``lgamma``,
+        ``digamma``, ``polygamma(n, x)``, ``log_ndtr`` (SciPy's ``scipy.special`` for NumPy when
+        SciPy is installed, ``cupyx.scipy.special`` for CuPy, ``torch.special`` for PyTorch)."""
+        if self._special is _UNSET:
+            self._special = None if self._special_loader is None else self._special_loader()
+        return self._special
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (get_backend, (self.name,))

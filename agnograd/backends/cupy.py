@@ -22,6 +22,7 @@ import cupy
 from . import Backend, BackendError
 from ._fallbacks import host_copy
 from .cuda_graph import CudaGraphRecorder, graph_safe_namespace
+from .special import cupy_special
 
 __all__ = ["describe_device", "load", "owns", "scatter_add", "to_host"]
 
@@ -41,7 +42,7 @@ def load() -> Backend:
         )
     return Backend("cupy", graph_safe_namespace(xp), cupy.ndarray, multi_device=True,
                    scatter_add=scatter_add, from_host=cupy.asarray,
-                   graph_recorder=CudaGraphRecorder)
+                   graph_recorder=CudaGraphRecorder, special=cupy_special)
 
 
 def owns(a: Any) -> bool:

@@ -9,13 +9,15 @@ import array_api_compat
 import jax.numpy as xp
 
 from . import Backend, sample_array_type
+from .special import jax_special
 
 __all__ = ["load", "owns"]
 
 
 def load() -> Backend:
     return Backend("jax", xp, sample_array_type("jax", xp), multi_device=True,
-                   on_host=lambda device: getattr(device, "platform", None) == "cpu")
+                   on_host=lambda device: getattr(device, "platform", None) == "cpu",
+                   special=jax_special)
 
 
 def owns(a: Any) -> bool:

@@ -13,13 +13,14 @@ import array_api_compat.numpy as xp
 import numpy as np
 
 from . import Backend
+from .special import scipy_special
 
 __all__ = ["load", "owns", "scatter_add"]
 
 
 def load() -> Backend:
     return Backend("numpy", xp, np.ndarray, scalar_type=np.generic, scalar_to_array=np.asarray,
-                   scatter_add=scatter_add)
+                   scatter_add=scatter_add, special=scipy_special)
 
 
 def owns(a: Any) -> bool:

@@ -14,6 +14,7 @@ import array_api_compat
 
 from . import Backend, compat_namespace, sample_array_type
 from ._fallbacks import host_copy
+from .special import torch_special
 
 __all__ = ["load", "owns", "to_host"]
 
@@ -21,7 +22,8 @@ __all__ = ["load", "owns", "to_host"]
 def load() -> Backend:
     xp = compat_namespace("torch", "array_api_compat.torch")
     return Backend("torch", xp, sample_array_type("torch", xp), multi_device=True,
-                   on_host=lambda device: getattr(device, "type", None) == "cpu")
+                   on_host=lambda device: getattr(device, "type", None) == "cpu",
+                   special=torch_special)
 
 
 def owns(a: Any) -> bool:

@@ -28,6 +28,8 @@ class Op:
         rtol, atol: finite-difference tolerances in float64.
         order: highest derivative order checked (2: also finite differences of the gradient).
         f32_rtol: tolerance of the float32 cross-backend comparison.
+        f64_rtol, f64_atol: tolerances of the float64 cross-backend comparison (looser only
+            where backends compute with different algorithms: ``ag.special``'s approximations).
         skip: backend name -> reason, for backends where the op cannot run.
         covers: public ops this record exercises on purpose besides the one its name starts
             with (``"linalg.inv-..."`` covers ``ag.linalg.inv``); read by the test that every
@@ -46,6 +48,8 @@ class Op:
     atol: float = 1e-8
     order: int = 2
     f32_rtol: float = 2e-4
+    f64_rtol: float = 1e-10
+    f64_atol: float = 1e-12
     skip: dict[str, str] = field(default_factory=dict)
     covers: tuple[str, ...] = ()
     reads_host: str = ""

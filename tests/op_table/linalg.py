@@ -469,4 +469,19 @@ OPS += [
          skip={"torch": _ORDER}),
 ]
 
+
+# einsum (beyond the standard): composed of standard ops; records cover each path of it.
+OPS += [
+    Op("einsum-matmul", lambda a, b: ag.einsum("ij,jk->ik", a, b), [((2, 3), (3, 4))]),
+    Op("einsum-implicit", lambda a, b: ag.einsum("ij,kj", a, b), [((2, 3), (4, 3))]),
+    Op("einsum-diagonal", lambda a: ag.einsum("ii->i", a), [((3, 3),)]),
+    Op("einsum-trace", lambda a: ag.einsum("ii", a), [((3, 3),)]),
+    Op("einsum-iij", lambda a: ag.einsum("iij->j", a), [((2, 2, 3),)]),
+    Op("einsum-ellipsis", lambda a, b: ag.einsum("...ij,...jk->...ik", a, b),
+       [((2, 2, 3), (3, 2)), ((1, 2, 3), (4, 3, 2))]),
+    Op("einsum-three", lambda a, b, c: ag.einsum("ij,jk,kl->il", a, b, c),
+       [((2, 3), (3, 4), (4, 2))]),
+    Op("einsum-batch-outer", lambda a, b: ag.einsum("bi,bj->bij", a, b), [((2, 3), (2, 2))]),
+]
+
 category("linalg", OPS)
