@@ -377,7 +377,8 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
         _check_writable(args.save, "--save")
     if args.plot:
         _check_plot(args.plot)
-    return TrainConfig(backend=args.backend, model=args.model, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
+    return TrainConfig(backend=args.backend, model=args.model, epochs=args.epochs,
+                       hidden=args.hidden, lr=args.lr,
                        optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
                        dtype=args.dtype, test_fraction=args.test_fraction, save=args.save,
                        plot=args.plot, check_grad=args.check_grad, progress=not args.no_progress,

@@ -468,7 +468,9 @@ def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: in
         wi = ag.where(keep, ag.take(w, idx), ag.zeros_like(picked))
     loss = ag.where(keep, -picked * wi, ag.zeros_like(picked))
     if bad is not None:  # NaN in the loss and (through the product) the gradient of bad samples
-        nan = ag.full_like(picked, math.nan)
+        # NaN in the bad rows only, 0 elsewhere: the where's zero cotangent of the other rows
+        # times this factor stays 0 (times NaN everywhere it would poison every row)
+        nan = ag.where(bad, ag.full_like(picked, math.nan), ag.zeros_like(picked))
         loss = ag.where(bad, -picked * nan, loss)
     if reduction == "none":
         return ag.reshape(loss, () if unbatched else expected)
@@ -676,9 +678,9 @@ def _convnd(nd: int, input: ag.Tensor, weight: ag.Tensor, bias: Any, stride: Any
         raise ValueError(f"{what}: weight must have shape (C_out, C_in/groups, "
                          f"{', '.join(['k'] * nd)}), not {w.shape}")
     c_in, c_out, cg = x.shape[1], w.shape[0], w.shape[1]
-    if not isinstance(groups, int) or groups < 1 or c_in % groups or c_out % groups:
-        raise ValueError(f"{what}: groups={groups!r} must be a positive int dividing both the "
-                         f"input channels {c_in} and the output channels {c_out}")
+    if not isinstance(groups, int) or groups < 1 or c_out % groups:
+        raise ValueError(f"{what}: groups={groups!r} must be a positive int dividing the output "
+                         f"channels {c_out} (weight {w.shape})")
     if cg * groups != c_in:
         raise ValueError(f"{what}: weight {w.shape} expects {cg * groups} input channels "
                          f"({cg} per group x {groups} groups), the input {x.shape} has {c_in}")

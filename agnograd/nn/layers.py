@@ -15,9 +15,9 @@ from . import functional as F
 from .init import initializer
 from .module import Module
 
-__all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "ModuleDict", "MLP", "Dropout",
-           "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU", "Softplus", "LeakyReLU", "ELU",
-           "SiLU", "ACTIVATIONS"]
+__all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "ModuleDict", "MLP",
+           "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
+           "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS"]
 
 Seed = int | Sequence[int] | HostRNG | None
 
