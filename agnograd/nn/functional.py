@@ -704,9 +704,10 @@ def _convnd(nd: int, input: ag.Tensor, weight: ag.Tensor, bias: Any, stride: Any
     cols, out = _windows(_pad_spatial(x, pads, 0.0), kernel, stride_t, dil, what)
     n, k = x.shape[0], math.prod(kernel)
     length = math.prod(out)
-    cols = ag.reshape(cols, (n, groups, cg * k, length))
-    wm = ag.reshape(w, (1, groups, c_out // groups, cg * k))
-    y = ag.reshape(wm @ cols, (n, c_out, *out))
+    # Every reshape only splits or only merges axes (Dask refuses a reshape that does both).
+    cols = ag.reshape(ag.reshape(cols, (n, groups, cg, k, length)), (n, groups, cg * k, length))
+    wm = ag.reshape(ag.reshape(w, (c_out, cg * k)), (1, groups, c_out // groups, cg * k))
+    y = ag.reshape(ag.reshape(wm @ cols, (n, c_out, length)), (n, c_out, *out))
     if bias is not None:
         b = _float_like(bias, x, what, "bias")
         if b.shape != (c_out,):

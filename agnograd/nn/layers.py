@@ -441,7 +441,8 @@ class MLP(Module):
     Args:
         sizes: ``[in, hidden..., out]``, at least two entries.
         activation: ``"tanh"`` (default), ``"relu"``, ``"sigmoid"``, ``"gelu"``,
-            ``"softplus"``, ``"identity"``, or any function of one Tensor.
+            ``"softplus"``, ``"leaky_relu"``, ``"elu"``, ``"silu"``, ``"identity"``, or any
+            function of one Tensor.
         bias: whether the layers add a bias.
         backend: where the parameters live (``None``: the default backend).
         dtype: the parameters' dtype (``None``: float32).
