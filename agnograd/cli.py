@@ -30,7 +30,7 @@ from .backends.host import host_rng
 from .datasets import load_digits, train_test_split
 from .nn import functional as F
 
-__all__ = ["main", "TrainConfig", "TrainResult", "train", "check_network_gradients"]
+__all__ = ["main", "TrainConfig", "TrainResult", "train", "build_cnn", "check_network_gradients"]
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
 
@@ -53,6 +53,7 @@ class TrainConfig:
     """What ``agnograd train`` does; the fields are its options."""
 
     backend: str = "numpy"
+    model: str = "mlp"  # "mlp": the 3-layer tanh network; "cnn": see build_cnn
     epochs: int = 20
     hidden: int = 64
     lr: float | None = None  # None: the optimizer's default (DEFAULT_LR)
@@ -72,7 +73,7 @@ class TrainConfig:
 class TrainResult:
     """The outcome of :func:`train`: the model, the per-epoch curves and the final numbers."""
 
-    model: nn.MLP
+    model: nn.Module
     test_accuracy: float
     test_correct: int
     test_size: int
@@ -88,8 +89,9 @@ class TrainResult:
 
     def summary(self, config: TrainConfig) -> str:
         return (f"test accuracy {self.test_accuracy:.2%} ({self.test_correct}/{self.test_size}) | "
-                f"{_plural(len(self.train_loss), 'epoch')}, {config.optimizer} lr {_lr(config):g}, hidden "
-                f"{config.hidden}, {config.dtype}, seed {config.seed} | wall time "
+                f"{_plural(len(self.train_loss), 'epoch')}, {config.optimizer} lr {_lr(config):g}, "
+                + (f"hidden {config.hidden}" if config.model == "mlp" else f"model {config.model}")
+                + f", {config.dtype}, seed {config.seed} | wall time "
                 f"{self.wall_time:.2f} s | backend {self.backend} | device {self.device}"
                 + (f" | captured step ({self.captured})" if self.captured else ""))
 
@@ -137,6 +139,26 @@ def _count_correct(logits: ag.Tensor, labels: ag.Tensor) -> ag.Tensor:
     return ag.sum(ag.astype(hits, ag.int64))
 
 
+def build_cnn(backend: str | None = None, dtype: Any = None, seed: int | None = None) -> nn.Sequential:
+    """The small CNN of ``agnograd train --model cnn`` for the 8x8 digits (rows of 64 pixels):
+    conv 1->16 (3x3, padding 1), ReLU, conv 16->32 (3x3, padding 1), ReLU, 2x2 max pooling,
+    flatten, linear 512->10 (the logits). He initialisation for the ReLU layers."""
+
+    def part(i: int) -> tuple[int, int] | None:
+        return None if seed is None else (seed, i)
+
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1, backend=backend, dtype=dtype, seed=part(0), init="he"),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, backend=backend, dtype=dtype, seed=part(1), init="he"),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(512, 10, backend=backend, dtype=dtype, seed=part(2)),
+    )
+
+
 def check_network_gradients(model: nn.Module, x: ag.Tensor, y: ag.Tensor) -> tuple[float, str]:
     """The largest relative error between the network's backprop gradients and central finite
     differences (``agnograd.testing.numerical_grad``), in float64, on a copy of ``model``.
@@ -179,8 +201,12 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     X, y = load_digits(backend=config.backend, dtype=dtype)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=config.test_fraction,
                                                         seed=config.seed)
-    model = nn.MLP([64, config.hidden, config.hidden, 10], activation="tanh",
-                   backend=config.backend, dtype=dtype, seed=config.seed)
+    model: nn.Module
+    if config.model == "cnn":
+        model = build_cnn(config.backend, dtype, config.seed)
+    else:
+        model = nn.MLP([64, config.hidden, config.hidden, 10], activation="tanh",
+                       backend=config.backend, dtype=dtype, seed=config.seed)
     result = TrainResult(model=model, test_accuracy=0.0, test_correct=0, test_size=y_test.shape[0],
                          wall_time=0.0, backend=config.backend, device=describe_device(X.device))
     if config.check_grad:
@@ -351,7 +377,8 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
         _check_writable(args.save, "--save")
     if args.plot:
         _check_plot(args.plot)
-    return TrainConfig(backend=args.backend, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
+    return TrainConfig(backend=args.backend, model=args.model, epochs=args.epochs,
+                       hidden=args.hidden, lr=args.lr,
                        optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
                        dtype=args.dtype, test_fraction=args.test_fraction, save=args.save,
                        plot=args.plot, check_grad=args.check_grad, progress=not args.no_progress,
@@ -372,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "test accuracy.")
     t.add_argument("--backend", default="numpy",
                    help="array backend: numpy (default), cupy, array_api_strict, torch, ...")
+    t.add_argument("--model", choices=["mlp", "cnn"], default=TrainConfig.model,
+                   help="mlp: the 3-layer tanh network (default); cnn: two 3x3 convolutions, "
+                   "max pooling and a linear layer on the 8x8 images")
     t.add_argument("--epochs", type=_int_at_least(0, "--epochs"), default=TrainConfig.epochs,
                    help=f"passes over the training set (default {TrainConfig.epochs})")
     t.add_argument("--hidden", type=_int_at_least(1, "--hidden"), default=TrainConfig.hidden,

@@ -159,6 +159,8 @@ NOT_DIFFERENTIABLE = {
     # integer bitwise ops
     "bitwise_and", "bitwise_invert", "bitwise_left_shift", "bitwise_or", "bitwise_right_shift",
     "bitwise_xor",
+    # integer one-hot vectors (nn.functional.one_hot)
+    "nn.one_hot",
     # elementwise functions without a gradient for the real dtypes agnograd differentiates
     "imag", "nextafter",
     # fft sample frequencies (creation functions)

@@ -1,7 +1,8 @@
 """Neural-network building blocks on agnograd Tensors, for every backend.
 
 ``Module`` finds its parameters in its attributes (nested modules, lists and dicts included);
-``Linear``, ``Sequential``, ``MLP``, ``Dropout`` and activation layers build networks;
+``Linear``, ``Conv1d``/``Conv2d``, pooling, ``LayerNorm``, ``Embedding``, ``Sequential``,
+``ModuleList``/``ModuleDict``, ``MLP``, ``Dropout``, ``Flatten`` and activation layers build networks;
 ``agnograd.nn.functional`` holds activations and numerically stable losses; ``agnograd.nn.init``
 the Glorot and He initialisers, drawn on the host from a seed so every backend starts from the
 same weights.
@@ -11,11 +12,35 @@ from __future__ import annotations
 
 from ..backends.host import HostRNG, host_rng
 from . import functional, init
-from .layers import ACTIVATIONS, GELU, MLP, Dropout, Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh
+from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d
+from .layers import (
+    ACTIVATIONS,
+    ELU,
+    GELU,
+    MLP,
+    Dropout,
+    Embedding,
+    Flatten,
+    Identity,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    ModuleDict,
+    ModuleList,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+    Unflatten,
+)
 from .module import Module, StateDictError, functional_call
 
 __all__ = [
-    "Module", "StateDictError", "functional_call", "Linear", "Sequential", "MLP", "Dropout",
-    "ReLU", "Tanh", "Sigmoid", "GELU", "Softplus", "ACTIVATIONS", "functional", "init",
-    "host_rng", "HostRNG",
+    "Module", "StateDictError", "functional_call", "Linear", "Conv1d", "Conv2d", "MaxPool1d",
+    "MaxPool2d", "AvgPool1d", "AvgPool2d", "LayerNorm", "Embedding", "Sequential", "ModuleList",
+    "ModuleDict", "MLP", "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
+    "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
+    "HostRNG",
 ]

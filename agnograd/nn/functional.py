@@ -8,6 +8,7 @@ backend. The losses are computed in their numerically stable forms: ``log_softma
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -20,8 +21,10 @@ from ..backends.host import HostRNG, host_rng
 from ..recompute import host_random
 
 __all__ = [
-    "relu", "tanh", "sigmoid", "gelu", "softplus", "softmax", "log_softmax", "mse_loss",
-    "cross_entropy", "binary_cross_entropy_with_logits", "dropout",
+    "relu", "tanh", "sigmoid", "gelu", "softplus", "leaky_relu", "elu", "silu", "softmax",
+    "log_softmax", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy",
+    "nll_loss", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
+    "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -50,30 +53,45 @@ def sigmoid(x: ag.Tensor) -> ag.Tensor:
     return 0.5 * ag.tanh(0.5 * x) + 0.5
 
 
-def softplus(x: ag.Tensor) -> ag.Tensor:
-    """``log(1 + exp(x))`` computed as ``logaddexp(x, 0)``: exact for large ``|x|`` and its
-    gradient (the sigmoid) never NaN."""
-    return ag.logaddexp(_t(x), 0.0)
+def softplus(x: ag.Tensor, beta: float = 1.0, threshold: float = 20.0) -> ag.Tensor:
+    """``log(1 + exp(beta x)) / beta``, computed as ``logaddexp(beta x, 0) / beta``: exact for
+    large ``|x|`` and its gradient (the sigmoid) never NaN. As in PyTorch, it is ``x`` itself
+    where ``beta x > threshold`` (the two differ by less than ``exp(-threshold)``)."""
+    x = _t(x)
+    if beta == 1.0:
+        y = ag.logaddexp(x, 0.0)
+    else:
+        y = ag.logaddexp(x * beta, 0.0) * (1.0 / beta)
+    return ag.where(x * beta > threshold, x, y)
 
 
-# Abramowitz & Stegun 7.1.26: |erf(x) - approximation| < 1.5e-7 for all x.
-_AS_P = 0.3275911
-_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+def leaky_relu(x: ag.Tensor, negative_slope: float = 0.01) -> ag.Tensor:
+    """``x`` where ``x > 0``, else ``negative_slope · x`` (its gradient at 0 is
+    ``negative_slope``, as in PyTorch)."""
+    x = _t(x)
+    return ag.where(x > 0, x, x * negative_slope)
 
 
-def _erf(x: ag.Tensor) -> ag.Tensor:
-    s = ag.sign(x)
-    a = ag.abs(x)
-    t = 1.0 / (1.0 + _AS_P * a)
-    poly = t * (_AS_A[0] + t * (_AS_A[1] + t * (_AS_A[2] + t * (_AS_A[3] + t * _AS_A[4]))))
-    return s * (1.0 - poly * ag.exp(-a * a))
+def elu(x: ag.Tensor, alpha: float = 1.0) -> ag.Tensor:
+    """``x`` where ``x > 0``, else ``alpha (exp(x) - 1)`` (gradient ``alpha`` at 0, as in
+    PyTorch). The ``expm1`` reads 0 where ``x > 0``, so the branch not taken never overflows and
+    its gradient is never NaN."""
+    x = _t(x)
+    pos = x > 0
+    return ag.where(pos, x, alpha * ag.expm1(ag.where(pos, ag.zeros_like(x), x)))
+
+
+def silu(x: ag.Tensor) -> ag.Tensor:
+    """The sigmoid linear unit (swish) ``x · sigmoid(x)``."""
+    x = _t(x)
+    return x * sigmoid(x)
 
 
 def gelu(x: ag.Tensor, approximate: Literal["none", "tanh"] = "none") -> ag.Tensor:
     """The Gaussian error linear unit ``x Φ(x)``.
 
-    ``approximate="none"`` evaluates ``Φ(x) = (1 + erf(x/√2))/2`` with a polynomial erf (absolute
-    error below 1.5e-7, the Array API has no ``erf``); ``"tanh"`` uses the usual
+    ``approximate="none"`` evaluates ``Φ(x) = (1 + erf(x/√2))/2`` with :func:`agnograd.special.erf`
+    (the backend's own erf where it has one, else a standard-op approximation); ``"tanh"`` uses the usual
     ``0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))``.
     """
     x = _t(x)
@@ -82,7 +100,7 @@ def gelu(x: ag.Tensor, approximate: Literal["none", "tanh"] = "none") -> ag.Tens
         return 0.5 * x * (1.0 + ag.tanh(c * (x + 0.044715 * x * x * x)))
     if approximate != "none":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-    return 0.5 * x * (1.0 + _erf(x * (1.0 / math.sqrt(2.0))))
+    return 0.5 * x * (1.0 + ag.special.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 def log_softmax(x: ag.Tensor, axis: int = -1) -> ag.Tensor:
@@ -184,6 +202,51 @@ def _can_check_on_host(labels: ag.Tensor) -> bool:
     return labels._backend.reads_cheaply(labels.data)
 
 
+def _position(flat: int, shape: tuple[int, ...] | None) -> str:
+    """A flat position as the user sees it: ``3``, or ``(1, 0)`` in a target of ``shape``."""
+    if shape is None or len(shape) <= 1:
+        return str(flat)
+    index = []
+    for n in reversed(shape):
+        index.append(flat % n)
+        flat //= n
+    return str(tuple(reversed(index)))
+
+
+def _out_of_range(labels: ag.Tensor, c: int, check: bool, op: str, noun: str = "label",
+                  shape: tuple[int, ...] | None = None, of: str = "classes") -> ag.Tensor | None:
+    """The labels' range check shared by the losses, ``one_hot`` and ``embedding``.
+
+    With ``check`` (a cheap host read, see :func:`_can_check_on_host`) the labels are read once
+    and one outside ``0..c-1`` raises ``IndexError`` naming ``op``, the label, its position (in
+    ``shape``, the caller's layout of the flat ``labels``) and ``c``; ``None`` is returned.
+    Without, nothing is read: the result is the boolean Tensor of the bad labels (``None`` when
+    the dtype cannot hold one), for the caller to turn into NaN (never a silent number).
+    """
+    raw = labels.data
+    xp = labels._backend.xp
+    top = xp.iinfo(raw.dtype).max
+    signed = labels.dtype.kind == "i"
+    if check:
+        bad = raw >= c if c <= top else None
+        if signed:
+            bad = raw < 0 if bad is None else (raw < 0) | bad
+        if bad is not None and bool(xp.any(bad)):  # the one host read
+            where = xp.nonzero(xp.reshape(bad, (-1,)))[0]
+            i = int(where[0])
+            count = int(where.shape[0])
+            more = f" ({count} {noun}s are out of range)" if count > 1 else ""
+            raise IndexError(f"{op}: {noun} {int(xp.reshape(raw, (-1,))[i])} at position "
+                             f"{_position(i, shape)} is out of range for {c} {of} "
+                             f"(valid: 0..{c - 1}){more}")
+        return None
+    bad_t = ag.greater_equal(labels, c) if c <= top else None
+    if signed:
+        neg = ag.less(labels, 0)
+        bad_t = neg if bad_t is None else ag.logical_or(neg, bad_t)
+    return bad_t
+
+
 def _one_hot(labels: ag.Tensor, c: int, dtype: Any, check: bool) -> ag.Tensor:
     """Integer ``labels`` of shape ``(N,)`` as one-hot rows (constants) of ``dtype``.
 
@@ -194,33 +257,13 @@ def _one_hot(labels: ag.Tensor, c: int, dtype: Any, check: bool) -> ag.Tensor:
     loss 0 with a nonzero gradient.
     """
     n = labels.shape[0]
-    xp = labels._backend.xp
-    raw = labels.data
-    top = xp.iinfo(raw.dtype).max
-    if c - 1 > top:  # arange(c) would wrap around in the labels' dtype: compare in a wider one
+    bad_t = _out_of_range(labels, c, check, "cross_entropy")
+    if c - 1 > labels._backend.xp.iinfo(labels.data.dtype).max:
+        # arange(c) would wrap around in the labels' dtype: compare in a wider one
         labels = ag.astype(labels, ag.int32 if c - 1 <= 2**31 - 1 else ag.int64)
-        raw = labels.data
-        top = c  # now every class fits
-    signed = labels.dtype.kind == "i"
-    if check:
-        bad = raw >= c if c <= top else None
-        if signed:
-            bad = raw < 0 if bad is None else (raw < 0) | bad
-        if bad is not None and bool(xp.any(bad)):  # the one host read
-            i = int(xp.nonzero(bad)[0][0])
-            count = int(xp.nonzero(bad)[0].shape[0])
-            more = f" ({count} labels are out of range)" if count > 1 else ""
-            raise IndexError(f"cross_entropy: label {int(raw[i])} at position {i} is out of range "
-                             f"for {c} classes (valid: 0..{c - 1}){more}")
     with ag.default_backend(labels.backend):  # the labels' backend, not the default one
         classes = ag.arange(c, dtype=labels.dtype, device=labels.device)
     onehot = ag.astype(ag.reshape(labels, (n, 1)) == classes, dtype)
-    if check:
-        return onehot
-    bad_t = ag.greater_equal(labels, c) if c <= top else None
-    if signed:
-        neg = ag.less(labels, 0)
-        bad_t = neg if bad_t is None else ag.logical_or(neg, bad_t)
     if bad_t is None:
         return onehot
     return ag.where(ag.reshape(bad_t, (n, 1)), ag.full_like(onehot, math.nan), onehot)
@@ -271,18 +314,193 @@ def _softmax_cross_entropy(x: ag.Tensor, p: ag.Tensor, reduction: str, normalize
                    params=(reduction, normalized))
 
 
-def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any,
-                                     reduction: Reduction = "mean") -> ag.Tensor:
+def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any = None,
+                                     reduction: Reduction = "mean", pos_weight: Any = None
+                                     ) -> ag.Tensor:
     """Binary cross-entropy of ``sigmoid(logits)`` against ``target`` in ``[0, 1]``:
-    ``softplus(x) - x t``, exact at any logit (gradient ``sigmoid(x) - t``)."""
+    ``softplus(x) - x t``, exact at any logit (gradient ``sigmoid(x) - t``).
+
+    ``weight`` (broadcast to the logits) rescales each element's loss; ``pos_weight`` (broadcast
+    along the last axis: one per class) weighs the positive term, as in PyTorch:
+    ``(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``.
+    """
+    what = "binary_cross_entropy_with_logits"
     logits = _t(logits)
     target = _t(target, logits)
     if target.shape != logits.shape:
-        raise ValueError(f"binary_cross_entropy_with_logits: target shape {target.shape} differs "
-                         f"from the logits' {logits.shape}")
+        raise ValueError(f"{what}: target shape {target.shape} differs from the logits' "
+                         f"{logits.shape}")
     if target.dtype != logits.dtype:
         target = ag.astype(target, logits.dtype)
-    return _reduce(softplus(logits) - logits * target, reduction, "binary_cross_entropy_with_logits")
+    if pos_weight is None:
+        loss = softplus(logits) - logits * target
+    else:
+        pw = _float_like(pos_weight, logits, what, "pos_weight")
+        loss = (1.0 - target) * logits + (1.0 + (pw - 1.0) * target) * softplus(-logits)
+    if weight is not None:
+        loss = loss * _float_like(weight, logits, what, "weight")
+    return _reduce(loss, reduction, what)
+
+
+def _float_like(v: Any, like: ag.Tensor, what: str, name: str) -> ag.Tensor:
+    """``v`` as a Tensor on ``like``'s backend with ``like``'s floating dtype."""
+    t = _t(v, like)
+    if t.backend != like.backend:
+        raise TypeError(f"{what}: {name} on backend '{t.backend}' but the input on "
+                        f"'{like.backend}'; move one with ag.to_backend")
+    return t if t.dtype == like.dtype else ag.astype(t, like.dtype)
+
+
+def _pair(input: ag.Tensor, target: Any, what: str) -> tuple[ag.Tensor, ag.Tensor]:
+    input = _t(input)
+    target = _float_like(target, input, what, "target")
+    if input.shape != target.shape:
+        raise ValueError(f"{what}: input shape {input.shape} and target shape {target.shape} "
+                         "differ")
+    return input, target
+
+
+def l1_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean") -> ag.Tensor:
+    """Absolute error ``|input - target|`` (gradient ``sign(input - target)``, 0 at a tie)."""
+    input, target = _pair(input, target, "l1_loss")
+    return _reduce(ag.abs(input - target), reduction, "l1_loss")
+
+
+def huber_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean",
+               delta: float = 1.0) -> ag.Tensor:
+    """``½ d²`` where ``|d| < delta``, else ``delta (|d| - ½ delta)``, for ``d = input - target``."""
+    if not delta > 0:
+        raise ValueError(f"huber_loss: delta must be positive, not {delta}")
+    input, target = _pair(input, target, "huber_loss")
+    d = input - target
+    a = ag.abs(d)
+    return _reduce(ag.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta)), reduction,
+                   "huber_loss")
+
+
+def smooth_l1_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean",
+                   beta: float = 1.0) -> ag.Tensor:
+    """``½ d² / beta`` where ``|d| < beta``, else ``|d| - ½ beta`` (``huber_loss / beta``;
+    ``beta = 0`` is :func:`l1_loss`)."""
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be non-negative, not {beta}")
+    input, target = _pair(input, target, "smooth_l1_loss")
+    d = input - target
+    a = ag.abs(d)
+    if beta == 0:
+        return _reduce(a, reduction, "smooth_l1_loss")
+    return _reduce(ag.where(a < beta, (0.5 / beta) * d * d, a - 0.5 * beta), reduction,
+                   "smooth_l1_loss")
+
+
+def _int_target(target: Any, like: ag.Tensor, what: str) -> ag.Tensor:
+    t = _t(target, like)
+    if t.backend != like.backend:
+        raise TypeError(f"{what}: target on backend '{t.backend}' but input on '{like.backend}'; "
+                        "move one with ag.to_backend")
+    if t.dtype.kind not in ("i", "u"):
+        raise TypeError(f"{what}: target must hold integer class labels, not {t.dtype}; convert "
+                        "it with ag.astype(target, ag.int64)")
+    return t
+
+
+def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: int = -100,
+             reduction: Reduction = "mean") -> ag.Tensor:
+    """The negative log-likelihood ``-weight[t] · input[n, t]`` of log-probabilities ``input``
+    of shape ``(N, C)`` or ``(N, C, d1, ...)`` (or ``(C,)``) at integer labels ``target`` of
+    shape ``(N,)`` or ``(N, d1, ...)`` (or ``()``), as in PyTorch.
+
+    Labels equal to ``ignore_index`` contribute nothing; ``"mean"`` divides by the summed
+    weights of the others (``weight``: one per class, default 1), so it is NaN when every label
+    is ignored. Other labels outside ``0..C-1`` follow :func:`cross_entropy`: an ``IndexError``
+    naming the label, its position and ``C`` where a host read is cheap; elsewhere (GPU, Dask,
+    inside :func:`agnograd.capture`) that sample's loss and its gradient are NaN. The gradient
+    reaches ``input`` through a gather (its VJP a scatter-add), so other classes' entries may be
+    ``-inf`` without harm.
+    """
+    what = "nll_loss"
+    x = _t(input)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    t = _int_target(target, x, what)
+    if x.ndim < 1:
+        raise ValueError(f"{what}: input must have shape (N, C, ...) or (C,), not ()")
+    unbatched = x.ndim == 1
+    if unbatched:
+        x = ag.reshape(x, (1, x.shape[0]))
+        t = ag.reshape(t, (1, *t.shape))
+    c = x.shape[1]
+    expected = (x.shape[0], *x.shape[2:])
+    if t.shape != expected:
+        raise ValueError(f"{what}: target shape {tuple(t.shape[unbatched:])} does not fit input "
+                         f"{tuple(x.shape[unbatched:])}; expected {expected[unbatched:]}")
+    if x.ndim > 2:
+        x = ag.moveaxis(x, 1, -1)
+    m = math.prod(expected)
+    xm = ag.reshape(x, (m, c))
+    flat = ag.reshape(t, (m,))
+    valid = ag.not_equal(flat, ignore_index)
+    zero = ag.zeros_like(flat)
+    bad = _out_of_range(ag.where(valid, flat, zero), c, _can_check_on_host(t), what,
+                        shape=None if unbatched else expected)
+    keep = valid if bad is None else ag.logical_and(valid, ag.logical_not(bad))
+    idx = ag.where(keep, flat, zero)  # always a valid index: the gather never reads outside
+    picked = ag.reshape(ag.take_along_axis(xm, ag.reshape(idx, (m, 1)), axis=1), (m,))
+    if weight is None:
+        wi = ag.astype(keep, x.dtype)
+    else:
+        w = _float_like(weight, x, what, "weight")
+        if w.shape != (c,):
+            raise ValueError(f"{what}: weight must have shape ({c},) (one per class), not {w.shape}")
+        wi = ag.where(keep, ag.take(w, idx), ag.zeros_like(picked))
+    loss = ag.where(keep, -picked * wi, ag.zeros_like(picked))
+    if bad is not None:  # NaN in the loss and (through the product) the gradient of bad samples
+        # NaN in the bad rows only, 0 elsewhere: the where's zero cotangent of the other rows
+        # times this factor stays 0 (times NaN everywhere it would poison every row)
+        nan = ag.where(bad, ag.full_like(picked, math.nan), ag.zeros_like(picked))
+        loss = ag.where(bad, -picked * nan, loss)
+    if reduction == "none":
+        return ag.reshape(loss, () if unbatched else expected)
+    total = ag.sum(loss)
+    return total if reduction == "sum" else total / ag.sum(wi)
+
+
+def one_hot(tensor: Any, num_classes: int = -1) -> ag.Tensor:
+    """Integer labels of any shape as one-hot vectors: ``int64`` of shape
+    ``(*tensor.shape, num_classes)``, as in PyTorch.
+
+    ``num_classes=-1`` takes one more than the largest label, which needs a read of the labels:
+    it is allowed only where that read is cheap (arrays in host memory, outside
+    :func:`agnograd.capture`); elsewhere pass ``num_classes``. Labels outside
+    ``0..num_classes-1`` raise ``IndexError`` naming the label and its position where a host
+    read is cheap; elsewhere (GPU, Dask, inside capture) such a label's vector is all ``-1``,
+    never a plausible one-hot row. Not differentiable (its result is integer).
+    """
+    t = _t(tensor)
+    if t.dtype.kind not in ("i", "u"):
+        raise TypeError(f"one_hot: labels must be integers, not {t.dtype}; convert them with "
+                        "ag.astype(labels, ag.int64)")
+    check = _can_check_on_host(t)
+    if num_classes == -1:
+        if not check:
+            raise ValueError(f"one_hot: num_classes=-1 reads the labels' maximum, which on the "
+                             f"'{t.backend}' backend (or inside ag.capture) costs a host "
+                             "synchronisation; pass num_classes")
+        if t.size == 0:
+            raise ValueError("one_hot: num_classes=-1 cannot be inferred from empty labels; pass "
+                             "num_classes")
+        num_classes = int(ag.max(t).item()) + 1
+    if num_classes < 1:
+        raise ValueError(f"one_hot: num_classes must be positive (or -1), not {num_classes}")
+    flat = ag.reshape(t, (-1,))
+    bad = _out_of_range(flat, num_classes, check, "one_hot", shape=t.shape)
+    wide = ag.astype(flat, ag.int64)
+    with ag.default_backend(t.backend):
+        classes = ag.arange(num_classes, dtype=ag.int64, device=t.device)
+    out = ag.astype(ag.reshape(wide, (-1, 1)) == classes, ag.int64)
+    if bad is not None:
+        out = ag.where(ag.reshape(bad, (-1, 1)), ag.full_like(out, -1), out)
+    return ag.reshape(out, (*t.shape, num_classes))
 
 
 def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
@@ -312,3 +530,261 @@ def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
     mask = host_random(lambda: host_rng(seed).random(shape) >= p, shape)
     keep = ag.tensor(mask, backend=x.backend, device=x.device)
     return x * (ag.astype(keep, x.dtype) * (1.0 / (1.0 - p)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation and embedding
+
+
+def layer_norm(input: ag.Tensor, normalized_shape: int | Sequence[int], weight: Any = None,
+               bias: Any = None, eps: float = 1e-5) -> ag.Tensor:
+    """Normalise over the last ``len(normalized_shape)`` axes (which must equal
+    ``normalized_shape``): ``(x - mean) / sqrt(var + eps) · weight + bias``, with the biased
+    variance, as in PyTorch."""
+    x = _t(input)
+    shape = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(
+        int(n) for n in normalized_shape)
+    k = len(shape)
+    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
+        raise ValueError(f"layer_norm: normalized_shape {shape} must be the last axes of the "
+                         f"input, whose shape is {x.shape}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mu = ag.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    var = ag.mean(d * d, axis=axes, keepdims=True)
+    y = d / ag.sqrt(var + eps)
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is None:
+            continue
+        pt = _float_like(p, x, "layer_norm", name)
+        if pt.shape != shape:
+            raise ValueError(f"layer_norm: {name} must have shape {shape}, not {pt.shape}")
+        y = y * pt if name == "weight" else y + pt
+    return y
+
+
+def embedding(input: Any, weight: ag.Tensor, padding_idx: int | None = None) -> ag.Tensor:
+    """Rows of ``weight`` (shape ``(num_embeddings, embedding_dim)``) at the integer indices
+    ``input`` (any shape): the result has shape ``(*input.shape, embedding_dim)``.
+
+    The gradient of ``weight`` is the cotangent scatter-added into the rows read (repeated
+    indices summed: :meth:`agnograd.Backend.scatter_add`). The row ``padding_idx`` receives no
+    gradient, as in PyTorch. An index outside ``0..num_embeddings-1`` raises ``IndexError``
+    naming it and its position where a host read is cheap; elsewhere (GPU, Dask, inside
+    :func:`agnograd.capture`) its output row is NaN (never another row's vector).
+    """
+    w = _t(weight)
+    if w.ndim != 2:
+        raise ValueError(f"embedding: weight must have shape (num_embeddings, embedding_dim), "
+                         f"not {w.shape}")
+    idx = _int_target(input, w, "embedding")
+    n, dim = w.shape
+    if padding_idx is not None:
+        if not -n <= padding_idx < n:
+            raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {n} "
+                             "embeddings")
+        padding_idx %= n
+    flat = ag.reshape(idx, (-1,))
+    bad = _out_of_range(flat, n, _can_check_on_host(idx), "embedding", noun="index",
+                        shape=idx.shape, of="embeddings")
+    safe = flat if bad is None else ag.where(bad, ag.zeros_like(flat), flat)
+    rows = ag.take(w, safe, axis=0)
+    if padding_idx is not None and w.requires_grad:
+        pad = ag.reshape(ag.equal(safe, padding_idx), (-1, 1))
+        rows = ag.where(pad, ag.take(w.detach(), safe, axis=0), rows)
+    if bad is not None:
+        rows = ag.where(ag.reshape(bad, (-1, 1)), ag.full_like(rows, math.nan), rows)
+    return ag.reshape(rows, (*idx.shape, dim))
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution and pooling: windows cut by strided slicing (no backend-specific kernel)
+
+
+def _ntuple(v: int | Sequence[int], n: int, what: str, name: str, low: int) -> tuple[int, ...]:
+    t = (v,) * n if isinstance(v, int) else tuple(v)
+    if len(t) != n or not all(isinstance(i, int) and i >= low for i in t):
+        raise ValueError(f"{what}: {name} must be an int >= {low} or a tuple of {n} of them, "
+                         f"not {v!r}")
+    return t
+
+
+def _pad_spatial(x: ag.Tensor, pads: Sequence[tuple[int, int]], value: float) -> ag.Tensor:
+    """``x`` (``(N, C, *spatial)``) with ``pads[i]`` constants before and after spatial axis i."""
+    for i, (lo, hi) in enumerate(pads):
+        if lo == 0 and hi == 0:
+            continue
+        axis = 2 + i
+        parts = []
+        with ag.default_backend(x.backend):
+            for k in (lo, hi):
+                shape = list(x.shape)
+                shape[axis] = k
+                parts.append(ag.full(tuple(shape), value, dtype=x.dtype, device=x.device)
+                             if k else None)
+        x = ag.concat([p for p in (parts[0], x, parts[1]) if p is not None], axis=axis)
+    return x
+
+
+def _windows(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+             dilation: tuple[int, ...], what: str) -> tuple[ag.Tensor, tuple[int, ...]]:
+    """The sliding windows of padded ``x`` (``(N, C, *spatial)``) as ``(N, C, K, *out)``, with
+    ``K = prod(kernel)`` in C order of the kernel offsets, and the output size ``out``."""
+    out = []
+    for n, k, s, d in zip(x.shape[2:], kernel, stride, dilation):
+        span = d * (k - 1) + 1
+        if n < span:
+            raise ValueError(f"{what}: the (padded) input size {n} is smaller than the "
+                             f"(dilated) kernel size {span}; input shape {x.shape}")
+        out.append((n - span) // s + 1)
+    slices = []
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        key = (slice(None), slice(None)) + tuple(
+            slice(o * d, o * d + s * (m - 1) + 1, s)
+            for o, d, s, m in zip(offset, dilation, stride, out))
+        slices.append(x[key])
+    return ag.stack(slices, axis=2), tuple(out)
+
+
+def _batched(x: ag.Tensor, nd: int, what: str) -> tuple[ag.Tensor, bool]:
+    if x.ndim == nd + 1:  # unbatched (C, *spatial)
+        return ag.expand_dims(x, axis=0), True
+    if x.ndim != nd + 2:
+        spatial = ("L",) if nd == 1 else ("H", "W")
+        raise ValueError(f"{what}: input must have shape (N, C, {', '.join(spatial)}) or "
+                         f"(C, {', '.join(spatial)}), not {x.shape}")
+    return x, False
+
+
+def _convnd(nd: int, input: ag.Tensor, weight: ag.Tensor, bias: Any, stride: Any, padding: Any,
+            dilation: Any, groups: int) -> ag.Tensor:
+    what = f"conv{nd}d"
+    x, unbatched = _batched(_t(input), nd, what)
+    w = _float_like(weight, x, what, "weight")
+    if w.ndim != nd + 2:
+        raise ValueError(f"{what}: weight must have shape (C_out, C_in/groups, "
+                         f"{', '.join(['k'] * nd)}), not {w.shape}")
+    c_in, c_out, cg = x.shape[1], w.shape[0], w.shape[1]
+    if not isinstance(groups, int) or groups < 1 or c_out % groups:
+        raise ValueError(f"{what}: groups={groups!r} must be a positive int dividing the output "
+                         f"channels {c_out} (weight {w.shape})")
+    if cg * groups != c_in:
+        raise ValueError(f"{what}: weight {w.shape} expects {cg * groups} input channels "
+                         f"({cg} per group x {groups} groups), the input {x.shape} has {c_in}")
+    kernel = tuple(int(k) for k in w.shape[2:])
+    stride_t = _ntuple(stride, nd, what, "stride", 1)
+    dil = _ntuple(dilation, nd, what, "dilation", 1)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = [(0, 0)] * nd
+        elif padding == "same":
+            if any(s != 1 for s in stride_t):
+                raise ValueError(f"{what}: padding='same' needs stride 1, not {stride!r}")
+            # PyTorch's split: the extra element (even total) goes after
+            pads = [((d * (k - 1)) // 2, d * (k - 1) - (d * (k - 1)) // 2)
+                    for k, d in zip(kernel, dil)]
+        else:
+            raise ValueError(f"{what}: padding must be an int, a tuple, 'valid' or 'same', not "
+                             f"{padding!r}")
+    else:
+        pads = [(p, p) for p in _ntuple(padding, nd, what, "padding", 0)]
+    cols, out = _windows(_pad_spatial(x, pads, 0.0), kernel, stride_t, dil, what)
+    n, k = x.shape[0], math.prod(kernel)
+    length = math.prod(out)
+    # Every reshape only splits or only merges axes (Dask refuses a reshape that does both).
+    cols = ag.reshape(ag.reshape(cols, (n, groups, cg, k, length)), (n, groups, cg * k, length))
+    wm = ag.reshape(ag.reshape(w, (c_out, cg * k)), (1, groups, c_out // groups, cg * k))
+    y = ag.reshape(ag.reshape(wm @ cols, (n, c_out, length)), (n, c_out, *out))
+    if bias is not None:
+        b = _float_like(bias, x, what, "bias")
+        if b.shape != (c_out,):
+            raise ValueError(f"{what}: bias must have shape ({c_out},), not {b.shape}")
+        y = y + ag.reshape(b, (1, c_out) + (1,) * nd)
+    return y[0, ...] if unbatched else y
+
+
+def conv1d(input: ag.Tensor, weight: ag.Tensor, bias: Any = None, stride: int | Sequence[int] = 1,
+           padding: int | Sequence[int] | str = 0, dilation: int | Sequence[int] = 1,
+           groups: int = 1) -> ag.Tensor:
+    """1-d cross-correlation, as ``torch.nn.functional.conv1d``: ``input`` of shape
+    ``(N, C_in, L)`` (or ``(C_in, L)``), ``weight`` ``(C_out, C_in/groups, k)``, ``bias``
+    ``(C_out,)``; zero ``padding`` (an int, a 1-tuple, ``"valid"`` or ``"same"``).
+
+    Built from standard ops: the windows are cut by strided slicing, stacked, and multiplied
+    with the weight by one batched ``matmul``, so it runs and differentiates (to any order) on
+    every backend.
+    """
+    return _convnd(1, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input: ag.Tensor, weight: ag.Tensor, bias: Any = None, stride: int | Sequence[int] = 1,
+           padding: int | Sequence[int] | str = 0, dilation: int | Sequence[int] = 1,
+           groups: int = 1) -> ag.Tensor:
+    """2-d cross-correlation, as ``torch.nn.functional.conv2d``: ``input`` of shape
+    ``(N, C_in, H, W)`` (or ``(C_in, H, W)``), ``weight`` ``(C_out, C_in/groups, kH, kW)``,
+    ``bias`` ``(C_out,)``; ``stride``, ``padding`` (zeros; also ``"valid"``/``"same"``) and
+    ``dilation`` are ints or pairs. Built from standard ops like :func:`conv1d`."""
+    return _convnd(2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def _poolnd(nd: int, kind: str, input: ag.Tensor, kernel_size: Any, stride: Any, padding: Any,
+            dilation: Any, ceil_mode: bool, count_include_pad: bool = True) -> ag.Tensor:
+    what = f"{kind}_pool{nd}d"
+    if ceil_mode:
+        raise NotImplementedError(f"{what}: ceil_mode=True is not supported; pad the input "
+                                  "instead")
+    x, unbatched = _batched(_t(input), nd, what)
+    kernel = _ntuple(kernel_size, nd, what, "kernel_size", 1)
+    stride_t = kernel if stride is None or stride == () else _ntuple(stride, nd, what, "stride", 1)
+    dil = _ntuple(dilation, nd, what, "dilation", 1)
+    pad = _ntuple(padding, nd, what, "padding", 0)
+    if any(2 * p > k for p, k in zip(pad, kernel)):
+        raise ValueError(f"{what}: padding {padding!r} must be at most half the kernel size "
+                         f"{kernel_size!r}")
+    pads = [(p, p) for p in pad]
+    fill = -math.inf if kind == "max" else 0.0
+    win, _ = _windows(_pad_spatial(x, pads, fill), kernel, stride_t, dil, what)
+    if kind == "max":
+        y = ag.max(win, axis=2)
+    elif count_include_pad or not any(pad):
+        y = ag.mean(win, axis=2)
+    else:  # divide by the number of real (not padding) elements in each window
+        ones = ag.ones_like(x[0:1, 0:1, ...])
+        count, _ = _windows(_pad_spatial(ones, pads, 0.0), kernel, stride_t, dil, what)
+        y = ag.sum(win, axis=2) / ag.sum(count, axis=2)
+    return y[0, ...] if unbatched else y
+
+
+def max_pool1d(input: ag.Tensor, kernel_size: int | Sequence[int],
+               stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0,
+               dilation: int | Sequence[int] = 1, ceil_mode: bool = False) -> ag.Tensor:
+    """The maximum over each window of ``input`` ``(N, C, L)`` (or ``(C, L)``), as
+    ``torch.nn.functional.max_pool1d`` (``stride`` defaults to ``kernel_size``; padding is
+    ``-inf``). The gradient goes to the maximal element, split equally between ties (PyTorch
+    gives all of it to one of them)."""
+    return _poolnd(1, "max", input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def max_pool2d(input: ag.Tensor, kernel_size: int | Sequence[int],
+               stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0,
+               dilation: int | Sequence[int] = 1, ceil_mode: bool = False) -> ag.Tensor:
+    """The maximum over each window of ``input`` ``(N, C, H, W)`` (or ``(C, H, W)``), as
+    ``torch.nn.functional.max_pool2d``; see :func:`max_pool1d`."""
+    return _poolnd(2, "max", input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def avg_pool1d(input: ag.Tensor, kernel_size: int | Sequence[int],
+               stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True) -> ag.Tensor:
+    """The mean over each window of ``input`` ``(N, C, L)`` (or ``(C, L)``), as
+    ``torch.nn.functional.avg_pool1d`` (zero padding, counted in the mean unless
+    ``count_include_pad=False``)."""
+    return _poolnd(1, "avg", input, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+
+
+def avg_pool2d(input: ag.Tensor, kernel_size: int | Sequence[int],
+               stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True) -> ag.Tensor:
+    """The mean over each window of ``input`` ``(N, C, H, W)`` (or ``(C, H, W)``), as
+    ``torch.nn.functional.avg_pool2d``; see :func:`avg_pool1d`."""
+    return _poolnd(2, "avg", input, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)

@@ -1,8 +1,11 @@
-"""Layers: ``Linear``, ``Sequential``, ``MLP``, ``Dropout`` and the activation modules."""
+"""Layers: ``Linear``, ``LayerNorm``, ``Embedding``, the
+containers (``Sequential``, ``ModuleList``, ``ModuleDict``), ``MLP``, ``Dropout``, ``Flatten``,
+``Identity`` and the activation modules (convolution and pooling: ``agnograd.nn.conv``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import agnograd as ag
@@ -12,8 +15,9 @@ from . import functional as F
 from .init import initializer
 from .module import Module
 
-__all__ = ["Linear", "Sequential", "MLP", "Dropout", "ReLU", "Tanh", "Sigmoid", "GELU", "Softplus",
-           "ACTIVATIONS"]
+__all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "ModuleDict", "MLP",
+           "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
+           "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS"]
 
 Seed = int | Sequence[int] | HostRNG | None
 
@@ -82,6 +86,183 @@ class Sequential(Module):
         return iter(self.layers)
 
 
+class ModuleList(Module):
+    """A list of modules whose parameters the container finds: ``layers.0.weight``, as in
+    PyTorch. Supports indexing (an int, or a slice giving a new ``ModuleList``), ``len``,
+    iteration, ``append``, ``extend`` and ``insert``. It has no ``forward``: iterate over it."""
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        self._n = 0
+        if modules is not None:
+            self.extend(modules)
+
+    def _items(self) -> list[Module]:
+        return [vars(self)[str(i)] for i in range(self._n)]
+
+    def _set_all(self, items: list[Module]) -> None:
+        for i in range(self._n):
+            del vars(self)[str(i)]
+        for i, m in enumerate(items):
+            vars(self)[str(i)] = _check_module(m, "ModuleList")
+        self._n = len(items)
+
+    def append(self, module: Module) -> ModuleList:
+        vars(self)[str(self._n)] = _check_module(module, "ModuleList")
+        self._n += 1
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        items = self._items()
+        items.insert(index, module)
+        self._set_all(items)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ModuleList(self._items()[i])
+        return self._items()[i]
+
+    def __setitem__(self, i: int, module: Module) -> None:
+        items = self._items()
+        items[i] = module
+        self._set_all(items)
+
+    def __delitem__(self, i: int | slice) -> None:
+        items = self._items()
+        del items[i]
+        self._set_all(items)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._items())
+
+
+def _check_module(m: Any, where: str) -> Module:
+    if not isinstance(m, Module):
+        raise TypeError(f"{where} holds Modules, not {type(m).__name__}")
+    return m
+
+
+class ModuleDict(Module):
+    """A dict of modules (string keys, insertion order) whose parameters the container finds:
+    ``heads.cls.weight``, as in PyTorch. Keys must be identifiers-like names without ``.``, not
+    starting with ``_``, and not the name of a method. It has no ``forward``."""
+
+    def __init__(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None
+                 ) -> None:
+        self._keys: list[str] = []
+        if modules is not None:
+            self.update(modules)
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        if not isinstance(key, str) or not key or key.startswith("_") or "." in key \
+                or hasattr(type(self), key) or key == "training":
+            raise KeyError(f"ModuleDict: {key!r} cannot be a key (a non-empty string without '.', "
+                           "not starting with '_', not a method name)")
+        vars(self)[key] = _check_module(module, "ModuleDict")
+        if key not in self._keys:
+            self._keys.append(key)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        return vars(self)[key]
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._keys:
+            raise KeyError(key)
+        del vars(self)[key]
+        self._keys.remove(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._keys))
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def values(self) -> list[Module]:
+        return [vars(self)[k] for k in self._keys]
+
+    def items(self) -> list[tuple[str, Module]]:
+        return [(k, vars(self)[k]) for k in self._keys]
+
+    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
+        pairs = modules.items() if isinstance(modules, Mapping) else modules
+        for k, m in pairs:
+            self[k] = m
+
+
+class LayerNorm(Module):
+    """:func:`agnograd.nn.functional.layer_norm` over the last axes ``normalized_shape``, with a
+    learnt elementwise ``weight`` (ones) and ``bias`` (zeros) when ``elementwise_affine``."""
+
+    def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True, backend: str | None = None,
+                 dtype: Any = None) -> None:
+        self.normalized_shape = (int(normalized_shape),) if isinstance(normalized_shape, int) \
+            else tuple(int(n) for n in normalized_shape)
+        self.eps = float(eps)
+        dtype = ag.float32 if dtype is None else dtype
+        self.weight: ag.Tensor | None = None
+        self.bias: ag.Tensor | None = None
+        if elementwise_affine:
+            with ag.default_backend(backend or ag.get_default_backend().name):
+                self.weight = ag.ones(self.normalized_shape, dtype=dtype).requires_grad_()
+                if bias:
+                    self.bias = ag.zeros(self.normalized_shape, dtype=dtype).requires_grad_()
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"normalized_shape={self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.weight is not None}")
+
+
+class Embedding(Module):
+    """A lookup table: :func:`agnograd.nn.functional.embedding` of integer indices into
+    ``weight`` of shape ``(num_embeddings, embedding_dim)``, drawn from N(0, 1) on the host
+    (``seed``) as in PyTorch; the row ``padding_idx`` starts at zero and gets no gradient."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 backend: str | None = None, dtype: Any = None, seed: Seed = None) -> None:
+        if num_embeddings < 1 or embedding_dim < 1:
+            raise ValueError(f"Embedding({num_embeddings}, {embedding_dim}): sizes must be "
+                             "positive")
+        self.num_embeddings = int(num_embeddings)
+        self.embedding_dim = int(embedding_dim)
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"Embedding: padding_idx {padding_idx} is out of range for "
+                                 f"{num_embeddings} embeddings")
+            padding_idx %= num_embeddings
+        self.padding_idx = padding_idx
+        host = host_rng(seed).normal(0.0, 1.0, size=(self.num_embeddings, self.embedding_dim))
+        if padding_idx is not None:
+            host[padding_idx] = 0.0
+        self.weight = ag.tensor(host, backend=backend, dtype=ag.float32 if dtype is None else dtype,
+                                requires_grad=True)
+
+    def forward(self, x: Any) -> ag.Tensor:
+        return F.embedding(x, self.weight, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
+
+
 class _Activation(Module):
     fn: Callable[[ag.Tensor], ag.Tensor]
 
@@ -107,10 +288,84 @@ class Sigmoid(_Activation):
     fn = staticmethod(F.sigmoid)
 
 
-class Softplus(_Activation):
+class Softplus(Module):
     """:func:`agnograd.nn.functional.softplus` as a layer."""
 
-    fn = staticmethod(F.softplus)
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        return F.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class LeakyReLU(Module):
+    """:func:`agnograd.nn.functional.leaky_relu` as a layer."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class ELU(Module):
+    """:func:`agnograd.nn.functional.elu` as a layer."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = float(alpha)
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        return F.elu(x, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class SiLU(_Activation):
+    """:func:`agnograd.nn.functional.silu` as a layer."""
+
+    fn = staticmethod(F.silu)
+
+
+class Identity(Module):
+    """Returns its input (a placeholder, e.g. for a layer switched off)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # accepts and ignores, like PyTorch
+        pass
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        return x
+
+
+class Flatten(Module):
+    """Flattens axes ``start_dim..end_dim`` (inclusive) into one: ``(N, C, H, W)`` becomes
+    ``(N, C·H·W)`` with the defaults."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        self.start_dim = int(start_dim)
+        self.end_dim = int(end_dim)
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        n = x.ndim
+        start = self.start_dim + n if self.start_dim < 0 else self.start_dim
+        end = self.end_dim + n if self.end_dim < 0 else self.end_dim
+        if n == 0:
+            return ag.reshape(x, (1,))
+        if not 0 <= start <= end < n:
+            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) does "
+                             f"not fit an input of shape {x.shape}")
+        shape = x.shape
+        return ag.reshape(x, (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:]))
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class GELU(Module):
@@ -143,6 +398,25 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+class Unflatten(Module):
+    """Splits axis ``dim`` into ``unflattened_size``: ``Unflatten(1, (1, 8, 8))`` turns
+    ``(N, 64)`` into ``(N, 1, 8, 8)``."""
+
+    def __init__(self, dim: int, unflattened_size: Sequence[int]) -> None:
+        self.dim = int(dim)
+        self.unflattened_size = tuple(int(n) for n in unflattened_size)
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        d = self.dim + x.ndim if self.dim < 0 else self.dim
+        if not 0 <= d < x.ndim or math.prod(self.unflattened_size) != x.shape[d]:
+            raise ValueError(f"Unflatten({self.dim}, {self.unflattened_size}) does not fit an "
+                             f"input of shape {x.shape}")
+        return ag.reshape(x, (*x.shape[:d], *self.unflattened_size, *x.shape[d + 1:]))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
 # activation name -> (function, initialiser suited to it)
 ACTIVATIONS: dict[str, tuple[Callable[[ag.Tensor], ag.Tensor], str]] = {
     "tanh": (F.tanh, "glorot"),
@@ -150,6 +424,9 @@ ACTIVATIONS: dict[str, tuple[Callable[[ag.Tensor], ag.Tensor], str]] = {
     "relu": (F.relu, "he"),
     "gelu": (F.gelu, "he"),
     "softplus": (F.softplus, "he"),
+    "leaky_relu": (F.leaky_relu, "he"),
+    "elu": (F.elu, "he"),
+    "silu": (F.silu, "he"),
     "identity": ((lambda x: x), "glorot"),
 }
 
@@ -164,7 +441,8 @@ class MLP(Module):
     Args:
         sizes: ``[in, hidden..., out]``, at least two entries.
         activation: ``"tanh"`` (default), ``"relu"``, ``"sigmoid"``, ``"gelu"``,
-            ``"softplus"``, ``"identity"``, or any function of one Tensor.
+            ``"softplus"``, ``"leaky_relu"``, ``"elu"``, ``"silu"``, ``"identity"``, or any
+            function of one Tensor.
         bias: whether the layers add a bias.
         backend: where the parameters live (``None``: the default backend).
         dtype: the parameters' dtype (``None``: float32).

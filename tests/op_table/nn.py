@@ -8,7 +8,7 @@ from __future__ import annotations
 import agnograd as ag
 import agnograd.nn.functional as F
 
-from .core import Op, category, like
+from .core import Op, category, distinct, like
 
 
 def _away_from_zero(rng, shapes):  # relu: finite differences must not cross its kink
@@ -32,7 +32,8 @@ OPS = [
     Op("nn.tanh", F.tanh, [((5,),)]),
     Op("nn.sigmoid", F.sigmoid, [((5,),), ((),)], domain=(-6.0, 6.0)),
     Op("nn.softplus", F.softplus, [((5,),)], domain=(-6.0, 6.0)),
-    Op("nn.gelu", F.gelu, [((5,),)]),
+    # erf: SciPy's on NumPy, the documented standard-op approximation elsewhere (docs/special.md)
+    Op("nn.gelu", F.gelu, [((5,),)], f64_rtol=1e-6, f64_atol=1e-7),
     Op("nn.gelu-tanh", lambda x: F.gelu(x, approximate="tanh"), [((5,),)]),
     Op("nn.softmax", F.softmax, [((4, 3),), ((3,),)]),
     Op("nn.softmax-axis0", lambda x: F.softmax(x, axis=0), [((4, 3),)]),
@@ -44,6 +45,61 @@ OPS = [
        lambda x, t: F.binary_cross_entropy_with_logits(x, 0.5 * ag.tanh(t) + 0.5), [((4, 3), (4, 3))]),
     Op("nn.binary_cross_entropy_with_logits-none", lambda x: F.binary_cross_entropy_with_logits(
         x, like(x, [[0.0, 1.0, 0.3]] * 4), reduction="none"), [((4, 3),)]),
+    # activations added with the CNN layers
+    Op("nn.softplus-beta", lambda x: F.softplus(x, beta=2.0, threshold=3.0), [((6,),)],
+       make=_away_from_zero),
+    Op("nn.leaky_relu", lambda x: F.leaky_relu(x, 0.1), [((5,),), ((2, 3),)], make=_away_from_zero),
+    Op("nn.elu", lambda x: F.elu(x, alpha=1.5), [((5,),), ((2, 3),)], make=_away_from_zero),
+    Op("nn.silu", F.silu, [((5,),), ((),)]),
+    # regression losses (inputs drawn away from their kinks)
+    Op("nn.l1_loss", lambda x: F.l1_loss(x, like(x, [[0.0] * 3] * 4)), [((4, 3),)],
+       make=_away_from_zero),
+    Op("nn.l1_loss-sum-none", lambda x, t: F.l1_loss(x, t + 3.0, reduction="sum")
+       + ag.sum(F.l1_loss(x, t + 3.0, reduction="none") * x), [((4, 3), (4, 3))]),
+    Op("nn.huber_loss", lambda x, t: F.huber_loss(3.0 * x, t, delta=0.7), [((4, 3), (4, 3))],
+       make=_away_from_zero),
+    Op("nn.huber_loss-none", lambda x: F.huber_loss(x, like(x, [0.1] * 5), reduction="none"),
+       [((5,),)], make=_away_from_zero),
+    Op("nn.smooth_l1_loss", lambda x, t: F.smooth_l1_loss(3.0 * x, t, beta=0.5), [((4, 3), (4, 3))],
+       make=_away_from_zero),
+    Op("nn.smooth_l1_loss-sum", lambda x, t: F.smooth_l1_loss(x, t, reduction="sum", beta=2.0),
+       [((4, 3), (4, 3))]),
+    # nll_loss: labels, class weights, ignore_index, spatial (N, C, d) inputs
+    Op("nn.nll_loss", lambda x: F.nll_loss(x, _labels(x)), [((4, 3),)]),
+    Op("nn.nll_loss-weight-ignore",
+       lambda x, w: F.nll_loss(x, like(x, [0, -100, 1, 2], dtype=ag.int64), weight=ag.exp(w)),
+       [((4, 3), (3,))]),
+    Op("nn.nll_loss-none-spatial", lambda x: F.nll_loss(
+        x, like(x, [[0, 2], [1, 1]], dtype=ag.int64), reduction="none"), [((2, 3, 2),)]),
+    Op("nn.nll_loss-sum-unbatched", lambda x: F.nll_loss(x, like(x, 1, dtype=ag.int64),
+                                                         reduction="sum"), [((3,),)]),
+    Op("nn.binary_cross_entropy_with_logits-weights", lambda x, t, w: F.binary_cross_entropy_with_logits(
+        x, 0.5 * ag.tanh(t) + 0.5, weight=w, pos_weight=ag.exp(w[0, ...])),
+       [((2, 3), (2, 3), (2, 3))]),
+    # normalisation, embedding
+    Op("nn.layer_norm", lambda x, w, b: F.layer_norm(x, 4, w, b), [((3, 4), (4,), (4,))]),
+    Op("nn.layer_norm-2axes", lambda x: F.layer_norm(x, (3, 4), eps=1e-3), [((2, 3, 4),)]),
+    Op("nn.embedding", lambda w: F.embedding(like(w, [[0, 2], [4, 2]], dtype=ag.int64), w),
+       [((5, 3),)]),
+    # the padding row gets no gradient by design: the record zeroes the rows read from it, so
+    # finite differences see the same (test_nn checks the padding row's zero gradient itself)
+    Op("nn.embedding-padding", lambda w: F.embedding(like(w, [1, 0, 1, 3], dtype=ag.int64), w,
+                                                     padding_idx=1)
+       * like(w, [[0.0], [1.0], [0.0], [1.0]]), [((4, 2),)]),
+    # convolution (im2col by strided slicing + matmul) and pooling
+    Op("nn.conv1d", lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1), [((2, 2, 6), (3, 2, 3), (3,))]),
+    Op("nn.conv1d-same-dilation-groups", lambda x, w: F.conv1d(x, w, padding="same", dilation=2,
+                                                               groups=2), [((1, 4, 5), (2, 2, 2))]),
+    Op("nn.conv2d", lambda x, w, b: F.conv2d(x, w, b, padding=1), [((2, 1, 4, 4), (2, 1, 3, 3), (2,))]),
+    Op("nn.conv2d-stride-dilation-groups", lambda x, w: F.conv2d(
+        x, w, stride=(2, 1), padding=(0, 1), dilation=(1, 2), groups=2), [((1, 4, 5, 4), (2, 2, 2, 2))]),
+    Op("nn.conv2d-unbatched", lambda x, w: F.conv2d(x, w, padding="valid"), [((2, 3, 3), (1, 2, 2, 2))]),
+    Op("nn.max_pool1d", lambda x: F.max_pool1d(x, 2), [((2, 2, 5),)], make=distinct),
+    Op("nn.max_pool2d", lambda x: F.max_pool2d(x, 3, stride=2, padding=1), [((1, 2, 5, 4),)],
+       make=distinct),
+    Op("nn.avg_pool1d", lambda x: F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=False),
+       [((2, 1, 5),)]),
+    Op("nn.avg_pool2d", lambda x: F.avg_pool2d(x, 2), [((1, 2, 4, 5),)]),
     # a fixed seed draws the same mask on every call and every backend
     Op("nn.dropout", lambda x: F.dropout(x, 0.3, seed=0), [((4, 5),)]),
 ]

@@ -1,0 +1,154 @@
+"""Convolution and pooling layers: ``Conv1d``, ``Conv2d``, ``MaxPool1d``, ``MaxPool2d``,
+``AvgPool1d``, ``AvgPool2d`` (PyTorch's names, arguments and weight layout), built on
+:func:`agnograd.nn.functional.conv1d` and friends, so they run on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import agnograd as ag
+
+from ..backends.host import HostRNG
+from . import functional as F
+from .init import initializer
+from .module import Module
+
+__all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d"]
+
+Seed = int | Sequence[int] | HostRNG | None
+Size = int | Sequence[int]
+
+
+def _tuple(v: Size, n: int) -> tuple[int, ...]:
+    return (int(v),) * n if isinstance(v, int) else tuple(int(i) for i in v)
+
+
+class _ConvNd(Module):
+    _nd = 0
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size, stride: Size = 1,
+                 padding: Size | str = 0, dilation: Size = 1, groups: int = 1, bias: bool = True,
+                 backend: str | None = None, dtype: Any = None, seed: Seed = None,
+                 init: str = "glorot") -> None:
+        name = type(self).__name__
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"{name}({in_channels}, {out_channels}): channels must be positive")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        nd = self._nd
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
+        self.kernel_size = _tuple(kernel_size, nd)
+        self.stride = _tuple(stride, nd)
+        self.padding: tuple[int, ...] | str = padding if isinstance(padding, str) \
+            else _tuple(padding, nd)
+        self.dilation = _tuple(dilation, nd)
+        dtype = ag.float32 if dtype is None else dtype
+        # Drawn as (C_in/groups, C_out, *k): the initialisers' (fan_in, fan_out) layout gives
+        # PyTorch's fans (C_in/groups·k, C_out·k); then moved to PyTorch's (C_out, C_in/groups, *k).
+        cg = self.in_channels // groups
+        w = initializer(init)((cg, self.out_channels, *self.kernel_size), seed=seed,
+                              backend=backend, dtype=dtype, requires_grad=False)
+        axes = (1, 0, *range(2, nd + 2))
+        self.weight = ag.asarray(ag.permute_dims(w, axes), copy=True).requires_grad_()
+        self.bias: ag.Tensor | None = None
+        if bias:
+            with ag.default_backend(self.weight.backend):
+                self.bias = ag.zeros((self.out_channels,), dtype=dtype,
+                                     device=self.weight.device).requires_grad_()
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        conv = F.conv1d if self._nd == 1 else F.conv2d
+        return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                    self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}")
+
+
+class Conv1d(_ConvNd):
+    """1-d convolution layer (:func:`agnograd.nn.functional.conv1d`): ``weight`` of shape
+    ``(out_channels, in_channels/groups, kernel_size)``, ``bias`` ``(out_channels,)`` (zeros).
+
+    The weight is drawn by ``init`` (Glorot uniform by default, ``"he"`` for ReLU networks)
+    from a host generator seeded by ``seed``, with PyTorch's fans, and moved to ``backend``.
+    """
+
+    _nd = 1
+
+
+class Conv2d(_ConvNd):
+    """2-d convolution layer (:func:`agnograd.nn.functional.conv2d`): ``weight`` of shape
+    ``(out_channels, in_channels/groups, kH, kW)``; see :class:`Conv1d`."""
+
+    _nd = 2
+
+
+class _PoolNd(Module):
+    _nd = 0
+    _kind = ""
+
+    def __init__(self, kernel_size: Size, stride: Size | None = None, padding: Size = 0,
+                 dilation: Size = 1, ceil_mode: bool = False, count_include_pad: bool = True
+                 ) -> None:
+        nd = self._nd
+        self.kernel_size = _tuple(kernel_size, nd)
+        self.stride = self.kernel_size if stride is None else _tuple(stride, nd)
+        self.padding = _tuple(padding, nd)
+        self.dilation = _tuple(dilation, nd)
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        if self._kind == "max":
+            pool = F.max_pool1d if self._nd == 1 else F.max_pool2d
+            return pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        avg = F.avg_pool1d if self._nd == 1 else F.avg_pool2d
+        return avg(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                   self.count_include_pad)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool1d(_PoolNd):
+    """:func:`agnograd.nn.functional.max_pool1d` as a layer."""
+
+    _nd, _kind = 1, "max"
+
+    def __init__(self, kernel_size: Size, stride: Size | None = None, padding: Size = 0,
+                 dilation: Size = 1, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+
+
+class MaxPool2d(_PoolNd):
+    """:func:`agnograd.nn.functional.max_pool2d` as a layer."""
+
+    _nd, _kind = 2, "max"
+
+    def __init__(self, kernel_size: Size, stride: Size | None = None, padding: Size = 0,
+                 dilation: Size = 1, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+
+
+class AvgPool1d(_PoolNd):
+    """:func:`agnograd.nn.functional.avg_pool1d` as a layer."""
+
+    _nd, _kind = 1, "avg"
+
+    def __init__(self, kernel_size: Size, stride: Size | None = None, padding: Size = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+
+
+class AvgPool2d(_PoolNd):
+    """:func:`agnograd.nn.functional.avg_pool2d` as a layer."""
+
+    _nd, _kind = 2, "avg"
+
+    def __init__(self, kernel_size: Size, stride: Size | None = None, padding: Size = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
