@@ -340,6 +340,9 @@ class CapturedStep:
                           enumerate(zip(outs, program.out_spec)) if kind == "ref"]
         self._out_all_tensors = all(t for _, t in self._out_refs)
         self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
+        # Inputs the replay only reads are bound to the caller's arrays rather than copied.
+        self._alias = {id(buf) for buf, ro in zip(self._inputs_list, program.read_only_inputs)
+                       if ro}
 
     def _sync_participants(self) -> None:
         for opt in self._participants:
@@ -447,8 +450,12 @@ class CapturedStep:
             return self.outputs
         program = self.program
         if program is not None:
+            alias = self._alias
             for buf, t in pairs:
-                buf.data[...] = t.data
+                if id(buf) in alias:  # read only by the replay: bind, don't copy
+                    buf.data = t.data
+                else:
+                    buf.data[...] = t.data
             vals = program.run(self._inputs_list)
             leaves = self._out_leaves
             for i, is_tensor in self._out_refs:

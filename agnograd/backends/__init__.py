@@ -119,11 +119,17 @@ class Backend:
         graph_recorder: ``graph_recorder(backend)`` makes the recorder with which
             ``ag.capture`` records a step as a device graph (CuPy: a CUDA graph); ``None``
             where a captured step is replayed eagerly.
+        replay_fn: ``replay_fn(fn, args, kwargs)`` may name a faster function that gives the
+            *bit-identical* result of the namespace call ``fn(*args, **kwargs)`` (same arguments,
+            arrays as traced), used by the staged replay's generated code (:mod:`agnograd.staged`)
+            instead of ``fn``; ``None`` (or a hook returning ``None``) keeps ``fn``. NumPy's
+            reductions (``sum``, ``max``, ...) are its ufuncs' ``reduce`` behind a Python
+            wrapper that costs more than the reduction of a small array.
     """
 
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
-                 "__weakref__")
+                 "replay_fn", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -131,7 +137,9 @@ class Backend:
                  scatter_add: Callable[..., Any] | None = None,
                  from_host: Callable[[Any], Any] | None = None,
                  graph_recorder: Callable[[Backend], Any] | None = None,
-                 on_host: Callable[[Any], bool] | None = None) -> None:
+                 on_host: Callable[[Any], bool] | None = None,
+                 replay_fn: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any] | None = None
+                 ) -> None:
         self.name = name
         self.xp = xp
         self.array_type = array_type
@@ -145,6 +153,7 @@ class Backend:
         # from_host(numpy_array): where xp.asarray refuses host arrays (CuPy's does).
         self._from_host = from_host
         self._on_host = on_host
+        self.replay_fn = replay_fn
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
