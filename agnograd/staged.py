@@ -177,8 +177,11 @@ def trace_step(fn: Callable[..., Any], call_args: Callable[[list[Any]], tuple[An
     del out
     # Tensors the step made that are garbage but not yet collected (reference cycles, e.g. the
     # frames of an exception caught inside the step) would otherwise look alive: the replay
-    # would rebind them -- and keep their arrays -- forever.
-    gc.collect()
+    # would rebind them -- and keep their arrays -- forever. They are young: the step made them
+    # (what became garbage before a collection during the step is gone already), so collecting
+    # the two young generations finds them without a full collection's cost (which grows with
+    # every object of the process: ~10x a small step's whole recording with PyTorch imported).
+    gc.collect(1)
     for t in _live_tensors(tb):
         d = t.data
         real = d._v if isinstance(d, _tr.TracedArray) else d
