@@ -178,7 +178,9 @@ class CapturedStep:
             as generated code) or ``"eager"`` (``step_fn`` itself).
         program: the staged program (``None`` unless ``replay == "staged"``): its ``source``
             is the generated code, ``calls`` the backend calls per replay.
-        inputs: the input buffer Tensors (``None`` for constant arguments), in argument order;
+        inputs: the input buffer Tensors (``None`` for constant arguments), in argument order
+            (a staged replay binds an input its program only reads to the caller's array rather
+            than copying it: that buffer then holds the caller's array itself);
             an argument that is a pytree (tuple, list, dict, NamedTuple) comes back with that
             structure, buffers and ``None`` at its leaves.
         outputs: what the last call returned (the output buffers).
