@@ -178,7 +178,9 @@ class CapturedStep:
             as generated code) or ``"eager"`` (``step_fn`` itself).
         program: the staged program (``None`` unless ``replay == "staged"``): its ``source``
             is the generated code, ``calls`` the backend calls per replay.
-        inputs: the input buffer Tensors (``None`` for constant arguments), in argument order;
+        inputs: the input buffer Tensors (``None`` for constant arguments), in argument order
+            (a staged replay binds an input its program only reads to the caller's array rather
+            than copying it: that buffer then holds the caller's array itself);
             an argument that is a pytree (tuple, list, dict, NamedTuple) comes back with that
             structure, buffers and ``None`` at its leaves.
         outputs: what the last call returned (the output buffers).
@@ -340,6 +342,9 @@ class CapturedStep:
                           enumerate(zip(outs, program.out_spec)) if kind == "ref"]
         self._out_all_tensors = all(t for _, t in self._out_refs)
         self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
+        # Inputs the replay only reads are bound to the caller's arrays rather than copied.
+        self._alias = {id(buf) for buf, ro in zip(self._inputs_list, program.read_only_inputs)
+                       if ro}
 
     def _sync_participants(self) -> None:
         for opt in self._participants:
@@ -447,8 +452,12 @@ class CapturedStep:
             return self.outputs
         program = self.program
         if program is not None:
+            alias = self._alias
             for buf, t in pairs:
-                buf.data[...] = t.data
+                if id(buf) in alias:  # read only by the replay: bind, don't copy
+                    buf.data = t.data
+                else:
+                    buf.data[...] = t.data
             vals = program.run(self._inputs_list)
             leaves = self._out_leaves
             for i, is_tensor in self._out_refs:

@@ -66,6 +66,9 @@ class StagedProgram:
         self.participants = participants
         self.backend = backend
         self.out_is_tensor: list[bool] = []
+        # Per input: whether the replay only reads it (never writes it, in place or through a
+        # view, and neither returns nor keeps it), so a caller may pass its array as it is.
+        self.read_only_inputs: list[bool] = []
 
     def run(self, inputs: list[Any]) -> Any:
         return self._fn(*inputs)
@@ -172,6 +175,13 @@ def trace_step(fn: Callable[..., Any], call_args: Callable[[list[Any]], tuple[An
     escaped: list[tuple[Tensor, int]] = []
     in_writes: list[tuple[int, int]] = []
     del out
+    # Tensors the step made that are garbage but not yet collected (reference cycles, e.g. the
+    # frames of an exception caught inside the step) would otherwise look alive: the replay
+    # would rebind them -- and keep their arrays -- forever. They are young: the step made them
+    # (what became garbage before a collection during the step is gone already), so collecting
+    # the two young generations finds them without a full collection's cost (which grows with
+    # every object of the process: ~10x a small step's whole recording with PyTorch imported).
+    gc.collect(1)
     for t in _live_tensors(tb):
         d = t.data
         real = d._v if isinstance(d, _tr.TracedArray) else d
@@ -417,4 +427,8 @@ def _compile(tr: _tr.Trace, in_vals: list[int], live_keys: list[Tensor],
     namespace: dict[str, Any] = {}
     exec(compile(src, "<agnograd staged replay>", "exec"), namespace)  # noqa: S102 - our own code
     replay = namespace["_make"](*fns, *g.consts, *tobjs)
-    return StagedProgram(replay, src, calls, recorded, out_spec, [], tr.backend)
+    program = StagedProgram(replay, src, calls, recorded, out_spec, [], tr.backend)
+    written = mutated | escaping
+    rebound = {k for k, _ in in_writes}  # input positions whose .data the step rebinds
+    program.read_only_inputs = [v not in written and k not in rebound for k, v in enumerate(in_vals)]
+    return program

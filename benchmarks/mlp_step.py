@@ -12,7 +12,8 @@ checked against the hand-written ones before timing.
 
 A second group of rows per configuration times the step *with an SGD update*: hand-written (its
 floor), agnograd eager, and agnograd replaying one ``ag.capture`` recording (a CUDA graph on
-CuPy; the eager fallback elsewhere), and the captured/eager ratio (``--no-captured`` omits them).
+CuPy, plus a row for the staged replay with ``graph=False``; the staged replay elsewhere), and
+the captured/eager ratios (``--no-captured`` omits them).
 """
 
 from __future__ import annotations
@@ -307,10 +308,18 @@ def captured_rows(config: str, backend: str, rounds: int, min_time: float) -> li
     step_c, P_c, x_c, y_c = make(capturable=True)
     captured = ag.capture(step_c, x_c, y_c)
     captured.check(x_c, y_c)  # one replay against an eager run, float tolerances
-    kind = {"cuda-graph": "CUDA graph", "staged": "staged"}.get(captured.replay, "eager fallback")
-    if captured.program is not None:
-        print(f"{config}: staged recording of {captured.program.calls} calls made in "
-              f"{captured.record_seconds * 1e3:.1f} ms (the traced step, passes and compile)")
+    kinds = {"cuda-graph": "CUDA graph", "staged": "staged"}
+    kind = kinds.get(captured.replay, "eager fallback")
+    # Where the default replay is a CUDA graph (CuPy), also time the staged replay (graph=False).
+    staged = None
+    if captured.replay == "cuda-graph":
+        step_s, P_s, x_s, y_s = make(capturable=True)
+        staged = ag.capture(step_s, x_s, y_s, graph=False)
+        staged.check(x_s, y_s)
+    for c in (captured, staged):
+        if c is not None and c.program is not None:
+            print(f"{config}: staged recording of {c.program.calls} calls made in "
+                  f"{c.record_seconds * 1e3:.1f} ms (the traced step, passes and compile)")
 
     def eager() -> dict[str, Any]:
         step_e(x_e, y_e)
@@ -325,6 +334,12 @@ def captured_rows(config: str, backend: str, rounds: int, min_time: float) -> li
         "agnograd eager + SGD update": eager,
         f"agnograd captured ({kind}) + SGD update": replay,
     }
+    if staged is not None:
+        def replay_staged() -> dict[str, Any]:
+            staged(x_s, y_s)
+            return {k: t.grad.data for k, t in P_s.items()}
+
+        impls["agnograd captured (staged, graph=False) + SGD update"] = replay_staged
     ref = hand_sgd()
     for name, f in impls.items():
         check(name, f(), ref)
@@ -390,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {config} | {name} | {t * 1e3:.3f} | {t / rows[0][1]:.2f} |")
             lines.append(f"| {config} | captured vs eager agnograd (step with update) | | "
                          f"{rows[2][1] / rows[1][1]:.2f} |")
+            if len(rows) > 3:
+                lines.append(f"| {config} | staged (graph=False) vs eager agnograd | | "
+                             f"{rows[3][1] / rows[1][1]:.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:

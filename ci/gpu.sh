@@ -68,14 +68,22 @@ all_rc=${PIPESTATUS[0]}
 
 bench_rc=0
 if [ -f benchmarks/mlp_step.py ]; then
-  echo "== GPU benchmark (with the captured rows: the step with an SGD update, eager and as a CUDA graph)"
-  python3 benchmarks/mlp_step.py --backend cupy 2>&1 | tee "$logs/bench.log"
+  # The captured rows of each configuration: the step with an SGD update, hand-written CuPy,
+  # agnograd eager, agnograd captured as a CUDA graph and captured with graph=False (staged
+  # replay), with the ratios captured/eager. It fails (exit 1) if a capture fails.
+  echo "== GPU benchmark (captured rows: CUDA graph and staged graph=False, against eager and hand-written)"
+  python3 benchmarks/mlp_step.py --backend cupy --markdown "$logs/bench.md" 2>&1 | tee "$logs/bench.log"
   bench_rc=${PIPESTATUS[0]}
+  echo "== GPU memory: one medium step's extra pool bytes (hand-written, agnograd, PyTorch)"
+  python3 benchmarks/memory.py step cupy 2>&1 | tee "$logs/memory.log" || bench_rc=1
 fi
 
 echo "== summary"
 echo "gpu cases:  $(tail -n 1 "$logs/gpu-tests.log")"
 echo "capture:    $(tail -n 1 "$logs/capture-tests.log"); train: $(grep -c 'test accuracy' "$logs/capture-train.log")/2 runs"
 echo "cpu cases:  $(tail -n 1 "$logs/cpu-tests.log")"
-[ -f benchmarks/mlp_step.py ] && echo "benchmark:  exit $bench_rc"
+if [ -f benchmarks/mlp_step.py ]; then
+  echo "benchmark:  exit $bench_rc; captured rows (median ms, ratio):"
+  grep -E "captured|staged recording" "$logs/bench.log" | sed 's/^/  /'
+fi
 [ "$gpu_rc" -eq 0 ] && [ "$capture_rc" -eq 0 ] && [ "$all_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

@@ -296,3 +296,134 @@ def test_random_op_table_programs_replay_as_eager(picks, backend, seed):
             np.testing.assert_array_equal(a, b)
         for a, x in zip(got_grads, xs, strict=True):
             np.testing.assert_array_equal(a, _host(x.grad))
+
+
+@pytest.mark.parametrize("fn", [np.sum, np.prod, np.max, np.min])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.int32])
+def test_numpy_replay_reductions_are_bit_identical(fn, dtype):
+    """The NumPy backend replays sum/prod/max/min as their ufuncs' reduce (no Python wrapper):
+    same dtype, shape and bits for every axis form the tracer passes on."""
+    b = ag.get_backend("numpy")
+    a = (np.random.default_rng(0).normal(size=(5, 6, 7)) * 1.5).astype(dtype)
+    calls = [((a,), {}), ((a,), {"axis": 1}), ((a, 0), {}), ((a,), {"axis": (0, 2)}),
+             ((a,), {"axis": -1, "keepdims": True}), ((a,), {"keepdims": True})]
+    if fn in (np.sum, np.prod):
+        calls.append(((a,), {"axis": 1, "dtype": np.float64}))
+    for args, kwargs in calls:
+        alt = b.replay_fn(fn, args, kwargs)
+        with np.errstate(all="ignore"):  # float32 products of 210 values may overflow: both do
+            want, got = fn(*args, **kwargs), alt(*args, **kwargs)
+        assert alt is not fn
+        assert type(got) is type(want) and got.dtype == want.dtype
+        assert np.array_equal(got, want)
+    # Anything else keeps the namespace's function.
+    assert b.replay_fn(fn, (np.float32(1.0),), {}) is None
+    assert b.replay_fn(fn, (a,), {"where": a > 0}) is None
+    assert b.replay_fn(np.mean, (a,), {}) is None
+
+
+def test_read_only_inputs_are_bound_not_copied_and_written_ones_are_copied():
+    w = ag.tensor(np.ones((4, 3), np.float32), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1, capturable=True)
+
+    def reads(x):
+        opt.zero_grad()
+        loss = ag.sum(x @ w)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def writes(x):
+        x *= 2.0  # in place on the input: the replay must not write the caller's array
+        return ag.sum(x)
+
+    x0 = ag.tensor(np.ones((2, 4), np.float32))
+    x1 = ag.tensor(np.full((2, 4), 3.0, np.float32))
+    step = ag.capture(reads, x0)
+    assert step.program.read_only_inputs == [True]
+    want = float(ag.sum(x1 @ w))
+    out = step(x1)
+    assert step.inputs[0].data is x1.data  # the buffer holds the last input, without a copy
+    assert float(out) == want
+    step_w = ag.capture(writes, x0)
+    assert step_w.program.read_only_inputs == [False]
+    before = x1.numpy().copy()
+    assert float(step_w(x1)) == float(np.sum(before * 2.0))
+    assert np.array_equal(x1.numpy(), before)  # the caller's array is untouched
+    assert step_w.inputs[0].data is not x1.data
+
+
+def test_learning_rate_reaches_the_replay_after_an_eager_step_in_between():
+    """A schedule that changes lr, runs an eager step (which syncs the device scalar) and sets
+    lr back must still reach the replay: the cheap 'nothing changed' test compares the device
+    scalars' values too."""
+    def make():
+        w = ag.tensor(np.ones(3, np.float32), requires_grad=True)
+        return w, optim.SGD([w], lr=0.5, capturable=True)
+
+    w, opt = make()
+
+    def step(x):
+        opt.zero_grad()
+        loss = ag.sum(w * x)
+        loss.backward()
+        opt.step()
+        return loss
+
+    x = ag.tensor(np.ones(3, np.float32))
+    captured = ag.capture(step, x, warmup=1)
+    captured(x)
+    opt.param_groups[0]["lr"] = 0.25
+    step(x)  # eager: the device lr becomes 0.25
+    opt.param_groups[0]["lr"] = 0.5
+    before = w.numpy().copy()
+    captured(x)
+    assert np.array_equal(w.numpy(), before - np.float32(0.5))
+    opt.param_groups[0]["momentum"] = 0.9
+    with pytest.raises(ag.CaptureError, match="momentum"):
+        captured(x)
+
+
+def test_garbage_tensors_of_the_step_are_not_kept_by_the_replay():
+    """Tensors the step made that are only held by a reference cycle (an exception's frames,
+    a self-referencing list) are collected before the trace is read: the program neither
+    rebinds nor keeps them."""
+    w = ag.tensor(np.ones((4, 3), np.float32), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1, capturable=True)
+
+    def step(x):
+        opt.zero_grad()
+        tmp = x[:3] * 2.0  # shape (3, 4): no other tensor of the step has it
+        cycle = [tmp]
+        cycle.append(cycle)
+        loss = ag.sum(x @ w)
+        loss.backward()
+        opt.step()
+        return loss
+
+    captured = ag.capture(step, ag.tensor(np.ones((5, 4), np.float32)))
+    fn = captured.program._fn
+    kept = [c.cell_contents for c in fn.__closure__ or ()]
+    assert not any(type(t) is ag.Tensor and t.shape == (3, 4) for t in kept)
+
+
+def test_special_functions_replay_the_backends_own_implementation() -> None:
+    # On NumPy with SciPy, ag.special.erf is SciPy's; the replay must call it too (bit-identical
+    # to eager), not the standard-op approximation the tracing namespace would otherwise take.
+    pytest.importorskip("scipy")
+    w = ag.tensor(np.linspace(-1.0, 1.0, 6), requires_grad=True)
+
+    def step(x: ag.Tensor) -> ag.Tensor:
+        w.grad = None
+        loss = ag.sum(ag.special.erf(x * w) ** 2)
+        loss.backward()
+        return loss
+
+    x = ag.tensor(np.linspace(0.5, 2.0, 6))
+    eager = step(x)
+    eager_grad = np.asarray(w.grad.data).copy()
+    captured = ag.capture(step, x, warmup=1)
+    assert captured.replay == "staged"
+    out = captured(x)
+    np.testing.assert_array_equal(np.asarray(out.data), np.asarray(eager.data))
+    np.testing.assert_array_equal(np.asarray(w.grad.data), eager_grad)

@@ -122,11 +122,17 @@ class Backend:
         graph_recorder: ``graph_recorder(backend)`` makes the recorder with which
             ``ag.capture`` records a step as a device graph (CuPy: a CUDA graph); ``None``
             where a captured step is replayed eagerly.
+        replay_fn: ``replay_fn(fn, args, kwargs)`` may name a faster function that gives the
+            *bit-identical* result of the namespace call ``fn(*args, **kwargs)`` (same arguments,
+            arrays as traced), used by the staged replay's generated code (:mod:`agnograd.staged`)
+            instead of ``fn``; ``None`` (or a hook returning ``None``) keeps ``fn``. NumPy's
+            reductions (``sum``, ``max``, ...) are its ufuncs' ``reduce`` behind a Python
+            wrapper that costs more than the reduction of a small array.
     """
 
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
-                 "_special", "_special_loader", "__weakref__")
+                 "_special", "_special_loader", "replay_fn", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -135,7 +141,9 @@ class Backend:
                  from_host: Callable[[Any], Any] | None = None,
                  graph_recorder: Callable[[Backend], Any] | None = None,
                  on_host: Callable[[Any], bool] | None = None,
-                 special: Callable[[], Any] | None = None) -> None:
+                 special: Callable[[], Any] | None = None,
+                 replay_fn: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any] | None = None
+                 ) -> None:
         self.name = name
         self.xp = xp
         self.array_type = array_type
@@ -153,6 +161,7 @@ class Backend:
         # on first use so that an optional library (SciPy for NumPy) is imported only then.
         self._special_loader = special
         self._special: Any = _UNSET
+        self.replay_fn = replay_fn
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"

@@ -100,6 +100,7 @@ class Trace:
         self.created: dict[int, Any] = {}  # value number -> real result of a call with no traced input
         self._atype = backend.array_type
         self._stype = backend.scalar_type
+        self._replay_fn = backend.replay_fn
 
     # -- values -----------------------------------------------------------------------------
     def source(self, real: Any, key: Any) -> TracedArray:
@@ -163,6 +164,9 @@ class Trace:
         else:
             rkw, tkw = kwargs, None
         res = fn(*rargs, **rkw)
+        if kind == "call" and self._replay_fn is not None:
+            # What the replay calls instead: bit-identical, cheaper (Backend.replay_fn).
+            fn = self._replay_fn(fn, rargs, rkw) or fn
         if kind == "setitem":
             self.instrs.append(Instr(fn, name, kind, sym, targs, tkw, (), False, refs))
             return None
@@ -451,7 +455,11 @@ def tracing_backend(b: Backend) -> TracingBackend:
             scalar_to_array=None if s2a is None else _recorder(s2a, "scalar_to_array"),
             scatter_add=None if fast is None else _scatter_recorder(b),
             from_host=_recorder(b.from_host, "from_host"),
-            on_host=b._on_host)
+            on_host=b._on_host,
+            # the library's own special functions, recorded like the namespace's (so the replay
+            # computes exactly what eager does, not the standard-op approximation)
+            special=lambda: None if b.special is None else RecordingNamespace(b.special, "special."),
+            replay_fn=b.replay_fn)
         tb.traced = b
         register(tb.name, tb, replace=True)
         _tracing[id(b)] = tb
