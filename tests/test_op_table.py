@@ -157,8 +157,8 @@ NOT_DIFFERENTIABLE = {
     # integer bitwise ops
     "bitwise_and", "bitwise_invert", "bitwise_left_shift", "bitwise_or", "bitwise_right_shift",
     "bitwise_xor",
-    # elementwise functions without a gradient for the real dtypes agnograd differentiates
-    "imag", "nextafter",
+    # elementwise functions without a gradient (piecewise constant: nextafter steps)
+    "nextafter",
     # fft sample frequencies (creation functions)
     "fft.fftfreq", "fft.rfftfreq",
     # linalg functions with integer results

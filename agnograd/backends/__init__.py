@@ -119,11 +119,14 @@ class Backend:
         graph_recorder: ``graph_recorder(backend)`` makes the recorder with which
             ``ag.capture`` records a step as a device graph (CuPy: a CUDA graph); ``None``
             where a captured step is replayed eagerly.
+        complex_kinds: raw dtype -> whether it is complex, filled on first sight by
+            ``agnograd._ops._common.is_complex``: ops pick their complex VJP rules with one
+            dict lookup (per backend, so dtypes of two libraries are never compared).
     """
 
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
-                 "__weakref__")
+                 "complex_kinds", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -145,6 +148,7 @@ class Backend:
         # from_host(numpy_array): where xp.asarray refuses host arrays (CuPy's does).
         self._from_host = from_host
         self._on_host = on_host
+        self.complex_kinds: dict[Any, bool] = {}
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"

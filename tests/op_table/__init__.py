@@ -16,7 +16,7 @@ this module concatenates them into ``OPS``.
 
 from __future__ import annotations
 
-from . import elementwise, fft, indexing, linalg, manipulation, misc, nn, statistics  # noqa: E402,F401
+from . import complex, elementwise, fft, indexing, linalg, manipulation, misc, nn, statistics  # noqa: E402,F401
 from .core import OPS_BY_CATEGORY, Op, cases_of
 
 OPS: list[Op] = [op for ops in OPS_BY_CATEGORY.values() for op in ops]
