@@ -197,6 +197,8 @@ _T_CASES = (
         ("var", lambda x: ag.var(x, axis=1, correction=1),
          lambda t, x: t.var(x, dim=1, correction=1), "c", [(2, 4)]),
         ("std", lambda x: ag.std(x), lambda t, x: t.std(x, correction=0), "c", [(5,)]),
+        ("logsumexp", lambda x: ag.logsumexp(x, axis=1), lambda t, x: t.logsumexp(x, dim=1), "c",
+         [(2, 3)]),
         ("matmul", ag.matmul, lambda t, x, y: x @ y, "cc", [(2, 2, 3), (3, 4)]),
         ("matmul-vector", ag.matmul, lambda t, x, y: x @ y, "cc", [(3,), (2, 3, 2)]),
         ("matmul-real-complex", ag.matmul, lambda t, x, y: x.to(y.dtype) @ y, "rc", [(2, 3), (3, 2)]),

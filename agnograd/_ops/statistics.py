@@ -318,11 +318,16 @@ def _logsumexp_back(xp: Any, g: Any, x: Any, y: Any, kshape: tuple[int, ...]) ->
     return _expand(xp, g, kshape, tuple(x.shape)) * xp.exp(x - xp.reshape(y, kshape))
 
 
+def _logsumexp_back_complex(xp: Any, g: Any, x: Any, y: Any, kshape: tuple[int, ...]) -> Any:
+    return _expand(xp, g, kshape, tuple(x.shape)) * xp.conj(xp.exp(x - xp.reshape(y, kshape)))
+
+
 def logsumexp(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
               ) -> Tensor:
     """``log Σ exp(x)`` over ``axis``, computed stably (shifted by the maximum).
 
-    VJP: ``x̄ = ḡ · exp(x - logsumexp(x))`` (the softmax). Not part of the standard.
+    VJP: ``x̄ = ḡ · exp(x - logsumexp(x))`` (the softmax; complex: its conjugate). Not part of
+    the standard.
     """
     x, axes, kshape = _prepare(x, axis, "logsumexp")
     b = x._backend
@@ -335,6 +340,7 @@ def logsumexp(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims:
     if not keepdims:
         y = xp.reshape(y, tuple(n for i, n in enumerate(x.data.shape) if i not in axes))
     if x._requires_grad and grad_on():
-        return record("logsumexp", y, b, (x,), (_logsumexp_back,), saved=(x, OUT),
+        rule = _logsumexp_back_complex if is_complex(b, y.dtype) else _logsumexp_back
+        return record("logsumexp", y, b, (x,), (rule,), saved=(x, OUT),
                       params=(kshape,))
     return wrap(y, b)
