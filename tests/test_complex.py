@@ -153,6 +153,127 @@ def test_agrees_with_torch_autograd(name, kw, kind, shape):
 
 
 # ---------------------------------------------------------------------------------------------
+# Agreement with PyTorch's complex autograd: every elementwise, reduction and product rule
+
+
+def _off_axes(*shape, rng=None):
+    """Complex values off both axes (no branch cut, no kink at 0 within reach)."""
+    rng = RNG if rng is None else rng
+    re = rng.uniform(0.2, 1.2, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    im = rng.uniform(0.2, 0.8, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    return re + 1j * im
+
+
+_T_UNARY = ["abs", "acos", "acosh", "asin", "asinh", "atan", "atanh", "conj", "cos", "cosh",
+            "exp", "expm1", "imag", "log", "log1p", "log2", "log10", "negative", "positive", "real",
+            "reciprocal", "sin", "sinh", "sqrt", "square", "tan", "tanh"]
+# (id, agnograd fn, torch fn (given the torch module), input kinds: "c" complex, "r" real, shapes)
+_T_CASES = (
+    [(n, lambda x, n=n: getattr(ag, n)(x), lambda t, x, n=n: getattr(t, n)(x), "c", [(2, 3)])
+     for n in _T_UNARY]
+    + [
+        ("sign", ag.sign, lambda t, x: t.sgn(x), "c", [(2, 3)]),
+        ("abs-squared", lambda x: x * ag.conj(x), lambda t, x: x * t.conj(x), "c", [(4,)]),
+        ("add", ag.add, lambda t, x, y: x + y, "cc", [(2, 3), (3,)]),
+        ("subtract", ag.subtract, lambda t, x, y: x - y, "rc", [(2, 3), (2, 3)]),
+        ("multiply", ag.multiply, lambda t, x, y: x * y, "cc", [(2, 3), (3,)]),
+        ("multiply-real-complex", ag.multiply, lambda t, x, y: x * y, "rc", [(2, 3), (2, 3)]),
+        ("multiply-complex-scalar", lambda x: x * (0.5 - 2j), lambda t, x: x * (0.5 - 2j), "r",
+         [(3,)]),
+        ("divide", ag.divide, lambda t, x, y: x / y, "cc", [(2, 3), (2, 3)]),
+        ("divide-complex-real", ag.divide, lambda t, x, y: x / y, "cr", [(2, 3), (3,)]),
+        ("pow", ag.pow, lambda t, x, y: x ** y, "cc", [(2, 3), (2, 3)]),
+        ("pow-complex-real", ag.pow, lambda t, x, y: x ** y, "cr", [(2, 3), (2, 3)]),
+        ("pow-scalar-exponent", lambda x: x ** (1.5 - 0.5j), lambda t, x: x ** (1.5 - 0.5j), "c",
+         [(3,)]),
+        ("pow-scalar-base", lambda x: (0.5 + 1j) ** x, lambda t, x: (0.5 + 1j) ** x, "c", [(3,)]),
+        ("sum", lambda x: ag.sum(x, axis=0), lambda t, x: t.sum(x, dim=0), "c", [(2, 3)]),
+        ("mean", lambda x: ag.mean(x, axis=1), lambda t, x: t.mean(x, dim=1), "c", [(2, 3)]),
+        ("prod", lambda x: ag.prod(x, axis=1), lambda t, x: t.prod(x, dim=1), "c", [(2, 4)]),
+        ("cumulative_prod", lambda x: ag.cumulative_prod(x, axis=1),
+         lambda t, x: t.cumprod(x, dim=1), "c", [(2, 4)]),
+        ("cumulative_sum", lambda x: ag.cumulative_sum(x, axis=0),
+         lambda t, x: t.cumsum(x, dim=0), "c", [(3, 2)]),
+        ("var", lambda x: ag.var(x, axis=1, correction=1),
+         lambda t, x: t.var(x, dim=1, correction=1), "c", [(2, 4)]),
+        ("std", lambda x: ag.std(x), lambda t, x: t.std(x, correction=0), "c", [(5,)]),
+        ("logsumexp", lambda x: ag.logsumexp(x, axis=1), lambda t, x: t.logsumexp(x, dim=1), "c",
+         [(2, 3)]),
+        ("matmul", ag.matmul, lambda t, x, y: x @ y, "cc", [(2, 2, 3), (3, 4)]),
+        ("matmul-vector", ag.matmul, lambda t, x, y: x @ y, "cc", [(3,), (2, 3, 2)]),
+        ("matmul-real-complex", ag.matmul, lambda t, x, y: x.to(y.dtype) @ y, "rc", [(2, 3), (3, 2)]),
+        ("vecdot", ag.vecdot, lambda t, x, y: t.linalg.vecdot(x, y), "cc", [(2, 3), (3,)]),
+        ("vecdot-complex-real", ag.vecdot, lambda t, x, y: t.linalg.vecdot(x, y.to(x.dtype)),
+         "cr", [(2, 3), (2, 3)]),
+        ("tensordot", lambda x, y: ag.tensordot(x, y, axes=((0, 2), (2, 0))),
+         lambda t, x, y: t.tensordot(x, y, dims=((0, 2), (2, 0))), "cc", [(3, 2, 4), (4, 2, 3)]),
+        ("outer", ag.linalg.outer, lambda t, x, y: t.outer(x, y), "cc", [(3,), (2,)]),
+        ("cross", ag.linalg.cross, lambda t, x, y: t.linalg.cross(x, y), "cc", [(2, 3), (2, 3)]),
+    ]
+)
+
+
+@pytest.mark.parametrize(("name", "fn", "tfn", "kinds", "shapes"), _T_CASES,
+                         ids=[c[0] for c in _T_CASES])
+def test_complex_rules_agree_with_torch_autograd(name, fn, tfn, kinds, shapes):
+    """Each op's gradient for random complex (and mixed real/complex) inputs is PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(zlib_seed(name))
+    xs = [_off_axes(*s, rng=rng) if k == "c" else rng.uniform(0.3, 1.5, size=s)
+          for k, s in zip(kinds, shapes)]
+    ts = [torch.tensor(x, requires_grad=True) for x in xs]
+    yt = tfn(torch, *ts)
+    v = (_off_axes(*yt.shape, rng=rng) if yt.is_complex()
+         else rng.uniform(0.5, 1.5, size=tuple(yt.shape)))
+    yt.backward(torch.tensor(v))
+    xa = [ag.tensor(x, requires_grad=True) for x in xs]
+    ya = fn(*xa)
+    ya.backward(ag.tensor(v))
+    np.testing.assert_allclose(ya.data, yt.detach().resolve_conj().numpy(), rtol=1e-10,
+                               atol=1e-12)
+    for a, t in zip(xa, ts):
+        assert a.grad.dtype == a.dtype
+        np.testing.assert_allclose(a.grad.data, t.grad.resolve_conj().numpy(), rtol=1e-10,
+                                   atol=1e-12, err_msg=name)
+
+
+def zlib_seed(name):
+    import zlib
+
+    return zlib.crc32(name.encode())
+
+
+def test_second_order_of_abs_and_sign_for_complex():
+    """abs's rule is ḡ·sign(x): its derivative runs through sign's complex rule (not zero)."""
+    z = ag.tensor(_off_axes(4))
+    check_grad(lambda z: ag.grad(lambda z: ag.sum(ag.abs(z) ** 3 + ag.abs(z)))(z), z)
+    check_grad(lambda z: ag.grad(lambda z: ag.sum(ag.real(ag.sign(z) * (1 + 2j))))(z), z)
+
+
+def test_second_order_agrees_with_torch():
+    """A Hessian-vector product through holomorphic and non-holomorphic complex ops."""
+    torch = pytest.importorskip("torch")
+    x = _off_axes(4)
+    u = _off_axes(4)
+
+    zt = torch.tensor(x, requires_grad=True)
+    wt = torch.exp(zt) * torch.sin(zt) / (zt * zt + 2.0)
+    lt = (torch.abs(wt) ** 2).sum() + (wt * torch.conj(zt)).real.sum()
+    (gt,) = torch.autograd.grad(lt, zt, create_graph=True)
+    (ht,) = torch.autograd.grad((gt * torch.tensor(u).conj()).real.sum(), zt)
+
+    def f(z):
+        w = ag.exp(z) * ag.sin(z) / (z * z + 2.0)
+        return ag.sum(ag.abs(w) ** 2) + ag.sum(ag.real(w * ag.conj(z)))
+
+    def h(z):
+        return ag.sum(ag.real(ag.grad(f)(z) * ag.conj(ag.tensor(u))))
+
+    za = ag.tensor(x)
+    np.testing.assert_allclose(ag.grad(h)(za).data, ht.resolve_conj().numpy(), rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
 # Dtypes, second order, errors
 
 
@@ -239,35 +360,3 @@ def test_dask_gradients_when_available():
 
 
 # ---------------------------------------------------------------------------------------------
-# Rules not yet right for complex inputs (written for reals; a later step fixes them). Strict
-# xfails: each one that starts passing fails here, so its mark is removed with the fix.
-
-_UNARY_HOLOMORPHIC = ["acos", "acosh", "asin", "asinh", "atan", "atanh", "cos", "cosh", "exp",
-                      "expm1", "log", "log1p", "log2", "log10", "reciprocal", "sin", "sinh",
-                      "sqrt", "square", "tan", "tanh"]
-_WRONG = (
-    # holomorphic f: the rule gives ḡ·f'(z); the convention needs ḡ·conj(f'(z))
-    [(n, lambda x, n=n: getattr(ag, n)(x), 1) for n in _UNARY_HOLOMORPHIC]
-    + [
-        ("conj", lambda x: ag.conj(x), 1),  # needs conj(ḡ), gives ḡ
-        ("imag", lambda x: ag.imag(x), 1),  # not differentiable; needs i·ḡ
-        ("sign", lambda x: ag.sign(x), 1),  # z/|z| is not piecewise constant for complex z
-        ("multiply", lambda x, y: x * y, 2),  # needs ḡ·conj(y), gives ḡ·y
-        ("divide", lambda x, y: x / y, 2),
-        ("pow", lambda x, y: x ** y, 2),  # also: its rule compares complex numbers (y >= 0)
-        ("prod", lambda x: ag.prod(x, axis=0), 1),
-        ("matmul", lambda x, y: x @ y, 2),  # needs ḡ·conj(y)ᵀ
-        ("vecdot", lambda x, y: ag.vecdot(x, y), 2),  # vecdot conjugates x1 in the forward
-    ]
-)
-
-
-@pytest.mark.parametrize(("name", "fn", "arity"), _WRONG, ids=[w[0] for w in _WRONG])
-@pytest.mark.xfail(strict=True, reason="the rule is written for real inputs (issue 16, next step)")
-def test_rules_not_yet_right_for_complex(name, fn, arity):
-    shape = (3, 3) if name.startswith(("linalg", "matmul")) else (3,)
-    rng = np.random.default_rng(3)
-    args = [ag.tensor(rng.uniform(0.3, 1.2, shape) * np.exp(1j * rng.uniform(-2.5, 2.5, shape)))
-            for _ in range(arity)]
-    with np.errstate(all="ignore"):
-        check_grad(fn, *args)

@@ -161,8 +161,8 @@ NOT_DIFFERENTIABLE = {
     "bitwise_xor",
     # integer one-hot vectors (nn.functional.one_hot)
     "nn.one_hot",
-    # elementwise functions without a gradient for the real dtypes agnograd differentiates
-    "imag", "nextafter",
+    # elementwise functions without a gradient (piecewise constant: nextafter steps)
+    "nextafter",
     # fft sample frequencies (creation functions)
     "fft.fftfreq", "fft.rfftfreq",
     # linalg functions with integer results

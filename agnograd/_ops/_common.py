@@ -38,6 +38,7 @@ __all__ = [
     "to_backend_dtype",
     "PY_SCALARS",
     "host_scalar",
+    "is_complex",
 ]
 
 wrap = Tensor._wrap
@@ -175,6 +176,19 @@ def raw_dtype(b: Backend, dtype: Any) -> Any:
 
 def is_float(raw_dt: Any) -> bool:
     return from_backend_dtype(raw_dt).kind == "f"
+
+
+def is_complex(b: Backend, raw_dt: Any) -> bool:
+    """Whether ``raw_dt`` (a dtype of backend ``b``) is complex: ops record their complex VJP
+    rules by it. The hot ops inline the lookup ``b.complex_kinds[raw_dt]`` and call this only
+    on a miss (it fills the cache)."""
+    try:
+        return b.complex_kinds[raw_dt]
+    except KeyError:
+        c = b.complex_kinds[raw_dt] = from_backend_dtype(raw_dt).kind == "c"
+        return c
+    except TypeError:  # an unhashable dtype object
+        return from_backend_dtype(raw_dt).kind == "c"
 
 
 def normalize_axis(axis: int, ndim: int, op: str) -> int:

@@ -11,6 +11,7 @@ closed interval; ``floor``/``ceil``/``round``/``trunc``/``sign`` have zero gradi
 
 from __future__ import annotations
 
+import cmath
 import math
 import operator
 from collections.abc import Callable
@@ -22,7 +23,9 @@ from ._common import (
     Tensor,
     TensorLike,
     binary_operands,
+    from_backend_dtype,
     grad_on,
+    is_complex,
     record,
     share_version,
     to_tensor,
@@ -55,22 +58,37 @@ def _name_op(name: str, fn: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 # Unary functions: (name, what the rule saves, rule, the math in one line)
 
-def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> UnaryOp:
+def _unary(name: str, save: str | None, rule: Rule | None, math_: str,
+           crule: Rule | None = None, csave: str | None = None) -> UnaryOp:
+    """``crule`` (reading ``csave``), when given, is the rule recorded for a complex input;
+    ``rule`` serves real inputs, which so pay no ``conj`` (one dict lookup picks, at record
+    time, and only for ops that have a complex rule)."""
     if rule is None:  # non-differentiable: never records
         def op(x: Any) -> Tensor:
             x = to_tensor(x, name)
             b = x._backend
             return wrap(getattr(b.xp, name)(x.data), b)
     else:
+        codes = {None: 0, "x": 1, "out": 2}
         rules = (rule,)
-        save_code = {None: 0, "x": 1, "out": 2}[save]
+        save_code = codes[save]
+        crules = None if crule is None else (crule,)
+        csave_code = codes[csave]
 
         def op(x: Any) -> Tensor:
             if type(x) is not Tensor:
                 x = to_tensor(x, name)
             b = x._backend
-            y = getattr(b.xp, name)(x.data)
+            a = x.data
+            y = getattr(b.xp, name)(a)
             if x._requires_grad and grad_mode.enabled:
+                if crules is not None:
+                    try:
+                        cplx = b.complex_kinds[a.dtype]
+                    except KeyError:
+                        cplx = is_complex(b, a.dtype)
+                    if cplx:
+                        return record_unary(name, y, b, x, crules, csave_code)
                 return record_unary(name, y, b, x, rules, save_code)
             return wrap(y, b)
 
@@ -90,39 +108,81 @@ def _zeros(xp: Any, g: Any, *_: Any) -> Any:
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
 
-abs = _unary("abs", "x", lambda xp, g, x: g * xp.sign(x), "x̄ = ḡ·sign(x)  (0 at x = 0)")
-acos = _unary("acos", "x", lambda xp, g, x: -g / xp.sqrt(1 - x * x), "x̄ = -ḡ/√(1-x²)")
-acosh = _unary("acosh", "x", lambda xp, g, x: g / xp.sqrt(x * x - 1), "x̄ = ḡ/√(x²-1)")
-asin = _unary("asin", "x", lambda xp, g, x: g / xp.sqrt(1 - x * x), "x̄ = ḡ/√(1-x²)")
-asinh = _unary("asinh", "x", lambda xp, g, x: g / xp.sqrt(x * x + 1), "x̄ = ḡ/√(x²+1)")
-atan = _unary("atan", "x", lambda xp, g, x: g / (1 + x * x), "x̄ = ḡ/(1+x²)")
-atanh = _unary("atanh", "x", lambda xp, g, x: g / (1 - x * x), "x̄ = ḡ/(1-x²)")
-cos = _unary("cos", "x", lambda xp, g, x: -g * xp.sin(x), "x̄ = -ḡ·sin(x)")
-cosh = _unary("cosh", "x", lambda xp, g, x: g * xp.sinh(x), "x̄ = ḡ·sinh(x)")
-exp = _unary("exp", "out", lambda xp, g, y: g * y, "x̄ = ḡ·exp(x)  (the saved output)")
-expm1 = _unary("expm1", "out", lambda xp, g, y: g * (y + 1), "x̄ = ḡ·(expm1(x)+1)")
-log = _unary("log", "x", lambda xp, g, x: g / x, "x̄ = ḡ/x")
-log1p = _unary("log1p", "x", lambda xp, g, x: g / (x + 1), "x̄ = ḡ/(1+x)")
-log2 = _unary("log2", "x", lambda xp, g, x: g / (x * _LN2), "x̄ = ḡ/(x·ln 2)")
-log10 = _unary("log10", "x", lambda xp, g, x: g / (x * _LN10), "x̄ = ḡ/(x·ln 10)")
+# A holomorphic f (every one below with a complex rule but abs, sign, conj, imag) has the
+# complex VJP x̄ = ḡ·conj(f'(x)) (docs/complex.md); the real rule is the same without conj.
+_cj = "  complex: ḡ·conj(f'(x))"
+
+abs = _unary("abs", "x", lambda xp, g, x: g * xp.sign(x), "x̄ = ḡ·sign(x)  (0 at x = 0; "
+             "complex: ḡ·x/|x|)")
+acos = _unary("acos", "x", lambda xp, g, x: -g / xp.sqrt(1 - x * x), "x̄ = -ḡ/√(1-x²)" + _cj,
+              lambda xp, g, x: -g / xp.conj(xp.sqrt(1 - x * x)), "x")
+# acosh' = 1/(√(x-1)·√(x+1)), which is 1/√(x²-1) for real x > 1 but not across the imaginary
+# axis (the cut of √(x²-1)) for complex x.
+acosh = _unary("acosh", "x", lambda xp, g, x: g / xp.sqrt(x * x - 1), "x̄ = ḡ/√(x²-1)" + _cj,
+               lambda xp, g, x: g / xp.conj(xp.sqrt(x - 1) * xp.sqrt(x + 1)), "x")
+asin = _unary("asin", "x", lambda xp, g, x: g / xp.sqrt(1 - x * x), "x̄ = ḡ/√(1-x²)" + _cj,
+              lambda xp, g, x: g / xp.conj(xp.sqrt(1 - x * x)), "x")
+asinh = _unary("asinh", "x", lambda xp, g, x: g / xp.sqrt(x * x + 1), "x̄ = ḡ/√(x²+1)" + _cj,
+               lambda xp, g, x: g / xp.conj(xp.sqrt(x * x + 1)), "x")
+atan = _unary("atan", "x", lambda xp, g, x: g / (1 + x * x), "x̄ = ḡ/(1+x²)" + _cj,
+              lambda xp, g, x: g / xp.conj(1 + x * x), "x")
+atanh = _unary("atanh", "x", lambda xp, g, x: g / (1 - x * x), "x̄ = ḡ/(1-x²)" + _cj,
+               lambda xp, g, x: g / xp.conj(1 - x * x), "x")
+cos = _unary("cos", "x", lambda xp, g, x: -g * xp.sin(x), "x̄ = -ḡ·sin(x)" + _cj,
+             lambda xp, g, x: -g * xp.conj(xp.sin(x)), "x")
+cosh = _unary("cosh", "x", lambda xp, g, x: g * xp.sinh(x), "x̄ = ḡ·sinh(x)" + _cj,
+              lambda xp, g, x: g * xp.conj(xp.sinh(x)), "x")
+exp = _unary("exp", "out", lambda xp, g, y: g * y, "x̄ = ḡ·exp(x)  (the saved output)" + _cj,
+             lambda xp, g, y: g * xp.conj(y), "out")
+expm1 = _unary("expm1", "out", lambda xp, g, y: g * (y + 1), "x̄ = ḡ·(expm1(x)+1)" + _cj,
+               lambda xp, g, y: g * xp.conj(y + 1), "out")
+log = _unary("log", "x", lambda xp, g, x: g / x, "x̄ = ḡ/x" + _cj,
+             lambda xp, g, x: g / xp.conj(x), "x")
+log1p = _unary("log1p", "x", lambda xp, g, x: g / (x + 1), "x̄ = ḡ/(1+x)" + _cj,
+               lambda xp, g, x: g / xp.conj(x + 1), "x")
+log2 = _unary("log2", "x", lambda xp, g, x: g / (x * _LN2), "x̄ = ḡ/(x·ln 2)" + _cj,
+              lambda xp, g, x: g / (xp.conj(x) * _LN2), "x")
+log10 = _unary("log10", "x", lambda xp, g, x: g / (x * _LN10), "x̄ = ḡ/(x·ln 10)" + _cj,
+               lambda xp, g, x: g / (xp.conj(x) * _LN10), "x")
 negative = _unary("negative", None, lambda xp, g: -g, "x̄ = -ḡ")
 positive = _unary("positive", None, lambda xp, g: g, "x̄ = ḡ")
-reciprocal = _unary("reciprocal", "out", lambda xp, g, y: -g * y * y, "x̄ = -ḡ/x²")
-sin = _unary("sin", "x", lambda xp, g, x: g * xp.cos(x), "x̄ = ḡ·cos(x)")
-sinh = _unary("sinh", "x", lambda xp, g, x: g * xp.cosh(x), "x̄ = ḡ·cosh(x)")
-sqrt = _unary("sqrt", "out", lambda xp, g, y: g / (2 * y), "x̄ = ḡ/(2√x)")
-square = _unary("square", "x", lambda xp, g, x: g * (2 * x), "x̄ = 2x·ḡ")
-tan = _unary("tan", "out", lambda xp, g, y: g * (1 + y * y), "x̄ = ḡ·(1+tan²x)")
-tanh = _unary("tanh", "out", lambda xp, g, y: g * (1 - y * y), "x̄ = ḡ·(1-tanh²x)")
+reciprocal = _unary("reciprocal", "out", lambda xp, g, y: -g * y * y, "x̄ = -ḡ/x²" + _cj,
+                    lambda xp, g, y: -g * xp.conj(y * y), "out")
+sin = _unary("sin", "x", lambda xp, g, x: g * xp.cos(x), "x̄ = ḡ·cos(x)" + _cj,
+             lambda xp, g, x: g * xp.conj(xp.cos(x)), "x")
+sinh = _unary("sinh", "x", lambda xp, g, x: g * xp.cosh(x), "x̄ = ḡ·cosh(x)" + _cj,
+              lambda xp, g, x: g * xp.conj(xp.cosh(x)), "x")
+sqrt = _unary("sqrt", "out", lambda xp, g, y: g / (2 * y), "x̄ = ḡ/(2√x)" + _cj,
+              lambda xp, g, y: g / (2 * xp.conj(y)), "out")
+square = _unary("square", "x", lambda xp, g, x: g * (2 * x), "x̄ = 2x·ḡ" + _cj,
+                lambda xp, g, x: g * (2 * xp.conj(x)), "x")
+tan = _unary("tan", "out", lambda xp, g, y: g * (1 + y * y), "x̄ = ḡ·(1+tan²x)" + _cj,
+             lambda xp, g, y: g * xp.conj(1 + y * y), "out")
+tanh = _unary("tanh", "out", lambda xp, g, y: g * (1 - y * y), "x̄ = ḡ·(1-tanh²x)" + _cj,
+              lambda xp, g, y: g * xp.conj(1 - y * y), "out")
 ceil = _unary("ceil", None, _zeros, "x̄ = 0")
 floor = _unary("floor", None, _zeros, "x̄ = 0")
 round = _unary("round", None, _zeros, "x̄ = 0")
 trunc = _unary("trunc", None, _zeros, "x̄ = 0")
-sign = _unary("sign", None, _zeros, "x̄ = 0")
-# For the real dtypes agnograd differentiates, real and conj are the identity, imag is zero.
-real = _unary("real", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
-conj = _unary("conj", None, lambda xp, g: g, "x̄ = ḡ  (real inputs)")
-imag = _unary("imag", None, None, "")
+
+
+def _sign_complex(xp: Any, g: Any, x: Any) -> Any:
+    # sign(x) = x/|x| = s: x̄ = (ḡ - Re(ḡ·conj(s))·s)/|x| (ḡ's part tangent to the unit
+    # circle, over the radius); 0 at x = 0, as PyTorch's sgn.
+    r = xp.abs(x)
+    zero = r == 0
+    s = x / xp.where(zero, 1.0, r)
+    return xp.where(zero, 0.0, (g - xp.real(g * xp.conj(s)) * s) / xp.where(zero, 1.0, r))
+
+
+sign = _unary("sign", None, _zeros, "x̄ = 0  (complex: (ḡ - Re(ḡ·conj(s))·s)/|x|, s = x/|x|; 0 "
+              "at x = 0)", _sign_complex, "x")
+# real and conj are the identity for real inputs and imag is zero; for complex ones real's ḡ
+# (real) is x̄, conj's is conj(ḡ), imag's is i·ḡ (x̄ = ∂L/∂Re x + i·∂L/∂Im x).
+real = _unary("real", None, lambda xp, g: g, "x̄ = ḡ  (made complex for a complex x)")
+conj = _unary("conj", None, lambda xp, g: g, "x̄ = ḡ  (complex: conj(ḡ))",
+              lambda xp, g: xp.conj(g))
+imag = _unary("imag", None, _zeros, "x̄ = 0  (complex: i·ḡ)", lambda xp, g: g * 1j)
 isfinite = _unary("isfinite", None, None, "")
 isinf = _unary("isinf", None, None, "")
 isnan = _unary("isnan", None, None, "")
@@ -142,8 +202,13 @@ def _binary(
     rule1: Rule | None,
     rule2: Rule | None,
     math_: str,
+    crule1: Rule | None = None,
+    crule2: Rule | None = None,
 ) -> BinaryOp:
+    """``crule1``/``crule2``, when given, are recorded when the result is complex (an operand
+    is): real operands keep ``rule1``/``rule2``, which pay no ``conj``."""
     rules = (rule1, rule2)
+    crules = None if crule1 is None else (crule1, crule2)
     differentiable = rule1 is not None or rule2 is not None
     # What the rules read, from (x1, x2, out): resolved once, not per call.
     picks = tuple({"x": 0, "y": 1, "o": 2}[c] for c in save)
@@ -171,6 +236,13 @@ def _binary(
         if differentiable and grad_mode.enabled and (
             (type(x1) is Tensor and x1._requires_grad) or (type(x2) is Tensor and x2._requires_grad)
         ):
+            if crules is not None:
+                try:
+                    cplx = b.complex_kinds[y.dtype]
+                except KeyError:
+                    cplx = is_complex(b, y.dtype)
+                if cplx:
+                    return record_binary(name, y, b, x1, x2, crules, picks, _meta(x1, x2, y))
             return record_binary(name, y, b, x1, x2, rules, picks, _meta(x1, x2, y))
         return wrap(y, b)
 
@@ -237,15 +309,64 @@ def _tie_split(xp: Any, g: Any, win: Any, tie: Any) -> Any:
     return xp.where(win, g, xp.where(tie, g * 0.5, 0.0))
 
 
+# Complex rules (the result is complex): both operands are holomorphic arguments of multiply,
+# divide and pow, so each cotangent is ḡ·conj(∂out/∂operand). An operand may be a Python scalar.
+
+def _conj(xp: Any, v: Any) -> Any:
+    return v.conjugate() if type(v) in PY_SCALARS else xp.conj(v)
+
+
+def _is_cplx(v: Any) -> bool:
+    """Whether a rule's operand (raw array, Tensor when differentiating twice, or Python
+    scalar) is complex; read by the complex rules only."""
+    if type(v) in PY_SCALARS:
+        return type(v) is complex
+    dt = v.dtype
+    return (dt if type(v) is Tensor else from_backend_dtype(dt)).kind == "c"
+
+
+def _pow_x_complex(xp: Any, g: Any, x: Any, y: Any, o: Any) -> Any:
+    # x̄ = ḡ·conj(y·x^(y-1)); 0 where y == 0.
+    d = y * x ** (y - 1)
+    if isinstance(y, PY_SCALARS):
+        return g * xp.conj(d) if y != 0 else xp.zeros_like(g)
+    return g * xp.conj(xp.where(y == 0, 0.0, d))
+
+
+def _pow_y_complex(xp: Any, g: Any, x: Any, y: Any, out: Any) -> Any:
+    # ȳ = ḡ·conj(x^y·log x), with the principal log of x as a complex number (a negative real
+    # base has log|x| + iπ); 0 where x == 0 and Re y >= 0 (the limit), as PyTorch does.
+    if isinstance(x, PY_SCALARS):
+        if x == 0:
+            re_y = xp.real(y) if _is_cplx(y) else y
+            return xp.where(re_y >= 0, 0.0, g * math.nan)
+        return g * (xp.conj(out) * cmath.log(complex(x)).conjugate())
+    xc = x if _is_cplx(x) else xp.astype(x, out.dtype)
+    zero = x == 0
+    d = out * xp.log(xp.where(zero, 1.0, xc))
+    if isinstance(y, PY_SCALARS):
+        if complex(y).real >= 0:
+            d = xp.where(zero, 0.0, d)
+    else:
+        d = xp.where(zero & ((xp.real(y) if _is_cplx(y) else y) >= 0), 0.0, d)
+    return g * xp.conj(d)
+
+
 add = _binary("add", operator.add, "", lambda xp, g: g, lambda xp, g: g, "x̄ = ḡ, ȳ = ḡ")
 subtract = _binary("subtract", operator.sub, "", lambda xp, g: g, lambda xp, g: -g,
                    "x̄ = ḡ, ȳ = -ḡ")
 multiply = _binary("multiply", operator.mul, "xy",
-                   lambda xp, g, x, y: g * y, lambda xp, g, x, y: g * x, "x̄ = ḡ·y, ȳ = ḡ·x")
+                   lambda xp, g, x, y: g * y, lambda xp, g, x, y: g * x,
+                   "x̄ = ḡ·y, ȳ = ḡ·x  (complex: ḡ·conj(y), ḡ·conj(x))",
+                   lambda xp, g, x, y: g * _conj(xp, y), lambda xp, g, x, y: g * _conj(xp, x))
 divide = _binary("divide", operator.truediv, "yo",
-                 lambda xp, g, y, o: g / y, lambda xp, g, y, o: -g * o / y, "x̄ = ḡ/y, ȳ = -ḡ·x/y²")
+                 lambda xp, g, y, o: g / y, lambda xp, g, y, o: -g * o / y,
+                 "x̄ = ḡ/y, ȳ = -ḡ·x/y²  (complex: ḡ/conj(y), -ḡ·conj(x/y²))",
+                 lambda xp, g, y, o: g / _conj(xp, y), lambda xp, g, y, o: -g * xp.conj(o / y))
 pow = _binary("pow", operator.pow, "xyo",
-              lambda xp, g, x, y, o: _pow_x(xp, g, x, y), _pow_y, "x̄ = ḡ·y·x^(y-1), ȳ = ḡ·x^y·log x")
+              lambda xp, g, x, y, o: _pow_x(xp, g, x, y), _pow_y,
+              "x̄ = ḡ·y·x^(y-1), ȳ = ḡ·x^y·log x  (complex: ḡ·conj(...) of each)",
+              _pow_x_complex, _pow_y_complex)
 atan2 = _binary("atan2", None, "xy",
                 lambda xp, g, y, x: g * x / (x * x + y * y), lambda xp, g, y, x: -g * y / (x * x + y * y),
                 "ā = ḡ·b/(a²+b²), b̄ = -ḡ·a/(a²+b²)")

@@ -57,6 +57,7 @@ from ._common import (
     Tensor,
     TensorLike,
     grad_on,
+    is_complex,
     normalize_axes,
     normalize_axis,
     operands,
@@ -240,7 +241,8 @@ def _matmul_1(xp: Any, g: Any, a: Any, c: Any) -> Any:
     if a.ndim == 2 and c.ndim == 2:  # the common case, without the namespace's wrappers
         try:
             return g @ c.T
-        except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
+        except (NotImplementedError, RuntimeError):  # CuPy refuses cuBLAS while a CUDA graph is
+            # captured; PyTorch's @ refuses mixed dtypes (a complex ḡ, a real operand)
             return xp.matmul(g, xp.matrix_transpose(c))  # ag.capture's graph-safe namespace
     if c.ndim == 1:
         if a.ndim == 1:
@@ -255,7 +257,8 @@ def _matmul_2(xp: Any, g: Any, a: Any, c: Any) -> Any:
     if a.ndim == 2 and c.ndim == 2:
         try:
             return a.T @ g
-        except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
+        except (NotImplementedError, RuntimeError):  # CuPy refuses cuBLAS while a CUDA graph is
+            # captured; PyTorch's @ refuses mixed dtypes (a complex ḡ, a real operand)
             return xp.matmul(xp.matrix_transpose(a), g)  # ag.capture's graph-safe namespace
     if a.ndim == 1:
         if c.ndim == 1:
@@ -266,13 +269,28 @@ def _matmul_2(xp: Any, g: Any, a: Any, c: Any) -> Any:
     return xp.matmul(_mT(xp, a), g)
 
 
+# Complex operands: every product below is bilinear (no conjugation in the forward; vecdot's
+# conjugates x1), so each cotangent is the real rule with the other operand conjugated.
+
+def _matmul_1_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
+    return _matmul_1(xp, g, a, xp.conj(c))
+
+
+def _matmul_2_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
+    return _matmul_2(xp, g, xp.conj(a), c)
+
+
+_MATMUL_RULES = (_matmul_1, _matmul_2)
+_MATMUL_RULES_COMPLEX = (_matmul_1_complex, _matmul_2_complex)
+
+
 def matmul(x1: Any, x2: Any, /) -> Tensor:
     """Matrix product with the standard's rules: 1-d operands are vectors (promoted to a matrix
     and the added axis removed from the result), batch axes ``...`` broadcast.
 
     Shapes ``(..., N, K) @ (..., K, M) -> (..., N, M)``; float dtypes promote.
     VJP: ``x̄1 = ḡ x2ᵀ``, ``x̄2 = x1ᵀ ḡ`` (outer products for vector operands), summed over
-    broadcast batch axes.
+    broadcast batch axes; for complex operands ``x̄1 = ḡ x2ᴴ``, ``x̄2 = x1ᴴ ḡ``.
     """
     if type(x1) is Tensor and type(x2) is Tensor and x1._backend is x2._backend and not (
             x1._backend.multi_device):
@@ -295,13 +313,19 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
         y = x1.data @ x2.data  # the operator: the same product, without a wrapper call
     except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured: the
         y = b.xp.matmul(x1.data, x2.data)  # graph-safe product of ag.capture's namespace
+    except RuntimeError:  # PyTorch's @ refuses mixed dtypes (float32 @ float64, real @ complex);
+        y = b.xp.matmul(x1.data, x2.data)  # the namespace's matmul promotes, as the standard
     if _needs(x1, x2):
         d1, d2, dy = x1.data.dtype, x2.data.dtype, y.dtype
         # Matrices and vectors of the result's dtype get cotangents of their own shape and
         # dtype: only batched or mixed-dtype products need the engine to reduce or cast.
         plain = x1.ndim <= 2 and x2.ndim <= 2 and (d1 is dy or d1 == dy) and (d2 is dy or d2 == dy)
-        return record_binary("matmul", y, b, x1, x2, (_matmul_1, _matmul_2), (0, 1),
-                             None if plain else _meta(x1, x2))
+        try:
+            cplx = b.complex_kinds[dy]
+        except KeyError:
+            cplx = is_complex(b, dy)
+        return record_binary("matmul", y, b, x1, x2, _MATMUL_RULES_COMPLEX if cplx else _MATMUL_RULES,
+                             (0, 1), None if plain else _meta(x1, x2))
     return wrap(y, b)
 
 
@@ -331,6 +355,14 @@ def _tensordot_2(xp: Any, g: Any, a: Any, c: Any, spec: tuple[Any, ...]) -> Any:
     return r if perm2 is None else xp.permute_dims(r, perm2)
 
 
+def _tensordot_1_complex(xp: Any, g: Any, a: Any, c: Any, spec: tuple[Any, ...]) -> Any:
+    return _tensordot_1(xp, g, a, xp.conj(c), spec)
+
+
+def _tensordot_2_complex(xp: Any, g: Any, a: Any, c: Any, spec: tuple[Any, ...]) -> Any:
+    return _tensordot_2(xp, g, xp.conj(a), c, spec)
+
+
 def _inverse_perm(labels: list[int]) -> tuple[int, ...] | None:
     """The permutation that sorts axes labelled ``labels`` (None when already sorted)."""
     perm = tuple(labels.index(i) for i in range(len(labels)))
@@ -343,7 +375,8 @@ def tensordot(x1: Any, x2: Any, /, *, axes: int | tuple[Any, Any] = 2) -> Tensor
 
     The result has ``x1``'s free axes, then ``x2``'s. Contracted axes must have equal sizes
     (no broadcasting). VJP: ``x̄1 = tensordot(ḡ, x2)`` over ``x2``'s free axes and ``x̄2 =
-    tensordot(x1, ḡ)`` over ``x1``'s, each permuted back to its input's axis order.
+    tensordot(x1, ḡ)`` over ``x1``'s, each permuted back to its input's axis order (complex:
+    with the other operand conjugated).
     """
     b, (x1, x2) = operands((x1, x2), "tensordot")
     n1, n2 = x1.ndim, x2.ndim
@@ -392,8 +425,9 @@ def tensordot(x1: Any, x2: Any, /, *, axes: int | tuple[Any, Any] = 2) -> Tensor
     perm1 = _inverse_perm(list(f1) + [c1[c2.index(j)] for j in sorted(c2)])
     perm2 = _inverse_perm([c2[c1.index(i)] for i in sorted(c1)] + list(f2))
     spec = (g_free2, f2, perm1, f1, g_free1, perm2)
-    return record("tensordot", y, b, (x1, x2), (_tensordot_1, _tensordot_2), (x1, x2),
-                  _meta(x1, x2), params=(spec,))
+    rules = ((_tensordot_1_complex, _tensordot_2_complex) if is_complex(b, y.dtype)
+             else (_tensordot_1, _tensordot_2))
+    return record("tensordot", y, b, (x1, x2), rules, (x1, x2), _meta(x1, x2), params=(spec,))
 
 
 def _vecdot_1(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
@@ -402,6 +436,11 @@ def _vecdot_1(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
 
 def _vecdot_2(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
     return xp.expand_dims(g, axis=axis) * a
+
+
+def _vecdot_1_complex(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    # out = Σ conj(x1)·x2 is antiholomorphic in x1: x̄1 = conj(ḡ)·x2 (x̄2 = ḡ·x1 as for reals)
+    return xp.conj(xp.expand_dims(g, axis=axis)) * c
 
 
 def _vector_axis(x1: Tensor, x2: Tensor, axis: int, op: str) -> int:
@@ -423,9 +462,10 @@ def _vector_axis(x1: Tensor, x2: Tensor, axis: int, op: str) -> int:
 
 def vecdot(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
     """Dot product of vectors along ``axis`` (counted from the end), broadcasting the others:
-    ``sum(x1 * x2, axis=axis)`` for real dtypes.
+    ``sum(x1 * x2, axis=axis)`` for real dtypes, ``sum(conj(x1) * x2, axis=axis)`` for complex.
 
-    VJP: ``x̄1 = ḡ x2``, ``x̄2 = ḡ x1`` (``ḡ`` expanded along ``axis``), summed over broadcast axes.
+    VJP: ``x̄1 = ḡ x2``, ``x̄2 = ḡ x1`` (``ḡ`` expanded along ``axis``), summed over broadcast axes;
+    complex: ``x̄1 = conj(ḡ) x2``, ``x̄2 = ḡ x1``.
     """
     b, (x1, x2) = operands((x1, x2), "vecdot")
     ax = _vector_axis(x1, x2, axis, "vecdot")
@@ -434,7 +474,8 @@ def vecdot(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
                          f"but {x2.shape[ax]} in x2 (shape {x2.shape}); they must be equal")
     y = b.xp.vecdot(x1.data, x2.data, axis=ax)
     if _needs(x1, x2):
-        return record("vecdot", y, b, (x1, x2), (_vecdot_1, _vecdot_2), (x1, x2), _meta(x1, x2),
+        rule1 = _vecdot_1_complex if is_complex(b, y.dtype) else _vecdot_1
+        return record("vecdot", y, b, (x1, x2), (rule1, _vecdot_2), (x1, x2), _meta(x1, x2),
                       params=(ax,))
     return wrap(y, b)
 
@@ -451,10 +492,18 @@ def _outer_2(xp: Any, g: Any, a: Any, c: Any) -> Any:
     return xp.matmul(a, g)
 
 
+def _outer_1_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
+    return xp.matmul(g, xp.conj(c))
+
+
+def _outer_2_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
+    return xp.matmul(xp.conj(a), g)
+
+
 def outer(x1: Any, x2: Any, /) -> Tensor:
     """Outer product of two vectors: ``(N,), (M,) -> (N, M)``.
 
-    VJP: ``x̄1 = ḡ x2``, ``x̄2 = ḡᵀ x1``.
+    VJP: ``x̄1 = ḡ x2``, ``x̄2 = ḡᵀ x1`` (complex: with the other operand conjugated).
     """
     b, (x1, x2) = operands((x1, x2), "outer")
     if x1.ndim != 1 or x2.ndim != 1:
@@ -462,7 +511,9 @@ def outer(x1: Any, x2: Any, /) -> Tensor:
                          "for batches use x1[..., :, None] * x2[..., None, :]")
     y = b.xp.linalg.outer(x1.data, x2.data)
     if _needs(x1, x2):
-        return record("outer", y, b, (x1, x2), (_outer_1, _outer_2), (x1, x2), _meta(x1, x2))
+        rules = ((_outer_1_complex, _outer_2_complex) if is_complex(b, y.dtype)
+                 else (_outer_1, _outer_2))
+        return record("outer", y, b, (x1, x2), rules, (x1, x2), _meta(x1, x2))
     return wrap(y, b)
 
 
@@ -478,6 +529,14 @@ def _cross_2(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
     return xp.linalg.cross(g, a, axis=axis)
 
 
+def _cross_1_complex(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    return _cross_1(xp, g, a, xp.conj(c), axis)
+
+
+def _cross_2_complex(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
+    return _cross_2(xp, g, xp.conj(a), c, axis)
+
+
 def cross(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
     """Cross product of 3-vectors along ``axis`` (counted from the end), broadcasting the others.
 
@@ -491,8 +550,9 @@ def cross(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
                          f"{x1.shape} and {x2.shape}")
     y = b.xp.linalg.cross(x1.data, x2.data, axis=ax)
     if _needs(x1, x2):
-        return record("cross", y, b, (x1, x2), (_cross_1, _cross_2), (x1, x2), _meta(x1, x2),
-                      params=(ax,))
+        rules = ((_cross_1_complex, _cross_2_complex) if is_complex(b, y.dtype)
+                 else (_cross_1, _cross_2))
+        return record("cross", y, b, (x1, x2), rules, (x1, x2), _meta(x1, x2), params=(ax,))
     return wrap(y, b)
 
 

@@ -15,6 +15,7 @@ from ._common import (
     OUT,
     Tensor,
     grad_on,
+    is_complex,
     normalize_axes,
     normalize_axis,
     raw_dtype,
@@ -114,6 +115,17 @@ def _moved_flat(xp: Any, x: Any, axes: tuple[int, ...]) -> Any:
 def _prod_back(xp: Any, g: Any, x: Any, axes: tuple[int, ...], kshape: tuple[int, ...]) -> Any:
     # x̄_i = ḡ · prod_{j≠i} x_j, from exclusive cumulative products from the left and the right:
     # exact when x has zeros (no division).
+    return _expand(xp, g, kshape, tuple(x.shape)) * _prod_others(xp, x, axes)
+
+
+def _prod_back_complex(xp: Any, g: Any, x: Any, axes: tuple[int, ...], kshape: tuple[int, ...]
+                       ) -> Any:
+    # holomorphic in each x_i: x̄_i = ḡ · conj(prod_{j≠i} x_j)
+    return _expand(xp, g, kshape, tuple(x.shape)) * xp.conj(_prod_others(xp, x, axes))
+
+
+def _prod_others(xp: Any, x: Any, axes: tuple[int, ...]) -> Any:
+    """``prod_{j≠i} x_j`` over ``axes`` for every element ``i``."""
     flat, rest = _moved_flat(xp, x, axes)
     ones = xp.ones_like(flat[..., :1])
     left = xp.cumulative_prod(xp.concat([ones, flat[..., :-1]], axis=-1), axis=-1)
@@ -123,13 +135,13 @@ def _prod_back(xp: Any, g: Any, x: Any, axes: tuple[int, ...], kshape: tuple[int
     moved_shape = tuple(x.shape[i] for i in rest) + tuple(x.shape[i] for i in axes)
     order = rest + axes
     inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
-    others = xp.permute_dims(xp.reshape(others, moved_shape), inverse)
-    return _expand(xp, g, kshape, tuple(x.shape)) * others
+    return xp.permute_dims(xp.reshape(others, moved_shape), inverse)
 
 
 def prod(x: Any, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
          keepdims: bool = False) -> Tensor:
-    """Product over ``axis``. VJP: ``x̄_i = ḡ · Π_{j≠i} x_j`` (exact with zeros in ``x``)."""
+    """Product over ``axis``. VJP: ``x̄_i = ḡ · Π_{j≠i} x_j`` (exact with zeros in ``x``;
+    complex: ``ḡ · conj(Π_{j≠i} x_j)``)."""
     x, axes, kshape = _prepare(x, axis, "prod")
     b = x._backend
     y = b.xp.prod(x.data, axis=axes, dtype=raw_dtype(b, dtype), keepdims=keepdims)
@@ -137,7 +149,8 @@ def prod(x: Any, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = N
         if not axes:
             return record("prod", y, b, (x,), (lambda xp, g: g,))
         meta = None if y.dtype == x.data.dtype else ((x.data.shape, x.data.dtype),)
-        return record("prod", y, b, (x,), (_prod_back,), saved=(x,), meta=meta,
+        rule = _prod_back_complex if is_complex(b, y.dtype) else _prod_back
+        return record("prod", y, b, (x,), (rule,), saved=(x,), meta=meta,
                       params=(axes, kshape))
     return wrap(y, b)
 
@@ -275,11 +288,18 @@ def _cumprod_back(xp: Any, g: Any, x: Any, y: Any, axis: int, initial: bool) -> 
     return xp.where(before, plain, xp.where(first, at_zero, 0.0))
 
 
+def _cumprod_back_complex(xp: Any, g: Any, x: Any, y: Any, axis: int, initial: bool) -> Any:
+    # holomorphic: the real rule with every product conjugated; conj is multiplicative, so
+    # that is the real rule of conj(x) and conj(out)
+    return _cumprod_back(xp, g, xp.conj(x), xp.conj(y), axis, initial)
+
+
 def cumulative_prod(x: Any, /, *, axis: int | None = None, dtype: Any = None,
                     include_initial: bool = False) -> Tensor:
     """Cumulative product along ``axis``.
 
-    VJP: ``x̄_j = Σ_{k≥j} ḡ_k Π_{i≤k, i≠j} x_i``, computed in O(n) and exact with zeros.
+    VJP: ``x̄_j = Σ_{k≥j} ḡ_k Π_{i≤k, i≠j} x_i``, computed in O(n) and exact with zeros
+    (complex: the products conjugated).
     """
     x = to_tensor(x, "cumulative_prod")
     b = x._backend
@@ -288,7 +308,8 @@ def cumulative_prod(x: Any, /, *, axis: int | None = None, dtype: Any = None,
                              include_initial=include_initial)
     if x._requires_grad and grad_on():
         meta = None if y.dtype == x.data.dtype else ((x.data.shape, x.data.dtype),)
-        return record("cumulative_prod", y, b, (x,), (_cumprod_back,), saved=(x, OUT), meta=meta,
+        rule = _cumprod_back_complex if is_complex(b, y.dtype) else _cumprod_back
+        return record("cumulative_prod", y, b, (x,), (rule,), saved=(x, OUT), meta=meta,
                       params=(ax, include_initial))
     return wrap(y, b)
 
@@ -297,11 +318,16 @@ def _logsumexp_back(xp: Any, g: Any, x: Any, y: Any, kshape: tuple[int, ...]) ->
     return _expand(xp, g, kshape, tuple(x.shape)) * xp.exp(x - xp.reshape(y, kshape))
 
 
+def _logsumexp_back_complex(xp: Any, g: Any, x: Any, y: Any, kshape: tuple[int, ...]) -> Any:
+    return _expand(xp, g, kshape, tuple(x.shape)) * xp.conj(xp.exp(x - xp.reshape(y, kshape)))
+
+
 def logsumexp(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
               ) -> Tensor:
     """``log Σ exp(x)`` over ``axis``, computed stably (shifted by the maximum).
 
-    VJP: ``x̄ = ḡ · exp(x - logsumexp(x))`` (the softmax). Not part of the standard.
+    VJP: ``x̄ = ḡ · exp(x - logsumexp(x))`` (the softmax; complex: its conjugate). Not part of
+    the standard.
     """
     x, axes, kshape = _prepare(x, axis, "logsumexp")
     b = x._backend
@@ -314,6 +340,7 @@ def logsumexp(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims:
     if not keepdims:
         y = xp.reshape(y, tuple(n for i, n in enumerate(x.data.shape) if i not in axes))
     if x._requires_grad and grad_on():
-        return record("logsumexp", y, b, (x,), (_logsumexp_back,), saved=(x, OUT),
+        rule = _logsumexp_back_complex if is_complex(b, y.dtype) else _logsumexp_back
+        return record("logsumexp", y, b, (x,), (rule,), saved=(x, OUT),
                       params=(kshape,))
     return wrap(y, b)

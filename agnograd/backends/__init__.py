@@ -128,11 +128,14 @@ class Backend:
             instead of ``fn``; ``None`` (or a hook returning ``None``) keeps ``fn``. NumPy's
             reductions (``sum``, ``max``, ...) are its ufuncs' ``reduce`` behind a Python
             wrapper that costs more than the reduction of a small array.
+        complex_kinds: raw dtype -> whether it is complex, filled on first sight by
+            ``agnograd._ops._common.is_complex``: ops pick their complex VJP rules with one
+            dict lookup (per backend, so dtypes of two libraries are never compared).
     """
 
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
-                 "_special", "_special_loader", "replay_fn", "__weakref__")
+                 "_special", "_special_loader", "replay_fn", "complex_kinds", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -162,6 +165,7 @@ class Backend:
         self._special_loader = special
         self._special: Any = _UNSET
         self.replay_fn = replay_fn
+        self.complex_kinds: dict[Any, bool] = {}
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"

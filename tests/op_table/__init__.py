@@ -16,7 +16,18 @@ this module concatenates them into ``OPS``.
 
 from __future__ import annotations
 
-from . import elementwise, fft, indexing, linalg, manipulation, misc, nn, special, statistics  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    complex,
+    elementwise,
+    fft,
+    indexing,
+    linalg,
+    manipulation,
+    misc,
+    nn,
+    special,
+    statistics,
+)
 from .core import OPS_BY_CATEGORY, Op, cases_of
 
 OPS: list[Op] = [op for ops in OPS_BY_CATEGORY.values() for op in ops]
