@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from ..autograd import grad_mode, record_binary, record_unary
+from ..backends import backend_of_array
 from ._common import (
     PY_SCALARS,
     Tensor,
@@ -53,14 +54,116 @@ def _name_op(name: str, fn: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Standard forwards where backends deviate from the standard's special cases (the conformance
+# suite finds them; docs/conformance.md). Each runs the backend's function, then patches only
+# the special values with ``where``; the other ops keep calling the backend directly.
+
+def _complex_dtypes(xp: Any, _cache: dict[int, tuple[Any, ...]] = {}) -> tuple[Any, ...]:  # noqa: B006
+    """``xp``'s complex dtypes (cached per namespace)."""
+    got = _cache.get(id(xp))
+    if got is None:
+        got = _cache[id(xp)] = tuple(getattr(xp, n) for n in ("complex64", "complex128")
+                                     if hasattr(xp, n))
+    return got
+
+
+def _complex_from(xp: Any, re: Any, sign_of_im: Any, like: Any) -> Any:
+    """``re ± 0j`` in ``like``'s complex dtype, the zero's sign that of ``sign_of_im`` (a real
+    array): built without multiplying by ``1j``, which would turn an infinite ``re`` to NaN."""
+    z = xp.astype(re, like.dtype)
+    return xp.where(xp.signbit(sign_of_im), xp.conj(z), z)
+
+
+def _expm1_standard(xp: Any, a: Any) -> Any:
+    """``expm1`` with the standard's complex special cases (NumPy differs at signed zeros,
+    infinities and NaN: ``expm1(-0+0j)``, ``expm1(inf+0j)``, ``expm1(-inf+infj)``, ...)."""
+    y = xp.expm1(a)
+    if a.dtype not in _complex_dtypes(xp):
+        return y
+    re, im = xp.real(a), xp.imag(a)
+    # On the real axis the result is the real expm1 with b's zero (and +0 at a = ±0).
+    axis = _complex_from(xp, xp.where(re == 0, xp.zeros_like(re), xp.expm1(re)), im, y)
+    y = xp.where(im == 0, axis, y)
+    bad_im = ~xp.isfinite(im)  # b infinite or NaN: -1 ± 0j at a = -inf, inf + NaN j at a = +inf
+    y = xp.where((re == -math.inf) & bad_im, xp.full_like(y, -1.0), y)
+    return xp.where((re == math.inf) & bad_im, xp.full_like(y, complex(math.inf, math.nan)), y)
+
+
+def _tanh_standard(xp: Any, a: Any) -> Any:
+    """``tanh`` with the standard's complex special cases: ``tanh(±inf + bj)`` for finite b is
+    ``±1`` with the imaginary zero of b's sign (NumPy's sign follows ``sin(2b)``)."""
+    y = xp.tanh(a)
+    if a.dtype not in _complex_dtypes(xp):
+        return y
+    re, im = xp.real(a), xp.imag(a)
+    ones = _complex_from(xp, xp.sign(re), im, y)
+    return xp.where(xp.isinf(re) & xp.isfinite(im), ones, y)
+
+
+_STANDARD_FORWARD: dict[str, Callable[[Any, Any], Any]] = {
+    "expm1": _expm1_standard, "tanh": _tanh_standard,
+}
+
+
+def _floor_divide_standard(a1: Any, a2: Any) -> Any:
+    """``a1 // a2`` with the standard's special cases at infinities: where exactly one operand
+    is infinite, the result is ``a1 / a2`` (``inf // 2 -> inf``, ``1 // -inf -> -0``); NumPy
+    follows Python (``nan`` and ``-1``). Integer dtypes are the backend's as they are."""
+    q = a1 // a2
+    b = backend_of_array(q)
+    if b is None:
+        return q
+    xp = b.xp
+    if not xp.isdtype(q.dtype, "real floating"):
+        return q
+    return xp.where(_isinf(xp, a1) ^ _isinf(xp, a2), a1 / a2, q)
+
+
+def _isinf(xp: Any, a: Any) -> Any:
+    return math.isinf(a) if isinstance(a, PY_SCALARS) else xp.isinf(a)
+
+
+def _ifloordiv_standard(a: Any, o: Any) -> Any:
+    """``a //= o`` (in place where the backend divides in place) with the standard's special
+    cases, as :func:`_floor_divide_standard`."""
+    b = backend_of_array(a)
+    if b is None or not b.xp.isdtype(a.dtype, "real floating"):
+        return operator.ifloordiv(a, o)
+    xp = b.xp
+    fix = xp.isinf(a) ^ _isinf(xp, o)
+    quotient = a / o  # before a is overwritten
+    new = operator.ifloordiv(a, o)
+    out = xp.where(fix, quotient, new)
+    if new is a:  # divided in place: write the patch in place too, so views see it
+        try:
+            a[...] = out
+            return a
+        except (TypeError, ValueError, NotImplementedError):
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Unary functions: (name, what the rule saves, rule, the math in one line)
 
 def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> UnaryOp:
+    fwd = _STANDARD_FORWARD.get(name)
     if rule is None:  # non-differentiable: never records
         def op(x: Any) -> Tensor:
             x = to_tensor(x, name)
             b = x._backend
             return wrap(getattr(b.xp, name)(x.data), b)
+    elif fwd is not None:  # the standard's forward (a few ops; the others call the backend)
+        rules_std = (rule,)
+        save_std = {None: 0, "x": 1, "out": 2}[save]
+
+        def op(x: Any) -> Tensor:
+            x = to_tensor(x, name)
+            b = x._backend
+            y = fwd(b.xp, x.data)
+            if x._requires_grad and grad_mode.enabled:
+                return record_unary(name, y, b, x, rules_std, save_std)
+            return wrap(y, b)
     else:
         rules = (rule,)
         save_code = {None: 0, "x": 1, "out": 2}[save]
@@ -264,7 +367,7 @@ maximum = _binary("maximum", None, "xy",
 minimum = _binary("minimum", None, "xy",
                   lambda xp, g, x, y: _tie_split(xp, g, x < y, x == y),
                   lambda xp, g, x, y: _tie_split(xp, g, y < x, x == y), "to the smaller; ties split ḡ/2")
-floor_divide = _binary("floor_divide", operator.floordiv, "",
+floor_divide = _binary("floor_divide", _floor_divide_standard, "",
                        lambda xp, g: xp.zeros_like(g), lambda xp, g: xp.zeros_like(g), "x̄ = 0, ȳ = 0")
 remainder = _binary("remainder", operator.mod, "xy",
                     lambda xp, g, x, y: g, lambda xp, g, x, y: -g * xp.floor_divide(x, y),
