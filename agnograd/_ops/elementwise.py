@@ -58,13 +58,31 @@ def _name_op(name: str, fn: Any) -> None:
 # suite finds them; docs/conformance.md). Each runs the backend's function, then patches only
 # the special values with ``where``; the other ops keep calling the backend directly.
 
-def _complex_dtypes(xp: Any, _cache: dict[int, tuple[Any, ...]] = {}) -> tuple[Any, ...]:  # noqa: B006
-    """``xp``'s complex dtypes (cached per namespace)."""
-    got = _cache.get(id(xp))
-    if got is None:
-        got = _cache[id(xp)] = tuple(getattr(xp, n) for n in ("complex64", "complex128")
-                                     if hasattr(xp, n))
+def _dtypes_of(xp: Any, names: tuple[str, ...]) -> Any:
+    """``xp``'s dtypes of ``names`` as a set (a hash and no ``==``: comparing dtype objects is
+    slow); a tuple for dtypes that do not hash."""
+    found = tuple(getattr(xp, n) for n in names if hasattr(xp, n))
+    try:
+        return frozenset(found)
+    except TypeError:
+        return found
+
+
+# Per namespace (modules hash by identity): read inline, so the check costs one dict lookup.
+_COMPLEX_OF: dict[Any, Any] = {}
+_REAL_FLOATING_OF: dict[Any, Any] = {}
+
+
+def _complex_set(xp: Any) -> Any:
+    got = _COMPLEX_OF[xp] = _dtypes_of(xp, ("complex64", "complex128"))
     return got
+
+
+def _is_real_floating(xp: Any, dt: Any) -> bool:
+    got = _REAL_FLOATING_OF.get(xp)
+    if got is None:
+        got = _REAL_FLOATING_OF[xp] = _dtypes_of(xp, ("float32", "float64"))
+    return dt in got
 
 
 def _complex_from(xp: Any, re: Any, sign_of_im: Any, like: Any) -> Any:
@@ -78,7 +96,8 @@ def _expm1_standard(xp: Any, a: Any) -> Any:
     """``expm1`` with the standard's complex special cases (NumPy differs at signed zeros,
     infinities and NaN: ``expm1(-0+0j)``, ``expm1(inf+0j)``, ``expm1(-inf+infj)``, ...)."""
     y = xp.expm1(a)
-    if a.dtype not in _complex_dtypes(xp):
+    cs = _COMPLEX_OF.get(xp)  # inline: the real path pays one lookup and one hash
+    if a.dtype not in (cs if cs is not None else _complex_set(xp)):
         return y
     re, im = xp.real(a), xp.imag(a)
     # On the real axis the result is the real expm1 with b's zero (and +0 at a = ±0).
@@ -93,7 +112,8 @@ def _tanh_standard(xp: Any, a: Any) -> Any:
     """``tanh`` with the standard's complex special cases: ``tanh(±inf + bj)`` for finite b is
     ``±1`` with the imaginary zero of b's sign (NumPy's sign follows ``sin(2b)``)."""
     y = xp.tanh(a)
-    if a.dtype not in _complex_dtypes(xp):
+    cs = _COMPLEX_OF.get(xp)  # inline: the real path pays one lookup and one hash
+    if a.dtype not in (cs if cs is not None else _complex_set(xp)):
         return y
     re, im = xp.real(a), xp.imag(a)
     ones = _complex_from(xp, xp.sign(re), im, y)
@@ -114,7 +134,7 @@ def _floor_divide_standard(a1: Any, a2: Any) -> Any:
     if b is None:
         return q
     xp = b.xp
-    if not xp.isdtype(q.dtype, "real floating"):
+    if not _is_real_floating(xp, q.dtype):
         return q
     return xp.where(_isinf(xp, a1) ^ _isinf(xp, a2), a1 / a2, q)
 
@@ -127,14 +147,16 @@ def _ifloordiv_standard(a: Any, o: Any) -> Any:
     """``a //= o`` (in place where the backend divides in place) with the standard's special
     cases, as :func:`_floor_divide_standard`."""
     b = backend_of_array(a)
-    if b is None or not b.xp.isdtype(a.dtype, "real floating"):
-        return operator.ifloordiv(a, o)
+    original = a
+    if b is None or not _is_real_floating(b.xp, a.dtype):
+        a //= o
+        return a
     xp = b.xp
     fix = xp.isinf(a) ^ _isinf(xp, o)
     quotient = a / o  # before a is overwritten
-    new = operator.ifloordiv(a, o)
-    out = xp.where(fix, quotient, new)
-    if new is a:  # divided in place: write the patch in place too, so views see it
+    a //= o
+    out = xp.where(fix, quotient, a)
+    if a is original:  # divided in place: write the patch in place too, so views see it
         try:
             a[...] = out
             return a
@@ -158,7 +180,8 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str) -> UnaryO
         save_std = {None: 0, "x": 1, "out": 2}[save]
 
         def op(x: Any) -> Tensor:
-            x = to_tensor(x, name)
+            if type(x) is not Tensor:
+                x = to_tensor(x, name)
             b = x._backend
             y = fwd(b.xp, x.data)
             if x._requires_grad and grad_mode.enabled:
