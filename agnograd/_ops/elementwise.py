@@ -61,7 +61,12 @@ def _name_op(name: str, fn: Any) -> None:
 def _dtypes_of(xp: Any, names: tuple[str, ...]) -> Any:
     """``xp``'s dtypes of ``names`` as a set (a hash and no ``==``: comparing dtype objects is
     slow); a tuple for dtypes that do not hash."""
-    found = tuple(getattr(xp, n) for n in names if hasattr(xp, n))
+    found: tuple[Any, ...] = ()
+    for n in names:
+        if hasattr(xp, n):
+            # The namespace's object and the one its arrays carry (numpy's array_api_compat
+            # namespace names the scalar type numpy.float64; arrays carry dtype('float64')).
+            found += (getattr(xp, n), xp.zeros((0,), dtype=getattr(xp, n)).dtype)
     try:
         return frozenset(found)
     except TypeError:
