@@ -141,6 +141,7 @@ from ._ops.linalg import (
 )
 from ._ops.manipulation import (
     broadcast_arrays,
+    broadcast_shapes,
     broadcast_to,
     concat,
     expand_dims,
@@ -164,6 +165,7 @@ from ._ops.searching import (
     searchsorted,
 )
 from ._ops.set_functions import (
+    isin,
     unique_all,
     unique_counts,
     unique_inverse,
@@ -210,7 +212,7 @@ from .jit import jit
 from .recompute import checkpoint
 
 __version__ = "0.1.0"
-__array_api_version__ = "2024.12"
+__array_api_version__ = "2025.12"
 
 e = _math.e
 pi = _math.pi
@@ -225,15 +227,17 @@ __all__ = [
     "Tensor", "__array_namespace_info__", "abs", "acos", "acosh", "add", "all", "any", "arange",
     "argmax", "argmin", "argsort", "as_tensor", "asarray", "asin", "asinh", "astype", "atan",
     "atan2", "atanh", "available_backends", "bitwise_and", "bitwise_invert", "bitwise_left_shift",
-    "bitwise_or", "bitwise_right_shift", "bitwise_xor", "bool", "broadcast_arrays", "broadcast_to",
-    "can_cast", "capture", "ceil", "checkpoint", "clip", "complex128", "complex64", "concat",
+    "bitwise_or", "bitwise_right_shift", "bitwise_xor", "bool", "broadcast_arrays",
+    "broadcast_shapes", "broadcast_to", "can_cast", "capture", "ceil", "checkpoint", "clip",
+    "complex128", "complex64", "concat",
     "conj", "copysign", "cos", "cosh", "count_nonzero", "cumulative_prod", "cumulative_sum",
     "custom_vjp", "default_backend", "detect_anomaly", "diff", "divide", "e", "einsum", "empty", "empty_like",
     "enable_grad", "equal", "exp", "expand_dims", "expm1", "eye", "fft", "finfo", "flip", "float32",
     "float64", "floor", "floor_divide", "from_dlpack", "full", "full_like", "func", "get_backend",
     "get_default_backend", "grad", "greater", "greater_equal", "hessian", "hvp", "hypot", "iinfo",
     "imag", "inf", "int16", "int32", "int64", "int8", "is_grad_enabled", "isdtype", "isfinite",
-    "isinf", "isnan", "jacobian", "jit", "jvp", "less", "less_equal", "linalg", "linspace", "log",
+    "isin", "isinf", "isnan", "jacobian", "jit", "jvp", "less", "less_equal", "linalg", "linspace",
+    "log",
     "log10", "log1p", "log2", "logaddexp", "logical_and", "logical_not", "logical_or",
     "logical_xor", "logsumexp", "matmul", "matrix_transpose", "max", "maximum", "mean", "meshgrid",
     "min", "minimum", "moveaxis", "multiply", "nan", "negative", "newaxis", "nextafter", "no_grad",

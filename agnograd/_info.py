@@ -52,11 +52,11 @@ class Info:
             return self._native.default_device()
         return self._backend.device_of(self._backend.xp.asarray(0))
 
-    def devices(self) -> list[Any]:
-        """The devices the default backend can create arrays on."""
+    def devices(self) -> tuple[Any, ...]:
+        """The devices the default backend can create arrays on (a tuple, as 2025.12 says)."""
         if self._native is not None:
-            return list(self._native.devices())
-        return [self.default_device()]
+            return tuple(self._native.devices())
+        return (self.default_device(),)
 
     def _for(self, device: Any) -> Info | None:
         """The info of the backend that owns ``device`` when that is not this one's."""

@@ -485,7 +485,7 @@ class RemovableHandle:
 
 
 _new = object.__new__
-_API_VERSIONS = ("2021.12", "2022.12", "2023.12", "2024.12")
+_API_VERSIONS = ("2021.12", "2022.12", "2023.12", "2024.12", "2025.12")
 
 
 def _check_differentiable_dtype(t: Tensor, what: str) -> None:

@@ -10,7 +10,7 @@
 # The suite checkout needs its `array-api` spec submodule (git submodule update --init) and its
 # requirements (pip install -r requirements.txt). Environment:
 #   AGNOGRAD_CONFORMANCE_MAX_EXAMPLES  Hypothesis examples per test (default 100, the suite's own)
-#   ARRAY_API_TESTS_VERSION            standard version to test (default 2024.12, agnograd's
+#   ARRAY_API_TESTS_VERSION            standard version to test (default 2025.12, agnograd's
 #                                      __array_api_version__)
 #   AGNOGRAD_BACKEND                   backend under the namespace (default numpy)
 #   PYTHON                             the interpreter (default python3)
@@ -29,7 +29,7 @@ if [ ! -d "$suite/array-api/src" ]; then
 fi
 
 export ARRAY_API_TESTS_MODULE=agnograd
-export ARRAY_API_TESTS_VERSION="${ARRAY_API_TESTS_VERSION:-2024.12}"
+export ARRAY_API_TESTS_VERSION="${ARRAY_API_TESTS_VERSION:-2025.12}"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 max_examples="${AGNOGRAD_CONFORMANCE_MAX_EXAMPLES:-100}"
 
@@ -51,7 +51,6 @@ set +e
 "${PYTHON:-python3}" -m pytest ${paths[@]+"${paths[@]}"} \
     -p no:cacheprovider -p no:randomly \
     --max-examples "$max_examples" --disable-deadline \
-    --xfails-file "$repo/ci/conformance-xfails.txt" \
     -q -rfEX \
     -W "ignore:case for:UserWarning" -W "ignore:Special cases found:UserWarning" \
     "$@"

@@ -150,8 +150,10 @@ NOT_DIFFERENTIABLE = {
     "can_cast", "finfo", "iinfo", "isdtype", "result_type", "__array_namespace_info__",
     # searching and sorting that return indices or counts
     "argmax", "argmin", "argsort", "nonzero", "searchsorted", "count_nonzero",
-    # set functions (values and integer indices/counts; piecewise constant)
-    "unique_all", "unique_counts", "unique_inverse", "unique_values",
+    # set functions (values and integer indices/counts; piecewise constant; isin is boolean)
+    "unique_all", "unique_counts", "unique_inverse", "unique_values", "isin",
+    # shape arithmetic on tuples (no arrays)
+    "broadcast_shapes",
     # comparisons, logical and boolean-valued tests
     "equal", "not_equal", "greater", "greater_equal", "less", "less_equal", "logical_and",
     "logical_not", "logical_or", "logical_xor", "any", "all", "isfinite", "isinf", "isnan",

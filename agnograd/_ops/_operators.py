@@ -109,7 +109,7 @@ def install_operators() -> None:
         "sub": (ew.subtract, operator.isub),
         "mul": (ew.multiply, operator.imul),
         "truediv": (ew.divide, operator.itruediv),
-        "floordiv": (ew.floor_divide, operator.ifloordiv),
+        "floordiv": (ew.floor_divide, ew._ifloordiv_standard),
         "mod": (ew.remainder, operator.imod),
         "pow": (ew.pow, operator.ipow),
         "matmul": (linalg.matmul, operator.imatmul),

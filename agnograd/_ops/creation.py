@@ -390,8 +390,8 @@ def _meshgrid_back(xp: Any, gs: tuple[Any, ...], *, i: int, axis: int, ndim: int
     return xp.sum(gs[i], axis=others) if others else gs[i]
 
 
-def meshgrid(*arrays: Any, indexing: str = "xy") -> list[Tensor]:
-    """Coordinate grids from 1-d arrays: a list of N-d arrays, one per input, each of shape
+def meshgrid(*arrays: Any, indexing: str = "xy") -> tuple[Tensor, ...]:
+    """Coordinate grids from 1-d arrays: a tuple (2025.12) of N-d arrays, one per input, each of shape
     ``(len(a_1), ..., len(a_N))`` for ``indexing='ij'``; ``'xy'`` swaps the first two axes.
 
     VJP: input i receives its grid's ``ḡ`` summed over every axis but its own.
@@ -399,7 +399,7 @@ def meshgrid(*arrays: Any, indexing: str = "xy") -> list[Tensor]:
     if indexing not in ("xy", "ij"):
         raise ValueError(f"meshgrid: indexing must be 'xy' or 'ij', not {indexing!r}")
     if not arrays:
-        return []
+        return ()
     b, ts = operands(arrays, "meshgrid")
     for t in ts:
         if t.ndim != 1:
@@ -409,7 +409,7 @@ def meshgrid(*arrays: Any, indexing: str = "xy") -> list[Tensor]:
     ys = [b.fix(y) for y in b.xp.meshgrid(*[t.data for t in ts], indexing=indexing)]
     n = len(ts)
     if not (grad_on() and any(t._requires_grad for t in ts)):
-        return [wrap(y, b) for y in ys]
+        return tuple(wrap(y, b) for y in ys)
 
     def axis_of(i: int) -> int:
         if indexing == "xy" and n >= 2 and i < 2:
@@ -418,7 +418,7 @@ def meshgrid(*arrays: Any, indexing: str = "xy") -> list[Tensor]:
 
     rules = tuple(functools.partial(_meshgrid_back, i=i, axis=axis_of(i), ndim=n)
                   for i in range(n))
-    return list(record_multi("meshgrid", tuple(ys), b, tuple(ts), rules))
+    return tuple(record_multi("meshgrid", tuple(ys), b, tuple(ts), rules))
 
 
 def _tril_back(xp: Any, g: Any, k: int) -> Any:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from ..autograd import grad_mode, record_binary, record_unary
+from ..backends import backend_of_array
 from ._common import (
     PY_SCALARS,
     Tensor,
@@ -56,6 +57,123 @@ def _name_op(name: str, fn: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Standard forwards where backends deviate from the standard's special cases (the conformance
+# suite finds them; docs/conformance.md). Each runs the backend's function, then patches only
+# the special values with ``where``; the other ops keep calling the backend directly.
+
+def _dtypes_of(xp: Any, names: tuple[str, ...]) -> Any:
+    """``xp``'s dtypes of ``names`` as a set (a hash and no ``==``: comparing dtype objects is
+    slow); a tuple for dtypes that do not hash."""
+    found: tuple[Any, ...] = ()
+    for n in names:
+        if hasattr(xp, n):
+            # The namespace's object and the one its arrays carry (numpy's array_api_compat
+            # namespace names the scalar type numpy.float64; arrays carry dtype('float64')).
+            found += (getattr(xp, n), xp.zeros((0,), dtype=getattr(xp, n)).dtype)
+    try:
+        return frozenset(found)
+    except TypeError:
+        return found
+
+
+# Per namespace (modules hash by identity): read inline, so the check costs one dict lookup.
+_COMPLEX_OF: dict[Any, Any] = {}
+_REAL_FLOATING_OF: dict[Any, Any] = {}
+
+
+def _complex_set(xp: Any) -> Any:
+    got = _COMPLEX_OF[xp] = _dtypes_of(xp, ("complex64", "complex128"))
+    return got
+
+
+def _is_real_floating(xp: Any, dt: Any) -> bool:
+    got = _REAL_FLOATING_OF.get(xp)
+    if got is None:
+        got = _REAL_FLOATING_OF[xp] = _dtypes_of(xp, ("float32", "float64"))
+    return dt in got
+
+
+def _complex_from(xp: Any, re: Any, sign_of_im: Any, like: Any) -> Any:
+    """``re ± 0j`` in ``like``'s complex dtype, the zero's sign that of ``sign_of_im`` (a real
+    array): built without multiplying by ``1j``, which would turn an infinite ``re`` to NaN."""
+    z = xp.astype(re, like.dtype)
+    return xp.where(xp.signbit(sign_of_im), xp.conj(z), z)
+
+
+def _expm1_standard(xp: Any, a: Any) -> Any:
+    """``expm1`` with the standard's complex special cases (NumPy differs at signed zeros,
+    infinities and NaN: ``expm1(-0+0j)``, ``expm1(inf+0j)``, ``expm1(-inf+infj)``, ...)."""
+    y = xp.expm1(a)
+    cs = _COMPLEX_OF.get(xp)  # inline: the real path pays one lookup and one hash
+    if a.dtype not in (cs if cs is not None else _complex_set(xp)):
+        return y
+    re, im = xp.real(a), xp.imag(a)
+    # On the real axis the result is the real expm1 with b's zero (and +0 at a = ±0).
+    axis = _complex_from(xp, xp.where(re == 0, xp.zeros_like(re), xp.expm1(re)), im, y)
+    y = xp.where(im == 0, axis, y)
+    bad_im = ~xp.isfinite(im)  # b infinite or NaN: -1 ± 0j at a = -inf, inf + NaN j at a = +inf
+    y = xp.where((re == -math.inf) & bad_im, xp.full_like(y, -1.0), y)
+    return xp.where((re == math.inf) & bad_im, xp.full_like(y, complex(math.inf, math.nan)), y)
+
+
+def _tanh_standard(xp: Any, a: Any) -> Any:
+    """``tanh`` with the standard's complex special cases: ``tanh(±inf + bj)`` for finite b is
+    ``±1`` with the imaginary zero of b's sign (NumPy's sign follows ``sin(2b)``)."""
+    y = xp.tanh(a)
+    cs = _COMPLEX_OF.get(xp)  # inline: the real path pays one lookup and one hash
+    if a.dtype not in (cs if cs is not None else _complex_set(xp)):
+        return y
+    re, im = xp.real(a), xp.imag(a)
+    ones = _complex_from(xp, xp.sign(re), im, y)
+    return xp.where(xp.isinf(re) & xp.isfinite(im), ones, y)
+
+
+_STANDARD_FORWARD: dict[str, Callable[[Any, Any], Any]] = {
+    "expm1": _expm1_standard, "tanh": _tanh_standard,
+}
+
+
+def _floor_divide_standard(a1: Any, a2: Any) -> Any:
+    """``a1 // a2`` with the standard's special cases at infinities: where exactly one operand
+    is infinite, the result is ``a1 / a2`` (``inf // 2 -> inf``, ``1 // -inf -> -0``); NumPy
+    follows Python (``nan`` and ``-1``). Integer dtypes are the backend's as they are."""
+    q = a1 // a2
+    b = backend_of_array(q)
+    if b is None:
+        return q
+    xp = b.xp
+    if not _is_real_floating(xp, q.dtype):
+        return q
+    return xp.where(_isinf(xp, a1) ^ _isinf(xp, a2), a1 / a2, q)
+
+
+def _isinf(xp: Any, a: Any) -> Any:
+    return math.isinf(a) if isinstance(a, PY_SCALARS) else xp.isinf(a)
+
+
+def _ifloordiv_standard(a: Any, o: Any) -> Any:
+    """``a //= o`` (in place where the backend divides in place) with the standard's special
+    cases, as :func:`_floor_divide_standard`."""
+    b = backend_of_array(a)
+    original = a
+    if b is None or not _is_real_floating(b.xp, a.dtype):
+        a //= o
+        return a
+    xp = b.xp
+    fix = xp.isinf(a) ^ _isinf(xp, o)
+    quotient = a / o  # before a is overwritten
+    a //= o
+    out = xp.where(fix, quotient, a)
+    if a is original:  # divided in place: write the patch in place too, so views see it
+        try:
+            a[...] = out
+            return a
+        except (TypeError, ValueError, NotImplementedError):
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Unary functions: (name, what the rule saves, rule, the math in one line)
 
 def _unary(name: str, save: str | None, rule: Rule | None, math_: str,
@@ -63,6 +181,7 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str,
     """``crule`` (reading ``csave``), when given, is the rule recorded for a complex input;
     ``rule`` serves real inputs, which so pay no ``conj`` (one dict lookup picks, at record
     time, and only for ops that have a complex rule)."""
+    fwd = _STANDARD_FORWARD.get(name)
     if rule is None:  # non-differentiable: never records
         def op(x: Any) -> Tensor:
             x = to_tensor(x, name)
@@ -91,6 +210,26 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str,
                         return record_unary(name, y, b, x, crules, csave_code)
                 return record_unary(name, y, b, x, rules, save_code)
             return wrap(y, b)
+
+        if fwd is not None:  # the standard's forward where the backend's deviates (expm1, tanh)
+            # The same body with ``fwd`` for the backend's function, spelled out rather than
+            # passed in: the other ops keep their call-free forward.
+            def op(x: Any) -> Tensor:
+                if type(x) is not Tensor:
+                    x = to_tensor(x, name)
+                b = x._backend
+                a = x.data
+                y = fwd(b.xp, a)
+                if x._requires_grad and grad_mode.enabled:
+                    if crules is not None:
+                        try:
+                            cplx = b.complex_kinds[a.dtype]
+                        except KeyError:
+                            cplx = is_complex(b, a.dtype)
+                        if cplx:
+                            return record_unary(name, y, b, x, crules, csave_code)
+                    return record_unary(name, y, b, x, rules, save_code)
+                return wrap(y, b)
 
     op.__doc__ = (
         f"Elementwise ``{name}`` of the Array API standard; same shape, the standard's dtypes.\n\n"
@@ -385,7 +524,7 @@ maximum = _binary("maximum", None, "xy",
 minimum = _binary("minimum", None, "xy",
                   lambda xp, g, x, y: _tie_split(xp, g, x < y, x == y),
                   lambda xp, g, x, y: _tie_split(xp, g, y < x, x == y), "to the smaller; ties split ḡ/2")
-floor_divide = _binary("floor_divide", operator.floordiv, "",
+floor_divide = _binary("floor_divide", _floor_divide_standard, "",
                        lambda xp, g: xp.zeros_like(g), lambda xp, g: xp.zeros_like(g), "x̄ = 0, ȳ = 0")
 remainder = _binary("remainder", operator.mod, "xy",
                     lambda xp, g, x, y: g, lambda xp, g, x, y: -g * xp.floor_divide(x, y),

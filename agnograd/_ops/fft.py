@@ -267,7 +267,9 @@ def _transform(fn: str, x: Any, s: Any, axes: Any, norm: str, one_d: bool) -> Te
     ns = _ns(x, fn)
     shape = x.shape
     ax = _axes(x.ndim, s, axes, fn)
-    last = _c2r_default(shape, ax[-1], fn) if c2r and ax else None
+    # The default last length 2·(m-1) only where s leaves it open (s=(1,) with m = 1 is valid).
+    open_last = s is None or s[-1] is None or s[-1] == -1
+    last = _c2r_default(shape, ax[-1], fn) if c2r and ax and open_last else None
     lengths = _lengths(shape, s, ax, fn, last)
     if one_d:
         y = getattr(ns, fn)(x.data, n=lengths[0], axis=ax[0], norm=norm)

@@ -518,14 +518,10 @@ def outer(x1: Any, x2: Any, /) -> Tensor:
 
 
 def _cross_1(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
-    if xp.isdtype(c.dtype, "complex floating"):  # bilinear: x̄1 = conj(x2) × ḡ
-        c = xp.conj(c)
     return xp.linalg.cross(c, g, axis=axis)
 
 
 def _cross_2(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
-    if xp.isdtype(a.dtype, "complex floating"):  # x̄2 = ḡ × conj(x1)
-        a = xp.conj(a)
     return xp.linalg.cross(g, a, axis=axis)
 
 

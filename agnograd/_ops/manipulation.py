@@ -34,6 +34,7 @@ from .indexing import scatter_add
 
 __all__ = [
     "broadcast_arrays",
+    "broadcast_shapes",
     "broadcast_to",
     "concat",
     "expand_dims",
@@ -118,11 +119,37 @@ def broadcast_to(x: Any, /, shape: tuple[int, ...]) -> Tensor:
     return share_version(x, wrap(y, b))
 
 
-def broadcast_arrays(*arrays: Any) -> list[Tensor]:
-    """Broadcast all arguments to their common shape; each result is a :func:`broadcast_to`."""
+def broadcast_arrays(*arrays: Any) -> tuple[Tensor, ...]:
+    """Broadcast all arguments to their common shape (a tuple, as the 2025.12 standard says);
+    each result is a :func:`broadcast_to`."""
     b, ts = operands(arrays, "broadcast_arrays")
     shape = tuple(b.xp.broadcast_arrays(*[t.data for t in ts])[0].shape) if ts else ()
-    return [broadcast_to(t, shape) for t in ts]
+    return tuple(broadcast_to(t, shape) for t in ts)
+
+
+def broadcast_shapes(*shapes: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """The shape that arrays of ``shapes`` broadcast to (``()`` for no shapes); raises
+    ``ValueError`` if they do not broadcast. A ``None`` (unknown) size stays unknown unless
+    another shape fixes that axis to a size other than 1. Pure shape arithmetic: no arrays,
+    nothing to differentiate."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out: list[int | None] = []
+    for k in range(ndim, 0, -1):  # from the leading axis of the result
+        size: int | None = 1
+        for s in shapes:
+            d = s[-k] if k <= len(s) else 1
+            if d is None:
+                if size == 1:
+                    size = None
+            elif d != 1:
+                if size is not None and size != 1 and size != d:
+                    listed = ", ".join(str(tuple(x)) for x in shapes)
+                    raise ValueError(f"broadcast_shapes: shapes {listed} do not broadcast (sizes "
+                                     f"{size} and {d} on axis {-k}); each axis needs equal sizes "
+                                     "or size 1")
+                size = d
+        out.append(size)
+    return tuple(out)
 
 
 def _concat_part(xp: Any, g: Any, axis: int | None, start: int, stop: int,
@@ -201,12 +228,20 @@ def unstack(x: Any, /, *, axis: int = 0) -> tuple[Tensor, ...]:
     return outs
 
 
-def expand_dims(x: Any, /, axis: int = 0) -> Tensor:
-    """Insert a size-1 axis at ``axis``. VJP: ``x̄ = reshape(ḡ, x.shape)``."""
+def expand_dims(x: Any, /, axis: int | tuple[int, ...] = 0) -> Tensor:
+    """Insert a size-1 axis at ``axis``, or at each position of a tuple of them (positions in
+    the result, which has ``x.ndim + len(axis)`` axes; 2025.12). VJP: ``x̄ = reshape(ḡ,
+    x.shape)``."""
     x = to_tensor(x, "expand_dims")
     b = x._backend
-    axis = normalize_axis(axis, x.ndim + 1, "expand_dims")
-    y = b.xp.expand_dims(x.data, axis=axis)
+    if isinstance(axis, int):
+        axis = normalize_axis(axis, x.ndim + 1, "expand_dims")
+        y = b.xp.expand_dims(x.data, axis=axis)
+    else:
+        ndim = x.ndim + len(axis)
+        axes = normalize_axes(tuple(axis), ndim, "expand_dims")
+        rest = iter(x.data.shape)
+        y = b.xp.reshape(x.data, tuple(1 if k in axes else next(rest) for k in range(ndim)))
     if _needs(x):
         return share_version(x, record("expand_dims", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
     return share_version(x, wrap(y, b))

@@ -1,4 +1,4 @@
-"""Set functions of the Array API standard: the four ``unique_*`` functions.
+"""Set functions of the Array API standard: ``isin`` and the four ``unique_*`` functions.
 
 They return the standard's named tuples of Tensors (field names as in the standard). None is
 differentiable: results never require grad. ``x`` of any shape is flattened first;
@@ -11,9 +11,59 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _capture_state as _capture
-from ._common import Tensor, to_tensor, wrap
+from ..backends import Backend
+from ._common import PY_SCALARS, Tensor, to_tensor, wrap
 
-__all__ = ["unique_all", "unique_counts", "unique_inverse", "unique_values"]
+__all__ = ["isin", "unique_all", "unique_counts", "unique_inverse", "unique_values"]
+
+
+def isin(x1: Any, x2: Any, /, *, invert: bool = False) -> Tensor:
+    """For each element of ``x1``, whether it equals (:func:`agnograd.equal`) some element of
+    ``x2`` (``invert=True``: whether it equals none). Either may be a Python scalar (not both);
+    the result is boolean with ``x1``'s shape (0-d for a scalar ``x1``). Not differentiable.
+
+    Written with the standard's functions (2025.12 added ``isin``; backends need not have it):
+    ``x2`` flattened and sorted, ``searchsorted`` for each element of ``x1``, then one
+    comparison: O((n + m) log m). Complex and boolean operands, which the standard does not
+    sort, compare every pair instead.
+    """
+    if isinstance(x1, PY_SCALARS) and isinstance(x2, PY_SCALARS):
+        raise TypeError("isin: at least one of x1 and x2 must be an array (a Tensor or a backend "
+                        f"array), not two Python scalars ({x1!r}, {x2!r}); use x1 == x2")
+    if isinstance(x1, PY_SCALARS):
+        t2 = to_tensor(x2, "isin")
+        b = t2._backend
+        xp = b.xp
+        out = xp.any(xp.reshape(t2.data, (-1,)) == x1)
+    elif isinstance(x2, PY_SCALARS):
+        t1 = to_tensor(x1, "isin")
+        b = t1._backend
+        out = t1.data == x2
+    else:
+        t1 = to_tensor(x1, "isin")
+        b = t1._backend
+        xp = b.xp
+        a1, a2 = t1.data, to_tensor(x2, "isin", b).data
+        if a1.dtype != a2.dtype:
+            dt = xp.result_type(a1.dtype, a2.dtype)
+            a1, a2 = xp.astype(a1, dt), xp.astype(a2, dt)
+        out = _isin_arrays(b, a1, xp.reshape(a2, (-1,)))
+    if invert:
+        out = b.xp.logical_not(out)
+    return wrap(out, b)
+
+
+def _isin_arrays(b: Backend, a1: Any, flat2: Any) -> Any:
+    xp = b.xp
+    n = flat2.shape[0]
+    if n == 0 or 0 in a1.shape:
+        return xp.zeros(a1.shape, dtype=xp.bool, device=b.device_of(a1))
+    if not xp.isdtype(a1.dtype, ("integral", "real floating")):  # complex, bool: every pair
+        return xp.any(xp.expand_dims(a1, axis=-1) == flat2, axis=-1)
+    s = xp.sort(flat2)
+    flat1 = xp.reshape(a1, (-1,))
+    pos = xp.clip(xp.searchsorted(s, flat1), 0, n - 1)
+    return xp.reshape(xp.take(s, pos) == flat1, a1.shape)
 
 
 class UniqueAllResult(NamedTuple):

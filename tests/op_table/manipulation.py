@@ -10,6 +10,7 @@ OPS = [
     Op("reshape", lambda x: ag.reshape(x, (4, -1)) * like(x, [[1.0, 2.0, 3.0]]), [((2, 2, 3),)]),
     Op("reshape-0d", lambda x: ag.reshape(x, (1, 1)), [((),)]),
     Op("permute_dims", lambda x: ag.permute_dims(x, (2, 0, 1)), [((2, 3, 4),)]),
+    Op("permute_dims-negative", lambda x: ag.permute_dims(x, (-1, 0, -2)), [((2, 3, 4),)]),
     Op("T", lambda x: x.T, [((2, 3),)]),
     Op("broadcast_to", lambda x: ag.broadcast_to(x, (2, 3, 4)), [((3, 1),), ((),), ((1, 4),)]),
     Op("broadcast_arrays", lambda x, y: ag.sum(ag.stack(ag.broadcast_arrays(x, y)), axis=0) * y,
@@ -22,6 +23,10 @@ OPS = [
     Op("unstack", lambda x: ag.unstack(x, axis=1)[0] * 2.0 + ag.unstack(x, axis=1)[2], [((2, 3),)]),
     Op("unstack-one-used", lambda x: ag.unstack(x)[1], [((3, 2),)]),
     Op("expand_dims", lambda x: ag.expand_dims(x, axis=-1), [((2, 3),), ((),)]),
+    # 2025.12: a tuple of positions in the result (negative ones count from its end)
+    Op("expand_dims-tuple", lambda x: ag.expand_dims(x, axis=(-1, 0, 2)) * like(x, [1.0, 2.0, 3.0]),
+       [((2, 3),)]),
+    Op("expand_dims-tuple-0d", lambda x: ag.expand_dims(x, axis=(1, 0)), [((),)]),
     Op("squeeze", lambda x: ag.squeeze(x, axis=(0, 2)), [((1, 3, 1),)]),
     Op("flip", lambda x: ag.flip(x, axis=0) * like(x, [1.0, 2.0, 3.0]), [((2, 3),)]),
     Op("flip-all", lambda x: ag.flip(x), [((2, 3),)]),
