@@ -10,7 +10,7 @@ same weights.
 from __future__ import annotations
 
 from ..backends.host import HostRNG, host_rng
-from . import functional, init
+from . import functional, init, utils
 from .layers import ACTIVATIONS, GELU, MLP, Dropout, Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh
 from .module import Module, StateDictError, functional_call
 
@@ -18,4 +18,5 @@ __all__ = [
     "Module", "StateDictError", "functional_call", "Linear", "Sequential", "MLP", "Dropout",
     "ReLU", "Tanh", "Sigmoid", "GELU", "Softplus", "ACTIVATIONS", "functional", "init",
     "host_rng", "HostRNG",
+    "utils",
 ]
