@@ -213,3 +213,26 @@ def test_a_run_killed_at_a_random_moment_resumes_to_identical_parameters(tmp_pat
     assert _same(_params(out), _params(full)), f"killed {killed_after:.3f} s after the first checkpoint"
     # A temporary file of the killed write may remain; it is never taken for the checkpoint.
     assert all(name.endswith(".npz.tmp") for name in leftovers)
+
+
+@pytest.mark.parametrize("capture", [False, True], ids=["eager", "captured"])
+def test_a_run_stopped_mid_epoch_resumes_to_identical_parameters(tmp_path, monkeypatch, capture):
+    """Deterministic twin of the SIGKILL test: the run dies right after its 13th checkpoint
+    (mid-epoch, every 4 steps), and a captured step's optimizer state is restored in place."""
+    extra = ["--capture"] if capture else []
+    full, ck, out = tmp_path / "full.npz", tmp_path / "ck.npz", tmp_path / "out.npz"
+    assert cli.main([*FAST, *extra, "--save", str(full)]) == 0
+    real, calls = cli.save_training_state, []
+
+    def dies_after_13(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(kwargs["batch"])
+        if len(calls) == 13:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "save_training_state", dies_after_13)
+    assert cli.main([*FAST, *extra, "--checkpoint", str(ck), "--checkpoint-every", "4"]) == 130
+    assert calls[-1] not in (0, None)  # mid-epoch
+    monkeypatch.setattr(cli, "save_training_state", real)
+    assert cli.main([*FAST, *extra, "--resume", str(ck), "--save", str(out)]) == 0
+    assert _same(_params(out), _params(full))

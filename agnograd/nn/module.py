@@ -8,6 +8,7 @@ tensors that require grad. Names are dotted paths: ``layers.0.weight``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -158,7 +159,11 @@ class Module:
 
         ``state`` maps names to Tensors or arrays of any backend (a state dict, or the arrays
         of a saved file). Every name, shape and dtype is checked -- and every value converted --
-        before anything is assigned, so on error the model is unchanged.
+        before anything is assigned, so on error the model is unchanged. A value of another
+        dtype of the same kind is converted to the tensor's dtype (float64 into a float32
+        model, int32 into int64); across kinds (integers into floating tensors, complex into
+        real ones) it is refused, as is a float64 value too large for float32 (it would become
+        infinite).
 
         Args:
             state: name -> value.
@@ -166,7 +171,8 @@ class Module:
                 false, only the names present in both are loaded.
 
         Raises:
-            StateDictError: names missing or unexpected (strict), or a shape or dtype differs.
+            StateDictError: names missing or unexpected (strict), a shape differs, or a dtype
+                cannot be converted.
         """
         own = dict(self.named_tensors())
         problems = []
@@ -188,18 +194,28 @@ class Module:
                 continue
             if v.shape != t.shape:
                 problems.append(f"{name!r} has shape {v.shape}, the model's has shape {t.shape}")
-            elif v.dtype != t.dtype:
+            elif v.dtype != t.dtype and v.dtype.kind != t.dtype.kind:
                 problems.append(f"{name!r} has dtype {v.dtype.name}, the model's has dtype "
-                                f"{t.dtype.name}")
+                                f"{t.dtype.name} (only dtypes of the same kind are converted: "
+                                f"cast the value with ag.astype first if that is meant)")
             else:
-                pairs.append((t, v))
+                pairs.append((name, t, v))
+        new = []
+        for name, t, v in pairs:  # convert everything first: a failure here also changes nothing
+            moved = ag.asarray(ag.to_backend(v.detach(), t.backend), device=t.device, copy=True)
+            if moved.dtype != t.dtype:
+                with warnings.catch_warnings():  # an overflow is reported below, as an error
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    converted = ag.astype(moved, t.dtype)
+                if (t.dtype.bits < moved.dtype.bits and moved.dtype.kind in "fc"
+                        and bool(ag.any(ag.isfinite(moved) != ag.isfinite(converted)))):
+                    problems.append(f"{name!r} holds float values beyond the range of the "
+                                    f"model's {t.dtype.name} (they would become infinite)")
+                moved = converted
+            new.append(moved.data)
         if problems:
             raise StateDictError(f"state does not fit {type(self).__name__}: " + "; ".join(problems))
-        new = []
-        for t, v in pairs:  # convert everything first: a failure here also changes nothing
-            moved = ag.to_backend(v.detach(), t.backend)
-            new.append(ag.asarray(moved, device=t.device, copy=True).data)
-        for (t, _), data in zip(pairs, new):
+        for (_, t, _), data in zip(pairs, new):
             t.data = data
         return self
 
