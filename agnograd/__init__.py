@@ -22,6 +22,7 @@ from ._dtypes import (
     complex128,
     float32,
     float64,
+    get_default_dtype,
     int8,
     int16,
     int32,
@@ -29,6 +30,7 @@ from ._dtypes import (
     uint8,
     uint16,
     uint32,
+    set_default_dtype,
     uint64,
 )
 from ._info import __array_namespace_info__
@@ -230,7 +232,7 @@ __all__ = [
     "custom_vjp", "default_backend", "detect_anomaly", "diff", "divide", "e", "empty", "empty_like",
     "enable_grad", "equal", "exp", "expand_dims", "expm1", "eye", "fft", "finfo", "flip", "float32",
     "float64", "floor", "floor_divide", "from_dlpack", "full", "full_like", "func", "get_backend",
-    "get_default_backend", "grad", "greater", "greater_equal", "hessian", "hvp", "hypot", "iinfo",
+    "get_default_backend", "get_default_dtype", "grad", "greater", "greater_equal", "hessian", "hvp", "hypot", "iinfo",
     "imag", "inf", "int16", "int32", "int64", "int8", "is_grad_enabled", "isdtype", "isfinite",
     "isinf", "isnan", "jacobian", "jit", "jvp", "less", "less_equal", "linalg", "linspace", "log",
     "log10", "log1p", "log2", "logaddexp", "logical_and", "logical_not", "logical_or",
@@ -238,7 +240,7 @@ __all__ = [
     "min", "minimum", "moveaxis", "multiply", "nan", "negative", "newaxis", "nextafter", "no_grad",
     "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "pi", "positive", "pow", "prod",
     "real", "reciprocal", "register_backend", "remainder", "repeat", "reshape", "result_type",
-    "roll", "round", "saved_nbytes", "searchsorted", "set_default_backend", "set_grad_enabled",
+    "roll", "round", "saved_nbytes", "searchsorted", "set_default_backend", "set_default_dtype", "set_grad_enabled",
     "sign", "signbit", "sin", "sinh", "sort", "sqrt", "square", "squeeze", "stack", "std",
     "subtract", "sum", "take", "take_along_axis", "tan", "tanh", "tensor", "tensordot", "tile",
     "to_backend", "to_dot", "to_mermaid", "tril", "triu", "trunc", "uint16", "uint32", "uint64",

@@ -9,8 +9,8 @@ import agnograd as ag
 
 from ..backends.host import HostRNG, host_rng
 from . import functional as F
-from .init import initializer
-from .module import Module
+from .init import default_dtype, initializer
+from .module import Module, check_input_dtype
 
 __all__ = ["Linear", "Sequential", "MLP", "Dropout", "ReLU", "Tanh", "Sigmoid", "GELU", "Softplus",
            "ACTIVATIONS"]
@@ -31,7 +31,8 @@ class Linear(Module):
         out_features: size of each output sample.
         bias: whether to add the bias ``b``.
         backend: where the parameters live (``None``: the default backend).
-        dtype: the parameters' dtype (``None``: float32).
+        dtype: the parameters' dtype (``None``: :func:`agnograd.set_default_dtype`'s, else
+            float32).
         seed: an int, a sequence of ints or a host generator; ``None`` draws fresh entropy.
         init: ``"glorot"``, ``"glorot_normal"``, ``"he"`` or ``"he_uniform"``.
     """
@@ -43,7 +44,7 @@ class Linear(Module):
             raise ValueError(f"Linear({in_features}, {out_features}): sizes must be positive")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        dtype = ag.float32 if dtype is None else dtype
+        dtype = default_dtype(dtype)
         self.weight = initializer(init)((self.in_features, self.out_features), seed=seed,
                                         backend=backend, dtype=dtype)
         self.bias: ag.Tensor | None = None
@@ -52,6 +53,7 @@ class Linear(Module):
                                   dtype=dtype, device=self.weight.device, requires_grad=True)
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
+        check_input_dtype(self, x, self.weight)
         y: ag.Tensor = x @ self.weight
         return y if self.bias is None else y + self.bias
 

@@ -16,12 +16,38 @@ import agnograd as ag
 
 from ..backends.host import load_npz, save_npz
 
-__all__ = ["Module", "StateDictError", "functional_call"]
+__all__ = ["Module", "StateDictError", "functional_call", "check_input_dtype"]
 
 
 class StateDictError(ValueError):
     """A state dict (or a saved file) does not fit the model: missing or unexpected names, or a
     shape or dtype that differs. Nothing was changed."""
+
+
+_warned_dtypes: set[tuple[str, str, str]] = set()
+
+
+def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
+    """Warn once per (layer type, input dtype, parameter dtype) when a floating input's dtype
+    differs from the layer's floating parameters: type promotion then runs the layer (and
+    everything after it) in the wider dtype -- a float32 model silently computing in float64,
+    or float64 parameters rounded through float32 inputs."""
+    dt = getattr(x, "dtype", None)
+    if dt is None or dt == param.dtype or not isinstance(x, ag.Tensor):
+        return
+    if not (dt.is_floating and param.dtype.is_floating):
+        return
+    key = (type(layer).__name__, dt.name, param.dtype.name)
+    if key in _warned_dtypes:
+        return
+    _warned_dtypes.add(key)
+    wide = dt.name if dt.bits > param.dtype.bits else param.dtype.name
+    warnings.warn(
+        f"{type(layer).__name__} with {param.dtype.name} parameters got a {dt.name} input (shape "
+        f"{x.shape}): type promotion computes it in {wide}. Convert the input "
+        f"(ag.astype(x, ag.{param.dtype.name})) or the model (model.astype(ag.{dt.name})), or "
+        f"choose one default for data and layers with ag.set_default_dtype(ag.{param.dtype.name}) "
+        "(warned once per layer type and dtypes)", UserWarning, stacklevel=3)
 
 
 def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
