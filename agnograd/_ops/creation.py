@@ -17,6 +17,7 @@ import functools
 from typing import Any
 
 from .. import _capture_state as _capture
+from .._dtypes import default_float_for
 from .._tensor import check_array_dtype, with_default_dtype
 from ..backends import (
     Backend,
@@ -37,7 +38,6 @@ from ._common import (
     to_tensor,
     wrap,
 )
-from .._dtypes import default_float_for
 from .data_types import astype, result_type
 
 __all__ = [

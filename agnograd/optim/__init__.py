@@ -2,8 +2,9 @@
 
 ``SGD`` (momentum, Nesterov, weight decay), ``Adam``, ``AdamW``, ``RMSprop`` and ``Adagrad``
 follow PyTorch's update rules; ``agnograd.optim.lr_scheduler`` holds PyTorch's ``StepLR``,
-``ExponentialLR``, ``CosineAnnealingLR`` and ``LinearLR``. Updates run under :func:`agnograd.no_grad` with in-place operators, so the parameter
-Tensors (and the model holding them) keep their identity; the optimizer state is created with
+``ExponentialLR``, ``CosineAnnealingLR`` and ``LinearLR``. Updates run under
+:func:`agnograd.no_grad` with in-place operators, so the parameter Tensors (and the model
+holding them) keep their identity; the optimizer state is created with
 ``ag.zeros_like`` and so lives on the parameters' backend and device.
 """
 
