@@ -212,7 +212,10 @@ def _warn_if_lazy_for_nothing(config: TrainConfig, X: ag.Tensor) -> None:
 def _resume_info(config: TrainConfig, info: dict[str, Any]) -> None:
     """Refuse to resume a checkpoint written with other settings (it would not continue the
     same run)."""
-    saved = info.get("settings", {})
+    if not all(k in info for k in ("settings", "epoch", "batch", "steps")):
+        raise ResumeError(f"--resume {config.resume}: a training state, but not one written by "
+                          "agnograd train --checkpoint")
+    saved = info["settings"]
     differ = [f"--{k.replace('_', '-')} {saved[k]!r} there, {getattr(config, k)!r} here"
               for k in sorted(saved) if k not in _RESUMABLE_CHANGES and hasattr(config, k)
               and saved[k] != getattr(config, k)]

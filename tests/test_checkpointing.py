@@ -236,3 +236,10 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_parameters(tmp_path, monke
     monkeypatch.setattr(cli, "save_training_state", real)
     assert cli.main([*FAST, *extra, "--resume", str(ck), "--save", str(out)]) == 0
     assert _same(_params(out), _params(full))
+
+
+def test_resume_refuses_a_training_state_not_written_by_the_command(tmp_path, capsys):
+    path = tmp_path / "other.npz"
+    nn.save_training_state(path, model=nn.Linear(2, 2, seed=0), epoch=1)
+    assert cli.main([*FAST, "--resume", str(path)]) == 2
+    assert "not one written by agnograd train --checkpoint" in capsys.readouterr().err
