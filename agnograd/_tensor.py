@@ -550,7 +550,12 @@ def tensor(
 def with_default_dtype(b: Backend, data: Any) -> Any:
     """``data`` (made from Python data without a dtype) cast to ``ag.set_default_dtype``'s
     dtype when one is set and ``data`` is floating or complex."""
-    dt = from_backend_dtype(data.dtype)
+    if default_float_for("f") is None:  # unset: nothing to do (the common case)
+        return data
+    try:
+        dt = from_backend_dtype(data.dtype)
+    except TypeError:  # not an Array API dtype: check_array_dtype reports it
+        return data
     want = default_float_for(dt.kind)
     if want is None or want is dt:
         return data
