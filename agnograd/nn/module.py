@@ -32,9 +32,9 @@ def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
     differs from the layer's floating parameters: type promotion then runs the layer (and
     everything after it) in the wider dtype -- a float32 model silently computing in float64,
     or float64 parameters rounded through float32 inputs."""
-    dt = getattr(x, "dtype", None)
-    if dt is None or dt == param.dtype or not isinstance(x, ag.Tensor):
+    if type(x) is not ag.Tensor or x.data.dtype == param.data.dtype:  # the fast, common case
         return
+    dt = x.dtype
     if not (dt.is_floating and param.dtype.is_floating):
         return
     key = (type(layer).__name__, dt.name, param.dtype.name)
