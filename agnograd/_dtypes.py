@@ -27,6 +27,8 @@ __all__ = [
     "float64",
     "complex64",
     "complex128",
+    "set_default_dtype",
+    "get_default_dtype",
 ]
 
 _builtin_bool = bool
@@ -133,3 +135,49 @@ def from_backend_dtype(dt: Any, _cache: dict[tuple[type, Any], DType] = {}) -> D
     except TypeError:
         pass
     return d
+
+
+# ---------------------------------------------------------------------------------------------
+# The default floating dtype (PyTorch's ``torch.set_default_dtype``): unset, each backend keeps
+# its own (NumPy float64, PyTorch float32) and nn layers use float32.
+
+_default_float: DType | None = None
+
+
+def set_default_dtype(dtype: Any) -> None:
+    """Make ``dtype`` (``ag.float32`` or ``ag.float64``) the one default floating dtype, for
+    every backend: ``ag.tensor`` of Python floats (and of lists of them), the creation
+    functions called without ``dtype`` (``zeros``, ``ones``, ``empty``, ``eye``, ``linspace``,
+    ``full`` with a float, ``arange`` with a float), and the parameters of ``agnograd.nn``
+    layers (and ``nn.init``) created without ``dtype``. ``None`` restores the behaviour of a
+    fresh session: each backend's own default (NumPy float64, PyTorch float32), float32 layers.
+
+    Process-wide, as PyTorch's; arrays passed in keep their dtype.
+    """
+    global _default_float
+    if dtype is None:
+        _default_float = None
+        return
+    name = _backend_dtype_name(dtype)
+    if name not in ("float32", "float64"):
+        raise TypeError(f"set_default_dtype: the default must be float32 or float64, not {dtype!r}")
+    _default_float = ALL[name]
+
+
+def get_default_dtype() -> DType | None:
+    """The dtype set by :func:`set_default_dtype`, or ``None`` when unset (each backend's own
+    default applies, and nn layers use float32)."""
+    return _default_float
+
+
+def default_float_for(kind: str) -> DType | None:
+    """The default to apply to a new array of ``kind`` (``'f'`` or ``'c'``) made without a dtype,
+    or ``None`` (unset, or another kind)."""
+    d = _default_float
+    if d is None:
+        return None
+    if kind == "f":
+        return d
+    if kind == "c":
+        return complex64 if d is float32 else complex128
+    return None

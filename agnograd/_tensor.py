@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from . import _capture_state as _capture
-from ._dtypes import DType, from_backend_dtype, to_backend_dtype
+from ._dtypes import DType, default_float_for, from_backend_dtype, to_backend_dtype
 from .backends import Backend, backend_of_array, get_backend, given, host_array, transfer
 
 __all__ = ["Tensor", "tensor", "as_tensor", "TensorLike", "SupportsArray", "RetainGrad"]
@@ -605,6 +605,8 @@ def tensor(
         if _capture.ACTIVE:
             _capture.refuse("ag.tensor of host data (Python scalars or lists)", _capture.WHY_HOST)
         data = b.asarray(obj, dtype=to_backend_dtype(b.xp, dtype), device=device)
+        if dtype is None:
+            data = with_default_dtype(b, data)
     else:
         if dtype is not None:
             want = to_backend_dtype(b.xp, dtype)
@@ -619,6 +621,21 @@ def tensor(
     if requires_grad:
         t.requires_grad_(True)
     return t
+
+
+def with_default_dtype(b: Backend, data: Any) -> Any:
+    """``data`` (made from Python data without a dtype) cast to ``ag.set_default_dtype``'s
+    dtype when one is set and ``data`` is floating or complex."""
+    if default_float_for("f") is None:  # unset: nothing to do (the common case)
+        return data
+    try:
+        dt = from_backend_dtype(data.dtype)
+    except TypeError:  # not an Array API dtype: check_array_dtype reports it
+        return data
+    want = default_float_for(dt.kind)
+    if want is None or want is dt:
+        return data
+    return b.xp.astype(data, to_backend_dtype(b.xp, want))
 
 
 def _share_version(src: Tensor, dst: Tensor) -> Tensor:

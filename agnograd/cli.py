@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import dataclasses
 import importlib.metadata
 import importlib.util
 import os
@@ -29,6 +31,7 @@ from .backends import describe_device, known_backends
 from .backends.host import host_rng
 from .datasets import load_digits, train_test_split
 from .nn import functional as F
+from .nn.training_state import load_training_state, save_training_state
 
 __all__ = ["main", "TrainConfig", "TrainResult", "train", "build_cnn", "check_network_gradients"]
 
@@ -37,6 +40,10 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
 
 class UsageError(Exception):
     """A bad command line: reported as one line, exit status 2."""
+
+
+class ResumeError(ValueError):
+    """``--resume`` names a checkpoint that cannot continue this run (other settings, damaged)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +74,9 @@ class TrainConfig:
     check_grad: bool = False
     progress: bool = True
     capture: bool = False  # replay each full batch with ag.capture (a CUDA graph on CuPy)
+    checkpoint: str | None = None  # write the whole training state here after every epoch
+    checkpoint_every: int | None = None  # ... and every this many steps
+    resume: str | None = None  # continue the run saved in this checkpoint
 
 
 @dataclass
@@ -84,7 +94,9 @@ class TrainResult:
     train_accuracy: list[float] = field(default_factory=list)
     test_accuracy_curve: list[float] = field(default_factory=list)
     grad_check_error: float | None = None
+    grad_check_time: float | None = None  # seconds of the gradient check, not in wall_time
     captured: str | None = None  # "CUDA graph", "staged replay" or "eager fallback" (config.capture)
+    resumed_from: tuple[int, int] | None = None  # (epoch, step in it) where --resume continued
 
 
     def summary(self, config: TrainConfig) -> str:
@@ -118,19 +130,22 @@ def _capture_step(step: Callable[[ag.Tensor, ag.Tensor], Any], model: nn.Module,
     """``ag.capture(step, xb, yb)``, then the model and the optimizer put back where they were.
 
     Capturing runs real steps (the warm-up and the recording) on ``xb``; to train exactly as
-    without ``--capture``, the parameters are restored and the optimizer state is zeroed, in
-    place (the recording keeps using the same memory). Zeroed moments and step counts are the
-    fresh state of Adam/AdamW, and of SGD without dampening, as the command uses them.
+    without ``--capture``, the parameters and the optimizer state are put back in place (the
+    recording keeps using the same memory): state that existed before (a resumed run's) gets
+    its values back, state the capture created is zeroed -- zeroed moments and step counts are
+    the fresh state of Adam/AdamW, and of SGD without dampening, as the command uses them.
     """
     saved = [ag.asarray(p, copy=True) for p in model.parameters()]
+    before = {k: {n: (ag.asarray(v, copy=True) if isinstance(v, ag.Tensor) else v)
+                  for n, v in state.items()} for k, state in opt.state.items()}
     captured = ag.capture(step, xb, yb)
     with ag.no_grad():
         for p, s in zip(model.parameters(), saved):
             p[...] = s
-        for state in opt.state.values():
-            for v in state.values():
+        for k, state in opt.state.items():
+            for n, v in state.items():
                 if isinstance(v, ag.Tensor):
-                    v[...] = 0.0
+                    v[...] = before.get(k, {}).get(n, 0.0)
     return captured
 
 
@@ -190,15 +205,60 @@ def check_network_gradients(model: nn.Module, x: ag.Tensor, y: ag.Tensor) -> tup
     return worst, where
 
 
+# Settings a resumed run may change; every other TrainConfig field must match the checkpoint's.
+_RESUMABLE_CHANGES = {"epochs", "save", "plot", "check_grad", "progress", "checkpoint",
+                      "checkpoint_every", "resume", "capture", "backend"}
+
+
+def _physical_memory() -> int | None:
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    return None
+
+
+def _warn_if_lazy_for_nothing(config: TrainConfig, X: ag.Tensor) -> None:
+    """A lazy backend (Dask) on data that fit in memory many times over: say what it costs."""
+    if not X._backend.lazy:
+        return
+    size = (X.size or 0) * X.dtype.bits // 8
+    memory = _physical_memory() or 2**30
+    if size * 100 < memory:
+        warnings.warn(
+            f"--backend {config.backend}: the data ({size / 2**20:.1f} MiB) fit in memory many "
+            "times over; a lazy backend builds and schedules a task graph for every step, which "
+            "costs far more than the arithmetic here (about a minute per epoch instead of a "
+            "fraction of a second with --backend numpy). Dask is for arrays larger than memory "
+            "or spread over a cluster", UserWarning, stacklevel=2)
+
+
+def _resume_info(config: TrainConfig, info: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint written with other settings (it would not continue the
+    same run)."""
+    if not all(k in info for k in ("settings", "epoch", "batch", "steps")):
+        raise ResumeError(f"--resume {config.resume}: a training state, but not one written by "
+                          "agnograd train --checkpoint")
+    saved = info["settings"]
+    differ = [f"--{k.replace('_', '-')} {saved[k]!r} there, {getattr(config, k)!r} here"
+              for k in sorted(saved) if k not in _RESUMABLE_CHANGES and hasattr(config, k)
+              and saved[k] != getattr(config, k)]
+    if differ:
+        raise ResumeError(f"--resume {config.resume}: the checkpoint was written by a run with other "
+                         f"settings ({'; '.join(differ)}); use the same ones to continue it")
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Train the 3-layer tanh network on the digits as ``config`` says; see :class:`TrainConfig`.
 
     Everything random (initialisation, the split, the shuffling) is drawn on the host from
     ``config.seed``, so the same seed gives the same curve on every backend (to float32
-    rounding)."""
+    rounding). With ``config.checkpoint`` the whole state (parameters, optimizer, the
+    shuffling generator, counters, curves, settings) is written atomically after every epoch
+    and every ``config.checkpoint_every`` steps; ``config.resume`` continues such a run, and
+    ends with exactly the parameters the uninterrupted run would have."""
     start = time.perf_counter()
     dtype = getattr(ag, config.dtype)
     X, y = load_digits(backend=config.backend, dtype=dtype)
+    _warn_if_lazy_for_nothing(config, X)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=config.test_fraction,
                                                         seed=config.seed)
     model: nn.Module
@@ -211,13 +271,45 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                          wall_time=0.0, backend=config.backend, device=describe_device(X.device))
     if config.check_grad:
         batch = min(16, X_train.shape[0])
+        check_start = time.perf_counter()
         err, where = check_network_gradients(model, X_train[:batch, ...], y_train[:batch])
+        result.grad_check_time = time.perf_counter() - check_start
         result.grad_check_error = err
         log(f"gradient check: largest relative error {err:.2e} (in {where}), backprop against "
-            f"central finite differences on {model.num_parameters()} parameters, float64")
+            f"central finite differences on {model.num_parameters()} parameters, float64 "
+            f"({result.grad_check_time:.2f} s, not counted in the wall time)")
     opt = _make_optimizer(config, model.parameters())
     rng = host_rng((config.seed, 1))
     n = X_train.shape[0]
+    first_epoch, first_batch, steps_done = 0, 0, 0
+    partial: tuple[float, int] | None = None  # a resumed epoch's loss sum and hits so far
+    if config.resume:
+        _resume_info(config, load_training_state(config.resume))  # settings first
+        info = load_training_state(config.resume, model=model, optimizer=opt, rng=rng)
+        first_epoch, first_batch, steps_done = info["epoch"], info["batch"], info["steps"]
+        result.train_loss, result.train_accuracy = info["train_loss"], info["train_accuracy"]
+        result.test_accuracy_curve = info["test_accuracy"]
+        result.test_correct = info["test_correct"]
+        partial = (info["partial_loss"], info["partial_correct"]) if first_batch else None
+        result.resumed_from = (first_epoch, first_batch)
+        log(f"resumed {config.resume}: epoch {first_epoch + 1}, step {first_batch} of it "
+            f"({steps_done} steps done)")
+
+    def save_state(epoch: int, batch: int, epoch_rng: Any,
+                   sums: tuple[ag.Tensor | None, ag.Tensor | None]) -> None:
+        """The whole run at this point (``batch`` = 0: the start of ``epoch``); the shuffling
+        generator as it was when ``epoch`` drew its order, which a resumed run draws again."""
+        assert config.checkpoint is not None
+        gen = host_rng(0)
+        gen.bit_generator.state = epoch_rng
+        total, hits = sums
+        save_training_state(
+            config.checkpoint, model=model, optimizer=opt, rng=gen,
+            settings=dataclasses.asdict(config), epoch=epoch, batch=batch, steps=steps_done,
+            train_loss=result.train_loss, train_accuracy=result.train_accuracy,
+            test_accuracy=result.test_accuracy_curve, test_correct=result.test_correct,
+            partial_loss=float(total.item()) if total is not None else 0.0,
+            partial_correct=int(hits.item()) if hits is not None else 0)
 
     def step(xb: ag.Tensor, yb: ag.Tensor) -> tuple[ag.Tensor, ag.Tensor]:
         logits = model(xb)
@@ -233,12 +325,17 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                             y_train[:config.batch_size])
         result.captured = {"cuda-graph": "CUDA graph", "staged": "staged replay"}.get(
             getattr(run, "replay", None) or "", "eager fallback")
-    bar = _progress(config)
-    for _ in bar:
+    bar = _progress(config, first_epoch)
+    for epoch in bar:
+        epoch_rng = copy.deepcopy(rng.bit_generator.state)
         order = ag.tensor(rng.permutation(n), backend=config.backend, device=X.device)
         total_loss: ag.Tensor | None = None
         correct: ag.Tensor | None = None
-        for i in range(0, n, config.batch_size):
+        if partial is not None:  # a resumed epoch: its sums so far, on the device
+            total_loss = ag.tensor(partial[0], backend=config.backend, dtype=dtype, device=X.device)
+            correct = ag.tensor(partial[1], backend=config.backend, dtype=ag.int64, device=X.device)
+            partial = None
+        for i in range(first_batch, n, config.batch_size):
             stop = i + config.batch_size
             idx = order[i:stop] if stop < n else order[i:]
             xb, yb = ag.take(X_train, idx, axis=0), ag.take(y_train, idx, axis=0)
@@ -249,6 +346,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                 batch_hits = _count_correct(logits.detach(), yb)
                 total_loss = batch_loss if total_loss is None else total_loss + batch_loss
                 correct = batch_hits if correct is None else correct + batch_hits
+            steps_done += 1
+            if (config.checkpoint and config.checkpoint_every and stop < n
+                    and steps_done % config.checkpoint_every == 0):
+                save_state(epoch, stop, epoch_rng, (total_loss, correct))
+        first_batch = 0
         with ag.no_grad():
             test_hits = int(_count_correct(model(X_test), y_test).item())
         result.train_loss.append(float(total_loss.item()) / n if total_loss is not None else 0.0)
@@ -259,11 +361,13 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             bar.set_postfix(loss=f"{result.train_loss[-1]:.4f}",
                             train_acc=f"{result.train_accuracy[-1]:.3f}",
                             test_acc=f"{result.test_accuracy_curve[-1]:.3f}")
+        if config.checkpoint:
+            save_state(epoch + 1, 0, copy.deepcopy(rng.bit_generator.state), (None, None))
     if not result.test_accuracy_curve:  # zero epochs: evaluate the initial network
         with ag.no_grad():
             result.test_correct = int(_count_correct(model(X_test), y_test).item())
     result.test_accuracy = result.test_correct / result.test_size
-    result.wall_time = time.perf_counter() - start
+    result.wall_time = time.perf_counter() - start - (result.grad_check_time or 0.0)
     if config.save:
         model.save(config.save)
         log(f"saved {model.num_parameters()} parameters to {config.save}")
@@ -273,14 +377,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     return result
 
 
-def _progress(config: TrainConfig) -> Any:
-    epochs = range(config.epochs)
+def _progress(config: TrainConfig, first: int = 0) -> Any:
+    epochs = range(first, config.epochs)
     if not config.progress:
         return epochs
     from tqdm.auto import tqdm
 
     return tqdm(epochs, desc=f"train ({config.backend})", unit="epoch", file=sys.stderr,
-                dynamic_ncols=True, leave=True)
+                dynamic_ncols=True, leave=True, initial=first, total=config.epochs)
 
 
 def _plot(result: TrainResult, path: str) -> None:
@@ -377,12 +481,19 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
         _check_writable(args.save, "--save")
     if args.plot:
         _check_plot(args.plot)
+    if args.checkpoint:
+        _check_writable(args.checkpoint, "--checkpoint")
+    if args.checkpoint_every and not args.checkpoint:
+        raise UsageError("--checkpoint-every needs --checkpoint PATH (where to write)")
+    if args.resume and not os.path.isfile(args.resume):
+        raise UsageError(f"--resume {args.resume}: no such file (drop --resume to start a new run)")
     return TrainConfig(backend=args.backend, model=args.model, epochs=args.epochs,
                        hidden=args.hidden, lr=args.lr,
                        optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
                        dtype=args.dtype, test_fraction=args.test_fraction, save=args.save,
                        plot=args.plot, check_grad=args.check_grad, progress=not args.no_progress,
-                       capture=args.capture)
+                       capture=args.capture, checkpoint=args.checkpoint,
+                       checkpoint_every=args.checkpoint_every, resume=args.resume)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "handwritten digits (8x8 images) shipped with agnograd, and report the "
                        "test accuracy.")
     t.add_argument("--backend", default="numpy",
-                   help="array backend: numpy (default), cupy, array_api_strict, torch, ...")
+                   help="array backend: numpy (default), cupy, array_api_strict, torch, ... "
+                   "(dask is for data larger than memory: on the digits an epoch takes about "
+                   "a minute, against a fraction of a second with numpy)")
     t.add_argument("--model", choices=["mlp", "cnn"], default=TrainConfig.model,
                    help="mlp: the 3-layer tanh network (default); cnn: two 3x3 convolutions, "
                    "max pooling and a linear layer on the 8x8 images")
@@ -429,6 +542,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record one training step with ag.capture and replay it for every full "
                    "batch: one CUDA graph per step on --backend cupy, an eager fallback with the "
                    "same semantics elsewhere")
+    t.add_argument("--checkpoint", metavar="PATH",
+                   help="after every epoch, write the whole training state (parameters, optimizer "
+                   "state, random state, counters, settings) to an .npz file, atomically: a crash "
+                   "while writing leaves the previous one")
+    t.add_argument("--checkpoint-every", metavar="N", type=_int_at_least(1, "--checkpoint-every"),
+                   default=None, help="also write the checkpoint every N steps")
+    t.add_argument("--resume", metavar="PATH",
+                   help="continue the run saved by --checkpoint in PATH (same settings; --epochs "
+                   "may grow): it ends with the parameters the uninterrupted run would have")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("info", help="print the version, the usable backends and their devices",
                    description="Print agnograd's version, the backends usable here with their "
@@ -504,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("agnograd train: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:  # e.g. the disk filled up while saving
+    except (OSError, ResumeError, nn.CorruptFileError) as exc:  # e.g. the disk filled up
         print(f"agnograd train: error: {exc}", file=sys.stderr)
         return 2
     print(result.summary(config))

@@ -194,8 +194,10 @@ def test_state_dict_shares_memory_with_the_model():
     (lambda sd: sd.update(extra=np.zeros(2, np.float32)), "unexpected 'extra'"),
     (lambda sd: sd.update({"layers.0.weight": np.zeros((5, 4), np.float32)}),
      r"'layers.0.weight' has shape \(5, 4\), the model's has shape \(4, 5\)"),
-    (lambda sd: sd.update({"layers.0.bias": np.zeros(5, np.float64)}),
-     "'layers.0.bias' has dtype float64, the model's has dtype float32"),
+    (lambda sd: sd.update({"layers.0.bias": np.zeros(5, np.int64)}),
+     "'layers.0.bias' has dtype int64, the model's has dtype float32 .only dtypes of the same kind"),
+    (lambda sd: sd.update({"layers.0.bias": np.full(5, 1e300)}),
+     "'layers.0.bias' holds float values beyond the range of the model's float32"),
 ])
 def test_load_state_dict_mismatch_is_an_error_and_changes_nothing(change, message):
     model = nn.MLP([4, 5, 3], seed=0)
@@ -207,6 +209,22 @@ def test_load_state_dict_mismatch_is_an_error_and_changes_nothing(change, messag
         model.load_state_dict(sd)
     for n, v in _snapshot(model).items():
         np.testing.assert_array_equal(v, before[n], err_msg=n)
+
+
+def test_load_state_dict_converts_floating_values_to_the_models_dtype():
+    """docs/nn-optim.md: values are converted -- float64 into float32 and back (same kind)."""
+    m32 = nn.MLP([4, 5, 3], seed=0)
+    m64 = nn.MLP([4, 5, 3], seed=1, dtype=ag.float64)
+    m32.load_state_dict(m64.state_dict())
+    for (n, a), (_, b) in zip(m32.named_tensors(), m64.named_tensors()):
+        assert a.dtype == ag.float32, n
+        np.testing.assert_array_equal(_host(a), _host(b).astype(np.float32), err_msg=n)
+    m64.load_state_dict(m32.state_dict())
+    assert all(t.dtype == ag.float64 for t in m64.parameters())
+    m_inf = nn.MLP([4, 5, 3], seed=0)
+    sd = {n: np.full(t.shape, np.inf) for n, t in m_inf.state_dict().items()}
+    m_inf.load_state_dict(sd)  # infinite values stay infinite: nothing lost
+    assert np.isinf(_host(m_inf.layers[0].weight)).all()
 
 
 def test_load_state_dict_non_strict_loads_the_common_names():
@@ -230,7 +248,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 @pytest.mark.parametrize("other, message", [
     (lambda: nn.MLP([4, 6, 3], seed=0), "has shape"),                       # shapes
-    (lambda: nn.MLP([4, 5, 3], seed=0, dtype=ag.float64), "has dtype float64"),  # dtypes
+    (lambda: nn.MLP([4, 5, 3], seed=0, dtype=ag.complex64), "has dtype complex64"),  # kinds
     (lambda: nn.MLP([4, 5, 5, 3], seed=0), "unexpected 'layers.2.weight'"),  # names
     (lambda: nn.MLP([4, 5, 3], bias=False, seed=0), "missing 'layers.0.bias', 'layers.1.bias'"),
 ])

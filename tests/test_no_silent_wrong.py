@@ -179,7 +179,7 @@ def test_checkpoint_every_way_of_reading_a_tensor(x_requires_grad):
     x = ag.tensor(X0, requires_grad=x_requires_grad)
     W = ag.tensor(W0, requires_grad=True)
     b = ag.tensor(RNG.normal(size=4), requires_grad=True)
-    lin = nn.Linear(4, 3, seed=0)
+    lin = nn.Linear(4, 3, seed=0, dtype=ag.float64)
     ts = [x, W, b, lin.weight, lin.bias]
     cases = [
         lambda h: ag.tanh(h @ W),                      # closure leaf
@@ -197,7 +197,8 @@ def test_checkpoint_every_way_of_reading_a_tensor(x_requires_grad):
 
 
 def test_checkpoint_of_a_two_layer_model_and_nested_checkpoints():
-    model = nn.Sequential(nn.Linear(4, 8, seed=1), nn.Tanh(), nn.Linear(8, 2, seed=2))
+    model = nn.Sequential(nn.Linear(4, 8, seed=1, dtype=ag.float64), nn.Tanh(),
+                          nn.Linear(8, 2, seed=2, dtype=ag.float64))
     x = ag.tensor(X0, requires_grad=True)
     ts = [x, *model.parameters()]
     _same_grads(lambda: model(x), lambda: ag.checkpoint(model, x), ts)
@@ -318,7 +319,7 @@ def test_dropout_with_fresh_entropy_in_checkpoint_uses_the_forward_mask():
 
 def test_dropout_layers_and_nested_checkpoints_replay_their_masks():
     def make():
-        return nn.Sequential(nn.Linear(4, 6, seed=1), nn.Dropout(0.5, seed=3), nn.Tanh(),
+        return nn.Sequential(nn.Linear(4, 6, seed=1, dtype=ag.float64), nn.Dropout(0.5, seed=3), nn.Tanh(),
                              nn.Dropout(0.3, seed=4))
 
     x = ag.tensor(X0, requires_grad=True)

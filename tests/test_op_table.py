@@ -171,7 +171,8 @@ NOT_DIFFERENTIABLE = {
     "linalg.matrix_rank",
     # backends, grad mode and graph tools (not ops)
     "available_backends", "default_backend", "get_backend", "get_default_backend",
-    "set_default_backend", "enable_grad", "no_grad", "is_grad_enabled", "set_grad_enabled",
+    "set_default_backend", "set_default_dtype", "get_default_dtype", "enable_grad", "no_grad",
+    "is_grad_enabled", "set_grad_enabled",
     "detect_anomaly", "saved_nbytes", "to_dot", "to_mermaid",
     # transforms of functions, tested in test_func / test_capture / test_engine
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "checkpoint",

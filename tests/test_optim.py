@@ -126,7 +126,7 @@ def test_step_updates_in_place_without_recording():
     ids = [id(p) for p in params]
     arrays = [p.data for p in params]
     opt = optim.SGD(params, lr=0.1, momentum=0.9)
-    loss = ag.sum(model(ag.ones((4, 3))) ** 2)
+    loss = ag.sum(model(ag.ones((4, 3), dtype=ag.float32)) ** 2)
     loss.backward()
     opt.step()
     assert [id(p) for p in model.parameters()] == ids                # same Tensors

@@ -17,7 +17,8 @@ import functools
 from typing import Any
 
 from .. import _capture_state as _capture
-from .._tensor import check_array_dtype
+from .._dtypes import default_float_for
+from .._tensor import check_array_dtype, with_default_dtype
 from ..backends import (
     Backend,
     backend_of_array,
@@ -101,8 +102,27 @@ def _scalar(v: Any, fn: str = "", hint: str = "") -> Any:
     return v
 
 
+def _default_for(fn: str, args: tuple[Any, ...]) -> Any:
+    """The dtype ``ag.set_default_dtype`` gives a creation function called without one, or
+    ``None`` (unset, or an integer/bool/complex result)."""
+    if fn in ("empty", "zeros", "ones", "eye"):
+        return default_float_for("f")
+    values = args[1:2] if fn == "full" else [a for a in args if a is not None]
+    if fn == "linspace" and any(isinstance(a, complex) for a in values):
+        return default_float_for("c")
+    if fn in ("full", "arange", "linspace") and (fn == "linspace" or any(
+            isinstance(a, float) for a in values)) and not any(
+            isinstance(a, (complex, bool)) for a in values):
+        return default_float_for("f")
+    if fn == "full" and any(isinstance(a, complex) for a in values):
+        return default_float_for("c")
+    return None
+
+
 def _make(fn: str, args: tuple[Any, ...], dtype: Any, device: Any, **extra: Any) -> Tensor:
     b = _creation_backend(device)
+    if dtype is None:
+        dtype = _default_for(fn, args)
     dt = _dtype(b, dtype, fn)
     try:
         data = getattr(b.xp, fn)(*args, **_kwargs(dt, device), **extra)
@@ -295,6 +315,8 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
     except (TypeError, ValueError, OverflowError) as exc:
         raise _same_kind(exc, f"asarray: cannot make a '{b.name}' array from "
                          f"{type(obj).__name__}: {exc}") from exc
+    if dt is None:
+        data = with_default_dtype(b, data)
     check_array_dtype(data, obj, "asarray")
     return wrap(data, b)
 

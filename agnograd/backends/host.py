@@ -7,8 +7,11 @@ the rest of the package imports no array library. Host arrays are NumPy arrays.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +19,8 @@ import numpy as np
 
 from . import host_array
 
-__all__ = ["HostRNG", "host_rng", "save_npz", "load_npz", "load_csv", "host_asarray",
+__all__ = ["HostRNG", "host_rng", "save_npz", "load_npz", "save_checked_npz", "load_checked_npz",
+           "CorruptFileError", "user_umask", "load_csv", "host_asarray",
            "host_float64", "host_complex128", "host_zeros", "host_unravel_index",
            "host_worst_excess", "host_equal", "host_first_not_close"]
 
@@ -40,25 +44,125 @@ def host_rng(seed: int | Sequence[int] | HostRNG | None = None) -> HostRNG:
 # Files
 
 
-def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> None:
-    """Write ``arrays`` (name -> array of any backend) to an uncompressed ``.npz`` file, without
-    pickle. The file is written next to ``path`` first and then renamed over it, so a failure
-    never leaves a half-written file behind."""
-    host = {name: np.asarray(host_array(a)) for name, a in arrays.items()}
-    for name, a in host.items():
-        if a.dtype.hasobject:
-            raise TypeError(f"save_npz: {name!r} is an object array; only numeric arrays are saved")
-    target = os.fspath(path)
+def user_umask() -> int:
+    """The process's umask (what ``open()`` would leave out of a new file's permissions).
+
+    Read from ``/proc/self/status`` on Linux; elsewhere set and restored at once (``os.umask``
+    has no read-only form; another thread creating a file in that instant would get mode 0).
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomically(target: str, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file in ``target``'s folder, flush and fsync it, give
+    it the mode a new file gets (0o666 less the umask: ``mkstemp`` makes it 0600), then rename
+    it over ``target``: a crash at any moment leaves either the old file or the new one."""
     folder = os.path.dirname(os.path.abspath(target))
     fd, tmp = tempfile.mkstemp(prefix=".agnograd-", suffix=".npz.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **host)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~user_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _host_arrays(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    host = {name: np.asarray(host_array(a)) for name, a in arrays.items()}
+    for name, a in host.items():
+        if a.dtype.hasobject:
+            raise TypeError(f"save_npz: {name!r} is an object array; only numeric arrays are saved")
+    return host
+
+
+def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> None:
+    """Write ``arrays`` (name -> array of any backend) to an uncompressed ``.npz`` file, without
+    pickle. The file is written next to ``path``, flushed to the disk and then renamed over it,
+    so a failure or a crash never leaves a half-written file behind; it gets the permissions
+    of any new file (``0o666`` less the umask)."""
+    host = _host_arrays(arrays)
+    _write_atomically(os.fspath(path), lambda f: np.savez(f, allow_pickle=False, **host))
+
+
+class CorruptFileError(ValueError):
+    """A checksummed file (a training state) is truncated, altered or not one at all."""
+
+
+_META, _SUM = "__meta__", "__sha256__"
+
+
+def _digest(host: Mapping[str, Any], meta: str) -> str:
+    """SHA-256 of the arrays (sorted by name: the name, dtype, shape and C-ordered bytes of
+    each) and of the metadata text."""
+    h = hashlib.sha256()
+    for name in sorted(host):
+        a = np.ascontiguousarray(host[name])
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    h.update(meta.encode())
+    return h.hexdigest()
+
+
+def save_checked_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any],
+                     meta: Mapping[str, Any]) -> None:
+    """:func:`save_npz` of ``arrays`` plus ``meta`` (JSON-serialisable: stored as a JSON text
+    array) and a SHA-256 checksum of both, which :func:`load_checked_npz` verifies."""
+    host = _host_arrays(arrays)
+    for name in (_META, _SUM):
+        if name in host:
+            raise ValueError(f"save_checked_npz: the name {name!r} is reserved")
+    text = json.dumps(meta, sort_keys=True, allow_nan=True)
+    digest = _digest(host, text)
+    host[_META] = np.array(text)
+    host[_SUM] = np.array(digest)
+    _write_atomically(os.fspath(path), lambda f: np.savez(f, allow_pickle=False, **host))
+
+
+def load_checked_npz(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Any]:
+    """The arrays and metadata of a file written by :func:`save_checked_npz`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptFileError: the file cannot be read (truncated), lacks the checksum, or its
+            contents do not match the checksum (altered).
+    """
+    target = os.fspath(path)
+    try:
+        arrays = load_npz(target)
+    except ValueError as exc:
+        raise CorruptFileError(f"{target!r} is damaged (truncated or altered) or not a file "
+                               f"written by agnograd: {exc}") from None
+    text, stored = arrays.pop(_META, None), arrays.pop(_SUM, None)
+    if text is None or stored is None or text.dtype.kind != "U" or stored.dtype.kind != "U":
+        raise CorruptFileError(f"{target!r} has no checksum: it was not written by "
+                               "agnograd's save_training_state (a Module.save file holds only "
+                               "parameters: load it with Module.load)")
+    if _digest(arrays, str(text)) != str(stored):
+        raise CorruptFileError(f"{target!r} does not match its SHA-256 checksum: the file was "
+                               "altered or damaged after it was written; use another checkpoint")
+    try:
+        meta = json.loads(str(text))
+    except ValueError as exc:  # pragma: no cover - the checksum matched
+        raise CorruptFileError(f"{target!r}: unreadable metadata ({exc})") from None
+    return arrays, meta
 
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -73,7 +177,7 @@ def load_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
         z = np.load(target, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated: no zip index
         raise ValueError(f"cannot read {target!r} as an .npz file: {exc}") from exc
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise ValueError(f"{target!r} holds a single array, not an .npz archive of named arrays")

@@ -5,13 +5,14 @@
 ``ModuleList``/``ModuleDict``, ``MLP``, ``Dropout``, ``Flatten`` and activation layers build networks;
 ``agnograd.nn.functional`` holds activations and numerically stable losses; ``agnograd.nn.init``
 the Glorot and He initialisers, drawn on the host from a seed so every backend starts from the
-same weights.
+same weights; ``agnograd.nn.utils`` gradient clipping; ``save_training_state`` /
+``load_training_state`` resumable, checksummed checkpoints of a whole run.
 """
 
 from __future__ import annotations
 
 from ..backends.host import HostRNG, host_rng
-from . import functional, init
+from . import functional, init, utils
 from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d
 from .layers import (
     ACTIVATIONS,
@@ -36,6 +37,7 @@ from .layers import (
     Unflatten,
 )
 from .module import Module, StateDictError, functional_call
+from .training_state import CorruptFileError, load_training_state, save_training_state
 
 __all__ = [
     "Module", "StateDictError", "functional_call", "Linear", "Conv1d", "Conv2d", "MaxPool1d",
@@ -43,4 +45,5 @@ __all__ = [
     "ModuleDict", "MLP", "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
     "HostRNG",
+    "utils", "save_training_state", "load_training_state", "CorruptFileError",
 ]

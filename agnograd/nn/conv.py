@@ -11,8 +11,8 @@ import agnograd as ag
 
 from ..backends.host import HostRNG
 from . import functional as F
-from .init import initializer
-from .module import Module
+from .init import default_dtype, initializer
+from .module import Module, check_input_dtype
 
 __all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d"]
 
@@ -44,7 +44,7 @@ class _ConvNd(Module):
         self.padding: tuple[int, ...] | str = padding if isinstance(padding, str) \
             else _tuple(padding, nd)
         self.dilation = _tuple(dilation, nd)
-        dtype = ag.float32 if dtype is None else dtype
+        dtype = default_dtype(dtype)
         # Drawn as (C_in/groups, C_out, *k): the initialisers' (fan_in, fan_out) layout gives
         # PyTorch's fans (C_in/groups·k, C_out·k); then moved to PyTorch's (C_out, C_in/groups, *k).
         cg = self.in_channels // groups
@@ -59,6 +59,7 @@ class _ConvNd(Module):
                                      device=self.weight.device).requires_grad_()
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
+        check_input_dtype(self, x, self.weight)
         conv = F.conv1d if self._nd == 1 else F.conv2d
         return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                     self.groups)

@@ -15,7 +15,8 @@ import agnograd as ag
 
 from ..backends.host import HostRNG, host_rng
 
-__all__ = ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "initializer"]
+__all__ = ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "initializer",
+           "default_dtype"]
 
 Seed = int | Sequence[int] | HostRNG | None
 
@@ -29,15 +30,22 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0] * receptive, shape[1] * receptive
 
 
+def default_dtype(dtype: Any = None) -> Any:
+    """The dtype of new parameters: ``dtype`` if given, else the one set by
+    :func:`agnograd.set_default_dtype`, else float32 (on every backend)."""
+    if dtype is not None:
+        return dtype
+    return ag.get_default_dtype() or ag.float32
+
+
 def _make(host: Any, backend: str | None, dtype: Any, requires_grad: bool) -> ag.Tensor:
-    return ag.tensor(host, backend=backend, dtype=ag.float32 if dtype is None else dtype,
-                     requires_grad=requires_grad)
+    return ag.tensor(host, backend=backend, dtype=default_dtype(dtype), requires_grad=requires_grad)
 
 
 def glorot_uniform(shape: tuple[int, ...], seed: Seed = None, backend: str | None = None,
                    dtype: Any = None, requires_grad: bool = True) -> ag.Tensor:
     """Uniform on ``±√(6 / (fan_in + fan_out))`` (Glorot & Bengio, 2010): for tanh, sigmoid
-    and linear layers. ``dtype`` defaults to float32."""
+    and linear layers. ``dtype`` defaults to :func:`default_dtype`."""
     fan_in, fan_out = _fans(shape)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return _make(host_rng(seed).uniform(-limit, limit, size=shape), backend, dtype, requires_grad)

@@ -12,8 +12,8 @@ import agnograd as ag
 
 from ..backends.host import HostRNG, host_rng
 from . import functional as F
-from .init import initializer
-from .module import Module
+from .init import default_dtype, initializer
+from .module import Module, check_input_dtype
 
 __all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "ModuleDict", "MLP",
            "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
@@ -35,7 +35,8 @@ class Linear(Module):
         out_features: size of each output sample.
         bias: whether to add the bias ``b``.
         backend: where the parameters live (``None``: the default backend).
-        dtype: the parameters' dtype (``None``: float32).
+        dtype: the parameters' dtype (``None``: :func:`agnograd.set_default_dtype`'s, else
+            float32).
         seed: an int, a sequence of ints or a host generator; ``None`` draws fresh entropy.
         init: ``"glorot"``, ``"glorot_normal"``, ``"he"`` or ``"he_uniform"``.
     """
@@ -47,7 +48,7 @@ class Linear(Module):
             raise ValueError(f"Linear({in_features}, {out_features}): sizes must be positive")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        dtype = ag.float32 if dtype is None else dtype
+        dtype = default_dtype(dtype)
         self.weight = initializer(init)((self.in_features, self.out_features), seed=seed,
                                         backend=backend, dtype=dtype)
         self.bias: ag.Tensor | None = None
@@ -56,6 +57,7 @@ class Linear(Module):
                                   dtype=dtype, device=self.weight.device, requires_grad=True)
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
+        check_input_dtype(self, x, self.weight)
         y: ag.Tensor = x @ self.weight
         return y if self.bias is None else y + self.bias
 
@@ -214,7 +216,7 @@ class LayerNorm(Module):
         self.normalized_shape = (int(normalized_shape),) if isinstance(normalized_shape, int) \
             else tuple(int(n) for n in normalized_shape)
         self.eps = float(eps)
-        dtype = ag.float32 if dtype is None else dtype
+        dtype = default_dtype(dtype)
         self.weight: ag.Tensor | None = None
         self.bias: ag.Tensor | None = None
         if elementwise_affine:
@@ -252,8 +254,7 @@ class Embedding(Module):
         host = host_rng(seed).normal(0.0, 1.0, size=(self.num_embeddings, self.embedding_dim))
         if padding_idx is not None:
             host[padding_idx] = 0.0
-        self.weight = ag.tensor(host, backend=backend, dtype=ag.float32 if dtype is None else dtype,
-                                requires_grad=True)
+        self.weight = ag.tensor(host, backend=backend, dtype=default_dtype(dtype), requires_grad=True)
 
     def forward(self, x: Any) -> ag.Tensor:
         return F.embedding(x, self.weight, self.padding_idx)

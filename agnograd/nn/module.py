@@ -8,6 +8,7 @@ tensors that require grad. Names are dotted paths: ``layers.0.weight``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -15,12 +16,38 @@ import agnograd as ag
 
 from ..backends.host import load_npz, save_npz
 
-__all__ = ["Module", "StateDictError", "functional_call"]
+__all__ = ["Module", "StateDictError", "functional_call", "check_input_dtype"]
 
 
 class StateDictError(ValueError):
     """A state dict (or a saved file) does not fit the model: missing or unexpected names, or a
     shape or dtype that differs. Nothing was changed."""
+
+
+_warned_dtypes: set[tuple[str, str, str]] = set()
+
+
+def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
+    """Warn once per (layer type, input dtype, parameter dtype) when a floating input's dtype
+    differs from the layer's floating parameters: type promotion then runs the layer (and
+    everything after it) in the wider dtype -- a float32 model silently computing in float64,
+    or float64 parameters rounded through float32 inputs."""
+    if type(x) is not ag.Tensor or x.data.dtype == param.data.dtype:  # the fast, common case
+        return
+    dt = x.dtype
+    if not (dt.is_floating and param.dtype.is_floating):
+        return
+    key = (type(layer).__name__, dt.name, param.dtype.name)
+    if key in _warned_dtypes:
+        return
+    _warned_dtypes.add(key)
+    wide = dt.name if dt.bits > param.dtype.bits else param.dtype.name
+    warnings.warn(
+        f"{type(layer).__name__} with {param.dtype.name} parameters got a {dt.name} input (shape "
+        f"{x.shape}): type promotion computes it in {wide}. Convert the input "
+        f"(ag.astype(x, ag.{param.dtype.name})) or the model (model.astype(ag.{dt.name})), or "
+        f"choose one default for data and layers with ag.set_default_dtype(ag.{param.dtype.name}) "
+        "(warned once per layer type and dtypes)", UserWarning, stacklevel=3)
 
 
 def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
@@ -158,7 +185,11 @@ class Module:
 
         ``state`` maps names to Tensors or arrays of any backend (a state dict, or the arrays
         of a saved file). Every name, shape and dtype is checked -- and every value converted --
-        before anything is assigned, so on error the model is unchanged.
+        before anything is assigned, so on error the model is unchanged. A value of another
+        dtype of the same kind is converted to the tensor's dtype (float64 into a float32
+        model, int32 into int64); across kinds (integers into floating tensors, complex into
+        real ones) it is refused, as is a float64 value too large for float32 (it would become
+        infinite).
 
         Args:
             state: name -> value.
@@ -166,7 +197,8 @@ class Module:
                 false, only the names present in both are loaded.
 
         Raises:
-            StateDictError: names missing or unexpected (strict), or a shape or dtype differs.
+            StateDictError: names missing or unexpected (strict), a shape differs, or a dtype
+                cannot be converted.
         """
         own = dict(self.named_tensors())
         problems = []
@@ -188,18 +220,28 @@ class Module:
                 continue
             if v.shape != t.shape:
                 problems.append(f"{name!r} has shape {v.shape}, the model's has shape {t.shape}")
-            elif v.dtype != t.dtype:
+            elif v.dtype != t.dtype and v.dtype.kind != t.dtype.kind:
                 problems.append(f"{name!r} has dtype {v.dtype.name}, the model's has dtype "
-                                f"{t.dtype.name}")
+                                f"{t.dtype.name} (only dtypes of the same kind are converted: "
+                                f"cast the value with ag.astype first if that is meant)")
             else:
-                pairs.append((t, v))
+                pairs.append((name, t, v))
+        new = []
+        for name, t, v in pairs:  # convert everything first: a failure here also changes nothing
+            moved = ag.asarray(ag.to_backend(v.detach(), t.backend), device=t.device, copy=True)
+            if moved.dtype != t.dtype:
+                with warnings.catch_warnings():  # an overflow is reported below, as an error
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    converted = ag.astype(moved, t.dtype)
+                if (t.dtype.bits < moved.dtype.bits and moved.dtype.kind in "fc"
+                        and bool(ag.any(ag.isfinite(moved) != ag.isfinite(converted)))):
+                    problems.append(f"{name!r} holds float values beyond the range of the "
+                                    f"model's {t.dtype.name} (they would become infinite)")
+                moved = converted
+            new.append(moved.data)
         if problems:
             raise StateDictError(f"state does not fit {type(self).__name__}: " + "; ".join(problems))
-        new = []
-        for t, v in pairs:  # convert everything first: a failure here also changes nothing
-            moved = ag.to_backend(v.detach(), t.backend)
-            new.append(ag.asarray(moved, device=t.device, copy=True).data)
-        for (t, _), data in zip(pairs, new):
+        for (_, t, _), data in zip(pairs, new):
             t.data = data
         return self
 

@@ -1,4 +1,5 @@
-"""SGD (with momentum and Nesterov), Adam and AdamW, with PyTorch's update rules."""
+"""SGD (with momentum and Nesterov), Adam, AdamW, RMSprop and Adagrad, with PyTorch's update
+rules."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import agnograd as ag
 
 from .optimizer import Optimizer, ParamGroup, _scalar_like
 
-__all__ = ["SGD", "Adam", "AdamW"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
 
 def _nonneg(group: ParamGroup, *names: str) -> None:
@@ -133,3 +134,108 @@ class AdamW(Adam):
                  weight_decay: float = 1e-2, capturable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          capturable=capturable)
+
+
+def _step_count(opt: Optimizer, p: ag.Tensor, state: dict[str, Any]) -> Any:
+    """Add one to ``state["step"]`` and return it: a Python int, or a 0-d array on the device
+    when ``opt`` is capturable (a count loaded from the other kind of optimizer is converted)."""
+    if opt.capturable:
+        if not isinstance(state["step"], ag.Tensor):
+            state["step"] = _scalar_like(p, float(state["step"]))  # a fill, not a host copy
+        state["step"] += 1.0
+    else:
+        if isinstance(state["step"], ag.Tensor):
+            state["step"] = round(float(state["step"]))
+        state["step"] += 1
+    return state["step"]
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton, 2012), as ``torch.optim.RMSprop``:
+
+        g ← ∇ + weight_decay · p
+        v ← α v + (1 - α) g²
+        ḡ ← α ḡ + (1 - α) g,  d ← √(v - ḡ²) + eps   (centered)   or   d ← √v + eps
+        b ← momentum · b + g / d,  p ← p - lr · b   (momentum > 0)   or   p ← p - lr · g / d
+
+    The state holds ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0) and
+    ``grad_avg`` (centered), as PyTorch's. ``capturable=True``: the learning rate (and the step
+    count) live on the device, so the step can be recorded by :func:`agnograd.capture`.
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False, capturable: bool = False) -> None:
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
+                                  "weight_decay": weight_decay, "momentum": momentum,
+                                  "centered": bool(centered)}, capturable=capturable)
+
+    def _check(self, group: ParamGroup) -> None:
+        _nonneg(group, "lr", "alpha", "eps", "weight_decay", "momentum")
+
+    def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
+        lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+        wd, mu = group["weight_decay"], group["momentum"]
+        if not state:
+            state["step"] = 0
+            state["square_avg"] = ag.zeros_like(p)
+        if mu > 0 and "momentum_buffer" not in state:
+            state["momentum_buffer"] = ag.zeros_like(p)
+        if group["centered"] and "grad_avg" not in state:
+            state["grad_avg"] = ag.zeros_like(p)
+        _step_count(self, p, state)
+        if wd:
+            g = g + wd * p
+        v = state["square_avg"]
+        v *= alpha
+        v += (1.0 - alpha) * (g * g)
+        if group["centered"]:
+            ga = state["grad_avg"]
+            ga += (1.0 - alpha) * (g - ga)  # PyTorch's lerp(g, 1 - alpha)
+            avg = ag.sqrt(v - ga * ga) + eps
+        else:
+            avg = ag.sqrt(v) + eps
+        if mu > 0:
+            buf = state["momentum_buffer"]
+            buf *= mu
+            buf += g / avg
+            p -= lr * buf
+        else:
+            p -= lr * (g / avg)
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al., 2011), as ``torch.optim.Adagrad``:
+
+        t ← t + 1,  g ← ∇ + weight_decay · p
+        s ← s + g²   (s starts at ``initial_accumulator_value``)
+        p ← p - lr / (1 + (t - 1) · lr_decay) · g / (√s + eps)
+
+    The state holds ``step`` and ``sum``, as PyTorch's. ``capturable=True``: the learning rate
+    and the step count live on the device (the decayed rate is computed there), so the step can
+    be recorded by :func:`agnograd.capture`.
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10, capturable: bool = False) -> None:
+        super().__init__(params, {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
+                                  "initial_accumulator_value": initial_accumulator_value,
+                                  "eps": eps}, capturable=capturable)
+
+    def _check(self, group: ParamGroup) -> None:
+        _nonneg(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+
+    def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
+        lr, decay, wd, eps = group["lr"], group["lr_decay"], group["weight_decay"], group["eps"]
+        if not state:
+            state["step"] = 0
+            state["sum"] = ag.full_like(p, group["initial_accumulator_value"])
+        t = _step_count(self, p, state)
+        if wd:
+            g = g + wd * p
+        clr = lr / (1.0 + (t - 1.0) * decay)
+        s = state["sum"]
+        s += g * g
+        std = ag.sqrt(s) + eps
+        p -= clr * (g / std)

@@ -34,7 +34,8 @@ class Optimizer:
     ``capturable=True`` makes :meth:`step` recordable by :func:`agnograd.capture` (as PyTorch's
     capturable optimizers): what changes from step to step lives on the device -- the learning
     rate as a 0-d array per group, dtype and device (copied from ``group["lr"]`` whenever that
-    changes, outside the recording), and the step count of Adam as a 0-d array in the state --
+    changes, outside the recording; a scheduler of ``agnograd.optim.lr_scheduler`` sets it), and
+    the step counts (Adam, RMSprop, Adagrad) as 0-d arrays in the state --
     so a replayed recording reads the current values instead of the ones it was recorded with.
     The updates equal the default path's to floating-point rounding. Without it, ``step()``
     inside a recorded step raises :class:`agnograd.CaptureError`.
@@ -98,7 +99,7 @@ class Optimizer:
             if not self.capturable:
                 raise _capture.CaptureError(
                     f"{type(self).__name__}.step() inside a step recorded by ag.capture: its "
-                    "learning rate (and, for Adam, the step count of the bias correction) are "
+                    "learning rate (and, for Adam and Adagrad, the step count) are "
                     "Python numbers that the recording would freeze; create the optimizer with "
                     "capturable=True, which keeps them on the device")
             _capture.register(self)

@@ -75,7 +75,7 @@ with ag.no_grad():
 model = nn.MLP([2, 8, 3], activation="tanh", seed=0)
 layer = nn.Linear(3, 3, seed=1)
 opt = optim.Adam(model.parameters() + layer.parameters(), lr=1e-2, capturable=True)
-inputs = ag.asarray([[0.0, 1.0], [1.0, 0.0]])
+inputs = ag.asarray([[0.0, 1.0], [1.0, 0.0]], dtype=ag.float32)  # the layers' dtype
 labels = ag.asarray([0, 2])
 
 

@@ -1,0 +1,92 @@
+"""Gradient clipping, as ``torch.nn.utils``: :func:`clip_grad_norm_` and :func:`clip_grad_value_`.
+
+Both work on the device without reading anything on the host, so they can sit inside a step
+recorded by :func:`agnograd.capture` (between ``loss.backward()`` and ``optimizer.step()``).
+They change the gradients in place, under :func:`agnograd.no_grad`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import agnograd as ag
+
+from .. import _capture_state as _capture
+
+__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+
+
+def _grads(parameters: ag.Tensor | Iterable[ag.Tensor]) -> list[ag.Tensor]:
+    params = [parameters] if isinstance(parameters, ag.Tensor) else list(parameters)
+    for p in params:
+        if not isinstance(p, ag.Tensor):
+            raise TypeError(f"expected Tensors (e.g. model.parameters()), not {type(p).__name__}")
+    return [p.grad for p in params if p.grad is not None]
+
+
+def clip_grad_norm_(parameters: ag.Tensor | Iterable[ag.Tensor], max_norm: float,
+                    norm_type: float = 2.0, error_if_nonfinite: bool = False) -> ag.Tensor:
+    """Scale the gradients of ``parameters`` in place so that their total norm is at most
+    ``max_norm``, as ``torch.nn.utils.clip_grad_norm_``.
+
+    The total norm is the ``norm_type``-norm of all gradients taken together (``math.inf``:
+    the largest absolute value). Every gradient is multiplied by
+    ``min(1, max_norm / (total + 1e-6))``, computed on the device: no host read, so the call
+    may be recorded by :func:`agnograd.capture`. Parameters without a gradient are skipped.
+
+    Args:
+        parameters: a Tensor or an iterable of Tensors (e.g. ``model.parameters()``).
+        max_norm: the largest total norm allowed.
+        norm_type: the order of the norm (``2.0``, ``1.0``, ``math.inf``, ...).
+        error_if_nonfinite: raise if the total norm is NaN or infinite (this reads the norm
+            on the host, so it cannot be recorded by :func:`agnograd.capture`).
+
+    Returns:
+        The total norm of the gradients before clipping, a 0-d Tensor on their backend.
+
+    Raises:
+        RuntimeError: ``error_if_nonfinite`` and the total norm is NaN or infinite (the
+            gradients are then left unchanged).
+        agnograd.CaptureError: ``error_if_nonfinite=True`` inside a recorded step.
+    """
+    max_norm, norm_type = float(max_norm), float(norm_type)
+    grads = _grads(parameters)
+    if error_if_nonfinite and _capture.capturing():
+        raise _capture.CaptureError(
+            "clip_grad_norm_(error_if_nonfinite=True) inside a step recorded by ag.capture: the "
+            "check reads the total norm on the host, a synchronisation a recording cannot "
+            "contain; pass error_if_nonfinite=False (the default) inside the step, or check "
+            "ag.isfinite(total) outside it")
+    if not grads:
+        return ag.tensor(0.0)
+    with ag.no_grad():
+        dtype = ag.result_type(*[g.dtype for g in grads]) if len(grads) > 1 else grads[0].dtype
+        norms = [ag.astype(ag.linalg.vector_norm(g, ord=norm_type), dtype) for g in grads]
+        stacked = ag.stack(norms) if len(norms) > 1 else ag.reshape(norms[0], (1,))
+        if norm_type == math.inf:
+            total = ag.max(stacked)
+        else:
+            total = ag.linalg.vector_norm(stacked, ord=norm_type)
+        if error_if_nonfinite and not bool(ag.isfinite(total).item()):
+            raise RuntimeError(
+                f"clip_grad_norm_: the total norm of order {norm_type} of the gradients of "
+                f"{len(grads)} parameter(s) is {float(total.item())}; they cannot be clipped. "
+                "Pass error_if_nonfinite=False to scale them anyway (the result is NaN), or "
+                "find where the loss stops being finite (ag.detect_anomaly)")
+        scale = ag.minimum(max_norm / (total + 1e-6), 1.0)
+        for g in grads:
+            g *= ag.astype(scale, g.dtype)
+    return total
+
+
+def clip_grad_value_(parameters: ag.Tensor | Iterable[ag.Tensor], clip_value: float) -> None:
+    """Clamp every gradient of ``parameters`` to ``[-clip_value, clip_value]``, in place, as
+    ``torch.nn.utils.clip_grad_value_`` (no host read: may be recorded by
+    :func:`agnograd.capture`)."""
+    clip_value = float(clip_value)
+    if not clip_value >= 0:
+        raise ValueError(f"clip_grad_value_: clip_value must be non-negative, not {clip_value}")
+    with ag.no_grad():
+        for g in _grads(parameters):
+            g[...] = ag.clip(g, -clip_value, clip_value)
