@@ -229,6 +229,23 @@ def trace_step(fn: Callable[..., Any], call_args: Callable[[list[Any]], tuple[An
 _LITERALS = (int, bool, str, type(None))
 
 
+class _Names:
+    """Closure names for the objects the generated code uses (``f0``, ``f1``, ... for functions,
+    ``t0``, ... for Tensors), one per object, in first-use order."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.objects: list[Any] = []
+        self._names: dict[int, str] = {}
+
+    def __call__(self, obj: Any) -> str:
+        n = self._names.get(id(obj))
+        if n is None:
+            n = self._names[id(obj)] = f"{self.prefix}{len(self.objects)}"
+            self.objects.append(obj)
+        return n
+
+
 class _Gen:
     def __init__(self) -> None:
         self.consts: list[Any] = []
@@ -332,16 +349,8 @@ def _compile(tr: _tr.Trace, in_vals: list[int], live_keys: list[Tensor],
     g = _Gen()
     for v, obj in folded.items():
         g.names[v] = g.const(obj)
-    fnames: dict[int, str] = {}
-    fns: list[Any] = []
-
-    def fname(f: Any) -> str:
-        n = fnames.get(id(f))
-        if n is None:
-            n = f"f{len(fns)}"
-            fns.append(f)
-            fnames[id(f)] = n
-        return n
+    fname = _Names("f")  # the backend functions the code calls
+    fns = fname.objects
 
     last: dict[int, int] = {}
     for k, ins in enumerate(kept):
@@ -355,16 +364,8 @@ def _compile(tr: _tr.Trace, in_vals: list[int], live_keys: list[Tensor],
     for k, (v, x) in enumerate(zip(in_vals, inputs)):
         if v in needed or v in final:
             body.append(f"v{v} = a{k}.data" if type(x) is Tensor else f"v{v} = a{k}")
-    tnames: dict[int, str] = {}
-    tobjs: list[Any] = []
-
-    def tname(t: Any) -> str:
-        n = tnames.get(id(t))
-        if n is None:
-            n = f"t{len(tobjs)}"
-            tobjs.append(t)
-            tnames[id(t)] = n
-        return n
+    tname = _Names("t")  # the live Tensors the code reads and rebinds
+    tobjs = tname.objects
 
     for v, key in tr.sources.items():
         if key[0] == "live" and (v in needed or v in final):
