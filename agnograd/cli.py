@@ -540,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "differences and print the largest relative error")
     t.add_argument("--capture", action="store_true",
                    help="record one training step with ag.capture and replay it for every full "
-                   "batch: one CUDA graph per step on --backend cupy, an eager fallback with the "
-                   "same semantics elsewhere")
+                   "batch: one CUDA graph per step on --backend cupy, a staged replay of the "
+                   "step's backend calls elsewhere (an eager fallback on dask)")
     t.add_argument("--checkpoint", metavar="PATH",
                    help="after every epoch, write the whole training state (parameters, optimizer "
                    "state, random state, counters, settings) to an .npz file, atomically: a crash "

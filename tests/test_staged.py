@@ -243,6 +243,20 @@ def test_register_backend():
     assert ag.get_backend("my-numpy-lazy") is mine
     with pytest.raises(ValueError, match="already"):
         ag.register_backend("my-numpy-lazy", mine)
+    assert "my-numpy-lazy" in ag.available_backends()
+
+
+def test_a_registered_backend_never_takes_another_backends_arrays():
+    # A Backend over numpy.ndarray: NumPy arrays stay the 'numpy' backend's, process-wide.
+    b = ag.get_backend("numpy")
+    other = ag.Backend("numpy-twin", b.xp, type(b.xp.asarray([0.0])), scalar_type=b.scalar_type,
+                       scalar_to_array=b.scalar_to_array)
+    ag.register_backend("numpy-twin", other, replace=True)
+    assert ag.tensor(np.ones(2)).backend == "numpy"
+    assert ag.get_backend("numpy-twin") is other
+    assert "numpy-twin" in ag.available_backends()
+    # the staged replay's tracing backends are registered unlisted
+    assert not any(":traced" in n for n in ag.available_backends())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -334,13 +334,16 @@ def logsumexp(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims:
     xp = b.xp
     if x.size == 0:
         raise ValueError(f"logsumexp: empty input of shape {x.shape}")
-    m = xp.max(x.data, axis=axes, keepdims=True)
+    cplx = is_complex(b, x.data.dtype)
+    # Shift by the largest real part (the standard's max is for real inputs; a complex shift's
+    # imaginary part would cancel anyway): exp never overflows.
+    m = xp.max(xp.real(x.data) if cplx else x.data, axis=axes, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0.0)  # all -inf (or inf) along an axis: no shift
     y = xp.log(xp.sum(xp.exp(x.data - m), axis=axes, keepdims=True)) + m
     if not keepdims:
         y = xp.reshape(y, tuple(n for i, n in enumerate(x.data.shape) if i not in axes))
     if x._requires_grad and grad_on():
-        rule = _logsumexp_back_complex if is_complex(b, y.dtype) else _logsumexp_back
+        rule = _logsumexp_back_complex if cplx else _logsumexp_back
         return record("logsumexp", y, b, (x,), (rule,), saved=(x, OUT),
                       params=(kshape,))
     return wrap(y, b)

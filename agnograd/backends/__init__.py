@@ -121,7 +121,7 @@ class Backend:
             unless the backend is lazy).
         graph_recorder: ``graph_recorder(backend)`` makes the recorder with which
             ``ag.capture`` records a step as a device graph (CuPy: a CUDA graph); ``None``
-            where a captured step is replayed eagerly.
+            where a captured step is a staged replay (or, on a lazy backend, eager).
         replay_fn: ``replay_fn(fn, args, kwargs)`` may name a faster function that gives the
             *bit-identical* result of the namespace call ``fn(*args, **kwargs)`` (same arguments,
             arrays as traced), used by the staged replay's generated code (:mod:`agnograd.staged`)
@@ -274,14 +274,19 @@ def sample_array_type(name: str, xp: Any) -> type:
 
 
 _loaders: dict[str, Callable[[], Backend]] = {}
+_listed: dict[str, None] = {}  # registered backends available_backends() names, in order
 
 
-def register(name: str, backend: Backend | Callable[[], Backend], *, replace: bool = False) -> None:
+def register(name: str, backend: Backend | Callable[[], Backend], *, replace: bool = False,
+             listed: bool = True) -> None:
     """Make a backend available by ``name``: a :class:`Backend` (namespace, array type, flags)
     or a zero-argument loader that builds one on first use (``get_backend(name)``).
 
-    Its arrays are then recognised by :func:`backend_of_array` (by their exact type). The
-    tracer of the staged replay registers its tracing backends this way
+    Its arrays are then recognised by :func:`backend_of_array` (by their exact type), unless
+    another backend already owns that type (a backend over ``numpy.ndarray`` never takes NumPy's
+    arrays away from the 'numpy' backend; use ``get_backend(name)`` or ``ag.tensor(...,
+    backend=name)`` explicitly). :func:`available_backends` lists it when ``listed``. The tracer
+    of the staged replay registers its tracing backends this way, unlisted
     (:mod:`agnograd.backends.tracing`).
 
     Raises:
@@ -297,9 +302,12 @@ def register(name: str, backend: Backend | Callable[[], Backend], *, replace: bo
         if old is not None and _by_type.get(old.array_type) is old:
             del _by_type[old.array_type]
         _loaders.pop(name, None)
+        _listed.pop(name, None)
+        if listed:
+            _listed[name] = None
         if isinstance(backend, Backend):
             _backends[name] = backend
-            _by_type[backend.array_type] = backend
+            _by_type.setdefault(backend.array_type, backend)
             if backend.scalar_type is not None:
                 _by_type.setdefault(backend.scalar_type, backend)
         elif callable(backend):
@@ -416,7 +424,7 @@ def known_backends() -> list[str]:
 def available_backends() -> list[str]:
     """Names of the backends usable on this machine (CuPy only when a CUDA device is present)."""
     names = []
-    for name in _KNOWN:
+    for name in [*_KNOWN, *_listed]:
         try:
             get_backend(name)
         except Exception:  # not installed, no device, or broken: not available here

@@ -461,7 +461,7 @@ def tracing_backend(b: Backend) -> TracingBackend:
             special=lambda: None if b.special is None else RecordingNamespace(b.special, "special."),
             replay_fn=b.replay_fn)
         tb.traced = b
-        register(tb.name, tb, replace=True)
+        register(tb.name, tb, replace=True, listed=False)
         _tracing[id(b)] = tb
         return tb
 

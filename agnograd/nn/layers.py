@@ -226,6 +226,8 @@ class LayerNorm(Module):
                     self.bias = ag.zeros(self.normalized_shape, dtype=dtype).requires_grad_()
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
+        if self.weight is not None:
+            check_input_dtype(self, x, self.weight)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
