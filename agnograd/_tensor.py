@@ -263,7 +263,7 @@ class Tensor:
     def detach(self) -> Tensor:
         """The same data as a new leaf that needs no gradient (no copy; in-place changes through
         either tensor count against both when a graph saved it)."""
-        return _share_version(self, Tensor._wrap(self.data, self._backend))
+        return share_version(self, Tensor._wrap(self.data, self._backend))
 
     def item(self) -> Any:
         """The value of a one-element tensor as a Python scalar (copies to the host): a bool,
@@ -617,7 +617,7 @@ def tensor(
     check_array_dtype(data, obj, "tensor")
     t = Tensor._wrap(data, b)
     if type(obj) is Tensor and data is obj.data:  # no copy: t aliases obj's storage
-        _share_version(obj, t)
+        share_version(obj, t)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -638,12 +638,47 @@ def with_default_dtype(b: Backend, data: Any) -> Any:
     return b.xp.astype(data, to_backend_dtype(b.xp, want))
 
 
-def _share_version(src: Tensor, dst: Tensor) -> Tensor:
-    """:func:`agnograd.autograd.share_version`, imported at call time (this module sits below
-    the engine in the import order)."""
-    from .autograd.node import share_version
+# The storage's in-place change counter. It lives here, beside Tensor's ``_version`` slot, so
+# that Tensor itself (``detach``, ``tensor(t)``) uses it without reaching up into the engine.
 
-    return share_version(src, dst)
+
+def version_cell(t: Tensor) -> list[int]:
+    """``t``'s in-place change counter, ``[count]``, made when a graph first saves ``t``'s data
+    (shared with the tensors that may alias it, see :func:`share_version`)."""
+    cell = t._version
+    if cell is None:
+        cell = t._version = [0]
+    return cell
+
+
+def share_version(src: Tensor, dst: Tensor) -> Tensor:
+    """Mark ``dst`` as possibly aliasing ``src``'s storage (a view op's result, ``detach()``,
+    ``ag.tensor(t)``): both use one counter from now on, so an in-place change through either
+    -- or through any other alias of that storage -- invalidates every graph that saved any of
+    them. Returns ``dst``.
+
+    The rule is deliberately conservative: whether the backend really made a view does not
+    matter (a copy that shares the counter can only cause a refusal, never a wrong number).
+    A shared counter is ``[count, True]``: its second slot says "other Tensors may see this
+    storage", which is what the in-place ops that rebind a tensor check (see
+    :func:`shares_storage`). Backward reads only ``cell[0]``.
+    """
+    cell = src._version
+    if cell is None:
+        cell = src._version = [0, True]
+    elif len(cell) == 1:
+        cell.append(True)
+    dst._version = cell
+    return dst
+
+
+def shares_storage(t: Tensor) -> bool:
+    """Whether ``t``'s storage may be visible through other Tensors (a view op or ``detach()``
+    made one of it, or it was made by one): an in-place op that rebinds ``t`` to a new array
+    would then leave the others stale."""
+    cell = t._version
+    return cell is not None and len(cell) > 1
+
 
 
 def as_tensor(x: Any, backend: Backend | None = None) -> Tensor:

@@ -13,7 +13,8 @@
 
 Import order, one way (``tests/test_architecture.py`` checks there is no cycle):
 
-- ``mode`` imports nothing of agnograd, ``node`` only ``mode``, ``scope`` only ``node``;
+- ``mode`` imports nothing of agnograd, ``node`` only ``mode`` and ``agnograd._tensor`` (which
+  holds the storage version counter), ``scope`` only ``node``;
 - ``agnograd._tensor`` imports nothing of this package at module level (``Tensor.backward``
   imports the walk when it is called);
 - ``recording`` and ``walk`` import ``Tensor`` directly; under ``create_graph=True`` the walk

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._tensor import share_version, shares_storage, version_cell
 from .mode import anomaly_mode
 
 if TYPE_CHECKING:
@@ -137,41 +138,3 @@ def edge_target(edge: Any) -> tuple[Any, int]:
     if type(edge) is tuple:
         return edge
     return edge, 0
-
-
-def version_cell(t: Tensor) -> list[int]:
-    """``t``'s in-place change counter, ``[count]``, made when a graph first saves ``t``'s data
-    (shared with the tensors that may alias it, see :func:`share_version`)."""
-    cell = t._version
-    if cell is None:
-        cell = t._version = [0]
-    return cell
-
-
-def share_version(src: Tensor, dst: Tensor) -> Tensor:
-    """Mark ``dst`` as possibly aliasing ``src``'s storage (a view op's result, ``detach()``,
-    ``ag.tensor(t)``): both use one counter from now on, so an in-place change through either
-    -- or through any other alias of that storage -- invalidates every graph that saved any of
-    them. Returns ``dst``.
-
-    The rule is deliberately conservative: whether the backend really made a view does not
-    matter (a copy that shares the counter can only cause a refusal, never a wrong number).
-    A shared counter is ``[count, True]``: its second slot says "other Tensors may see this
-    storage", which is what the in-place ops that rebind a tensor check (see
-    :func:`shares_storage`). Backward reads only ``cell[0]``.
-    """
-    cell = src._version
-    if cell is None:
-        cell = src._version = [0, True]
-    elif len(cell) == 1:
-        cell.append(True)
-    dst._version = cell
-    return dst
-
-
-def shares_storage(t: Tensor) -> bool:
-    """Whether ``t``'s storage may be visible through other Tensors (a view op or ``detach()``
-    made one of it, or it was made by one): an in-place op that rebinds ``t`` to a new array
-    would then leave the others stale."""
-    cell = t._version
-    return cell is not None and len(cell) > 1
