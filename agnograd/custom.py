@@ -1,6 +1,7 @@
 """User-defined derivative rules: ``custom_vjp`` and ``Function``. (``checkpoint`` lives in
-:mod:`agnograd.recompute`; ``detect_anomaly``, a gradient mode, in :mod:`agnograd.autograd.mode`,
-and is re-exported here for code that imported it from this module.)
+:mod:`agnograd.recompute` and ``detect_anomaly``, a gradient mode, in
+:mod:`agnograd.autograd.mode`; both are re-exported here for code that imported them from this
+module.)
 
 ``custom_vjp`` follows ``jax.custom_vjp``: ``f.defvjp(fwd, bwd)`` where ``fwd(*args)`` returns
 ``(out, residuals)`` and ``bwd(residuals, g)`` returns one cotangent per positional input. The
@@ -29,8 +30,9 @@ from .autograd import (
     record,
 )
 from .backends import backend_of_array
+from .recompute import checkpoint  # re-exported: agnograd.custom.checkpoint stays importable
 
-__all__ = ["custom_vjp", "Function", "FunctionCtx", "detect_anomaly"]
+__all__ = ["custom_vjp", "Function", "FunctionCtx", "checkpoint", "detect_anomaly"]
 
 
 class _Residuals:
