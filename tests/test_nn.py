@@ -429,9 +429,17 @@ def test_cross_entropy_errors():
     with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
         F.cross_entropy(z, ag.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"shape \(N, C\)"):
+        F.cross_entropy(ag.tensor(0.0), ag.tensor(0))
+    with pytest.raises(ValueError, match=r"labels must have shape \(\), not \(1,\)"):  # unbatched
         F.cross_entropy(ag.tensor(np.zeros(4)), ag.tensor([0]))
     with pytest.raises(ValueError, match="reduction"):
         F.cross_entropy(z, ag.tensor([0, 1, 2]), reduction="avg")
+    with pytest.raises(TypeError, match="reduction='sum' by keyword"):  # PyTorch's positions
+        F.cross_entropy(z, ag.tensor([0, 1, 2]), "sum")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        F.cross_entropy(z, ag.tensor([0, 1, 2]), label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
+        F.cross_entropy(z, ag.tensor([0, 1, 2]), weight=np.ones(3))
 
 
 def test_cross_entropy_gradient_matches_finite_differences():

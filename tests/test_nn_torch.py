@@ -201,6 +201,65 @@ def test_nll_loss_matches_torch(case, reduction):
               ints=(1,))
 
 
+# logits shapes: 2-d, 3-d, 4-d, unbatched (C,)
+XENT_SHAPES = {"2d": (5, 3), "3d": (4, 3, 2), "4d": (2, 3, 2, 3), "unbatched": (3,)}
+XENT_LABELS = [(s, w, i, e, r) for s in XENT_SHAPES for w in (False, True)
+               for i in (None, "hit", "in-range") for e in (0.0, 0.2) for r in ("mean", "sum", "none")]
+XENT_PROBS = [(s, w, e, r) for s in XENT_SHAPES for w in (False, True) for e in (0.0, 0.2)
+              for r in ("mean", "sum", "none")]
+
+
+@pytest.mark.parametrize(("shape", "weight", "ignore", "eps", "reduction"), XENT_LABELS)
+def test_cross_entropy_labels_match_torch(shape, weight, ignore, eps, reduction):
+    """Integer labels with every option: weight, ignore_index (absent, hit by labels outside
+    0..C-1, or a class in range), label_smoothing, the reductions, 2-d/3-d/4-d/unbatched."""
+    xs = XENT_SHAPES[shape]
+    x = RNG.normal(size=xs)
+    t = np.array(2) if shape == "unbatched" else RNG.integers(0, 3, size=(xs[0], *xs[2:]))
+    kw: dict = {"reduction": reduction, "label_smoothing": eps}
+    if ignore == "hit":
+        kw["ignore_index"] = 7
+        if t.ndim:
+            t.reshape(-1)[[0, 2]] = 7
+    elif ignore == "in-range":
+        kw["ignore_index"] = 1  # class 1 is ignored where it is the label
+    if weight:
+        w = RNG.uniform(0.5, 2.0, size=3)  # PyTorch does not differentiate the class weights
+        _both(lambda x, t: F.cross_entropy(x, t, weight=ag.tensor(w), **kw),
+              lambda x, t: TF.cross_entropy(x, t, weight=torch.tensor(w), **kw), x, t, ints=(1,))
+    else:
+        _both(lambda x, t: F.cross_entropy(x, t, **kw), lambda x, t: TF.cross_entropy(x, t, **kw),
+              x, t, ints=(1,))
+
+
+@pytest.mark.parametrize(("shape", "weight", "eps", "reduction"), XENT_PROBS)
+def test_cross_entropy_probabilities_match_torch(shape, weight, eps, reduction):
+    """Probability targets (differentiated too) with weight and label_smoothing, every shape."""
+    xs = XENT_SHAPES[shape]
+    x = RNG.normal(size=xs)
+    if len(xs) == 1:
+        p = RNG.dirichlet(np.ones(3))
+    else:  # a distribution over axis 1
+        p = np.moveaxis(RNG.dirichlet(np.ones(3), size=(xs[0], *xs[2:])), -1, 1)
+    kw: dict = {"reduction": reduction, "label_smoothing": eps}
+    w = RNG.uniform(0.5, 2.0, size=3) if weight else None
+    _both(lambda x, p: F.cross_entropy(x, p, weight=None if w is None else ag.tensor(w), **kw),
+          lambda x, p: TF.cross_entropy(x, p, weight=None if w is None else torch.tensor(w), **kw),
+          x, p)
+
+
+def test_cross_entropy_all_ignored_mean_is_nan_as_in_torch():
+    x = RNG.normal(size=(4, 3))
+    for eps in (0.0, 0.1):
+        with np.errstate(invalid="ignore"):  # 0/0: every label ignored
+            y = F.cross_entropy(ag.tensor(x), ag.tensor([-100] * 4), label_smoothing=eps)
+        yt = TF.cross_entropy(torch.tensor(x), torch.tensor([-100] * 4), label_smoothing=eps)
+        assert np.isnan(y.item()) and np.isnan(yt.item())
+        z = ag.tensor(x, requires_grad=True)
+        F.cross_entropy(z, ag.tensor([-100] * 4), reduction="sum", label_smoothing=eps).backward()
+        np.testing.assert_array_equal(z.grad.numpy(), np.zeros((4, 3)))
+
+
 def test_nll_loss_after_log_softmax_is_cross_entropy_and_all_ignored_is_nan():
     x = RNG.normal(size=(4, 3))
     t = np.array([0, 2, 1, 1])

@@ -68,6 +68,56 @@ def test_any_batch_with_a_bad_label_raises_and_names_the_first(backend):
                 F.cross_entropy(z, ag.tensor(labels.astype(dtype)))
 
 
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("nocheck", [False, True])
+def test_ignore_index_is_not_out_of_range_but_other_bad_labels_still_are(monkeypatch, backend,
+                                                                        nocheck):
+    """ignore_index (-100 by default, or a class) contributes 0 loss and 0 gradient, never the
+    out-of-range error; another bad label in the same batch still raises (host read) or gives
+    NaN in its row only (no cheap read), also with weight and label_smoothing."""
+    if nocheck:
+        monkeypatch.setattr(F, "_can_check_on_host", lambda labels: False)
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(4, 3))
+    with ag.default_backend(backend):
+        assert ag.tensor([1.0]).backend == backend
+        for kw in ({}, {"weight": ag.tensor([0.5, 1.0, 2.0])}, {"label_smoothing": 0.1}):
+            z = ag.tensor(logits.tolist(), requires_grad=True)
+            y = F.cross_entropy(z, ag.tensor([0, -100, 2, 1]), reduction="none", **kw)
+            ag.sum(y).backward()
+            out, g = y.numpy(), z.grad.numpy()
+            assert out[1] == 0 and (g[1] == 0).all() and np.isfinite(out).all()
+            z2 = ag.tensor(logits[[0, 2, 3]].tolist(), requires_grad=True)  # the same without the ignored row
+            y2 = F.cross_entropy(z2, ag.tensor([0, 2, 1]), reduction="none", **kw)
+            ag.sum(y2).backward()
+            np.testing.assert_allclose(out[[0, 2, 3]], y2.numpy(), rtol=1e-12)
+            np.testing.assert_allclose(g[[0, 2, 3]], z2.grad.numpy(), rtol=1e-12)
+            bad = ag.tensor([0, -100, 5, 1])
+            if nocheck:
+                z.grad = None
+                y = F.cross_entropy(z, bad, reduction="none", **kw)
+                ag.sum(y).backward()
+                assert np.isnan(y.numpy()[2]) and np.isfinite(y.numpy()[[0, 1, 3]]).all()
+                assert np.isnan(z.grad.numpy()[2]).all() and (z.grad.numpy()[1] == 0).all()
+            else:
+                with pytest.raises(IndexError, match=r"cross_entropy: label 5 at position 2 is out "
+                                                     r"of range for 3 classes"):
+                    F.cross_entropy(z, bad, **kw)
+            with pytest.raises(IndexError) if not nocheck else _nothing():
+                # -100 is an ordinary bad label once ignore_index is another value
+                y = F.cross_entropy(z, ag.tensor([0, -100, 2, 1]), ignore_index=7, **kw)
+            if nocheck:
+                assert np.isnan(y.numpy())
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
 def test_boolean_and_float_labels_are_refused_with_what_to_do():
     z = ag.tensor(np.zeros((2, 3)), requires_grad=True)
     with pytest.raises(TypeError, match=r"cross_entropy: target of dtype agnograd\.bool.*astype"):

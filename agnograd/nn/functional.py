@@ -135,62 +135,177 @@ def mse_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean") -> ag
     return _reduce(d * d, reduction, "mse_loss")
 
 
-def cross_entropy(logits: ag.Tensor, target: Any, reduction: Reduction = "mean") -> ag.Tensor:
-    """Softmax cross-entropy from unnormalised ``logits`` of shape ``(N, C)``.
+def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_index: int = -100,
+                  reduction: Reduction = "mean", label_smoothing: float = 0.0) -> ag.Tensor:
+    """Softmax cross-entropy from unnormalised ``logits``, with PyTorch's arguments and semantics.
 
-    ``target`` is either integer class labels of shape ``(N,)`` (values in ``0..C-1``) or class
-    probabilities of shape ``(N, C)``. The per-sample loss is ``-Σ_c p_c log softmax(x)_c``,
-    computed stably (shifted by the row maximum), so logits of ±1000 give finite losses and
-    gradients. It is one graph node whose rule is the fused gradient
-    ``x̄ = ḡ·(softmax(x)·Σ_c p_c - p)`` (``ḡ/N`` for ``"mean"``) and ``p̄ = -ḡ·log softmax(x)``:
-    one node instead of the ten a composition of ``max``, ``exp``, ``log``, ``sum`` records.
+    ``logits`` has shape ``(N, C)``, ``(N, C, d1, ...)`` (classes on axis 1) or ``(C,)``
+    (unbatched). ``target`` is either integer class labels of shape ``(N,)``, ``(N, d1, ...)``
+    or ``()`` (values in ``0..C-1``), or floating-point class probabilities of the logits' shape.
+    The per-sample loss is ``-Σ_c p_c log softmax(x)_c``, computed stably (shifted by the
+    maximum), so logits of ±1000 give finite losses and gradients. It is one graph node whose
+    rule is the fused gradient ``x̄ = ḡ·(softmax(x)·Σ_c p_c - p)`` (``ḡ/N`` for ``"mean"``) and
+    ``p̄ = -ḡ·log softmax(x)``: one node instead of the ten a composition records.
 
-    Labels outside ``0..C-1`` (``C`` or more, or negative) never give a silent number. Where the
-    labels are in host memory -- NumPy, array_api_strict, PyTorch or JAX on the CPU -- they are
-    read once (one ``any`` over the batch) and a bad one raises ``IndexError`` naming the label,
-    its position and ``C``. Where that read would cost a host synchronisation -- Dask (a compute),
-    a GPU (CuPy, PyTorch or JAX on CUDA), or a step being recorded by :func:`agnograd.capture`
-    -- nothing is read: the loss of each bad sample is NaN (so the ``"mean"``/``"sum"`` loss is
-    NaN, and ``"none"`` is NaN in those rows only) and so is its row of the logits' gradient;
-    the other rows are untouched, and inside :func:`agnograd.detect_anomaly` backward raises
-    ``FloatingPointError`` naming ``cross_entropy``. Boolean or complex targets raise
-    ``TypeError``; a floating-point target of shape ``(N,)`` raises ``ValueError`` (floating
-    targets are probabilities of shape ``(N, C)``).
+    ``weight`` (shape ``(C,)``, not differentiated, as in PyTorch) rescales each class; with labels
+    ``"mean"`` divides by the summed weights of the non-ignored samples' labels, with
+    probabilities by the number of samples. Labels equal to ``ignore_index`` contribute zero loss
+    and zero gradient (so ``"mean"`` is NaN when every label is ignored); probabilities have no
+    ignore_index. ``label_smoothing`` ``ε`` in ``[0, 1]`` mixes the target with the uniform
+    distribution: ``(1 - ε) p + ε/C``. The second through sixth parameters are PyTorch's, in its
+    order: ``reduction`` must be passed by keyword (a string in ``weight``'s place raises
+    ``TypeError``).
+
+    Labels outside ``0..C-1`` (``C`` or more, or negative), other than ``ignore_index``, never
+    give a silent number. Where the labels are in host memory -- NumPy, array_api_strict, PyTorch
+    or JAX on the CPU -- they are read once (one ``any`` over the batch) and a bad one raises
+    ``IndexError`` naming the label, its position and ``C``. Where that read would cost a host
+    synchronisation -- Dask (a compute), a GPU (CuPy, PyTorch or JAX on CUDA), or a step being
+    recorded by :func:`agnograd.capture` -- nothing is read: the loss of each bad sample is NaN
+    (so the ``"mean"``/``"sum"`` loss is NaN, and ``"none"`` is NaN in those samples only) and so
+    is its row of the logits' gradient; the other rows are untouched, and inside
+    :func:`agnograd.detect_anomaly` backward raises ``FloatingPointError`` naming
+    ``cross_entropy``. Boolean or complex targets raise ``TypeError``; a floating-point target
+    not of the logits' shape raises ``ValueError`` (floating targets are probabilities).
     """
+    what = "cross_entropy"
     logits = _t(logits)
-    if logits.ndim != 2:
-        raise ValueError(f"cross_entropy: logits must have shape (N, C), not {logits.shape}")
+    if isinstance(weight, str):
+        raise TypeError(f"{what}: the third argument is weight (as in PyTorch), not the reduction "
+                        f"{weight!r}; pass reduction={weight!r} by keyword")
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not "
-                         f"{reduction!r}")
-    n, c = logits.shape
+        raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{what}: label_smoothing must be in [0, 1], not {label_smoothing}")
+    if logits.ndim < 1:
+        raise ValueError(f"{what}: logits must have shape (N, C), (N, C, d1, ...) or (C,), not ()")
     target = _t(target, logits)
     if target.backend != logits.backend:
-        raise TypeError(f"cross_entropy: target on backend '{target.backend}' but logits on "
+        raise TypeError(f"{what}: target on backend '{target.backend}' but logits on "
                         f"'{logits.backend}'; move one with ag.to_backend")
     kind = target.dtype.kind
+    if kind not in ("f", "i", "u"):
+        raise TypeError(f"{what}: target of dtype {target.dtype} is neither integer class "
+                        "labels nor floating-point class probabilities; convert it with "
+                        "ag.astype(target, ag.int64) (labels) or to the logits' dtype "
+                        "(probabilities)")
+    plain = logits.ndim == 2 and weight is None and label_smoothing == 0.0
+    n, c = (1, logits.shape[0]) if logits.ndim == 1 else logits.shape[:2]
     if kind == "f":
         if target.shape != logits.shape:
             hint = ("; for class labels pass an integer tensor (ag.astype(target, ag.int64))"
-                    if target.shape == (n,) else "")
-            raise ValueError(f"cross_entropy: a floating-point target is read as class "
+                    if target.shape == (n, *logits.shape[2:]) else "")
+            raise ValueError(f"{what}: a floating-point target is read as class "
                              f"probabilities, which must have the logits' shape {logits.shape}, "
                              f"not {target.shape}{hint}")
         if target.dtype != logits.dtype:
             target = ag.astype(target, logits.dtype)
-        normalized = False
-    elif kind in ("i", "u"):
-        if target.shape != (n,):
-            raise ValueError(f"cross_entropy: integer labels must have shape ({n},), not "
-                             f"{target.shape}")
-        target = _one_hot(target, c, logits.dtype, _can_check_on_host(target))
-        normalized = True
+        if plain:  # the common case: one node
+            return _softmax_cross_entropy(logits, target, reduction, False)
+        return _xent_probs(logits, target, weight, reduction, label_smoothing)
+    expected = (n, *logits.shape[2:])
+    if target.shape != (expected if logits.ndim > 1 else ()):
+        raise ValueError(f"{what}: integer labels must have shape "
+                         f"{expected if logits.ndim > 1 else ()}, not {target.shape}")
+    info = target._backend.xp.iinfo(target.data.dtype)
+    can_ignore = info.min <= ignore_index <= info.max
+    check = _can_check_on_host(target)
+    if plain and check and not 0 <= ignore_index < c:
+        # The common case, one node. An ignored label is out of range here, so the one read of
+        # the range check also tells whether any is ignored (then the general path below).
+        try:
+            onehot = _one_hot(target, c, logits.dtype, True)
+        except IndexError:
+            if not can_ignore:
+                raise
+        else:
+            return _softmax_cross_entropy(logits, onehot, reduction, True)
+    return _xent_labels(logits, target, weight, ignore_index if can_ignore else None, reduction,
+                        label_smoothing, check)
+
+
+def _rows(x: ag.Tensor) -> ag.Tensor:
+    """``(N, C, d1, ...)`` or ``(C,)`` as the ``(M, C)`` rows the fused node takes."""
+    if x.ndim == 1:
+        return ag.reshape(x, (1, x.shape[0]))
+    if x.ndim > 2:
+        x = ag.moveaxis(x, 1, -1)
+    return ag.reshape(x, (-1, x.shape[-1]))
+
+
+def _class_weight(weight: Any, like: ag.Tensor, c: int) -> ag.Tensor:
+    w = _float_like(weight, like, "cross_entropy", "weight")
+    if w.shape != (c,):
+        raise ValueError(f"cross_entropy: weight must have shape ({c},) (one per class), not "
+                         f"{w.shape}")
+    return ag.reshape(w, (1, c))
+
+
+def _per_sample(loss: ag.Tensor, logits: ag.Tensor) -> ag.Tensor:
+    """The ``(M,)`` losses of ``"none"`` in the shape of the samples: ``(N, d1, ...)`` or ``()``."""
+    return ag.reshape(loss, () if logits.ndim == 1 else (logits.shape[0], *logits.shape[2:]))
+
+
+def _xent_probs(logits: ag.Tensor, p: ag.Tensor, weight: Any, reduction: str, eps: float
+                ) -> ag.Tensor:
+    """Probabilities with weight, label smoothing or extra dimensions: the fused node on the
+    transformed target ``((1 - ε) p + ε/C)·w``; ``"mean"`` divides by the number of samples."""
+    x = _rows(logits)
+    c = x.shape[1]
+    p = _rows(p)
+    if eps:
+        p = p * (1.0 - eps) + eps / c
+    if weight is not None:
+        p = p * _class_weight(weight, x, c)
+    loss = _softmax_cross_entropy(x, p, reduction, False)
+    return _per_sample(loss, logits) if reduction == "none" else loss
+
+
+def _xent_labels(logits: ag.Tensor, target: ag.Tensor, weight: Any, ignore: int | None,
+                 reduction: str, eps: float, check: bool) -> ag.Tensor:
+    """Labels with weight, ignore_index, label smoothing, extra dimensions, or no cheap host
+    read: the fused node on the target distribution ``p = (1 - ε) w_t onehot(t) + ε/C · w``
+    (zero rows where ignored, NaN rows where out of range); ``"mean"`` divides by ``Σ w_t`` over
+    the non-ignored samples, as PyTorch's nll_loss does."""
+    x = _rows(logits)
+    m, c = x.shape
+    flat = ag.reshape(target, (m,))
+    zero = ag.zeros_like(flat)
+    shape = None if logits.ndim <= 2 else (logits.shape[0], *logits.shape[2:])
+    if ignore is None:
+        valid = None
+        bad = _out_of_range(flat, c, check, "cross_entropy", shape=shape)
     else:
-        raise TypeError(f"cross_entropy: target of dtype {target.dtype} is neither integer class "
-                        "labels nor floating-point class probabilities; convert it with "
-                        "ag.astype(target, ag.int64) (labels) or to the logits' dtype "
-                        "(probabilities)")
-    return _softmax_cross_entropy(logits, target, reduction, normalized)
+        valid = ag.not_equal(flat, ignore)
+        bad = _out_of_range(ag.where(valid, flat, zero), c, check, "cross_entropy", shape=shape)
+    keep = valid  # valid and in range
+    if bad is not None:
+        keep = ag.logical_not(bad) if valid is None else ag.logical_and(valid, ag.logical_not(bad))
+    idx = flat if keep is None else ag.where(keep, flat, zero)  # always in range
+    onehot = _onehot_rows(idx, c, x.dtype)
+    keep_f = None if keep is None else ag.reshape(ag.astype(keep, x.dtype), (m, 1))
+    if weight is None:
+        w = None
+        wi = keep_f  # (m, 1), or None: every sample counts 1
+    else:
+        w = _class_weight(weight, x, c)
+        wi = ag.reshape(ag.take(ag.reshape(w, (c,)), idx), (m, 1))
+        if keep_f is not None:
+            wi = wi * keep_f
+    p = onehot if wi is None else onehot * wi
+    if eps:
+        smooth = ag.full_like(onehot, eps / c) if w is None else ag.broadcast_to(w * (eps / c), onehot.shape)
+        if keep_f is not None:
+            smooth = smooth * keep_f
+        p = p * (1.0 - eps) + smooth
+    if bad is not None:  # NaN in the loss and the gradient of the bad samples only
+        p = ag.where(ag.reshape(bad, (m, 1)), ag.full_like(p, math.nan), p)
+    if reduction == "none":
+        return _per_sample(_softmax_cross_entropy(x, p, "none", False), logits)
+    total = _softmax_cross_entropy(x, p, "sum", False)
+    if reduction == "sum":
+        return total
+    return total / (float(m) if wi is None else ag.sum(wi))
 
 
 def _can_check_on_host(labels: ag.Tensor) -> bool:
@@ -258,15 +373,20 @@ def _one_hot(labels: ag.Tensor, c: int, dtype: Any, check: bool) -> ag.Tensor:
     """
     n = labels.shape[0]
     bad_t = _out_of_range(labels, c, check, "cross_entropy")
+    onehot = _onehot_rows(labels, c, dtype)
+    if bad_t is None:
+        return onehot
+    return ag.where(ag.reshape(bad_t, (n, 1)), ag.full_like(onehot, math.nan), onehot)
+
+
+def _onehot_rows(labels: ag.Tensor, c: int, dtype: Any) -> ag.Tensor:
+    """Labels of shape ``(N,)`` as ``(N, c)`` one-hot rows of ``dtype`` (no range check)."""
     if c - 1 > labels._backend.xp.iinfo(labels.data.dtype).max:
         # arange(c) would wrap around in the labels' dtype: compare in a wider one
         labels = ag.astype(labels, ag.int32 if c - 1 <= 2**31 - 1 else ag.int64)
     with ag.default_backend(labels.backend):  # the labels' backend, not the default one
         classes = ag.arange(c, dtype=labels.dtype, device=labels.device)
-    onehot = ag.astype(ag.reshape(labels, (n, 1)) == classes, dtype)
-    if bad_t is None:
-        return onehot
-    return ag.where(ag.reshape(bad_t, (n, 1)), ag.full_like(onehot, math.nan), onehot)
+    return ag.astype(ag.reshape(labels, (labels.shape[0], 1)) == classes, dtype)
 
 
 def _log_softmax_raw(xp: Any, x: Any) -> Any:
