@@ -207,8 +207,6 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
     if target.shape != (expected if logits.ndim > 1 else ()):
         raise ValueError(f"{what}: integer labels must have shape "
                          f"{expected if logits.ndim > 1 else ()}, not {target.shape}")
-    info = target._backend.xp.iinfo(target.data.dtype)
-    can_ignore = info.min <= ignore_index <= info.max
     check = _can_check_on_host(target)
     if plain and check and not 0 <= ignore_index < c:
         # The common case, one node. An ignored label is out of range here, so the one read of
@@ -216,12 +214,19 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
         try:
             onehot = _one_hot(target, c, logits.dtype, True)
         except IndexError:
-            if not can_ignore:
+            if not _holds(target, ignore_index):
                 raise
         else:
             return _softmax_cross_entropy(logits, onehot, reduction, True)
+    can_ignore = _holds(target, ignore_index)
     return _xent_labels(logits, target, weight, ignore_index if can_ignore else None, reduction,
                         label_smoothing, check)
+
+
+def _holds(labels: ag.Tensor, value: int) -> bool:
+    """Whether ``labels``' integer dtype can hold ``value`` (else no label can equal it)."""
+    info = labels._backend.xp.iinfo(labels.data.dtype)
+    return bool(info.min <= value <= info.max)
 
 
 def _rows(x: ag.Tensor) -> ag.Tensor:
