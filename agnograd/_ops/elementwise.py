@@ -199,7 +199,8 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str,
                 x = to_tensor(x, name)
             b = x._backend
             a = x.data
-            y = getattr(b.xp, name)(a)
+            # the standard's forward where the backend's deviates (expm1, tanh), else the backend's
+            y = getattr(b.xp, name)(a) if fwd is None else fwd(b.xp, a)
             if x._requires_grad and grad_mode.enabled:
                 if crules is not None:
                     try:
@@ -210,26 +211,6 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str,
                         return record_unary(name, y, b, x, crules, csave_code)
                 return record_unary(name, y, b, x, rules, save_code)
             return wrap(y, b)
-
-        if fwd is not None:  # the standard's forward where the backend's deviates (expm1, tanh)
-            # The same body with ``fwd`` for the backend's function, spelled out rather than
-            # passed in: the other ops keep their call-free forward.
-            def op(x: Any) -> Tensor:
-                if type(x) is not Tensor:
-                    x = to_tensor(x, name)
-                b = x._backend
-                a = x.data
-                y = fwd(b.xp, a)
-                if x._requires_grad and grad_mode.enabled:
-                    if crules is not None:
-                        try:
-                            cplx = b.complex_kinds[a.dtype]
-                        except KeyError:
-                            cplx = is_complex(b, a.dtype)
-                        if cplx:
-                            return record_unary(name, y, b, x, crules, csave_code)
-                    return record_unary(name, y, b, x, rules, save_code)
-                return wrap(y, b)
 
     op.__doc__ = (
         f"Elementwise ``{name}`` of the Array API standard; same shape, the standard's dtypes.\n\n"
