@@ -174,7 +174,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
 
     n_args = len(args)
     n_edges = n_args + len(outside)
-    cache: list[Any] = [None, None]
+    cache: list[Any] = [None, None, 0]  # the cotangent, the gradients it gave, how many handed out
 
     def recompute(g: Any, saved: tuple[Any, ...]) -> list[Any]:
         create = type(g[0] if type(g) is tuple else g) is Tensor
@@ -267,9 +267,12 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
     def rule_for(i: int) -> Callable[..., Any]:
         def rule(xp: Any, g: Any, *saved: Any) -> Any:
             if cache[0] is not g:
-                cache[0], cache[1] = g, recompute(g, saved)
+                cache[0], cache[1], cache[2] = g, recompute(g, saved), 0
             r = cache[1][i]
-            cache[1][i] = None  # hand each gradient out once: the cache holds no memory after
+            cache[1][i] = None  # hand each gradient out once
+            cache[2] += 1
+            if cache[2] == n_rules:  # all handed out: hold neither the cotangent nor the rest
+                cache[0] = cache[1] = None
             return r
 
         return rule
@@ -277,6 +280,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
     edges = tuple(edge_of(a) if k == 0 else None for a, k in zip(args, kinds)) + tuple(
         e for _, e in outside)
     vjps = tuple(rule_for(i) if edges[i] is not None else None for i in range(n_edges))
+    n_rules = sum(v is not None for v in vjps)
     raw, src, versions = unpack_saved(tuple(args), tuple(args), ())
     outs = None if len(out_datas) == 1 else tuple((d.shape, d.dtype) for d in out_datas)
     node = Node(f"checkpoint({name})", backend, vjps, edges, raw, src, (), None, outs,

@@ -168,3 +168,19 @@ def test_cli_model_option(capsys):
     assert "model cnn" in out
     assert cli.main(["train", "--model", "resnet"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_module_list_indexes_as_a_list_does():
+    layers = [nn.Linear(2, 2, seed=i) for i in range(3)]
+    ml = nn.ModuleList(layers)
+    assert ml[0] is layers[0] and ml[-1] is layers[2] and list(ml) == layers
+    replacement = nn.Linear(2, 2, seed=9)
+    ml[-2] = replacement
+    assert ml[1] is replacement and "1.weight" in dict(ml.named_parameters())
+    assert [m for m in ml[1:]] == [replacement, layers[2]]
+    with pytest.raises(IndexError, match="out of range for 3"):
+        ml[3]
+    with pytest.raises(IndexError):
+        ml[-4] = replacement
+    with pytest.raises(TypeError, match="holds Modules"):
+        ml[0] = "not a module"

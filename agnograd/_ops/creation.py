@@ -67,7 +67,7 @@ def _creation_backend(device: Any) -> Backend:
         return b
     owner = backend_of_device(device)
     # (a tracing backend of agnograd.staged wraps the owner's arrays: it stays the target)
-    if owner is not None and owner is not b and getattr(b, "traced", None) is not owner:
+    if owner is not None and owner is not b.base:
         return owner
     return b
 

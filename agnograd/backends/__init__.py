@@ -211,6 +211,12 @@ class Backend:
             return self._from_host(host)
         return self.asarray(host)
 
+    @property
+    def base(self) -> Backend:
+        """The backend whose arrays this one's are: itself, or for the staged replay's tracing
+        backend (:mod:`agnograd.backends.tracing`) the backend it traces."""
+        return self
+
     def reads_cheaply(self, a: Any) -> bool:
         """Whether reading values of the array ``a`` back to Python is cheap: it lives in host
         memory (no device synchronisation) and is not lazy (no compute)."""

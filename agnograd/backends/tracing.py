@@ -430,6 +430,10 @@ class TracingBackend(Backend):
     array_type: type[TracedArray]
     scalar_type: type[TracedArray] | None
 
+    @property
+    def base(self) -> Backend:
+        return self.traced
+
 
 _tracing: dict[int, TracingBackend] = {}
 _tracing_lock = threading.Lock()

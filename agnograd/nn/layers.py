@@ -5,6 +5,7 @@ containers (``Sequential``, ``ModuleList``, ``ModuleDict``), ``MLP``, ``Dropout`
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -123,15 +124,20 @@ class ModuleList(Module):
         items.insert(index, module)
         self._set_all(items)
 
+    def _key(self, i: int) -> str:
+        """The attribute holding entry ``i`` (negative from the end), as a list would index."""
+        k = operator.index(i)
+        if not -self._n <= k < self._n:
+            raise IndexError(f"ModuleList index {i} out of range for {self._n} modules")
+        return str(k % self._n)
+
     def __getitem__(self, i: int | slice) -> Any:
         if isinstance(i, slice):
             return ModuleList(self._items()[i])
-        return self._items()[i]
+        return vars(self)[self._key(i)]
 
     def __setitem__(self, i: int, module: Module) -> None:
-        items = self._items()
-        items[i] = module
-        self._set_all(items)
+        vars(self)[self._key(i)] = _check_module(module, "ModuleList")
 
     def __delitem__(self, i: int | slice) -> None:
         items = self._items()
@@ -142,7 +148,7 @@ class ModuleList(Module):
         return self._n
 
     def __iter__(self) -> Iterator[Module]:
-        return iter(self._items())
+        return (vars(self)[str(i)] for i in range(self._n))
 
 
 def _check_module(m: Any, where: str) -> Module:

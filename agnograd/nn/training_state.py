@@ -74,9 +74,10 @@ def save_training_state(path: str | os.PathLike[str], *, model: Module | None = 
     arrays: dict[str, Any] = {}
     meta: dict[str, Any] = {"format": _FORMAT, "version": _VERSION, "info": _json_value(info)}
     if model is not None:
-        for name, t in model.state_dict().items():
+        model_state = model.state_dict()
+        for name, t in model_state.items():
             arrays[f"model/{name}"] = t.data
-        meta["model"] = sorted(model.state_dict())
+        meta["model"] = sorted(model_state)
     if optimizer is not None:
         sd = optimizer.state_dict()
         scalars: dict[str, dict[str, Any]] = {}

@@ -122,7 +122,7 @@ class Optimizer:
         # The backend's own name even while a step is traced (agnograd.staged): the tracing
         # backend wraps the same arrays, and the scalar made before the trace must be found.
         b = p._backend
-        key = (gi, name, getattr(b, "traced", b).name, repr(p.device), p.dtype.name)
+        key = (gi, name, b.base.name, repr(p.device), p.dtype.name)
         t = self._device_hyper.get(key)
         if t is None:
             value = self.param_groups[gi][name]
