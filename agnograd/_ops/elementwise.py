@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from ..autograd import grad_mode, record_binary, record_unary
-from ..backends import backend_of_array
+from ..backends import Backend, backend_of_array
 from ._common import (
     PY_SCALARS,
     Tensor,
@@ -61,36 +61,8 @@ def _name_op(name: str, fn: Any) -> None:
 # suite finds them; docs/conformance.md). Each runs the backend's function, then patches only
 # the special values with ``where``; the other ops keep calling the backend directly.
 
-def _dtypes_of(xp: Any, names: tuple[str, ...]) -> Any:
-    """``xp``'s dtypes of ``names`` as a set (a hash and no ``==``: comparing dtype objects is
-    slow); a tuple for dtypes that do not hash."""
-    found: tuple[Any, ...] = ()
-    for n in names:
-        if hasattr(xp, n):
-            # The namespace's object and the one its arrays carry (numpy's array_api_compat
-            # namespace names the scalar type numpy.float64; arrays carry dtype('float64')).
-            found += (getattr(xp, n), xp.zeros((0,), dtype=getattr(xp, n)).dtype)
-    try:
-        return frozenset(found)
-    except TypeError:
-        return found
-
-
-# Per namespace (modules hash by identity): read inline, so the check costs one dict lookup.
-_COMPLEX_OF: dict[Any, Any] = {}
-_REAL_FLOATING_OF: dict[Any, Any] = {}
-
-
-def _complex_set(xp: Any) -> Any:
-    got = _COMPLEX_OF[xp] = _dtypes_of(xp, ("complex64", "complex128"))
-    return got
-
-
-def _is_real_floating(xp: Any, dt: Any) -> bool:
-    got = _REAL_FLOATING_OF.get(xp)
-    if got is None:
-        got = _REAL_FLOATING_OF[xp] = _dtypes_of(xp, ("float32", "float64"))
-    return dt in got
+def _is_real_floating(dt: Any) -> bool:
+    return from_backend_dtype(dt).kind == "f"  # (from_backend_dtype caches per dtype)
 
 
 def _complex_from(xp: Any, re: Any, sign_of_im: Any, like: Any) -> Any:
@@ -100,12 +72,12 @@ def _complex_from(xp: Any, re: Any, sign_of_im: Any, like: Any) -> Any:
     return xp.where(xp.signbit(sign_of_im), xp.conj(z), z)
 
 
-def _expm1_standard(xp: Any, a: Any) -> Any:
+def _expm1_standard(b: Backend, a: Any) -> Any:
     """``expm1`` with the standard's complex special cases (NumPy differs at signed zeros,
     infinities and NaN: ``expm1(-0+0j)``, ``expm1(inf+0j)``, ``expm1(-inf+infj)``, ...)."""
+    xp = b.xp
     y = xp.expm1(a)
-    cs = _COMPLEX_OF.get(xp)  # inline: the real path pays one lookup and one hash
-    if a.dtype not in (cs if cs is not None else _complex_set(xp)):
+    if not is_complex(b, a.dtype):  # the real path: one dict lookup
         return y
     re, im = xp.real(a), xp.imag(a)
     # On the real axis the result is the real expm1 with b's zero (and +0 at a = ±0).
@@ -116,19 +88,19 @@ def _expm1_standard(xp: Any, a: Any) -> Any:
     return xp.where((re == math.inf) & bad_im, xp.full_like(y, complex(math.inf, math.nan)), y)
 
 
-def _tanh_standard(xp: Any, a: Any) -> Any:
+def _tanh_standard(b: Backend, a: Any) -> Any:
     """``tanh`` with the standard's complex special cases: ``tanh(±inf + bj)`` for finite b is
     ``±1`` with the imaginary zero of b's sign (NumPy's sign follows ``sin(2b)``)."""
+    xp = b.xp
     y = xp.tanh(a)
-    cs = _COMPLEX_OF.get(xp)  # inline: the real path pays one lookup and one hash
-    if a.dtype not in (cs if cs is not None else _complex_set(xp)):
+    if not is_complex(b, a.dtype):  # the real path: one dict lookup
         return y
     re, im = xp.real(a), xp.imag(a)
     ones = _complex_from(xp, xp.sign(re), im, y)
     return xp.where(xp.isinf(re) & xp.isfinite(im), ones, y)
 
 
-_STANDARD_FORWARD: dict[str, Callable[[Any, Any], Any]] = {
+_STANDARD_FORWARD: dict[str, Callable[[Backend, Any], Any]] = {
     "expm1": _expm1_standard, "tanh": _tanh_standard,
 }
 
@@ -142,7 +114,7 @@ def _floor_divide_standard(a1: Any, a2: Any) -> Any:
     if b is None:
         return q
     xp = b.xp
-    if not _is_real_floating(xp, q.dtype):
+    if not _is_real_floating(q.dtype):
         return q
     return xp.where(_isinf(xp, a1) ^ _isinf(xp, a2), a1 / a2, q)
 
@@ -156,7 +128,7 @@ def _ifloordiv_standard(a: Any, o: Any) -> Any:
     cases, as :func:`_floor_divide_standard`."""
     b = backend_of_array(a)
     original = a
-    if b is None or not _is_real_floating(b.xp, a.dtype):
+    if b is None or not _is_real_floating(a.dtype):
         a //= o
         return a
     xp = b.xp
@@ -200,7 +172,7 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str,
             b = x._backend
             a = x.data
             # the standard's forward where the backend's deviates (expm1, tanh), else the backend's
-            y = getattr(b.xp, name)(a) if fwd is None else fwd(b.xp, a)
+            y = getattr(b.xp, name)(a) if fwd is None else fwd(b, a)
             if x._requires_grad and grad_mode.enabled:
                 if crules is not None:
                     try:

@@ -58,6 +58,8 @@ def creation_mark() -> int:
     """A number below the ``seq`` of every node created after this call (and above every earlier
     one): the graph a function records while it runs is the nodes with ``seq`` above the mark."""
     return next(_sequence)
+
+
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # agnograd/
 
 

@@ -110,7 +110,10 @@ def _walk(heap: list[tuple[int, Node]], pending: dict[Node, Any], leaf_grads: di
         if saved is FREED:
             raise _freed_error(node)
         v = node.versions
-        if v is not None and (len(v) > 3 or v[1][0] != v[2]):  # one saved input: checked inline
+        # (index, cell, count) per saved array: one or two (an input and the output, or both
+        # inputs) are checked inline; _check_versions raises for the first that changed
+        if v is not None and (v[1][0] != v[2] or (
+                len(v) > 3 and (len(v) != 6 or v[4][0] != v[5]))):
             _check_versions(node)
         backend = node.backend
         if create_graph:
