@@ -260,6 +260,17 @@ class Tensor:
         hooks.append(fn)
         return RemovableHandle(hooks, fn)
 
+    def _become(self, res: Tensor) -> None:
+        """Take ``res`` -- the out-of-place result of an in-place op that records a graph
+        (``x += y``, ``x[k] = v``) -- as this tensor's data and graph position. Its new data is
+        new storage: earlier saves keep the old, untouched array; a retained gradient follows."""
+        self.data, self._node, self._index = res.data, res._node, res._index
+        self._requires_grad = res._requires_grad
+        self._version = None
+        hooks = self._hooks
+        if hooks is not None and self._node is not None and type(hooks[0]) is RetainGrad:
+            hooks[0].moved(self)
+
     def detach(self) -> Tensor:
         """The same data as a new leaf that needs no gradient (no copy; in-place changes through
         either tensor count against both when a graph saved it)."""

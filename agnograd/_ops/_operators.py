@@ -17,7 +17,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .._tensor import RetainGrad
+from .._tensor import shares_storage
 from . import elementwise as ew
 from . import indexing, linalg, manipulation, statistics
 from ._common import Tensor, aliased_inplace_error, binary_operands, grad_on
@@ -41,8 +41,7 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
                     "would lose its gradient history; do it inside `with ag.no_grad():` (e.g. a "
                     "parameter update) or use the out-of-place form x = x " + _SYMBOL[name] + " y"
                 )
-            cell = self._version
-            if cell is not None and len(cell) > 1:  # shares_storage(self)
+            if shares_storage(self):
                 raise RuntimeError(aliased_inplace_error(f"in-place {name} ({_SYMBOL[name]}=)",
                                                          self, f"x = x {_SYMBOL[name]} y"))
             res = fn(self, other)
@@ -52,11 +51,7 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
                     f"{res.dtype.name}, but the tensor has shape {self.shape} and dtype "
                     f"{self.dtype.name}; in-place ops cannot change either"
                 )
-            self.data, self._node, self._index = res.data, res._node, res._index
-            self._requires_grad = res._requires_grad
-            self._version = None  # new data: earlier saves keep the old, untouched array
-            if self._hooks is not None and self._node is not None and type(self._hooks[0]) is RetainGrad:
-                self._hooks[0].moved(self)
+            self._become(res)
             return self
         # The same inline prefix as the elementwise ops (see _binary in elementwise.py); the
         # rest goes through the one conversion. Without it ``x += 1.0`` was ~15% slower.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _capture_state as _capture
-from .._tensor import RetainGrad
+from .._tensor import shares_storage
 from ..backends import Backend, backend_of_array
 from ._common import (
     PY_SCALARS,
@@ -234,7 +234,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             "gradient history; do it inside `with ag.no_grad():`, or build a new tensor (e.g. with "
             "ag.where or ag.concat)"
         )
-    if x._version is not None and len(x._version) > 1:  # shares_storage(x)
+    if shares_storage(x):
         raise RuntimeError(aliased_inplace_error(f"x[{key!r}] = ...", x,
                                                  "ag.where, or ag.concat of the parts"))
     xp = b.xp
@@ -249,11 +249,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
             meta = (None, (v.data.shape, v.data.dtype))
     res = record("setitem", new, b, (x, v), (_setitem_x, _setitem_value), saved=(mask,),
                  meta=meta, params=(raw,))
-    x.data, x._node, x._index = res.data, res._node, res._index
-    x._requires_grad = res._requires_grad
-    x._version = None  # new data: earlier saves keep the old, untouched array
-    if x._hooks is not None and x._node is not None and type(x._hooks[0]) is RetainGrad:
-        x._hooks[0].moved(x)
+    x._become(res)
 
 
 # ---------------------------------------------------------------------------------------------
