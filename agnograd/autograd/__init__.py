@@ -1,7 +1,8 @@
 """The reverse-mode engine: gradient mode, graph nodes, recording, and the one backward walk.
 
 - :mod:`.mode` -- gradient mode and anomaly mode (per thread; ``detect_anomaly``);
-- :mod:`.node` -- :class:`Node`, the output markers, edges (and re-exports the storage version counter, which lives in ``agnograd._tensor``);
+- :mod:`.node` -- :class:`Node`, the output markers, edges (and it re-exports the storage
+  version counter, which lives in ``agnograd._tensor``);
 - :mod:`.recording` -- how an op attaches its node to the graph (``record`` and its spelled-out
   forms);
 - :mod:`.walk` -- the backward walk (``backward``);
