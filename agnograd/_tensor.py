@@ -15,9 +15,9 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from . import _capture_state as _capture
 from ._dtypes import DType, default_float_for, from_backend_dtype, to_backend_dtype
 from .backends import Backend, backend_of_array, get_backend, given, host_array, transfer
+from .capture import _state as _capture
 
 __all__ = ["Tensor", "tensor", "as_tensor", "TensorLike", "SupportsArray", "RetainGrad"]
 

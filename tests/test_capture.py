@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import agnograd as ag
-from agnograd import _capture_state, nn, optim
+from agnograd import nn, optim
+from agnograd.capture import _state as _capture_state
 from agnograd.nn import functional as F
 
 from .conftest import AVAILABLE, BACKENDS, CPU_BACKENDS

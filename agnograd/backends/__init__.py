@@ -124,7 +124,7 @@ class Backend:
             where a captured step is a staged replay (or, on a lazy backend, eager).
         replay_fn: ``replay_fn(fn, args, kwargs)`` may name a faster function that gives the
             *bit-identical* result of the namespace call ``fn(*args, **kwargs)`` (same arguments,
-            arrays as traced), used by the staged replay's generated code (:mod:`agnograd.staged`)
+            arrays as traced), used by the staged replay's generated code (:mod:`agnograd.capture.program`)
             instead of ``fn``; ``None`` (or a hook returning ``None``) keeps ``fn``. NumPy's
             reductions (``sum``, ``max``, ...) are its ufuncs' ``reduce`` behind a Python
             wrapper that costs more than the reduction of a small array.

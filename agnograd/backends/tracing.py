@@ -1,6 +1,6 @@
 """The tracing backend: a Backend whose namespace records every call it makes on a real backend.
 
-Used by the staged replay of ``ag.capture`` and ``ag.jit`` (:mod:`agnograd.staged`). While a
+Used by the staged replay of ``ag.capture`` and ``ag.jit`` (:mod:`agnograd.capture.program`). While a
 step is traced its Tensors hold :class:`TracedArray` proxies -- a real array of the traced
 backend plus a value number -- and carry the tracing Backend, so every op calls the recording
 namespace: each namespace function, Python operator (in-place ones and ``__setitem__``
@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .._capture_state import CaptureError
+from ..capture._state import CaptureError
 from . import Backend, register
 
 __all__ = ["Ref", "Instr", "Trace", "TracedArray", "TracingBackend", "tracing_backend", "active",

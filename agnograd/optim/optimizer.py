@@ -8,7 +8,7 @@ from typing import Any
 
 import agnograd as ag
 
-from .. import _capture_state as _capture
+from ..capture import _state as _capture
 
 __all__ = ["Optimizer", "ParamGroup"]
 
@@ -119,7 +119,7 @@ class Optimizer:
     # -- capture -------------------------------------------------------------------------------
     def _device_scalar(self, gi: int, name: str, p: ag.Tensor) -> ag.Tensor:
         """``param_groups[gi][name]`` as a 0-d array of ``p``'s backend, dtype and device."""
-        # The backend's own name even while a step is traced (agnograd.staged): the tracing
+        # The backend's own name even while a step is traced (agnograd.capture.program): the tracing
         # backend wraps the same arrays, and the scalar made before the trace must be found.
         b = p._backend
         key = (gi, name, b.base.name, repr(p.device), p.dtype.name)

@@ -13,7 +13,7 @@ new inputs into the recorded input buffers, replays the recording and returns it
   unaffected.
 - On **every other backend** (NumPy, array_api_strict, PyTorch, ...; CuPy with
   ``graph=False``) the recording call is traced into the backend calls it makes and each call
-  replays them as generated code (:mod:`agnograd.staged`): bit-identical to eager on NumPy,
+  replays them as generated code (:mod:`agnograd.capture.program`): bit-identical to eager on NumPy,
   with no Tensor or engine work. ``replay="eager"`` (and lazy backends such as Dask) keep the
   eager fallback: the inputs are copied into the same buffers, ``step_fn`` runs eagerly, and
   its outputs are copied into the same output buffers.
@@ -31,15 +31,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _capture_state
-from ._capture_state import CaptureError
-from ._tensor import Tensor
-from .backends import Backend, backend_of_array
-from .pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
-from .staged import StagedProgram, can_stage, trace_step
+from .._tensor import Tensor
+from ..backends import Backend, backend_of_array
+from ..pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
+from . import _state as _capture_state
+from ._state import CaptureError
+from .program import StagedProgram, can_stage, trace_step
 
 if TYPE_CHECKING:
-    from .backends.cuda_graph import CudaGraphRecorder
+    from ..backends.cuda_graph import CudaGraphRecorder
 
 __all__ = ["capture", "CapturedStep", "CaptureError", "CheckResult"]
 
@@ -81,7 +81,7 @@ def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3,
         graph: ``False`` refuses the CUDA graph on CuPy (the step is then staged, as on the
             other backends); ``None`` (the default) uses it where the backend has one.
         replay: ask for one kind of replay: ``"cuda-graph"``, ``"staged"`` (trace the backend
-            calls once, replay them as generated code: :mod:`agnograd.staged`) or ``"eager"``
+            calls once, replay them as generated code: :mod:`agnograd.capture.program`) or ``"eager"``
             (run ``step_fn`` on every call, with the same semantics); ``None`` picks the
             fastest the backend allows -- a CUDA graph on CuPy, staged elsewhere (eager on
             lazy backends such as Dask).

@@ -3,7 +3,7 @@
 ``f = ag.jit(fn)`` (or ``@ag.jit``): each call looks up the signature of its arguments -- the
 pytree structure, each tensor leaf's backend, shape, dtype, device and ``requires_grad``, and
 every other leaf's value (a constant) -- in a bounded LRU cache of staged programs
-(:mod:`agnograd.staged`). A hit replays the recorded backend calls on the new arrays and returns
+(:mod:`agnograd.capture.program`). A hit replays the recorded backend calls on the new arrays and returns
 fresh Tensors. A new signature is first called eagerly ``warmup`` times under the capture-safety
 checker (optimizers make their state on their first step, which must not be recorded), then
 traced: the tracing call is itself a real call, and its outputs are returned.
@@ -18,12 +18,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from . import _capture_state
-from ._capture_state import CaptureError
-from ._tensor import Tensor
-from .backends import Backend, backend_of_array
-from .pytree import tree_flatten, tree_unflatten
-from .staged import StagedProgram, can_stage, trace_step
+from .._tensor import Tensor
+from ..backends import Backend, backend_of_array
+from ..pytree import tree_flatten, tree_unflatten
+from . import _state as _capture_state
+from ._state import CaptureError
+from .program import StagedProgram, can_stage, trace_step
 
 __all__ = ["jit", "JitFunction"]
 

@@ -32,12 +32,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from . import _capture_state
-from ._capture_state import CaptureError
-from ._tensor import Tensor
-from .backends import Backend, default_backend, get_default_backend
-from .backends import tracing as _tr
-from .backends.tracing import BINARY_SYMBOLS, INPLACE_SYMBOLS, UNARY_SYMBOLS, VIEW_NAMES, Instr, Ref
+from .._tensor import Tensor
+from ..backends import Backend, default_backend, get_default_backend
+from ..backends import tracing as _tr
+from ..backends.tracing import BINARY_SYMBOLS, INPLACE_SYMBOLS, UNARY_SYMBOLS, VIEW_NAMES, Instr, Ref
+from . import _state as _capture_state
+from ._state import CaptureError
 
 __all__ = ["StagedProgram", "trace_step", "can_stage"]
 
@@ -146,7 +146,7 @@ def trace_step(fn: Callable[..., Any], call_args: Callable[[list[Any]], tuple[An
             "replay this step eagerly instead")
         failure.__cause__ = exc
     # The outputs: what each leaf is, before the Tensors go back to their real arrays.
-    from .pytree import tree_flatten
+    from ..pytree import tree_flatten
 
     out_spec: list[Any] = []
     out_tensors: list[Any] = []
