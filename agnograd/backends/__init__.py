@@ -446,6 +446,13 @@ _default_name = os.environ.get("AGNOGRAD_BACKEND", "numpy") or "numpy"
 _local = threading.local()
 
 
+def default_backend_name() -> str:
+    """The name :func:`get_default_backend` resolves (no registry look-up: a compiled step's
+    guards read it on every call)."""
+    name = getattr(_local, "name", None)
+    return name if name is not None else _default_name
+
+
 def get_default_backend() -> Backend:
     """The backend used when none is named: the innermost ``default_backend`` context of this
     thread, else :func:`set_default_backend`'s, else ``$AGNOGRAD_BACKEND``, else NumPy."""

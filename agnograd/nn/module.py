@@ -15,6 +15,7 @@ from typing import Any
 import agnograd as ag
 
 from ..backends.host import load_npz, save_npz
+from ..capture import _state as _capture
 
 __all__ = ["Module", "StateDictError", "functional_call", "check_input_dtype"]
 
@@ -25,6 +26,7 @@ class StateDictError(ValueError):
 
 
 _warned_dtypes: set[tuple[str, str, str]] = set()
+_WORLD = _capture.WORLD
 
 
 def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
@@ -106,7 +108,7 @@ def _replace(obj: Any, fn: Callable[[str, ag.Tensor], ag.Tensor], prefix: str, s
     return obj
 
 
-class Module:
+class Module(_capture.Holder):
     """Base class of layers and models.
 
     Subclasses set Tensors and sub-modules as attributes in ``__init__`` and define
@@ -126,6 +128,22 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
+
+    # A compiled step (ag.jit, ag.capture) guards what a module's attributes point to: assigning
+    # or deleting one counts as a change of the world it checks before replaying.
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        _WORLD[0] += 1
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+        _WORLD[0] += 1
+
+    def _guard_items(self) -> list[tuple[str, Any]]:
+        """What a compiled step guards: the public attributes and the training flag."""
+        items = [(k, v) for k, v in vars(self).items() if not k.startswith("_")]
+        items.append(("training", self.training))
+        return items
 
     # -- discovery -----------------------------------------------------------------------------
     def named_tensors(self) -> list[tuple[str, ag.Tensor]]:
