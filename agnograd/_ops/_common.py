@@ -86,6 +86,8 @@ def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
     ob = backend_of_array(x)
     if ob is not None:
         if backend is not None and ob is not backend:
+            if backend.base is ob:  # a raw array beside traced tensors: a constant of the trace
+                return wrap(x, backend)
             raise mixing_error(op, backend, ob)
         return wrap(x, ob)
     if isinstance(x, (list, tuple)) or isinstance(x, PY_SCALARS):

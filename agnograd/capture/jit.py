@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._tensor import Tensor
+from ..autograd.mode import anomaly_mode
 from ..backends import Backend, backend_of_array
 from ..pytree import tree_flatten, tree_unflatten
 from . import _state
@@ -132,6 +133,8 @@ class JitFunction:
         return tuple(key), positions, backend
 
     def __call__(self, *args: Any) -> Any:
+        if anomaly_mode.enabled:  # its checks read values on the host: no recording has them
+            return self.fn(*args)
         leaves, treedef = tree_flatten(args)
         key, positions, backend = self._signature(leaves, treedef)
         entry = self._cache.get(key)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._tensor import Tensor
+from ..autograd.mode import anomaly_mode
 from ..backends import Backend, backend_of_array
 from ..pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
 from . import _state as _capture_state
@@ -485,7 +486,9 @@ class CapturedStep:
         if self._recorder is not None:
             self._recorder.replay([(buf.data, t.data) for buf, t in pairs])
             return self.outputs
-        if self.program is not None:
+        if self.program is not None and not anomaly_mode.enabled:
+            # (under ag.detect_anomaly every call runs eagerly: the checks read values on the
+            # host, which no recording contains)
             rec, why = self._recs.find()
             if rec is None:  # the world changed since every recording: record this call
                 self._recs.note_retrace(why)
@@ -511,7 +514,10 @@ class CapturedStep:
                 self.outputs = tree_unflatten(self._spec, leaves)
             return self.outputs
         for buf, t in pairs:
-            buf.data[...] = t.data
+            if self.program is None:
+                buf.data[...] = t.data
+            else:  # a staged replay may have bound the buffer to a caller's array
+                buf.data = self._backend.xp.asarray(t.data, copy=True)
         out = self._fn(*self._args)
         leaves, spec = tree_flatten(out)
         if spec != self._spec:
