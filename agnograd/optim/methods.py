@@ -39,6 +39,8 @@ def _per_component(f: Callable[..., ag.Tensor], *xs: ag.Tensor) -> ag.Tensor:
 def _square(a: ag.Tensor) -> ag.Tensor:
     """a² per real component: ``re(a)² + i·im(a)²`` for complex ``a`` (PyTorch's second moment
     of a complex gradient), ``a·a`` for real ``a``."""
+    if a.dtype.kind != "c":
+        return a * a
     return _per_component(lambda x: x * x, a)
 
 
