@@ -265,17 +265,19 @@ class Optimizer:
     def _state_dtype(self, name: str, i: int, t: ag.Tensor, p: ag.Tensor) -> ag.DType | None:
         """The dtype a loaded state tensor ``t`` takes for parameter ``p``: ``p``'s own for a
         moment of its kind, the real dtype of ``p``'s precision for a real 0-d entry (a step
-        count, real also for a complex parameter, as PyTorch's), unchanged for integers.
+        count, as PyTorch's float32 one; real also for a complex parameter).
 
         Raises:
             ValueError: a moment of ``p``'s shape that is real for a complex ``p`` or complex
                 for a real one (the state dict was saved for another parameter).
         """
         kind, pkind = t.dtype.kind, p.dtype.kind
-        if kind not in ("f", "c") or pkind not in ("f", "c"):
+        if pkind not in ("f", "c"):
             return None
-        if t.ndim == 0 and kind == "f":
-            return _real_dtype(p.dtype)
+        if t.ndim == 0 and kind in ("f", "i", "u"):
+            return _real_dtype(p.dtype)  # a count: real, in the parameter's precision
+        if kind not in ("f", "c"):
+            return None
         if kind != pkind:
             raise ValueError(f"{type(self).__name__}.load_state_dict: state {name!r} of parameter "
                              f"{i} is {t.dtype.name} and the parameter {p.dtype.name}; a complex "
