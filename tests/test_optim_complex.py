@@ -174,9 +174,10 @@ def test_adam_on_a_complex_parameter_reaches_pytorchs_loss():
     """The reported example: Adam on a complex parameter, 20 steps. Squaring the complex
     gradient (g·g) into the second moment left the loss far from PyTorch's; per real component
     it is PyTorch's."""
-    _, _, ours = _ours("Adam", {"lr": 0.1}, "complex128", capturable=False)
-    _, _, theirs = _theirs("Adam", {"lr": 0.1}, "complex128")
-    assert ours[-1] == pytest.approx(theirs[-1], rel=1e-12)
+    p, _, _ = _ours("Adam", {"lr": 0.1}, "complex128", capturable=False)
+    tp, _, _ = _theirs("Adam", {"lr": 0.1}, "complex128")
+    ours, theirs = _our_loss(p).item(), _torch_loss(tp).item()   # after the 20 steps
+    assert ours == pytest.approx(theirs, rel=1e-12)
     # What the complex square gives (the old rule, by hand): another trajectory altogether.
     m = v = np.zeros_like(P0)
     x = P0.copy()
@@ -186,7 +187,7 @@ def test_adam_on_a_complex_parameter_reaches_pytorchs_loss():
         g = p.grad.numpy()
         m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
         x = x - 0.1 / (1 - 0.9**t) * m / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
-    assert abs(_our_loss(ag.tensor(x)).item() - theirs[-1]) > 0.1 * theirs[-1]
+    assert _our_loss(ag.tensor(x)).item() > 2 * theirs   # 13.85 against PyTorch's 2.42
 
 
 CAPTURED = [("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
