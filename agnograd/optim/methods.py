@@ -1,17 +1,56 @@
 """SGD (with momentum and Nesterov), Adam, AdamW, RMSprop and Adagrad, with PyTorch's update
-rules."""
+rules.
+
+Complex parameters are treated as PyTorch treats them (``torch.view_as_real``): a complex
+parameter is a pair of real parameters, so the non-linear parts of an update (the second
+moments, their square roots and the divisions by them) act on the real and imaginary
+components separately. The state keeps PyTorch's layout: ``exp_avg_sq``, ``square_avg`` and
+``sum`` of a complex parameter are complex arrays whose real and imaginary parts hold the
+moments of the real and imaginary components (so a PyTorch state dict maps one to one).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import agnograd as ag
 
-from .optimizer import Optimizer, ParamGroup, _scalar_like
+from .optimizer import Optimizer, ParamGroup, _real_scalar_like
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+
+
+def _per_component(f: Callable[..., ag.Tensor], *xs: ag.Tensor) -> ag.Tensor:
+    """``f(*xs)`` for real arrays; for complex ones, ``f`` applied to the real parts and to the
+    imaginary parts separately, put back together as ``f(re...) + i·f(im...)`` (PyTorch's
+    ``view_as_real`` rule for complex parameters). ``f`` uses only elementwise standard ops and
+    real scalars (Python numbers or real 0-d arrays), so the result stays capture-safe."""
+    if xs[0].dtype.kind != "c":
+        return f(*xs)
+    dtype = xs[0].dtype
+    re = f(*(ag.real(x) for x in xs))
+    im = f(*(ag.imag(x) for x in xs))
+    # astype(re) + 1j·astype(im) is exact: each component is added to a zero.
+    return ag.astype(re, dtype) + 1j * ag.astype(im, dtype)
+
+
+def _square(a: ag.Tensor) -> ag.Tensor:
+    """a² per real component: ``re(a)² + i·im(a)²`` for complex ``a`` (PyTorch's second moment
+    of a complex gradient), ``a·a`` for real ``a``."""
+    if a.dtype.kind != "c":
+        return a * a
+    return _per_component(lambda x: x * x, a)
+
+
+def _one_minus_pow(b: float, t: ag.Tensor) -> ag.Tensor | float:
+    """1 - bᵗ for a step count ``t`` on the device, as ``-expm1(t · log b)``: accurate in the
+    count's own precision (``1 - 0.999ᵗ`` computed in float32 loses four digits to cancellation
+    at small t; this keeps it to a few ulp, as the host's float64 bias corrections)."""
+    if b == 0.0:
+        return 1.0  # 1 - 0ᵗ for t >= 1
+    return -ag.expm1(t * math.log(b))
 
 
 def _nonneg(group: ParamGroup, *names: str) -> None:
@@ -67,7 +106,7 @@ class Adam(Optimizer):
         p ← p - lr · (m / (1 - β1ᵗ)) / (√(v / (1 - β2ᵗ)) + eps)
 
     ``capturable=True``: the learning rate and the step count ``t`` (``state["step"]``, a 0-d
-    array of the parameter's dtype) live on the device and the bias corrections are computed
+    array of the parameter's real dtype) live on the device and the bias corrections are computed
     there, so the step can be recorded by :func:`agnograd.capture`; the updates equal the
     default path's to floating-point rounding.
     """
@@ -90,12 +129,12 @@ class Adam(Optimizer):
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         b1, b2 = group["betas"]
         if not state:
-            state["step"] = _scalar_like(p, 0.0) if self.capturable else 0
+            state["step"] = _real_scalar_like(p, 0.0) if self.capturable else 0
             state["exp_avg"] = ag.zeros_like(p)
             state["exp_avg_sq"] = ag.zeros_like(p)
         elif self.capturable and not isinstance(state["step"], ag.Tensor):
             # A count loaded from a non-capturable optimizer's state: onto the device (a fill).
-            state["step"] = _scalar_like(p, float(state["step"]))
+            state["step"] = _real_scalar_like(p, float(state["step"]))
         elif not self.capturable and isinstance(state["step"], ag.Tensor):
             state["step"] = round(float(state["step"]))
         if wd:
@@ -107,20 +146,22 @@ class Adam(Optimizer):
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
-        v += (1.0 - b2) * (g * g)
+        v += (1.0 - b2) * _square(g)
+        bc1: Any
+        sbc2: Any
         if self.capturable:  # t, lr and the bias corrections stay on the device
             t = state["step"]
             t += 1.0
+            bc1 = _one_minus_pow(b1, t)
+            bc2 = _one_minus_pow(b2, t)
+            sbc2 = ag.sqrt(bc2) if isinstance(bc2, ag.Tensor) else 1.0
+        else:
+            state["step"] += 1
+            t = state["step"]
             bc1 = 1.0 - b1**t
-            denom = ag.sqrt(v) / ag.sqrt(1.0 - b2**t) + eps
-            p -= (lr / bc1) * (m / denom)
-            return
-        state["step"] += 1
-        t = state["step"]
-        bc1 = 1.0 - b1**t
-        bc2 = 1.0 - b2**t
-        denom = ag.sqrt(v) / math.sqrt(bc2) + eps
-        p -= (lr / bc1) * (m / denom)
+            sbc2 = math.sqrt(1.0 - b2**t)
+        # m / (√v / √(1 - β2ᵗ) + eps), per real component for a complex parameter
+        p -= (lr / bc1) * _per_component(lambda m_, v_: m_ / (ag.sqrt(v_) / sbc2 + eps), m, v)
 
 
 class AdamW(Adam):
@@ -141,7 +182,7 @@ def _step_count(opt: Optimizer, p: ag.Tensor, state: dict[str, Any]) -> Any:
     when ``opt`` is capturable (a count loaded from the other kind of optimizer is converted)."""
     if opt.capturable:
         if not isinstance(state["step"], ag.Tensor):
-            state["step"] = _scalar_like(p, float(state["step"]))  # a fill, not a host copy
+            state["step"] = _real_scalar_like(p, float(state["step"]))  # a fill, not a copy
         state["step"] += 1.0
     else:
         if isinstance(state["step"], ag.Tensor):
@@ -188,20 +229,21 @@ class RMSprop(Optimizer):
             g = g + wd * p
         v = state["square_avg"]
         v *= alpha
-        v += (1.0 - alpha) * (g * g)
+        v += (1.0 - alpha) * _square(g)
+        # g / d, per real component for a complex parameter
         if group["centered"]:
             ga = state["grad_avg"]
             ga += (1.0 - alpha) * (g - ga)  # PyTorch's lerp(g, 1 - alpha)
-            avg = ag.sqrt(v - ga * ga) + eps
+            step = _per_component(lambda g_, v_, a_: g_ / (ag.sqrt(v_ - a_ * a_) + eps), g, v, ga)
         else:
-            avg = ag.sqrt(v) + eps
+            step = _per_component(lambda g_, v_: g_ / (ag.sqrt(v_) + eps), g, v)
         if mu > 0:
             buf = state["momentum_buffer"]
             buf *= mu
-            buf += g / avg
+            buf += step
             p -= lr * buf
         else:
-            p -= lr * (g / avg)
+            p -= lr * step
 
 
 class Adagrad(Optimizer):
@@ -230,12 +272,12 @@ class Adagrad(Optimizer):
         lr, decay, wd, eps = group["lr"], group["lr_decay"], group["weight_decay"], group["eps"]
         if not state:
             state["step"] = 0
-            state["sum"] = ag.full_like(p, group["initial_accumulator_value"])
+            init = group["initial_accumulator_value"]  # in both components, as PyTorch
+            state["sum"] = ag.full_like(p, complex(init, init) if p.dtype.kind == "c" else init)
         t = _step_count(self, p, state)
         if wd:
             g = g + wd * p
         clr = lr / (1.0 + (t - 1.0) * decay)
         s = state["sum"]
-        s += g * g
-        std = ag.sqrt(s) + eps
-        p -= clr * (g / std)
+        s += _square(g)
+        p -= clr * _per_component(lambda g_, s_: g_ / (ag.sqrt(s_) + eps), g, s)

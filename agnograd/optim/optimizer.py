@@ -16,11 +16,21 @@ __all__ = ["Optimizer", "ParamGroup"]
 ParamGroup = dict[str, Any]
 
 
-def _scalar_like(p: ag.Tensor, value: float) -> ag.Tensor:
-    """A 0-d array holding ``value`` on ``p``'s backend and device, in its dtype (made by a fill
-    kernel, not copied from the host, so it may be created while a step is recorded)."""
+def _real_dtype(dtype: ag.DType) -> ag.DType:
+    """The real floating dtype of ``dtype``'s precision (complex64 -> float32, complex128 ->
+    float64; a real dtype is itself)."""
+    if dtype.kind == "c":
+        return ag.float32 if dtype.bits == 64 else ag.float64
+    return dtype
+
+
+def _real_scalar_like(p: ag.Tensor, value: float) -> ag.Tensor:
+    """A 0-d array holding ``value`` on ``p``'s backend and device, in its real dtype (float32
+    for complex64: a learning rate or step count is real, and a real scalar of the matching
+    precision keeps a complex update in ``p``'s dtype). Made by a fill kernel, not copied from
+    the host, so it may be created while a step is recorded."""
     with ag.default_backend(p.backend):
-        return ag.full((), value, dtype=p.dtype, device=p.device)
+        return ag.full((), value, dtype=_real_dtype(p.dtype), device=p.device)
 
 
 class Optimizer(_capture.Holder):
@@ -36,13 +46,18 @@ class Optimizer(_capture.Holder):
     capturable optimizers): what changes from step to step lives on the device -- the learning
     rate as a 0-d array per group, dtype and device (copied from ``group["lr"]`` whenever that
     changes, outside the recording; a scheduler of ``agnograd.optim.lr_scheduler`` sets it), and
-    the step counts (Adam, RMSprop, Adagrad) as 0-d arrays in the state --
+    the step counts (Adam, RMSprop, Adagrad) as 0-d arrays in the state, both of the
+    parameters' real dtype (float32 for complex64) --
     so a replayed recording reads the current values instead of the ones it was recorded with.
     The updates equal the default path's to floating-point rounding. Without it, ``step()``
     inside a recorded step raises :class:`agnograd.CaptureError`.
     """
 
     _on_device = ("lr",)  # read from the device by a recording; the others are constants in it
+    # Group entries that no step reads: a learning-rate scheduler's record of each group's first
+    # rate (``agnograd.optim.lr_scheduler``, as PyTorch's). Accepted in groups and state dicts,
+    # and not checked by a recorded step's replays.
+    _schedule_keys = ("initial_lr",)
 
     def __init__(self, params: Iterable[ag.Tensor] | Iterable[ParamGroup],
                  defaults: dict[str, Any], capturable: bool = False) -> None:
@@ -74,7 +89,7 @@ class Optimizer(_capture.Holder):
                 seen.add(id(p))
             group = {**self.defaults, **{k: v for k, v in g.items() if k != "params"}}
             for k in group:
-                if k not in self.defaults:
+                if k not in self.defaults and k not in self._schedule_keys:
                     raise ValueError(f"{type(self).__name__}: unknown option {k!r} in a group")
             self._check(group)
             group["params"] = ps
@@ -140,15 +155,16 @@ class Optimizer(_capture.Holder):
 
     # -- capture -------------------------------------------------------------------------------
     def _device_scalar(self, gi: int, name: str, p: ag.Tensor) -> ag.Tensor:
-        """``param_groups[gi][name]`` as a 0-d array of ``p``'s backend, dtype and device."""
-        # The backend's own name even while a step is traced (agnograd.capture.program): the tracing
-        # backend wraps the same arrays, and the scalar made before the trace must be found.
+        """``param_groups[gi][name]`` as a 0-d array of ``p``'s backend, real dtype and device."""
+        # The backend's own name even while a step is traced (agnograd.capture.program): the
+        # tracing backend wraps the same arrays, and the scalar made before the trace must be
+        # found.
         b = p._backend
         key = (gi, name, b.base.name, repr(p.device), p.dtype.name)
         t = self._device_hyper.get(key)
         if t is None:
             value = self.param_groups[gi][name]
-            t = _scalar_like(p, value)
+            t = _real_scalar_like(p, value)
             self._device_hyper[key] = t
             self._device_value[key] = value
         return t
@@ -249,7 +265,7 @@ class Optimizer(_capture.Holder):
                                          f"of parameter {i} has shape {t.shape}, the parameter "
                                          f"{p.shape}")
                     t = ag.asarray(ag.to_backend(t.detach(), p.backend), device=p.device,
-                                   dtype=p.dtype if t.dtype.is_floating else None, copy=True)
+                                   dtype=self._state_dtype(name, i, t, p), copy=True)
                     converted[name] = t
                 else:
                     converted[name] = copy.deepcopy(v)
@@ -258,7 +274,7 @@ class Optimizer(_capture.Holder):
         for mine, theirs in zip(self.param_groups, groups):
             group = {**{k: v for k, v in mine.items() if k != "params"},
                      **{k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}}
-            unknown = [k for k in group if k not in self.defaults]
+            unknown = [k for k in group if k not in self.defaults and k not in self._schedule_keys]
             if unknown:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: unknown option(s) "
                                  f"{', '.join(map(repr, unknown))}")
@@ -267,6 +283,30 @@ class Optimizer(_capture.Holder):
         for mine, group in zip(self.param_groups, new_groups):
             mine.update(group)
         self.state = new_state
+
+    def _state_dtype(self, name: str, i: int, t: ag.Tensor, p: ag.Tensor) -> ag.DType | None:
+        """The dtype a loaded state tensor ``t`` takes for parameter ``p``: ``p``'s own for a
+        moment of its kind, the real dtype of ``p``'s precision for a real 0-d entry (a step
+        count, as PyTorch's float32 one; real also for a complex parameter).
+
+        Raises:
+            ValueError: a moment of ``p``'s shape that is real for a complex ``p`` or complex
+                for a real one (the state dict was saved for another parameter).
+        """
+        kind, pkind = t.dtype.kind, p.dtype.kind
+        if pkind not in ("f", "c"):
+            return None
+        if t.ndim == 0 and kind in ("f", "i", "u"):
+            return _real_dtype(p.dtype)  # a count: real, in the parameter's precision
+        if kind not in ("f", "c"):
+            return None
+        if kind != pkind:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: state {name!r} of parameter "
+                             f"{i} is {t.dtype.name} and the parameter {p.dtype.name}; a complex "
+                             "parameter keeps complex moments (real and imaginary parts per "
+                             "component, as PyTorch), a real one real moments. The state dict "
+                             "was saved for another parameter")
+        return p.dtype
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}("]
