@@ -70,8 +70,8 @@ def outside_reads(roots: Iterable[Tensor], start: int,
 
 def reads_other(roots: Iterable[Tensor], start: int, allowed: set[Any]) -> bool:
     """Whether the graph recorded after ``start`` reads, back from ``roots``, anything from
-    outside it other than the :func:`read_key` keys in ``allowed``: a leaf that requires grad
-    or an earlier node's output. The same walk as :func:`outside_reads`, stopping at the first
+    outside it other than the :func:`read_key` keys in ``allowed``: a leaf that (still)
+    requires grad or an earlier node's output. The same walk as :func:`outside_reads`, stopping at the first
     such read (``agnograd.func``: does a transform's function close over a Tensor that an outer
     transform or graph differentiates?)."""
     seen: set[Node] = set()
@@ -83,7 +83,10 @@ def reads_other(roots: Iterable[Tensor], start: int, allowed: set[Any]) -> bool:
             if type(p) is Node and p.seq > start:
                 seen.add(p)
                 stack.append(p)
-            elif (id(p) if type(p) is not Node else (p, k)) not in allowed:
+            elif type(p) is Node:
+                if (p, k) not in allowed:
+                    return True
+            elif p._requires_grad and id(p) not in allowed:
                 return True
     while stack:
         n = stack.pop()
@@ -98,6 +101,6 @@ def reads_other(roots: Iterable[Tensor], start: int, allowed: set[Any]) -> bool:
                         stack.append(p)
                 elif (p, k) not in allowed:
                     return True
-            elif id(p) not in allowed:
+            elif p._requires_grad and id(p) not in allowed:
                 return True
     return False
