@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._dtypes import DType
 from ._ops.data_types import astype
 from ._tensor import Tensor, as_tensor
 from .autograd import (
@@ -88,7 +89,7 @@ def _refuse_raw_under_create_graph(out: tuple[Any, ...], specs: tuple[Any, ...],
     """Under ``create_graph`` (hessian, hvp, jvp, grad of grad, a gradient penalty) the rule's
     cotangents are differentiated again. A raw backend array has no graph, so its dependence on
     ``g`` and on the residuals would silently vanish from the higher derivative: refuse it when
-    either carries a graph (a raw array is a true constant otherwise)."""
+    either may carry one (a raw array is a true constant otherwise)."""
     for i, (c, x) in enumerate(zip(out, specs)):
         if c is None or x is None or type(c) is Tensor or backend_of_array(c) is None:
             continue
@@ -105,15 +106,26 @@ def _refuse_raw_under_create_graph(out: tuple[Any, ...], specs: tuple[Any, ...],
         )
 
 
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, type, DType)
+
+
 def _tracks(residuals: Any) -> bool:
-    """Whether the residuals (a pytree, or a Function's ctx) hold a Tensor that requires grad."""
-    leaves: list[Any] = []
-    for r in tree_leaves(residuals):
+    """Whether the residuals (a pytree, or a Function's ctx and its attributes) may carry a
+    graph: a Tensor that requires grad, or an object this cannot see into (counted as one, so
+    a doubt refuses rather than drops a derivative)."""
+    leaves = tree_leaves(residuals)
+    for ctx in [r for r in leaves if isinstance(r, FunctionCtx)]:  # a Function's: one level
+        leaves.extend(r for r in tree_leaves(list(vars(ctx).values()))
+                      if not isinstance(r, FunctionCtx))
+    for r in leaves:
         if isinstance(r, FunctionCtx):
-            leaves.extend(tree_leaves((r.saved_tensors, list(vars(r).values()))))
-        else:
-            leaves.append(r)
-    return any(type(t) is Tensor and t._requires_grad for t in leaves)
+            continue
+        if type(r) is Tensor:
+            if r._requires_grad:
+                return True
+        elif not isinstance(r, _PLAIN) and backend_of_array(r) is None:
+            return True
+    return False
 
 
 def _check_cotangent(c: Any, x: Tensor, i: int, who: str, raw: bool) -> Any:

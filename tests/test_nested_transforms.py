@@ -717,3 +717,36 @@ def test_an_inner_transform_over_a_checkpoint_that_closes_over_the_outer_variabl
 
     np.testing.assert_allclose(ag.grad(lambda w: outer(w, True))(w0),
                                ag.grad(lambda w: outer(w, False))(w0), rtol=1e-12)
+
+
+class _RawScale(ag.Function):
+    """Linear: its raw cotangent reads only g and a plain number kept on ctx."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.k = 3.0
+        return x * 3.0
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.k * g.data
+
+
+def test_raw_cotangents_are_judged_by_what_the_rule_can_read():
+    """Accepted when g and every residual are visibly constant (a linear rule, numbers on
+    ctx); refused when a residual is an object that may hold a graph (it cannot be seen
+    into), so a doubt refuses rather than drops a derivative."""
+    np.testing.assert_array_equal(ag.hessian(lambda t: ag.sum(_RawScale.apply(t)))(X2),
+                                  np.zeros((2, 2)))
+
+    class Box:
+        def __init__(self, t):
+            self.t = t
+
+    @ag.custom_vjp
+    def cube(x):
+        return x ** 3
+
+    cube.defvjp(lambda x: (cube(x), Box(x)), lambda res, g: (3 * res.t.data ** 2 * g.data,))
+    with pytest.raises(TypeError, match="custom_vjp function 'cube': bwd returned a raw"):
+        ag.hessian(lambda t: ag.sum(cube(t)))(X2)
