@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._dtypes import DType
 from ._ops.data_types import astype
 from ._tensor import Tensor, as_tensor
 from .autograd import (
@@ -30,6 +31,7 @@ from .autograd import (
     record,
 )
 from .backends import backend_of_array
+from .pytree import tree_leaves
 from .recompute import checkpoint  # re-exported: agnograd.custom.checkpoint stays importable
 
 __all__ = ["custom_vjp", "Function", "FunctionCtx", "checkpoint", "detect_anomaly"]
@@ -66,6 +68,8 @@ def _call_bwd(bwd: Callable[..., Any], specs: tuple[Any, ...], who: str
             single = " (or, for one input, a single Tensor)" if who.endswith(".backward") else ""
             raise TypeError(f"{who} must return a tuple with one cotangent per positional "
                             f"input ({n}; None for no gradient){single}, got {got}")
+        if not raw:
+            _refuse_raw_under_create_graph(out, specs, gt, residuals.value, who)
         res = tuple(None if c is None or x is None else _check_cotangent(c, x, i, who, raw)
                     for i, (c, x) in enumerate(zip(out, specs)))
         cache[0], cache[1] = g, res
@@ -78,6 +82,50 @@ def _call_bwd(bwd: Callable[..., Any], specs: tuple[Any, ...], who: str
         return rule
 
     return tuple(rule_for(i) for i in range(n))
+
+
+def _refuse_raw_under_create_graph(out: tuple[Any, ...], specs: tuple[Any, ...], g: Tensor,
+                                   residuals: Any, who: str) -> None:
+    """Under ``create_graph`` (hessian, hvp, jvp, grad of grad, a gradient penalty) the rule's
+    cotangents are differentiated again. A raw backend array has no graph, so its dependence on
+    ``g`` and on the residuals would silently vanish from the higher derivative: refuse it when
+    either may carry one (a raw array is a true constant otherwise)."""
+    for i, (c, x) in enumerate(zip(out, specs)):
+        if c is None or x is None or type(c) is Tensor or backend_of_array(c) is None:
+            continue
+        if not (g._requires_grad or _tracks(residuals)):
+            return
+        raise TypeError(
+            f"{who} returned a raw {type(c).__module__}.{type(c).__name__} as the cotangent of "
+            f"input {i} while the backward pass is recorded to be differentiated again "
+            "(create_graph: ag.hessian, ag.hvp, ag.jvp, grad of grad, or a result kept for an "
+            "outer derivative). A raw array has no graph, so this rule's part of the higher "
+            "derivative would silently be lost. Return Tensors computed with ag ops from the "
+            "saved Tensors and g (both are Tensors here), or, if the result is not "
+            "differentiated again, run the transform under ag.no_grad()"
+        )
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, type, DType)
+
+
+def _tracks(residuals: Any) -> bool:
+    """Whether the residuals (a pytree, or a Function's ctx and its attributes) may carry a
+    graph: a Tensor that requires grad, or an object this cannot see into (counted as one, so
+    a doubt refuses rather than drops a derivative)."""
+    leaves = tree_leaves(residuals)
+    for ctx in [r for r in leaves if isinstance(r, FunctionCtx)]:  # a Function's: one level
+        leaves.extend(r for r in tree_leaves(list(vars(ctx).values()))
+                      if not isinstance(r, FunctionCtx))
+    for r in leaves:
+        if isinstance(r, FunctionCtx):
+            continue
+        if type(r) is Tensor:
+            if r._requires_grad:
+                return True
+        elif not isinstance(r, _PLAIN) and backend_of_array(r) is None:
+            return True
+    return False
 
 
 def _check_cotangent(c: Any, x: Tensor, i: int, who: str, raw: bool) -> Any:

@@ -10,6 +10,13 @@ those; the engine walks back from the output to the aliases only. Results mirror
 types: a NumPy array in gives a NumPy array out, a CuPy array a CuPy array, a Tensor a Tensor, a
 Python float a Python float.
 
+Nesting: with grad mode on, a transform whose results depend on a Tensor that requires grad --
+an input, a tangent or cotangent, or one the function reads by closure (the variable of an
+outer transform, a model's parameters) -- runs its backward with ``create_graph`` and returns
+every result as a Tensor that carries that graph, whatever the kind of its inputs, as JAX's
+nested tracing and ``torch.func`` do. Finding the closure reads costs one walk over the graph
+the function recorded (stopping at the first outside read).
+
 ``jvp`` uses the double-VJP construction: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is linear
 in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs about
 two backward passes and needs the rules to be differentiable, which all of agnograd's are.
@@ -19,17 +26,17 @@ two backward passes and needs the rules to be differentiable, which all of agnog
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._dtypes import from_backend_dtype
+from ._ops.data_types import astype
+from ._ops.elementwise import conj, real
 from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, fit_seed, tensor
-from .autograd import backward, enable_grad, is_grad_enabled, record
+from .autograd import backward, creation_mark, enable_grad, is_grad_enabled, read_key, reads_other, record
 from .backends import backend_of_array
 from .pytree import tree_flatten, tree_leaves, tree_structure, tree_unflatten
 
@@ -46,9 +53,11 @@ def _identity_back(xp: Any, g: Any) -> Any:
     return g
 
 
-def _alias(x: Any, what: str) -> tuple[Tensor, Any]:
+def _alias(x: Any, what: str, link: bool) -> tuple[Tensor, Any]:
     """A fresh Tensor that requires grad standing for input ``x``, and how to give results back
-    in ``x``'s type (``"tensor"``, ``"scalar"``, or the raw array's Backend)."""
+    in ``x``'s type (``"tensor"``, ``"scalar"``, or the raw array's Backend). With ``link`` (grad
+    mode on at the call) an input that requires grad is aliased by an identity op, so the
+    results stay connected to it."""
     if type(x) is Tensor:
         kind: Any = "tensor"
         t = x
@@ -67,7 +76,7 @@ def _alias(x: Any, what: str) -> tuple[Tensor, Any]:
             f"{what}: cannot differentiate with respect to an input of dtype {t.dtype.name} "
             f"(shape {t.shape}); pass floating-point values (e.g. ag.astype(x, ag.float64))"
         )
-    if t._requires_grad and is_grad_enabled():
+    if t._requires_grad and link:
         # Part of an outer graph (a nested transform): an identity node keeps the connection.
         alias = record("alias", t.data, t._backend, (t,), (_identity_back,))
     else:
@@ -77,16 +86,15 @@ def _alias(x: Any, what: str) -> tuple[Tensor, Any]:
 
 
 def _give_back(g: Tensor | None, like: Tensor, kind: Any, keep_graph: bool) -> Any:
-    """A gradient in the type its input came in (zeros where no gradient reached it)."""
+    """A gradient in the type its input came in (zeros where no gradient reached it); a Tensor
+    carrying its graph when ``keep_graph`` (a raw array or a float would drop it)."""
     if g is None:
         b = like._backend
         g = Tensor._wrap(b.xp.zeros(like.data.shape, dtype=like.data.dtype,
                                     device=b.device_of(like.data)), b)
-    if kind == "tensor":
-        return g if keep_graph else g.detach()
-    if kind == "scalar":
-        return _output_back(g if keep_graph else g.detach(), kind)
-    return g.data
+    if keep_graph:
+        return g
+    return _output_back(g.detach(), kind)
 
 
 def _output_back(y: Tensor, kind: Any) -> Any:
@@ -95,7 +103,7 @@ def _output_back(y: Tensor, kind: Any) -> Any:
     return y if kind == "tensor" else (float(y.item()) if kind == "scalar" else y.data)
 
 
-def _prepare(args: tuple[Any, ...], argnums: int | Sequence[int], what: str
+def _prepare(args: tuple[Any, ...], argnums: int | Sequence[int], what: str, link: bool
              ) -> tuple[list[Any], list[tuple[list[Tensor], list[Any], Any]], bool]:
     """Replace ``args[argnums]`` by alias pytrees; returns the new args and, per argnum, the
     aliases, their kinds and the pytree spec."""
@@ -111,7 +119,7 @@ def _prepare(args: tuple[Any, ...], argnums: int | Sequence[int], what: str
         leaves, spec = tree_flatten(args[a])
         aliases, kinds = [], []
         for leaf in leaves:
-            t, k = _alias(leaf, what)
+            t, k = _alias(leaf, what, link)
             aliases.append(t)
             kinds.append(k)
         new_args[a] = tree_unflatten(spec, aliases)
@@ -119,29 +127,28 @@ def _prepare(args: tuple[Any, ...], argnums: int | Sequence[int], what: str
     return new_args, parts, isinstance(argnums, int)
 
 
-class _Depth(threading.local):
-    n = 0
+def _requires(*trees: Any) -> bool:
+    """Whether a leaf of ``trees`` is a Tensor that requires grad, with grad mode on: the
+    transform's results then depend on an outer graph and must keep theirs."""
+    return is_grad_enabled() and any(type(a) is Tensor and a._requires_grad
+                                     for a in tree_leaves(trees))
 
 
-_depth = _Depth()
+def _closes_over(ys: Sequence[Tensor], mark: int, aliases: list[Tensor]) -> bool:
+    """Whether the graph the function recorded (after ``mark``) reads a Tensor that requires
+    grad other than the transform's aliases: a closure over an outer transform's variable, a
+    model's parameters, a tensor of an enclosing graph. The results then depend on it, so the
+    backward must record its own graph (``create_graph``) and hand back Tensors."""
+    return reads_other(ys, mark, {read_key(a) for a in aliases})
 
 
-@contextlib.contextmanager
-def _inside() -> Iterator[None]:
-    """Marks that a transform is calling the user's function (so inner transforms nest)."""
-    _depth.n += 1
-    try:
-        yield
-    finally:
-        _depth.n -= 1
-
-
-def _keep_graph(args: Sequence[Any]) -> bool:
-    """Results keep their graph (``create_graph``) when this transform runs inside another one,
-    or when an input is itself part of a graph (e.g. a gradient penalty backpropagated later)."""
-    if _depth.n > 0:
-        return True
-    return any(type(a) is Tensor and a._requires_grad for a in tree_leaves(args))
+def _release(aliases: list[Tensor]) -> None:
+    """After the transform: the aliases of inputs that did not require grad are private leaves;
+    a graph kept for an outer derivative reaches them, but no gradient needs to accumulate there
+    (an outer ``backward()`` would fill their ``.grad`` for nothing)."""
+    for a in aliases:
+        if a._node is None:
+            a._requires_grad = False
 
 
 def _seed(y: Tensor, create_graph: bool) -> Any:
@@ -167,30 +174,44 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_
     """``f`` -> a function returning ``(f(*args), ∇f(*args))`` (``((value, aux), grad)`` with
     ``has_aux``). ``f`` must return a scalar; the gradient has the structure of
     ``args[argnums]`` (a tuple of them when ``argnums`` is a sequence)."""
+    return _value_and_grad(f, argnums, has_aux, "grad")
 
+
+def _value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int], has_aux: bool, what: str
+                    ) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        keep = _keep_graph(args)
-        with enable_grad():
-            new_args, parts, single = _prepare(args, argnums, "grad")
-            with _inside():
-                out, aux = _split_aux(f(*new_args, **kwargs), has_aux, "grad")
-            y = _as_output(out, "grad")
-            if y.ndim != 0 and y.size != 1:
-                raise TypeError(
-                    f"grad: the function must return a scalar, not an array of shape {y.shape}; "
-                    "reduce it (e.g. ag.sum) or use ag.vjp / ag.jacobian for vector outputs"
-                )
-            aliases = [t for p in parts for t in p[0]]
-            gs = (backward([y], [_seed(y, keep)], retain_graph=keep, create_graph=keep,
-                           targets=aliases)
-                  if y._requires_grad else [None] * len(aliases))
-        grads = _regroup(parts, gs, keep)
-        value = _value_back(y, args, keep)
-        g = grads[0] if single else tuple(grads)
+        value, aux, g, _ = _grad_call(f, argnums, has_aux, what, args, kwargs)
         return ((value, aux) if has_aux else value), g
 
     return wrapped
+
+
+def _grad_call(f: Callable[..., Any], argnums: int | Sequence[int], has_aux: bool, what: str,
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any, bool]:
+    """One ``value_and_grad`` call: ``(value, aux, gradient, whether the results keep their
+    graph)``; ``what`` names the transform the user called in errors."""
+    keep = _requires(args)
+    grad_on = is_grad_enabled()
+    with enable_grad():
+        new_args, parts, single = _prepare(args, argnums, what, keep)
+        aliases = [t for p in parts for t in p[0]]
+        mark = creation_mark()
+        out, aux = _split_aux(f(*new_args, **kwargs), has_aux, what)
+        y = _as_output(out, what)
+        if y.ndim != 0 and y.size != 1:
+            raise TypeError(
+                f"{what}: the function must return a scalar, not an array of shape {y.shape}; "
+                "reduce it (e.g. ag.sum) or use ag.vjp / ag.jacobian for vector outputs"
+            )
+        keep = keep or (grad_on and _closes_over([y], mark, aliases))
+        gs = (backward([y], [_seed(y, keep)], retain_graph=keep, create_graph=keep,
+                       targets=aliases)
+              if y._requires_grad else [None] * len(aliases))
+    _release(aliases)
+    grads = _regroup(parts, gs, keep)
+    value = _value_back(y, args, keep)
+    return value, aux, (grads[0] if single else tuple(grads)), keep
 
 
 def grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False
@@ -200,12 +221,15 @@ def grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool 
     Composes: ``grad(grad(f))`` is the second derivative. With ``has_aux=True``, ``f`` returns
     ``(scalar, aux)`` and the result is ``(gradient, aux)``.
     """
-    vg = value_and_grad(f, argnums, has_aux)
+    return _grad(f, argnums, has_aux, "grad")
 
+
+def _grad(f: Callable[..., Any], argnums: int | Sequence[int], has_aux: bool, what: str
+          ) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        value, g = vg(*args, **kwargs)
-        return (g, value[1]) if has_aux else g
+        _, aux, g, _ = _grad_call(f, argnums, has_aux, what, args, kwargs)
+        return (g, aux) if has_aux else g
 
     return wrapped
 
@@ -216,13 +240,16 @@ def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[An
 
     As in JAX, ``f`` may return a pytree of Tensors (a tuple, dict, NamedTuple, nested ones);
     ``vjp_fn`` then takes a cotangent of the same structure (one array per output leaf)."""
-    keep = _keep_graph(primals)
+    keep = _requires(primals)
+    grad_on = is_grad_enabled()
     with enable_grad():
-        new_args, parts, _ = _prepare(primals, tuple(range(len(primals))), "vjp")
-        with _inside():
-            out, aux = _split_aux(f(*new_args), has_aux, "vjp")
+        new_args, parts, _ = _prepare(primals, tuple(range(len(primals))), "vjp", keep)
+        aliases = [t for p in parts for t in p[0]]
+        mark = creation_mark()
+        out, aux = _split_aux(f(*new_args), has_aux, "vjp")
         ys, out_spec = _outputs(out, "vjp")
-    aliases = [t for p in parts for t in p[0]]
+        keep = keep or (grad_on and _closes_over(ys, mark, aliases))
+    _release(aliases)
 
     def vjp_fn(cotangent: Any) -> tuple[Any, ...]:
         cts, ct_spec = tree_flatten(cotangent)
@@ -230,16 +257,20 @@ def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[An
             raise ValueError(f"vjp_fn: the cotangent has structure {ct_spec!r}, the output "
                              f"{out_spec!r}; pass one array per output leaf, in the output's "
                              "structure")
+        # A cotangent that requires grad (an outer transform differentiates it): the result,
+        # linear in it, keeps its graph.
+        keep_fn = keep or _requires(cts)
         roots, seeds = [], []
         for ct, y in zip(cts, ys):
-            seed = _cotangent(ct, y, keep)
+            seed = _cotangent(ct, y, keep_fn)
             if y._requires_grad:
                 roots.append(y)
                 seeds.append(seed)
         with enable_grad():
-            gs = (backward(roots, seeds, retain_graph=True, create_graph=keep, targets=aliases)
+            gs = (backward(roots, seeds, retain_graph=True, create_graph=keep_fn,
+                           targets=aliases)
                   if roots else [None] * len(aliases))
-        return tuple(_regroup(parts, gs, keep))
+        return tuple(_regroup(parts, gs, keep_fn))
 
     value = tree_unflatten(out_spec, [_value_back(y, primals, keep) for y in ys])
     result = (value, vjp_fn)
@@ -250,16 +281,23 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         ) -> tuple[Any, Any]:
     """``(f(*primals), J·tangents)``: the forward-mode product, by the double-VJP construction
     (see the module docstring); ``tangents`` mirror ``primals``. ``f`` may return a pytree of
-    Tensors: the tangent out has the same structure (as in JAX)."""
+    Tensors: the tangent out has the same structure (as in JAX).
+
+    Complex values follow PyTorch's ``torch.func.jvp``: a complex number is a pair of reals, and
+    the tangent out is ``J·v`` for the real Jacobian of ``(Re, Im)`` -- ``f'(z)·v`` for a
+    holomorphic ``f``, ``conj(v)`` for ``conj``. A complex output is allowed; a real primal
+    needs a real tangent."""
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
-    keep = _keep_graph(primals)
+    keep = _requires(primals, tangents)
+    grad_on = is_grad_enabled()
     with enable_grad():
-        new_args, parts, _ = _prepare(primals, tuple(range(len(primals))), "jvp")
-        with _inside():
-            ys, out_spec = _outputs(f(*new_args), "jvp")
+        new_args, parts, _ = _prepare(primals, tuple(range(len(primals))), "jvp", keep)
         aliases = [t for p in parts for t in p[0]]
+        mark = creation_mark()
+        ys, out_spec = _outputs(f(*new_args), "jvp")
+        keep = keep or (grad_on and _closes_over(ys, mark, aliases))
         us = []
         for y in ys:
             u = Tensor._wrap(y._backend.xp.zeros(y.data.shape, dtype=y.data.dtype,
@@ -272,18 +310,20 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
                           create_graph=True, targets=aliases)
         else:
             gs = [None] * len(aliases)
-        # <Jᵀu, v> is linear in u; its gradient with respect to u is J v.
-        tan_leaves = [_tangent_like(v, a) for v, a in zip(tree_leaves(tangents), aliases)]
+        # <Jᵀu, v> (the real inner product) is linear in u; its gradient with respect to u is
+        # J v.
+        tan_leaves = [_tangent_like(v, a, "jvp") for v, a in zip(tree_leaves(tangents), aliases)]
         total = None
         for g, v in zip(gs, tan_leaves):
             if g is not None:
-                term = _sum(g * v)
+                term = _sum(_real_product(g, v))
                 total = term if total is None else total + term
         if total is None or not total._requires_grad:
             jvs: list[Any] = [None] * len(us)
         else:
             jvs = backward([total], [_seed(total, keep)], retain_graph=keep,
                            create_graph=keep, targets=us)
+    _release(aliases + us)
     kind = _kind_of(primals)
     outs = []
     for jv, y in zip(jvs, ys):
@@ -291,7 +331,7 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
             b = y._backend
             jv = Tensor._wrap(b.xp.zeros(y.data.shape, dtype=y.data.dtype,
                                          device=b.device_of(y.data)), b)
-        outs.append(_output_back(jv if keep else jv.detach(), kind))
+        outs.append(jv if keep else _output_back(jv.detach(), kind))
     value = tree_unflatten(out_spec, [_value_back(y, primals, keep) for y in ys])
     return value, tree_unflatten(out_spec, outs)
 
@@ -303,81 +343,161 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callabl
 
     Pytrees as in ``jax.jacrev``: when ``f`` returns a pytree, the result has the output's
     structure, each of its leaves holding the Jacobians of that output leaf in the structure of
-    the inputs (``args[argnums]``, a tuple of them when ``argnums`` is a sequence)."""
+    the inputs (``args[argnums]``, a tuple of them when ``argnums`` is a sequence).
 
+    Complex values: for a real output, row ``k`` is the gradient of ``y[k]`` in PyTorch's
+    convention (``∂/∂Re + i·∂/∂Im`` for a complex input, as ``torch.autograd.functional.
+    jacobian``); a complex output of real inputs has the complex Jacobian ``∂y/∂x`` (as
+    ``jax.jacfwd``; two walks per output element); a complex output of a complex input is
+    refused, as by ``torch.func.jacrev`` and ``jax.jacrev``: the Jacobian is a complex matrix
+    only for a holomorphic function."""
+    return _jacobian(f, argnums, "jacobian")
+
+
+def _jacobian(f: Callable[..., Any], argnums: int | Sequence[int], what: str
+              ) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapped(*args: Any) -> Any:
-        keep = _keep_graph(args)
+        keep = _requires(args)
+        grad_on = is_grad_enabled()
         with enable_grad():
-            new_args, parts, single = _prepare(args, argnums, "jacobian")
-            with _inside():
-                ys, out_spec = _outputs(f(*new_args), "jacobian")
+            new_args, parts, single = _prepare(args, argnums, what, keep)
             aliases = [t for p in parts for t in p[0]]
+            mark = creation_mark()
+            ys, out_spec = _outputs(f(*new_args), what)
+            keep = keep or (grad_on and _closes_over(ys, mark, aliases))
             per_out = []
             for y in ys:
-                jacs = _jacobian_of(y, aliases, keep)
+                jacs = _jacobian_of(y, aliases, keep, what)
                 out = _regroup(parts, jacs, keep)
                 per_out.append(out[0] if single else tuple(out))
+        _release(aliases)
         return tree_unflatten(out_spec, per_out)
 
     return wrapped
 
 
-def _jacobian_of(y: Tensor, aliases: list[Tensor], keep: bool) -> list[Tensor]:
-    """The Jacobian of one output with respect to each alias: ``m`` backward walks."""
+def _jacobian_of(y: Tensor, aliases: list[Tensor], keep: bool, what: str) -> list[Tensor]:
+    """The Jacobian of one output with respect to each alias: ``m`` backward walks (``2m`` for
+    a complex output of real inputs: the rows of ``Re y`` and ``Im y``)."""
     b = y._backend
     xp = b.xp
     m = y.size or 0
+    cplx = y.dtype.kind == "c"
+    if cplx:
+        for i, a in enumerate(aliases):
+            if a.dtype.kind == "c":
+                raise TypeError(
+                    f"{what}: the output is {y.dtype.name} (shape {y.shape}) and differentiated "
+                    f"input {i} is complex ({a.dtype.name}, shape {a.shape}): a complex function "
+                    "of complex inputs has a complex Jacobian only when it is holomorphic, so, "
+                    "as torch.func.jacrev and jax.jacrev, agnograd does not form one. Use "
+                    "ag.jvp (J·v, a complex number being a pair of reals), ag.vjp with an "
+                    "explicit complex cotangent, or the Jacobians of ag.real(y) and ag.imag(y) "
+                    "(real outputs: rows ∂/∂Re + i·∂/∂Im, PyTorch's convention)"
+                )
     rows: list[list[Any]] = [[] for _ in aliases]
     for k in range(m):
         e = xp.reshape(xp.astype(xp.arange(m, device=b.device_of(y.data)) == k,
                                  y.data.dtype), y.data.shape)
-        seed = Tensor._wrap(b.fix(e), b) if keep else b.fix(e)
-        gs = (backward([y], [seed], retain_graph=True, create_graph=keep, targets=aliases)
-              if y._requires_grad else [None] * len(aliases))
-        for i, (g, a) in enumerate(zip(gs, aliases)):
-            rows[i].append(_zeros_if_none(g, a))
+        gs = _row(y, b.fix(e), aliases, keep)
+        if cplx:  # seed i·e_k: the loss Re(conj(i e_k)·y) = Im y[k]
+            gs_im = _row(y, b.fix(e * 1j), aliases, keep)
+        for i, a in enumerate(aliases):
+            r = _zeros_if_none(gs[i], a)
+            if cplx:
+                r = (astype(r, y.data.dtype)
+                     + astype(_zeros_if_none(gs_im[i], a), y.data.dtype) * 1j)
+            rows[i].append(r)
     jacs = []
-    for a, r in zip(aliases, rows):
+    for a, row in zip(aliases, rows):
         if m:
-            j = reshape(stack(r, axis=0), tuple(y.shape) + tuple(a.shape))
+            j = reshape(stack(row, axis=0), tuple(y.shape) + tuple(a.shape))
         else:
             ab = a._backend
-            j = Tensor._wrap(ab.xp.zeros(tuple(y.shape) + tuple(a.shape), dtype=a.data.dtype,
+            dt = y.data.dtype if cplx else a.data.dtype
+            j = Tensor._wrap(ab.xp.zeros(tuple(y.shape) + tuple(a.shape), dtype=dt,
                                          device=ab.device_of(a.data)), ab)
         jacs.append(j)
     return jacs
 
 
+def _row(y: Tensor, e: Any, aliases: list[Tensor], keep: bool) -> list[Any]:
+    """One VJP of ``y`` with the unit cotangent ``e`` (a raw array) over the retained graph."""
+    if not y._requires_grad:
+        return [None] * len(aliases)
+    seed = Tensor._wrap(e, y._backend) if keep else e
+    return backward([y], [seed], retain_graph=True, create_graph=keep, targets=aliases)
+
+
 def hessian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
     """``f`` -> its Hessian, ``jacobian(grad(f))``: shape ``x.shape + x.shape``. With pytree
     inputs (or several ``argnums``) the result is nested like JAX's: ``H[i][j]`` (in the inputs'
-    structure, twice) is ``∂²f/∂xᵢ∂xⱼ`` of shape ``xᵢ.shape + xⱼ.shape``."""
-    return jacobian(grad(f, argnums), argnums)
+    structure, twice) is ``∂²f/∂xᵢ∂xⱼ`` of shape ``xᵢ.shape + xⱼ.shape``.
+
+    Complex inputs are refused (as by ``torch.func.hessian`` and ``jax.hessian``): the Hessian
+    of a real function of ``z`` is a real matrix over ``(Re z, Im z)``, which has no complex
+    form of shape ``z.shape + z.shape``; ``hvp`` gives its products, or differentiate with
+    respect to the real and imaginary parts as separate real inputs."""
+    inner = _jacobian(_grad(f, argnums, False, "hessian"), argnums, "hessian")
+
+    @functools.wraps(f)
+    def wrapped(*args: Any) -> Any:
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        for a in nums:
+            if -len(args) <= a < len(args):
+                for leaf in tree_leaves(args[a]):
+                    _refuse_complex_hessian(leaf)
+        return inner(*args)
+
+    return wrapped
+
+
+def _refuse_complex_hessian(x: Any) -> None:
+    dt = x.dtype if type(x) is Tensor else None
+    if dt is None and not isinstance(x, _SCALARS):
+        b = backend_of_array(x)
+        dt = from_backend_dtype(x.dtype) if b is not None else None
+    if isinstance(x, complex) or (dt is not None and dt.kind == "c"):
+        name = "complex" if dt is None else dt.name
+        shape = () if dt is None else tuple(x.shape)
+        raise TypeError(
+            f"hessian: an input is {name} (shape {shape}); the Hessian of a real function of "
+            "complex inputs is a real matrix over their real and imaginary parts, with no "
+            "complex form of shape z.shape + z.shape (torch.func.hessian and jax.hessian refuse "
+            "it too). Use ag.hvp(f, (z,), (v,)) for its products (v's real and imaginary parts "
+            "as directions, as torch.autograd.functional.hvp), or take the real Hessian over "
+            "the parts: ag.hessian(lambda x, y: f(x + 1j * y), argnums=(0, 1))(ag.real(z), "
+            "ag.imag(z))"
+        )
 
 
 def hvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         ) -> tuple[Any, Any]:
     """``(f(*primals), H·tangents)`` for scalar ``f``: the Hessian-vector product, as the VJP of
-    the gradient (``∇<∇f, v>``), without forming the Hessian."""
+    the gradient (``∇<∇f, v>``), without forming the Hessian.
+
+    For complex inputs (a real ``f``), ``H`` is the real Hessian over the real and imaginary
+    parts, ``<·,·>`` the real inner product ``Re(sum(conj(v)·g))``, and the product comes back
+    packed as ``∂/∂Re + i·∂/∂Im``, as ``torch.autograd.functional.hvp`` gives it."""
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"hvp: {len(primals)} primals but {len(tangents)} tangents")
     nums = tuple(range(len(primals)))
 
     def grad_dot_v(*xs: Any) -> Tensor:
-        value, gs = value_and_grad(f, nums)(*xs)
+        value, _, gs, _ = _grad_call(f, nums, False, "hvp", xs, {})
         total = None
         for g, v in zip(tree_leaves(gs), tree_leaves(tangents)):
-            term = _sum(g * _tangent_like(v, g))
+            term = _sum(_real_product(g, _tangent_like(v, g, "hvp")))
             total = term if total is None else total + term
         holder.append(value)
         return total  # type: ignore[return-value]
 
     holder: list[Any] = []
-    hv = grad(grad_dot_v, nums)(*primals)
+    _, _, hv, keep = _grad_call(grad_dot_v, nums, False, "hvp", primals, {})
     value = holder[0]
-    if type(value) is Tensor and not _keep_graph(primals):
+    if type(value) is Tensor and not keep:
         value = _output_back(value.detach(), _kind_of(primals))
     return value, hv
 
@@ -411,7 +531,7 @@ def _as_output(out: Any, what: str, leaf: bool = False) -> Tensor:
         where = "each leaf of the function's output must be" if leaf else "the function must return"
         raise TypeError(f"{what}: {where} a Tensor or an array, not "
                         f"{type(out).__name__}{hint}")
-    if y.dtype.kind == "c" and what != "vjp":
+    if y.dtype.kind == "c" and what not in ("vjp", "jvp", "jacobian"):
         raise TypeError(
             f"{what}: the output is {y.dtype.name} (shape {y.shape}); a complex output has no "
             "single gradient. Differentiate a real loss (ag.real(y), ag.abs(y)), or use "
@@ -454,10 +574,12 @@ def _kind_of(args: Sequence[Any]) -> Any:
 
 
 def _value_back(y: Tensor, args: Sequence[Any], keep: bool) -> Any:
+    if keep:
+        return y
     kind = _kind_of(args)
     if kind == "scalar" and y.ndim != 0 and y.size != 1:
         kind = "tensor"
-    return _output_back(y if keep else y.detach(), kind)
+    return _output_back(y.detach(), kind)
 
 
 def _zeros_if_none(g: Any, like: Tensor) -> Tensor:
@@ -485,17 +607,39 @@ def _cotangent(ct: Any, y: Tensor, keep: bool) -> Any:
     return fit_seed(t, y, "vjp_fn: the cotangent", keep)
 
 
-def _tangent_like(v: Any, like: Tensor) -> Any:
+def _tangent_like(v: Any, like: Tensor, what: str) -> Any:
+    """Tangent ``v`` for the primal ``like`` (a Tensor, or a Python number): same backend and
+    shape; a real primal takes a real tangent (it has no imaginary direction)."""
     if type(v) is Tensor:
         t = v
     elif isinstance(v, _SCALARS):
         return float(v)
+    elif isinstance(v, complex):
+        t = tensor(v, backend=like._backend, dtype=like.data.dtype if like.dtype.kind == "c"
+                   else None)
     else:
         t = tensor(v, backend=like._backend if backend_of_array(v) is None else None)
     if t._backend is not like._backend:
-        raise TypeError(f"tangent on backend '{t.backend}' but the primal is on '{like.backend}'")
+        raise TypeError(f"{what}: a tangent is on backend '{t.backend}' but its primal is on "
+                        f"'{like.backend}'; move it with ag.to_backend(v, '{like.backend}')")
     if t.shape != like.shape:
-        raise ValueError(f"a tangent has shape {t.shape} but its primal has shape {like.shape}")
+        raise ValueError(f"{what}: a tangent has shape {t.shape} but its primal has shape "
+                         f"{like.shape}")
+    if t.dtype.kind == "c" and like.dtype.kind != "c":
+        raise TypeError(f"{what}: a tangent is {t.dtype.name} (shape {t.shape}) but its primal "
+                        f"is {like.dtype.name}: a real input has no imaginary direction; pass a "
+                        "real tangent (ag.real(v)), or make the primal complex")
     return t
 
 
+def _real_product(g: Tensor, v: Any) -> Tensor:
+    """``Re(conj(v)·g)`` elementwise: the real inner product's terms, a complex number being a
+    pair of reals (``g·v`` for real values)."""
+    out: Tensor
+    if g.dtype.kind != "c":
+        out = g * v
+    elif type(v) is Tensor and v.dtype.kind == "c":
+        out = real(g * conj(v))
+    else:
+        out = real(g) * v
+    return out

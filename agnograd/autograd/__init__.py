@@ -49,7 +49,7 @@ from .node import (
     version_cell,
 )
 from .recording import record, record_binary, record_multi, record_unary, unpack_saved
-from .scope import outside_reads, read_key
+from .scope import outside_reads, read_key, reads_other
 from .walk import backward
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "out",
     "outside_reads",
     "read_key",
+    "reads_other",
     "record",
     "record_binary",
     "record_multi",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from .._tensor import Tensor
 
-__all__ = ["outside_reads", "read_key"]
+__all__ = ["outside_reads", "read_key", "reads_other"]
 
 
 def read_key(t: Tensor) -> Any:
@@ -66,3 +66,41 @@ def outside_reads(roots: Iterable[Tensor], start: int,
             if e is not None:
                 visit(e)
     return found
+
+
+def reads_other(roots: Iterable[Tensor], start: int, allowed: set[Any]) -> bool:
+    """Whether the graph recorded after ``start`` reads, back from ``roots``, anything from
+    outside it other than the :func:`read_key` keys in ``allowed``: a leaf that (still)
+    requires grad or an earlier node's output. The same walk as :func:`outside_reads`, stopping at the first
+    such read (``agnograd.func``: does a transform's function close over a Tensor that an outer
+    transform or graph differentiates?)."""
+    seen: set[Node] = set()
+    stack: list[Node] = []
+    for r in roots:
+        if r._requires_grad:
+            e = edge_of(r)
+            p, k = edge_target(e)
+            if type(p) is Node and p.seq > start:
+                seen.add(p)
+                stack.append(p)
+            elif type(p) is Node:
+                if (p, k) not in allowed:
+                    return True
+            elif p._requires_grad and id(p) not in allowed:
+                return True
+    while stack:
+        n = stack.pop()
+        for e in n.edges:
+            if e is None:
+                continue
+            p, k = edge_target(e)
+            if type(p) is Node:
+                if p.seq > start:
+                    if p not in seen:
+                        seen.add(p)
+                        stack.append(p)
+                elif (p, k) not in allowed:
+                    return True
+            elif p._requires_grad and id(p) not in allowed:
+                return True
+    return False
