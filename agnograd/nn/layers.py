@@ -24,12 +24,14 @@ Seed = int | Sequence[int] | HostRNG | None
 
 
 class Linear(Module):
-    """``y = x W + b`` with ``W`` of shape ``(in_features, out_features)``.
+    """``y = x Wᵀ + b`` with ``W`` of shape ``(out_features, in_features)``, as PyTorch's
+    ``nn.Linear`` (and :class:`Conv2d`: output channels first), so a PyTorch state dict loads
+    as it is. (agnograd 0.1 stored ``W`` as ``(in_features, out_features)``; :meth:`Module.load`
+    and :func:`load_training_state` convert its files.)
 
-    The layout matches the math (``x1 = f1(x, θ1) = x W1 + b1``) and the hand-written backprop
-    in the docs: ``dL/dW = xᵀ dL/dy``. ``W`` is drawn by ``init`` (Glorot uniform by default;
-    ``"he"`` for ReLU layers) from a host generator seeded by ``seed`` and moved to
-    ``backend``; ``b`` starts at zero.
+    Shapes: ``x (..., in_features) -> y (..., out_features)``; ``dL/dW = dL/dyᵀ x``. ``W`` is
+    drawn by ``init`` (Glorot uniform by default; ``"he"`` for ReLU layers) from a host
+    generator seeded by ``seed`` and moved to ``backend``; ``b`` starts at zero.
 
     Args:
         in_features: size of each input sample.
@@ -42,6 +44,8 @@ class Linear(Module):
         init: ``"glorot"``, ``"glorot_normal"``, ``"he"`` or ``"he_uniform"``.
     """
 
+    _legacy_transposed = ("weight",)  # agnograd 0.1's files hold it as (in, out)
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  backend: str | None = None, dtype: Any = None, seed: Seed = None,
                  init: str = "glorot") -> None:
@@ -50,8 +54,13 @@ class Linear(Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         dtype = default_dtype(dtype)
-        self.weight = initializer(init)((self.in_features, self.out_features), seed=seed,
-                                        backend=backend, dtype=dtype)
+        # Drawn as (in, out), the initialisers' (fan_in, fan_out) layout -- the same values for a
+        # seed as agnograd 0.1 drew -- and stored transposed, as PyTorch does.
+        w = initializer(init)((self.in_features, self.out_features), seed=seed, backend=backend,
+                              dtype=dtype, requires_grad=False)
+        flat = ag.reshape(ag.matrix_transpose(w), (-1,))  # row-major, as a new (out, in) array
+        self.weight = ag.asarray(ag.reshape(flat, (self.out_features, self.in_features)),
+                                 copy=True).requires_grad_()
         self.bias: ag.Tensor | None = None
         if bias:
             self.bias = ag.tensor([0.0] * self.out_features, backend=self.weight.backend,
@@ -59,7 +68,7 @@ class Linear(Module):
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
         check_input_dtype(self, x, self.weight)
-        y: ag.Tensor = x @ self.weight
+        y: ag.Tensor = x @ self.weight.mT
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
