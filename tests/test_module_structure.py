@@ -5,6 +5,7 @@ its weight as (out, in)); files of agnograd 0.1 (Linear weights (in, out)) are c
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
@@ -60,7 +61,7 @@ def test_the_model_has_the_structure():
     _check_structure(Tied())
 
 
-@pytest.mark.parametrize("op", ["astype", "to_backend", "astype_then_back"])
+@pytest.mark.parametrize("op", ["astype", "to_backend", "astype_then_back", "deepcopy"])
 def test_conversions_keep_ties_frozen_parameters_and_buffers(op):
     """Regression (issue 22): astype and to_backend untied tied weights."""
     m = Tied()
@@ -72,6 +73,8 @@ def test_conversions_keep_ties_frozen_parameters_and_buffers(op):
     elif op == "to_backend":
         m.to_backend("array_api_strict")
         assert m.emb.weight.backend == "array_api_strict" == m.steps.backend
+    elif op == "deepcopy":
+        m = copy.deepcopy(m)
     else:
         m.astype(ag.float32).astype(ag.float64)
     _check_structure(m)

@@ -10,6 +10,7 @@ state tensors are buffers. Names are dotted paths: ``layers.0.weight``.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 import weakref
@@ -199,6 +200,20 @@ class Module:
         if not name.startswith("_"):  # public state: its leaves that require grad are parameters
             _mark_parameters(value)
         object.__setattr__(self, name, value)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Module:
+        """A deep copy whose copied parameters are parameters (frozen ones included) and whose
+        tied tensors and shared sub-modules stay tied and shared."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for k, v in vars(self).items():
+            object.__setattr__(new, k, copy.deepcopy(v, memo))
+        for _, t in _walk(self, "", set()):
+            if isinstance(t, ag.Tensor) and _PARAMETERS.get(id(t)) is t:
+                twin = memo.get(id(t))
+                if isinstance(twin, ag.Tensor):
+                    _PARAMETERS[id(twin)] = twin
+        return new
 
     # -- discovery -----------------------------------------------------------------------------
     def named_tensors(self) -> list[tuple[str, ag.Tensor]]:
