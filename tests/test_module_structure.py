@@ -351,3 +351,43 @@ def test_cross_entropy_of_a_tied_model_trains_the_tied_weight_once():
     F.cross_entropy(m(IDX), ag.tensor([1, 2, 3, 4])).backward()
     opt.step()
     assert m.head.weight is m.emb.weight and not np.array_equal(before, m.emb.weight.numpy())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [(), (5,), (2, 3)])
+def test_linear_second_order_matches_torch(batch, bias):
+    """Linear is one fused node; its rules stay differentiable (Hessian-vector products)."""
+    torch = pytest.importorskip("torch")
+    lin = nn.Linear(4, 3, bias=bias, dtype=ag.float64, seed=0)
+    tl = torch.nn.Linear(4, 3, bias=bias).double()
+    tl.load_state_dict({k: torch.tensor(v.numpy()) for k, v in lin.state_dict().items()})
+    x = np.random.default_rng(2).normal(size=(*batch, 4))
+    names = ["weight", "bias"] if bias else ["weight"]
+
+    def loss(x, *ps):
+        return ag.sum(ag.tanh(nn.functional_call(lin, dict(zip(names, ps)), x)) ** 2)
+
+    args = [ag.tensor(x)] + [getattr(lin, n).detach() for n in names]
+    ours = ag.grad(lambda *a: ag.sum(ag.grad(loss, argnums=tuple(range(len(a))))(*a)[1]),
+                   argnums=tuple(range(len(args))))(*args)
+    targs = [torch.tensor(a.numpy(), requires_grad=True) for a in args]
+    tout = torch.func.functional_call(tl, dict(zip(names, targs[1:])), (targs[0],))
+    first = torch.autograd.grad((torch.tanh(tout) ** 2).sum(), targs, create_graph=True)
+    theirs = torch.autograd.grad(first[1].sum(), targs)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_linear_takes_the_general_path_for_mixed_dtypes_complex_and_arrays():
+    lin = nn.Linear(3, 2, dtype=ag.float64, seed=0)
+    w, b = lin.weight.numpy(), lin.bias.numpy()
+    x = np.arange(6.0).reshape(2, 3)
+    for xin in (x, ag.tensor(x.astype(np.float32)), ag.tensor(x + 1j)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = lin(xin)
+        xv = xin.numpy() if isinstance(xin, ag.Tensor) else xin
+        np.testing.assert_allclose(y.numpy(), xv @ w.T + b, rtol=1e-6)
+    x64 = ag.tensor(x, requires_grad=True)
+    ag.sum(lin(x64)).backward()
+    np.testing.assert_allclose(x64.grad.numpy(), np.ones((2, 2)) @ w)
