@@ -391,3 +391,98 @@ def test_linear_takes_the_general_path_for_mixed_dtypes_complex_and_arrays():
     x64 = ag.tensor(x, requires_grad=True)
     ag.sum(lin(x64)).backward()
     np.testing.assert_allclose(x64.grad.numpy(), np.ones((2, 2)) @ w)
+
+
+# ---------------------------------------------------------------------------------------------
+# The class: any structure of ties, shared sub-modules, frozen parameters and buffers survives
+# every structure operation.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+class Bag(nn.Module):
+    def __init__(self, layers, groups, extras):
+        self.layers = layers
+        self.groups = groups
+        self.extras = extras
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = ag.tanh(layer(x))
+        return x
+
+
+def _build(spec):
+    n_layers, ties, shares, frozen, buffers = spec
+    layers = [nn.Linear(3, 3, dtype=ag.float64, seed=i) for i in range(n_layers)]
+    for i, j in ties:  # tie layer j's weight (or bias) to layer i's
+        if i != j:
+            layers[j].weight = layers[i].weight
+    groups = {"g": [layers[k % n_layers] for k in shares]}  # sub-modules reached twice
+    for k in frozen:
+        layers[k % n_layers].bias.requires_grad_(False)
+        layers[k % n_layers].weight.requires_grad_(False)
+    extras = [ag.tensor(np.full(2, float(v))) for v in range(buffers)]
+    if buffers:
+        extras.append(extras[0])  # a tied buffer
+    return Bag(layers, groups, extras)
+
+
+def _signature(m):
+    """Which names share a tensor, which are parameters, frozen, buffers; values and dtypes."""
+    from agnograd.nn.module import _every_name, is_parameter
+
+    names = list(_every_name(m, "", set()))
+    first = {}
+    for n, t in names:
+        first.setdefault(id(t), n)
+    return {n: (first[id(t)], is_parameter(t), t.requires_grad, t.shape) for n, t in names}
+
+
+SPECS = st.tuples(
+    st.integers(1, 3),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), max_size=2),
+    st.lists(st.integers(0, 5), max_size=2),
+    st.lists(st.integers(0, 5), max_size=2),
+    st.integers(0, 2),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=SPECS, op=st.sampled_from(["astype", "to_backend", "deepcopy", "save_load",
+                                        "state_dict", "train_eval_zero_grad"]))
+def test_every_structure_operation_keeps_any_structure(tmp_path_factory, spec, op):
+    spec = (spec[0], [(i % spec[0], j % spec[0]) for i, j in spec[1]], *spec[2:])
+    m = _build(spec)
+    before = _signature(m)
+    x = ag.tensor(np.linspace(-1, 1, 6).reshape(2, 3))
+    ref = m(x).numpy()
+    if op == "astype":
+        m.astype(ag.float32).astype(ag.float64)
+    elif op == "to_backend":
+        m.to_backend("array_api_strict").to_backend("numpy")
+    elif op == "deepcopy":
+        m = copy.deepcopy(m)
+    elif op == "save_load":
+        path = tmp_path_factory.mktemp("bag") / "m.npz"
+        m.save(path)
+        m = _build(spec)
+        with ag.no_grad():
+            for t in m.parameters():
+                t[...] = 0.0
+        m.load(path)
+    elif op == "state_dict":
+        sd = m.state_dict()
+        m = _build(spec)
+        m.load_state_dict(sd)
+    else:
+        out = ag.sum(m(x))
+        if out.requires_grad:  # (not when every layer is frozen)
+            out.backward()
+        m.eval()
+        m.train()
+        m.zero_grad()
+        assert all(p.grad is None for p in m.parameters())
+    assert _signature(m) == before
+    np.testing.assert_allclose(m(x).numpy(), ref, rtol=1e-6)

@@ -115,6 +115,17 @@ def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
                 yield from _walk(value, f"{prefix}.{key}" if prefix else key, seen)
 
 
+def _same_values(a: ag.Tensor, b: ag.Tensor) -> bool:
+    """Whether two values given for one tied tensor agree (NaN equal to NaN)."""
+    if a.shape != b.shape:
+        return False
+    a, b = a.detach(), ag.to_backend(b.detach(), a.backend)
+    same = a == b
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        same = same | (ag.isnan(a) & ag.isnan(b))
+    return bool(ag.all(same))
+
+
 def _every_name(obj: Any, prefix: str, path: set[int]) -> Iterator[tuple[str, ag.Tensor]]:
     """(dotted name, Tensor) for every name under which a Tensor is reachable from ``obj``:
     a tied tensor, or one in a sub-module shared by two places, under each of its names (as in
@@ -351,9 +362,7 @@ class Module:
                 problems.append(f"{name!r} has dtype {v.dtype.name}, the model's has dtype "
                                 f"{t.dtype.name} (only dtypes of the same kind are converted: "
                                 f"cast the value with ag.astype first if that is meant)")
-            elif any(w.shape != v.shape or not bool(ag.all(ag.to_backend(w.detach(), t.backend)
-                                                           == ag.to_backend(v.detach(), t.backend)))
-                     for w in values[1:]):
+            elif any(not _same_values(w, v) for w in values[1:]):
                 problems.append(f"{', '.join(map(repr, names))} name one tied tensor of the model "
                                 "but hold different values")
             else:
