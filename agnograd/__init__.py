@@ -206,11 +206,11 @@ from .backends import (
     set_default_backend,
 )
 from .backends import register as register_backend
-from .capture import CapturedStep, CaptureError, capture
+from .capture.jit import jit
+from .capture.step import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, custom_vjp
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import saved_nbytes, to_dot, to_mermaid
-from .jit import jit
 from .recompute import checkpoint
 
 __version__ = "0.1.0"

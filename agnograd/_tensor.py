@@ -15,9 +15,9 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from . import _capture_state as _capture
 from ._dtypes import DType, default_float_for, from_backend_dtype, to_backend_dtype
 from .backends import Backend, backend_of_array, get_backend, given, host_array, transfer
+from .capture import _state as _capture
 
 __all__ = ["Tensor", "tensor", "as_tensor", "TensorLike", "SupportsArray", "RetainGrad"]
 
@@ -136,6 +136,7 @@ class Tensor:
         if requires_grad:
             _check_differentiable_dtype(self, "requires_grad")
         self._requires_grad = bool(requires_grad)
+        _WORLD[0] += 1  # a compiled step recorded with the old flag must not replay (capture)
         return self
 
     @property
@@ -177,6 +178,7 @@ class Tensor:
                     f"it with ag.astype(g, ag.{self.dtype.name})"
                 )
         self._grad = value
+        _WORLD[0] += 1  # the gradient buffer a compiled step assumed changed (capture)
 
     def retain_grad(self) -> None:
         """Keep this tensor's gradient in ``.grad`` after :meth:`backward` even though an op
@@ -258,6 +260,7 @@ class Tensor:
                 hooks.insert(len(hooks) - 1, fn)
                 return RemovableHandle(hooks, fn)
         hooks.append(fn)
+        _WORLD[0] += 1  # a compiled step recorded without this hook must not replay (capture)
         return RemovableHandle(hooks, fn)
 
     def _become(self, res: Tensor) -> None:
@@ -493,9 +496,11 @@ class RemovableHandle:
     def remove(self) -> None:
         if self._fn in self._hooks:
             self._hooks.remove(self._fn)
+            _WORLD[0] += 1
 
 
 _new = object.__new__
+_WORLD = _capture.WORLD
 _API_VERSIONS = ("2021.12", "2022.12", "2023.12", "2024.12", "2025.12")
 
 

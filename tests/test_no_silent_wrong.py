@@ -13,7 +13,7 @@ import pytest
 import agnograd as ag
 import agnograd.nn as nn
 import agnograd.nn.functional as F
-from agnograd import _capture_state
+from agnograd.capture import _state as _capture_state
 
 HOST_BACKENDS = [b for b in ("numpy", "array_api_strict") if b in ag.available_backends()]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .. import _capture_state as _capture
 from .._dtypes import default_float_for
 from .._tensor import check_array_dtype, with_default_dtype
 from ..backends import (
@@ -26,6 +25,7 @@ from ..backends import (
     get_default_backend,
     host_array,
 )
+from ..capture import _state as _capture
 from ._common import (
     PY_SCALARS,
     Tensor,
@@ -66,7 +66,7 @@ def _creation_backend(device: Any) -> Backend:
     if device is None:
         return b
     owner = backend_of_device(device)
-    # (a tracing backend of agnograd.staged wraps the owner's arrays: it stays the target)
+    # (a tracing backend of agnograd.capture.program wraps the owner's arrays: it stays the target)
     if owner is not None and owner is not b.base:
         return owner
     return b

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _capture_state as _capture
 from .._tensor import shares_storage
 from ..backends import Backend, backend_of_array
+from ..capture import _state as _capture
 from ._common import (
     PY_SCALARS,
     Tensor,

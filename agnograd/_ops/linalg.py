@@ -47,8 +47,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from .. import _capture_state as _capture
 from ..autograd import record_binary
+from ..capture import _state as _capture
 from . import elementwise as _ew
 from . import manipulation as _manip
 from . import statistics as _stats

@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .. import _capture_state as _capture
 from ..backends import Backend, get_backend, transfer
+from ..capture import _state as _capture
 from ._common import (
     Tensor,
     TensorLike,

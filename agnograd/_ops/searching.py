@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _capture_state as _capture
+from ..capture import _state as _capture
 from ._common import PY_SCALARS, Tensor, normalize_axes, normalize_axis, to_tensor, wrap
 
 __all__ = ["argmax", "argmin", "count_nonzero", "nonzero", "searchsorted"]

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .. import _capture_state as _capture
 from ..backends import Backend
+from ..capture import _state as _capture
 from ._common import PY_SCALARS, Tensor, grad_on, record, to_tensor, wrap
 
 __all__ = ["isin", "unique_all", "unique_counts", "unique_inverse", "unique_values"]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from .._dtypes import from_backend_dtype
 from .._tensor import RetainGrad, Tensor
+from ..capture import _state as _capture
 from .mode import anomaly_mode
 from .node import FREED, Node, edge_of, edge_target
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["backward"]
 
 _wrap = Tensor._wrap
+_BACKWARDS = _capture.BACKWARDS
 
 
 @overload
@@ -64,6 +66,7 @@ def backward(
     """
     # dL/d(output) waiting at each node: the array itself for a single-output node, a list per
     # output for a multi-output one. Leaves collect theirs by id (Tensors are not hashable).
+    _BACKWARDS[0] += 1
     pending: dict[Node, Any] = {}
     leaf_grads: dict[int, list[Any]] = {}
     # Nodes holding a cotangent, latest-created first. A node is created after every node it

@@ -124,7 +124,7 @@ class Backend:
             where a captured step is a staged replay (or, on a lazy backend, eager).
         replay_fn: ``replay_fn(fn, args, kwargs)`` may name a faster function that gives the
             *bit-identical* result of the namespace call ``fn(*args, **kwargs)`` (same arguments,
-            arrays as traced), used by the staged replay's generated code (:mod:`agnograd.staged`)
+            arrays as traced), used by the staged replay's generated code (:mod:`agnograd.capture.program`)
             instead of ``fn``; ``None`` (or a hook returning ``None``) keeps ``fn``. NumPy's
             reductions (``sum``, ``max``, ...) are its ufuncs' ``reduce`` behind a Python
             wrapper that costs more than the reduction of a small array.
@@ -444,6 +444,13 @@ def available_backends() -> list[str]:
 
 _default_name = os.environ.get("AGNOGRAD_BACKEND", "numpy") or "numpy"
 _local = threading.local()
+
+
+def default_backend_name() -> str:
+    """The name :func:`get_default_backend` resolves (no registry look-up: a compiled step's
+    guards read it on every call)."""
+    name = getattr(_local, "name", None)
+    return name if name is not None else _default_name
 
 
 def get_default_backend() -> Backend:

@@ -1,6 +1,6 @@
 """The tracing backend: a Backend whose namespace records every call it makes on a real backend.
 
-Used by the staged replay of ``ag.capture`` and ``ag.jit`` (:mod:`agnograd.staged`). While a
+Used by the staged replay of ``ag.capture`` and ``ag.jit`` (:mod:`agnograd.capture.program`). While a
 step is traced its Tensors hold :class:`TracedArray` proxies -- a real array of the traced
 backend plus a value number -- and carry the tracing Backend, so every op calls the recording
 namespace: each namespace function, Python operator (in-place ones and ``__setitem__``
@@ -17,17 +17,18 @@ Backend's own namespace, attribute by attribute.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._capture_state import CaptureError
+from ..capture._state import CaptureError, who
 from . import Backend, register
 
 __all__ = ["Ref", "Instr", "Trace", "TracedArray", "TracingBackend", "tracing_backend", "active",
-           "VIEW_NAMES"]
+           "paused", "VIEW_NAMES"]
 
 _local = threading.local()
 
@@ -187,7 +188,7 @@ class Trace:
                                      refs))
             return type(res)(ps)
         if _holds_array(res, self._atype):
-            raise CaptureError(f"ag.capture: '{name}' returned {type(res).__name__} holding arrays, "
+            raise CaptureError(f"{who()}: '{name}' returned {type(res).__name__} holding arrays, "
                                "which the staged replay cannot record")
         return res  # metadata (a dtype, finfo, a shape): nothing to replay
 
@@ -237,7 +238,7 @@ class _TraceAttributeError(CaptureError, AttributeError):
 def _host_read(what: str) -> Callable[..., Any]:
     def method(self: TracedArray, *args: Any, **kwargs: Any) -> Any:
         raise CaptureError(f"{what} of a backend array is not allowed inside a step recorded by "
-                           f"ag.capture (staged replay): {_WHY_READ}")
+                           f"{who()} (staged replay): {_WHY_READ}")
 
     return method
 
@@ -353,7 +354,7 @@ class TracedArray:
 
     def __getattr__(self, name: str) -> Any:
         raise _TraceAttributeError(
-            f"ag.capture (staged replay): the step uses the array attribute '.{name}', which is "
+            f"{who()} (staged replay): the step uses the array attribute '.{name}', which is "
             "not part of the Array API and is not recorded; use the namespace's functions")
 
     def __repr__(self) -> str:
@@ -479,9 +480,21 @@ def _scatter_recorder(b: Backend) -> Callable[..., Any]:
     return scatter_add
 
 
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """Run ops on the real arrays without recording them (a trace in this thread resumes after):
+    for work a replay must not repeat, such as copying a changed learning rate to the device."""
+    trace = active()
+    _local.trace = None
+    try:
+        yield
+    finally:
+        _local.trace = trace
+
+
 def start(trace: Trace) -> None:
     if active() is not None:
-        raise CaptureError("ag.capture: a step is already being traced in this thread; traces "
+        raise CaptureError(f"{who()}: a step is already being traced in this thread; traces "
                            "cannot be nested")
     _local.trace = trace
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import agnograd as ag
 
-from .. import _capture_state as _capture
 from ..autograd import record as _record
 from ..backends.host import HostRNG, host_rng
+from ..capture import _state as _capture
 from ..recompute import host_random
 
 __all__ = [

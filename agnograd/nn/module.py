@@ -20,6 +20,7 @@ from typing import Any
 import agnograd as ag
 
 from ..backends.host import load_npz, save_npz
+from ..capture import _state as _capture
 
 __all__ = ["Module", "StateDictError", "functional_call", "check_input_dtype", "is_parameter"]
 
@@ -30,6 +31,7 @@ class StateDictError(ValueError):
 
 
 _warned_dtypes: set[tuple[str, str, str]] = set()
+_WORLD = _capture.WORLD
 
 # The tensors that are parameters (see the module docstring), by id, held weakly: a freed
 # tensor drops out, so a later tensor that reuses its id is not taken for it.
@@ -184,7 +186,7 @@ def _replace(obj: Any, fn: Callable[[str, ag.Tensor], ag.Tensor], prefix: str, s
     return obj
 
 
-class Module:
+class Module(_capture.Holder):
     """Base class of layers and models.
 
     Subclasses set Tensors and sub-modules as attributes in ``__init__`` and define
@@ -207,10 +209,23 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
+    # A compiled step (ag.jit, ag.capture) guards what a module's attributes point to: assigning
+    # or deleting one counts as a change of the world it checks before replaying.
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):  # public state: its leaves that require grad are parameters
             _mark_parameters(value)
         object.__setattr__(self, name, value)
+        _WORLD[0] += 1
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+        _WORLD[0] += 1
+
+    def _guard_items(self) -> list[tuple[str, Any]]:
+        """What a compiled step guards: the public attributes and the training flag."""
+        items = [(k, v) for k, v in vars(self).items() if not k.startswith("_")]
+        items.append(("training", self.training))
+        return items
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Module:
         """A deep copy whose copied parameters are parameters (frozen ones included) and whose
@@ -445,6 +460,7 @@ class Module:
             return new
 
         _replace(self, move, "", set())
+        _WORLD[0] += 1  # tensors replaced in containers: a compiled step re-checks its guards
         return self
 
     def astype(self, dtype: Any) -> Module:
@@ -462,6 +478,7 @@ class Module:
             return done[id(t)][1]
 
         _replace(self, cast, "", set())
+        _WORLD[0] += 1
         return self
 
     # -- printing ------------------------------------------------------------------------------
@@ -580,6 +597,7 @@ def _put(obj: Any, key: Any, value: ag.Tensor) -> None:
         obj[key] = value
     else:
         object.__setattr__(obj, str(key), value)
+    _WORLD[0] += 1  # a compiled step's guards see the replaced tensor
 
 
 def functional_call(module: Module, tensors: Mapping[str, ag.Tensor], *args: Any,

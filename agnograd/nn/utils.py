@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import agnograd as ag
 
-from .. import _capture_state as _capture
+from ..capture import _state as _capture
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import agnograd as ag
 
-from .. import _capture_state as _capture
+from ..backends import tracing as _tracing
+from ..capture import _state as _capture
 
 __all__ = ["Optimizer", "ParamGroup"]
 
@@ -22,7 +23,7 @@ def _scalar_like(p: ag.Tensor, value: float) -> ag.Tensor:
         return ag.full((), value, dtype=p.dtype, device=p.device)
 
 
-class Optimizer:
+class Optimizer(_capture.Holder):
     """Base class: holds parameter groups and per-parameter state.
 
     ``params`` is an iterable of leaf Tensors (e.g. ``model.parameters()``; one that does not
@@ -50,8 +51,6 @@ class Optimizer:
         self.capturable = bool(capturable)
         self._device_hyper: dict[tuple[Any, ...], ag.Tensor] = {}  # (group, name, ...) -> 0-d
         self._device_value: dict[tuple[Any, ...], Any] = {}  # the value each one holds
-        # What the last _before_replay found consistent: (recorded, groups, device values).
-        self._replay_seen: tuple[Any, list[dict[str, Any]], dict[Any, Any]] | None = None
         items = list(params)
         if not items:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -88,6 +87,25 @@ class Optimizer:
     def _check(self, group: ParamGroup) -> None:
         """Validate a group's hyperparameters (subclasses)."""
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if not name.startswith("_"):  # state, param_groups, ...: a compiled step guards them
+            _capture.touch()
+
+    def _guard_items(self) -> list[tuple[str, Any]]:
+        """What a compiled step (ag.jit, ag.capture) assumes of this optimizer: each group's
+        parameters and the hyperparameters a recording holds as constants (all but those read
+        from the device when ``capturable``), and every parameter's state (tensors by
+        identity)."""
+        live = self._on_device if self.capturable else ()
+        items: list[tuple[str, Any]] = [("capturable", self.capturable)]
+        for gi, g in enumerate(self.param_groups):
+            items.append((f"param_groups[{gi}]",
+                          {k: v for k, v in g.items() if k not in live}))
+        for i, p in enumerate(self._params()):
+            items.append((f"state of parameter {i}", self.state.get(id(p))))
+        return items
+
     def _params(self) -> list[ag.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
 
@@ -106,6 +124,10 @@ class Optimizer:
                     "Python numbers that the recording would freeze; create the optimizer with "
                     "capturable=True, which keeps them on the device")
             _capture.register(self)
+            # The rates as they are now, on every recorded or warm-up call too -- outside the
+            # trace: the recording reads the device scalar, it must not re-write it each replay.
+            with _tracing.paused():
+                self.sync_device_hyperparameters()
         elif self.capturable:
             self.sync_device_hyperparameters()
         with ag.no_grad():
@@ -122,7 +144,7 @@ class Optimizer:
     # -- capture -------------------------------------------------------------------------------
     def _device_scalar(self, gi: int, name: str, p: ag.Tensor) -> ag.Tensor:
         """``param_groups[gi][name]`` as a 0-d array of ``p``'s backend, dtype and device."""
-        # The backend's own name even while a step is traced (agnograd.staged): the tracing
+        # The backend's own name even while a step is traced (agnograd.capture.program): the tracing
         # backend wraps the same arrays, and the scalar made before the trace must be found.
         b = p._backend
         key = (gi, name, b.base.name, repr(p.device), p.dtype.name)
@@ -152,33 +174,32 @@ class Optimizer:
                 self._device_value[key] = value
 
     def _hyperparameters(self) -> list[dict[str, Any]]:
-        """Every group's hyperparameters (what a recording saw)."""
-        return [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        """Every group's hyperparameters and parameter list (what a recording saw)."""
+        return [{k: (list(v) if k == "params" else v) for k, v in g.items()}
+                for g in self.param_groups]
 
-    def _before_replay(self, recorded: list[dict[str, Any]]) -> None:
-        """Called by a captured step before each replay: refuse hyperparameters that the
-        recording holds as constants (all but ``lr``) if they changed since ``recorded``, then
-        copy the learning rates to the device.
-
-        The common call changes nothing: when the groups and the device scalars' values equal
-        what the last check against the same ``recorded`` left (two comparisons of dicts and
-        lists, identity first, in C), the check is done already.
-        """
-        seen = getattr(self, "_replay_seen", None)  # (a subclass may skip __init__)
-        if (seen is not None and seen[0] is recorded and self.param_groups == seen[1]
-                and self._device_value == seen[2]):
-            return
+    def _replay_check(self, recorded: list[dict[str, Any]]) -> str | None:
+        """Before a replay of a step recorded with ``recorded`` (:meth:`_hyperparameters`):
+        what changed that the recording holds as a constant -- the groups, their parameters,
+        every hyperparameter but those read from the device -- in words; ``None`` if nothing
+        did, after copying the learning rates to the device."""
+        name = type(self).__name__
+        if len(recorded) != len(self.param_groups):
+            return (f"{name} has {len(self.param_groups)} parameter group(s); the step was "
+                    f"recorded with {len(recorded)}")
+        live = self._on_device if self.capturable else ()
         for gi, (group, rec) in enumerate(zip(self.param_groups, recorded)):
+            if group.keys() != rec.keys():
+                return f"{name}.param_groups[{gi}] gained or lost an entry"
             for k, v in rec.items():
-                if k not in self._on_device and group.get(k) != v:
-                    raise _capture.CaptureError(
-                        f"{type(self).__name__}: param_groups[{gi}][{k!r}] changed from {v!r} to "
-                        f"{group.get(k)!r} after the step was recorded by ag.capture; only 'lr' is "
-                        "read from the device on every replay. Capture the step again after "
-                        "changing it")
+                now = group[k]
+                if k == "params":
+                    if len(now) != len(v) or any(a is not b for a, b in zip(now, v)):
+                        return f"{name}.param_groups[{gi}]['params'] now holds other tensors"
+                elif k not in live and not (now is v or now == v):
+                    return f"{name}.param_groups[{gi}][{k!r}] changed from {v!r} to {now!r}"
         self.sync_device_hyperparameters()
-        self._replay_seen = (recorded, [dict(g) for g in self.param_groups],
-                             dict(self._device_value))
+        return None
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         raise NotImplementedError

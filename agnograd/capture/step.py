@@ -13,7 +13,7 @@ new inputs into the recorded input buffers, replays the recording and returns it
   unaffected.
 - On **every other backend** (NumPy, array_api_strict, PyTorch, ...; CuPy with
   ``graph=False``) the recording call is traced into the backend calls it makes and each call
-  replays them as generated code (:mod:`agnograd.staged`): bit-identical to eager on NumPy,
+  replays them as generated code (:mod:`agnograd.capture.program`): bit-identical to eager on NumPy,
   with no Tensor or engine work. ``replay="eager"`` (and lazy backends such as Dask) keep the
   eager fallback: the inputs are copied into the same buffers, ``step_fn`` runs eagerly, and
   its outputs are copied into the same output buffers.
@@ -31,17 +31,21 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _capture_state
-from ._capture_state import CaptureError
-from ._tensor import Tensor
-from .backends import Backend, backend_of_array
-from .pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
-from .staged import StagedProgram, can_stage, trace_step
+from .._tensor import Tensor
+from ..backends import Backend, backend_of_array
+from ..pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
+from . import _state as _capture_state
+from ._state import CaptureError
+from .guards import Guards, world_now
+from .program import StagedProgram, can_stage, check_outputs, make_guards, observe, trace_step
+from .recordings import Recording, Recordings
 
 if TYPE_CHECKING:
-    from .backends.cuda_graph import CudaGraphRecorder
+    from ..backends.cuda_graph import CudaGraphRecorder
 
 __all__ = ["capture", "CapturedStep", "CaptureError", "CheckResult"]
+
+WHO = "ag.capture"
 
 
 class CheckResult(NamedTuple):
@@ -81,7 +85,7 @@ def capture(step_fn: Callable[..., Any], *example_args: Any, warmup: int = 3,
         graph: ``False`` refuses the CUDA graph on CuPy (the step is then staged, as on the
             other backends); ``None`` (the default) uses it where the backend has one.
         replay: ask for one kind of replay: ``"cuda-graph"``, ``"staged"`` (trace the backend
-            calls once, replay them as generated code: :mod:`agnograd.staged`) or ``"eager"``
+            calls once, replay them as generated code: :mod:`agnograd.capture.program`) or ``"eager"``
             (run ``step_fn`` on every call, with the same semantics); ``None`` picks the
             fastest the backend allows -- a CUDA graph on CuPy, staged elsewhere (eager on
             lazy backends such as Dask).
@@ -212,7 +216,8 @@ class CapturedStep:
         self._args = tree_unflatten(
             self._argdef, [s.buffer if s.buffer is not None else s.constant for s in self._slots])
         self._participants: list[Any] = []
-        self._recorded_hyper: list[Any] = []
+        self._guards: Guards | None = None  # of the CUDA graph (staged: per recording)
+        self._recs = Recordings(8, WHO, getattr(step_fn, "__name__", "step"))
         self._recorder: CudaGraphRecorder | None = None
         self._spec: TreeDef | None = None
         self._out_leaves: list[Any] = []
@@ -233,16 +238,26 @@ class CapturedStep:
     # -- recording -----------------------------------------------------------------------------
     def _call_checked(self) -> Any:
         """One eager call with the checker on; registers capturable optimizers."""
-        with _capture_state.recording() as parts:
+        backwards = _capture_state.BACKWARDS[0]
+        with _capture_state.recording(WHO) as parts:
             out = self._fn(*self._args)
+        check_outputs(out, _capture_state.BACKWARDS[0] != backwards, WHO)
         for p in parts:
             if all(p is not q for q in self._participants):
                 self._participants.append(p)
         return out
 
-    def _before_call(self) -> None:
-        for opt, seen in zip(self._participants, self._recorded_hyper):
-            opt._before_replay(seen)
+    def _before_graph(self) -> None:
+        """Before a CUDA-graph replay: its guards hold, and the parameters are still the
+        arrays the graph reads; otherwise :class:`CaptureError` naming what changed (a CUDA
+        graph holds device pointers: the step must be captured again)."""
+        if self._guards is not None:
+            why = self._guards.check()
+            if why is not None:
+                raise CaptureError(
+                    f"captured step (CUDA graph): {why} since the step was recorded; a CUDA "
+                    "graph replays fixed memory and cannot follow. Capture the step again (or "
+                    "capture with graph=False: the staged replay records itself again)")
         for t, data in self._pinned:
             if t.data is not data:
                 raise CaptureError(
@@ -284,7 +299,6 @@ class CapturedStep:
                                    "(lazy arrays, or no tensor inputs); use replay='eager'")
             out = self._call_checked()  # the recording call of the fallback
             self._set_outputs(out, copy=True)
-            self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
             return
         rec: CudaGraphRecorder = backend.graph_recorder(backend)
         try:
@@ -294,6 +308,10 @@ class CapturedStep:
                     self._sync_participants()
                     self._call_checked()
             self._sync_participants()
+            live, before, _hyper = observe(backend)
+            flags = {id(t): (t._requires_grad, t._hooks and tuple(t._hooks)) for t in live}
+            start = world_now(live)
+            del live
             try:
                 with rec.capture():
                     out = self._call_checked()
@@ -314,7 +332,11 @@ class CapturedStep:
         self.graph = True
         self.replay = "cuda-graph"
         self._set_outputs(out, copy=False)
-        self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
+        # The graph reads the optimizers' parameters and the input buffers: guard them, and
+        # the modules and optimizers that hold them, as the staged replay does.
+        touched = [p for opt in self._participants for p in opt._params()]
+        touched += [s.buffer for s in self._slots if s.buffer is not None]
+        self._guards = make_guards(touched, before, [], flags, list(self._participants), start)
         # Keep every parameter array the graph reads and writes alive, and notice if one is
         # replaced (the graph would go on using the old memory).
         for opt in self._participants:
@@ -324,27 +346,39 @@ class CapturedStep:
 
     def _trace(self, backend: Backend) -> None:
         """Trace the recording call into a staged program (it is a real step, as the
-        fallback's recording call is)."""
+        fallback's recording call is) and keep it beside the recordings of other worlds."""
         self._inputs_list = [s.buffer for s in self._slots if s.buffer is not None]
+        self._backend = backend
         t0 = time.perf_counter()
-        program, (spec, outs) = trace_step(self._fn, lambda _: self._args, self._inputs_list,
-                                           backend)
+        traced = trace_step(self._fn, lambda _: self._args, self._inputs_list, backend, WHO)
+        program = traced.program
         for p in program.participants:
             if all(p is not q for q in self._participants):
                 self._participants.append(p)
         self.program = program
         self.record_seconds = time.perf_counter() - t0  # the traced call, passes and compile
         self.replay = "staged"
-        self._spec = spec
-        self._out_leaves = outs
-        self.outputs = tree_unflatten(spec, outs)
-        self._out_refs = [(i, type(leaf) is Tensor) for i, (leaf, (kind, _)) in
-                          enumerate(zip(outs, program.out_spec)) if kind == "ref"]
-        self._out_all_tensors = all(t for _, t in self._out_refs)
-        self._recorded_hyper = [opt._hyperparameters() for opt in self._participants]
+        rec = Recording(traced)
+        out_refs = [(i, type(leaf) is Tensor) for i, (leaf, (kind, _)) in
+                    enumerate(zip(traced.outs, program.out_spec)) if kind == "ref"]
         # Inputs the replay only reads are bound to the caller's arrays rather than copied.
-        self._alias = {id(buf) for buf, ro in zip(self._inputs_list, program.read_only_inputs)
-                       if ro}
+        alias = {id(buf) for buf, ro in zip(self._inputs_list, program.read_only_inputs) if ro}
+        rec.extra = (out_refs, all(t for _, t in out_refs), alias)
+        if traced.one_shot is None:
+            self._recs.add(rec)
+        else:  # a Python side effect no replay repeats: the next call records again
+            self._recs.note_retrace(traced.one_shot)
+        if self._spec is None:  # the first recording: its outputs become the output buffers
+            self._spec = traced.treedef
+            self._out_leaves = traced.outs
+        else:  # later ones write into the same output Tensors
+            for i, new in enumerate(traced.outs):
+                kept = self._out_leaves[i]
+                if type(kept) is Tensor and type(new) is Tensor:
+                    kept.data = new.data
+                else:
+                    self._out_leaves[i] = new
+        self.outputs = tree_unflatten(self._spec, self._out_leaves)
 
     def _sync_participants(self) -> None:
         for opt in self._participants:
@@ -439,7 +473,8 @@ class CapturedStep:
         pairs = self._fast_inputs(args)
         if pairs is None:
             pairs = self._inputs_for(args, "captured step")
-        self._before_call()
+        if self._recorder is not None:
+            self._before_graph()
         # Every replay overwrites the input buffers and the outputs: graphs that saved them (or
         # a view of them) before this call refuse to use them at backward.
         for buf, _ in pairs:
@@ -450,22 +485,28 @@ class CapturedStep:
         if self._recorder is not None:
             self._recorder.replay([(buf.data, t.data) for buf, t in pairs])
             return self.outputs
-        program = self.program
-        if program is not None:
-            alias = self._alias
+        if self.program is not None:
+            rec, why = self._recs.find()
+            if rec is None:  # the world changed since every recording: record this call
+                self._recs.note_retrace(why)
+                for buf, t in pairs:  # the buffers own their arrays again while traced
+                    buf.data = self._backend.xp.asarray(t.data, copy=True)
+                self._trace(self._backend)
+                return self.outputs
+            out_refs, all_tensors, alias = rec.extra
             for buf, t in pairs:
                 if id(buf) in alias:  # read only by the replay: bind, don't copy
                     buf.data = t.data
                 else:
                     buf.data[...] = t.data
-            vals = program.run(self._inputs_list)
+            vals = rec.program.run(self._inputs_list)
             leaves = self._out_leaves
-            for i, is_tensor in self._out_refs:
+            for i, is_tensor in out_refs:
                 if is_tensor:
                     leaves[i].data = vals[i]
                 else:
                     leaves[i] = vals[i]
-            if not self._out_all_tensors:
+            if not all_tensors:
                 assert self._spec is not None  # set by the recording
                 self.outputs = tree_unflatten(self._spec, leaves)
             return self.outputs

@@ -1,12 +1,19 @@
-"""``ag.jit``: one staged recording per input signature, for functions called with changing shapes.
+"""``ag.jit``: staged recordings per input signature and per world, for functions called with
+changing shapes.
 
 ``f = ag.jit(fn)`` (or ``@ag.jit``): each call looks up the signature of its arguments -- the
 pytree structure, each tensor leaf's backend, shape, dtype, device and ``requires_grad``, and
-every other leaf's value (a constant) -- in a bounded LRU cache of staged programs
-(:mod:`agnograd.staged`). A hit replays the recorded backend calls on the new arrays and returns
-fresh Tensors. A new signature is first called eagerly ``warmup`` times under the capture-safety
-checker (optimizers make their state on their first step, which must not be recorded), then
-traced: the tracing call is itself a real call, and its outputs are returned.
+every other leaf's kind and value (a constant) -- in a bounded LRU cache. A new signature is
+first called eagerly ``warmup`` times under the capture-safety checker (optimizers make their
+state on their first step), then traced: the tracing call is itself a real call, and its
+outputs are returned.
+
+Each signature keeps the recordings (:mod:`.recordings`) of the worlds it was called in: a
+recording is replayed only while its guards (:mod:`.guards`) hold -- the same leaves have a
+``.grad``, the same tensors require grad, the modules and optimizers point to the same tensors
+and hold the same Python values, the same hyperparameters, modes, default dtype and backend.
+Otherwise the call is traced again and the new recording kept beside the others. A replay is
+therefore always what an eager call would compute.
 
 A function that is not capture-safe raises :class:`~agnograd.CaptureError` naming the op,
 unless ``fallback="eager"``: that signature then runs eagerly from then on.
@@ -18,14 +25,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from . import _capture_state
-from ._capture_state import CaptureError
-from ._tensor import Tensor
-from .backends import Backend, backend_of_array
-from .pytree import tree_flatten, tree_unflatten
-from .staged import StagedProgram, can_stage, trace_step
+from .._tensor import Tensor
+from ..backends import Backend, backend_of_array
+from ..pytree import tree_flatten, tree_unflatten
+from . import _state
+from ._state import CaptureError
+from .program import can_stage, check_outputs, trace_step
+from .recordings import Recording, Recordings
 
 __all__ = ["jit", "JitFunction"]
+
+WHO = "ag.jit"
+_WORLDS_PER_SIGNATURE = 8
 
 
 def jit(fn: Callable[..., Any] | None = None, *, cache_size: int = 16, warmup: int = 1,
@@ -34,8 +45,12 @@ def jit(fn: Callable[..., Any] | None = None, *, cache_size: int = 16, warmup: i
 
     Args:
         fn: the function; Tensors (or arrays) at the leaves of its arguments are inputs, other
-            leaves constants of a recording.
-        cache_size: recordings kept (least recently used dropped first).
+            leaves constants of a recording. It should be a whole step -- forward, backward and
+            update -- or run without a graph: a replay returns Tensors without a graph, so a
+            call that returns a Tensor requiring grad without having run a backward raises
+            :class:`~agnograd.CaptureError` (call ``backward()`` inside instead).
+        cache_size: input signatures kept (least recently used dropped first); each keeps up
+            to 8 recordings, one per world its guards describe.
         warmup: eager calls of a new signature before it is traced (0 traces the first call).
         fallback: ``"eager"`` to run a signature eagerly when it cannot be traced.
     """
@@ -45,16 +60,14 @@ def jit(fn: Callable[..., Any] | None = None, *, cache_size: int = 16, warmup: i
 
 
 class _Entry:
-    __slots__ = ("program", "treedef", "positions", "participants", "hyper", "eager", "seen")
+    """One input signature: its warm-up count and its recordings."""
 
-    def __init__(self) -> None:
-        self.program: StagedProgram | None = None
+    __slots__ = ("recordings", "eager", "seen")
+
+    def __init__(self, name: str) -> None:
+        self.recordings = Recordings(_WORLDS_PER_SIGNATURE, WHO, name)
         self.eager = False
         self.seen = 0
-        self.participants: list[Any] = []
-        self.hyper: list[Any] = []
-        self.treedef: Any = None
-        self.positions: Any = None
 
 
 def _leaf_key(x: Any) -> tuple[Any, ...] | None:
@@ -89,7 +102,10 @@ class JitFunction:
         self.__doc__ = getattr(fn, "__doc__", None)
 
     def cache_info(self) -> dict[str, int]:
-        return {"size": len(self._cache), "maxsize": self.cache_size, "traces": self.traces}
+        """``size`` (signatures kept), ``maxsize``, ``traces`` (calls traced so far) and
+        ``recordings`` (kept over every signature)."""
+        return {"size": len(self._cache), "maxsize": self.cache_size, "traces": self.traces,
+                "recordings": sum(len(e.recordings.items) for e in self._cache.values())}
 
     def _signature(self, leaves: list[Any], treedef: Any) -> tuple[Any, list[int], Backend | None]:
         key: list[Any] = [treedef]
@@ -104,6 +120,11 @@ class JitFunction:
                 except TypeError:
                     key.append(("C", type(x), id(x)))
                 continue
+            if backend is not None and k[1] != backend.name:
+                raise CaptureError(
+                    f"{WHO}({self.__name__}): argument leaf {i} is on backend '{k[1]}' but an "
+                    f"earlier one is on '{backend.name}'; a compiled function's tensor inputs "
+                    "live on one backend (move them with ag.to_backend)")
             key.append(k)
             positions.append(i)
             if backend is None:
@@ -114,41 +135,32 @@ class JitFunction:
         leaves, treedef = tree_flatten(args)
         key, positions, backend = self._signature(leaves, treedef)
         entry = self._cache.get(key)
-        if entry is not None:
-            self._cache.move_to_end(key)
-            program = entry.program
-            if program is not None:
-                for opt, seen in zip(entry.participants, entry.hyper):
-                    opt._before_replay(seen)
-                vals = program.run([leaves[i] for i in positions])
-                outs = [(Tensor._wrap(vals[k], program.backend) if ist else vals[k])
-                        if kind == "ref" else (Tensor._wrap(v, program.backend) if kind == "const"
-                                               else v)
-                        for k, ((kind, v), ist) in enumerate(zip(program.out_spec,
-                                                                program.out_is_tensor))]
-                return tree_unflatten(entry.treedef, outs)
-        else:
-            entry = _Entry()
+        if entry is None:
+            entry = _Entry(self.__name__)
             self._cache[key] = entry
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+            if entry.recordings.items:
+                rec, why = entry.recordings.find()
+                if rec is not None:
+                    return self._replay(rec, [leaves[i] for i in positions])
+                entry.recordings.note_retrace(why)
         if entry.eager:
             return self.fn(*args)
-        for opt in entry.participants:
-            opt.sync_device_hyperparameters()
         if entry.seen < self.warmup or backend is None or not can_stage(backend):
             entry.seen += 1
+            backwards = _state.BACKWARDS[0]
             try:
-                with _capture_state.recording() as parts:
+                with _state.recording(WHO):
                     out = self.fn(*args)
+                check_outputs(out, _state.BACKWARDS[0] != backwards, WHO)
             except CaptureError:
                 if self.fallback != "eager":
                     raise
                 entry.eager = True
                 return self.fn(*args)
-            for p in parts:
-                if all(p is not q for q in entry.participants):
-                    entry.participants.append(p)
             if backend is None or not can_stage(backend):
                 entry.eager = True
             return out
@@ -161,18 +173,27 @@ class JitFunction:
             return tuple(tree_unflatten(treedef, new))
 
         try:
-            program, (out_def, outs) = trace_step(self.fn, call_args, inputs, backend)
+            traced = trace_step(self.fn, call_args, inputs, backend, WHO)
         except CaptureError:
             if self.fallback != "eager":
-                del self._cache[key]
+                if not entry.recordings.items:
+                    del self._cache[key]
                 raise
             entry.eager = True
             return self.fn(*args)
         self.traces += 1
-        for p in program.participants:
-            if all(p is not q for q in entry.participants):
-                entry.participants.append(p)
-        entry.hyper = [opt._hyperparameters() for opt in entry.participants]
-        entry.program = program
-        entry.treedef = out_def
-        return tree_unflatten(out_def, outs)
+        if traced.one_shot is None:
+            entry.recordings.add(Recording(traced))
+        else:  # never replayed: every call in this world is traced (a real call)
+            entry.recordings.note_retrace(traced.one_shot)
+        return tree_unflatten(traced.treedef, traced.outs)
+
+    @staticmethod
+    def _replay(rec: Recording, inputs: list[Any]) -> Any:
+        program = rec.program
+        b = program.backend
+        vals = program.run(inputs)
+        outs = [(Tensor._wrap(vals[k], b) if ist else vals[k])
+                if kind == "ref" else (Tensor._wrap(v, b) if kind == "const" else v)
+                for k, ((kind, v), ist) in enumerate(zip(program.out_spec, program.out_is_tensor))]
+        return tree_unflatten(rec.treedef, outs)

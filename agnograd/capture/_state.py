@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["CaptureError", "ACTIVE", "capturing", "refuse", "recording", "register", "WHY_HOST",
-           "WHY_TRANSFER", "WHY_SHAPE", "WHY_RANDOM"]
+           "WHY_TRANSFER", "WHY_SHAPE", "WHY_RANDOM", "who", "WORLD", "BACKWARDS", "touch", "Holder"]
 
 
 class CaptureError(RuntimeError):
@@ -35,6 +35,34 @@ class CaptureError(RuntimeError):
 class _State(threading.local):
     recording = False
     participants: list[Any] | None = None
+    who = "ag.capture"  # the transform recording now, for error messages
+
+
+# The world epoch: every change of the structure a recording may have assumed -- a Module
+# attribute assigned or deleted, ``requires_grad`` switched, a ``.grad`` assigned, a hook added
+# or removed, an optimizer's state replaced -- adds one. A replay whose epoch is unchanged since
+# its guards last held skips their structural half (agnograd.capture.guards).
+WORLD = [0]
+
+# Backward walks run so far (every thread): a compiled function whose call ran none but returned
+# a Tensor that requires grad is being used for its graph, which a replay does not have.
+BACKWARDS = [0]
+
+
+def touch() -> None:
+    """Count a change of the world outside the arrays (see ``WORLD``)."""
+    WORLD[0] += 1
+
+
+class Holder:
+    """Marker base of the objects whose attributes a recording guards (``nn.Module``,
+    ``optim.Optimizer``): what they point to, and their Python values, are checked before each
+    replay. ``_guard_items()`` lists them as ``(name, value)``; containers are walked."""
+
+    __slots__ = ()
+
+    def _guard_items(self) -> list[tuple[str, Any]]:
+        return [(k, v) for k, v in vars(self).items() if not k.startswith("_")]
 
 
 _state = _State()
@@ -60,10 +88,15 @@ def capturing() -> bool:
     return _state.recording
 
 
+def who() -> str:
+    """``"ag.jit"`` or ``"ag.capture"``: the transform recording in this thread (for messages)."""
+    return _state.who
+
+
 def refuse(op: str, why: str = _WHY_SYNC, hint: str = "") -> None:
     """Raise :class:`CaptureError` naming ``op`` and ``why`` if this thread is recording."""
     if _state.recording:
-        raise CaptureError(f"{op} is not allowed inside a step recorded by ag.capture: {why}"
+        raise CaptureError(f"{op} is not allowed inside a step recorded by {_state.who}: {why}"
                            + (f". {hint}" if hint else ""))
 
 
@@ -77,15 +110,17 @@ def register(obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def recording() -> Iterator[list[Any]]:
-    """Turn the flag on for this thread; yields the list that :func:`register` fills."""
+def recording(who: str = "ag.capture") -> Iterator[list[Any]]:
+    """Turn the flag on for this thread; yields the list that :func:`register` fills. ``who``
+    (``"ag.capture"`` or ``"ag.jit"``) is named by the errors raised meanwhile."""
     global ACTIVE
     if _state.recording:
-        raise CaptureError("ag.capture: a step is already being recorded in this thread; "
-                           "captures cannot be nested")
+        raise CaptureError(f"{who}: a step is already being recorded in this thread by "
+                           f"{_state.who}; ag.capture and ag.jit cannot be nested")
     parts: list[Any] = []
     _state.recording = True
     _state.participants = parts
+    previous, _state.who = _state.who, who
     with _lock:
         ACTIVE += 1
     try:
@@ -93,5 +128,6 @@ def recording() -> Iterator[list[Any]]:
     finally:
         _state.recording = False
         _state.participants = None
+        _state.who = previous
         with _lock:
             ACTIVE -= 1
