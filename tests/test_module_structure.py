@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import warnings
 
 import numpy as np
@@ -61,7 +62,7 @@ def test_the_model_has_the_structure():
     _check_structure(Tied())
 
 
-@pytest.mark.parametrize("op", ["astype", "to_backend", "astype_then_back", "deepcopy"])
+@pytest.mark.parametrize("op", ["astype", "to_backend", "astype_then_back", "deepcopy", "pickle"])
 def test_conversions_keep_ties_frozen_parameters_and_buffers(op):
     """Regression (issue 22): astype and to_backend untied tied weights."""
     m = Tied()
@@ -75,6 +76,8 @@ def test_conversions_keep_ties_frozen_parameters_and_buffers(op):
         assert m.emb.weight.backend == "array_api_strict" == m.steps.backend
     elif op == "deepcopy":
         m = copy.deepcopy(m)
+    elif op == "pickle":
+        m = pickle.loads(pickle.dumps(m))
     else:
         m.astype(ag.float32).astype(ag.float64)
     _check_structure(m)
@@ -450,7 +453,7 @@ SPECS = st.tuples(
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=SPECS, op=st.sampled_from(["astype", "to_backend", "deepcopy", "save_load",
+@given(spec=SPECS, op=st.sampled_from(["astype", "to_backend", "deepcopy", "pickle", "save_load",
                                         "state_dict", "train_eval_zero_grad"]))
 def test_every_structure_operation_keeps_any_structure(tmp_path_factory, spec, op):
     spec = (spec[0], [(i % spec[0], j % spec[0]) for i, j in spec[1]], *spec[2:])
@@ -464,6 +467,8 @@ def test_every_structure_operation_keeps_any_structure(tmp_path_factory, spec, o
         m.to_backend("array_api_strict").to_backend("numpy")
     elif op == "deepcopy":
         m = copy.deepcopy(m)
+    elif op == "pickle":
+        m = pickle.loads(pickle.dumps(m))
     elif op == "save_load":
         path = tmp_path_factory.mktemp("bag") / "m.npz"
         m.save(path)

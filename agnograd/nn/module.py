@@ -128,6 +128,21 @@ def _same_values(a: ag.Tensor, b: ag.Tensor) -> bool:
     return bool(ag.all(same))
 
 
+def _direct_modules(obj: Module) -> list[Module]:
+    """The sub-modules held by ``obj``'s public attributes (directly or in containers)."""
+    out: list[Module] = []
+    stack: list[Any] = [v for k, v in vars(obj).items() if not k.startswith("_")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Module):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return out
+
+
 def _every_name(obj: Any, prefix: str, path: set[int]) -> Iterator[tuple[str, ag.Tensor]]:
     """(dotted name, Tensor) for every name under which a Tensor is reachable from ``obj``:
     a tied tensor, or one in a sub-module shared by two places, under each of its names (as in
@@ -240,6 +255,26 @@ class Module(_capture.Holder):
                 if isinstance(twin, ag.Tensor):
                     _PARAMETERS[id(twin)] = twin
         return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling: remember which of the tensors held here (not in sub-modules, which pickle
+        # their own) are frozen parameters, so they stay parameters when unpickled.
+        state = dict(vars(self))
+        frozen = [n for n, t in _every_name(self, "", {id(m) for m in _direct_modules(self)})
+                  if not t.requires_grad and _PARAMETERS.get(id(t)) is t]
+        if frozen:
+            state["_frozen_parameters"] = frozen
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        frozen = state.pop("_frozen_parameters", ())
+        vars(self).update(state)
+        for name in frozen:
+            try:
+                t, _ = _locate(self, name)
+            except KeyError:  # pragma: no cover - the state was changed by hand
+                continue
+            _PARAMETERS[id(t)] = t
 
     # -- discovery -----------------------------------------------------------------------------
     def named_tensors(self) -> list[tuple[str, ag.Tensor]]:
