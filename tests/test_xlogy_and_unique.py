@@ -119,3 +119,20 @@ def test_unique_indices_and_counts_never_require_grad():
     c = ag.unique_counts(x)
     assert not c.counts.requires_grad
     assert not ag.unique_inverse(x).inverse_indices.requires_grad
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_xlogy_of_nan_and_python_scalars(backend):
+    """xlogy(0, NaN) is NaN (SciPy, PyTorch), not 0; a Python scalar operand works on every
+    backend (array_api_strict's where() refused two scalars) and differentiates."""
+    torch = pytest.importorskip("torch")
+    x = ag.tensor([0.0, 0.0, 1.0], backend=backend, requires_grad=True)
+    y = ag.tensor([np.nan, 0.0, np.nan], backend=backend)
+    ref = torch.special.xlogy(torch.tensor([0.0, 0.0, 1.0]), torch.tensor([np.nan, 0.0, np.nan]))
+    np.testing.assert_array_equal(ag.to_backend(S.xlogy(x, y), "numpy").numpy(), ref.numpy())
+    np.testing.assert_array_equal(ag.to_backend(S.xlogy(0.0, y), "numpy").numpy(), ref.numpy())
+    g = ag.grad(lambda x: ag.sum(S.xlogy(x, 2.0)))(x)
+    np.testing.assert_allclose(ag.to_backend(g, "numpy").numpy(), [np.log(2.0)] * 3)
+    yv = ag.tensor([0.5, 2.0], backend=backend, requires_grad=True)
+    gy = ag.grad(lambda y: ag.sum(S.xlogy(3.0, y)))(yv)
+    np.testing.assert_allclose(ag.to_backend(gy, "numpy").numpy(), [6.0, 1.5])

@@ -360,13 +360,22 @@ def _xlogy_y(xp: Any, g: Any, x: Any, y: Any) -> Any:
 
 
 def xlogy(x: Any, y: Any) -> Tensor:
-    """``x·log(y)``, 0 where ``x == 0`` (even where ``y == 0``), with broadcasting (SciPy's
-    ``xlogy``). Beyond the Array API standard. VJP (PyTorch's): ``x̄ = ḡ·log y``, also at
-    ``x == 0`` (0 only where ``x == 0`` and ``y <= 0``), ``ȳ = ḡ·x/y`` (0 where
-    ``x == y == 0``); differentiable again (mixed second derivative ``1/y``)."""
+    """``x·log(y)``, 0 where ``x == 0`` (even where ``y == 0``; NaN where ``y`` is NaN), with
+    broadcasting (SciPy's and PyTorch's ``xlogy``). Beyond the Array API standard. VJP
+    (PyTorch's): ``x̄ = ḡ·log y``, also at ``x == 0`` (0 only where ``x == 0`` and ``y <= 0``),
+    ``ȳ = ḡ·x/y`` (0 where ``x == y == 0``); differentiable again (mixed second derivative
+    ``1/y``)."""
     b, x, y, a1, a2 = binary_operands(x, y, "special.xlogy")
     xp = b.xp
-    zero = a1 == 0
+    # A Python scalar beside a floating array: an array of that dtype (the result's dtype
+    # anyway), since the standard's where() and the rules below need an array operand.
+    if type(x) is not Tensor and xp.isdtype(a2.dtype, "real floating"):
+        a1 = xp.full_like(a2, a1)
+        x = wrap(a1, b)
+    elif type(y) is not Tensor and xp.isdtype(a1.dtype, "real floating"):
+        a2 = xp.full_like(a1, a2)
+        y = wrap(a2, b)
+    zero = (a1 == 0) & (a2 == a2)  # x == 0 and y not NaN (xlogy(0, NaN) is NaN, as SciPy's)
     out = b.fix(xp.where(zero, 0.0, a1 * xp.log(xp.where(zero, 1.0, a2))))
     if grad_on() and any(type(t) is Tensor and t._requires_grad for t in (x, y)):
         return record("special.xlogy", out, b, (x, y), (_xlogy_x, _xlogy_y), saved=(x, y),
