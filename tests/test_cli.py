@@ -229,3 +229,62 @@ def test_full_default_run_reaches_95_percent(capsys):
     assert code == 0, err
     m = SUMMARY.search(out.strip().splitlines()[-1])
     assert float(m.group(1)) >= 95.0, out
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 22, class 9: the CNN's gradient check, and --save paths refused before training
+
+
+def _small_cnn(backend=None, dtype=None, seed=None):
+    """build_cnn's kinds of layers (ReLU after a padded convolution, max pooling), small enough
+    for a finite-difference check in a second."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 2, 3, padding=1, backend=backend, dtype=dtype, seed=(seed or 0, 0), init="he"),
+        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(32, 10, backend=backend, dtype=dtype, seed=(seed or 0, 1)))
+
+
+def test_cnn_gradient_check_is_taken_off_the_relu_kinks():
+    """Regression (issue 22): on the digits (many pixels exactly 0, biases 0) ReLU inputs sit
+    on the kink, where central differences average two slopes: correct gradients failed the
+    check. The check point is now jittered off the kinks."""
+    X, y = load_digits()
+    model = _small_cnn()
+    err, _ = cli.check_network_gradients(model, X[:3, ...], y[:3])
+    assert err < 1e-6
+    on_kinks, where = cli.check_network_gradients(model, X[:3, ...], y[:3], jitter=0.0)
+    assert on_kinks > 1e-3 and where == "layers.1.bias"  # what the old check reported
+
+
+def test_check_grad_with_the_cnn_passes_on_the_command_line(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "build_cnn", _small_cnn)  # the same path, a smaller network
+    code, out, err = _run(capsys, "train", "--model", "cnn", "--epochs", "0", "--no-progress",
+                          "--check-grad")
+    assert code == 0, err
+    m = re.search(r"largest relative error (\S+) \(in (\S+)\)", out)
+    assert m and float(m.group(1)) < 1e-6
+
+
+def test_save_paths_that_cannot_be_written_are_refused_before_training(tmp_path, capsys,
+                                                                       monkeypatch):
+    """Regression (issue 22): a --save path whose name cannot be created (here: too long) was
+    refused only when the trained network was written."""
+    trained = []
+    real_train = cli.train
+
+    def spy(config, log=print):
+        trained.append(config)
+        return real_train(config, log)
+
+    monkeypatch.setattr(cli, "train", spy)
+    long_name = str(tmp_path / ("a" * 300 + ".npz"))
+    for path, message in [(long_name, "cannot write this file"),
+                          (str(tmp_path / "no" / "such" / "x.npz"), "does not exist")]:
+        code, out, err = _run(capsys, *FAST, "--save", path)
+        assert code == 2 and out == "" and message in err and not trained
+        assert err.count("\n") == 1
+    # The API refuses it too, before loading data or training.
+    with pytest.raises(cli.UsageError, match="cannot write this file"):
+        real_train(cli.TrainConfig(epochs=50, save=long_name), log=lambda s: None)
+    assert not list(tmp_path.iterdir())  # the probes left nothing behind

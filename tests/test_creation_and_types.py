@@ -615,7 +615,13 @@ def test_unique_all(backend):
     np.testing.assert_array_equal(host(r.counts), [2, 1, 3])
     for t in r:
         plain(t, backend)
-    for t in ag.unique_all(leaf([2.0, 1.0, 2.0], backend)):
+    # From an input that requires grad: the values require grad and refuse backward (as
+    # torch.unique's); indices and counts never require grad.
+    values, *rest = ag.unique_all(leaf([2.0, 1.0, 2.0], backend))
+    assert values.requires_grad
+    with pytest.raises(NotImplementedError, match="unique_all: the derivative"):
+        ag.sum(values).backward()
+    for t in rest:
         plain(t, backend)
 
 
@@ -631,7 +637,7 @@ def test_unique_counts_inverse_values(backend):
     np.testing.assert_array_equal(host(i.inverse_indices), [[2, 0, 2], [1, 0, 2]])
     for t in (*c, *i):
         plain(t, backend)
-    u = plain(ag.unique_values(leaf([2.0, 1.0, 2.0], backend)), backend, ag.float64, (2,))
+    u = plain(ag.unique_values(leaf([2.0, 1.0, 2.0], backend).detach()), backend, ag.float64, (2,))
     np.testing.assert_array_equal(host(u), [1.0, 2.0])
 
 

@@ -86,12 +86,12 @@ def test_train_and_eval_set_every_submodule():
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_linear_computes_x_w_plus_b(backend):
     lin = nn.Linear(3, 2, backend=backend, seed=0)
-    assert lin.weight.shape == (3, 2) and lin.bias.shape == (2,)
+    assert lin.weight.shape == (2, 3) and lin.bias.shape == (2,)  # (out, in), as PyTorch
     assert lin.weight.dtype == ag.float32 and lin.weight.backend == backend
     assert np.all(_host(lin.bias) == 0)
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     y = lin(ag.tensor(x, backend=backend))
-    np.testing.assert_allclose(_host(y), x @ _host(lin.weight), rtol=1e-6)
+    np.testing.assert_allclose(_host(y), x @ _host(lin.weight).T, rtol=1e-6)
     assert nn.Linear(3, 2, bias=False, seed=0).bias is None
 
 
@@ -122,7 +122,7 @@ def test_same_seed_gives_the_same_weights_on_every_backend():
 def test_mlp_is_the_three_layer_tanh_network():
     m = nn.MLP([4, 6, 5, 3], seed=0, dtype=ag.float64)
     x = np.random.default_rng(0).normal(size=(7, 4))
-    W = [_host(layer.weight) for layer in m.layers]
+    W = [_host(layer.weight).T for layer in m.layers]
     b = [_host(layer.bias) for layer in m.layers]
     x1 = np.tanh(x @ W[0] + b[0])
     x2 = np.tanh(x1 @ W[1] + b[1])
@@ -192,8 +192,8 @@ def test_state_dict_shares_memory_with_the_model():
 @pytest.mark.parametrize("change, message", [
     (lambda sd: sd.pop("layers.1.bias"), "missing 'layers.1.bias'"),
     (lambda sd: sd.update(extra=np.zeros(2, np.float32)), "unexpected 'extra'"),
-    (lambda sd: sd.update({"layers.0.weight": np.zeros((5, 4), np.float32)}),
-     r"'layers.0.weight' has shape \(5, 4\), the model's has shape \(4, 5\)"),
+    (lambda sd: sd.update({"layers.0.weight": np.zeros((4, 5), np.float32)}),
+     r"'layers.0.weight' has shape \(4, 5\), the model's has shape \(5, 4\)"),
     (lambda sd: sd.update({"layers.0.bias": np.zeros(5, np.int64)}),
      "'layers.0.bias' has dtype int64, the model's has dtype float32 .only dtypes of the same kind"),
     (lambda sd: sd.update({"layers.0.bias": np.full(5, 1e300)}),
@@ -238,7 +238,8 @@ def test_save_and_load_round_trip(tmp_path):
     a, b = nn.MLP([4, 5, 3], seed=0), nn.MLP([4, 5, 3], seed=1)
     a.save(path)
     with np.load(path, allow_pickle=False) as z:       # a plain .npz, no pickle
-        assert sorted(z.files) == sorted(n for n, _ in a.named_parameters())
+        assert sorted(z.files) == sorted([n for n, _ in a.named_parameters()]
+                                         + ["__agnograd_format__"])  # the format marker
         assert z["layers.0.weight"].dtype == np.float32
     assert b.load(path) is b
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
@@ -300,10 +301,10 @@ def test_to_backend_and_astype():
 def test_functional_call_differentiates_with_respect_to_given_tensors():
     m = nn.Linear(3, 2, seed=0, dtype=ag.float64)
     x = ag.tensor(np.ones((4, 3)))
-    w = ag.tensor(np.full((3, 2), 0.5))
+    w = ag.tensor(np.full((2, 3), 0.5))                   # (out, in)
     g = ag.grad(lambda w: ag.sum(nn.functional_call(m, {"weight": w}, x) ** 2))(w)
-    y = np.ones((4, 3)) @ np.full((3, 2), 0.5)
-    np.testing.assert_allclose(_host(g), np.ones((4, 3)).T @ (2 * y), rtol=1e-12)
+    y = np.ones((4, 3)) @ np.full((2, 3), 0.5).T
+    np.testing.assert_allclose(_host(g), (2 * y).T @ np.ones((4, 3)), rtol=1e-12)
     assert m.weight is not w and not np.all(_host(m.weight) == 0.5)   # restored
     with pytest.raises(KeyError, match="no state tensor named 'wieght'"):
         nn.functional_call(m, {"wieght": w}, x)

@@ -1,7 +1,11 @@
 """Set functions of the Array API standard: ``isin`` and the four ``unique_*`` functions.
 
 They return the standard's named tuples of Tensors (field names as in the standard). None is
-differentiable: results never require grad. ``x`` of any shape is flattened first;
+differentiable. As in PyTorch (``torch.unique``), the unique *values* of an input that requires
+grad (while grad mode records) require grad too, and a backward pass that reaches them raises
+``NotImplementedError`` naming the op -- never a silent zero gradient; detach the input
+(``x.detach()``) when the values are only data. Indices and counts never require grad.
+``x`` of any shape is flattened first;
 ``inverse_indices`` has ``x``'s shape. The standard leaves the order of the unique values
 unspecified; the NumPy-based backends return them sorted.
 """
@@ -12,7 +16,7 @@ from typing import Any, NamedTuple
 
 from ..backends import Backend
 from ..capture import _state as _capture
-from ._common import PY_SCALARS, Tensor, to_tensor, wrap
+from ._common import PY_SCALARS, Tensor, grad_on, record, to_tensor, wrap
 
 __all__ = ["isin", "unique_all", "unique_counts", "unique_inverse", "unique_values"]
 
@@ -83,35 +87,53 @@ class UniqueInverseResult(NamedTuple):
     inverse_indices: Tensor
 
 
+def _no_derivative(xp: Any, g: Any, name: str) -> Any:
+    raise NotImplementedError(
+        f"{name}: the derivative of the unique values is not implemented (as in PyTorch, whose "
+        "torch.unique refuses backward too); the values were computed from a tensor that "
+        f"requires grad. Call {name} on x.detach() if they are only data, or write the "
+        "differentiable part without unique (e.g. gather x at the indices of unique_all)")
+
+
+def _values(name: str, x: Tensor, values: Any, b: Backend) -> Tensor:
+    """The unique values as a Tensor: one that refuses backward when ``x`` requires grad."""
+    if x._requires_grad and grad_on():
+        return record(name, values, b, (x,), (_no_derivative,), params=(name,))
+    return wrap(values, b)
+
+
 def _unique(name: str, x: Any) -> tuple[Tensor, ...]:
     x = to_tensor(x, name)
     _capture.refuse(name, _capture.WHY_SHAPE)
     b = x._backend
     res = getattr(b.xp, name)(x.data)
-    return tuple(wrap(a, b) for a in res)
+    return (_values(name, x, res[0], b), *(wrap(a, b) for a in res[1:]))
 
 
 def unique_all(x: Any, /) -> UniqueAllResult:
     """The unique values of ``x``, the index of each one's first occurrence in the
     flattened ``x``, the position in ``values`` of every element of ``x`` (``x``'s shape), and
-    how often each value occurs. Not differentiable."""
+    how often each value occurs. Not differentiable: ``values`` refuses backward (see the
+    module docstring)."""
     return UniqueAllResult(*_unique("unique_all", x))
 
 
 def unique_counts(x: Any, /) -> UniqueCountsResult:
-    """The unique values of ``x`` and how often each occurs. Not differentiable."""
+    """The unique values of ``x`` and how often each occurs. Not differentiable: ``values``
+    refuses backward."""
     return UniqueCountsResult(*_unique("unique_counts", x))
 
 
 def unique_inverse(x: Any, /) -> UniqueInverseResult:
     """The unique values of ``x`` and, for every element of ``x`` (``x``'s shape), its
-    position in ``values``. Not differentiable."""
+    position in ``values``. Not differentiable: ``values`` refuses backward."""
     return UniqueInverseResult(*_unique("unique_inverse", x))
 
 
 def unique_values(x: Any, /) -> Tensor:
-    """The unique values of ``x`` (1-d). Not differentiable."""
+    """The unique values of ``x`` (1-d). Not differentiable: the result refuses backward when
+    ``x`` requires grad, as ``torch.unique``'s does."""
     x = to_tensor(x, "unique_values")
     _capture.refuse("unique_values", _capture.WHY_SHAPE)
     b = x._backend
-    return wrap(b.xp.unique_values(x.data), b)
+    return _values("unique_values", x, b.xp.unique_values(x.data), b)

@@ -346,20 +346,36 @@ def logit(x: Any) -> Tensor:
 
 
 def _xlogy_x(xp: Any, g: Any, x: Any, y: Any) -> Any:
-    return g * xp.where(x == 0, 0.0, xp.log(xp.where(x == 0, 1.0, y)))
+    # log y everywhere (the derivative of x·log y in x, also at x = 0), but 0 where x == 0 and
+    # y <= 0, where xlogy is the constant 0 (PyTorch's rule).
+    flat = (x == 0) & (y <= 0)
+    return g * xp.where(flat, 0.0, xp.log(xp.where(flat, 1.0, y)))
 
 
 def _xlogy_y(xp: Any, g: Any, x: Any, y: Any) -> Any:
-    return g * xp.where(x == 0, 0.0, x / xp.where(x == 0, 1.0, y))
+    # x / y (0 at x == 0, y != 0, with the derivative 1/y in x there: second order is right);
+    # 0 at x == y == 0, where PyTorch's x / y is NaN.
+    both = (x == 0) & (y == 0)
+    return g * xp.where(both, 0.0, x / xp.where(both, 1.0, y))
 
 
 def xlogy(x: Any, y: Any) -> Tensor:
-    """``x·log(y)``, 0 where ``x == 0`` (even where ``y == 0``), with broadcasting (SciPy's
-    ``xlogy``). Beyond the Array API standard. VJP: ``x̄ = ḡ·log y``, ``ȳ = ḡ·x/y``, both 0
-    where ``x == 0`` (as PyTorch's)."""
+    """``x·log(y)``, 0 where ``x == 0`` (even where ``y == 0``; NaN where ``y`` is NaN), with
+    broadcasting (SciPy's and PyTorch's ``xlogy``). Beyond the Array API standard. VJP
+    (PyTorch's): ``x̄ = ḡ·log y``, also at ``x == 0`` (0 only where ``x == 0`` and ``y <= 0``),
+    ``ȳ = ḡ·x/y`` (0 where ``x == y == 0``); differentiable again (mixed second derivative
+    ``1/y``)."""
     b, x, y, a1, a2 = binary_operands(x, y, "special.xlogy")
     xp = b.xp
-    zero = a1 == 0
+    # A Python scalar beside a floating array: an array of that dtype (the result's dtype
+    # anyway), since the standard's where() and the rules below need an array operand.
+    if type(x) is not Tensor and xp.isdtype(a2.dtype, "real floating"):
+        a1 = xp.full_like(a2, a1)
+        x = wrap(a1, b)
+    elif type(y) is not Tensor and xp.isdtype(a1.dtype, "real floating"):
+        a2 = xp.full_like(a1, a2)
+        y = wrap(a2, b)
+    zero = (a1 == 0) & (a2 == a2)  # x == 0 and y not NaN (xlogy(0, NaN) is NaN, as SciPy's)
     out = b.fix(xp.where(zero, 0.0, a1 * xp.log(xp.where(zero, 1.0, a2))))
     if grad_on() and any(type(t) is Tensor and t._requires_grad for t in (x, y)):
         return record("special.xlogy", out, b, (x, y), (_xlogy_x, _xlogy_y), saved=(x, y),

@@ -1,8 +1,9 @@
 """Weight initialisation: Glorot (Xavier) and He (Kaiming), drawn from a seeded host generator
 and then moved to the chosen backend, so one seed gives the same weights on every backend.
 
-Weights have the layout ``(fan_in, fan_out)`` used by :class:`~agnograd.nn.Linear`
-(``y = x W + b``).
+A shape is read as ``(fan_in, fan_out, *kernel)``: the first axis counts inputs. (PyTorch's
+weight layouts put the outputs first: :class:`~agnograd.nn.Linear` and the ``Conv`` layers draw
+in this layout and store the transpose, ``(out_features, in_features)``.)
 """
 
 from __future__ import annotations

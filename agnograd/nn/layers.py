@@ -11,6 +11,7 @@ from typing import Any
 
 import agnograd as ag
 
+from ..autograd import record as _record
 from ..backends.host import HostRNG, host_rng
 from . import functional as F
 from .init import default_dtype, initializer
@@ -23,13 +24,55 @@ __all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "Modu
 Seed = int | Sequence[int] | HostRNG | None
 
 
-class Linear(Module):
-    """``y = x W + b`` with ``W`` of shape ``(in_features, out_features)``.
+def _linear_x(xp: Any, g: Any, x: Any, w: Any) -> Any:
+    return g @ w  # (..., out) @ (out, in)
 
-    The layout matches the math (``x1 = f1(x, θ1) = x W1 + b1``) and the hand-written backprop
-    in the docs: ``dL/dW = xᵀ dL/dy``. ``W`` is drawn by ``init`` (Glorot uniform by default;
-    ``"he"`` for ReLU layers) from a host generator seeded by ``seed`` and moved to
-    ``backend``; ``b`` starts at zero.
+
+def _linear_w(xp: Any, g: Any, x: Any, w: Any) -> Any:
+    if g.ndim == 2:
+        return g.T @ x  # (out, N) @ (N, in)
+    out_f, in_f = w.shape
+    return xp.reshape(g, (-1, out_f)).T @ xp.reshape(x, (-1, in_f))
+
+
+def _linear_b(xp: Any, g: Any, x: Any, w: Any) -> Any:
+    return g if g.ndim == 1 else xp.sum(g, axis=tuple(range(g.ndim - 1)))
+
+
+_LINEAR_RULES = (_linear_x, _linear_w, _linear_b)
+
+
+def _linear(x: Any, w: ag.Tensor, bias: ag.Tensor | None) -> ag.Tensor:
+    """``x Wᵀ + b`` as one recorded node (PyTorch's ``F.linear``) where it can be: a real
+    floating Tensor ``x (..., in)`` of ``W``'s backend and dtype, ``W (out, in)``. VJP:
+    ``x̄ = ḡ W``, ``W̄ = ḡᵀ x`` (batch axes flattened), ``b̄ = Σ ḡ`` over the batch axes.
+    Anything else takes the general ops (``x @ W.mT + b``)."""
+    b = w._backend
+    wd = w.data
+    if (type(x) is not ag.Tensor or x._backend is not b or b.multi_device or x.ndim == 0
+            or x.data.dtype != wd.dtype or (bias is not None and bias.data.dtype != wd.dtype)
+            or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"):
+        y: ag.Tensor = x @ w.mT
+        return y if bias is None else y + bias
+    try:
+        out = x.data @ wd.T
+    except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
+        out = b.xp.matmul(x.data, b.xp.matrix_transpose(wd))
+    if bias is not None:
+        out = out + bias.data
+        return _record("linear", out, b, (x, w, bias), _LINEAR_RULES, (x, w))
+    return _record("linear", out, b, (x, w), _LINEAR_RULES[:2], (x, w))
+
+
+class Linear(Module):
+    """``y = x Wᵀ + b`` with ``W`` of shape ``(out_features, in_features)``, as PyTorch's
+    ``nn.Linear`` (and :class:`Conv2d`: output channels first), so a PyTorch state dict loads
+    as it is. (agnograd 0.1 stored ``W`` as ``(in_features, out_features)``; :meth:`Module.load`
+    and :func:`load_training_state` convert its files.)
+
+    Shapes: ``x (..., in_features) -> y (..., out_features)``; ``dL/dW = dL/dyᵀ x``. ``W`` is
+    drawn by ``init`` (Glorot uniform by default; ``"he"`` for ReLU layers) from a host
+    generator seeded by ``seed`` and moved to ``backend``; ``b`` starts at zero.
 
     Args:
         in_features: size of each input sample.
@@ -42,6 +85,8 @@ class Linear(Module):
         init: ``"glorot"``, ``"glorot_normal"``, ``"he"`` or ``"he_uniform"``.
     """
 
+    _legacy_transposed = ("weight",)  # agnograd 0.1's files hold it as (in, out)
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  backend: str | None = None, dtype: Any = None, seed: Seed = None,
                  init: str = "glorot") -> None:
@@ -50,8 +95,13 @@ class Linear(Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         dtype = default_dtype(dtype)
-        self.weight = initializer(init)((self.in_features, self.out_features), seed=seed,
-                                        backend=backend, dtype=dtype)
+        # Drawn as (in, out), the initialisers' (fan_in, fan_out) layout -- the same values for a
+        # seed as agnograd 0.1 drew -- and stored transposed, as PyTorch does.
+        w = initializer(init)((self.in_features, self.out_features), seed=seed, backend=backend,
+                              dtype=dtype, requires_grad=False)
+        flat = ag.reshape(ag.matrix_transpose(w), (-1,))  # row-major, as a new (out, in) array
+        self.weight = ag.asarray(ag.reshape(flat, (self.out_features, self.in_features)),
+                                 copy=True).requires_grad_()
         self.bias: ag.Tensor | None = None
         if bias:
             self.bias = ag.tensor([0.0] * self.out_features, backend=self.weight.backend,
@@ -59,8 +109,7 @@ class Linear(Module):
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
         check_input_dtype(self, x, self.weight)
-        y: ag.Tensor = x @ self.weight
-        return y if self.bias is None else y + self.bias
+        return _linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -1,14 +1,19 @@
 """``Module``: a container of Tensors whose parameters are found from its attributes.
 
 A module's *state* is every Tensor held in a public attribute (a name not starting with ``_``),
-directly or inside nested Modules, lists, tuples and dicts; the *parameters* are the state
-tensors that require grad. Names are dotted paths: ``layers.0.weight``.
+directly or inside nested Modules, lists, tuples and dicts. Its *parameters* are the state
+tensors that were parameters when the module got them -- leaves that required grad -- whether
+or not they require grad now (a frozen weight stays a parameter, as an ``nn.Parameter`` with
+``requires_grad=False`` does in PyTorch), plus any state tensor that requires grad now; the other
+state tensors are buffers. Names are dotted paths: ``layers.0.weight``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -17,7 +22,7 @@ import agnograd as ag
 from ..backends.host import load_npz, save_npz
 from ..capture import _state as _capture
 
-__all__ = ["Module", "StateDictError", "functional_call", "check_input_dtype"]
+__all__ = ["Module", "StateDictError", "functional_call", "check_input_dtype", "is_parameter"]
 
 
 class StateDictError(ValueError):
@@ -27,6 +32,45 @@ class StateDictError(ValueError):
 
 _warned_dtypes: set[tuple[str, str, str]] = set()
 _WORLD = _capture.WORLD
+
+# The tensors that are parameters (see the module docstring), by id, held weakly: a freed
+# tensor drops out, so a later tensor that reuses its id is not taken for it.
+_PARAMETERS: weakref.WeakValueDictionary[int, ag.Tensor] = weakref.WeakValueDictionary()
+
+# Module.save's file format. 1 (no marker in the file): agnograd before the change of Linear's
+# weight layout, ``(in_features, out_features)``; 2: ``(out_features, in_features)``, as PyTorch.
+MODULE_FORMAT_KEY = "__agnograd_format__"
+MODULE_FORMAT = 2
+
+
+def is_parameter(t: ag.Tensor) -> bool:
+    """Whether state tensor ``t`` is a parameter: it requires grad now, or it was a leaf that
+    required grad when a module got it (or when a module last listed its parameters)."""
+    return t.requires_grad or _PARAMETERS.get(id(t)) is t
+
+
+def _mark_parameters(value: Any) -> None:
+    """Remember every leaf Tensor that requires grad in ``value`` (a Tensor, or lists, tuples
+    and dicts of them; sub-modules mark their own) as a parameter."""
+    if isinstance(value, ag.Tensor):
+        if value.requires_grad and value.is_leaf:
+            _PARAMETERS[id(value)] = value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _mark_parameters(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _mark_parameters(v)
+
+
+def _mark_like(new: ag.Tensor, old: ag.Tensor) -> ag.Tensor:
+    """``new`` (a converted copy of ``old``) with ``old``'s grad requirement and parameter
+    status."""
+    if old.requires_grad:
+        new.requires_grad_(True)
+    if is_parameter(old):
+        _PARAMETERS[id(new)] = new
+    return new
 
 
 def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
@@ -71,6 +115,55 @@ def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
         for key, value in obj.items():
             if isinstance(key, str):
                 yield from _walk(value, f"{prefix}.{key}" if prefix else key, seen)
+
+
+def _same_values(a: ag.Tensor, b: ag.Tensor) -> bool:
+    """Whether two values given for one tied tensor agree (NaN equal to NaN)."""
+    if a.shape != b.shape:
+        return False
+    a, b = a.detach(), ag.to_backend(b.detach(), a.backend)
+    same = a == b
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        same = same | (ag.isnan(a) & ag.isnan(b))
+    return bool(ag.all(same))
+
+
+def _direct_modules(obj: Module) -> list[Module]:
+    """The sub-modules held by ``obj``'s public attributes (directly or in containers)."""
+    out: list[Module] = []
+    stack: list[Any] = [v for k, v in vars(obj).items() if not k.startswith("_")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Module):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return out
+
+
+def _every_name(obj: Any, prefix: str, path: set[int]) -> Iterator[tuple[str, ag.Tensor]]:
+    """(dotted name, Tensor) for every name under which a Tensor is reachable from ``obj``:
+    a tied tensor, or one in a sub-module shared by two places, under each of its names (as in
+    PyTorch's ``state_dict``). ``path`` holds the modules being walked (a cycle stops)."""
+    if isinstance(obj, ag.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Module):
+        if id(obj) in path:
+            return
+        path.add(id(obj))
+        for name, value in vars(obj).items():
+            if not name.startswith("_"):
+                yield from _every_name(value, f"{prefix}.{name}" if prefix else name, path)
+        path.discard(id(obj))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _every_name(value, f"{prefix}.{i}" if prefix else str(i), path)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(key, str):
+                yield from _every_name(value, f"{prefix}.{key}" if prefix else key, path)
 
 
 def _replace(obj: Any, fn: Callable[[str, ag.Tensor], ag.Tensor], prefix: str, seen: set[int]) -> Any:
@@ -121,6 +214,8 @@ class Module(_capture.Holder):
     """
 
     training: bool = True
+    # Names of weights that formats before MODULE_FORMAT 2 stored transposed (Linear's).
+    _legacy_transposed: tuple[str, ...] = ()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The computation; subclasses define it."""
@@ -132,6 +227,8 @@ class Module(_capture.Holder):
     # A compiled step (ag.jit, ag.capture) guards what a module's attributes point to: assigning
     # or deleting one counts as a change of the world it checks before replaying.
     def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_"):  # public state: its leaves that require grad are parameters
+            _mark_parameters(value)
         object.__setattr__(self, name, value)
         _WORLD[0] += 1
 
@@ -145,6 +242,40 @@ class Module(_capture.Holder):
         items.append(("training", self.training))
         return items
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Module:
+        """A deep copy whose copied parameters are parameters (frozen ones included) and whose
+        tied tensors and shared sub-modules stay tied and shared."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for k, v in vars(self).items():
+            object.__setattr__(new, k, copy.deepcopy(v, memo))
+        for _, t in _walk(self, "", set()):
+            if isinstance(t, ag.Tensor) and _PARAMETERS.get(id(t)) is t:
+                twin = memo.get(id(t))
+                if isinstance(twin, ag.Tensor):
+                    _PARAMETERS[id(twin)] = twin
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling: remember which of the tensors held here (not in sub-modules, which pickle
+        # their own) are frozen parameters, so they stay parameters when unpickled.
+        state = dict(vars(self))
+        frozen = [n for n, t in _every_name(self, "", {id(m) for m in _direct_modules(self)})
+                  if not t.requires_grad and _PARAMETERS.get(id(t)) is t]
+        if frozen:
+            state["_frozen_parameters"] = frozen
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        frozen = state.pop("_frozen_parameters", ())
+        vars(self).update(state)
+        for name in frozen:
+            try:
+                t, _ = _locate(self, name)
+            except KeyError:  # pragma: no cover - the state was changed by hand
+                continue
+            _PARAMETERS[id(t)] = t
+
     # -- discovery -----------------------------------------------------------------------------
     def named_tensors(self) -> list[tuple[str, ag.Tensor]]:
         """Every state Tensor with its dotted name (a tensor reachable twice is listed once)."""
@@ -156,12 +287,34 @@ class Module(_capture.Holder):
         return out
 
     def named_parameters(self) -> list[tuple[str, ag.Tensor]]:
-        """``(name, tensor)`` for every state Tensor that requires grad, in attribute order."""
-        return [(n, t) for n, t in self.named_tensors() if t.requires_grad]
+        """``(name, tensor)`` for every parameter, in attribute order: every state Tensor that
+        requires grad, and every one that did when the module got it (a frozen weight,
+        ``requires_grad_(False)``, is still listed, as PyTorch lists a frozen ``nn.Parameter``;
+        optimizers skip parameters without a ``.grad``). State tensors that never required grad
+        are buffers: in :meth:`state_dict`, not here. A tensor reachable under two names (tied
+        weights) is listed once, under the first."""
+        out = []
+        for n, t in self.named_tensors():
+            if t.requires_grad:
+                if t.is_leaf:
+                    _PARAMETERS[id(t)] = t  # e.g. appended to a list after the module got it
+                out.append((n, t))
+            elif _PARAMETERS.get(id(t)) is t:
+                out.append((n, t))
+        return out
 
     def parameters(self) -> list[ag.Tensor]:
-        """The parameters (state Tensors that require grad), e.g. for an optimizer."""
+        """The parameters (see :meth:`named_parameters`), e.g. for an optimizer: frozen ones
+        included, so unfreezing one later makes the optimizer train it."""
         return [t for _, t in self.named_parameters()]
+
+    def named_buffers(self) -> list[tuple[str, ag.Tensor]]:
+        """``(name, tensor)`` for every state Tensor that is not a parameter."""
+        return [(n, t) for n, t in self.named_tensors() if not is_parameter(t)]
+
+    def buffers(self) -> list[ag.Tensor]:
+        """The state Tensors that are not parameters (constants saved with the model)."""
+        return [t for _, t in self.named_buffers()]
 
     def named_modules(self) -> list[tuple[str, Module]]:
         """This module (name ``""``) and every sub-module, with their dotted names."""
@@ -172,7 +325,7 @@ class Module(_capture.Holder):
         return [m for _, m in self.named_modules()]
 
     def num_parameters(self) -> int:
-        """The number of scalar parameters."""
+        """The number of scalar parameters (frozen ones included)."""
         return sum(t.size or 0 for t in self.parameters())
 
     # -- modes and gradients -------------------------------------------------------------------
@@ -187,22 +340,26 @@ class Module(_capture.Holder):
         return self.train(False)
 
     def zero_grad(self) -> None:
-        """Clear the ``.grad`` of every parameter."""
+        """Clear the ``.grad`` of every parameter (frozen ones included)."""
         for t in self.parameters():
             t.grad = None
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, ag.Tensor]:
-        """Name -> detached Tensor for every state tensor. The tensors share memory with the
-        model's (no copy), so later in-place updates show through; ``save`` or copy them to
-        keep a snapshot."""
+        """Name -> detached Tensor for every state tensor: parameters (frozen ones included)
+        and buffers; a tied tensor once, under its first name. The tensors share memory with
+        the model's (no copy), so later in-place updates show through; ``save`` or copy them
+        to keep a snapshot."""
         return {name: t.detach() for name, t in self.named_tensors()}
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Module:
         """Copy values into the model's tensors, keeping each tensor's backend and device.
 
         ``state`` maps names to Tensors or arrays of any backend (a state dict, or the arrays
-        of a saved file). Every name, shape and dtype is checked -- and every value converted --
+        of a saved file, or a PyTorch ``state_dict()``: the layouts are PyTorch's). A tied
+        tensor may be given under any of its names (PyTorch's state dicts hold each name; this
+        one's, the first); names given twice must hold equal values. Every name, shape and dtype
+        is checked -- and every value converted --
         before anything is assigned, so on error the model is unchanged. A value of another
         dtype of the same kind is converted to the tensor's dtype (float64 into a float32
         model, int32 into int64); across kinds (integers into floating tensors, complex into
@@ -219,29 +376,45 @@ class Module(_capture.Holder):
                 cannot be converted.
         """
         own = dict(self.named_tensors())
+        first = {id(t): n for n, t in own.items()}
+        alias = {n: first[id(t)] for n, t in _every_name(self, "", set())}  # name -> first name
+        given: dict[str, list[str]] = {}  # first name -> the names of it that state holds
+        for n in state:
+            if n in alias:
+                given.setdefault(alias[n], []).append(n)
         problems = []
-        missing = [n for n in own if n not in state]
-        unexpected = [n for n in state if n not in own]
+        missing = [n for n in own if n not in given]
+        unexpected = [n for n in state if n not in alias]
         if strict and missing:
             problems.append("missing " + ", ".join(repr(n) for n in missing))
         if strict and unexpected:
             problems.append("unexpected " + ", ".join(repr(n) for n in unexpected))
         pairs = []
         for name, t in own.items():
-            if name not in state:
+            if name not in given:
                 continue
-            value = state[name]
-            try:
-                v = value if isinstance(value, ag.Tensor) else ag.tensor(value, backend=t.backend)
-            except Exception as exc:
-                problems.append(f"{name!r} cannot be read as an array ({exc})")
+            names = given[name]
+            values = []
+            for n in names:
+                value = state[n]
+                try:
+                    values.append(value if isinstance(value, ag.Tensor)
+                                  else ag.tensor(value, backend=t.backend))
+                except Exception as exc:
+                    problems.append(f"{n!r} cannot be read as an array ({exc})")
+            if len(values) < len(names):
                 continue
+            v = values[0]
+            name = names[0]
             if v.shape != t.shape:
                 problems.append(f"{name!r} has shape {v.shape}, the model's has shape {t.shape}")
             elif v.dtype != t.dtype and v.dtype.kind != t.dtype.kind:
                 problems.append(f"{name!r} has dtype {v.dtype.name}, the model's has dtype "
                                 f"{t.dtype.name} (only dtypes of the same kind are converted: "
                                 f"cast the value with ag.astype first if that is meant)")
+            elif any(not _same_values(w, v) for w in values[1:]):
+                problems.append(f"{', '.join(map(repr, names))} name one tied tensor of the model "
+                                "but hold different values")
             else:
                 pairs.append((name, t, v))
         new = []
@@ -264,20 +437,37 @@ class Module(_capture.Holder):
         return self
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state to an ``.npz`` file (one array per name; no pickle). The file is
-        replaced only once it has been written completely."""
-        save_npz(path, {name: t.data for name, t in self.named_tensors()})
+        """Write the state to an ``.npz`` file (one array per name, plus a format marker
+        ``__agnograd_format__``; no pickle). The file is replaced only once it has been written
+        completely."""
+        arrays = {name: t.data for name, t in self.named_tensors()}
+        arrays[MODULE_FORMAT_KEY] = ag.tensor(MODULE_FORMAT, dtype=ag.int64, backend="numpy").data
+        save_npz(path, arrays)
 
     def load(self, path: str | os.PathLike[str]) -> Module:
         """Read a file written by :meth:`save` into this model (``allow_pickle=False``).
 
+        A file written before :class:`~agnograd.nn.Linear` stored its weight as PyTorch does,
+        ``(out_features, in_features)`` (a file without the ``__agnograd_format__`` marker), is
+        converted: the weight of every ``Linear`` layer is transposed from the old
+        ``(in_features, out_features)`` layout, with a warning (save the model again to update
+        the file).
+
         Raises:
             FileNotFoundError: no such file.
             StateDictError: names, shapes or dtypes in the file do not match the model (which
-                is then unchanged).
+                is then unchanged), or the file was written by a newer agnograd.
             ValueError: the file is not an ``.npz`` archive.
         """
         arrays = load_npz(path)
+        marker = arrays.pop(MODULE_FORMAT_KEY, None)
+        version = 1 if marker is None else int(marker)
+        if version > MODULE_FORMAT:
+            raise StateDictError(f"{os.fspath(path)}: written in format {version} by a newer "
+                                 f"agnograd; this one reads formats up to {MODULE_FORMAT}: "
+                                 "upgrade agnograd to load it")
+        if version < 2:
+            arrays = convert_linear_layout(self, arrays, f"{os.fspath(path)!r}")
         try:
             return self.load_state_dict(arrays)
         except StateDictError as exc:
@@ -291,29 +481,39 @@ class Module(_capture.Holder):
         optimizer after moving the model.
         """
         ag.get_backend(backend)  # an unknown or unusable backend fails here, before any change
+        # id(old) -> (old, new): a tensor reachable twice stays one (old is held: ids stay unique)
+        done: dict[int, tuple[ag.Tensor, ag.Tensor]] = {}
 
         def move(name: str, t: ag.Tensor) -> ag.Tensor:
+            if id(t) in done:
+                return done[id(t)][1]
             new = ag.to_backend(t.detach(), backend)
             if device is not None:
                 new = ag.asarray(new, device=device)
-            if new.data is t.data:  # already there
-                return t
-            return new.requires_grad_(True) if t.requires_grad else new
+            new = t if new.data is t.data else _mark_like(new, t)  # (already there: kept)
+            done[id(t)] = (t, new)
+            return new
 
         _replace(self, move, "", set())
+        _WORLD[0] += 1  # tensors replaced in containers: a compiled step re-checks its guards
         return self
 
     def astype(self, dtype: Any) -> Module:
         """Convert every floating-point state tensor to ``dtype`` (e.g. ``ag.float64``), in
-        place; returns ``self``. Like :meth:`to_backend`, the parameters become new Tensors."""
+        place; returns ``self``. Like :meth:`to_backend`, the parameters become new Tensors;
+        a tensor reachable under several names (tied weights) stays one tensor, and frozen
+        parameters stay parameters."""
+        done: dict[int, tuple[ag.Tensor, ag.Tensor]] = {}  # as in to_backend
 
         def cast(name: str, t: ag.Tensor) -> ag.Tensor:
             if not t.dtype.is_floating or t.dtype == dtype:
                 return t
-            new = ag.astype(t.detach(), dtype)
-            return new.requires_grad_(True) if t.requires_grad else new
+            if id(t) not in done:
+                done[id(t)] = (t, _mark_like(ag.astype(t.detach(), dtype), t))
+            return done[id(t)][1]
 
         _replace(self, cast, "", set())
+        _WORLD[0] += 1
         return self
 
     # -- printing ------------------------------------------------------------------------------
@@ -340,6 +540,48 @@ class Module(_capture.Holder):
         return "\n".join(lines)
 
 
+def convert_linear_layout(model: Module, arrays: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``arrays`` (name -> host array, read from a file of format 1) with the weight of every
+    :class:`~agnograd.nn.Linear` layer of ``model`` transposed from the old ``(in_features,
+    out_features)`` layout to ``(out_features, in_features)``; warns when it converted any.
+
+    Raises:
+        StateDictError: a (non-square) weight already has the new layout, so the file was not
+            written by an older agnograd.
+    """
+    names = {id(t): n for n, t in model.named_tensors()}
+    out = dict(arrays)
+    done: set[int] = set()
+    converted = []
+    for m in model.modules():
+        for attr in type(m)._legacy_transposed:
+            t = vars(m).get(attr)
+            if not isinstance(t, ag.Tensor) or t.ndim != 2 or id(t) in done:
+                continue
+            done.add(id(t))
+            name = names.get(id(t))
+            if name is None or name not in out:
+                continue  # missing: load_state_dict reports it
+            shape = tuple(out[name].shape)
+            if shape == (t.shape[1], t.shape[0]):
+                host = ag.tensor(out[name], backend="numpy")
+                out[name] = ag.asarray(ag.matrix_transpose(host), copy=True).data
+                converted.append(name)
+            elif shape == t.shape:
+                raise StateDictError(
+                    f"{where} has no format marker, so it was read as written by agnograd 0.1, "
+                    "which stored Linear weights as (in_features, out_features); but "
+                    f"{name!r} has shape {shape}, the (out_features, in_features) layout of "
+                    "today. If other code wrote it in that layout, load its arrays with "
+                    "model.load_state_dict(...) instead")
+    if converted:
+        warnings.warn(f"{where} was written by agnograd 0.1 (Linear weights stored as "
+                      f"(in_features, out_features)): transposed {', '.join(map(repr, converted))} "
+                      "to today's (out_features, in_features), as PyTorch stores them; save "
+                      "again to update the file", UserWarning, stacklevel=3)
+    return out
+
+
 def _locate(module: Module, name: str) -> tuple[Any, Any]:
     """The container holding the state tensor called ``name`` and its key there."""
     parts = name.split(".")
@@ -355,9 +597,34 @@ def _locate(module: Module, name: str) -> tuple[Any, Any]:
         found = None
     if not isinstance(found, ag.Tensor) or any(p.startswith("_") for p in parts):
         raise KeyError(f"{type(module).__name__} has no state tensor named {name!r}")
-    if isinstance(obj, tuple):
-        raise TypeError(f"{name!r} sits in a tuple, which cannot be modified; use a list")
-    return obj, key
+    return found, None
+
+
+def _slots(obj: Any, targets: Mapping[int, Any], prefix: str, seen: set[int],
+           out: list[tuple[Any, Any, ag.Tensor, str]]) -> None:
+    """Append ``(container, key, tensor, name)`` for every place where a Tensor whose id is in
+    ``targets`` is reachable from ``obj``."""
+    if isinstance(obj, Module):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        items: Any = [(k, v) for k, v in vars(obj).items() if not k.startswith("_")]
+    elif isinstance(obj, (list, tuple)):
+        items = list(enumerate(obj))
+    elif isinstance(obj, dict):
+        items = [(k, v) for k, v in obj.items() if isinstance(k, str)]
+    else:
+        return
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, ag.Tensor):
+            if id(value) in targets:
+                if isinstance(obj, tuple):
+                    raise TypeError(f"functional_call: {name!r} sits in a tuple, which cannot be "
+                                    "modified; use a list")
+                out.append((obj, key, value, name))
+        else:
+            _slots(value, targets, name, seen, out)
 
 
 def _put(obj: Any, key: Any, value: ag.Tensor) -> None:
@@ -365,6 +632,7 @@ def _put(obj: Any, key: Any, value: ag.Tensor) -> None:
         obj[key] = value
     else:
         object.__setattr__(obj, str(key), value)
+    _WORLD[0] += 1  # a compiled step's guards see the replaced tensor
 
 
 def functional_call(module: Module, tensors: Mapping[str, ag.Tensor], *args: Any,
@@ -374,14 +642,31 @@ def functional_call(module: Module, tensors: Mapping[str, ag.Tensor], *args: Any
     copy of the parameters with :func:`agnograd.grad`:
 
         grads = ag.grad(lambda p: loss(functional_call(model, p, x)))(params)
+
+    A tensor reachable under several names (tied weights) is replaced everywhere it is
+    reachable, whichever of its names is given (``torch.func.functional_call``'s default,
+    ``tie_weights=True``); giving two of its names different tensors is an error.
+
+    Raises:
+        KeyError: a name is not a state tensor of ``module``.
+        ValueError: two names of one tied tensor are given different tensors.
+        TypeError: the tensor sits in a tuple (which cannot be modified).
     """
-    slots = [(name, *_locate(module, name)) for name in tensors]
-    originals = [(obj, key, obj[key] if isinstance(obj, (list, dict)) else getattr(obj, str(key)))
-                 for _, obj, key in slots]
+    targets: dict[int, tuple[str, Any]] = {}  # id(current tensor) -> (a name given, new)
+    for name, new in tensors.items():
+        found, _ = _locate(module, name)
+        if id(found) in targets and targets[id(found)][1] is not new:
+            raise ValueError(
+                f"functional_call: {targets[id(found)][0]!r} and {name!r} name one tied tensor "
+                "but were given different tensors; give one of them (it replaces the tensor "
+                "under every name)")
+        targets[id(found)] = (name, new)
+    slots: list[tuple[Any, Any, ag.Tensor, str]] = []
+    _slots(module, targets, "", set(), slots)
     try:
-        for name, obj, key in slots:
-            _put(obj, key, tensors[name])
+        for obj, key, old, _ in slots:
+            _put(obj, key, targets[id(old)][1])
         return module(*args, **kwargs)
     finally:
-        for obj, key, old in originals:
+        for obj, key, old, _ in slots:
             _put(obj, key, old)

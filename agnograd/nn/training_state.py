@@ -20,12 +20,14 @@ from typing import Any
 import agnograd as ag
 
 from ..backends.host import CorruptFileError, HostRNG, load_checked_npz, save_checked_npz
-from .module import Module
+from .module import Module, convert_linear_layout
 
 __all__ = ["save_training_state", "load_training_state", "CorruptFileError"]
 
 _FORMAT = "agnograd-training-state"
-_VERSION = 1
+# 1: agnograd 0.1, Linear weights (and their optimizer state) stored as (in, out); read by
+# transposing them. 2: (out, in), as PyTorch.
+_VERSION = 2
 
 
 def _json_value(v: Any) -> Any:
@@ -118,9 +120,14 @@ def load_training_state(path: str | os.PathLike[str], *, model: Module | None = 
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise CorruptFileError(f"{target!r} is not a training state written by "
                                "save_training_state")
-    if meta.get("version") != _VERSION:
-        raise ValueError(f"{target!r}: training-state format version {meta.get('version')}, this "
-                         f"agnograd reads version {_VERSION}")
+    version = meta.get("version")
+    if version not in (1, _VERSION):
+        raise ValueError(f"{target!r}: training-state format version {version}, this "
+                         f"agnograd reads versions 1 and {_VERSION}")
+    if version == 1 and optimizer is not None and model is None:
+        raise ValueError(f"{target!r} was written by agnograd 0.1, which stored Linear weights "
+                         "transposed; pass model= as well, so that the optimizer's state of "
+                         "those weights can be converted")
 
     def need(key: str, what: str) -> Any:
         if key not in meta:
@@ -144,6 +151,8 @@ def load_training_state(path: str | os.PathLike[str], *, model: Module | None = 
             state.setdefault(int(i), {}).update({k: arrays[f"optimizer/{i}/{k}"] for k in names})
         for i, entries in saved["scalars"].items():
             state.setdefault(int(i), {}).update(entries)
+        if version == 1 and model is not None:
+            _transpose_linear_state(model, optimizer, state)
         groups = []
         for mine, theirs in zip(optimizer.param_groups, saved["param_groups"]):
             groups.append({k: (tuple(v) if isinstance(mine.get(k), tuple) and isinstance(v, list)
@@ -157,8 +166,10 @@ def load_training_state(path: str | os.PathLike[str], *, model: Module | None = 
                              f"{type(scheduler).__name__}")
     if model is not None:
         need("model", "model")
-        model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items()
-                               if k.startswith("model/")})
+        model_arrays = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+        if version == 1:
+            model_arrays = convert_linear_layout(model, model_arrays, repr(target))
+        model.load_state_dict(model_arrays)
     if optimizer is not None:
         optimizer.load_state_dict(opt_sd)
     if scheduler is not None:
@@ -167,3 +178,18 @@ def load_training_state(path: str | os.PathLike[str], *, model: Module | None = 
         r.bit_generator.state = saved_rngs[k]
     info: dict[str, Any] = meta.get("info", {})
     return info
+
+
+def _transpose_linear_state(model: Module, optimizer: Any, state: dict[int, dict[str, Any]]
+                            ) -> None:
+    """In the optimizer state read from a version-1 file, transpose the 2-d state arrays
+    (momenta, moments) of ``model``'s Linear weights to the weights' (out, in) layout."""
+    weights = {id(t) for m in model.modules() for a in type(m)._legacy_transposed
+               if isinstance(t := vars(m).get(a), ag.Tensor) and t.ndim == 2}
+    for i, p in enumerate(optimizer._params()):
+        if id(p) not in weights or i not in state:
+            continue
+        for k, v in state[i].items():
+            if getattr(v, "ndim", 0) == 2 and tuple(v.shape) == (p.shape[1], p.shape[0]):
+                host = ag.tensor(v, backend="numpy")
+                state[i][k] = ag.asarray(ag.matrix_transpose(host), copy=True).data

@@ -36,7 +36,8 @@ def _real_scalar_like(p: ag.Tensor, value: float) -> ag.Tensor:
 class Optimizer(_capture.Holder):
     """Base class: holds parameter groups and per-parameter state.
 
-    ``params`` is an iterable of Tensors (leaves that require grad, e.g. ``model.parameters()``)
+    ``params`` is an iterable of leaf Tensors (e.g. ``model.parameters()``; one that does not
+    require grad now, a frozen weight, is skipped while it has no ``.grad``)
     or of dicts ``{"params": [...], "lr": ...}`` giving a group its own hyperparameters (those
     not given take the constructor's values). ``param_groups`` may be edited between steps (a
     learning-rate schedule sets ``group["lr"]``). The state (momenta, moments, step counts)
@@ -79,11 +80,13 @@ class Optimizer(_capture.Holder):
                 if not isinstance(p, ag.Tensor):
                     raise TypeError(f"{type(self).__name__} can only optimise Tensors, not "
                                     f"{type(p).__name__}")
-                if not p.requires_grad or not p.is_leaf:
+                # A leaf that does not require grad now (a frozen weight) is accepted and
+                # skipped while it has no .grad, as in PyTorch; unfreezing it trains it.
+                if not p.is_leaf:
                     raise ValueError(
                         f"{type(self).__name__}: a parameter of shape {p.shape} is not a leaf "
-                        "tensor that requires grad; pass model.parameters() or tensors created "
-                        "with requires_grad=True")
+                        "tensor (it is computed from others); pass model.parameters() or "
+                        "tensors created with requires_grad=True")
                 if id(p) in seen:
                     raise ValueError(f"{type(self).__name__}: a parameter appears twice")
                 seen.add(id(p))
