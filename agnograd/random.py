@@ -39,7 +39,7 @@ from typing import Any
 
 from ._dtypes import from_backend_dtype, get_default_dtype, to_backend_dtype
 from ._tensor import Tensor
-from .backends import Backend, get_backend, get_default_backend
+from .backends import Backend, get_backend, get_default_backend, host_array
 from .backends import tracing as _tracing
 from .recompute import note_generator
 
@@ -54,16 +54,32 @@ _ROUNDS = 10
 _SEED_MIN = -(1 << 63)
 _SEED_MAX = (1 << 64) - 1
 
-# Per base backend name: whether its namespace computes in uint64 (multiply, shift, and, xor):
-# then the 32x32 -> 64 product is one multiply; otherwise it is done in int64 on 16-bit halves.
-_WIDE: dict[str, bool] = {}
+# How each base backend (by name) computes the 32x32 -> 64-bit products (see _mode).
+_MODES: dict[str, str] = {}
+
+# Known answers of Philox-4x32-10 (Random123's kat_vectors): (counter, key) -> output.
+_KAT = (
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+)
 
 
-def _wide(b: Backend) -> bool:
+def _mode(b: Backend) -> str:
+    """How ``b`` computes the products, decided once per backend (all three are bit-identical):
+
+    - ``"wide"``: in uint64 (multiply, shift, and, xor all supported): one exact multiply;
+    - ``"wrap"``: in int64, one multiply whose product may pass ``2**63`` and wrap around
+      (two's complement) -- the standard leaves that unspecified, so this is chosen only after
+      the backend reproduces the known answers of Philox-4x32-10 on both sides of
+      ``2**63`` (PyTorch: it has uint64 multiplies but no uint64 shifts);
+    - ``"split"``: in int64 on 16-bit halves of the multiplier, never past ``2**48``: exact
+      everywhere, four times the work (where neither check can be made).
+    """
     base = b.base
-    known = _WIDE.get(base.name)
-    if known is not None:
-        return known
+    mode = _MODES.get(base.name)
+    if mode is not None:
+        return mode
     xp = base.xp
     try:  # device fills only (no host data): safe even inside a CUDA-graph recording
         a = xp.full((1,), 3, dtype=xp.uint64)
@@ -71,19 +87,56 @@ def _wide(b: Backend) -> bool:
         wide = bool(r.dtype == xp.uint64)
     except Exception:  # e.g. PyTorch: "rshift_cpu" not implemented for 'UInt64'
         wide = False
-    if not wide:
-        z = xp.full((1,), 3, dtype=xp.int64)
-        if z.dtype != xp.int64:
+    if wide:
+        mode = "wide"
+    else:
+        if xp.full((1,), 3, dtype=xp.int64).dtype != xp.int64:
             raise TypeError(f"ag.random: backend '{base.name}' has no 64-bit integers (JAX needs "
                             "jax.config.update('jax_enable_x64', True)); the generator computes "
                             "in 64-bit integers")
-    _WIDE[base.name] = wide
-    return wide
+        mode = "wrap" if _wraps(base) else "split"
+    _MODES[base.name] = mode
+    return mode
+
+
+def _wraps(b: Backend) -> bool:
+    """Whether ``b``'s int64 products wrap around exactly as uint64 ones: the known answers,
+    67 of each (a vectorised loop's body and its tail), computed in the ``"wrap"`` mode and
+    read back. ``False`` where they differ or cannot be read now (a lazy backend; a device
+    graph being recorded)."""
+    if b.lazy:
+        return False
+    xp = b.xp
+    n = 67
+    try:
+        words = []
+        for j in range(4):
+            lo, hi = _KAT[0][0][j], _KAT[1][0][j]
+            words.append(xp.where(xp.arange(n, dtype=xp.int64) % 2 == 0,
+                                  xp.full((n,), lo, dtype=xp.int64),
+                                  xp.full((n,), hi, dtype=xp.int64)))
+        keys = []
+        for j in range(2):
+            lo, hi = _KAT[0][1][j], _KAT[1][1][j]
+            keys.append(xp.where(xp.arange(n, dtype=xp.int64) % 2 == 0,
+                                 xp.full((n,), lo, dtype=xp.int64),
+                                 xp.full((n,), hi, dtype=xp.int64)))
+        out = philox4x32(*words, *keys, mode="wrap")
+        got = host_array(xp.stack(out, axis=-1)).tolist()
+    except Exception:
+        return False
+    want = [list(_KAT[i % 2][2]) for i in range(n)]
+    return bool(got == want)
 
 
 def _mulhilo_wide(a: Any, m: int) -> tuple[Any, Any]:
     p = a * m  # < 2**64 in uint64
     return p >> 32, p & _M32
+
+
+def _mulhilo_wrap(a: Any, m: int) -> tuple[Any, Any]:
+    p = a * m  # the product's low 64 bits, as int64 (checked by _wraps)
+    return (p >> 32) & _M32, p & _M32
 
 
 def _mulhilo_split(a: Any, m: int) -> tuple[Any, Any]:
@@ -95,18 +148,22 @@ def _mulhilo_split(a: Any, m: int) -> tuple[Any, Any]:
     return hi, lo & _M32
 
 
+_MULHILO = {"wide": _mulhilo_wide, "wrap": _mulhilo_wrap, "split": _mulhilo_split}
+
+
 def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, k0: Any, k1: Any, *,
-               wide: bool) -> tuple[Any, Any, Any, Any]:
+               mode: str = "split") -> tuple[Any, Any, Any, Any]:
     """Philox-4x32-10 of the counter words ``(c0, c1, c2, c3)`` under the key ``(k0, k1)``.
 
-    Each word is an integer array (uint64 if ``wide``, else int64) holding values in
+    Each word is an integer array (uint64 in the ``"wide"`` mode, else int64: see
+    :func:`_mode`) holding values in
     ``[0, 2**32)``, all broadcastable together; ``c1``, ``c2`` and ``c3`` may be ``None`` for
     zero (``c1`` only when ``c2`` is given: the first round then skips a product). Returns the
     four output words, in ``[0, 2**32)``, of the same dtype. Round ``r`` uses the key
     ``(k0 + r W0, k1 + r W1) mod 2**32`` and maps
     ``(c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0))``.
     """
-    mul = _mulhilo_wide if wide else _mulhilo_split
+    mul = _MULHILO[mode]
     for r in range(_ROUNDS):
         kr0 = k0 if r == 0 else (k0 + r * _PHILOX_W0) & _M32
         kr1 = k1 if r == 0 else (k1 + r * _PHILOX_W1) & _M32
@@ -248,18 +305,18 @@ class Generator:
             # replay reads and advances this very array.
             s = b.xp.asarray(s)
         xp = b.xp
-        wide = _wide(b)
+        mode = _mode(b)
         key, ctr = s[0], s[1]
         k0 = key & _M32
         k1 = (key >> 32) & _M32
         cnt = ctr + xp.arange(n, dtype=xp.int64)
         c0 = cnt & _M32
         c1 = cnt >> 32
-        if wide:
+        if mode == "wide":
             u64 = xp.uint64
             k0, k1 = xp.astype(k0, u64), xp.astype(k1, u64)
             c0, c1 = xp.astype(c0, u64), xp.astype(c1, u64)
-        words = philox4x32(c0, c1, None, None, k0, k1, wide=wide)
+        words = philox4x32(c0, c1, None, None, k0, k1, mode=mode)
         s2 = s
         s2 += xp.arange(2, dtype=xp.int64) * n  # (0, n): the counter advances, the key stays
         if s2 is not s:  # lazy arrays (Dask) are immutable: rebind
