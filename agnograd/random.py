@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from typing import Any
 
 from ._dtypes import from_backend_dtype, get_default_dtype, to_backend_dtype
@@ -240,6 +241,7 @@ class Generator:
         device = _resolve_device(b, device)
         self.seed = seed
         self._state = Tensor._wrap(_fresh_state(b, device, key), b)
+        _every.add(self)
 
     @property
     def backend(self) -> str:
@@ -328,11 +330,25 @@ class Generator:
 
 
 # ---------------------------------------------------------------------------------------------
-# Default generators
+# Default generators, and every generator alive
 
 _lock = threading.Lock()
 _defaults: dict[tuple[str, str], Generator] = {}
 _seed = 0
+_every: weakref.WeakSet[Generator] = weakref.WeakSet()
+
+
+def snapshot_generators() -> list[tuple[Generator, Tensor]]:
+    """Every generator alive and a copy of its state (on its device): for a caller that runs
+    a step and must then undo it (``CapturedStep.check`` compares an eager run with a replay
+    from the same state). Undo with :func:`restore_generators`."""
+    return [(g, g.get_state()) for g in list(_every)]
+
+
+def restore_generators(snapshot: list[tuple[Generator, Tensor]]) -> None:
+    """Put back the states :func:`snapshot_generators` copied (in place)."""
+    for g, state in snapshot:
+        g.set_state(state)
 
 
 def manual_seed(seed: int) -> None:
@@ -369,6 +385,7 @@ def default_generator(backend: str | Backend | None = None, device: Any = None) 
             g = Generator.__new__(Generator)
             g.seed = _seed
             g._state = Tensor._wrap(_fresh_state(base, device, _key_of(_seed)), base)
+            _every.add(g)
             _defaults[k] = g
     return g
 

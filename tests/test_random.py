@@ -480,3 +480,29 @@ def test_random_is_an_attribute_but_not_star_exported():
     assert ag.manual_seed is R.manual_seed
     assert sorted(R.__all__) == sorted(
         ["Generator", "manual_seed", "default_generator", "uniform", "normal", "bernoulli"])
+
+
+def test_a_snapshot_of_every_generator_undoes_an_eager_run():
+    """What ``CapturedStep.check`` needs to compare an eager run with a replay from the same
+    state: the generators' states, snapshot before the eager run and restored after it."""
+    w = ag.tensor(np.ones((4, 4)), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1, capturable=True)
+    gen = ag.random.Generator(3)
+
+    def step(x):
+        opt.zero_grad()
+        loss = ag.sum(F.dropout(x @ w, 0.5) * ag.random.uniform((3, 4), generator=gen))
+        loss.backward()
+        opt.step()
+        return loss
+
+    x = ag.tensor(np.ones((3, 4)))
+    cap = ag.capture(step, x)
+    snap = R.snapshot_generators()
+    w_before = host(w).copy()
+    eager = host(step(x)).item()
+    w_eager = host(w).copy()
+    R.restore_generators(snap)
+    w.data[...] = ag.tensor(w_before).data
+    assert host(cap(x)).item() == eager
+    np.testing.assert_array_equal(host(w), w_eager)
