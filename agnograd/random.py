@@ -6,9 +6,9 @@ numbers for the same seed.
 SC 2011; the generator of cuRAND and of PyTorch's CUDA dropout): a keyed bijection of 128-bit
 counters, ten rounds of ``hi, lo = mulhilo(M, c)`` and XORs with the round key. Bits for draw
 ``j`` come from counter ``counter + j // 4``; the 32x32 -> 64-bit products are computed exactly
-in 64-bit integers (unsigned where the namespace supports them, else signed int64 on 16-bit
-halves of the multiplier -- PyTorch has no unsigned shift), so the bits are identical on NumPy,
-array_api_strict, PyTorch, CuPy and Dask.
+in 64-bit integers (uint64 where the namespace computes in it; else int64, either wrapping past
+``2**63`` where the backend is checked to wrap, or on 16-bit halves of the multiplier: see
+:func:`_mode`), so the bits are identical on NumPy, array_api_strict, PyTorch, CuPy and Dask.
 
 **State on the device.** A :class:`Generator` holds its key and counter in one int64 Tensor of
 shape ``(2,)`` on its backend and device. A draw of ``n`` counters reads it there, computes, and
@@ -153,21 +153,24 @@ _MULHILO = {"wide": _mulhilo_wide, "wrap": _mulhilo_wrap, "split": _mulhilo_spli
 
 
 def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, k0: Any, k1: Any, *,
-               mode: str = "split") -> tuple[Any, Any, Any, Any]:
+               mode: str = "split", round_keys: Any = None) -> tuple[Any, Any, Any, Any]:
     """Philox-4x32-10 of the counter words ``(c0, c1, c2, c3)`` under the key ``(k0, k1)``.
 
     Each word is an integer array (uint64 in the ``"wide"`` mode, else int64: see
-    :func:`_mode`) holding values in
-    ``[0, 2**32)``, all broadcastable together; ``c1``, ``c2`` and ``c3`` may be ``None`` for
-    zero (``c1`` only when ``c2`` is given: the first round then skips a product). Returns the
-    four output words, in ``[0, 2**32)``, of the same dtype. Round ``r`` uses the key
-    ``(k0 + r W0, k1 + r W1) mod 2**32`` and maps
+    :func:`_mode`) holding values in ``[0, 2**32)``, all broadcastable together; ``c1``, ``c2``
+    and ``c3`` may be ``None`` for zero (``c1`` only when ``c2`` is given: the first round then
+    skips a product). Returns the four output words, in ``[0, 2**32)``, of the same dtype.
+    Round ``r`` uses the key ``(k0 + r W0, k1 + r W1) mod 2**32`` (or ``round_keys[r]``, those
+    pairs computed already) and maps
     ``(c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0))``.
     """
     mul = _MULHILO[mode]
     for r in range(_ROUNDS):
-        kr0 = k0 if r == 0 else (k0 + r * _PHILOX_W0) & _M32
-        kr1 = k1 if r == 0 else (k1 + r * _PHILOX_W1) & _M32
+        if round_keys is not None:
+            kr0, kr1 = round_keys[r]
+        else:
+            kr0 = k0 if r == 0 else (k0 + r * _PHILOX_W0) & _M32
+            kr1 = k1 if r == 0 else (k1 + r * _PHILOX_W1) & _M32
         hi0, lo0 = mul(c0, _PHILOX_M0)
         if c2 is None:  # M1 * 0 = 0
             n0 = kr0 if c1 is None else c1 ^ kr0
@@ -179,6 +182,18 @@ def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, k0: Any, k1: Any, *,
         n2 = hi0 ^ kr1 if c3 is None else hi0 ^ c3 ^ kr1
         c0, c1, c2, c3 = n0, n1, n2, lo0
     return c0, c1, c2, c3
+
+
+def _round_keys(xp: Any, key: Any, dtype: Any) -> list[tuple[Any, Any]]:
+    """The ten round keys of the 64-bit ``key`` (a 0-d int64 array) as 0-d arrays of
+    ``dtype``, in a few calls: ``(k + r W) mod 2**32`` for ``r = 0..9`` as one vector per half,
+    then unstacked."""
+    r = xp.arange(_ROUNDS, dtype=xp.int64)
+    k0 = ((key & _M32) + r * _PHILOX_W0) & _M32
+    k1 = (((key >> 32) & _M32) + r * _PHILOX_W1) & _M32
+    if dtype != xp.int64:
+        k0, k1 = xp.astype(k0, dtype), xp.astype(k1, dtype)
+    return list(zip(xp.unstack(k0), xp.unstack(k1)))
 
 
 def _key_of(seed: int) -> int:
@@ -308,17 +323,15 @@ class Generator:
             s = b.xp.asarray(s)
         xp = b.xp
         mode = _mode(b)
+        dtype = xp.uint64 if mode == "wide" else xp.int64
         key, ctr = s[0], s[1]
-        k0 = key & _M32
-        k1 = (key >> 32) & _M32
         cnt = ctr + xp.arange(n, dtype=xp.int64)
         c0 = cnt & _M32
         c1 = cnt >> 32
         if mode == "wide":
-            u64 = xp.uint64
-            k0, k1 = xp.astype(k0, u64), xp.astype(k1, u64)
-            c0, c1 = xp.astype(c0, u64), xp.astype(c1, u64)
-        words = philox4x32(c0, c1, None, None, k0, k1, mode=mode)
+            c0, c1 = xp.astype(c0, dtype), xp.astype(c1, dtype)
+        words = philox4x32(c0, c1, None, None, None, None, mode=mode,
+                           round_keys=_round_keys(xp, key, dtype))
         s2 = s
         s2 += xp.arange(2, dtype=xp.int64) * n  # (0, n): the counter advances, the key stays
         if s2 is not s:  # lazy arrays (Dask) are immutable: rebind
@@ -438,9 +451,9 @@ def _float_dtype(b: Backend, dtype: Any, fn: str) -> tuple[Any, int]:
 def _unit(words: tuple[Any, ...], count: int, xp: Any, raw: Any, bits: int) -> Any:
     """``count`` uniform floats in ``[0, 1)`` (1-d) from the words: the top 24 bits of one word
     each (float32), or 27 + 26 bits of two (float64: words 0, 1 and words 2, 3 of a counter)."""
-    if bits == 32:
-        w = xp.reshape(xp.stack(words, axis=-1), (-1,))[:count]
-        return xp.astype(w >> 8, raw) * (2.0 ** -24)
+    if bits == 32:  # (converted word by word: a stack of float32 rather than of int64)
+        u = [xp.astype(w >> 8, raw) for w in words]
+        return xp.reshape(xp.stack(u, axis=-1), (-1,))[:count] * (2.0 ** -24)
     w0, w1, w2, w3 = words
     a = (w0 >> 5) * 67108864 + (w1 >> 6)  # < 2**53: exact in the float64 it becomes
     b = (w2 >> 5) * 67108864 + (w3 >> 6)
@@ -540,7 +553,7 @@ def threshold_words(gen: Generator, b: Backend, shape: tuple[int, ...], p: float
     count = math.prod(shape)
     xp = b.xp
     words = gen._draw(_counters(count, 1), b)
-    w = xp.reshape(xp.stack(words, axis=-1), (-1,))[:count]
     t = round(p * 4294967296.0)
-    keep = (w < t) if below else (w >= t)
-    return xp.reshape(keep, shape)
+    # compared word by word, then interleaved: a stack of bytes rather than of int64 words
+    keep = [(w < t) if below else (w >= t) for w in words]
+    return xp.reshape(xp.reshape(xp.stack(keep, axis=-1), (-1,))[:count], shape)

@@ -506,3 +506,20 @@ def test_a_snapshot_of_every_generator_undoes_an_eager_run():
     w.data[...] = ag.tensor(w_before).data
     assert host(cap(x)).item() == eager
     np.testing.assert_array_equal(host(w), w_eager)
+
+
+@pytest.mark.skipif("dask" not in AVAILABLE, reason="Dask is not installed")
+def test_dask_draws_are_lazy_equal_numpy_and_persist_keeps_the_state_small():
+    ag.manual_seed(4)
+    g = ag.random.default_generator("dask")
+    x = ag.tensor(np.ones((6, 5)), backend="dask")
+    ys = [F.dropout(x, 0.5) for _ in range(5)]
+    grown = len(g._state.data.__dask_graph__())  # each draw added layers to the state's graph
+    ag.dask.persist(g)
+    assert len(g._state.data.__dask_graph__()) == 1 < grown
+    state = host(g.get_state())
+    ag.manual_seed(4)
+    xn = ag.tensor(np.ones((6, 5)))
+    for y in ys:
+        np.testing.assert_array_equal(host(y), host(F.dropout(xn, 0.5)))
+    np.testing.assert_array_equal(state, host(ag.random.default_generator("numpy").get_state()))
