@@ -40,7 +40,7 @@ from typing import Any
 
 from ._dtypes import from_backend_dtype, get_default_dtype, to_backend_dtype
 from ._tensor import Tensor
-from .backends import Backend, get_backend, get_default_backend, host_array
+from .backends import Backend, backend_of_array, get_backend, get_default_backend, host_array
 from .backends import tracing as _tracing
 from .recompute import note_generator
 
@@ -152,48 +152,56 @@ def _mulhilo_split(a: Any, m: int) -> tuple[Any, Any]:
 _MULHILO = {"wide": _mulhilo_wide, "wrap": _mulhilo_wrap, "split": _mulhilo_split}
 
 
-def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, k0: Any, k1: Any, *,
-               mode: str = "split", round_keys: Any = None) -> tuple[Any, Any, Any, Any]:
-    """Philox-4x32-10 of the counter words ``(c0, c1, c2, c3)`` under the key ``(k0, k1)``.
-
-    Each word is an integer array (uint64 in the ``"wide"`` mode, else int64: see
-    :func:`_mode`) holding values in ``[0, 2**32)``, all broadcastable together; ``c1``, ``c2``
-    and ``c3`` may be ``None`` for zero (``c1`` only when ``c2`` is given: the first round then
-    skips a product). Returns the four output words, in ``[0, 2**32)``, of the same dtype.
-    Round ``r`` uses the key ``(k0 + r W0, k1 + r W1) mod 2**32`` (or ``round_keys[r]``, those
-    pairs computed already) and maps
-    ``(c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0))``.
-    """
+def _rounds(xp: Any, e: Any, o: Any, keys: Any, mode: str) -> tuple[Any, Any]:
+    """The ten Philox rounds on two lanes at once: ``e`` holds the rows ``(c0, c2)`` and ``o``
+    the rows ``(c3, c1)`` (shape ``(2, ...)``), ``keys[r]`` the rows ``(k1, k0)`` of round
+    ``r``'s key (broadcastable to them). One round,
+    ``(c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0))``,
+    is ``hi, lo = mulhilo((M0, M1), e)``, ``e = flip(hi ^ o ^ k)``, ``o = lo``: six calls."""
     mul = _MULHILO[mode]
+    dtype = xp.uint64 if mode == "wide" else xp.int64
+    rows = xp.reshape(xp.arange(2, dtype=dtype), (2, 1))
+    m = xp.where(rows == 0, xp.full((2, 1), _PHILOX_M0, dtype=dtype),
+                 xp.full((2, 1), _PHILOX_M1, dtype=dtype))
+    for k in keys:
+        hi, lo = mul(e, m)
+        e = xp.flip(hi ^ o ^ k, axis=0)
+        o = lo
+    return e, o
+
+
+def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, k0: Any, k1: Any, *,
+               mode: str = "split") -> tuple[Any, Any, Any, Any]:
+    """Philox-4x32-10 of the counter words ``(c0, c1, c2, c3)`` under the key ``(k0, k1)``:
+    1-d integer arrays of one length (uint64 in the ``"wide"`` mode, else int64: see
+    :func:`_mode`) holding values in ``[0, 2**32)``. Returns the four output words. Round
+    ``r`` uses the key ``(k0 + r W0, k1 + r W1) mod 2**32``."""
+    b = backend_of_array(c0)
+    if b is None:
+        raise TypeError(f"philox4x32: not an array of a known backend: {type(c0).__name__}")
+    xp = b.xp
+    e = xp.stack((c0, c2))
+    o = xp.stack((c3, c1))
+    keys = []
     for r in range(_ROUNDS):
-        if round_keys is not None:
-            kr0, kr1 = round_keys[r]
-        else:
-            kr0 = k0 if r == 0 else (k0 + r * _PHILOX_W0) & _M32
-            kr1 = k1 if r == 0 else (k1 + r * _PHILOX_W1) & _M32
-        hi0, lo0 = mul(c0, _PHILOX_M0)
-        if c2 is None:  # M1 * 0 = 0
-            n0 = kr0 if c1 is None else c1 ^ kr0
-            n1 = None
-        else:
-            hi1, lo1 = mul(c2, _PHILOX_M1)
-            n0 = hi1 ^ kr0 if c1 is None else hi1 ^ c1 ^ kr0
-            n1 = lo1
-        n2 = hi0 ^ kr1 if c3 is None else hi0 ^ c3 ^ kr1
-        c0, c1, c2, c3 = n0, n1, n2, lo0
-    return c0, c1, c2, c3
+        keys.append(xp.stack(((k1 + r * _PHILOX_W1) & _M32, (k0 + r * _PHILOX_W0) & _M32)))
+    e, o = _rounds(xp, e, o, keys, mode)
+    return e[0, ...], o[1, ...], e[1, ...], o[0, ...]
 
 
-def _round_keys(xp: Any, key: Any, dtype: Any) -> list[tuple[Any, Any]]:
-    """The ten round keys of the 64-bit ``key`` (a 0-d int64 array) as 0-d arrays of
-    ``dtype``, in a few calls: ``(k + r W) mod 2**32`` for ``r = 0..9`` as one vector per half,
-    then unstacked."""
-    r = xp.arange(_ROUNDS, dtype=xp.int64)
-    k0 = ((key & _M32) + r * _PHILOX_W0) & _M32
-    k1 = (((key >> 32) & _M32) + r * _PHILOX_W1) & _M32
+def _round_keys(xp: Any, key: Any, dtype: Any) -> list[Any]:
+    """The ten round keys of the 64-bit ``key`` (a 0-d int64 array), each the rows
+    ``(k1, k0)`` of shape ``(2, 1)`` in ``dtype``, in a few calls: ``(k + r W) mod 2**32`` for
+    ``r = 0..9`` as one ``(10, 2, 1)`` array, then unstacked."""
+    r = xp.reshape(xp.arange(_ROUNDS, dtype=xp.int64), (_ROUNDS, 1, 1))
+    lane = xp.reshape(xp.arange(2, dtype=xp.int64), (1, 2, 1))
+    w = xp.where(lane == 0, xp.full((1, 2, 1), _PHILOX_W1, dtype=xp.int64),
+                 xp.full((1, 2, 1), _PHILOX_W0, dtype=xp.int64))
+    halves = xp.where(lane == 0, key >> 32, key) & _M32  # (1, 2, 1): (k1, k0)
+    k = (halves + r * w) & _M32
     if dtype != xp.int64:
-        k0, k1 = xp.astype(k0, dtype), xp.astype(k1, dtype)
-    return list(zip(xp.unstack(k0), xp.unstack(k1)))
+        k = xp.astype(k, dtype)
+    return list(xp.unstack(k))
 
 
 def _key_of(seed: int) -> int:
@@ -306,9 +314,10 @@ class Generator:
         else:
             st.data[...] = new
 
-    def _draw(self, n: int, b: Backend) -> tuple[Any, ...]:
-        """The four Philox output words of the counters ``counter + arange(n)`` as arrays of
-        ``b`` (the backend the caller computes on), then ``counter += n`` in place."""
+    def _draw(self, n: int, b: Backend) -> Any:
+        """The Philox output words of the counters ``counter + arange(n)``: an array of ``b``
+        (the backend the caller computes on) of shape ``(4, n)`` (row ``i``: word ``i`` of each
+        counter; uint64 or int64 values in ``[0, 2**32)``), then ``counter += n`` in place."""
         note_generator(self)  # inside ag.checkpoint: remember the state before this draw
         st = self._state
         s = st.data
@@ -326,17 +335,21 @@ class Generator:
         dtype = xp.uint64 if mode == "wide" else xp.int64
         key, ctr = s[0], s[1]
         cnt = ctr + xp.arange(n, dtype=xp.int64)
-        c0 = cnt & _M32
-        c1 = cnt >> 32
+        # lanes: e = (c0, c2) = (counter low word, 0), o = (c3, c1) = (0, counter high word)
+        lane = xp.reshape(xp.arange(2, dtype=xp.int64), (2, 1))
+        zero = xp.zeros((1,), dtype=xp.int64)
+        e = xp.where(lane == 0, cnt & _M32, zero)
+        o = xp.where(lane == 0, zero, cnt >> 32)
         if mode == "wide":
-            c0, c1 = xp.astype(c0, dtype), xp.astype(c1, dtype)
-        words = philox4x32(c0, c1, None, None, None, None, mode=mode,
-                           round_keys=_round_keys(xp, key, dtype))
+            e, o = xp.astype(e, dtype), xp.astype(o, dtype)
+        e, o = _rounds(xp, e, o, _round_keys(xp, key, dtype), mode)
+        # the words of each counter, in order: (c0, c1, c2, c3) = (e0, o1, e1, o0), shape (4, n)
+        block = xp.reshape(xp.stack((e, xp.flip(o, axis=0)), axis=1), (4, n))
         s2 = s
         s2 += xp.arange(2, dtype=xp.int64) * n  # (0, n): the counter advances, the key stays
         if s2 is not s:  # lazy arrays (Dask) are immutable: rebind
             st.data = s2
-        return words
+        return block
 
     def __repr__(self) -> str:
         return f"Generator(seed={self.seed}, backend={self.backend!r}, device={self.device})"
@@ -448,17 +461,18 @@ def _float_dtype(b: Backend, dtype: Any, fn: str) -> tuple[Any, int]:
     return raw, d.bits
 
 
-def _unit(words: tuple[Any, ...], count: int, xp: Any, raw: Any, bits: int) -> Any:
+def _stream(xp: Any, block: Any, count: int) -> Any:
+    """The first ``count`` values of a ``(k, n)`` block in stream order (counter-major)."""
+    return xp.reshape(xp.permute_dims(block, (1, 0)), (-1,))[:count]
+
+
+def _unit(block: Any, count: int, xp: Any, raw: Any, bits: int) -> Any:
     """``count`` uniform floats in ``[0, 1)`` (1-d) from the words: the top 24 bits of one word
     each (float32), or 27 + 26 bits of two (float64: words 0, 1 and words 2, 3 of a counter)."""
-    if bits == 32:  # (converted word by word: a stack of float32 rather than of int64)
-        u = [xp.astype(w >> 8, raw) for w in words]
-        return xp.reshape(xp.stack(u, axis=-1), (-1,))[:count] * (2.0 ** -24)
-    w0, w1, w2, w3 = words
-    a = (w0 >> 5) * 67108864 + (w1 >> 6)  # < 2**53: exact in the float64 it becomes
-    b = (w2 >> 5) * 67108864 + (w3 >> 6)
-    w = xp.reshape(xp.stack((a, b), axis=-1), (-1,))[:count]
-    return xp.astype(w, raw) * (2.0 ** -53)
+    if bits == 32:  # (converted before interleaving: float32 moved rather than 64-bit words)
+        return _stream(xp, xp.astype(block >> 8, raw), count) * (2.0 ** -24)
+    v = (block[0::2, :] >> 5) * 67108864 + (block[1::2, :] >> 6)  # < 2**53: exact in float64
+    return _stream(xp, xp.astype(v, raw), count) * (2.0 ** -53)
 
 
 def _counters(values: int, words_each: int) -> int:
@@ -478,8 +492,8 @@ def uniform(shape: int | tuple[int, ...], *, dtype: Any = None,
     raw, bits = _float_dtype(b, dtype, "uniform")
     count = math.prod(shape)
     xp = b.xp
-    words = gen._draw(_counters(count, 1 if bits == 32 else 2), b)
-    u = _unit(words, count, xp, raw, bits)
+    block = gen._draw(_counters(count, 1 if bits == 32 else 2), b)
+    u = _unit(block, count, xp, raw, bits)
     if low != 0.0 or high != 1.0:
         u = u * (float(high) - float(low)) + float(low)
     return Tensor._wrap(xp.reshape(u, shape), b)
@@ -499,8 +513,8 @@ def normal(shape: int | tuple[int, ...], *, dtype: Any = None,
     count = math.prod(shape)
     pairs = -(-count // 2)
     xp = b.xp
-    words = gen._draw(_counters(2 * pairs, 1 if bits == 32 else 2), b)
-    u = _unit(words, 2 * pairs, xp, raw, bits)
+    block = gen._draw(_counters(2 * pairs, 1 if bits == 32 else 2), b)
+    u = _unit(block, 2 * pairs, xp, raw, bits)
     r = xp.sqrt(-2.0 * xp.log(1.0 - u[0::2]))
     theta = (2.0 * math.pi) * u[1::2]
     z = xp.reshape(xp.stack((r * xp.cos(theta), r * xp.sin(theta)), axis=-1), (-1,))[:count]
@@ -552,8 +566,7 @@ def threshold_words(gen: Generator, b: Backend, shape: tuple[int, ...], p: float
     The mask of ``bernoulli`` and ``dropout``."""
     count = math.prod(shape)
     xp = b.xp
-    words = gen._draw(_counters(count, 1), b)
+    block = gen._draw(_counters(count, 1), b)
     t = round(p * 4294967296.0)
-    # compared word by word, then interleaved: a stack of bytes rather than of int64 words
-    keep = [(w < t) if below else (w >= t) for w in words]
-    return xp.reshape(xp.reshape(xp.stack(keep, axis=-1), (-1,))[:count], shape)
+    keep = (block < t) if below else (block >= t)  # (interleaved as bytes, not 64-bit words)
+    return xp.reshape(_stream(xp, keep, count), shape)
