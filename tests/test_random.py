@@ -169,6 +169,9 @@ def test_seeds_are_64_bit_keys():
     a = host(ag.random.uniform(64, generator=ag.random.Generator(1, backend="numpy")))
     b = host(ag.random.uniform(64, generator=ag.random.Generator(2, backend="numpy")))
     assert not np.any(a == b)
+    g = ag.random.Generator(2**63 + 12345, backend="numpy")  # key words (12345, 2**31)
+    block = np.asarray(R.Generator._draw(g, 3, ag.get_backend("numpy"))).T.tolist()
+    assert block == [philox_reference((c, 0, 0, 0), (12345, 2**31)) for c in range(3)]
     with pytest.raises(ValueError, match="seed"):
         ag.random.Generator(2**64)
     with pytest.raises(TypeError, match="seed"):
