@@ -127,6 +127,23 @@ def test_the_same_seed_gives_the_same_numbers_on_every_backend(backend):
             assert got[name].dtype == ref[name].dtype, name
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(-(2**63), 2**64 - 1),
+       shape=st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple),
+       p=st.floats(0.0, 1.0), dtype=st.sampled_from(["float32", "float64"]))
+def test_any_seed_and_shape_gives_the_same_bits_everywhere(seed, shape, p, dtype):
+    out = {}
+    for b in [b for b in ("numpy", "array_api_strict", "torch") if b in AVAILABLE]:
+        g = ag.random.Generator(seed, backend=b)
+        out[b] = (host(ag.random.uniform(shape, dtype=getattr(ag, dtype), generator=g)),
+                  host(ag.random.bernoulli(p, shape, generator=g)), host(g.get_state()))
+    ref = out.pop("numpy")
+    assert ref[0].shape == shape and ref[1].shape == shape
+    for got in out.values():
+        for a, r in zip(got, ref):
+            np.testing.assert_array_equal(a, r)
+
+
 def test_uniform_uses_the_top_bits_of_the_words():
     g = ag.random.Generator(0, backend="numpy")
     u32 = host(ag.random.uniform((4,), dtype=ag.float32, generator=g))
@@ -526,3 +543,32 @@ def test_dask_draws_are_lazy_equal_numpy_and_persist_keeps_the_state_small():
     for y in ys:
         np.testing.assert_array_equal(host(y), host(F.dropout(xn, 0.5)))
     np.testing.assert_array_equal(state, host(ag.random.default_generator("numpy").get_state()))
+
+
+# ---------------------------------------------------------------------------------------------
+# CuPy: the CUDA graph (run by ci/gpu.sh on a GPU machine)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_draw_fresh_masks_equal_to_eager_and_to_numpy():
+    if "cupy" not in AVAILABLE:
+        pytest.skip("CuPy with a CUDA device is not available here")
+    assert R._mode(ag.get_backend("cupy")) == "wide"
+    order = [0, 0, 1, 2, 3, 4]
+    ag.manual_seed(17)
+    m1, s1 = _model("cupy")
+    eager = [host(s1(*_data("cupy", i))).item() for i in order]
+    ag.manual_seed(17)
+    m2, s2 = _model("cupy")
+    step = ag.capture(s2, *_data("cupy", 0), warmup=1)
+    assert step.replay == "cuda-graph"
+    got = eager[:2] + [host(step(*_data("cupy", i))).item() for i in order[2:]]
+    np.testing.assert_allclose(got, eager, rtol=1e-12)  # (cuBLAS in a graph: same kernels)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(host(p2), host(p1), rtol=1e-12, atol=1e-14)
+    ag.manual_seed(5)
+    x = ag.tensor(np.ones((64, 33), np.float32), backend="cupy")
+    mask = host(F.dropout(x, 0.3))
+    ag.manual_seed(5)
+    np.testing.assert_array_equal(mask, host(F.dropout(ag.tensor(np.ones((64, 33), np.float32)),
+                                                       0.3)))
