@@ -152,17 +152,20 @@ def _mulhilo_split(a: Any, m: int) -> tuple[Any, Any]:
 _MULHILO = {"wide": _mulhilo_wide, "wrap": _mulhilo_wrap, "split": _mulhilo_split}
 
 
-def _rounds(xp: Any, e: Any, o: Any, keys: Any, mode: str) -> tuple[Any, Any]:
+def _rounds(xp: Any, e: Any, o: Any, keys: Any, mode: str,
+            kw: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """The ten Philox rounds on two lanes at once: ``e`` holds the rows ``(c0, c2)`` and ``o``
     the rows ``(c3, c1)`` (shape ``(2, ...)``), ``keys[r]`` the rows ``(k1, k0)`` of round
     ``r``'s key (broadcastable to them). One round,
     ``(c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0))``,
-    is ``hi, lo = mulhilo((M0, M1), e)``, ``e = flip(hi ^ o ^ k)``, ``o = lo``: six calls."""
+    is ``hi, lo = mulhilo((M0, M1), e)``, ``e = flip(hi ^ o ^ k)``, ``o = lo``: six calls.
+    ``kw``: ``{"device": ...}`` for the constants, where arrays may live on several devices."""
+    kw = kw or {}
     mul = _MULHILO[mode]
     dtype = xp.uint64 if mode == "wide" else xp.int64
-    rows = xp.reshape(xp.arange(2, dtype=dtype), (2, 1))
-    m = xp.where(rows == 0, xp.full((2, 1), _PHILOX_M0, dtype=dtype),
-                 xp.full((2, 1), _PHILOX_M1, dtype=dtype))
+    rows = xp.reshape(xp.arange(2, dtype=dtype, **kw), (2, 1))
+    m = xp.where(rows == 0, xp.full((2, 1), _PHILOX_M0, dtype=dtype, **kw),
+                 xp.full((2, 1), _PHILOX_M1, dtype=dtype, **kw))
     for k in keys:
         hi, lo = mul(e, m)
         e = xp.flip(hi ^ o ^ k, axis=0)
@@ -189,14 +192,14 @@ def philox4x32(c0: Any, c1: Any, c2: Any, c3: Any, k0: Any, k1: Any, *,
     return e[0, ...], o[1, ...], e[1, ...], o[0, ...]
 
 
-def _round_keys(xp: Any, key: Any, dtype: Any) -> list[Any]:
+def _round_keys(xp: Any, key: Any, dtype: Any, kw: dict[str, Any]) -> list[Any]:
     """The ten round keys of the 64-bit ``key`` (a 0-d int64 array), each the rows
     ``(k1, k0)`` of shape ``(2, 1)`` in ``dtype``, in a few calls: ``(k + r W) mod 2**32`` for
     ``r = 0..9`` as one ``(10, 2, 1)`` array, then unstacked."""
-    r = xp.reshape(xp.arange(_ROUNDS, dtype=xp.int64), (_ROUNDS, 1, 1))
-    lane = xp.reshape(xp.arange(2, dtype=xp.int64), (1, 2, 1))
-    w = xp.where(lane == 0, xp.full((1, 2, 1), _PHILOX_W1, dtype=xp.int64),
-                 xp.full((1, 2, 1), _PHILOX_W0, dtype=xp.int64))
+    r = xp.reshape(xp.arange(_ROUNDS, dtype=xp.int64, **kw), (_ROUNDS, 1, 1))
+    lane = xp.reshape(xp.arange(2, dtype=xp.int64, **kw), (1, 2, 1))
+    w = xp.where(lane == 0, xp.full((1, 2, 1), _PHILOX_W1, dtype=xp.int64, **kw),
+                 xp.full((1, 2, 1), _PHILOX_W0, dtype=xp.int64, **kw))
     halves = xp.where(lane == 0, key >> 32, key) & _M32  # (1, 2, 1): (k1, k0)
     k = (halves + r * w) & _M32
     if dtype != xp.int64:
@@ -333,20 +336,21 @@ class Generator:
         xp = b.xp
         mode = _mode(b)
         dtype = xp.uint64 if mode == "wide" else xp.int64
+        kw = {"device": b.device_of(s)} if b.multi_device else {}  # (constants beside it)
         key, ctr = s[0], s[1]
-        cnt = ctr + xp.arange(n, dtype=xp.int64)
+        cnt = ctr + xp.arange(n, dtype=xp.int64, **kw)
         # lanes: e = (c0, c2) = (counter low word, 0), o = (c3, c1) = (0, counter high word)
-        lane = xp.reshape(xp.arange(2, dtype=xp.int64), (2, 1))
-        zero = xp.zeros((1,), dtype=xp.int64)
+        lane = xp.reshape(xp.arange(2, dtype=xp.int64, **kw), (2, 1))
+        zero = xp.zeros((1,), dtype=xp.int64, **kw)
         e = xp.where(lane == 0, cnt & _M32, zero)
         o = xp.where(lane == 0, zero, cnt >> 32)
         if mode == "wide":
             e, o = xp.astype(e, dtype), xp.astype(o, dtype)
-        e, o = _rounds(xp, e, o, _round_keys(xp, key, dtype), mode)
+        e, o = _rounds(xp, e, o, _round_keys(xp, key, dtype, kw), mode, kw)
         # the words of each counter, in order: (c0, c1, c2, c3) = (e0, o1, e1, o0), shape (4, n)
         block = xp.reshape(xp.stack((e, xp.flip(o, axis=0)), axis=1), (4, n))
         s2 = s
-        s2 += xp.arange(2, dtype=xp.int64) * n  # (0, n): the counter advances, the key stays
+        s2 += xp.arange(2, dtype=xp.int64, **kw) * n  # (0, n): the counter advances
         if s2 is not s:  # lazy arrays (Dask) are immutable: rebind
             st.data = s2
         return block
