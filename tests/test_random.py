@@ -572,3 +572,26 @@ def test_cuda_graph_replays_draw_fresh_masks_equal_to_eager_and_to_numpy():
     ag.manual_seed(5)
     np.testing.assert_array_equal(mask, host(F.dropout(ag.tensor(np.ones((64, 33), np.float32)),
                                                        0.3)))
+
+
+@pytest.mark.skipif("array_api_strict" not in AVAILABLE, reason="array_api_strict missing")
+def test_a_generator_on_another_device_keeps_its_draws_there(monkeypatch):
+    """array_api_strict's extra devices refuse to mix arrays of two devices: a stand-in for a
+    second GPU (the backend made multi-device for the test)."""
+    import array_api_strict as strict
+
+    b = ag.get_backend("array_api_strict")
+    monkeypatch.setattr(b, "multi_device", True)
+    dev = strict.Device("device1")
+    g = ag.random.Generator(3, backend=b, device=dev)
+    u = ag.random.uniform((5,), generator=g, dtype=ag.float64)
+    assert u.device == dev == g.device
+    np.testing.assert_array_equal(
+        host(u), host(ag.random.uniform((5,), generator=ag.random.Generator(3, backend="numpy"),
+                                        dtype=ag.float64)))
+    x = ag.tensor(strict.ones((4, 3), device=dev, dtype=strict.float64))
+    ag.manual_seed(2)
+    y = F.dropout(x, 0.5)
+    assert y.device == dev and ag.random.default_generator(b, dev).device == dev
+    ag.manual_seed(2)
+    np.testing.assert_array_equal(host(y), host(F.dropout(ag.tensor(np.ones((4, 3))), 0.5)))
