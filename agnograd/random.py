@@ -130,17 +130,26 @@ def _wraps(b: Backend) -> bool:
     return bool(got == want)
 
 
-def _mulhilo_wide(a: Any, m: int) -> tuple[Any, Any]:
+# (The high word is shifted in place in the product: one array fewer per round. Dask's arrays
+# have no in-place operators; Python then rebinds the name to `p >> 32`, the same value.)
+
+
+def _mulhilo_wide(a: Any, m: Any) -> tuple[Any, Any]:
     p = a * m  # < 2**64 in uint64
-    return p >> 32, p & _M32
+    lo = p & _M32
+    p >>= 32
+    return p, lo
 
 
-def _mulhilo_wrap(a: Any, m: int) -> tuple[Any, Any]:
+def _mulhilo_wrap(a: Any, m: Any) -> tuple[Any, Any]:
     p = a * m  # the product's low 64 bits, as int64 (checked by _wraps)
-    return (p >> 32) & _M32, p & _M32
+    lo = p & _M32
+    p >>= 32
+    p &= _M32  # (an arithmetic shift: the sign's copies cleared)
+    return p, lo
 
 
-def _mulhilo_split(a: Any, m: int) -> tuple[Any, Any]:
+def _mulhilo_split(a: Any, m: Any) -> tuple[Any, Any]:
     # a * m = a * m_lo + a * m_hi * 2**16, each partial < 2**48: exact in int64.
     t1 = a * (m & 0xFFFF)
     t2 = a * (m >> 16)
@@ -168,7 +177,9 @@ def _rounds(xp: Any, e: Any, o: Any, keys: Any, mode: str,
                  xp.full((2, 1), _PHILOX_M1, dtype=dtype, **kw))
     for k in keys:
         hi, lo = mul(e, m)
-        e = xp.flip(hi ^ o ^ k, axis=0)
+        hi ^= o  # (hi is a fresh array: updated in place)
+        hi ^= k
+        e = xp.flip(hi, axis=0)
         o = lo
     return e, o
 
