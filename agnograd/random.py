@@ -294,7 +294,7 @@ class Generator:
         key = _key_of(seed)
         st = self._state
         b = st._backend
-        self._write(_fresh_state(b, b.device_of(st.data) if b.multi_device else None, key))
+        self._write(_fresh_state(b, b.device_of(st.data), key))  # (made where the state is)
         self.seed = seed
         return self
 
@@ -347,7 +347,7 @@ class Generator:
         xp = b.xp
         mode = _mode(b)
         dtype = xp.uint64 if mode == "wide" else xp.int64
-        kw = {"device": b.device_of(s)} if b.multi_device else {}  # (constants beside it)
+        kw = {"device": b.device_of(s)}  # the constants are made beside the state
         key, ctr = s[0], s[1]
         cnt = ctr + xp.arange(n, dtype=xp.int64, **kw)
         # lanes: e = (c0, c2) = (counter low word, 0), o = (c3, c1) = (0, counter high word)

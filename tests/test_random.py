@@ -582,6 +582,7 @@ def test_a_generator_on_another_device_keeps_its_draws_there(monkeypatch):
 
     b = ag.get_backend("array_api_strict")
     monkeypatch.setattr(b, "multi_device", True)
+    monkeypatch.setattr(R, "_defaults", dict(R._defaults))  # (device1's is dropped after)
     dev = strict.Device("device1")
     g = ag.random.Generator(3, backend=b, device=dev)
     u = ag.random.uniform((5,), generator=g, dtype=ag.float64)
