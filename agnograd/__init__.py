@@ -15,6 +15,10 @@ from __future__ import annotations
 import math as _math
 
 from . import fft, func, linalg, special  # ag.func (transforms); ag.fft, ag.linalg, ag.special (extensions)
+
+# ag.random (the device generator) stays out of __all__, as ag.dask does: `from agnograd import *`
+# must not shadow the standard library's `random`.
+from . import random as random
 from ._dtypes import (
     DType,
     bool,
@@ -211,6 +215,7 @@ from .capture.step import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, custom_vjp
 from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .graph import saved_nbytes, to_dot, to_mermaid
+from .random import manual_seed
 from .recompute import checkpoint
 
 __version__ = "0.1.0"
@@ -240,8 +245,9 @@ __all__ = [
     "imag", "inf", "int16", "int32", "int64", "int8", "is_grad_enabled", "isdtype", "isfinite",
     "isin", "isinf", "isnan", "jacobian", "jit", "jvp", "less", "less_equal", "linalg", "linspace",
     "log", "log10", "log1p", "log2", "logaddexp", "logical_and", "logical_not", "logical_or",
-    "logical_xor", "logsumexp", "matmul", "matrix_transpose", "max", "maximum", "mean", "meshgrid",
-    "min", "minimum", "moveaxis", "multiply", "nan", "negative", "newaxis", "nextafter", "no_grad",
+    "logical_xor", "logsumexp", "manual_seed", "matmul", "matrix_transpose", "max", "maximum",
+    "mean", "meshgrid", "min", "minimum", "moveaxis", "multiply", "nan", "negative", "newaxis",
+    "nextafter", "no_grad",
     "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "pi", "positive", "pow", "prod",
     "real", "reciprocal", "register_backend", "remainder", "repeat", "reshape", "result_type",
     "roll", "round", "saved_nbytes", "searchsorted", "set_default_backend", "set_default_dtype",

@@ -26,6 +26,7 @@ from typing import Any
 
 from ._tensor import Tensor, tensor
 from .func import value_and_grad as _value_and_grad
+from .random import Generator
 
 __all__ = ["compute", "loss_and_grads", "persist", "task_count", "value_and_grad"]
 
@@ -118,6 +119,8 @@ def _tensors_in(obj: Any, out: list[Tensor], grads: bool) -> None:
                 out.append(o)
             if grads and o._grad is not None:  # (._grad: a non-leaf's .grad warns)
                 stack.append(o._grad)
+        elif isinstance(o, Generator):  # an ag.random generator: its (key, counter) state
+            stack.append(o._state)
         elif isinstance(o, Mapping):
             stack.extend(o.values())
         elif isinstance(o, (list, tuple, set)):
@@ -138,8 +141,10 @@ def persist(*objs: Any, grads: bool = False, **kwargs: Any) -> None:
     workers.
 
     Args:
-        objs: Tensors, lists/tuples/dicts of them, optimizers (parameters and state) or modules
-            (parameters). Tensors on other backends are left alone.
+        objs: Tensors, lists/tuples/dicts of them, optimizers (parameters and state), modules
+            (parameters) or :class:`agnograd.random.Generator` s (each draw adds to the graph of
+            their state: ``ag.random.default_generator("dask")`` for dropout's masks). Tensors
+            on other backends are left alone.
         grads: also materialise the tensors' ``.grad``.
         kwargs: passed to ``dask.persist``.
     """

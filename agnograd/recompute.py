@@ -24,7 +24,7 @@ from .autograd import (
 )
 from .pytree import tree_flatten, tree_unflatten
 
-__all__ = ["checkpoint", "host_random"]
+__all__ = ["checkpoint", "host_random", "note_generator"]
 
 # ---------------------------------------------------------------------------------------------
 # Checkpointing
@@ -36,18 +36,27 @@ __all__ = ["checkpoint", "host_random"]
 # again. That is exact for any generator (a seed, agnograd's own, or one the caller passes), and
 # the generators are never advanced by the recomputation, so the program after the checkpoint sees
 # the same random stream as without it.
+#
+# Device generators (agnograd.random) are not recorded -- their draws stay on the device --
+# but their state is: the first draw from a generator inside a checkpoint's forward pass calls
+# note_generator, which keeps a copy of the generator's state (on the device) in the tape. The
+# recomputation sets each noted generator back to that state, runs the function (so it draws
+# the forward's numbers again), and then puts the state it found back (PyTorch's
+# preserve_rng_state): the program after the checkpoint sees the same stream as without it.
 
 
 class _Draws:
     """One checkpoint's tape of host random draws: being recorded, or being replayed."""
 
-    __slots__ = ("values", "replay", "pos", "name")
+    __slots__ = ("values", "replay", "pos", "name", "generators")
 
     def __init__(self, name: str, values: list[Any] | None = None) -> None:
         self.name = name
         self.replay = values is not None
         self.values: list[Any] = [] if values is None else values
         self.pos = 0
+        # (device generator, its state before its first draw in the forward pass)
+        self.generators: list[tuple[Any, Any]] = []
 
     def take(self, shape: tuple[int, ...]) -> Any:
         if self.pos >= len(self.values):
@@ -99,6 +108,37 @@ def host_random(draw: Callable[[], Any], shape: tuple[int, ...]) -> Any:
     return value
 
 
+def note_generator(gen: Any) -> None:
+    """Called by a device generator (:class:`agnograd.random.Generator`) before each draw:
+    every checkpoint forward pass being recorded (inside the innermost recomputation, if any)
+    that has not seen ``gen`` yet keeps a copy of its state (``gen.get_state()``)."""
+    stack = _tapes.stack
+    if not stack:
+        return
+    j = len(stack) - 1
+    while j >= 0 and not stack[j].replay:
+        j -= 1
+    for tape in stack[j + 1:]:
+        if all(g is not gen for g, _ in tape.generators):
+            tape.generators.append((gen, gen.get_state()))
+
+
+@contextlib.contextmanager
+def _restored(gens: list[tuple[Any, Any]]) -> Iterator[None]:
+    """Each generator set to its saved state for the block, then back to the state it had."""
+    if not gens:
+        yield
+        return
+    now = [g.get_state() for g, _ in gens]
+    for g, state in gens:
+        g.set_state(state)
+    try:
+        yield
+    finally:
+        for (g, _), state in zip(gens, now):
+            g.set_state(state)
+
+
 @contextlib.contextmanager
 def _using(tape: _Draws) -> Iterator[None]:
     stack = _tapes.stack
@@ -117,8 +157,10 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
 
     ``fn`` may return a Tensor or a pytree (tuples, lists, dicts) of them. It must be a function
     of its inputs: recomputing it must read the same Tensors and make the same random draws. Its
-    random draws (``dropout``) are recorded in the forward pass and replayed by the
-    recomputation, so the masks are the same and the generators advance only once. What would
+    host random draws (``dropout`` with a ``seed``) are recorded in the forward pass and replayed
+    by the recomputation; the device generators it draws from (:mod:`agnograd.random`, dropout's
+    default) are set back to their state at the forward pass for the recomputation and then put
+    back. Either way the masks are the same and the generators advance only once. What would
     make the recomputation differ raises ``RuntimeError`` at backward: a Tensor it reads changed
     in place since the forward pass, or the recomputation read other Tensors or drew other
     random arrays.
@@ -205,7 +247,7 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
         replay = _Draws(name, tape.values)
         begin = creation_mark()
         with enable_grad():
-            with _using(replay):
+            with _using(replay), _restored(tape.generators):
                 y = fn(*inputs)
             replay.finish()
             ys, spec2 = tree_flatten(y)

@@ -489,3 +489,13 @@ def test_dropout_function(backend):
     np.testing.assert_array_equal(_host(F.dropout(x, 1.0, seed=0)), 0.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         F.dropout(x, 1.5)
+    # without a seed: the device generator (ag.random), the same mask on every backend
+    ag.manual_seed(1)
+    yd = F.dropout(x, 0.5)
+    hd = _host(yd)
+    assert set(np.unique(hd)) <= {0.0, 2.0} and 0.4 < np.mean(hd == 0) < 0.6
+    ag.manual_seed(1)
+    np.testing.assert_array_equal(_host(F.dropout(ag.tensor(np.ones((50, 40))), 0.5)), hd)
+    x.grad = None
+    ag.sum(yd).backward()
+    np.testing.assert_array_equal(_host(x.grad), hd)

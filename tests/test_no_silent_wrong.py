@@ -355,10 +355,10 @@ def test_dropout_in_checkpoint_matches_the_plain_run_and_the_stream_after(seed_f
     assert np.all(g1[y1 == 0] == 0)
 
 
-def test_dropout_with_fresh_entropy_in_checkpoint_uses_the_forward_mask():
+def test_dropout_with_the_device_generator_in_checkpoint_uses_the_forward_mask():
     for _ in range(5):
         x = ag.tensor(X0, requires_grad=True)
-        y = ag.checkpoint(lambda h: F.dropout(h * 1.0, 0.5), x)   # seed=None: fresh entropy
+        y = ag.checkpoint(lambda h: F.dropout(h * 1.0, 0.5), x)   # seed=None: the device generator
         ag.sum(y * y).backward(retain_graph=True)
         g = x.grad.numpy().copy()
         np.testing.assert_array_equal(g, 4.0 * y.numpy())      # zero exactly where dropped

@@ -177,6 +177,9 @@ NOT_DIFFERENTIABLE = {
     # transforms of functions, tested in test_func / test_capture / test_engine
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "checkpoint",
     "capture", "jit", "register_backend",
+    # random numbers (ag.random, tested in test_random): draws, not functions of their inputs
+    "manual_seed", "random.manual_seed", "random.default_generator", "random.uniform",
+    "random.normal", "random.bernoulli",
     # differentiable, but its rule moves the cotangent between two backends, which a record
     # (run on one backend) cannot: tested in test_backend.test_to_backend_is_differentiable_...
     "to_backend",
@@ -184,13 +187,13 @@ NOT_DIFFERENTIABLE = {
 
 
 def _public_functions():
-    """(qualified name, function) for every public function of the four namespaces."""
+    """(qualified name, function) for every public function of the namespaces."""
     import inspect
 
     import agnograd.nn.functional as F
 
     for prefix, ns in (("", ag), ("linalg.", ag.linalg), ("fft.", ag.fft), ("special.", ag.special),
-                       ("nn.", F)):
+                       ("random.", ag.random), ("nn.", F)):
         for name in ns.__all__:
             obj = getattr(ns, name)
             if callable(obj) and not inspect.isclass(obj) and not inspect.ismodule(obj):

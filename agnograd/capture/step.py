@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .. import random as _random
 from .._tensor import Tensor
 from ..autograd.mode import anomaly_mode
 from ..backends import Backend, backend_of_array
@@ -563,12 +564,14 @@ class CapturedStep:
         eager_args = tree_unflatten(self._argdef, [a if s.buffer is None else _as_tensor(a)
                                                    for s, a in zip(self._slots, arg_leaves)])
         snap = self._snapshot()
+        rng = _random.snapshot_generators()  # the eager run draws; the replay draws the same
         eager_out = self._fn(*eager_args)
         eager_leaves, spec = tree_flatten(eager_out)
         eager = [(f"output {i}", _copy(t)) for i, t in enumerate(map(_as_tensor, eager_leaves))
                  if t is not None]
         eager += [(name, _copy(t)) for name, t in self._state_tensors()]
         self._restore(snap)
+        _random.restore_generators(rng)
         if spec != self._spec:
             raise CaptureError("captured step check(): the eager run returned a different structure "
                                "of outputs than the recording")

@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 import agnograd as ag
 
+from .. import random as _random
 from ..autograd import record as _record
 from ..backends.host import HostRNG, host_rng
 from ..capture import _state as _capture
+from ..random import Generator
 from ..recompute import host_random
 
 __all__ = [
@@ -629,16 +631,25 @@ def one_hot(tensor: Any, num_classes: int = -1) -> ag.Tensor:
 
 
 def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
-            seed: int | Sequence[int] | HostRNG | None = None) -> ag.Tensor:
+            seed: int | Sequence[int] | HostRNG | None = None,
+            generator: Generator | None = None) -> ag.Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (training);
     the identity when ``training`` is false or ``p == 0``.
 
-    The mask is drawn on the host from ``seed`` (an int, a sequence of ints, or a host generator
-    such as :func:`agnograd.nn.host_rng` gives, which advances from call to call) and moved to
-    ``x``'s backend, so a seed gives the same mask on every backend. Inside
-    :func:`agnograd.checkpoint` the mask is recorded (one byte per element, on the host) and the
-    recomputation reuses it, so the gradient is zero exactly where the forward pass dropped and
-    the generator advances once, as without the checkpoint.
+    Without ``seed`` the mask is drawn on the device, from ``generator`` (an
+    :class:`agnograd.random.Generator`) or the default generator of ``x``'s backend and device
+    (seeded by :func:`agnograd.manual_seed`): element ``j`` is kept when the Philox word ``w_j``
+    has ``w_j >= round(p 2**32)``. The same seed gives the same mask on every backend, no host
+    data is read or copied, and :func:`agnograd.capture` / :func:`agnograd.jit` replays draw a
+    fresh mask on every call, as eager calls do. Inside :func:`agnograd.checkpoint` the
+    recomputation restores the generator's state of the forward pass, so it draws the same mask
+    and the generator advances once.
+
+    With ``seed`` (an int, a sequence of ints, or a host generator such as
+    :func:`agnograd.nn.host_rng` gives, which advances from call to call) the mask is drawn on
+    the host with NumPy and moved to ``x``'s backend, as before; inside
+    :func:`agnograd.checkpoint` it is recorded (one byte per element, on the host) and reused.
+    That path copies host data into the step, so ``ag.capture`` and ``ag.jit`` refuse it.
     """
     x = _t(x)
     if not 0.0 <= p <= 1.0:
@@ -647,13 +658,27 @@ def dropout(x: ag.Tensor, p: float = 0.5, training: bool = True,
         return x
     if p == 1.0:
         return x * 0.0
-    _capture.refuse("dropout (training, 0 < p < 1)", _capture.WHY_RANDOM,
-                    "Random ops are not capture-safe: capture the step without dropout, or use "
-                    "model.eval() / training=False in the captured step")
-    # Through host_random: inside ag.checkpoint, the recomputation gets this very mask back.
-    shape = x.shape
-    mask = host_random(lambda: host_rng(seed).random(shape) >= p, shape)
-    keep = ag.tensor(mask, backend=x.backend, device=x.device)
+    b = x._backend
+    if seed is None:
+        if generator is None:
+            gen = _random.default_generator(b, x.device if b.multi_device else None)
+        else:
+            gen = generator
+        keep_raw = _random.threshold_words(gen, b, tuple(x.data.shape), p, below=False)
+        keep = ag.Tensor._wrap(keep_raw, b)
+    else:
+        if generator is not None:
+            raise TypeError("dropout: give seed (a host generator) or generator (a device "
+                            "generator), not both")
+        _capture.refuse("dropout with seed= (training, 0 < p < 1)", _capture.WHY_RANDOM,
+                        "Draw the mask on the device instead: drop seed= and seed the device "
+                        "generator with ag.manual_seed(seed), or pass "
+                        "generator=ag.random.Generator(seed); or use model.eval() / "
+                        "training=False in the captured step")
+        # Through host_random: inside ag.checkpoint, the recomputation gets this very mask back.
+        shape = x.shape
+        mask = host_random(lambda: host_rng(seed).random(shape) >= p, shape)
+        keep = ag.tensor(mask, backend=x.backend, device=x.device)
     return x * (ag.astype(keep, x.dtype) * (1.0 / (1.0 - p)))
 
 

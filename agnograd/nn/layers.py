@@ -13,6 +13,7 @@ import agnograd as ag
 
 from ..autograd import record as _record
 from ..backends.host import HostRNG, host_rng
+from ..random import Generator
 from . import functional as F
 from .init import default_dtype, initializer
 from .module import Module, check_input_dtype
@@ -440,17 +441,27 @@ class GELU(Module):
 
 
 class Dropout(Module):
-    """:func:`agnograd.nn.functional.dropout` as a layer: active in training mode only. Its
-    masks come from a host generator seeded once by ``seed``, so a run is reproducible."""
+    """:func:`agnograd.nn.functional.dropout` as a layer: active in training mode only.
 
-    def __init__(self, p: float = 0.5, seed: Seed = None) -> None:
+    Without ``seed`` its masks are drawn on the device, from ``generator`` (an
+    :class:`agnograd.random.Generator`) or the default generator of the input's backend and
+    device (:func:`agnograd.manual_seed` makes a run reproducible): capture-safe. With
+    ``seed`` (an int, a sequence of ints or a host generator) they come from a host generator
+    seeded once, as before -- reproducible, but refused inside ``ag.capture``/``ag.jit``."""
+
+    def __init__(self, p: float = 0.5, seed: Seed = None,
+                 generator: Generator | None = None) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], not {p}")
+        if seed is not None and generator is not None:
+            raise TypeError("Dropout: give seed (a host generator) or generator (a device "
+                            "generator), not both")
         self.p = float(p)
-        self._rng = host_rng(seed)
+        self._rng = None if seed is None else host_rng(seed)
+        self._generator = generator
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
-        return F.dropout(x, self.p, self.training, self._rng)
+        return F.dropout(x, self.p, self.training, self._rng, self._generator)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -1,7 +1,7 @@
 """Table records: ``agnograd.nn.functional`` -- its fused primitives (one node with its own rule,
 not a composition: cross_entropy) and its compositions of standard ops (activations, the other
-losses, dropout with a seed), so they get the same finite-difference and cross-backend checks
-as the standard's functions."""
+losses, dropout with a seed or a fresh device generator), so they get the same finite-difference
+and cross-backend checks as the standard's functions."""
 
 from __future__ import annotations
 
@@ -114,6 +114,10 @@ OPS = [
     Op("nn.avg_pool2d", lambda x: F.avg_pool2d(x, 2), [((1, 2, 4, 5),)]),
     # a fixed seed draws the same mask on every call and every backend
     Op("nn.dropout", lambda x: F.dropout(x, 0.3, seed=0), [((4, 5),)]),
+    # so does a device generator made afresh from a seed (ag.random): the same Philox bits
+    Op("nn.dropout-device-generator",
+       lambda x: F.dropout(x, 0.3, generator=ag.random.Generator(0, backend=x.backend)),
+       [((4, 5),), ((3, 7),)]),
 ]
 
 category("nn", OPS)
