@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
-from .._tensor import Tensor, TensorLike, tensor
+from .._tensor import Tensor, TensorLike, check_array_dtype, tensor
 from ..autograd import OUT, grad_mode, out, record, record_multi, share_version
 from ..backends import Backend, backend_of_array, get_default_backend
 
@@ -87,6 +87,7 @@ def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
     if ob is not None:
         if backend is not None and ob is not backend:
             raise mixing_error(op, backend, ob)
+        check_array_dtype(x, x, op)  # a NumPy object or string array: refused here, by name
         return wrap(x, ob)
     if isinstance(x, (list, tuple)) or isinstance(x, PY_SCALARS):
         return tensor(x, backend=backend or get_default_backend())
