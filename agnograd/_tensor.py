@@ -355,6 +355,10 @@ class Tensor:
         return numpy_export(self.data, self._backend, dtype, copy)
 
     def __dlpack_device__(self) -> tuple[Any, int]:
+        """The DLPack device of the data. Importers ask it first, so it refuses a Tensor that
+        requires grad as :meth:`__dlpack__` does (the export's error, not a backend's)."""
+        if self._requires_grad:
+            raise export_error(self, "__dlpack_device__ (DLPack export, e.g. np.from_dlpack(t))")
         return self.data.__dlpack_device__()  # type: ignore[no-any-return]
 
     def _scalar(self, kind: type, what: str) -> Any:
@@ -552,12 +556,12 @@ def export_error(t: Tensor, what: str) -> RuntimeError:
     would silently be missing. PyTorch refuses the same exports."""
     made = f"produced by the '{t._node.name}' op" if t._node is not None else "a leaf"
     return RuntimeError(
-        f"{what}: the Tensor (shape {t.shape}, {t.dtype.name}, {made}) requires grad, and the "
-        "export would hand out its values without their gradient: whatever is computed from "
-        "them is cut from the graph, so no gradient would flow back through it. Call "
-        ".detach() first when a constant is meant (e.g. np.asarray(t.detach())); to stay "
-        "differentiable, compute with agnograd (an Array API library that takes its namespace "
-        "from t.__array_namespace__() does)."
+        f"{what}: the Tensor (shape {t.shape}, {t.dtype.name}, {made}) requires grad; export "
+        "t.detach() if a constant is meant (e.g. np.asarray(t.detach())). The export hands "
+        "out values without their gradient: whatever is computed from them is cut from the "
+        "graph, and no gradient would flow back through it. To stay differentiable, compute "
+        "with agnograd (an Array API library that takes its namespace from "
+        "t.__array_namespace__() does). PyTorch refuses the same export."
     )
 
 
