@@ -219,7 +219,13 @@ class Backend:
         A cheap test (a flag or two), answered ``False`` when unsure (a backend that gives no
         test): the engine then copies a gradient before it becomes a ``.grad``."""
         p = self._private
-        return False if p is None else p(a)
+        if p is not None:
+            return p(a)
+        base = self.base
+        if base is not self:  # a tracing backend (agnograd.staged): its proxies hold the real
+            real = getattr(a, "_v", None)  # array as ``_v``; the replay repeats its calls
+            return real is not None and base.is_private(real)
+        return False
 
     def copy(self, a: Any) -> Any:
         """A copy of the raw array ``a`` in new, writable memory."""
