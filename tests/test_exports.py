@@ -127,7 +127,7 @@ def test_printing_a_tensor_that_requires_grad_works(backend: str) -> None:
     y = w * 2.0
     for t in (w, y):
         assert "Tensor(" in repr(t) and str(t) == repr(t)
-        assert f"{t}" == repr(t) and "%s" % (t,) == repr(t)
+        assert f"{t}" == repr(t) and f"{t!s}" == repr(t)
     assert "requires_grad=True" in repr(w) and "node=<multiply>" in repr(y)
     if backend != "dask":
         assert "-4." in repr(y)
