@@ -92,6 +92,7 @@ def test_issue_22_object_arrays_are_refused_at_once(kind: str) -> None:
     doors = {
         "asarray": lambda: ag.asarray(a),
         "asarray-dtype": lambda: ag.asarray(a, dtype=ag.float64),
+        "asarray-nested": lambda: ag.asarray([a, a]),
         "tensor": lambda: ag.tensor(a),
         "operand": lambda: ag.tensor([1.0, 2.0]) + a,
         "function": lambda: ag.sum(a),

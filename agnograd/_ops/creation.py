@@ -401,6 +401,7 @@ def _unnest(obj: Any, found: list[Tensor], scalars: list[Any]) -> Any:
         return host_array(obj.data).tolist()
     ob = backend_of_array(obj)
     if ob is not None:
+        check_array_dtype(obj, obj, "asarray")  # an object array inside a list: refused too
         found.append(wrap(obj, ob))
         return host_array(obj).tolist()
     if isinstance(obj, (list, tuple)):
