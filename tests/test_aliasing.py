@@ -251,3 +251,39 @@ def test_every_grad_is_its_own_writable_array(backend: str, data: st.DataObject)
     if retain and pool[-1].node is not None and pool[-1].grad is not None:
         grads.append(pool[-1].grad)
     _assert_private(grads)
+
+
+@pytest.mark.parametrize("backend", [p.values[0] for p in CPU_BACKENDS])
+def test_no_op_hands_a_grad_shared_memory(backend: str) -> None:
+    """Over the whole op table: after backward, no leaf's ``.grad`` shares memory with an input,
+    an output, or another leaf's ``.grad``, and each is writable (a rule may return one of its
+    saved arrays, a view of ḡ, or ḡ itself to two inputs)."""
+    from .op_table import OPS, cases_of
+    from .op_table.core import draw
+
+    checked = 0
+    for op, shapes in cases_of(OPS):
+        if backend in op.skip:
+            continue
+        try:
+            xs = [ag.tensor(a, backend=backend, requires_grad=True) for a in draw(op, shapes, 0)]
+            y = op.fn(*xs)
+        except Exception:  # a record that needs its own inputs (checked by test_op_table)
+            continue
+        ys = [t for t in (y if isinstance(y, tuple) else (y,))
+              if isinstance(t, ag.Tensor) and t.requires_grad]
+        if not ys:
+            continue
+        loss = ag.sum(ag.stack([ag.sum(ag.real(t) if t.dtype.kind == "c" else t) for t in ys]))
+        loss.backward()
+        checked += 1
+        others = [_raw_np(x.data) for x in xs] + [_raw_np(t.data) for t in ys]
+        grads = [(i, _raw_np(x.grad.data)) for i, x in enumerate(xs) if x.grad is not None]
+        for i, g in grads:
+            assert g.flags.writeable, f"{op.name}: .grad of input {i} is read-only"
+            for a in others:
+                assert not np.shares_memory(g, a), f"{op.name}: .grad of input {i} aliases data"
+            for j, h in grads:
+                assert j == i or not np.shares_memory(g, h), (
+                    f"{op.name}: the .grad of inputs {i} and {j} share memory")
+    assert checked > 700
