@@ -2,8 +2,10 @@
 
 Every way of handing a Tensor's values to another library -- NumPy's ``np.asarray``/``np.array``
 (``__array__``), DLPack (``t.__dlpack__()``, ``np.from_dlpack``, ``torch.from_dlpack``,
-``ag.from_dlpack``) -- gives the importer numbers without the graph: whatever it computes
-is a constant to agnograd, so a gradient through it would silently be missing. On a Tensor that
+``ag.from_dlpack``), and the constructors that use them (``torch.tensor``, ``torch.asarray``,
+``array_api_strict.asarray``, ``np.stack``) -- gives the importer numbers without the graph:
+whatever it computes is a constant to agnograd, so a gradient through it would silently be
+missing. On a Tensor that
 requires grad (a leaf, an op's output, a transform's input) each of them raises, as PyTorch's
 do, with a message naming ``.detach()``; on a Tensor that needs no gradient each works.
 
@@ -48,10 +50,18 @@ def _export_paths() -> dict[str, Callable[[Any], Any]]:
         "ag.from_dlpack": ag.from_dlpack,
         "ag.from_dlpack-copy": lambda t: ag.from_dlpack(t, copy=True),
     }
+    paths["np.stack"] = lambda t: np.stack([t, t])
     if importlib.util.find_spec("torch") is not None:
         import torch
 
         paths["torch.from_dlpack"] = torch.from_dlpack
+        paths["torch.tensor"] = torch.tensor
+        paths["torch.as_tensor"] = torch.as_tensor
+        paths["torch.asarray"] = torch.asarray
+    if importlib.util.find_spec("array_api_strict") is not None:
+        import array_api_strict
+
+        paths["array_api_strict.asarray"] = array_api_strict.asarray
     return paths
 
 
@@ -94,8 +104,8 @@ def test_export_of_a_tensor_that_requires_grad_raises(backend: str, path: str) -
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("backend", EXPORT_BACKENDS)
 def test_export_of_a_detached_tensor_works(backend: str, path: str) -> None:
-    if backend in NO_DLPACK and "dlpack" in path:
-        pytest.skip(f"{backend} arrays have no DLPack export")
+    if backend in NO_DLPACK and ("dlpack" in path or path.startswith("torch.")):
+        pytest.skip(f"{backend} arrays have no DLPack export (PyTorch imports through it)")
     w = ag.tensor([1.0, -2.0, 3.0], backend=backend, requires_grad=True)
     for t in (w.detach(), (w * 2.0).detach(), ag.tensor([1.0, -2.0, 3.0], backend=backend)):
         out = PATHS[path](t)
@@ -106,6 +116,10 @@ def test_export_of_a_detached_tensor_works(backend: str, path: str) -> None:
             out = out.numpy()
         elif type(out).__module__.startswith("torch"):
             out = out.numpy()
+        elif type(out).__module__.startswith("array_api_strict"):
+            out = np.from_dlpack(out)
+        if path == "np.stack":
+            out = out[0]
         np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6)
 
 
