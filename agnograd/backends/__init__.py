@@ -222,8 +222,10 @@ class Backend:
         if p is not None:
             return p(a)
         base = self.base
-        if base is not self:  # a tracing backend (agnograd.staged): its proxies hold the real
-            real = getattr(a, "_v", None)  # array as ``_v``; the replay repeats its calls
+        if base is not self:
+            # a tracing backend (ag.capture's staged replay): its proxies hold the real array as
+            # ``_v``, and the replay repeats the calls that made it
+            real = getattr(a, "_v", None)
             return real is not None and base.is_private(real)
         return False
 
@@ -526,12 +528,12 @@ def numpy_export(a: Any, backend: Backend, dtype: Any = None, copy: bool | None 
     values, in ``dtype`` if given. ``copy=True`` always copies; ``copy=False`` refuses when a
     copy is needed (another dtype, or data that is not already a NumPy array); ``None`` copies
     only when needed."""
-    host = host_array(a)
     if copy is False and not isinstance(a, np.ndarray):
         raise ValueError(
             f"__array__(copy=False): the data of this '{backend.name}' Tensor is not a NumPy "
             "array, so a NumPy array of it is a copy; pass copy=None (np.asarray)"
         )
+    host = host_array(a)
     if dtype is not None and host.dtype != np.dtype(dtype):
         if copy is False:
             raise ValueError(f"__array__(copy=False): converting {host.dtype} to "
