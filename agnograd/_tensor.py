@@ -16,7 +16,16 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from ._dtypes import DType, default_float_for, from_backend_dtype, to_backend_dtype
-from .backends import Backend, backend_of_array, get_backend, given, host_array, transfer
+from .backends import (
+    Backend,
+    backend_of_array,
+    backend_of_device,
+    get_backend,
+    given,
+    host_array,
+    numpy_export,
+    transfer,
+)
 from .capture import _state as _capture
 
 __all__ = ["Tensor", "tensor", "as_tensor", "TensorLike", "SupportsArray", "RetainGrad"]
@@ -320,10 +329,36 @@ class Tensor:
 
     def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
                    dl_device: Any = None, copy: bool | None = None) -> Any:
+        """DLPack export of the data (``np.from_dlpack(t)``, ``torch.from_dlpack(t)``, ...).
+
+        Raises:
+            RuntimeError: the tensor requires grad (as PyTorch's does): the importer would
+                compute without the graph; export ``t.detach()`` when that is meant.
+        """
+        if self._requires_grad:
+            raise export_error(self, "__dlpack__ (DLPack export, e.g. np.from_dlpack(t))")
         return self.data.__dlpack__(**given(stream=stream, max_version=max_version,
                                             dl_device=dl_device, copy=copy))
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> Any:
+        """The data as a NumPy array (``np.asarray(t)``; a view on the NumPy backend unless
+        ``dtype``/``copy`` ask for a copy), computed first on a lazy backend.
+
+        Raises:
+            RuntimeError: the tensor requires grad (as PyTorch's does): NumPy would compute
+                without the graph; convert ``t.detach()`` when that is meant.
+        """
+        if self._requires_grad:
+            raise export_error(self, "__array__ (NumPy conversion, e.g. np.asarray(t))")
+        if _capture.ACTIVE:
+            _capture.refuse("Tensor.__array__ (np.asarray of a Tensor)")
+        return numpy_export(self.data, self._backend, dtype, copy)
+
     def __dlpack_device__(self) -> tuple[Any, int]:
+        """The DLPack device of the data. Importers ask it first, so it refuses a Tensor that
+        requires grad as :meth:`__dlpack__` does (the export's error, not a backend's)."""
+        if self._requires_grad:
+            raise export_error(self, "__dlpack_device__ (DLPack export, e.g. np.from_dlpack(t))")
         return self.data.__dlpack_device__()  # type: ignore[no-any-return]
 
     def _scalar(self, kind: type, what: str) -> Any:
@@ -461,10 +496,13 @@ class RetainGrad:
         t = self._ref()
         if t is None:
             return
-        if g._node is None and t._grad is not None and t._grad._node is None:
+        if t._grad is None:  # a copy: g flows on, and may reach a leaf's .grad unchanged
+            t._grad = (Tensor._wrap(t._backend.copy(g.data), t._backend) if g._node is None
+                       else g.__array_namespace__().asarray(g, copy=True))
+        elif g._node is None and t._grad._node is None:
             t._grad = Tensor._wrap(t._backend.fix(t._grad.data + g.data), t._backend)
         else:
-            t._grad = g if t._grad is None else t._grad + g
+            t._grad = t._grad + g
 
     def attach(self, t: Tensor) -> None:
         """Put this hook last on the node output that produced ``t``."""
@@ -512,6 +550,21 @@ def _check_differentiable_dtype(t: Tensor, what: str) -> None:
         )
 
 
+def export_error(t: Tensor, what: str) -> RuntimeError:
+    """The error for exporting the data of a Tensor that requires grad out of agnograd (NumPy,
+    DLPack): the importer computes without the graph, so every gradient through that result
+    would silently be missing. PyTorch refuses the same exports."""
+    made = f"produced by the '{t._node.name}' op" if t._node is not None else "a leaf"
+    return RuntimeError(
+        f"{what}: the Tensor (shape {t.shape}, {t.dtype.name}, {made}) requires grad; export "
+        "t.detach() if a constant is meant (e.g. np.asarray(t.detach())). The export hands "
+        "out values without their gradient: whatever is computed from them is cut from the "
+        "graph, and no gradient would flow back through it. To stay differentiable, compute "
+        "with agnograd (an Array API library that takes its namespace from "
+        "t.__array_namespace__() does). PyTorch refuses the same export."
+    )
+
+
 def _root_grad(t: Tensor, grad: Any, create_graph: bool) -> Any:
     """The seed cotangent dL/dt: ones for a scalar, else the user's ``grad`` (checked)."""
     b = t._backend
@@ -544,7 +597,7 @@ def _root_grad(t: Tensor, grad: Any, create_graph: bool) -> Any:
                 f"backward(): grad is a '{ob.name}' array but the tensor is on '{t.backend}'; "
                 f"convert it with ag.to_backend(ag.tensor(grad), '{t.backend}')"
             )
-        gt = tensor(grad, backend=b)
+        gt = as_tensor(grad, backend=b)
     if gt.shape != t.shape:
         raise ValueError(f"backward(): grad has shape {gt.shape} but the tensor has shape {t.shape}")
     return fit_seed(gt, t, "backward(): grad", create_graph)
@@ -583,9 +636,13 @@ def tensor(
 ) -> Tensor:
     """Create a leaf Tensor from nested lists, Python scalars, a Tensor, or any backend array.
 
-    The backend is taken from ``obj`` when it is an array (no copy unless ``dtype``/``device``
-    ask for a conversion), else from ``backend`` or the default backend. An array of another
-    library than ``backend`` is transferred (DLPack, else a host copy).
+    The data is always copied, as ``torch.tensor`` does: the new tensor never shares memory
+    with ``obj`` (refilling the caller's buffer, or an in-place update of the tensor, leaves
+    the other alone). ``ag.asarray`` is the call that may alias (the standard's ``copy=None``
+    rule), and ``t.detach()`` aliases a Tensor. The backend is taken from ``obj`` when it is
+    an array, else from ``backend`` or the default backend. An array of another library than
+    ``backend`` is transferred (DLPack, else a host copy). A Tensor that requires grad gives a
+    new leaf holding a copy of its values (no gradient flows back to it).
 
     Args:
         obj: the data.
@@ -594,6 +651,13 @@ def tensor(
         dtype: an agnograd dtype (``ag.float32``) or the backend's own dtype.
         device: a device of the backend.
     """
+    return _leaf(obj, requires_grad, backend, dtype, device, True)
+
+
+def _leaf(obj: Any, requires_grad: bool, backend: str | Backend | None, dtype: Any, device: Any,
+          copy: bool) -> Tensor:
+    """:func:`tensor`, and with ``copy=False`` :func:`as_tensor`: an array that needs no
+    conversion is then wrapped as it is (sharing its memory)."""
     if type(obj) is Tensor:
         b = obj._backend
         data = obj.data
@@ -613,6 +677,10 @@ def tensor(
             data = b.fix(data)
         else:
             b = get_backend(backend)
+            if backend is None and device is not None:  # a device object names its backend
+                owner = backend_of_device(device)
+                if owner is not None and owner is not b.base:
+                    b = owner
             data = None
     if data is None:
         if isinstance(obj, (list, tuple)) and _holds_tensor(obj):
@@ -623,14 +691,19 @@ def tensor(
         data = b.asarray(obj, dtype=to_backend_dtype(b.xp, dtype), device=device)
         if dtype is None:
             data = with_default_dtype(b, data)
+        check_array_dtype(data, obj, "tensor")
     else:
+        fresh = False  # whether data is certainly new memory (an astype copies)
         if dtype is not None:
             want = to_backend_dtype(b.xp, dtype)
             if data.dtype != want:
                 data = b.xp.astype(data, want)
+                fresh = True
         if device is not None and b.device_of(data) != device:
             data = b.to_device(data, device)
-    check_array_dtype(data, obj, "tensor")
+        check_array_dtype(data, obj, "tensor")
+        if copy and not fresh:  # the caller's array (or a DLPack view or move of it)
+            data = b.asarray(data, copy=True)
     t = Tensor._wrap(data, b)
     if type(obj) is Tensor and data is obj.data:  # no copy: t aliases obj's storage
         share_version(obj, t)
@@ -701,7 +774,7 @@ def as_tensor(x: Any, backend: Backend | None = None) -> Tensor:
     """``x`` as a Tensor (a Tensor is returned as is; arrays are wrapped without copying)."""
     if type(x) is Tensor:
         return x
-    return tensor(x, backend=backend)
+    return _leaf(x, False, backend, None, None, False)
 
 
 def check_array_dtype(data: Any, obj: Any, what: str) -> None:
@@ -712,6 +785,12 @@ def check_array_dtype(data: Any, obj: Any, what: str) -> None:
     except TypeError:
         shown = repr(obj)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        if obj is data:  # an array of the caller's: convert it
+            raise TypeError(
+                f"{what}: the {type(obj).__name__} {shown} has dtype {data.dtype}, which is not "
+                "an Array API dtype (an object or string array: no op can compute with it); "
+                "convert it to a numeric dtype first, e.g. np.asarray(a, dtype=np.float64)"
+            ) from None
         raise TypeError(
             f"{what}: cannot make an array from {type(obj).__name__} {shown}: its dtype would be "
             f"{data.dtype}, which is not an Array API dtype; pass numbers, (equal-length) nested "

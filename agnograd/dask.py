@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._tensor import Tensor, tensor
+from ._tensor import Tensor, as_tensor, tensor
 from .func import value_and_grad as _value_and_grad
 from .random import Generator
 
@@ -174,10 +174,10 @@ def _chunk_value_and_grad(loss_fn: Callable[..., Any], params: list[Any], xb: An
                           weight: float) -> tuple[Any, list[Any]]:
     """On one row chunk (a NumPy or CuPy array): ``weight * loss_fn(params, X, y)`` and its
     gradients with respect to ``params``, as raw arrays of the chunk's library."""
-    x = tensor(xb)
+    x = as_tensor(xb)  # the chunk as it is (ag.tensor would copy it)
     b = x._backend
-    ps = [tensor(p, backend=b) for p in params]  # no copy when already there (NumPy chunks)
-    args = (x,) if yb is None else (x, tensor(yb, backend=b))
+    ps = [as_tensor(p, backend=b) for p in params]  # no copy when already there (NumPy chunks)
+    args = (x,) if yb is None else (x, as_tensor(yb, backend=b))
 
     def f(ps: list[Tensor]) -> Tensor:
         loss = loss_fn(ps, *args)

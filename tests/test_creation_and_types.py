@@ -151,6 +151,9 @@ def test_from_dlpack(backend):
         t = plain(ag.from_dlpack(raw), backend, ag.int32, (4,))
         np.testing.assert_array_equal(host(t), np.arange(4))
         x = leaf([1.0, 2.0], backend)
+        with pytest.raises(RuntimeError, match=r"requires grad.*\.detach\(\)"):
+            ag.from_dlpack(x)  # the result would be cut from x's graph
+        x = x.detach()
         t = plain(ag.from_dlpack(x, copy=True), backend, ag.float64, (2,))
         t[0] = 9.0  # a copy: x is untouched
         np.testing.assert_array_equal(host(x), [1.0, 2.0])

@@ -22,10 +22,13 @@ def test_attributes(backend):
     assert t.__array_namespace__() is ag
 
 
-def test_creation_keeps_backend_arrays_without_copying():
+def test_tensor_copies_backend_arrays_and_asarray_does_not():
     a = np.arange(3.0)
-    t = ag.tensor(a)
-    assert t.data is a
+    t = ag.tensor(a)  # a copy, as torch.tensor makes
+    assert t.data is not a and not np.shares_memory(t.data, a)
+    a[0] = 7.0
+    assert t.numpy()[0] == 0.0
+    assert ag.asarray(a).data is a  # the standard's copy=None: no conversion, no copy
     assert ag.tensor(a, dtype=ag.float32).dtype == ag.float32
     assert ag.tensor(3).dtype == ag.int64
     assert ag.tensor(True).dtype == ag.bool
@@ -117,7 +120,7 @@ def test_dlpack_round_trip():
 
 def test_in_place_operator_without_graph_mutates_the_data():
     a = np.zeros(3)
-    t = ag.tensor(a)
+    t = ag.asarray(a)
     t += 1.0
     assert t.data is a and np.all(a == 1.0)
     t *= ag.tensor([1.0, 2.0, 3.0])
@@ -154,7 +157,7 @@ def test_in_place_cannot_change_shape():
 
 def test_setitem_without_graph_is_in_place():
     a = np.zeros((2, 3))
-    t = ag.tensor(a)
+    t = ag.asarray(a)
     t[0, 1:] = 5.0
     t[ag.tensor(a > 4)] = 7.0
     np.testing.assert_array_equal(a, [[0, 7, 7], [0, 0, 0]])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
-from .._tensor import Tensor, TensorLike, tensor
+from .._tensor import Tensor, TensorLike, check_array_dtype, tensor
 from ..autograd import OUT, grad_mode, out, record, record_multi, share_version
 from ..backends import Backend, backend_of_array, get_default_backend
 
@@ -89,6 +89,7 @@ def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
             if backend.base is ob:  # a raw array beside traced tensors: a constant of the trace
                 return wrap(x, backend)
             raise mixing_error(op, backend, ob)
+        check_array_dtype(x, x, op)  # a NumPy object or string array: refused here, by name
         return wrap(x, ob)
     if isinstance(x, (list, tuple)) or isinstance(x, PY_SCALARS):
         return tensor(x, backend=backend or get_default_backend())

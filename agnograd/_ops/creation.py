@@ -17,7 +17,7 @@ import functools
 from typing import Any
 
 from .._dtypes import default_float_for
-from .._tensor import check_array_dtype, with_default_dtype
+from .._tensor import check_array_dtype, export_error, with_default_dtype
 from ..backends import (
     Backend,
     backend_of_array,
@@ -206,8 +206,12 @@ def linspace(start: int | float | complex, stop: int | float | complex, /, num: 
 
 def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Tensor:
     """An array of the default backend sharing (or, with ``copy=True``, copying) the memory of
-    any object with ``__dlpack__`` (a Tensor, a CuPy/PyTorch/NumPy array, ...)."""
+    any object with ``__dlpack__`` (a Tensor, a CuPy/PyTorch/NumPy array, ...). The result
+    needs no gradient, so a Tensor that requires grad is refused (RuntimeError, as its
+    ``__dlpack__`` is): import ``x.detach()``, or use ``ag.asarray(x)`` to stay in the graph."""
     b = _creation_backend(device)
+    if type(x) is Tensor and x._requires_grad:  # as x.__dlpack__() refuses, the raw data too
+        raise export_error(x, "from_dlpack")
     src = x.data if type(x) is Tensor else x
     if not hasattr(src, "__dlpack__"):
         raise TypeError(f"from_dlpack: {type(x).__name__} does not support DLPack "
@@ -274,6 +278,7 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
         return _convert(obj, dtype, device, copy)
     ob = backend_of_array(obj)
     if ob is not None:
+        check_array_dtype(obj, obj, "asarray")  # a NumPy object/string array: refused now
         return _convert(wrap(obj, ob), dtype, device, copy)
     if copy is False and (type(obj) in PY_SCALARS or isinstance(obj, (list, tuple))):
         raise ValueError(
@@ -396,6 +401,7 @@ def _unnest(obj: Any, found: list[Tensor], scalars: list[Any]) -> Any:
         return host_array(obj.data).tolist()
     ob = backend_of_array(obj)
     if ob is not None:
+        check_array_dtype(obj, obj, "asarray")  # an object array inside a list: refused too
         found.append(wrap(obj, ob))
         return host_array(obj).tolist()
     if isinstance(obj, (list, tuple)):

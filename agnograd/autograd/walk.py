@@ -82,7 +82,8 @@ def backward(
     checks = _walk(heap, pending, leaf_grads, wanted, xp, retain_graph, create_graph)
     if checks:  # before any .grad is touched: a failed check changes nothing
         _raise_first_nonfinite(checks)
-    results = _deliver(leaf_grads, wanted, create_graph)
+    # the seeds are the caller's arrays: a leaf's .grad never aliases one (see _deliver)
+    results = _deliver(leaf_grads, wanted, create_graph, {id(g) for g in root_grads})
     if results is not None:  # a target that is an op's output: its gradient in its dtype
         for k, (r, t) in enumerate(zip(results, targets)):  # type: ignore[arg-type]
             if r is not None and r.data.dtype != t.data.dtype:
@@ -281,9 +282,16 @@ def _useful_nodes(roots: list[Node], target_nodes: set[Node], target_leaves: dic
 # Leaves: hooks, then .grad (or the returned gradients)
 
 
-def _deliver(leaf_grads: dict[int, list[Any]], wanted: _Targets | None, create_graph: bool
-             ) -> list[Any] | None:
-    """Run leaf hooks, then accumulate into ``.grad`` -- or, with targets, return the results."""
+def _deliver(leaf_grads: dict[int, list[Any]], wanted: _Targets | None, create_graph: bool,
+             seen: set[int]) -> list[Any] | None:
+    """Run leaf hooks, then accumulate into ``.grad`` -- or, with targets, return the results.
+
+    Every ``.grad`` is its own writable array: a rule may hand one array to two inputs (``add``
+    sends ``ḡ`` to both), or a read-only broadcast view (``sum``), so a gradient that becomes a
+    new ``.grad`` is copied when it might be shared -- it is an array already handed to
+    another leaf (or a seed, ``seen``: ids, all alive in ``leaf_grads``), or the backend cannot
+    vouch that it is private memory (``Backend.is_private``: a view, read-only). Accumulation
+    makes a new array anyway."""
     for leaf, g in leaf_grads.values():
         have = g.data.dtype if create_graph else g.dtype
         want = leaf.data.dtype
@@ -299,12 +307,21 @@ def _deliver(leaf_grads: dict[int, list[Any]], wanted: _Targets | None, create_g
             continue
         if not leaf._requires_grad:
             continue
+        b = leaf._backend
         if create_graph:
-            leaf._grad = g if leaf._grad is None else leaf._grad + g
-        elif leaf._grad is None:
-            leaf._grad = _wrap(g, leaf._backend)
+            if leaf._grad is not None:
+                leaf._grad = leaf._grad + g
+            elif id(g) in seen or not b.is_private(g.data):
+                leaf._grad = g.__array_namespace__().asarray(g, copy=True)  # a recorded copy
+            else:
+                leaf._grad = g
+        elif leaf._grad is not None:
+            leaf._grad = _wrap(b.fix(leaf._grad.data + g), b)
+        elif id(g) in seen or not b.is_private(g):
+            leaf._grad = _wrap(b.copy(g), b)
         else:
-            leaf._grad = _wrap(leaf._backend.fix(leaf._grad.data + g), leaf._backend)
+            leaf._grad = _wrap(g, b)
+        seen.add(id(g))
     return None if wanted is None else wanted.results
 
 

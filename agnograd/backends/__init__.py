@@ -51,6 +51,7 @@ __all__ = [
     "given",
     "host_array",
     "known_backends",
+    "numpy_export",
     "register",
     "scatter_add_standard",
     "set_default_backend",
@@ -128,6 +129,9 @@ class Backend:
             instead of ``fn``; ``None`` (or a hook returning ``None``) keeps ``fn``. NumPy's
             reductions (``sum``, ``max``, ...) are its ufuncs' ``reduce`` behind a Python
             wrapper that costs more than the reduction of a small array.
+        private: ``private(a)`` says whether the raw array ``a`` is surely its own writable
+            memory (not a view, not read-only), for :meth:`is_private`; ``None`` where the
+            backend gives no such test (gradients are then copied before becoming ``.grad``).
         complex_kinds: raw dtype -> whether it is complex, filled on first sight by
             ``agnograd._ops._common.is_complex``: ops pick their complex VJP rules with one
             dict lookup (per backend, so dtypes of two libraries are never compared).
@@ -135,7 +139,8 @@ class Backend:
 
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
-                 "_special", "_special_loader", "replay_fn", "complex_kinds", "__weakref__")
+                 "_special", "_special_loader", "replay_fn", "complex_kinds", "_private",
+                 "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -145,7 +150,8 @@ class Backend:
                  graph_recorder: Callable[[Backend], Any] | None = None,
                  on_host: Callable[[Any], bool] | None = None,
                  special: Callable[[], Any] | None = None,
-                 replay_fn: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any] | None = None
+                 replay_fn: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any] | None = None,
+                 private: Callable[[Any], bool] | None = None
                  ) -> None:
         self.name = name
         self.xp = xp
@@ -166,6 +172,8 @@ class Backend:
         self._special: Any = _UNSET
         self.replay_fn = replay_fn
         self.complex_kinds: dict[Any, bool] = {}
+        # private(a): a is surely its own writable memory (see is_private); None: never sure.
+        self._private = private
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -204,6 +212,26 @@ class Backend:
     def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Any:
         """``xp.asarray`` that never returns a NumPy scalar."""
         return self.fix(self.xp.asarray(obj, **given(dtype=dtype, device=device, copy=copy)))
+
+    def is_private(self, a: Any) -> bool:
+        """Whether the raw array ``a`` surely has memory of its own that may be written in
+        place: not a view of another array (a broadcast, a reshape, a slice), not read-only.
+        A cheap test (a flag or two), answered ``False`` when unsure (a backend that gives no
+        test): the engine then copies a gradient before it becomes a ``.grad``."""
+        p = self._private
+        if p is not None:
+            return p(a)
+        base = self.base
+        if base is not self:
+            # a tracing backend (ag.capture's staged replay): its proxies hold the real array as
+            # ``_v``, and the replay repeats the calls that made it
+            real = getattr(a, "_v", None)
+            return real is not None and base.is_private(real)
+        return False
+
+    def copy(self, a: Any) -> Any:
+        """A copy of the raw array ``a`` in new, writable memory."""
+        return self.fix(self.xp.asarray(a, copy=True))
 
     def from_host(self, host: Any) -> Any:
         """A backend array holding a copy of the NumPy array ``host``."""
@@ -417,8 +445,11 @@ def _owner(obj: Any) -> ModuleType | None:
 
 def backend_of_device(device: Any) -> Backend | None:
     """The backend whose device object ``device`` is (a CuPy, PyTorch, JAX or array-api-strict
-    device); ``None`` for plain names such as ``"cpu"``."""
+    device, or one a backend module defines and names with a ``backend_name`` class attribute,
+    as Dask's); ``None`` for plain names such as ``"cpu"``."""
     name = _BY_PACKAGE.get(type(device).__module__.partition(".")[0])
+    if name is None and type(device) is not str:
+        name = getattr(type(device), "backend_name", None)
     return None if name is None else get_backend(name)
 
 
@@ -490,6 +521,27 @@ def host_array(a: Any) -> Any:
     if to_host is not None:
         return to_host(a)
     return host_copy(a)
+
+
+def numpy_export(a: Any, backend: Backend, dtype: Any = None, copy: bool | None = None) -> Any:
+    """The ``__array__`` protocol for the raw array ``a`` of ``backend``: a NumPy array of its
+    values, in ``dtype`` if given. ``copy=True`` always copies; ``copy=False`` refuses when a
+    copy is needed (another dtype, or data that is not already a NumPy array); ``None`` copies
+    only when needed."""
+    if copy is False and not isinstance(a, np.ndarray):
+        raise ValueError(
+            f"__array__(copy=False): the data of this '{backend.name}' Tensor is not a NumPy "
+            "array, so a NumPy array of it is a copy; pass copy=None (np.asarray)"
+        )
+    host = host_array(a)
+    if dtype is not None and host.dtype != np.dtype(dtype):
+        if copy is False:
+            raise ValueError(f"__array__(copy=False): converting {host.dtype} to "
+                             f"{np.dtype(dtype)} needs a copy; pass copy=None")
+        return host.astype(dtype)
+    if copy:  # (host_array may share memory: NumPy's own array, a CPU tensor through DLPack)
+        return host.copy()
+    return host
 
 
 def transfer(a: Any, target: Backend) -> Any:

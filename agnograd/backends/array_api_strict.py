@@ -10,11 +10,18 @@ import array_api_strict as xp
 
 from . import Backend
 
-__all__ = ["load", "owns"]
+__all__ = ["load", "owns", "private"]
 
 
 def load() -> Backend:
-    return Backend("array_api_strict", xp, type(xp.asarray(0)))
+    return Backend("array_api_strict", xp, type(xp.asarray(0)), private=private)
+
+
+def private(a: Any) -> bool:
+    """Its own writable memory: the NumPy array inside (``_array``) is no view and writeable
+    (array-api-strict's ``broadcast_to`` gives a read-only view)."""
+    inner = getattr(a, "_array", None)
+    return inner is not None and inner.base is None and bool(inner.flags.writeable)
 
 
 def owns(a: Any) -> bool:

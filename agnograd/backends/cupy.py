@@ -24,7 +24,7 @@ from ._fallbacks import host_copy
 from .cuda_graph import CudaGraphRecorder, graph_safe_namespace
 from .special import cupy_special
 
-__all__ = ["describe_device", "load", "owns", "scatter_add", "to_host"]
+__all__ = ["describe_device", "load", "owns", "private", "scatter_add", "to_host"]
 
 
 def load() -> Backend:
@@ -42,7 +42,12 @@ def load() -> Backend:
         )
     return Backend("cupy", graph_safe_namespace(xp), cupy.ndarray, multi_device=True,
                    scatter_add=scatter_add, from_host=cupy.asarray,
-                   graph_recorder=CudaGraphRecorder, special=cupy_special)
+                   graph_recorder=CudaGraphRecorder, special=cupy_special, private=private)
+
+
+def private(a: Any) -> bool:
+    """Its own memory: not a view of another array (``base`` is None)."""
+    return a.base is None
 
 
 def owns(a: Any) -> bool:
@@ -67,6 +72,10 @@ def describe_device(device: Any) -> str:
 
 
 def scatter_add(xp: Any, n: int, index: Any, values: Any) -> Any:
+    if values.dtype.kind == "c":  # atomic adds are real: the two parts, each on its own
+        re = scatter_add(xp, n, index, values.real)
+        im = scatter_add(xp, n, index, values.imag)
+        return (re + 1j * im).astype(values.dtype, copy=False)
     out = xp.zeros(n, dtype=values.dtype)
     cupy.add.at(out, index, values)  # atomic adds on the device
     return out

@@ -50,7 +50,36 @@ def load() -> Backend:
             "upgrade array-api-compat"
         ) from _missing
     xp = namespace()
-    return Backend("dask", xp, sample_array_type("dask", xp), lazy=True, scatter_add=scatter_add)
+    # private: a Dask array is a task graph; two of them never share memory (the engine's
+    # identity test still catches one array object handed to two gradients)
+    return DaskBackend("dask", xp, sample_array_type("dask", xp), lazy=True,
+                       scatter_add=scatter_add, private=lambda a: True)
+
+
+class DaskDevice(str):
+    """The device of a Dask array with NumPy chunks, as agnograd reports it: equal to
+    ``"cpu"`` (what array-api-compat's Dask namespace takes and gives), but a type of its own,
+    so ``ag.zeros(n, device=x.device)`` of a Dask ``x`` makes a Dask array, not a NumPy one
+    (:func:`agnograd.backends.backend_of_device` reads ``backend_name``)."""
+
+    __slots__ = ()
+    backend_name = "dask"
+
+    def __repr__(self) -> str:
+        return "DaskDevice('cpu')"
+
+
+CPU = DaskDevice("cpu")
+
+
+class DaskBackend(Backend):
+    """The Dask Backend: its arrays report :class:`DaskDevice` (NumPy chunks) as device."""
+
+    __slots__ = ()
+
+    def device_of(self, a: Any) -> Any:
+        d = array_api_compat.device(a)
+        return CPU if d == "cpu" else d
 
 
 def owns(a: Any) -> bool:
@@ -81,6 +110,8 @@ def scatter_add(xp: Any, n: int, index: Any, values: Any) -> Any:
 
 def _dask_meta(like: Any, ndim: int, dtype: Any) -> Any:
     """An empty chunk of ``like``'s chunk library (NumPy or CuPy) with ``ndim`` axes."""
+    if like.dtype.kind == "c" and np.dtype(dtype).kind != "c":  # a real result of complex x:
+        like = like._meta.real  # from the real part (casting warns that it drops imaginaries)
     return meta_from_array(like, ndim=ndim, dtype=dtype)
 
 
@@ -227,16 +258,26 @@ def det(x: Any, /) -> Any:
     return _per_matrix(lambda c, a: c.linalg.det(a), [x], [2], [((), x.dtype)])
 
 
+def _real_dtype(dt: Any) -> Any:
+    """The real dtype of a complex one (the standard's dtype for eigenvalues of a Hermitian
+    matrix, singular values, norms, log|det|); a real dtype itself."""
+    if dt == _base.complex64:
+        return _base.float32
+    if dt == _base.complex128:
+        return _base.float64
+    return dt
+
+
 def slogdet(x: Any, /) -> Any:
     sign, logabs = _per_matrix(lambda c, a: tuple(c.linalg.slogdet(a)), [x], [2],
-                               [((), x.dtype), ((), x.dtype)])
+                               [((), x.dtype), ((), _real_dtype(x.dtype))])
     return _base.linalg.SlogdetResult(sign, logabs)
 
 
 def eigh(x: Any, /) -> Any:
     n = x.shape[-1]
     w, v = _per_matrix(lambda c, a: tuple(c.linalg.eigh(a)), [x], [2],
-                       [((n,), x.dtype), ((n, n), x.dtype)])
+                       [((n,), _real_dtype(x.dtype)), ((n, n), x.dtype)])
     return _base.linalg.EighResult(w, v)
 
 
@@ -260,7 +301,8 @@ def eigvals(x: Any, /) -> Any:
 
 
 def eigvalsh(x: Any, /) -> Any:
-    return _per_matrix(lambda c, a: c.linalg.eigvalsh(a), [x], [2], [((x.shape[-1],), x.dtype)])
+    return _per_matrix(lambda c, a: c.linalg.eigvalsh(a), [x], [2],
+                       [((x.shape[-1],), _real_dtype(x.dtype))])
 
 
 def svd(x: Any, /, *, full_matrices: bool = True) -> Any:
@@ -271,14 +313,16 @@ def svd(x: Any, /, *, full_matrices: bool = True) -> Any:
     k = min(m, n)
     shapes = ((m, m), (n, n)) if full_matrices else ((m, k), (k, n))
     u, s, vh = _per_matrix(lambda c, a: tuple(c.linalg.svd(a, full_matrices=full_matrices)),
-                           [x], [2], [(shapes[0], x.dtype), ((k,), x.dtype), (shapes[1], x.dtype)])
+                           [x], [2], [(shapes[0], x.dtype), ((k,), _real_dtype(x.dtype)),
+                                      (shapes[1], x.dtype)])
     return _base.linalg.SVDResult(u, s, vh)
 
 
 def svdvals(x: Any, /) -> Any:
     if _tall_skinny(x):
         return da.linalg.svd(x)[1]
-    return _per_matrix(lambda c, a: c.linalg.svdvals(a), [x], [2], [((min(x.shape[-2:]),), x.dtype)])
+    return _per_matrix(lambda c, a: c.linalg.svdvals(a), [x], [2],
+                       [((min(x.shape[-2:]),), _real_dtype(x.dtype))])
 
 
 def qr(x: Any, /, *, mode: str = "reduced") -> Any:

@@ -16,13 +16,19 @@ import numpy as np
 from . import Backend
 from .special import scipy_special
 
-__all__ = ["load", "owns", "scatter_add", "replay_fn"]
+__all__ = ["load", "owns", "private", "scatter_add", "replay_fn"]
 
 
 def load() -> Backend:
     return Backend("numpy", xp, np.ndarray, scalar_type=np.generic, scalar_to_array=np.asarray,
                    scatter_add=scatter_add, special=scipy_special,
-                   replay_fn=replay_fn)
+                   replay_fn=replay_fn, private=private)
+
+
+def private(a: Any) -> bool:
+    """Its own writable memory: not a view (``base`` is None: a broadcast, a reshape and a
+    slice all have one) and writeable."""
+    return a.base is None and bool(a.flags.writeable)
 
 
 # numpy.sum(a, axis, dtype, keepdims=...) of an ndarray is, after a Python wrapper
@@ -58,5 +64,11 @@ def owns(a: Any) -> bool:
 
 
 def scatter_add(xp: Any, n: int, index: Any, values: Any) -> Any:
-    # bincount sums in float64 in one pass; add.at is an order of magnitude slower.
+    # bincount sums in float64 in one pass; add.at is an order of magnitude slower. It takes
+    # real weights only: a complex sum is two of them, real and imaginary parts.
+    if values.dtype.kind == "c":
+        out = np.empty(n, dtype=values.dtype)
+        out.real = np.bincount(index, weights=values.real, minlength=n)
+        out.imag = np.bincount(index, weights=values.imag, minlength=n)
+        return out
     return np.bincount(index, weights=values, minlength=n).astype(values.dtype, copy=False)

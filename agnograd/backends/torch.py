@@ -16,14 +16,20 @@ from . import Backend, compat_namespace, sample_array_type
 from ._fallbacks import host_copy
 from .special import torch_special
 
-__all__ = ["load", "owns", "to_host"]
+__all__ = ["load", "owns", "private", "to_host"]
 
 
 def load() -> Backend:
     xp = compat_namespace("torch", "array_api_compat.torch")
     return Backend("torch", xp, sample_array_type("torch", xp), multi_device=True,
                    on_host=lambda device: getattr(device, "type", None) == "cpu",
-                   special=torch_special)
+                   special=torch_special, private=private)
+
+
+def private(a: Any) -> bool:
+    """Its own memory: not a view of another tensor (``_base`` is None; ``expand``, ``view``,
+    slices and lazy conjugates have one)."""
+    return getattr(a, "_base", 0) is None
 
 
 def owns(a: Any) -> bool:

@@ -35,7 +35,8 @@ Reduction = Literal["mean", "sum", "none"]
 def _t(x: Any, like: ag.Tensor | None = None) -> ag.Tensor:
     if isinstance(x, ag.Tensor):
         return x
-    return ag.tensor(x, backend=None if like is None else like.backend)
+    # an operand, wrapped as it is (ag.tensor would copy the caller's array on every call)
+    return ag.as_tensor(x, None if like is None else ag.get_backend(like.backend))
 
 
 def relu(x: ag.Tensor) -> ag.Tensor:
