@@ -46,6 +46,7 @@ def make_problem(batch: int, sizes: list[int], seed: int = 0) -> dict[str, np.nd
     p: dict[str, np.ndarray] = {"x": rng.normal(size=(batch, sizes[0])).astype(np.float32)}
     labels = rng.integers(0, sizes[-1], size=batch)
     p["y"] = np.eye(sizes[-1], dtype=np.float32)[labels]
+    p["labels"] = labels.astype(np.int64)
     for i in range(3):
         fan_in = sizes[i]
         p[f"W{i + 1}"] = (rng.normal(size=(sizes[i], sizes[i + 1])) / np.sqrt(fan_in)).astype(np.float32)
@@ -289,7 +290,7 @@ def captured_rows(config: str, backend: str, rounds: int, min_time: float) -> li
 
     def make(capturable: bool) -> tuple[Callable[..., Any], dict[str, ag.Tensor], ag.Tensor, ag.Tensor]:
         x = ag.tensor(b.asarray(host["x"]), backend=backend)
-        y = ag.tensor(b.asarray(host["y"]), backend=backend)
+        y = ag.tensor(b.asarray(host["labels"]), backend=backend)
         P = {k: ag.tensor(b.asarray(host[k]), backend=backend, requires_grad=True) for k in PARAMS}
         opt = optim.SGD(list(P.values()), lr=0.0, capturable=capturable)
 
