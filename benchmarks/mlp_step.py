@@ -86,6 +86,119 @@ def hand_written(xp: Any, d: dict[str, Any]) -> Callable[[], dict[str, Any]]:
     return step
 
 
+def hand_written_labels(xp: Any, d: dict[str, Any], lr: float = 0.0) -> Callable[[], Any]:
+    """The captured step by hand, as the library's step runs it: integer labels, the loss value
+    computed and returned, backprop, an SGD update in place. Written with the Array API only,
+    so the same code runs (and is counted, see :func:`count_calls`) on every backend."""
+    x, labels = d["x"], d["labels"]
+    W1, b1, W2, b2, W3, b3 = (d[k] for k in PARAMS)
+    n, c = x.shape[0], W3.shape[1]
+    classes = xp.arange(c, dtype=labels.dtype)
+
+    def step() -> Any:
+        x1 = xp.tanh(x @ W1 + b1)
+        x2 = xp.tanh(x1 @ W2 + b2)
+        x3 = x2 @ W3 + b3
+        z = x3 - xp.max(x3, axis=1, keepdims=True)
+        e = xp.exp(z)
+        s = xp.sum(e, axis=1, keepdims=True)
+        y = xp.astype(xp.reshape(labels, (n, 1)) == classes, x3.dtype)
+        loss = xp.sum(y * (xp.log(s) - z)) / n
+        d3 = (e / s - y) / n
+        g = {"W3": x2.T @ d3, "b3": xp.sum(d3, axis=0)}
+        d2 = (d3 @ W3.T) * (1 - x2 * x2)
+        g["W2"], g["b2"] = x1.T @ d2, xp.sum(d2, axis=0)
+        d1 = (d2 @ W2.T) * (1 - x1 * x1)
+        g["W1"], g["b1"] = x.T @ d1, xp.sum(d1, axis=0)
+        for k, p in zip(PARAMS, (W1, b1, W2, b2, W3, b3)):
+            p -= lr * g[k]
+        return loss
+
+    return step
+
+
+class _Counted:
+    """An array that counts the backend calls made on it: operators, ``.T`` and namespace
+    functions (through :class:`_CountingNamespace`) -- what a staged replay's ``calls`` counts."""
+
+    __slots__ = ("v",)
+    count = 0
+
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+    @property
+    def shape(self) -> Any:
+        return self.v.shape
+
+    @property
+    def dtype(self) -> Any:
+        return self.v.dtype
+
+    @property
+    def T(self) -> _Counted:
+        _Counted.count += 1
+        return _Counted(self.v.T)
+
+
+def _unwrap(a: Any) -> Any:
+    if isinstance(a, _Counted):
+        return a.v
+    if isinstance(a, (tuple, list)):
+        return type(a)(_unwrap(e) for e in a)
+    return a
+
+
+def _counted_op(name: str) -> Callable[..., Any]:
+    import operator
+
+    fn = getattr(operator, name)
+
+    def method(*args: Any) -> Any:
+        _Counted.count += 1
+        out = fn(*_unwrap(args))
+        if name.startswith("i"):  # in place: the first operand itself
+            return args[0]
+        return _Counted(out)
+
+    return method
+
+
+for _name in ("add", "sub", "mul", "truediv", "matmul", "eq", "neg"):
+    setattr(_Counted, f"__{_name}__", _counted_op(_name))
+for _name in ("add", "sub", "mul", "truediv", "matmul"):
+    setattr(_Counted, f"__r{_name}__", (lambda f: lambda self, o: f(o, self))(_counted_op(_name)))
+for _name in ("isub", "iadd"):
+    setattr(_Counted, f"__{_name}__", _counted_op(_name))
+
+
+class _CountingNamespace:
+    def __init__(self, xp: Any) -> None:
+        self._xp = xp
+
+    def __getattr__(self, name: str) -> Any:
+        v = getattr(self._xp, name)
+        if not callable(v) or isinstance(v, type):
+            return v
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            _Counted.count += 1
+            out = v(*_unwrap(args), **{k: _unwrap(a) for k, a in kwargs.items()})
+            return _Counted(out) if hasattr(out, "shape") else out
+
+        return call
+
+
+def count_calls(xp: Any, d: dict[str, Any]) -> int:
+    """The backend calls one :func:`hand_written_labels` step makes (its constants made once,
+    outside the step, as a replay folds them)."""
+    wrapped = {k: _Counted(v) for k, v in d.items()}
+    step = hand_written_labels(_CountingNamespace(xp), wrapped)
+    _Counted.count = 0
+    step()
+    return _Counted.count
+
+
 def agnograd_step(backend: str, d: dict[str, Any], fused: bool) -> Callable[[], dict[str, Any]]:
     """agnograd's step. ``fused``: the loss is the library's ``nn.functional.cross_entropy``, one
     node with the fused gradient softmax(x3) - y (as the hand-written step computes it); else

@@ -757,7 +757,13 @@ def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: in
     if reduction == "none":
         return ag.reshape(loss, () if unbatched else expected)
     total = ag.sum(loss)
-    return total if reduction == "sum" else total / ag.sum(wi)
+    if reduction == "sum":
+        return total
+    # PyTorch: at a zero denominator (every label ignored, or zero weights) the mean is NaN and
+    # so is the gradient of every sample not ignored, while the ignored ones keep a zero
+    # gradient: the NaN comes from a constant (no 0/0) and the wheres above gate it
+    den = ag.sum(wi)
+    return total / ag.where(den > 0.0, den, ag.full_like(den, math.nan))
 
 
 def one_hot(tensor: Any, num_classes: int = -1) -> ag.Tensor:
