@@ -13,7 +13,16 @@ checked against the hand-written ones before timing.
 A second group of rows per configuration times the step *with an SGD update*: hand-written (its
 floor), agnograd eager, and agnograd replaying one ``ag.capture`` recording (a CUDA graph on
 CuPy, plus a row for the staged replay with ``graph=False``; the staged replay elsewhere), and
-the captured/eager ratios (``--no-captured`` omits them).
+the captured/eager ratios (``--no-captured`` omits them). The captured rows' loss is
+``F.cross_entropy`` on integer labels (with ignore_index and the range check, computed on the
+device: a replay reads nothing back); the hand-written floor uses the one-hot rows precomputed.
+
+    python benchmarks/mlp_step.py --counts           # calls per captured step, NumPy and PyTorch
+
+``--counts`` prints the backend calls of the captured step (the staged program, as a device runs
+it: no host reads) against the same step written by hand with the Array API -- integer labels,
+the loss value computed, the SGD update -- counted the same way (namespace calls, operators,
+``.T``), on NumPy and on PyTorch; and the eager cost of the label handling.
 """
 
 from __future__ import annotations
@@ -460,6 +469,79 @@ def captured_rows(config: str, backend: str, rounds: int, min_time: float) -> li
     return _timed(impls, sync, rounds, min_time)
 
 
+def step_calls(config: str, backend: str, target: str = "labels") -> int:
+    """The backend calls of the captured step (the staged program: no host read is allowed, as
+    on a device), its loss ``F.cross_entropy`` on integer labels (``target="labels"``) or on
+    one-hot probabilities (``"probabilities"``)."""
+    from agnograd import optim
+    from agnograd.nn import functional as F
+
+    batch, sizes = CONFIGS[config]
+    host = make_problem(batch, sizes)
+    b = ag.get_backend(backend)
+    x = ag.tensor(b.asarray(host["x"]), backend=backend)
+    y = ag.tensor(b.asarray(host["labels" if target == "labels" else "y"]), backend=backend)
+    P = {k: ag.tensor(b.asarray(host[k]), backend=backend, requires_grad=True) for k in PARAMS}
+    opt = optim.SGD(list(P.values()), lr=0.0, capturable=True)
+
+    def step(x: ag.Tensor, y: ag.Tensor) -> ag.Tensor:
+        opt.zero_grad()
+        x1 = ag.tanh(x @ P["W1"] + P["b1"])
+        x2 = ag.tanh(x1 @ P["W2"] + P["b2"])
+        loss = F.cross_entropy(x2 @ P["W3"] + P["b3"], y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    captured = ag.capture(step, x, y, replay="staged")
+    assert captured.program is not None
+    return int(captured.program.calls)
+
+
+def call_count_rows(config: str, backends: list[str]) -> list[str]:
+    """Markdown rows: the captured step's calls against the same step by hand
+    (:func:`hand_written_labels`: integer labels, the loss computed, SGD), per backend."""
+    rows = []
+    for backend in backends:
+        try:
+            b = ag.get_backend(backend)
+        except Exception:
+            continue
+        host = make_problem(*CONFIGS[config])
+        hand = count_calls(b.xp, {k: b.asarray(v) for k, v in host.items()})
+        ours = step_calls(config, backend)
+        probs = step_calls(config, backend, "probabilities")
+        rows.append(f"| {config} | {backend} | {ours} | {probs} | {hand} | {ours / hand:.2f} |")
+    return rows
+
+
+def label_handling_us(rounds: int = 7, n: int = 300) -> tuple[float, float]:
+    """Eager NumPy, forward and backward of ``F.cross_entropy`` on the small config's last layer
+    ``(32, 10)``: the median microseconds on integer labels (checked by one host read) minus on
+    the same targets as one-hot probabilities (no labels to handle), and the microseconds of
+    the label node against the fused node on probabilities. Interleaved, median of rounds."""
+    from agnograd.nn import functional as F
+
+    host = make_problem(*CONFIGS["small"])
+    rng = np.random.default_rng(1)
+    z = ag.tensor(rng.normal(size=(32, 10)).astype(np.float32), requires_grad=True)
+    labels = ag.tensor(host["labels"])
+    probs = ag.tensor(host["y"])
+
+    def run(t: ag.Tensor) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            z.grad = None
+            F.cross_entropy(z, t).backward()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(run(labels))
+        b.append(run(probs))
+    return statistics.median(a), statistics.median(b)
+
+
 def blas_info() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -482,7 +564,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     parser.add_argument("--no-captured", action="store_true",
                         help="leave out the rows of the step with an SGD update, eager and captured")
+    parser.add_argument("--counts", action="store_true",
+                        help="print only the backend calls of the captured step against the same "
+                             "step by hand (NumPy and PyTorch) and the eager cost of the labels")
     args = parser.parse_args(argv)
+    if args.counts:
+        print("| config | backend | agnograd captured, integer labels | agnograd captured, "
+              "one-hot probabilities | by hand (integer labels, loss, SGD) | ratio |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for config in (args.configs.split(",") if args.configs else ["small"]):
+            for row in call_count_rows(config, ["numpy", "torch"]):
+                print(row)
+        lab, prob = label_handling_us()
+        print(f"\neager NumPy, cross_entropy forward+backward (32, 10): integer labels "
+              f"{lab:.1f} us, one-hot probabilities {prob:.1f} us, labels - probabilities "
+              f"{lab - prob:+.1f} us")
+        return 0
     configs = args.configs.split(",") if args.configs else (
         ["small", "medium", "large"] if args.backend == "cupy" else ["small", "medium"])
     lines = [

@@ -208,20 +208,13 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
         raise ValueError(f"{what}: integer labels must have shape "
                          f"{expected if logits.ndim > 1 else ()}, not {target.shape}")
     check = _can_check_on_host(target)
-    ignore = ignore_index if _holds(target, ignore_index) else None
     if weight is None and label_smoothing == 0.0:  # the common case: one node
         x = logits if logits.ndim == 2 else _rows(logits)
         flat = target if target.ndim == 1 else ag.reshape(target, (x.shape[0],))
-        loss = _xent_int(x, flat, ignore, reduction, check,
+        loss = _xent_int(x, flat, ignore_index, reduction, check,
                          None if logits.ndim <= 2 else expected)
         return _per_sample(loss, logits) if reduction == "none" and logits.ndim != 2 else loss
-    return _xent_labels(logits, target, weight, ignore, reduction, label_smoothing, check)
-
-
-def _holds(labels: ag.Tensor, value: int) -> bool:
-    """Whether ``labels``' integer dtype can hold ``value`` (else no label can equal it)."""
-    info = labels._backend.xp.iinfo(labels.data.dtype)
-    return bool(info.min <= value <= info.max)
+    return _xent_labels(logits, target, weight, ignore_index, reduction, label_smoothing, check)
 
 
 def _rows(x: ag.Tensor) -> ag.Tensor:
@@ -261,7 +254,7 @@ def _xent_probs(logits: ag.Tensor, p: ag.Tensor, weight: Any, reduction: str, ep
     return _per_sample(loss, logits) if reduction == "none" else loss
 
 
-def _xent_labels(logits: ag.Tensor, target: ag.Tensor, weight: Any, ignore: int | None,
+def _xent_labels(logits: ag.Tensor, target: ag.Tensor, weight: Any, ignore_index: int,
                  reduction: str, eps: float, check: bool) -> ag.Tensor:
     """Labels with a class weight or label smoothing: one node on the target distribution
     ``p = (1 - ε) w_t onehot(t) + ε/C · w`` (zero rows where ignored, NaN rows where out of
@@ -274,16 +267,16 @@ def _xent_labels(logits: ag.Tensor, target: ag.Tensor, weight: Any, ignore: int 
     w = None if weight is None else _class_weight(weight, x, c).data  # (1, c), not differentiated
     b = x._backend
     xp = b.xp
-    raw, classes, edges, _, _, ktab, one, nan = _xent_prep(x, flat, ignore)
+    raw, ignore, exact, classes, edges, _, _, ktab, one, nan = _xent_prep(x, flat, ignore_index)
     xd = x.data
-    t2 = xp.reshape(raw, (m, 1))
+    t2 = raw[:, None]  # (m, 1)
     eq = t2 == classes
     a = xp.astype(eq, xd.dtype)  # the one-hot rows, then weighted: w_t at t
     if w is not None:
         a = a * w
     k = None  # per row: 1 valid, 0 ignored, NaN out of range (None: every label valid)
     if edges is not None:
-        if check and int(xp.count_nonzero(eq)) == m:  # the one host read
+        if check and exact and int(xp.count_nonzero(eq)) == m:  # the one host read
             pass
         else:
             if check:
@@ -336,46 +329,66 @@ def _xent_p_rows(xp: Any, g: Any, x: Any, s: Any, p: Any, den: Any, keep: Any, r
     return d if keep is None else xp.where(keep, d, xp.zeros_like(d))
 
 
-def _xent_prep(x: ag.Tensor, t: ag.Tensor, ignore: int | None) -> tuple[Any, ...]:
-    """The labels' raw array (widened where its dtype cannot hold every class) and the
-    constants of :func:`_xent_consts` for logits ``x`` ``(m, C)`` and labels ``t`` ``(m,)``."""
-    b = x._backend
-    xp = b.xp
-    c = x.shape[1]
-    raw = t.data
-    if c - 1 > xp.iinfo(raw.dtype).max or (ignore is not None and 0 <= ignore < c
-                                            and t.dtype.kind == "u"):
-        # arange(c) would wrap around in the labels' dtype (or no unsigned label is left to
-        # stand for the ignored class): compare in a wider one
-        raw = xp.astype(raw, xp.int64)
-    return (raw, *_xent_consts(b.base, b.device_of(raw), raw.dtype, x.data.dtype, c, ignore))
-
-
 _CONSTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
-def _xent_consts(base: Any, device: Any, ldtype: Any, fdtype: Any, c: int, ignore: int | None
-                 ) -> tuple[Any, ...]:
-    """The constant arrays of :func:`_xent_int` for one backend, device, pair of dtypes, class
-    count and ignore_index, made once (the staged replay folds them; on a GPU they are not copied
-    to the device on every call): ``(classes, edges, q, f, k, one, nan)``.
+def _xent_prep(x: ag.Tensor, t: ag.Tensor, ignore: int) -> tuple[Any, ...]:
+    """The labels' raw array (widened where its dtype cannot hold every class) and the
+    constants of :func:`_xent_consts` for logits ``x`` ``(m, C)``, labels ``t`` ``(m,)`` and
+    ``ignore_index`` ``ignore`` (``None`` in the constants where the dtype cannot hold it)."""
+    b = x._backend
+    raw = t.data
+    base = b.base
+    device = b.device_of(raw) if b.multi_device else None
+    key: tuple[Any, ...] = (id(base), device, raw.dtype, x.data.dtype, x.shape[1], ignore)
+    try:
+        hit = _CONSTS.get(key)
+    except TypeError:  # an unhashable device or dtype
+        key = tuple(map(str, key))
+        hit = _CONSTS.get(key)
+    if hit is None or hit[0] is not base:
+        hit = (base, *_xent_consts(b, raw, x.data.dtype, x.shape[1], ignore, device))
+        if len(_CONSTS) > 64:
+            _CONSTS.clear()
+        _CONSTS[key] = hit
+    wide = hit[1]
+    if wide is not None:
+        raw = b.xp.astype(raw, wide)
+    return (raw, *hit[2:])
 
-    ``classes`` is ``arange(c)`` in the labels' dtype (``ignore`` replaced by a label that is
-    out of range when it is a class, so an ignored label matches no class); ``edges`` the sorted
-    bounds of the label ranges that are valid, ignored or out of range; ``q[i]`` and ``f[i]`` for
-    the range ``i`` (``searchsorted(edges, t, side="right")``) are 1 and 0 (valid), ``inf`` and 0
-    (ignored), NaN and NaN (out of range), and ``k[i] = 1/q[i]``: 1, 0, NaN. ``edges`` is
+
+def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, device: Any
+                 ) -> tuple[Any, ...]:
+    """The constants of :func:`_xent_int` for one backend, device, pair of dtypes, class count
+    and ignore_index, made once by :func:`_xent_prep` (the staged replay folds them; on a GPU
+    they are not copied to the device on every call): ``(wide, ignore, exact, classes, edges,
+    q, f, k, one, nan)``.
+
+    ``wide`` is the dtype the labels are compared in when theirs cannot hold every class (else
+    ``None``); ``ignore`` is ``ignore_index``, or ``None`` where the dtype cannot hold it;
+    ``exact`` says that a label matches one of ``classes`` only if it is valid. ``classes`` is
+    ``arange(c)`` in it (``ignore`` replaced by -1 when it is a class, so an ignored label
+    matches no class; a label -1, out of range, then matches it: not exact); ``edges`` the sorted
+    bounds of the label ranges that are valid, ignored or out of range; ``q[i]`` and ``f[i]``
+    for the range ``i`` (``searchsorted(edges, t, side="right")``) are 1 and 0 (valid), ``inf``
+    and 0 (ignored), NaN and NaN (out of range), and ``k[i] = 1/q[i]``: 1, 0, NaN. ``edges`` is
     ``None`` when no label of the dtype can be out of range or ignored."""
-    key = (id(base), str(device), str(ldtype), str(fdtype), c, ignore)
-    hit = _CONSTS.get(key)
-    if hit is not None and hit[0] is base:
-        return hit[1:]
+    base = b.base
     xp = base.xp
+    ldtype = raw.dtype
     info = xp.iinfo(ldtype)
     lo, hi = int(info.min), int(info.max)
+    ignore: int | None = ignore_index if lo <= ignore_index <= hi else None
+    wide = None
+    if c - 1 > hi or (ignore is not None and 0 <= ignore < c and lo == 0):
+        # arange(c) would wrap around in the labels' dtype (or no unsigned label is left to
+        # stand for the ignored class): compare in a wider one
+        wide = xp.int64
+        ldtype = wide
+        lo, hi = -(2**63), 2**63 - 1
     classes = list(range(c))
     if ignore is not None and 0 <= ignore < c:
-        classes[ignore] = -1 if lo < 0 else c  # a bad label (its row is NaN): never a match
+        classes[ignore] = -1  # a bad label (its row is NaN): it never stands for a class
     points = sorted({v for v in (0, c, ignore, None if ignore is None else ignore + 1)
                      if v is not None and lo < v <= hi})
 
@@ -387,19 +400,22 @@ def _xent_consts(base: Any, device: Any, ldtype: Any, fdtype: Any, c: int, ignor
     reps = [lo] + points  # one label of each range: its first value
     kinds = [kind(v) for v in reps]
     with_edges = any(k != (1.0, 0.0, 1.0) for k in kinds)
-    consts = (
-        base.asarray(classes, dtype=ldtype, device=device),
-        base.asarray(points, dtype=ldtype, device=device) if with_edges else None,
-        base.asarray([k[0] for k in kinds], dtype=fdtype, device=device) if with_edges else None,
-        base.asarray([k[1] for k in kinds], dtype=fdtype, device=device) if with_edges else None,
-        base.asarray([k[2] for k in kinds], dtype=fdtype, device=device) if with_edges else None,
-        base.asarray(1.0, dtype=fdtype, device=device),
-        base.asarray(math.nan, dtype=fdtype, device=device),
+
+    def arr(v: Any, dtype: Any) -> Any:
+        return base.asarray(v, dtype=dtype, device=device)
+
+    return (
+        wide,
+        ignore,
+        not (ignore is not None and 0 <= ignore < c),
+        arr(classes, ldtype),
+        arr(points, ldtype) if with_edges else None,
+        arr([k[0] for k in kinds], fdtype) if with_edges else None,
+        arr([k[1] for k in kinds], fdtype) if with_edges else None,
+        arr([k[2] for k in kinds], fdtype) if with_edges else None,
+        arr(1.0, fdtype),
+        arr(math.nan, fdtype),
     )
-    if len(_CONSTS) > 64:
-        _CONSTS.clear()
-    _CONSTS[key] = (base, *consts)
-    return consts
 
 
 def _lookup(b: Any, table: Any, code: Any) -> Any:
@@ -412,7 +428,7 @@ def _lookup(b: Any, table: Any, code: Any) -> Any:
     return table[code]
 
 
-def _xent_int(x: ag.Tensor, t: ag.Tensor, ignore: int | None, reduction: str, check: bool,
+def _xent_int(x: ag.Tensor, t: ag.Tensor, ignore_index: int, reduction: str, check: bool,
               shape: tuple[int, ...] | None) -> ag.Tensor:
     """Cross-entropy of logits ``x`` ``(m, C)`` at integer labels ``t`` ``(m,)``, no weight and
     no smoothing: one node, whose label handling is folded into its own arithmetic.
@@ -431,9 +447,9 @@ def _xent_int(x: ag.Tensor, t: ag.Tensor, ignore: int | None, reduction: str, ch
     b = x._backend
     xp = b.xp
     m, c = x.shape
-    raw, classes, edges, qtab, ftab, _, one, _ = _xent_prep(x, t, ignore)
+    raw, ignore, exact, classes, edges, qtab, ftab, _, one, _ = _xent_prep(x, t, ignore_index)
     xd = x.data
-    t2 = xp.reshape(raw, (m, 1))
+    t2 = raw[:, None]  # (m, 1)
     eq = t2 == classes  # (m, C): the one-hot rows
     oh = xp.astype(eq, xd.dtype)
     den: Any = None  # the number of valid labels ("mean"): a Python number, or an array
@@ -441,7 +457,7 @@ def _xent_int(x: ag.Tensor, t: ag.Tensor, ignore: int | None, reduction: str, ch
         q = None
     elif check:
         n = int(xp.count_nonzero(eq))  # the one host read
-        if n == m:
+        if n == m and exact:
             q = None
         else:
             _raise_bad_label(t, c, ignore, shape)
