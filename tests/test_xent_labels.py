@@ -221,3 +221,43 @@ def test_second_order_through_the_label_node(labels):
                                 create_graph=True)
     (ht,) = torch.autograd.grad((gt * torch.tensor(v0)).sum(), [zt])
     np.testing.assert_allclose(h.numpy(), ht.numpy(), rtol=1e-10, atol=1e-12)
+
+
+BACKENDS = ["numpy", "array_api_strict", "torch", "dask"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
+@pytest.mark.parametrize("kw", [{}, {"ignore_index": 1}, {"weight": [0.5, 1.0, 2.0]},
+                                {"label_smoothing": 0.1}])
+def test_no_read_path_on_every_backend(backend, dtype, kw, monkeypatch):
+    """The device path (no host read) on every backend and label dtype: valid rows equal the
+    host path's, ignored rows are zero, rows out of range are NaN (loss and gradient)."""
+    if backend == "dask":
+        pytest.importorskip("dask")
+    labels = np.array([0, 2, 1, 200, 2], dtype=dtype)  # 200: out of range (3 classes)
+    ignore = kw.get("ignore_index", -100)
+    if dtype != "uint8":
+        labels[4] = -1 if ignore == 1 else -100  # -1 is out of range where 1 is ignored
+    x = np.random.default_rng(5).normal(size=(5, 3))
+    kwargs = dict(kw)
+    if "weight" in kwargs:
+        kwargs["weight"] = ag.tensor(np.array(kw["weight"]), backend=backend)
+    monkeypatch.setattr(F, "_can_check_on_host", lambda labels: False)
+    z = ag.tensor(x, backend=backend, requires_grad=True)
+    y = F.cross_entropy(z, ag.tensor(labels, backend=backend), reduction="none", **kwargs)
+    ag.sum(y).backward()
+    out, g = y.numpy(), z.grad.numpy()
+    bad = labels.astype(np.int64) >= 3
+    bad |= (labels.astype(np.int64) < 0) & (labels.astype(np.int64) != ignore)
+    ignored = labels.astype(np.int64) == ignore
+    good = ~bad & ~ignored
+    assert np.isnan(out[bad]).all() and np.isnan(g[bad]).all()
+    assert (out[ignored] == 0).all() and (g[ignored] == 0).all()
+    ref_w = None if "weight" not in kw else torch.tensor(kw["weight"], dtype=torch.float64)
+    zt = torch.tensor(x[good], requires_grad=True)
+    yt = TF.cross_entropy(zt, torch.tensor(labels[good].astype(np.int64)), reduction="none",
+                          weight=ref_w, label_smoothing=kw.get("label_smoothing", 0.0))
+    yt.sum().backward()
+    np.testing.assert_allclose(out[good], yt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(g[good], zt.grad.numpy(), rtol=1e-10, atol=1e-14)

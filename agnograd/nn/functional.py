@@ -150,18 +150,22 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
     ``weight`` (shape ``(C,)``, not differentiated, as in PyTorch) rescales each class; with labels
     ``"mean"`` divides by the summed weights of the non-ignored samples' labels, with
     probabilities by the number of samples. Labels equal to ``ignore_index`` contribute zero loss
-    and zero gradient (so ``"mean"`` is NaN when every label is ignored); probabilities have no
-    ignore_index. ``label_smoothing`` ``ε`` in ``[0, 1]`` mixes the target with the uniform
+    and zero gradient; as in PyTorch, a ``"mean"`` whose denominator is zero is NaN -- with a
+    zero gradient when every label is ignored, and NaN gradients in the samples not ignored when
+    their weights are all zero. Probabilities have no ignore_index. ``label_smoothing`` ``ε`` in
+    ``[0, 1]`` mixes the target with the uniform
     distribution: ``(1 - ε) p + ε/C``. The second through sixth parameters are PyTorch's, in its
     order: ``reduction`` must be passed by keyword (a string in ``weight``'s place raises
     ``TypeError``).
 
     Labels outside ``0..C-1`` (``C`` or more, or negative), other than ``ignore_index``, never
     give a silent number. Where the labels are in host memory -- NumPy, array_api_strict, PyTorch
-    or JAX on the CPU -- they are read once (one ``any`` over the batch) and a bad one raises
-    ``IndexError`` naming the label, its position and ``C``. Where that read would cost a host
-    synchronisation -- Dask (a compute), a GPU (CuPy, PyTorch or JAX on CUDA), or a step being
-    recorded by :func:`agnograd.capture` -- nothing is read: the loss of each bad sample is NaN
+    or JAX on the CPU -- they are read once (one count of the labels that match a class) and a
+    bad one raises ``IndexError`` naming the label, its position and ``C``. Where that read
+    would cost a host synchronisation -- Dask (a compute), a GPU (CuPy, PyTorch or JAX on CUDA),
+    or a step being recorded by :func:`agnograd.capture` -- nothing is read (the check is one
+    ``searchsorted`` of the labels and a lookup, inside the loss's one node; see
+    :func:`_xent_int`): the loss of each bad sample is NaN
     (so the ``"mean"``/``"sum"`` loss is NaN, and ``"none"`` is NaN in those samples only) and so
     is its row of the logits' gradient; the other rows are untouched, and inside
     :func:`agnograd.detect_anomaly` backward raises ``FloatingPointError`` naming
@@ -722,8 +726,10 @@ def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: in
     shape ``(N,)`` or ``(N, d1, ...)`` (or ``()``), as in PyTorch.
 
     Labels equal to ``ignore_index`` contribute nothing; ``"mean"`` divides by the summed
-    weights of the others (``weight``: one per class, default 1), so it is NaN when every label
-    is ignored. Other labels outside ``0..C-1`` follow :func:`cross_entropy`: an ``IndexError``
+    weights of the others (``weight``: one per class, default 1). As in PyTorch, a zero
+    denominator gives a NaN mean: with a zero gradient when every label is ignored, and NaN
+    gradients in the samples not ignored when their weights are all zero. Other labels outside
+    ``0..C-1`` follow :func:`cross_entropy`: an ``IndexError``
     naming the label, its position and ``C`` where a host read is cheap; elsewhere (GPU, Dask,
     inside :func:`agnograd.capture`) that sample's loss and its gradient are NaN. The gradient
     reaches ``input`` through a gather (its VJP a scatter-add), so other classes' entries may be
