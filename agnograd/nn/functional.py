@@ -550,6 +550,22 @@ def _position(flat: int, shape: tuple[int, ...] | None) -> str:
     return str(tuple(reversed(index)))
 
 
+_INT_MAX: dict[Any, int] = {}
+
+
+def _int_max(xp: Any, dtype: Any) -> int:
+    """``iinfo(dtype).max``, remembered (NumPy builds an ``iinfo`` object on every call)."""
+    try:
+        return _INT_MAX[dtype]
+    except (KeyError, TypeError):
+        top = int(xp.iinfo(dtype).max)
+        try:
+            _INT_MAX[dtype] = top
+        except TypeError:
+            pass
+        return top
+
+
 def _out_of_range(labels: ag.Tensor, c: int, check: bool, op: str, noun: str = "label",
                   shape: tuple[int, ...] | None = None, of: str = "classes") -> ag.Tensor | None:
     """The labels' range check shared by the losses, ``one_hot`` and ``embedding``.
@@ -562,13 +578,13 @@ def _out_of_range(labels: ag.Tensor, c: int, check: bool, op: str, noun: str = "
     """
     raw = labels.data
     xp = labels._backend.xp
-    top = xp.iinfo(raw.dtype).max
+    top = _int_max(xp, raw.dtype)
     signed = labels.dtype.kind == "i"
     if check:
         bad = raw >= c if c <= top else None
         if signed:
             bad = raw < 0 if bad is None else (raw < 0) | bad
-        if bad is not None and bool(xp.any(bad)):  # the one host read
+        if bad is not None and int(xp.count_nonzero(bad)):  # the one host read
             where = xp.nonzero(xp.reshape(bad, (-1,)))[0]
             i = int(where[0])
             count = int(where.shape[0])
