@@ -550,17 +550,18 @@ def _position(flat: int, shape: tuple[int, ...] | None) -> str:
     return str(tuple(reversed(index)))
 
 
-_INT_MAX: dict[Any, int] = {}
+_INT_MAX: dict[tuple[int, Any], int] = {}
 
 
 def _int_max(xp: Any, dtype: Any) -> int:
     """``iinfo(dtype).max``, remembered (NumPy builds an ``iinfo`` object on every call)."""
+    key = (id(xp), dtype)  # the namespace first: dtypes of two libraries may hash alike
     try:
-        return _INT_MAX[dtype]
+        return _INT_MAX[key]
     except (KeyError, TypeError):
         top = int(xp.iinfo(dtype).max)
         try:
-            _INT_MAX[dtype] = top
+            _INT_MAX[key] = top
         except TypeError:
             pass
         return top
