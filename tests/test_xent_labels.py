@@ -261,3 +261,29 @@ def test_no_read_path_on_every_backend(backend, dtype, kw, monkeypatch):
     yt.sum().backward()
     np.testing.assert_allclose(out[good], yt.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(g[good], zt.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def _mlp_step_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mlp_step.py"
+    spec = importlib.util.spec_from_file_location("_mlp_step_bench", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_captured_small_step_calls_within_115_percent_of_hand_written(backend):
+    """Issue 21's count target: the captured small step (cross_entropy on integer labels, no
+    host read: as a device runs it) makes at most 1.15x the backend calls of the same step
+    written by hand (integer labels, the loss value, SGD), counted alike
+    (``benchmarks/mlp_step.py --counts``). A count, not a timing."""
+    bench = _mlp_step_module()
+    b = ag.get_backend(backend)
+    host = bench.make_problem(*bench.CONFIGS["small"])
+    hand = bench.count_calls(b.xp, {k: b.asarray(v) for k, v in host.items()})
+    ours = bench.step_calls("small", backend)
+    assert ours <= 1.15 * hand, (ours, hand)
