@@ -13,7 +13,16 @@ checked against the hand-written ones before timing.
 A second group of rows per configuration times the step *with an SGD update*: hand-written (its
 floor), agnograd eager, and agnograd replaying one ``ag.capture`` recording (a CUDA graph on
 CuPy, plus a row for the staged replay with ``graph=False``; the staged replay elsewhere), and
-the captured/eager ratios (``--no-captured`` omits them).
+the captured/eager ratios (``--no-captured`` omits them). The captured rows' loss is
+``F.cross_entropy`` on integer labels (with ignore_index and the range check, computed on the
+device: a replay reads nothing back); the hand-written floor uses the one-hot rows precomputed.
+
+    python benchmarks/mlp_step.py --counts           # calls per captured step, NumPy and PyTorch
+
+``--counts`` prints the backend calls of the captured step (the staged program, as a device runs
+it: no host reads) against the same step written by hand with the Array API -- integer labels,
+the loss value computed, the SGD update -- counted the same way (namespace calls, operators,
+``.T``), on NumPy and on PyTorch; and the eager cost of the label handling.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ def make_problem(batch: int, sizes: list[int], seed: int = 0) -> dict[str, np.nd
     p: dict[str, np.ndarray] = {"x": rng.normal(size=(batch, sizes[0])).astype(np.float32)}
     labels = rng.integers(0, sizes[-1], size=batch)
     p["y"] = np.eye(sizes[-1], dtype=np.float32)[labels]
+    p["labels"] = labels.astype(np.int64)
     for i in range(3):
         fan_in = sizes[i]
         p[f"W{i + 1}"] = (rng.normal(size=(sizes[i], sizes[i + 1])) / np.sqrt(fan_in)).astype(np.float32)
@@ -83,6 +93,119 @@ def hand_written(xp: Any, d: dict[str, Any]) -> Callable[[], dict[str, Any]]:
         return g
 
     return step
+
+
+def hand_written_labels(xp: Any, d: dict[str, Any], lr: float = 0.0) -> Callable[[], Any]:
+    """The captured step by hand, as the library's step runs it: integer labels, the loss value
+    computed and returned, backprop, an SGD update in place. Written with the Array API only,
+    so the same code runs (and is counted, see :func:`count_calls`) on every backend."""
+    x, labels = d["x"], d["labels"]
+    W1, b1, W2, b2, W3, b3 = (d[k] for k in PARAMS)
+    n, c = x.shape[0], W3.shape[1]
+    classes = xp.arange(c, dtype=labels.dtype)
+
+    def step() -> Any:
+        x1 = xp.tanh(x @ W1 + b1)
+        x2 = xp.tanh(x1 @ W2 + b2)
+        x3 = x2 @ W3 + b3
+        z = x3 - xp.max(x3, axis=1, keepdims=True)
+        e = xp.exp(z)
+        s = xp.sum(e, axis=1, keepdims=True)
+        y = xp.astype(xp.reshape(labels, (n, 1)) == classes, x3.dtype)
+        loss = xp.sum(y * (xp.log(s) - z)) / n
+        d3 = (e / s - y) / n
+        g = {"W3": x2.T @ d3, "b3": xp.sum(d3, axis=0)}
+        d2 = (d3 @ W3.T) * (1 - x2 * x2)
+        g["W2"], g["b2"] = x1.T @ d2, xp.sum(d2, axis=0)
+        d1 = (d2 @ W2.T) * (1 - x1 * x1)
+        g["W1"], g["b1"] = x.T @ d1, xp.sum(d1, axis=0)
+        for k, p in zip(PARAMS, (W1, b1, W2, b2, W3, b3)):
+            p -= lr * g[k]
+        return loss
+
+    return step
+
+
+class _Counted:
+    """An array that counts the backend calls made on it: operators, ``.T`` and namespace
+    functions (through :class:`_CountingNamespace`) -- what a staged replay's ``calls`` counts."""
+
+    __slots__ = ("v",)
+    count = 0
+
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+    @property
+    def shape(self) -> Any:
+        return self.v.shape
+
+    @property
+    def dtype(self) -> Any:
+        return self.v.dtype
+
+    @property
+    def T(self) -> _Counted:
+        _Counted.count += 1
+        return _Counted(self.v.T)
+
+
+def _unwrap(a: Any) -> Any:
+    if isinstance(a, _Counted):
+        return a.v
+    if isinstance(a, (tuple, list)):
+        return type(a)(_unwrap(e) for e in a)
+    return a
+
+
+def _counted_op(name: str) -> Callable[..., Any]:
+    import operator
+
+    fn = getattr(operator, name)
+
+    def method(*args: Any) -> Any:
+        _Counted.count += 1
+        out = fn(*_unwrap(args))
+        if name.startswith("i"):  # in place: the first operand itself
+            return args[0]
+        return _Counted(out)
+
+    return method
+
+
+for _name in ("add", "sub", "mul", "truediv", "matmul", "eq", "neg"):
+    setattr(_Counted, f"__{_name}__", _counted_op(_name))
+for _name in ("add", "sub", "mul", "truediv", "matmul"):
+    setattr(_Counted, f"__r{_name}__", (lambda f: lambda self, o: f(o, self))(_counted_op(_name)))
+for _name in ("isub", "iadd"):
+    setattr(_Counted, f"__{_name}__", _counted_op(_name))
+
+
+class _CountingNamespace:
+    def __init__(self, xp: Any) -> None:
+        self._xp = xp
+
+    def __getattr__(self, name: str) -> Any:
+        v = getattr(self._xp, name)
+        if not callable(v) or isinstance(v, type):
+            return v
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            _Counted.count += 1
+            out = v(*_unwrap(args), **{k: _unwrap(a) for k, a in kwargs.items()})
+            return _Counted(out) if hasattr(out, "shape") else out
+
+        return call
+
+
+def count_calls(xp: Any, d: dict[str, Any]) -> int:
+    """The backend calls one :func:`hand_written_labels` step makes (its constants made once,
+    outside the step, as a replay folds them)."""
+    wrapped = {k: _Counted(v) for k, v in d.items()}
+    step = hand_written_labels(_CountingNamespace(xp), wrapped)
+    _Counted.count = 0
+    step()
+    return _Counted.count
 
 
 def agnograd_step(backend: str, d: dict[str, Any], fused: bool) -> Callable[[], dict[str, Any]]:
@@ -289,7 +412,7 @@ def captured_rows(config: str, backend: str, rounds: int, min_time: float) -> li
 
     def make(capturable: bool) -> tuple[Callable[..., Any], dict[str, ag.Tensor], ag.Tensor, ag.Tensor]:
         x = ag.tensor(b.asarray(host["x"]), backend=backend)
-        y = ag.tensor(b.asarray(host["y"]), backend=backend)
+        y = ag.tensor(b.asarray(host["labels"]), backend=backend)
         P = {k: ag.tensor(b.asarray(host[k]), backend=backend, requires_grad=True) for k in PARAMS}
         opt = optim.SGD(list(P.values()), lr=0.0, capturable=capturable)
 
@@ -346,6 +469,79 @@ def captured_rows(config: str, backend: str, rounds: int, min_time: float) -> li
     return _timed(impls, sync, rounds, min_time)
 
 
+def step_calls(config: str, backend: str, target: str = "labels") -> int:
+    """The backend calls of the captured step (the staged program: no host read is allowed, as
+    on a device), its loss ``F.cross_entropy`` on integer labels (``target="labels"``) or on
+    one-hot probabilities (``"probabilities"``)."""
+    from agnograd import optim
+    from agnograd.nn import functional as F
+
+    batch, sizes = CONFIGS[config]
+    host = make_problem(batch, sizes)
+    b = ag.get_backend(backend)
+    x = ag.tensor(b.asarray(host["x"]), backend=backend)
+    y = ag.tensor(b.asarray(host["labels" if target == "labels" else "y"]), backend=backend)
+    P = {k: ag.tensor(b.asarray(host[k]), backend=backend, requires_grad=True) for k in PARAMS}
+    opt = optim.SGD(list(P.values()), lr=0.0, capturable=True)
+
+    def step(x: ag.Tensor, y: ag.Tensor) -> ag.Tensor:
+        opt.zero_grad()
+        x1 = ag.tanh(x @ P["W1"] + P["b1"])
+        x2 = ag.tanh(x1 @ P["W2"] + P["b2"])
+        loss = F.cross_entropy(x2 @ P["W3"] + P["b3"], y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    captured = ag.capture(step, x, y, replay="staged")
+    assert captured.program is not None
+    return int(captured.program.calls)
+
+
+def call_count_rows(config: str, backends: list[str]) -> list[str]:
+    """Markdown rows: the captured step's calls against the same step by hand
+    (:func:`hand_written_labels`: integer labels, the loss computed, SGD), per backend."""
+    rows = []
+    for backend in backends:
+        try:
+            b = ag.get_backend(backend)
+        except Exception:
+            continue
+        host = make_problem(*CONFIGS[config])
+        hand = count_calls(b.xp, {k: b.asarray(v) for k, v in host.items()})
+        ours = step_calls(config, backend)
+        probs = step_calls(config, backend, "probabilities")
+        rows.append(f"| {config} | {backend} | {ours} | {probs} | {hand} | {ours / hand:.2f} |")
+    return rows
+
+
+def label_handling_us(rounds: int = 7, n: int = 300) -> tuple[float, float]:
+    """Eager NumPy, forward and backward of ``F.cross_entropy`` on the small config's last layer
+    ``(32, 10)``: the median microseconds on integer labels (checked by one host read) minus on
+    the same targets as one-hot probabilities (no labels to handle), and the microseconds of
+    the label node against the fused node on probabilities. Interleaved, median of rounds."""
+    from agnograd.nn import functional as F
+
+    host = make_problem(*CONFIGS["small"])
+    rng = np.random.default_rng(1)
+    z = ag.tensor(rng.normal(size=(32, 10)).astype(np.float32), requires_grad=True)
+    labels = ag.tensor(host["labels"])
+    probs = ag.tensor(host["y"])
+
+    def run(t: ag.Tensor) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            z.grad = None
+            F.cross_entropy(z, t).backward()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(run(labels))
+        b.append(run(probs))
+    return statistics.median(a), statistics.median(b)
+
+
 def blas_info() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -368,7 +564,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     parser.add_argument("--no-captured", action="store_true",
                         help="leave out the rows of the step with an SGD update, eager and captured")
+    parser.add_argument("--counts", action="store_true",
+                        help="print only the backend calls of the captured step against the same "
+                             "step by hand (NumPy and PyTorch) and the eager cost of the labels")
     args = parser.parse_args(argv)
+    if args.counts:
+        print("| config | backend | agnograd captured, integer labels | agnograd captured, "
+              "one-hot probabilities | by hand (integer labels, loss, SGD) | ratio |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for config in (args.configs.split(",") if args.configs else ["small"]):
+            for row in call_count_rows(config, ["numpy", "torch"]):
+                print(row)
+        lab, prob = label_handling_us()
+        print(f"\neager NumPy, cross_entropy forward+backward (32, 10): integer labels "
+              f"{lab:.1f} us, one-hot probabilities {prob:.1f} us, labels - probabilities "
+              f"{lab - prob:+.1f} us")
+        return 0
     configs = args.configs.split(",") if args.configs else (
         ["small", "medium", "large"] if args.backend == "cupy" else ["small", "medium"])
     lines = [

@@ -153,18 +153,22 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
     ``weight`` (shape ``(C,)``, not differentiated, as in PyTorch) rescales each class; with labels
     ``"mean"`` divides by the summed weights of the non-ignored samples' labels, with
     probabilities by the number of samples. Labels equal to ``ignore_index`` contribute zero loss
-    and zero gradient (so ``"mean"`` is NaN when every label is ignored); probabilities have no
-    ignore_index. ``label_smoothing`` ``ε`` in ``[0, 1]`` mixes the target with the uniform
+    and zero gradient; as in PyTorch, a ``"mean"`` whose denominator is zero is NaN -- with a
+    zero gradient when every label is ignored, and NaN gradients in the samples not ignored when
+    their weights are all zero. Probabilities have no ignore_index. ``label_smoothing`` ``ε`` in
+    ``[0, 1]`` mixes the target with the uniform
     distribution: ``(1 - ε) p + ε/C``. The second through sixth parameters are PyTorch's, in its
     order: ``reduction`` must be passed by keyword (a string in ``weight``'s place raises
     ``TypeError``).
 
     Labels outside ``0..C-1`` (``C`` or more, or negative), other than ``ignore_index``, never
     give a silent number. Where the labels are in host memory -- NumPy, array_api_strict, PyTorch
-    or JAX on the CPU -- they are read once (one ``any`` over the batch) and a bad one raises
-    ``IndexError`` naming the label, its position and ``C``. Where that read would cost a host
-    synchronisation -- Dask (a compute), a GPU (CuPy, PyTorch or JAX on CUDA), or a step being
-    recorded by :func:`agnograd.capture` -- nothing is read: the loss of each bad sample is NaN
+    or JAX on the CPU -- they are read once (one count of the labels that match a class) and a
+    bad one raises ``IndexError`` naming the label, its position and ``C``. Where that read
+    would cost a host synchronisation -- Dask (a compute), a GPU (CuPy, PyTorch or JAX on CUDA),
+    or a step being recorded by :func:`agnograd.capture` -- nothing is read (the check is one
+    ``searchsorted`` of the labels and a lookup, inside the loss's one node; see
+    :func:`_xent_int`): the loss of each bad sample is NaN
     (so the ``"mean"``/``"sum"`` loss is NaN, and ``"none"`` is NaN in those samples only) and so
     is its row of the logits' gradient; the other rows are untouched, and inside
     :func:`agnograd.detect_anomaly` backward raises ``FloatingPointError`` naming
@@ -211,25 +215,13 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
         raise ValueError(f"{what}: integer labels must have shape "
                          f"{expected if logits.ndim > 1 else ()}, not {target.shape}")
     check = _can_check_on_host(target)
-    if plain and check and not 0 <= ignore_index < c:
-        # The common case, one node. An ignored label is out of range here, so the one read of
-        # the range check also tells whether any is ignored (then the general path below).
-        try:
-            onehot = _one_hot(target, c, logits.dtype, True)
-        except IndexError:
-            if not _holds(target, ignore_index):
-                raise
-        else:
-            return _softmax_cross_entropy(logits, onehot, reduction, True)
-    can_ignore = _holds(target, ignore_index)
-    return _xent_labels(logits, target, weight, ignore_index if can_ignore else None, reduction,
-                        label_smoothing, check)
-
-
-def _holds(labels: ag.Tensor, value: int) -> bool:
-    """Whether ``labels``' integer dtype can hold ``value`` (else no label can equal it)."""
-    info = labels._backend.xp.iinfo(labels.data.dtype)
-    return bool(info.min <= value <= info.max)
+    if weight is None and label_smoothing == 0.0:  # the common case: one node
+        x = logits if logits.ndim == 2 else _rows(logits)
+        flat = target if target.ndim == 1 else ag.reshape(target, (x.shape[0],))
+        loss = _xent_int(x, flat, ignore_index, reduction, check,
+                         None if logits.ndim <= 2 else expected)
+        return _per_sample(loss, logits) if reduction == "none" and logits.ndim != 2 else loss
+    return _xent_labels(logits, target, weight, ignore_index, reduction, label_smoothing, check)
 
 
 def _rows(x: ag.Tensor) -> ag.Tensor:
@@ -269,51 +261,276 @@ def _xent_probs(logits: ag.Tensor, p: ag.Tensor, weight: Any, reduction: str, ep
     return _per_sample(loss, logits) if reduction == "none" else loss
 
 
-def _xent_labels(logits: ag.Tensor, target: ag.Tensor, weight: Any, ignore: int | None,
+def _xent_labels(logits: ag.Tensor, target: ag.Tensor, weight: Any, ignore_index: int,
                  reduction: str, eps: float, check: bool) -> ag.Tensor:
-    """Labels with weight, ignore_index, label smoothing, extra dimensions, or no cheap host
-    read: the fused node on the target distribution ``p = (1 - ε) w_t onehot(t) + ε/C · w``
-    (zero rows where ignored, NaN rows where out of range); ``"mean"`` divides by ``Σ w_t`` over
-    the non-ignored samples, as PyTorch's nll_loss does."""
-    x = _rows(logits)
+    """Labels with a class weight or label smoothing: one node on the target distribution
+    ``p = (1 - ε) w_t onehot(t) + ε/C · w`` (zero rows where ignored, NaN rows where out of
+    range, as in :func:`_xent_int`); ``"mean"`` divides by ``Σ w_t`` over the samples not
+    ignored, as PyTorch does (see :func:`_xent_p_rows`)."""
+    x = logits if logits.ndim == 2 else _rows(logits)
     m, c = x.shape
-    flat = ag.reshape(target, (m,))
-    zero = ag.zeros_like(flat)
+    flat = target if target.ndim == 1 else ag.reshape(target, (m,))
     shape = None if logits.ndim <= 2 else (logits.shape[0], *logits.shape[2:])
-    if ignore is None:
-        valid = None
-        bad = _out_of_range(flat, c, check, "cross_entropy", shape=shape)
-    else:
-        valid = ag.not_equal(flat, ignore)
-        bad = _out_of_range(ag.where(valid, flat, zero), c, check, "cross_entropy", shape=shape)
-    keep = valid  # valid and in range
-    if bad is not None:
-        keep = ag.logical_not(bad) if valid is None else ag.logical_and(valid, ag.logical_not(bad))
-    idx = flat if keep is None else ag.where(keep, flat, zero)  # always in range
-    onehot = _onehot_rows(idx, c, x.dtype)
-    keep_f = None if keep is None else ag.reshape(ag.astype(keep, x.dtype), (m, 1))
-    if weight is None:
-        w = None
-        wi = keep_f  # (m, 1), or None: every sample counts 1
-    else:
-        w = _class_weight(weight, x, c)
-        wi = ag.reshape(ag.take(ag.reshape(w, (c,)), idx), (m, 1))
-        if keep_f is not None:
-            wi = wi * keep_f
-    p = onehot if wi is None else onehot * wi
+    w = None if weight is None else _class_weight(weight, x, c).data  # (1, c), not differentiated
+    b = x._backend
+    xp = b.xp
+    raw, ignore, exact, classes, edges, _, _, ktab, one, nan = _xent_prep(x, flat, ignore_index)
+    xd = x.data
+    t2 = raw[:, None]  # (m, 1)
+    eq = t2 == classes
+    a = xp.astype(eq, xd.dtype)  # the one-hot rows, then weighted: w_t at t
+    if w is not None:
+        a = a * w
+    k = None  # per row: 1 valid, 0 ignored, NaN out of range (None: every label valid)
+    if edges is not None:
+        if check and exact and int(xp.count_nonzero(eq)) == m:  # the one host read
+            pass
+        else:
+            if check:
+                _raise_bad_label(flat, c, ignore, shape)
+            k = _lookup(b, ktab, xp.searchsorted(edges, t2, side="right"))
     if eps:
-        smooth = ag.full_like(onehot, eps / c) if w is None else ag.broadcast_to(w * (eps / c), onehot.shape)
-        if keep_f is not None:
-            smooth = smooth * keep_f
-        p = p * (1.0 - eps) + smooth
-    if bad is not None:  # NaN in the loss and the gradient of the bad samples only
-        p = ag.where(ag.reshape(bad, (m, 1)), ag.full_like(p, math.nan), p)
+        smooth = (eps / c) * (one if w is None else w)
+        p = a * (1.0 - eps) + (smooth if k is None else k * smooth)
+    else:
+        p = a if k is None else a * k  # 0·NaN: a NaN row where out of range
+    z = xd - xp.max(xd, axis=1, keepdims=True)
+    e = xp.exp(z)
+    se = xp.sum(e, axis=1, keepdims=True)
+    terms = p * (xp.log(se) - z)
+    keep = None
     if reduction == "none":
-        return _per_sample(_softmax_cross_entropy(x, p, "none", False), logits)
-    total = _softmax_cross_entropy(x, p, "sum", False)
-    if reduction == "sum":
-        return total
-    return total / (float(m) if wi is None else ag.sum(wi))
+        loss = xp.sum(terms, axis=1)
+        den = None
+    else:
+        loss = xp.sum(terms)
+        den = None
+        if reduction == "mean":
+            den = xp.sum(a) if (w is not None or k is not None) else None
+            if den is None:
+                den = float(m)
+            else:
+                # PyTorch: at a zero denominator the mean is NaN and so is the gradient of
+                # every sample not ignored; an ignored sample's gradient stays zero
+                den = xp.where(den > 0.0, den, nan)
+                if k is not None:
+                    keep = k != 0.0
+            loss = loss / den
+        loss = b.fix(loss)
+    out = _record("cross_entropy", loss, b, (x,), (_xent_p_rows,), (x, e / se, p, den, keep),
+                  params=(reduction,))
+    return _per_sample(out, logits) if reduction == "none" else out
+
+
+def _xent_p_rows(xp: Any, g: Any, x: Any, s: Any, p: Any, den: Any, keep: Any, reduction: str
+                 ) -> Any:
+    """The gradient of :func:`_xent_labels`: ``(softmax(x)·Σ_c p_c - p)·ḡ`` per row (``ḡ/den``
+    for ``"mean"``, and zero in the rows ``keep`` leaves out)."""
+    if isinstance(x, ag.Tensor):  # create_graph: recompute the softmax from x
+        e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+        s = e / xp.sum(e, axis=1, keepdims=True)
+    d = s * xp.sum(p, axis=1, keepdims=True) - p
+    if reduction == "none":
+        return xp.reshape(g, (-1, 1)) * d
+    d = (g if den is None else g / den) * d
+    return d if keep is None else xp.where(keep, d, xp.zeros_like(d))
+
+
+_CONSTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _xent_prep(x: ag.Tensor, t: ag.Tensor, ignore: int) -> tuple[Any, ...]:
+    """The labels' raw array (widened where its dtype cannot hold every class) and the
+    constants of :func:`_xent_consts` for logits ``x`` ``(m, C)``, labels ``t`` ``(m,)`` and
+    ``ignore_index`` ``ignore`` (``None`` in the constants where the dtype cannot hold it)."""
+    b = x._backend
+    raw = t.data
+    base = b.base
+    device = b.device_of(raw) if b.multi_device else None
+    key: tuple[Any, ...] = (id(base), device, raw.dtype, x.data.dtype, x.shape[1], ignore)
+    try:
+        hit = _CONSTS.get(key)
+    except TypeError:  # an unhashable device or dtype
+        key = tuple(map(str, key))
+        hit = _CONSTS.get(key)
+    if hit is None or hit[0] is not base:
+        hit = (base, *_xent_consts(b, raw, x.data.dtype, x.shape[1], ignore, device))
+        if len(_CONSTS) > 64:
+            _CONSTS.clear()
+        _CONSTS[key] = hit
+    wide = hit[1]
+    if wide is not None:
+        raw = b.xp.astype(raw, wide)
+    return (raw, *hit[2:])
+
+
+def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, device: Any
+                 ) -> tuple[Any, ...]:
+    """The constants of :func:`_xent_int` for one backend, device, pair of dtypes, class count
+    and ignore_index, made once by :func:`_xent_prep` (the staged replay folds them; on a GPU
+    they are not copied to the device on every call): ``(wide, ignore, exact, classes, edges,
+    q, f, k, one, nan)``.
+
+    ``wide`` is the dtype the labels are compared in when theirs cannot hold every class (else
+    ``None``); ``ignore`` is ``ignore_index``, or ``None`` where the dtype cannot hold it;
+    ``exact`` says that a label matches one of ``classes`` only if it is valid. ``classes`` is
+    ``arange(c)`` in it (``ignore`` replaced by -1 when it is a class, so an ignored label
+    matches no class; a label -1, out of range, then matches it: not exact); ``edges`` the sorted
+    bounds of the label ranges that are valid, ignored or out of range; ``q[i]`` and ``f[i]``
+    for the range ``i`` (``searchsorted(edges, t, side="right")``) are 1 and 0 (valid), ``inf``
+    and 0 (ignored), NaN and NaN (out of range), and ``k[i] = 1/q[i]``: 1, 0, NaN. ``edges`` is
+    ``None`` when no label of the dtype can be out of range or ignored."""
+    base = b.base
+    xp = base.xp
+    ldtype = raw.dtype
+    info = xp.iinfo(ldtype)
+    lo, hi = int(info.min), int(info.max)
+    ignore: int | None = ignore_index if lo <= ignore_index <= hi else None
+    wide = None
+    if c - 1 > hi or (ignore is not None and 0 <= ignore < c and lo == 0):
+        # arange(c) would wrap around in the labels' dtype (or no unsigned label is left to
+        # stand for the ignored class): compare in a wider one
+        wide = xp.int64
+        ldtype = wide
+        lo, hi = -(2**63), 2**63 - 1
+    classes = list(range(c))
+    if ignore is not None and 0 <= ignore < c:
+        classes[ignore] = -1  # a bad label (its row is NaN): it never stands for a class
+    points = sorted({v for v in (0, c, ignore, None if ignore is None else ignore + 1)
+                     if v is not None and lo < v <= hi})
+
+    def kind(v: int) -> tuple[float, float, float]:
+        if v == ignore:
+            return math.inf, 0.0, 0.0
+        return (1.0, 0.0, 1.0) if 0 <= v < c else (math.nan, math.nan, math.nan)
+
+    reps = [lo] + points  # one label of each range: its first value
+    kinds = [kind(v) for v in reps]
+    with_edges = any(k != (1.0, 0.0, 1.0) for k in kinds)
+
+    def arr(v: Any, dtype: Any) -> Any:
+        return base.asarray(v, dtype=dtype, device=device)
+
+    return (
+        wide,
+        ignore,
+        not (ignore is not None and 0 <= ignore < c),
+        arr(classes, ldtype),
+        arr(points, ldtype) if with_edges else None,
+        arr([k[0] for k in kinds], fdtype) if with_edges else None,
+        arr([k[1] for k in kinds], fdtype) if with_edges else None,
+        arr([k[2] for k in kinds], fdtype) if with_edges else None,
+        arr(1.0, fdtype),
+        arr(math.nan, fdtype),
+    )
+
+
+def _lookup(b: Any, table: Any, code: Any) -> Any:
+    """``table[code]`` for integer ``code`` of shape ``(m, 1)``: integer-array indexing, one
+    cheap call (``take_along_axis`` on lazy backends, where Dask indexes with 1-d arrays only)."""
+    if b.lazy:
+        return b.xp.take_along_axis(b.xp.reshape(table, (1, -1)), code, axis=1)
+    if b is not b.base:  # traced: the constant as a traced value, so the indexing is recorded
+        table = b.xp.asarray(table)
+    return table[code]
+
+
+def _xent_int(x: ag.Tensor, t: ag.Tensor, ignore_index: int, reduction: str, check: bool,
+              shape: tuple[int, ...] | None) -> ag.Tensor:
+    """Cross-entropy of logits ``x`` ``(m, C)`` at integer labels ``t`` ``(m,)``, no weight and
+    no smoothing: one node, whose label handling is folded into its own arithmetic.
+
+    With ``z = x - max(x)``, ``se = Σ exp(z)`` and the one-hot rows ``oh`` (``t == classes``;
+    an ignored or out-of-range label matches no class), the loss of a row is
+    ``log(se·q) - z_t`` and its gradient ``(exp(z)/(se·q) - oh)·ḡ`` (``ḡ/n`` for ``"mean"``,
+    ``n`` the number of valid labels). ``q`` is 1 for a valid label, ``inf`` for an ignored one
+    (its softmax is then 0: zero gradient, and it picks no loss) and NaN for one out of range
+    (NaN loss and gradient row); ``q`` comes from one ``searchsorted`` of the labels over the
+    bounds of those ranges and one lookup -- four calls in all, the range check and ignore_index
+    together, where no host read is allowed (a device, Dask, a replay). Where a host read is
+    cheap, one ``count_nonzero`` of the one-hot rows read back says whether every label is
+    valid (the common case: no ``q`` at all); else a bad label raises ``IndexError`` naming it.
+    """
+    b = x._backend
+    xp = b.xp
+    m, c = x.shape
+    raw, ignore, exact, classes, edges, qtab, ftab, _, one, _ = _xent_prep(x, t, ignore_index)
+    xd = x.data
+    t2 = raw[:, None]  # (m, 1)
+    eq = t2 == classes  # (m, C): the one-hot rows
+    oh = xp.astype(eq, xd.dtype)
+    den: Any = None  # the number of valid labels ("mean"): a Python number, or an array
+    if edges is None:  # every label of the dtype is a class, none ignored
+        q = None
+    elif check:
+        n = int(xp.count_nonzero(eq))  # the one host read
+        if n == m and exact:
+            q = None
+        else:
+            _raise_bad_label(t, c, ignore, shape)
+            den = n
+            q = _lookup(b, qtab, xp.searchsorted(edges, t2, side="right"))
+    else:
+        code = xp.searchsorted(edges, t2, side="right")
+        q = _lookup(b, qtab, code)
+        f = _lookup(b, ftab, code)
+    z = xd - xp.max(xd, axis=1, keepdims=True)
+    e = xp.exp(z)
+    se = xp.sum(e, axis=1, keepdims=True)
+    if q is not None:
+        se = se * q
+    lz = xp.log(se) - z  # -log softmax; inf in an ignored row, NaN in a bad one
+    if q is None:
+        terms = oh * lz
+    else:  # an ignored row picks nothing, a bad row its NaN
+        terms = xp.where(eq, lz, f if not check else xp.zeros_like(one))
+    if reduction == "none":
+        loss = xp.sum(terms, axis=1)
+        scale: Any = None
+    else:
+        loss = xp.sum(terms)
+        scale = None
+        if reduction == "mean":
+            if q is None:
+                den = m
+            elif den is None:
+                den = xp.sum(oh)
+            if isinstance(den, int):
+                loss = loss / den if den else loss * math.nan  # 0/0 without a warning
+                scale = max(den, 1)
+            else:
+                loss = loss / den  # NaN where every label is ignored, as in PyTorch
+                scale = xp.maximum(den, one)  # (their gradient is zero, as in PyTorch)
+        loss = b.fix(loss)
+    return _record("cross_entropy", loss, b, (x,), (_xent_int_x,), (x, e / se, oh, q, scale),
+                   params=(reduction,))
+
+
+def _xent_int_x(xp: Any, g: Any, x: Any, s: Any, oh: Any, q: Any, scale: Any, reduction: str
+                ) -> Any:
+    """The gradient of :func:`_xent_int`: ``(softmax(x)/q - onehot)·ḡ`` per row (``ḡ/scale``
+    for ``"mean"``: ``scale`` is the number of valid labels, at least 1)."""
+    if isinstance(x, ag.Tensor):
+        # create_graph: recompute the softmax from x (the saved one is a constant here); 1/q is
+        # 1, 0 or NaN (no inf in a differentiated expression)
+        e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+        s = e / xp.sum(e, axis=1, keepdims=True)
+        if q is not None:
+            s = s * (1.0 / q)
+    d = s - oh
+    if reduction == "none":
+        return xp.reshape(g, (-1, 1)) * d
+    return (g if scale is None else g / scale) * d
+
+
+def _raise_bad_label(t: ag.Tensor, c: int, ignore: int | None,
+                     shape: tuple[int, ...] | None) -> None:
+    """Raise the ``IndexError`` of :func:`_out_of_range` for the first label of ``t`` outside
+    ``0..c-1`` other than ``ignore`` (host reads: called only where they are cheap)."""
+    flat = t
+    if ignore is not None:
+        flat = ag.where(ag.not_equal(t, ignore), t, ag.zeros_like(t))
+    _out_of_range(flat, c, True, "cross_entropy", shape=shape)
 
 
 def _can_check_on_host(labels: ag.Tensor) -> bool:
@@ -336,6 +553,23 @@ def _position(flat: int, shape: tuple[int, ...] | None) -> str:
     return str(tuple(reversed(index)))
 
 
+_INT_MAX: dict[tuple[int, Any], int] = {}
+
+
+def _int_max(xp: Any, dtype: Any) -> int:
+    """``iinfo(dtype).max``, remembered (NumPy builds an ``iinfo`` object on every call)."""
+    key = (id(xp), dtype)  # the namespace first: dtypes of two libraries may hash alike
+    try:
+        return _INT_MAX[key]
+    except (KeyError, TypeError):
+        top = int(xp.iinfo(dtype).max)
+        try:
+            _INT_MAX[key] = top
+        except TypeError:
+            pass
+        return top
+
+
 def _out_of_range(labels: ag.Tensor, c: int, check: bool, op: str, noun: str = "label",
                   shape: tuple[int, ...] | None = None, of: str = "classes") -> ag.Tensor | None:
     """The labels' range check shared by the losses, ``one_hot`` and ``embedding``.
@@ -348,13 +582,13 @@ def _out_of_range(labels: ag.Tensor, c: int, check: bool, op: str, noun: str = "
     """
     raw = labels.data
     xp = labels._backend.xp
-    top = xp.iinfo(raw.dtype).max
+    top = _int_max(xp, raw.dtype)
     signed = labels.dtype.kind == "i"
     if check:
         bad = raw >= c if c <= top else None
         if signed:
             bad = raw < 0 if bad is None else (raw < 0) | bad
-        if bad is not None and bool(xp.any(bad)):  # the one host read
+        if bad is not None and int(xp.count_nonzero(bad)):  # the one host read
             where = xp.nonzero(xp.reshape(bad, (-1,)))[0]
             i = int(where[0])
             count = int(where.shape[0])
@@ -368,33 +602,6 @@ def _out_of_range(labels: ag.Tensor, c: int, check: bool, op: str, noun: str = "
         neg = ag.less(labels, 0)
         bad_t = neg if bad_t is None else ag.logical_or(neg, bad_t)
     return bad_t
-
-
-def _one_hot(labels: ag.Tensor, c: int, dtype: Any, check: bool) -> ag.Tensor:
-    """Integer ``labels`` of shape ``(N,)`` as one-hot rows (constants) of ``dtype``.
-
-    A label outside ``0..c-1`` has no row of its own: with ``check`` the labels are read on the
-    host once and such a label raises ``IndexError`` naming it, its position and ``c``; without
-    (no cheap host read), its row becomes NaN, so that sample's loss and gradient are NaN and
-    ``ag.detect_anomaly()`` names ``cross_entropy``. Never a row of zeros: that would give
-    loss 0 with a nonzero gradient.
-    """
-    n = labels.shape[0]
-    bad_t = _out_of_range(labels, c, check, "cross_entropy")
-    onehot = _onehot_rows(labels, c, dtype)
-    if bad_t is None:
-        return onehot
-    return ag.where(ag.reshape(bad_t, (n, 1)), ag.full_like(onehot, math.nan), onehot)
-
-
-def _onehot_rows(labels: ag.Tensor, c: int, dtype: Any) -> ag.Tensor:
-    """Labels of shape ``(N,)`` as ``(N, c)`` one-hot rows of ``dtype`` (no range check)."""
-    if c - 1 > labels._backend.xp.iinfo(labels.data.dtype).max:
-        # arange(c) would wrap around in the labels' dtype: compare in a wider one
-        labels = ag.astype(labels, ag.int32 if c - 1 <= 2**31 - 1 else ag.int64)
-    with ag.default_backend(labels.backend):  # the labels' backend, not the default one
-        classes = ag.arange(c, dtype=labels.dtype, device=labels.device)
-    return ag.astype(ag.reshape(labels, (labels.shape[0], 1)) == classes, dtype)
 
 
 def _log_softmax_raw(xp: Any, x: Any) -> Any:
@@ -539,8 +746,10 @@ def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: in
     shape ``(N,)`` or ``(N, d1, ...)`` (or ``()``), as in PyTorch.
 
     Labels equal to ``ignore_index`` contribute nothing; ``"mean"`` divides by the summed
-    weights of the others (``weight``: one per class, default 1), so it is NaN when every label
-    is ignored. Other labels outside ``0..C-1`` follow :func:`cross_entropy`: an ``IndexError``
+    weights of the others (``weight``: one per class, default 1). As in PyTorch, a zero
+    denominator gives a NaN mean: with a zero gradient when every label is ignored, and NaN
+    gradients in the samples not ignored when their weights are all zero. Other labels outside
+    ``0..C-1`` follow :func:`cross_entropy`: an ``IndexError``
     naming the label, its position and ``C`` where a host read is cheap; elsewhere (GPU, Dask,
     inside :func:`agnograd.capture`) that sample's loss and its gradient are NaN. The gradient
     reaches ``input`` through a gather (its VJP a scatter-add), so other classes' entries may be
@@ -590,7 +799,13 @@ def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: in
     if reduction == "none":
         return ag.reshape(loss, () if unbatched else expected)
     total = ag.sum(loss)
-    return total if reduction == "sum" else total / ag.sum(wi)
+    if reduction == "sum":
+        return total
+    # PyTorch: at a zero denominator (every label ignored, or zero weights) the mean is NaN and
+    # so is the gradient of every sample not ignored, while the ignored ones keep a zero
+    # gradient: the NaN comes from a constant (no 0/0) and the wheres above gate it
+    den = ag.sum(wi)
+    return total / ag.where(den > 0.0, den, ag.full_like(den, math.nan))
 
 
 def one_hot(tensor: Any, num_classes: int = -1) -> ag.Tensor:
