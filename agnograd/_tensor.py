@@ -186,8 +186,9 @@ class Tensor:
                     f"tensor (shape {self.shape}); a gradient has its tensor's dtype: convert "
                     f"it with ag.astype(g, ag.{self.dtype.name})"
                 )
+        # (No world-epoch bump: a compiled step reads .grad through its leaf on every call and
+        # checks whether it is None there -- this setter runs in every zero_grad.)
         self._grad = value
-        _WORLD[0] += 1  # the gradient buffer a compiled step assumed changed (capture)
 
     def retain_grad(self) -> None:
         """Keep this tensor's gradient in ``.grad`` after :meth:`backward` even though an op

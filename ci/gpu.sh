@@ -52,7 +52,8 @@ python3 -m pytest -q -p no:cacheprovider $par -m gpu 2>&1 | tee "$logs/gpu-tests
 gpu_rc=${PIPESTATUS[0]}
 
 echo "== capture mode: CUDA-graph tests, then agnograd train with and without --capture"
-python3 -m pytest -q -p no:cacheprovider tests/test_capture.py tests/test_cli.py -k "capture or cupy" \
+python3 -m pytest -q -p no:cacheprovider tests/test_capture.py tests/test_cli.py tests/test_replay_guards.py \
+  -k "capture or cupy" \
   2>&1 | tee "$logs/capture-tests.log" | tail -n 25
 capture_rc=${PIPESTATUS[0]}
 : > "$logs/capture-train.log"
