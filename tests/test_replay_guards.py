@@ -511,3 +511,84 @@ def test_property_replays_equal_eager_under_random_world_changes(backend, mode):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         run_state_machine_as_test(_machine(backend, mode), settings=_SETTINGS)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_containers_mutated_in_place_and_param_lists(mode):
+    """Structure changed without an attribute assignment: an entry of a Sequential's plain
+    list or of a ModuleList replaced, and a parameter dropped from a group's list in place."""
+    def make():
+        seq = nn.Sequential(nn.Linear(4, 5, seed=0), nn.Tanh(), nn.Linear(5, 3, seed=1))
+        heads = nn.ModuleList([nn.Linear(3, 3, seed=2), nn.Linear(3, 3, seed=3)])
+        params = seq.parameters() + heads.parameters()
+        opt = optim.SGD(params, lr=0.1, momentum=0.9, capturable=True)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(heads[0](seq(x)), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return seq, heads, opt, step
+
+    x, y = _data("numpy")
+    e, c = make(), make()
+    f = ag.jit(c[3]) if mode == "jit" else ag.capture(c[3], x, y, warmup=1)
+    if mode == "capture":
+        e[3](x, y)
+        e[3](x, y)
+
+    def both(change):
+        change(*e[:3])
+        change(*c[:3])
+
+    def call():
+        a, b = e[3](x, y), f(x, y)
+        assert np.array_equal(_host(a), _host(b))
+        for p, q in zip(e[0].parameters() + e[1].parameters(),
+                        c[0].parameters() + c[1].parameters(), strict=True):
+            assert np.array_equal(_host(p), _host(q))
+
+    # made before the first call: constructing a module moves the world epoch by itself
+    spare = {id(s): (nn.Linear(5, 3, seed=9), nn.Linear(3, 3, seed=8)) for s in (e, c)}
+    for _ in range(3):
+        call()
+    both(lambda seq, heads, opt: seq.layers.__setitem__(2, spare[id(e if seq is e[0] else c)][0]))
+    call()
+    call()
+    both(lambda seq, heads, opt: heads.__setitem__(0, spare[id(e if seq is e[0] else c)][1]))
+    call()
+    call()
+    both(lambda seq, heads, opt: opt.param_groups[0]["params"].pop(0))
+    call()
+    call()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_parameter_dropped_from_a_group_in_place(mode):
+    def make():
+        seq = nn.Sequential(nn.Linear(4, 5, seed=0), nn.Tanh(), nn.Linear(5, 3, seed=1))
+        opt = optim.SGD(seq.parameters(), lr=0.1, momentum=0.9, capturable=True)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(seq(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return seq, opt, step
+
+    x, y = _data("numpy")
+    (se, oe, fe), (sc, oc, fc) = make(), make()
+    f = ag.jit(fc) if mode == "jit" else ag.capture(fc, x, y, warmup=1)
+    for _ in range(4):
+        fe(x, y)
+    for _ in range(4 if mode == "jit" else 2):  # capture's constructor made 2 steps
+        f(x, y)
+    oe.param_groups[0]["params"].pop(0)  # in place: no attribute assigned, no epoch moved
+    oc.param_groups[0]["params"].pop(0)
+    for _ in range(3):
+        fe(x, y)
+        f(x, y)
+        for p, q in zip(se.parameters(), sc.parameters(), strict=True):
+            assert np.array_equal(_host(p), _host(q))

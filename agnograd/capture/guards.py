@@ -25,6 +25,7 @@ values inside arrays (those are the replay's inputs: in-place updates are always
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import is_
 from typing import Any
 
 from .. import _dtypes
@@ -118,6 +119,18 @@ def diff(h: Holder, recorded: list[tuple[str, str, Any]],
     return None
 
 
+def _elements(c: Any, recorded: list[tuple[str, str, Any]], name: str) -> list[Any]:
+    """The elements of container ``c`` (a list, or a dict's values) as the recording saw them
+    (its snapshot entries ``name[i]``), to compare by identity on every call."""
+    want = {p: v for p, how, v in recorded if how in ("is", "eq")}
+    keys = range(len(c)) if type(c) is list else c.keys()
+    return [want.get(f"{name}[{k!r}]" if type(c) is dict else f"{name}[{k}]", _GONE)
+            for k in keys]
+
+
+_GONE = object()
+
+
 def _quick_key_fn(leaves: list[Tensor]) -> Callable[[], tuple[Any, ...]]:
     """A generated function of no arguments returning the per-call key: the global modes and,
     for each leaf that requires grad, whether its ``.grad`` is None (the engine writes
@@ -159,7 +172,8 @@ class Guards:
         flags: ``(tensor, (requires_grad, hooks))`` as recorded for every leaf it touches.
     """
 
-    __slots__ = ("leaves", "key", "_quick", "holders", "optimizers", "flags", "epoch", "_seen")
+    __slots__ = ("leaves", "key", "_quick", "holders", "optimizers", "flags", "epoch", "_seen",
+                 "containers")
 
     def __init__(self, leaves: list[Tensor], holders: list[tuple[Holder, list[Any]]],
                  optimizers: list[tuple[Any, Any]], flags: list[tuple[Tensor, Any]],
@@ -173,6 +187,15 @@ class Guards:
         self.optimizers = optimizers
         self.epoch = WORLD[0]
         self._seen: list[Any] = [None] * len(optimizers)
+        # Plain lists and dicts held by the guarded modules (``Sequential.layers``, a list of
+        # buffers): mutated in place they move no epoch, so their elements are compared by
+        # identity on every call.
+        self.containers: list[tuple[Any, list[Any]]] = []
+        for h, recorded in holders:
+            d = getattr(h, "__dict__", {})
+            for name, v in h._guard_items():
+                if (type(v) is list or type(v) is dict) and d.get(name) is v:
+                    self.containers.append((v, _elements(v, recorded, name)))
 
     def quick(self) -> tuple[Any, ...]:
         return self._quick()
@@ -184,7 +207,14 @@ class Guards:
             key = self._quick()
         if key != self.key:
             return self._why_key(key)
-        if WORLD[0] != self.epoch:
+        moved = WORLD[0] != self.epoch
+        if not moved:
+            for c, items in self.containers:
+                if len(c) != len(items) or not all(map(is_, c.values() if type(c) is dict
+                                                        else c, items)):
+                    moved = True
+                    break
+        if moved:
             for t, (req, hooks) in self.flags:
                 if t._requires_grad is not req:
                     now = "now requires" if t._requires_grad else "no longer requires"
@@ -200,15 +230,19 @@ class Guards:
         for k, (opt, recorded) in enumerate(self.optimizers):
             seen = self._seen[k]
             # The common call changes nothing: the groups equal what the last check saw (lists
-            # of dicts compared in C, identity first), and the device scalars still hold them
-            # (an eager step in between may have synced another rate).
-            if (seen is not None and opt.param_groups == seen[0]
-                    and opt._device_value == seen[1]):
+            # of dicts compared in C, identity first; each group's parameter list by identity,
+            # since it may be mutated in place), and the device scalars still hold them (an
+            # eager step in between may have synced another rate).
+            groups = opt.param_groups
+            if (seen is not None and groups == seen[0] and opt._device_value == seen[1]
+                    and all(len(g["params"]) == len(ps) and all(map(is_, g["params"], ps))
+                            for g, ps in zip(groups, seen[2]))):
                 continue
             changed: str | None = opt._replay_check(recorded)
             if changed is not None:
                 return changed
-            self._seen[k] = ([dict(g) for g in opt.param_groups], dict(opt._device_value))
+            self._seen[k] = ([dict(g) for g in groups], dict(opt._device_value),
+                             [list(g["params"]) for g in groups])
         return None
 
     def _why_key(self, key: tuple[Any, ...]) -> str:

@@ -13,6 +13,7 @@ import agnograd as ag
 
 from ..autograd import record as _record
 from ..backends.host import HostRNG, host_rng
+from ..capture import _state as _capture
 from ..random import Generator
 from . import functional as F
 from .init import default_dtype, initializer
@@ -188,6 +189,7 @@ class ModuleList(Module):
 
     def __setitem__(self, i: int, module: Module) -> None:
         vars(self)[self._key(i)] = _check_module(module, "ModuleList")
+        _capture.touch()  # a compiled step recorded with the old module must not replay
 
     def __delitem__(self, i: int | slice) -> None:
         items = self._items()
@@ -226,6 +228,7 @@ class ModuleDict(Module):
         vars(self)[key] = _check_module(module, "ModuleDict")
         if key not in self._keys:
             self._keys.append(key)
+        _capture.touch()  # a compiled step recorded with the old entry must not replay
 
     def __getitem__(self, key: str) -> Any:
         if key not in self._keys:
@@ -237,6 +240,7 @@ class ModuleDict(Module):
             raise KeyError(key)
         del vars(self)[key]
         self._keys.remove(key)
+        _capture.touch()
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys
