@@ -592,3 +592,19 @@ def test_parameter_dropped_from_a_group_in_place(mode):
         f(x, y)
         for p, q in zip(se.parameters(), sc.parameters(), strict=True):
             assert np.array_equal(_host(p), _host(q))
+
+
+def test_constants_are_compared_by_kind_as_well_as_value():
+    w = ag.tensor(np.arange(3), dtype=ag.int64)
+
+    def f(x, k):
+        return x * k + w
+
+    x = ag.tensor(np.arange(3), dtype=ag.int64)
+    step = ag.capture(f, x, 2)
+    assert step(x, 2).dtype == ag.int64
+    with pytest.raises(ag.CaptureError, match=r"constant 2 \(int\).*2\.0 \(float\)"):
+        step(x, 2.0)
+    g = ag.jit(f, warmup=0)
+    assert g(x, 2).dtype == ag.int64
+    assert g(x, 2.0).dtype == f(x, 2.0).dtype  # another kind: another signature
