@@ -131,20 +131,38 @@ def _elements(c: Any, recorded: list[tuple[str, str, Any]], name: str) -> list[A
 _GONE = object()
 
 
-def _quick_key_fn(leaves: list[Tensor]) -> Callable[[], tuple[Any, ...]]:
-    """A generated function of no arguments returning the per-call key: the global modes and,
-    for each leaf that requires grad, whether its ``.grad`` is None (the engine writes
-    ``_grad`` without going through the setter, so this part is read on every call)."""
+def _quick_key_fn(leaves: list[Tensor], containers: list[tuple[Any, list[Any]]]
+                  ) -> Callable[[], tuple[Any, ...]]:
+    """A generated function of no arguments returning the per-call key: the global modes, for
+    each leaf that requires grad whether its ``.grad`` is None (the engine writes ``_grad``
+    without going through the setter, so this part is read on every call), and last whether
+    every element of the guarded plain containers is still the recorded object (straight-line
+    identity tests: a list or dict mutated in place moves no epoch)."""
     names = [f"t{k}" for k in range(len(leaves))]
-    parts = ["gm.enabled", "am.enabled", "dt._default_float", "dn()"] + [f"{n}._grad is None" for n in names]
-    src = (f"def _make(gm, am, dt, dn, {', '.join(names)}):\n"
+    parts = ["gm.enabled", "am.enabled", "dt._default_float", "dn()"]
+    parts += [f"{n}._grad is None" for n in names]
+    tests = []
+    objs: list[Any] = []
+    for c, items in containers:
+        cn = f"o{len(objs)}"
+        objs.append(c)
+        tests.append(f"len({cn}) == {len(items)}")
+        keys = range(len(items)) if type(c) is list else list(c.keys())
+        for k, e in zip(keys, items):
+            en = f"o{len(objs)}"
+            objs.append(e)
+            get = f"{cn}[{k}]" if type(c) is list else f"{cn}.get({k!r}, G)"
+            tests.append(f"{get} is {en}")
+    parts.append(" and ".join(tests) if tests else "True")
+    args = ", ".join(["gm", "am", "dt", "dn", "G", *names, *(f"o{i}" for i in range(len(objs)))])
+    src = (f"def _make({args}):\n"
            f"    def key():\n"
            f"        return ({', '.join(parts)},)\n"
            f"    return key\n")
     ns: dict[str, Any] = {}
     exec(compile(src, "<agnograd guards>", "exec"), ns)  # noqa: S102 - our own code
     key: Callable[[], tuple[Any, ...]] = ns["_make"](grad_mode, anomaly_mode, _dtypes,
-                                                     default_backend_name, *leaves)
+                                                     default_backend_name, _GONE, *leaves, *objs)
     return key
 
 
@@ -180,22 +198,22 @@ class Guards:
                  start: tuple[tuple[Any, ...], dict[int, bool]]) -> None:
         self.leaves = leaves
         self.flags = flags
-        self._quick = _quick_key_fn(leaves)
-        modes, grad_none = start
-        self.key = (*modes, *(grad_none.get(id(t), t._grad is None) for t in leaves))
         self.holders = holders
         self.optimizers = optimizers
         self.epoch = WORLD[0]
         self._seen: list[Any] = [None] * len(optimizers)
         # Plain lists and dicts held by the guarded modules (``Sequential.layers``, a list of
         # buffers): mutated in place they move no epoch, so their elements are compared by
-        # identity on every call.
+        # identity on every call (the last entry of the quick key).
         self.containers: list[tuple[Any, list[Any]]] = []
         for h, recorded in holders:
             d = getattr(h, "__dict__", {})
             for name, v in h._guard_items():
                 if (type(v) is list or type(v) is dict) and d.get(name) is v:
                     self.containers.append((v, _elements(v, recorded, name)))
+        self._quick = _quick_key_fn(leaves, self.containers)
+        modes, grad_none = start
+        self.key = (*modes, *(grad_none.get(id(t), t._grad is None) for t in leaves), True)
 
     def quick(self) -> tuple[Any, ...]:
         return self._quick()
@@ -205,15 +223,11 @@ class Guards:
         :meth:`quick`'s value if the caller has it."""
         if key is None:
             key = self._quick()
-        if key != self.key:
-            return self._why_key(key)
         moved = WORLD[0] != self.epoch
-        if not moved:
-            for c, items in self.containers:
-                if len(c) != len(items) or not all(map(is_, c.values() if type(c) is dict
-                                                        else c, items)):
-                    moved = True
-                    break
+        if key != self.key:
+            if key[:-1] != self.key[:-1]:
+                return self._why_key(key)
+            moved = True  # a guarded list or dict was changed in place: say how
         if moved:
             for t, (req, hooks) in self.flags:
                 if t._requires_grad is not req:
@@ -249,7 +263,7 @@ class Guards:
         for k, name in enumerate(_KEY_NAMES):
             if key[k] != self.key[k]:
                 return f"the {name} changed from {self.key[k]!r} to {key[k]!r}"
-        for t, was, now in zip(self.leaves, self.key[4:], key[4:]):
+        for t, was, now in zip(self.leaves, self.key[4:-1], key[4:-1]):
             if was != now:
                 state = "has no .grad" if now else "has a .grad"
                 before = "had none" if was else "had one"
