@@ -608,3 +608,23 @@ def test_constants_are_compared_by_kind_as_well_as_value():
     g = ag.jit(f, warmup=0)
     assert g(x, 2).dtype == ag.int64
     assert g(x, 2.0).dtype == f(x, 2.0).dtype  # another kind: another signature
+
+
+def test_jit_takes_keyword_arguments_as_part_of_the_signature():
+    w = ag.tensor(np.ones(3), requires_grad=True)
+
+    @ag.jit(warmup=0)
+    def step(x, *, scale=1.0, bias=None):
+        w.grad = None
+        loss = ag.sum(w * x * scale + (0.0 if bias is None else bias))
+        loss.backward()
+        return loss
+
+    x = ag.tensor(np.arange(3.0))
+    b = ag.tensor(np.full(3, 2.0))
+    for _ in range(2):
+        assert float(step(x)) == 3.0
+        assert float(step(x, scale=2.0)) == 6.0
+        assert float(step(x, scale=2.0, bias=b)) == 12.0
+        assert np.array_equal(_host(w.grad), [0.0, 2.0, 4.0])
+    assert step.cache_info()["size"] == 3
