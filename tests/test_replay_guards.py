@@ -628,3 +628,26 @@ def test_jit_takes_keyword_arguments_as_part_of_the_signature():
         assert float(step(x, scale=2.0, bias=b)) == 12.0
         assert np.array_equal(_host(w.grad), [0.0, 2.0, 4.0])
     assert step.cache_info()["size"] == 3
+
+
+def test_optimizer_and_clipping_errors_under_jit_name_jit():
+    w = ag.tensor(np.ones(3), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1)  # not capturable
+
+    def step(x):
+        w.grad = None
+        ag.sum(w * x).backward()
+        opt.step()
+        return w
+
+    with pytest.raises(ag.CaptureError, match=r"inside a step recorded by ag\.jit"):
+        ag.jit(step, warmup=0)(ag.tensor(np.ones(3)))
+
+    def clip(x):
+        w.grad = None
+        ag.sum(w * x).backward()
+        nn.utils.clip_grad_norm_([w], 1.0, error_if_nonfinite=True)
+        return w
+
+    with pytest.raises(ag.CaptureError, match=r"inside a step recorded by ag\.jit"):
+        ag.jit(clip, warmup=0)(ag.tensor(np.ones(3)))

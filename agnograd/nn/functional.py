@@ -827,7 +827,7 @@ def one_hot(tensor: Any, num_classes: int = -1) -> ag.Tensor:
     if num_classes == -1:
         if not check:
             raise ValueError(f"one_hot: num_classes=-1 reads the labels' maximum, which on the "
-                             f"'{t.backend}' backend (or inside ag.capture) costs a host "
+                             f"'{t.backend}' backend (or inside ag.capture / ag.jit) costs a host "
                              "synchronisation; pass num_classes")
         if t.size == 0:
             raise ValueError("one_hot: num_classes=-1 cannot be inferred from empty labels; pass "

@@ -134,7 +134,7 @@ class Optimizer(_capture.Holder):
         if _capture.capturing():
             if not self.capturable:
                 raise _capture.CaptureError(
-                    f"{type(self).__name__}.step() inside a step recorded by ag.capture: its "
+                    f"{type(self).__name__}.step() inside a step recorded by {_capture.who()}: its "
                     "learning rate (and, for Adam and Adagrad, the step count) are "
                     "Python numbers that the recording would freeze; create the optimizer with "
                     "capturable=True, which keeps them on the device")
