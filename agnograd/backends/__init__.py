@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-from ._fallbacks import host_copy, scatter_add_standard
+from ._fallbacks import fold_standard, host_copy, scatter_add_standard, windows_standard
 
 __all__ = [
     "PY_SCALARS",
@@ -140,7 +140,7 @@ class Backend:
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
                  "_special", "_special_loader", "replay_fn", "complex_kinds", "_private",
-                 "__weakref__")
+                 "_labels_fast", "_windows_fast", "_fold_fast", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -151,7 +151,10 @@ class Backend:
                  on_host: Callable[[Any], bool] | None = None,
                  special: Callable[[], Any] | None = None,
                  replay_fn: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any] | None = None,
-                 private: Callable[[Any], bool] | None = None
+                 private: Callable[[Any], bool] | None = None,
+                 subtract_at_labels: Callable[..., Any] | None = None,
+                 windows: Callable[..., Any] | None = None,
+                 fold: Callable[..., Any] | None = None
                  ) -> None:
         self.name = name
         self.xp = xp
@@ -174,6 +177,12 @@ class Backend:
         self.complex_kinds: dict[Any, bool] = {}
         # private(a): a is surely its own writable memory (see is_private); None: never sure.
         self._private = private
+        # subtract_at_labels(a, index, values), windows(x, kernel, stride, dilation, out) and
+        # fold(g, shape, kernel, stride, dilation): faster kernels than the standard-op paths of
+        # the methods of those names (None: none).
+        self._labels_fast = subtract_at_labels
+        self._windows_fast = windows
+        self._fold_fast = fold
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -272,6 +281,49 @@ class Backend:
         if self._scatter_add_fast is not None:
             return self._scatter_add_fast(self.xp, n, index, values)
         return scatter_add_standard(self.xp, n, index, values)
+
+    def subtract_at_labels(self, xp: Any, a: Any, index: Any, values: Any, classes: Any) -> Any:
+        """``a`` with ``values[i]`` subtracted at ``a[i, index[i, 0]]``: ``a`` ``(m, C)`` a fresh
+        floating array (it may be updated in place), ``index`` ``(m, 1)`` integers in
+        ``0..C-1``, ``values`` ``(m, 1)`` or a scalar, ``classes`` ``arange(C)`` in ``index``'s
+        dtype. The gradient of a gathered label (cross-entropy's ``softmax - onehot``) without
+        a one-hot target.
+
+        The standard path is ``a - where(index == classes, values, 0)`` (a boolean comparison,
+        no floating one-hot); NumPy and PyTorch subtract in place at the ``m`` positions
+        (``tests/test_backend.py`` checks both agree). ``xp`` is the caller's namespace: the
+        standard path runs on whatever arrays it is given (traced ones in a capture)."""
+        fast = self._labels_fast
+        if fast is not None and type(a) is self.array_type and type(index) is self.array_type:
+            return fast(a, index, values)
+        return a - xp.where(index == classes, values, 0.0)
+
+    def windows(self, xp: Any, x: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
+                dilation: tuple[int, ...], out: tuple[int, ...]) -> Any:
+        """The sliding windows of ``x`` ``(N, C, *spatial)`` as ``(N, C, *kernel, *out)``: element
+        ``[n, c, *o, *j] = x[n, c, *(j·stride + o·dilation)]``; ``out`` is the number of windows
+        along each spatial axis.
+
+        The standard path stacks ``prod(kernel)`` strided slices (a copy, ``prod(kernel)`` times
+        the input); NumPy gives a strided view (``as_strided``: no copy). Both are read only.
+        """
+        fast = self._windows_fast
+        if fast is not None and type(x) is self.array_type:
+            return fast(x, kernel, stride, dilation, out)
+        return windows_standard(xp, x, kernel, stride, dilation, out)
+
+    def fold(self, xp: Any, g: Any, shape: tuple[int, ...], kernel: tuple[int, ...],
+             stride: tuple[int, ...], dilation: tuple[int, ...]) -> Any:
+        """The adjoint of :meth:`windows`: ``g`` ``(N, C, *kernel, *out)`` summed back into an
+        array of ``shape`` ``(N, C, *spatial)`` (each window's elements added where they were
+        read). ``g`` may also be the list of the ``prod(kernel)`` pieces ``(N, C, *out)``, one
+        per kernel offset in C order (no need to stack them). The standard path pads and sums
+        the pieces; NumPy adds them in place into one array of zeros."""
+        fast = self._fold_fast
+        first = g[0] if isinstance(g, list) else g
+        if fast is not None and type(first) is self.array_type:
+            return fast(g, shape, kernel, stride, dilation)
+        return fold_standard(xp, g, shape, kernel, stride, dilation)
 
 
 # ---------------------------------------------------------------------------------------------

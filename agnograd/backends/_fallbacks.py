@@ -1,6 +1,8 @@
 """The standard fallbacks: what a backend gets when its module sets nothing better.
 
 - :func:`scatter_add_standard`: scatter-add with Array API functions only (the standard has none).
+- :func:`windows_standard`, :func:`fold_standard`: sliding windows (stacked slices) and their
+  adjoint (padded slices summed), for convolutions and pooling.
 - :func:`host_copy`: a NumPy copy (or view) of any array, through DLPack or ``__array__``.
 - :func:`clone_namespace`: a copy of a namespace module with some functions replaced (the Dask
   backend's fixes, the CuPy backend's graph-safe namespace).
@@ -8,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +18,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-__all__ = ["clone_namespace", "host_copy", "scatter_add_standard"]
+__all__ = ["clone_namespace", "fold_standard", "host_copy", "scatter_add_standard",
+           "windows_standard"]
 
 
 def scatter_add_standard(xp: Any, n: int, index: Any, values: Any) -> Any:
@@ -73,3 +77,61 @@ def clone_namespace(base: Any, name: str, overrides: Mapping[str, Any]) -> types
     ns.__dict__.update({k: v for k, v in vars(base).items() if k not in _MODULE_IDENTITY})
     ns.__dict__.update(overrides)
     return ns
+
+
+def windows_standard(xp: Any, x: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
+                     dilation: tuple[int, ...], out: tuple[int, ...]) -> Any:
+    """:meth:`Backend.windows` with standard functions: ``prod(kernel)`` strided slices of ``x``
+    stacked on axis 2, then split into the kernel's axes: ``(N, C, *kernel, *out)``."""
+    slices = []
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        key = (slice(None), slice(None)) + tuple(
+            slice(o * d, o * d + s * (m - 1) + 1, s)
+            for o, d, s, m in zip(offset, dilation, stride, out))
+        slices.append(x[key])
+    w = xp.stack(slices, axis=2)
+    return w if len(kernel) == 1 else xp.reshape(w, (*w.shape[:2], *kernel, *out))
+
+
+def fold_standard(xp: Any, g: Any, shape: tuple[int, ...], kernel: tuple[int, ...],
+                  stride: tuple[int, ...], dilation: tuple[int, ...]) -> Any:
+    """:meth:`Backend.fold` with standard functions: each kernel offset's slice of ``g`` (or
+    ``g[i]``, where ``g`` is a list of the offsets' pieces)
+    spread by the stride (zeros stacked between its elements), padded with zeros to its place
+    in ``shape`` (``concat``), and the ``prod(kernel)`` pieces summed."""
+    nd = len(kernel)
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    if isinstance(g, (list, tuple)):
+        pieces = list(g)
+    else:
+        pieces = [g[(slice(None), slice(None)) + offset] for offset in offsets]
+    dev = array_api_compat.device(pieces[0])
+    total = None
+    for offset, piece in zip(offsets, pieces):  # piece: (N, C, *out)
+        for i, (o, d, s, n) in enumerate(zip(offset, dilation, stride, shape[2:])):
+            axis = 2 + i
+            m = piece.shape[axis]
+            if s > 1 and m > 1:
+                z = xp.zeros(piece.shape, dtype=piece.dtype, device=dev)
+                spread = xp.stack([piece] + [z] * (s - 1), axis=axis + 1)
+                merged = list(piece.shape)
+                merged[axis] = m * s
+                piece = xp.reshape(spread, tuple(merged))
+                key = [slice(None)] * (nd + 2)
+                key[axis] = slice(0, s * (m - 1) + 1)
+                piece = piece[tuple(key)]
+            lo = o * d
+            hi = n - lo - piece.shape[axis]
+            parts = []
+            for k in (lo, hi):
+                if k:
+                    pad = list(piece.shape)
+                    pad[axis] = k
+                    parts.append(xp.zeros(tuple(pad), dtype=piece.dtype, device=dev))
+                else:
+                    parts.append(None)
+            if lo or hi:
+                piece = xp.concat([p for p in (parts[0], piece, parts[1]) if p is not None],
+                                  axis=axis)
+        total = piece if total is None else total + piece
+    return total

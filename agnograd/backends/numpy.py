@@ -16,13 +16,15 @@ import numpy as np
 from . import Backend
 from .special import scipy_special
 
-__all__ = ["load", "owns", "private", "scatter_add", "replay_fn"]
+__all__ = ["fold", "load", "owns", "private", "replay_fn", "scatter_add", "subtract_at_labels",
+           "windows"]
 
 
 def load() -> Backend:
     return Backend("numpy", xp, np.ndarray, scalar_type=np.generic, scalar_to_array=np.asarray,
                    scatter_add=scatter_add, special=scipy_special,
-                   replay_fn=replay_fn, private=private)
+                   replay_fn=replay_fn, private=private,
+                   subtract_at_labels=subtract_at_labels, windows=windows, fold=fold)
 
 
 def private(a: Any) -> bool:
@@ -72,3 +74,41 @@ def scatter_add(xp: Any, n: int, index: Any, values: Any) -> Any:
         out.imag = np.bincount(index, weights=values.imag, minlength=n)
         return out
     return np.bincount(index, weights=values, minlength=n).astype(values.dtype, copy=False)
+
+
+def subtract_at_labels(a: Any, index: Any, values: Any) -> Any:
+    """``a[i, index[i, 0]] -= values[i]`` in place on the fresh ``a`` (see
+    ``Backend.subtract_at_labels``): ``m`` writes instead of an ``(m, C)`` comparison."""
+    m = a.shape[0]
+    v = np.asarray(values)
+    a[np.arange(m), np.reshape(index, (m,))] -= v if v.ndim == 0 else np.reshape(v, (m,))
+    return a
+
+
+def windows(x: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
+            dilation: tuple[int, ...], out: tuple[int, ...]) -> Any:
+    """The sliding windows of ``x`` ``(N, C, *spatial)`` as a read-only strided view
+    ``(N, C, *kernel, *out)`` (see ``Backend.windows``): no copy."""
+    st = x.strides
+    sp = st[2:]
+    strides = (*st[:2], *(s * d for s, d in zip(sp, dilation)),
+               *(s * k for s, k in zip(sp, stride)))
+    return np.lib.stride_tricks.as_strided(x, shape=(*x.shape[:2], *kernel, *out),
+                                           strides=strides, writeable=False)
+
+
+def fold(g: Any, shape: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+         dilation: tuple[int, ...]) -> Any:
+    """The adjoint of :func:`windows` (see ``Backend.fold``): each kernel offset's slice of
+    ``g`` added in place into one array of zeros."""
+    nd = len(kernel)
+    pieces = g if isinstance(g, list) else None
+    first = g[0] if pieces is not None else g
+    out = first.shape[2:] if pieces is not None else g.shape[2 + nd:]
+    res = np.zeros(shape, dtype=first.dtype)
+    for i, offset in enumerate(np.ndindex(*kernel)):
+        key = (slice(None), slice(None)) + tuple(
+            slice(o * d, o * d + s * (m - 1) + 1, s)
+            for o, d, s, m in zip(offset, dilation, stride, out))
+        res[key] += pieces[i] if pieces is not None else g[(slice(None), slice(None)) + offset]
+    return res

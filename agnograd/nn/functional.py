@@ -17,6 +17,7 @@ import agnograd as ag
 
 from .. import random as _random
 from ..autograd import record as _record
+from ..autograd.node import OUT
 from ..backends.host import HostRNG, host_rng
 from ..capture import _state as _capture
 from ..random import Generator
@@ -274,7 +275,8 @@ def _xent_labels(logits: ag.Tensor, target: ag.Tensor, weight: Any, ignore_index
     w = None if weight is None else _class_weight(weight, x, c).data  # (1, c), not differentiated
     b = x._backend
     xp = b.xp
-    raw, ignore, exact, classes, edges, _, _, ktab, one, nan = _xent_prep(x, flat, ignore_index)
+    raw, ignore, exact, classes, edges, _, _, ktab, one, nan, _ = _xent_prep(x, flat,
+                                                                             ignore_index)
     xd = x.data
     t2 = raw[:, None]  # (m, 1)
     eq = t2 == classes
@@ -340,9 +342,10 @@ _CONSTS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
 def _xent_prep(x: ag.Tensor, t: ag.Tensor, ignore: int) -> tuple[Any, ...]:
-    """The labels' raw array (widened where its dtype cannot hold every class) and the
-    constants of :func:`_xent_consts` for logits ``x`` ``(m, C)``, labels ``t`` ``(m,)`` and
-    ``ignore_index`` ``ignore`` (``None`` in the constants where the dtype cannot hold it)."""
+    """The labels' raw array (widened where its dtype cannot hold every class), the
+    constants of :func:`_xent_consts` after ``wide`` and then ``index``, for logits ``x``
+    ``(m, C)``, labels ``t`` ``(m,)`` and ``ignore_index`` ``ignore`` (``None`` in the
+    constants where the dtype cannot hold it)."""
     b = x._backend
     raw = t.data
     base = b.base
@@ -358,27 +361,31 @@ def _xent_prep(x: ag.Tensor, t: ag.Tensor, ignore: int) -> tuple[Any, ...]:
         if len(_CONSTS) > 64:
             _CONSTS.clear()
         _CONSTS[key] = hit
-    wide = hit[1]
+    wide = hit[2]
     if wide is not None:
         raw = b.xp.astype(raw, wide)
-    return (raw, *hit[2:])
+    return (raw, *hit[3:], hit[1])
 
 
 def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, device: Any
                  ) -> tuple[Any, ...]:
     """The constants of :func:`_xent_int` for one backend, device, pair of dtypes, class count
     and ignore_index, made once by :func:`_xent_prep` (the staged replay folds them; on a GPU
-    they are not copied to the device on every call): ``(wide, ignore, exact, classes, edges,
-    q, f, k, one, nan)``.
+    they are not copied to the device on every call): ``(index, wide, ignore, exact, classes,
+    edges, q, v, k, one, nan)``.
+
+    ``index`` is the namespace's default indexing dtype when the labels (after ``wide``) have
+    another one: the gather of :func:`_xent_int` takes its indices in it (else ``None``).
 
     ``wide`` is the dtype the labels are compared in when theirs cannot hold every class (else
     ``None``); ``ignore`` is ``ignore_index``, or ``None`` where the dtype cannot hold it;
     ``exact`` says that a label matches one of ``classes`` only if it is valid. ``classes`` is
     ``arange(c)`` in it (``ignore`` replaced by -1 when it is a class, so an ignored label
     matches no class; a label -1, out of range, then matches it: not exact); ``edges`` the sorted
-    bounds of the label ranges that are valid, ignored or out of range; ``q[i]`` and ``f[i]``
-    for the range ``i`` (``searchsorted(edges, t, side="right")``) are 1 and 0 (valid), ``inf``
-    and 0 (ignored), NaN and NaN (out of range), and ``k[i] = 1/q[i]``: 1, 0, NaN. ``edges`` is
+    bounds of the label ranges that are valid, ignored or out of range; ``q[i]`` and ``v[i]``
+    for the range ``i`` (``searchsorted(edges, t, side="right")``) are 1 and 1 (valid), ``inf``
+    and 0 (ignored), NaN and 0 (out of range: ``v`` counts the valid labels), and
+    ``k[i] = 1/q[i]``: 1, 0, NaN. ``edges`` is
     ``None`` when no label of the dtype can be out of range or ignored."""
     base = b.base
     xp = base.xp
@@ -402,16 +409,21 @@ def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, devic
     def kind(v: int) -> tuple[float, float, float]:
         if v == ignore:
             return math.inf, 0.0, 0.0
-        return (1.0, 0.0, 1.0) if 0 <= v < c else (math.nan, math.nan, math.nan)
+        return (1.0, 1.0, 1.0) if 0 <= v < c else (math.nan, 0.0, math.nan)
 
     reps = [lo] + points  # one label of each range: its first value
     kinds = [kind(v) for v in reps]
-    with_edges = any(k != (1.0, 0.0, 1.0) for k in kinds)
+    with_edges = any(k != (1.0, 1.0, 1.0) for k in kinds)
 
     def arr(v: Any, dtype: Any) -> Any:
         return base.asarray(v, dtype=dtype, device=device)
 
+    try:  # the dtype the gather's indices are given in (PyTorch's take_along_dim wants int64)
+        index = xp.__array_namespace_info__().default_dtypes(device=device)["indexing"]
+    except Exception:  # a namespace without the inspection API
+        index = xp.int64
     return (
+        None if index == ldtype else index,
         wide,
         ignore,
         not (ignore is not None and 0 <= ignore < c),
@@ -438,89 +450,95 @@ def _lookup(b: Any, table: Any, code: Any) -> Any:
 def _xent_int(x: ag.Tensor, t: ag.Tensor, ignore_index: int, reduction: str, check: bool,
               shape: tuple[int, ...] | None) -> ag.Tensor:
     """Cross-entropy of logits ``x`` ``(m, C)`` at integer labels ``t`` ``(m,)``, no weight and
-    no smoothing: one node, whose label handling is folded into its own arithmetic.
+    no smoothing: one node, whose label handling is folded into its own arithmetic, and no
+    ``(m, C)`` one-hot target.
 
-    With ``z = x - max(x)``, ``se = Σ exp(z)`` and the one-hot rows ``oh`` (``t == classes``;
-    an ignored or out-of-range label matches no class), the loss of a row is
-    ``log(se·q) - z_t`` and its gradient ``(exp(z)/(se·q) - oh)·ḡ`` (``ḡ/n`` for ``"mean"``,
-    ``n`` the number of valid labels). ``q`` is 1 for a valid label, ``inf`` for an ignored one
-    (its softmax is then 0: zero gradient, and it picks no loss) and NaN for one out of range
-    (NaN loss and gradient row); ``q`` comes from one ``searchsorted`` of the labels over the
-    bounds of those ranges and one lookup -- four calls in all, the range check and ignore_index
-    together, where no host read is allowed (a device, Dask, a replay). Where a host read is
-    cheap, one ``count_nonzero`` of the one-hot rows read back says whether every label is
-    valid (the common case: no ``q`` at all); else a bad label raises ``IndexError`` naming it.
+    With ``z = x - max(x)`` and ``se = Σ exp(z)``, the loss of a row is ``(log(se) - z_t)·k``,
+    ``z_t`` gathered by one ``take_along_axis`` at the label (clipped into ``0..C-1``), and its
+    gradient ``(exp(z)/se)·k·ḡ`` with ``k·ḡ`` subtracted at the label (``ḡ/n`` for ``"mean"``,
+    ``n`` the number of valid labels) -- a scatter: :meth:`agnograd.Backend.subtract_at_labels`, an
+    in-place indexed add on NumPy and PyTorch, a comparison with the class indices elsewhere.
+    ``k`` is 1 for a valid label, 0 for an ignored one (zero loss and gradient) and NaN for one
+    out of range (NaN loss and gradient row); it comes from one ``searchsorted`` of the labels
+    over the bounds of those ranges and one lookup, where no host read is allowed (a device,
+    Dask, a replay). Where a host read is cheap, the same ``(m,)`` lookup read back says whether
+    every label is valid (the common case: no ``k`` at all); else a bad label raises
+    ``IndexError`` naming it.
     """
     b = x._backend
     xp = b.xp
     m, c = x.shape
-    raw, ignore, exact, classes, edges, qtab, ftab, _, one, _ = _xent_prep(x, t, ignore_index)
+    raw, ignore, _, classes, edges, _, vtab, ktab, one, _, index = _xent_prep(x, t,
+                                                                              ignore_index)
     xd = x.data
     t2 = raw[:, None]  # (m, 1)
-    eq = t2 == classes  # (m, C): the one-hot rows
-    oh = xp.astype(eq, xd.dtype)
     den: Any = None  # the number of valid labels ("mean"): a Python number, or an array
-    if edges is None:  # every label of the dtype is a class, none ignored
-        q = None
-    elif check:
-        n = int(xp.count_nonzero(eq))  # the one host read
-        if n == m and exact:
-            q = None
-        else:
-            _raise_bad_label(t, c, ignore, shape)
-            den = n
-            q = _lookup(b, qtab, xp.searchsorted(edges, t2, side="right"))
-    else:
+    k = None  # per row: 1 valid, 0 ignored, NaN out of range (None: every label valid)
+    if edges is not None:
         code = xp.searchsorted(edges, t2, side="right")
-        q = _lookup(b, qtab, code)
-        f = _lookup(b, ftab, code)
+        k = _lookup(b, ktab, code)
+        if check:  # the one host read, of (m, 1) values
+            n = int(xp.count_nonzero(k == one))
+            if n == m:
+                k = None
+            else:
+                if int(xp.count_nonzero(k != k)):
+                    _raise_bad_label(t, c, ignore, shape)
+                den = n
+        elif reduction == "mean":
+            den = xp.sum(_lookup(b, vtab, code))
+        if k is not None:
+            t2 = xp.clip(t2, 0, c - 1)  # a row not valid gathers a class, then scaled by k
+    if index is not None:
+        t2 = xp.astype(t2, index)
     z = xd - xp.max(xd, axis=1, keepdims=True)
     e = xp.exp(z)
     se = xp.sum(e, axis=1, keepdims=True)
-    if q is not None:
-        se = se * q
-    lz = xp.log(se) - z  # -log softmax; inf in an ignored row, NaN in a bad one
-    if q is None:
-        terms = oh * lz
-    else:  # an ignored row picks nothing, a bad row its NaN
-        terms = xp.where(eq, lz, f if not check else xp.zeros_like(one))
+    lz = xp.log(se) - xp.take_along_axis(z, t2, axis=1)  # (m, 1): -log softmax at the label
+    kd = k  # k over the gradient's denominator: the cotangent's factor per row
     if reduction == "none":
-        loss = xp.sum(terms, axis=1)
+        loss = xp.reshape(lz if k is None else lz * k, (m,))  # 0 ignored, NaN out of range
         scale: Any = None
     else:
-        loss = xp.sum(terms)
+        # Σ k·lz as one contraction: an ignored row adds 0, a bad one NaN
         scale = None
-        if reduction == "mean":
-            if q is None:
-                den = m
-            elif den is None:
-                den = xp.sum(oh)
-            if isinstance(den, int):
+        if reduction == "mean" and den is not None and not isinstance(den, int):
+            # the device's count: divided before the contraction, whose 0-d array needs no
+            # fixing (NaN where every label is ignored, as in PyTorch; their gradient is zero,
+            # as in PyTorch: k is 0 there and the count taken as 1)
+            loss = xp.tensordot(k, lz / den, axes=2)
+            kd = k / xp.maximum(den, one)
+        else:
+            loss = xp.sum(lz) if k is None else xp.tensordot(k, lz, axes=2)
+            if reduction == "mean":
+                if k is None:
+                    den = m
                 loss = loss / den if den else loss * math.nan  # 0/0 without a warning
                 scale = max(den, 1)
-            else:
-                loss = loss / den  # NaN where every label is ignored, as in PyTorch
-                scale = xp.maximum(den, one)  # (their gradient is zero, as in PyTorch)
+                if k is not None:
+                    kd = k / scale
         loss = b.fix(loss)
-    return _record("cross_entropy", loss, b, (x,), (_xent_int_x,), (x, e / se, oh, q, scale),
-                   params=(reduction,))
+    return _record("cross_entropy", loss, b, (x,), (_xent_int_x,),
+                   (x, e / se, t2, kd, classes, scale), params=(reduction, b))
 
 
-def _xent_int_x(xp: Any, g: Any, x: Any, s: Any, oh: Any, q: Any, scale: Any, reduction: str
-                ) -> Any:
-    """The gradient of :func:`_xent_int`: ``(softmax(x)/q - onehot)·ḡ`` per row (``ḡ/scale``
-    for ``"mean"``: ``scale`` is the number of valid labels, at least 1)."""
+def _xent_int_x(xp: Any, g: Any, x: Any, s: Any, t2: Any, kd: Any, classes: Any, scale: Any,
+                reduction: str, b: Any) -> Any:
+    """The gradient of :func:`_xent_int`: ``softmax(x)·ḡ·kd`` per row, less ``ḡ·kd`` at the
+    label ``t2`` (``kd`` is ``k``, over the number of valid labels for ``"mean"``; ``None``
+    where every label is valid, then ``ḡ/scale``)."""
+    if reduction == "none":
+        g = xp.reshape(g, (-1, 1))
     if isinstance(x, ag.Tensor):
-        # create_graph: recompute the softmax from x (the saved one is a constant here); 1/q is
-        # 1, 0 or NaN (no inf in a differentiated expression)
+        # create_graph: recompute the softmax from x (the saved one is a constant here) and
+        # subtract the one-hot rows (a differentiable expression: no in-place scatter)
         e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
         s = e / xp.sum(e, axis=1, keepdims=True)
-        if q is not None:
-            s = s * (1.0 / q)
-    d = s - oh
-    if reduction == "none":
-        return xp.reshape(g, (-1, 1)) * d
-    return (g if scale is None else g / scale) * d
+        oh = ag.astype(ag.as_tensor(t2 == classes, b), x.dtype)
+        gk = (g if scale is None else g / scale) if kd is None else g * kd
+        return gk * (s - oh)
+    gk = (g if scale is None else g / scale) if kd is None else g * kd
+    return b.subtract_at_labels(xp, s * gk, t2, gk, classes)
 
 
 def _raise_bad_label(t: ag.Tensor, c: int, ignore: int | None,
@@ -994,8 +1012,9 @@ def _pad_spatial(x: ag.Tensor, pads: Sequence[tuple[int, int]], value: float) ->
 
 def _windows(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
              dilation: tuple[int, ...], what: str) -> tuple[ag.Tensor, tuple[int, ...]]:
-    """The sliding windows of padded ``x`` (``(N, C, *spatial)``) as ``(N, C, K, *out)``, with
-    ``K = prod(kernel)`` in C order of the kernel offsets, and the output size ``out``."""
+    """The sliding windows of padded ``x`` (``(N, C, *spatial)``) as ``(N, C, *kernel, *out)``
+    (one node: :meth:`agnograd.Backend.windows`, a strided view on NumPy, stacked slices
+    elsewhere; its gradient :func:`_fold`), and the output size ``out``."""
     out = []
     for n, k, s, d in zip(x.shape[2:], kernel, stride, dilation):
         span = d * (k - 1) + 1
@@ -1003,13 +1022,38 @@ def _windows(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
             raise ValueError(f"{what}: the (padded) input size {n} is smaller than the "
                              f"(dilated) kernel size {span}; input shape {x.shape}")
         out.append((n - span) // s + 1)
-    slices = []
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        key = (slice(None), slice(None)) + tuple(
-            slice(o * d, o * d + s * (m - 1) + 1, s)
-            for o, d, s, m in zip(offset, dilation, stride, out))
-        slices.append(x[key])
-    return ag.stack(slices, axis=2), tuple(out)
+    o = tuple(out)
+    b = x._backend
+    data = b.windows(b.xp, x.data, kernel, stride, dilation, o)
+    return _record("windows", data, b, (x,), (_windows_x,), (),
+                   params=(tuple(x.shape), kernel, stride, dilation, b)), o
+
+
+def _windows_x(xp: Any, g: Any, shape: tuple[int, ...], kernel: tuple[int, ...],
+               stride: tuple[int, ...], dilation: tuple[int, ...], b: Any) -> Any:
+    """The gradient of :func:`_windows`: its adjoint, :func:`_fold` (a recorded node where the
+    gradient is differentiated again)."""
+    if isinstance(g, ag.Tensor):
+        return _fold(g, shape, kernel, stride, dilation)
+    return b.fold(xp, g, shape, kernel, stride, dilation)
+
+
+def _fold(g: ag.Tensor, shape: tuple[int, ...], kernel: tuple[int, ...],
+          stride: tuple[int, ...], dilation: tuple[int, ...]) -> ag.Tensor:
+    """``g`` ``(N, C, *kernel, *out)`` summed back into ``shape`` (:meth:`agnograd.Backend.fold`),
+    as one node whose gradient is :func:`_windows` (the two are adjoint)."""
+    b = g._backend
+    data = b.fold(b.xp, g.data, shape, kernel, stride, dilation)
+    out = tuple(g.shape[2 + len(kernel):])
+    return _record("fold", data, b, (g,), (_fold_g,), (),
+                   params=(kernel, stride, dilation, out, b))
+
+
+def _fold_g(xp: Any, g: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
+            dilation: tuple[int, ...], out: tuple[int, ...], b: Any) -> Any:
+    if isinstance(g, ag.Tensor):
+        return _windows(g, kernel, stride, dilation, "fold")[0]
+    return b.windows(xp, g, kernel, stride, dilation, out)
 
 
 def _batched(x: ag.Tensor, nd: int, what: str) -> tuple[ag.Tensor, bool]:
@@ -1057,8 +1101,10 @@ def _convnd(nd: int, input: ag.Tensor, weight: ag.Tensor, bias: Any, stride: Any
     cols, out = _windows(_pad_spatial(x, pads, 0.0), kernel, stride_t, dil, what)
     n, k = x.shape[0], math.prod(kernel)
     length = math.prod(out)
-    # Every reshape only splits or only merges axes (Dask refuses a reshape that does both).
-    cols = ag.reshape(ag.reshape(cols, (n, groups, cg, k, length)), (n, groups, cg * k, length))
+    # Every reshape only splits or only merges axes (Dask refuses a reshape that does both);
+    # the one that merges (C/groups, *kernel) and *out copies a strided window view (im2col).
+    cols = ag.reshape(ag.reshape(cols, (n, groups, cg, *kernel, *out)),
+                      (n, groups, cg * k, length))
     wm = ag.reshape(ag.reshape(w, (c_out, cg * k)), (1, groups, c_out // groups, cg * k))
     y = ag.reshape(ag.reshape(wm @ cols, (n, c_out, length)), (n, c_out, *out))
     if bias is not None:
@@ -1109,16 +1155,74 @@ def _poolnd(nd: int, kind: str, input: ag.Tensor, kernel_size: Any, stride: Any,
                          f"{kernel_size!r}")
     pads = [(p, p) for p in pad]
     fill = -math.inf if kind == "max" else 0.0
-    win, _ = _windows(_pad_spatial(x, pads, fill), kernel, stride_t, dil, what)
+    xpad = _pad_spatial(x, pads, fill)
     if kind == "max":
-        y = ag.max(win, axis=2)
-    elif count_include_pad or not any(pad):
-        y = ag.mean(win, axis=2)
+        y = _max_pool(xpad, kernel, stride_t, dil, what)
+        return y[0, ...] if unbatched else y
+    win, _ = _windows(xpad, kernel, stride_t, dil, what)
+    axes = tuple(range(2, 2 + nd))  # the kernel's axes
+    if count_include_pad or not any(pad):
+        y = ag.mean(win, axis=axes)
     else:  # divide by the number of real (not padding) elements in each window
         ones = ag.ones_like(x[0:1, 0:1, ...])
         count, _ = _windows(_pad_spatial(ones, pads, 0.0), kernel, stride_t, dil, what)
-        y = ag.sum(win, axis=2) / ag.sum(count, axis=2)
+        y = ag.sum(win, axis=axes) / ag.sum(count, axis=axes)
     return y[0, ...] if unbatched else y
+
+
+def _offsets(x: Any, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...],
+             out: tuple[int, ...]) -> list[Any]:
+    """The ``prod(kernel)`` strided slices of ``x`` ``(N, C, *spatial)`` at the kernel offsets
+    (each ``(N, C, *out)``: element ``o`` of every window), in C order of the offsets."""
+    return [x[(slice(None), slice(None)) + tuple(
+        slice(o * d, o * d + s * (m - 1) + 1, s) for o, d, s, m in zip(off, dilation, stride, out))]
+        for off in itertools.product(*(range(k) for k in kernel))]
+
+
+def _max_pool(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+              dilation: tuple[int, ...], what: str) -> ag.Tensor:
+    """The maximum over each window of padded ``x``: one node, ``maximum`` of the
+    ``prod(kernel)`` strided slices (elementwise over the output: fast on every backend, no
+    reduction over a strided window axis); gradient :func:`_max_pool_x`."""
+    out = []
+    for n, k, s, d in zip(x.shape[2:], kernel, stride, dilation):
+        span = d * (k - 1) + 1
+        if n < span:
+            raise ValueError(f"{what}: the (padded) input size {n} is smaller than the "
+                             f"(dilated) kernel size {span}; input shape {x.shape}")
+        out.append((n - span) // s + 1)
+    o = tuple(out)
+    b = x._backend
+    xp = b.xp
+    pieces = _offsets(x.data, kernel, stride, dilation, o)
+    y = pieces[0]
+    for p in pieces[1:]:
+        y = xp.maximum(y, p)
+    return _record("max_pool", y, b, (x,), (_max_pool_x,), (x, OUT),
+                   params=(kernel, stride, dilation, o, b))
+
+
+def _max_pool_x(xp: Any, g: Any, x: Any, y: Any, kernel: tuple[int, ...],
+                stride: tuple[int, ...], dilation: tuple[int, ...], out: tuple[int, ...],
+                b: Any) -> Any:
+    """The gradient of :func:`_max_pool`: ``ḡ`` to each element equal to its window's maximum,
+    split equally between ties (``ḡ/count``), summed back into ``x`` (:func:`_fold`)."""
+    tensor = isinstance(g, ag.Tensor)
+    xd = x.data if isinstance(x, ag.Tensor) else x
+    yd = y.data if isinstance(y, ag.Tensor) else y
+    rx = b.xp if tensor else xp  # the masks and counts are constants: raw arrays
+    masks = [p == yd for p in _offsets(xd, kernel, stride, dilation, out)]
+    count = rx.astype(masks[0], yd.dtype)
+    for m in masks[1:]:
+        count = count + rx.astype(m, yd.dtype)
+    gs = g / count
+    if tensor:
+        zeros = ag.zeros_like(gs)
+        parts = [ag.where(ag.as_tensor(m, b), gs, zeros) for m in masks]
+        full = ag.reshape(ag.stack(parts, axis=2), (*gs.shape[:2], *kernel, *out))
+        return _fold(full, tuple(xd.shape), kernel, stride, dilation)
+    parts = [xp.where(m, gs, 0.0) for m in masks]
+    return b.fold(xp, parts, tuple(xd.shape), kernel, stride, dilation)
 
 
 def max_pool1d(input: ag.Tensor, kernel_size: int | Sequence[int],
