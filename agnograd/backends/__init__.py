@@ -317,13 +317,18 @@ class Backend:
         """The adjoint of :meth:`windows`: ``g`` ``(N, C, *kernel, *out)`` summed back into an
         array of ``shape`` ``(N, C, *spatial)`` (each window's elements added where they were
         read). ``g`` may also be the list of the ``prod(kernel)`` pieces ``(N, C, *out)``, one
-        per kernel offset in C order (no need to stack them). The standard path pads and sums
-        the pieces; NumPy adds them in place into one array of zeros."""
+        per kernel offset in C order (no need to stack them). The standard path pads the pieces
+        with zeros and sums them, or, at a stride above 1 (not on a lazy backend), adds them into
+        their strided slices of one array of zeros (``__setitem__``); NumPy adds them in
+        place."""
         fast = self._fold_fast
         first = g[0] if isinstance(g, list) else g
         if fast is not None and type(first) is self.array_type:
             return fast(g, shape, kernel, stride, dilation)
-        return fold_standard(xp, g, shape, kernel, stride, dilation)
+        # at stride 1 padding each piece (its zeros are constants) is fewer calls than
+        # assigning into a slice
+        inplace = not self.lazy and any(s > 1 for s in stride)
+        return fold_standard(xp, g, shape, kernel, stride, dilation, inplace=inplace)
 
 
 # ---------------------------------------------------------------------------------------------

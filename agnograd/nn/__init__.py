@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from ..backends.host import HostRNG, host_rng
 from . import functional, init, utils
-from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d
+from .conv import (
+    AvgPool1d,
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    MaxPool1d,
+    MaxPool2d,
+)
 from .layers import (
     ACTIVATIONS,
     ELU,
@@ -44,6 +53,6 @@ __all__ = [
     "MaxPool2d", "AvgPool1d", "AvgPool2d", "LayerNorm", "Embedding", "Sequential", "ModuleList",
     "ModuleDict", "MLP", "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
-    "HostRNG",
+    "HostRNG", "ConvTranspose1d", "ConvTranspose2d",
     "utils", "save_training_state", "load_training_state", "CorruptFileError",
 ]

@@ -1,5 +1,6 @@
-"""Convolution and pooling layers: ``Conv1d``, ``Conv2d``, ``MaxPool1d``, ``MaxPool2d``,
-``AvgPool1d``, ``AvgPool2d`` (PyTorch's names, arguments and weight layout), built on
+"""Convolution and pooling layers: ``Conv1d``, ``Conv2d``, ``ConvTranspose1d``,
+``ConvTranspose2d``, ``MaxPool1d``, ``MaxPool2d``, ``AvgPool1d``, ``AvgPool2d`` (PyTorch's names,
+arguments and weight layout), built on
 :func:`agnograd.nn.functional.conv1d` and friends, so they run on every backend."""
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from . import functional as F
 from .init import default_dtype, initializer
 from .module import Module, check_input_dtype
 
-__all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",
+           "AvgPool1d", "AvgPool2d"]
 
 Seed = int | Sequence[int] | HostRNG | None
 Size = int | Sequence[int]
@@ -84,6 +86,71 @@ class Conv1d(_ConvNd):
 class Conv2d(_ConvNd):
     """2-d convolution layer (:func:`agnograd.nn.functional.conv2d`): ``weight`` of shape
     ``(out_channels, in_channels/groups, kH, kW)``; see :class:`Conv1d`."""
+
+    _nd = 2
+
+
+class _ConvTransposeNd(Module):
+    _nd = 0
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size, stride: Size = 1,
+                 padding: Size = 0, output_padding: Size = 0, groups: int = 1, bias: bool = True,
+                 dilation: Size = 1, backend: str | None = None, dtype: Any = None,
+                 seed: Seed = None, init: str = "glorot") -> None:
+        name = type(self).__name__
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"{name}({in_channels}, {out_channels}): channels must be positive")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        nd = self._nd
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
+        self.kernel_size = _tuple(kernel_size, nd)
+        self.stride = _tuple(stride, nd)
+        self.padding = _tuple(padding, nd)
+        self.output_padding = _tuple(output_padding, nd)
+        self.dilation = _tuple(dilation, nd)
+        dtype = default_dtype(dtype)
+        # PyTorch's layout (C_in, C_out/groups, *k) and fans (C_out/groups·k, C_in·k): drawn as
+        # (C_out/groups, C_in, *k), the initialisers' (fan_in, fan_out), then moved.
+        cg = self.out_channels // groups
+        w = initializer(init)((cg, self.in_channels, *self.kernel_size), seed=seed,
+                              backend=backend, dtype=dtype, requires_grad=False)
+        axes = (1, 0, *range(2, nd + 2))
+        self.weight = ag.asarray(ag.permute_dims(w, axes), copy=True).requires_grad_()
+        self.bias: ag.Tensor | None = None
+        if bias:
+            with ag.default_backend(self.weight.backend):
+                self.bias = ag.zeros((self.out_channels,), dtype=dtype,
+                                     device=self.weight.device).requires_grad_()
+
+    def forward(self, x: ag.Tensor) -> ag.Tensor:
+        check_input_dtype(self, x, self.weight)
+        conv = F.conv_transpose1d if self._nd == 1 else F.conv_transpose2d
+        return conv(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                    self.groups, self.dilation)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, "
+                f"output_padding={self.output_padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}")
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-d transposed convolution layer (:func:`agnograd.nn.functional.conv_transpose1d`):
+    ``weight`` of shape ``(in_channels, out_channels/groups, kernel_size)`` (PyTorch's layout
+    and ``state_dict`` keys), ``bias`` ``(out_channels,)`` (zeros); arguments in PyTorch's
+    order (``output_padding``, ``groups``, ``bias``, ``dilation``). The weight is drawn by
+    ``init`` with PyTorch's fans, as in :class:`Conv1d`."""
+
+    _nd = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-d transposed convolution layer (:func:`agnograd.nn.functional.conv_transpose2d`):
+    ``weight`` of shape ``(in_channels, out_channels/groups, kH, kW)``; see
+    :class:`ConvTranspose1d`."""
 
     _nd = 2
 

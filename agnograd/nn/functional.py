@@ -28,6 +28,7 @@ __all__ = [
     "log_softmax", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy",
     "nll_loss", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
     "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
+    "conv_transpose1d", "conv_transpose2d",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -1137,6 +1138,87 @@ def conv2d(input: ag.Tensor, weight: ag.Tensor, bias: Any = None, stride: int | 
     ``bias`` ``(C_out,)``; ``stride``, ``padding`` (zeros; also ``"valid"``/``"same"``) and
     ``dilation`` are ints or pairs. Built from standard ops like :func:`conv1d`."""
     return _convnd(2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv_transposend(nd: int, input: ag.Tensor, weight: ag.Tensor, bias: Any, stride: Any,
+                      padding: Any, output_padding: Any, groups: int, dilation: Any
+                      ) -> ag.Tensor:
+    what = f"conv_transpose{nd}d"
+    x, unbatched = _batched(_t(input), nd, what)
+    w = _float_like(weight, x, what, "weight")
+    if w.ndim != nd + 2:
+        raise ValueError(f"{what}: weight must have shape (C_in, C_out/groups, "
+                         f"{', '.join(['k'] * nd)}), not {w.shape}")
+    c_in, cg_out = x.shape[1], w.shape[1]
+    if not isinstance(groups, int) or groups < 1 or w.shape[0] % groups:
+        raise ValueError(f"{what}: groups={groups!r} must be a positive int dividing the "
+                         f"weight's first axis {w.shape[0]} (weight {w.shape})")
+    if w.shape[0] != c_in:
+        raise ValueError(f"{what}: weight {w.shape} expects {w.shape[0]} input channels, the "
+                         f"input {x.shape} has {c_in}")
+    c_out = cg_out * groups
+    kernel = tuple(int(k) for k in w.shape[2:])
+    stride_t = _ntuple(stride, nd, what, "stride", 1)
+    pad = _ntuple(padding, nd, what, "padding", 0)
+    opad = _ntuple(output_padding, nd, what, "output_padding", 0)
+    dil = _ntuple(dilation, nd, what, "dilation", 1)
+    if any(o >= max(s, d) for o, s, d in zip(opad, stride_t, dil)):
+        raise ValueError(f"{what}: output_padding {output_padding!r} must be smaller than "
+                         f"either stride {stride!r} or dilation {dilation!r}")
+    n, k = x.shape[0], math.prod(kernel)
+    spatial = tuple(x.shape[2:])
+    full = tuple((m - 1) * s + d * (kk - 1) + 1 + o
+                 for m, s, d, kk, o in zip(spatial, stride_t, dil, kernel, opad))
+    out = tuple(f - 2 * p for f, p in zip(full, pad))
+    if any(o < 1 for o in out):
+        raise ValueError(f"{what}: the output size {out} is not positive (input {x.shape}, "
+                         f"weight {w.shape}, stride {stride!r}, padding {padding!r})")
+    length = math.prod(spatial)
+    cg_in = c_in // groups
+    # The adjoint of conv: per group, one matrix product W_g^T x_g gives every window's
+    # contribution (N, C_out/groups · k, L), and the windows are summed into place (fold).
+    xm = ag.reshape(ag.reshape(x, (n, c_in, length)), (n, groups, cg_in, length))
+    wm = ag.reshape(ag.reshape(w, (c_in, cg_out * k)), (1, groups, cg_in, cg_out * k))
+    cols = ag.matrix_transpose(wm) @ xm  # (n, groups, cg_out·k, length)
+    cols = ag.reshape(ag.reshape(cols, (n, c_out * k, length)), (n, c_out, *kernel, *spatial))
+    y = _fold(cols, (n, c_out, *full), kernel, stride_t, dil)
+    if any(pad):
+        y = y[(slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(pad, out))]
+    if bias is not None:
+        b = _float_like(bias, x, what, "bias")
+        if b.shape != (c_out,):
+            raise ValueError(f"{what}: bias must have shape ({c_out},), not {b.shape}")
+        y = y + ag.reshape(b, (1, c_out) + (1,) * nd)
+    return y[0, ...] if unbatched else y
+
+
+def conv_transpose1d(input: ag.Tensor, weight: ag.Tensor, bias: Any = None,
+                     stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                     output_padding: int | Sequence[int] = 0, groups: int = 1,
+                     dilation: int | Sequence[int] = 1) -> ag.Tensor:
+    """1-d transposed convolution, as ``torch.nn.functional.conv_transpose1d`` (its argument
+    order): ``input`` ``(N, C_in, L)`` (or ``(C_in, L)``), ``weight`` ``(C_in, C_out/groups, k)``,
+    ``bias`` ``(C_out,)``. The output length is
+    ``(L - 1)·stride - 2·padding + dilation·(k - 1) + output_padding + 1``.
+
+    It is the adjoint (the input gradient) of :func:`conv1d`: one matrix product per group gives
+    each input position's window of the output, and the windows are summed into place
+    (:meth:`agnograd.Backend.fold`); differentiable to any order on every backend.
+    """
+    return _conv_transposend(1, input, weight, bias, stride, padding, output_padding, groups,
+                             dilation)
+
+
+def conv_transpose2d(input: ag.Tensor, weight: ag.Tensor, bias: Any = None,
+                     stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                     output_padding: int | Sequence[int] = 0, groups: int = 1,
+                     dilation: int | Sequence[int] = 1) -> ag.Tensor:
+    """2-d transposed convolution, as ``torch.nn.functional.conv_transpose2d``: ``input``
+    ``(N, C_in, H, W)`` (or ``(C_in, H, W)``), ``weight`` ``(C_in, C_out/groups, kH, kW)``;
+    ``stride``, ``padding``, ``output_padding`` and ``dilation`` are ints or pairs. See
+    :func:`conv_transpose1d`."""
+    return _conv_transposend(2, input, weight, bias, stride, padding, output_padding, groups,
+                             dilation)
 
 
 def _poolnd(nd: int, kind: str, input: ag.Tensor, kernel_size: Any, stride: Any, padding: Any,
