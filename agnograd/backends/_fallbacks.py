@@ -99,23 +99,24 @@ def fold_standard(xp: Any, g: Any, shape: tuple[int, ...], kernel: tuple[int, ..
     """:meth:`Backend.fold` with standard functions: each kernel offset's slice of ``g`` (or
     ``g[i]``, where ``g`` is a list of the offsets' pieces) added into its strided slice of
     one array of zeros with the standard's ``__setitem__``; with ``inplace=False`` (lazy
-    backends, whose arrays are not assigned into) each piece is spread by the stride (zeros stacked between its elements), padded with zeros to its place
-    in ``shape`` (``concat``), and the ``prod(kernel)`` pieces summed."""
+    backends, whose arrays are not assigned into) each piece is spread by the stride (zeros
+    stacked between its elements), padded with zeros to its place in ``shape`` (``concat``),
+    and the ``prod(kernel)`` pieces summed."""
     nd = len(kernel)
     offsets = list(itertools.product(*(range(k) for k in kernel)))
     if isinstance(g, (list, tuple)):
         pieces = list(g)
     else:
-        pieces = [g[(slice(None), slice(None), *offset, ...)] for offset in offsets]
+        pieces = [g[(slice(None), slice(None)) + offset + (...,)] for offset in offsets]
     dev = array_api_compat.device(pieces[0])
     if inplace:  # one array of zeros, each piece added into its strided slice (3 calls each)
         out = pieces[0].shape[2:]
         res = xp.zeros(shape, dtype=pieces[0].dtype, device=dev)
         for offset, piece in zip(offsets, pieces):
-            key = (slice(None), slice(None)) + tuple(
+            where = (slice(None), slice(None)) + tuple(
                 slice(o * d, o * d + s * (m - 1) + 1, s)
                 for o, d, s, m in zip(offset, dilation, stride, out))
-            res[key] = res[key] + piece
+            res[where] = res[where] + piece
         return res
     total = None
     for offset, piece in zip(offsets, pieces):  # piece: (N, C, *out)
