@@ -261,3 +261,38 @@ def test_cross_entropy_builds_no_class_sized_float_arrays_but_the_softmax():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak <= 4.5 * n * c * 4, peak / (n * c * 4)
+
+
+@pytest.mark.parametrize("dups", [False, True])
+def test_numpy_scatter_add_rows_equals_the_standard_path(dups):
+    b = ag.get_backend("numpy")
+    n = 40
+    idx = RNG.integers(0, 10 if dups else n, size=30) if dups else RNG.permutation(n)[:30]
+    v = RNG.normal(size=(30, 3))
+    want = np.zeros((n, 3))
+    np.add.at(want, idx, v)
+    np.testing.assert_allclose(b.scatter_add_rows(b.xp, n, idx, v), want, rtol=1e-13, atol=1e-14)
+    std = ag.get_backend("array_api_strict")
+    got = std.scatter_add_rows(std.xp, n, std.xp.asarray(idx), std.xp.asarray(v))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-13, atol=1e-14)
+
+
+def test_embedding_gradients_match_torch_to_second_order():
+    """The embedding node's gradient (scatter_add_rows) and, under create_graph, its
+    differentiable form, against PyTorch: repeated indices summed, padding_idx left out."""
+    torch = _torch()
+    w0 = RNG.normal(size=(7, 3))
+    idx = np.array([[1, 3, 1], [0, 6, 3]])
+    v = RNG.normal(size=w0.shape)
+    w = ag.tensor(w0, requires_grad=True)
+    ag.sum(F.embedding(ag.tensor(idx), w, padding_idx=0) ** 3).backward(create_graph=True)
+    g = w.grad
+    w.grad = None
+    ag.sum(g * ag.tensor(v)).backward()
+    tw = torch.tensor(w0, requires_grad=True)
+    (tg,) = torch.autograd.grad((torch.nn.functional.embedding(torch.tensor(idx), tw,
+                                                               padding_idx=0) ** 3).sum(), [tw],
+                                create_graph=True)
+    (th,) = torch.autograd.grad((tg * torch.tensor(v)).sum(), [tw])
+    np.testing.assert_allclose(g.detach().numpy(), tg.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(w.grad.numpy(), th.numpy(), rtol=1e-12)

@@ -140,7 +140,7 @@ class Backend:
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
                  "_special", "_special_loader", "replay_fn", "complex_kinds", "_private",
-                 "_labels_fast", "_windows_fast", "_fold_fast", "__weakref__")
+                 "_labels_fast", "_windows_fast", "_fold_fast", "_rows_fast", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -154,7 +154,8 @@ class Backend:
                  private: Callable[[Any], bool] | None = None,
                  subtract_at_labels: Callable[..., Any] | None = None,
                  windows: Callable[..., Any] | None = None,
-                 fold: Callable[..., Any] | None = None
+                 fold: Callable[..., Any] | None = None,
+                 scatter_add_rows: Callable[..., Any] | None = None
                  ) -> None:
         self.name = name
         self.xp = xp
@@ -183,6 +184,7 @@ class Backend:
         self._labels_fast = subtract_at_labels
         self._windows_fast = windows
         self._fold_fast = fold
+        self._rows_fast = scatter_add_rows
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -281,6 +283,25 @@ class Backend:
         if self._scatter_add_fast is not None:
             return self._scatter_add_fast(self.xp, n, index, values)
         return scatter_add_standard(self.xp, n, index, values)
+
+    def scatter_add_rows(self, xp: Any, n: int, index: Any, values: Any) -> Any:
+        """``out[index[k], :] += values[k, :]`` for a zero ``out`` ``(n, d)`` (repeats summed):
+        the gradient of a row gather (an embedding). ``index`` is 1-d, ``values`` ``(m, d)``.
+
+        The standard path is :meth:`scatter_add` of the ``m·d`` flat positions; NumPy sums the
+        rows of each index after one sort (``add.reduceat``), with no ``n·d`` intermediate
+        (``tests/test_nn_speed.py`` checks both agree)."""
+        fast = self._rows_fast
+        if fast is not None and type(values) is self.array_type:
+            return fast(n, index, values)
+        d = values.shape[1]
+        cols = xp.arange(d, dtype=index.dtype, device=array_api_compat.device(values))
+        pos = xp.reshape(index[:, None] * d + cols, (-1,))
+        flat = self._scatter_add_fast if self._scatter_add_fast is not None and xp is self.xp \
+            else None
+        v = xp.reshape(values, (-1,))
+        out = flat(xp, n * d, pos, v) if flat is not None else scatter_add_standard(xp, n * d, pos, v)
+        return xp.reshape(out, (n, d))
 
     def subtract_at_labels(self, xp: Any, a: Any, index: Any, values: Any, classes: Any) -> Any:
         """``a`` with ``values[i]`` subtracted at ``a[i, index[i, 0]]``: ``a`` ``(m, C)`` a fresh

@@ -16,15 +16,16 @@ import numpy as np
 from . import Backend
 from .special import scipy_special
 
-__all__ = ["fold", "load", "owns", "private", "replay_fn", "scatter_add", "subtract_at_labels",
-           "windows"]
+__all__ = ["fold", "load", "owns", "private", "replay_fn", "scatter_add", "scatter_add_rows",
+           "subtract_at_labels", "windows"]
 
 
 def load() -> Backend:
     return Backend("numpy", xp, np.ndarray, scalar_type=np.generic, scalar_to_array=np.asarray,
                    scatter_add=scatter_add, special=scipy_special,
                    replay_fn=replay_fn, private=private,
-                   subtract_at_labels=subtract_at_labels, windows=windows, fold=fold)
+                   subtract_at_labels=subtract_at_labels, windows=windows, fold=fold,
+                   scatter_add_rows=scatter_add_rows)
 
 
 def private(a: Any) -> bool:
@@ -112,3 +113,23 @@ def fold(g: Any, shape: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[
             for o, d, s, m in zip(offset, dilation, stride, out))
         res[key] += pieces[i] if pieces is not None else g[(slice(None), slice(None)) + offset]
     return res
+
+
+def scatter_add_rows(n: int, index: Any, values: Any) -> Any:
+    """``out[index[k]] += values[k]`` for a zero ``out`` ``(n, d)`` (see
+    ``Backend.scatter_add_rows``): one stable sort of the indices; the first row of each index
+    is written, the repeated ones (usually few) added by ``add.at`` in their order."""
+    out = np.zeros((n, values.shape[1]), dtype=values.dtype)
+    if index.shape[0] == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    s = index[order]
+    v = values[order]
+    first = np.empty(s.shape[0], dtype=bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    out[s[first]] = v[first]
+    if not first.all():
+        rest = ~first
+        np.add.at(out, s[rest], v[rest])
+    return out

@@ -973,13 +973,34 @@ def embedding(input: Any, weight: ag.Tensor, padding_idx: int | None = None) -> 
     bad = _out_of_range(flat, n, _can_check_on_host(idx), "embedding", noun="index",
                         shape=idx.shape, of="embeddings")
     safe = flat if bad is None else ag.where(bad, ag.zeros_like(flat), flat)
-    rows = ag.take(w, safe, axis=0)
+    rows = _take_rows(w, safe)
     if padding_idx is not None and w.requires_grad:
         pad = ag.reshape(ag.equal(safe, padding_idx), (-1, 1))
         rows = ag.where(pad, ag.take(w.detach(), safe, axis=0), rows)
     if bad is not None:
         rows = ag.where(ag.reshape(bad, (-1, 1)), ag.full_like(rows, math.nan), rows)
     return ag.reshape(rows, (*idx.shape, dim))
+
+
+def _take_rows(w: ag.Tensor, idx: ag.Tensor) -> ag.Tensor:
+    """``w[idx]``: the rows of ``w`` ``(n, d)`` at the 1-d integer ``idx``, as one node whose
+    gradient scatter-adds the cotangent's rows (:meth:`agnograd.Backend.scatter_add_rows`; no
+    ``n·d`` table of positions, unlike a generic ``take``)."""
+    b = w._backend
+    raw = idx.data
+    return _record("embedding", b.xp.take(w.data, raw, axis=0), b, (w,), (_take_rows_w,), (),
+                   params=(raw, w.shape[0], b))
+
+
+def _take_rows_w(xp: Any, g: Any, idx: Any, n: int, b: Any) -> Any:
+    if isinstance(g, ag.Tensor):  # create_graph: the differentiable scatter-add of positions
+        d = g.shape[1]
+        pos = b.xp.reshape(idx[:, None] * d + b.xp.arange(d, dtype=idx.dtype,
+                                                          device=b.device_of(idx)), (-1,))
+        from .._ops.indexing import scatter_add
+
+        return ag.reshape(scatter_add(xp, n * d, pos, ag.reshape(g, (-1,))), (n, d))
+    return b.scatter_add_rows(xp, n, idx, g)
 
 
 # ---------------------------------------------------------------------------------------------
