@@ -249,7 +249,7 @@ def test_numpy_subtract_at_labels_equals_the_standard_path(scalar):
 def test_cross_entropy_builds_no_class_sized_float_arrays_but_the_softmax():
     """The integer-label loss allocates no (N, C) one-hot: a forward+backward makes at most
     the arrays the softmax needs (z, exp(z), the softmax, the gradient) at (N, C)."""
-    n, c = 64, 1000
+    n, c = 32, 2048
     x = ag.tensor(RNG.normal(size=(n, c)).astype(np.float32), requires_grad=True)
     t = ag.tensor(RNG.integers(0, c, size=n))
     import tracemalloc
@@ -296,3 +296,53 @@ def test_embedding_gradients_match_torch_to_second_order():
     (th,) = torch.autograd.grad((tg * torch.tensor(v)).sum(), [tw])
     np.testing.assert_allclose(g.detach().numpy(), tg.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(w.grad.numpy(), th.numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The gather/scatter cross-entropy (C >= F._GATHER_MIN_CLASSES) under tests/test_xent_labels.py:
+# the same edge cases against PyTorch, on every backend, second order and the replay budget
+
+
+@pytest.fixture
+def gather_path(monkeypatch):
+    monkeypatch.setattr(F, "_GATHER_MIN_CLASSES", 0)
+
+
+def _xent_module():
+    from tests import test_xent_labels
+
+    return test_xent_labels
+
+
+@pytest.mark.parametrize("case", ["none-ignored", "some-ignored", "all-ignored", "ignore-a-class",
+                                  "ignore-a-class-mixed"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("path", ["host-read", "no-read", "replay"])
+def test_gather_path_edges_match_torch(case, reduction, path, gather_path, monkeypatch):
+    _torch()
+    mod = _xent_module()
+    if case not in mod.CASES:
+        pytest.skip(f"no case {case!r} in tests/test_xent_labels.py")
+    mod.test_cross_entropy_edges_match_torch(case, 0.0, reduction, "float32", path, monkeypatch)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gather_path_replay_call_budget(reduction, gather_path):
+    _xent_module().test_label_checks_cost_at_most_four_calls_in_a_replay(reduction)
+
+
+def test_gather_path_bad_label_in_a_replay(gather_path):
+    _xent_module().test_a_bad_label_in_a_replay_is_nan_in_its_row_only()
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], [0, -100, 2], [-100, -100, -100]])
+def test_gather_path_second_order(labels, gather_path):
+    _torch()
+    _xent_module().test_second_order_through_the_label_node(labels)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict", "torch", "dask"])
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
+def test_gather_path_no_read_on_every_backend(backend, dtype, gather_path, monkeypatch):
+    _xent_module().test_no_read_path_on_every_backend(backend, dtype, {"ignore_index": 1},
+                                                      monkeypatch)

@@ -276,8 +276,8 @@ def _xent_labels(logits: ag.Tensor, target: ag.Tensor, weight: Any, ignore_index
     w = None if weight is None else _class_weight(weight, x, c).data  # (1, c), not differentiated
     b = x._backend
     xp = b.xp
-    raw, ignore, exact, classes, edges, _, _, ktab, one, nan, _ = _xent_prep(x, flat,
-                                                                             ignore_index)
+    raw, ignore, exact, classes, edges, _, _, ktab, one, nan, _, _ = _xent_prep(x, flat,
+                                                                                ignore_index)
     xd = x.data
     t2 = raw[:, None]  # (m, 1)
     eq = t2 == classes
@@ -365,7 +365,7 @@ def _xent_prep(x: ag.Tensor, t: ag.Tensor, ignore: int) -> tuple[Any, ...]:
     wide = hit[2]
     if wide is not None:
         raw = b.xp.astype(raw, wide)
-    return (raw, *hit[3:], hit[1])
+    return (raw, *hit[3:-1], hit[1], hit[-1])  # ..., nan, index, f
 
 
 def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, device: Any
@@ -373,7 +373,7 @@ def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, devic
     """The constants of :func:`_xent_int` for one backend, device, pair of dtypes, class count
     and ignore_index, made once by :func:`_xent_prep` (the staged replay folds them; on a GPU
     they are not copied to the device on every call): ``(index, wide, ignore, exact, classes,
-    edges, q, v, k, one, nan)``.
+    edges, q, v, k, one, nan, f)``.
 
     ``index`` is the namespace's default indexing dtype when the labels (after ``wide``) have
     another one: the gather of :func:`_xent_int` takes its indices in it (else ``None``).
@@ -386,7 +386,8 @@ def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, devic
     bounds of the label ranges that are valid, ignored or out of range; ``q[i]`` and ``v[i]``
     for the range ``i`` (``searchsorted(edges, t, side="right")``) are 1 and 1 (valid), ``inf``
     and 0 (ignored), NaN and 0 (out of range: ``v`` counts the valid labels), and
-    ``k[i] = 1/q[i]``: 1, 0, NaN. ``edges`` is
+    ``k[i] = 1/q[i]``: 1, 0, NaN; ``f[i]`` (the one-hot path's loss of a row that picks no
+    class) is 0, 0, NaN. ``edges`` is
     ``None`` when no label of the dtype can be out of range or ignored."""
     base = b.base
     xp = base.xp
@@ -407,14 +408,14 @@ def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, devic
     points = sorted({v for v in (0, c, ignore, None if ignore is None else ignore + 1)
                      if v is not None and lo < v <= hi})
 
-    def kind(v: int) -> tuple[float, float, float]:
+    def kind(v: int) -> tuple[float, float, float, float]:
         if v == ignore:
-            return math.inf, 0.0, 0.0
-        return (1.0, 1.0, 1.0) if 0 <= v < c else (math.nan, 0.0, math.nan)
+            return math.inf, 0.0, 0.0, 0.0
+        return (1.0, 1.0, 1.0, 0.0) if 0 <= v < c else (math.nan, 0.0, math.nan, math.nan)
 
     reps = [lo] + points  # one label of each range: its first value
     kinds = [kind(v) for v in reps]
-    with_edges = any(k != (1.0, 1.0, 1.0) for k in kinds)
+    with_edges = any(k != (1.0, 1.0, 1.0, 0.0) for k in kinds)
 
     def arr(v: Any, dtype: Any) -> Any:
         return base.asarray(v, dtype=dtype, device=device)
@@ -435,6 +436,7 @@ def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, devic
         arr([k[2] for k in kinds], fdtype) if with_edges else None,
         arr(1.0, fdtype),
         arr(math.nan, fdtype),
+        arr([k[3] for k in kinds], fdtype) if with_edges else None,
     )
 
 
@@ -446,6 +448,11 @@ def _lookup(b: Any, table: Any, code: Any) -> Any:
     if b is not b.base:  # traced: the constant as a traced value, so the indexing is recorded
         table = b.xp.asarray(table)
     return table[code]
+
+
+# From this many classes on, the integer-label loss gathers the label logits and scatters their
+# gradient; below, the one-hot rows are cheaper (a small step's per-call cost).
+_GATHER_MIN_CLASSES = 1024
 
 
 def _xent_int(x: ag.Tensor, t: ag.Tensor, ignore_index: int, reduction: str, check: bool,
@@ -466,11 +473,13 @@ def _xent_int(x: ag.Tensor, t: ag.Tensor, ignore_index: int, reduction: str, che
     every label is valid (the common case: no ``k`` at all); else a bad label raises
     ``IndexError`` naming it.
     """
+    m, c = x.shape
+    if c < _GATHER_MIN_CLASSES:
+        return _xent_int_onehot(x, t, ignore_index, reduction, check, shape)
     b = x._backend
     xp = b.xp
-    m, c = x.shape
-    raw, ignore, _, classes, edges, _, vtab, ktab, one, _, index = _xent_prep(x, t,
-                                                                              ignore_index)
+    raw, ignore, _, classes, edges, _, vtab, ktab, one, _, index, _ = _xent_prep(x, t,
+                                                                                 ignore_index)
     xd = x.data
     t2 = raw[:, None]  # (m, 1)
     den: Any = None  # the number of valid labels ("mean"): a Python number, or an array
@@ -540,6 +549,95 @@ def _xent_int_x(xp: Any, g: Any, x: Any, s: Any, t2: Any, kd: Any, classes: Any,
         return gk * (s - oh)
     gk = (g if scale is None else g / scale) if kd is None else g * kd
     return b.subtract_at_labels(xp, s * gk, t2, gk, classes)
+
+
+def _xent_int_onehot(x: ag.Tensor, t: ag.Tensor, ignore_index: int, reduction: str, check: bool,
+                     shape: tuple[int, ...] | None) -> ag.Tensor:
+    """:func:`_xent_int` for few classes (``C < _GATHER_MIN_CLASSES``): the one-hot rows
+    ``(m, C)`` cost less than a gather and a scatter there (fewer calls, each on a small array).
+
+    With ``z = x - max(x)``, ``se = Σ exp(z)`` and the one-hot rows ``oh`` (``t == classes``;
+    an ignored or out-of-range label matches no class), the loss of a row is
+    ``log(se·q) - z_t`` and its gradient ``(exp(z)/(se·q) - oh)·ḡ`` (``ḡ/n`` for ``"mean"``,
+    ``n`` the number of valid labels). ``q`` is 1 for a valid label, ``inf`` for an ignored one
+    (its softmax is then 0: zero gradient, and it picks no loss) and NaN for one out of range
+    (NaN loss and gradient row); ``q`` comes from one ``searchsorted`` of the labels over the
+    bounds of those ranges and one lookup -- four calls in all, the range check and ignore_index
+    together, where no host read is allowed (a device, Dask, a replay). Where a host read is
+    cheap, one ``count_nonzero`` of the one-hot rows read back says whether every label is
+    valid (the common case: no ``q`` at all); else a bad label raises ``IndexError`` naming it.
+    """
+    b = x._backend
+    xp = b.xp
+    m, c = x.shape
+    raw, ignore, exact, classes, edges, qtab, _, _, one, _, _, ftab = _xent_prep(x, t,
+                                                                                 ignore_index)
+    xd = x.data
+    t2 = raw[:, None]  # (m, 1)
+    eq = t2 == classes  # (m, C): the one-hot rows
+    oh = xp.astype(eq, xd.dtype)
+    den: Any = None  # the number of valid labels ("mean"): a Python number, or an array
+    if edges is None:  # every label of the dtype is a class, none ignored
+        q = None
+    elif check:
+        n = int(xp.count_nonzero(eq))  # the one host read
+        if n == m and exact:
+            q = None
+        else:
+            _raise_bad_label(t, c, ignore, shape)
+            den = n
+            q = _lookup(b, qtab, xp.searchsorted(edges, t2, side="right"))
+    else:
+        code = xp.searchsorted(edges, t2, side="right")
+        q = _lookup(b, qtab, code)
+        f = _lookup(b, ftab, code)
+    z = xd - xp.max(xd, axis=1, keepdims=True)
+    e = xp.exp(z)
+    se = xp.sum(e, axis=1, keepdims=True)
+    if q is not None:
+        se = se * q
+    lz = xp.log(se) - z  # -log softmax; inf in an ignored row, NaN in a bad one
+    if q is None:
+        terms = oh * lz
+    else:  # an ignored row picks nothing, a bad row its NaN
+        terms = xp.where(eq, lz, f if not check else xp.zeros_like(one))
+    if reduction == "none":
+        loss = xp.sum(terms, axis=1)
+        scale: Any = None
+    else:
+        loss = xp.sum(terms)
+        scale = None
+        if reduction == "mean":
+            if q is None:
+                den = m
+            elif den is None:
+                den = xp.sum(oh)
+            if isinstance(den, int):
+                loss = loss / den if den else loss * math.nan  # 0/0 without a warning
+                scale = max(den, 1)
+            else:
+                loss = loss / den  # NaN where every label is ignored, as in PyTorch
+                scale = xp.maximum(den, one)  # (their gradient is zero, as in PyTorch)
+        loss = b.fix(loss)
+    return _record("cross_entropy", loss, b, (x,), (_xent_onehot_x,), (x, e / se, oh, q, scale),
+                   params=(reduction,))
+
+
+def _xent_onehot_x(xp: Any, g: Any, x: Any, s: Any, oh: Any, q: Any, scale: Any, reduction: str
+                   ) -> Any:
+    """The gradient of :func:`_xent_int_onehot`: ``(softmax(x)/q - onehot)·ḡ`` per row (``ḡ/scale``
+    for ``"mean"``: ``scale`` is the number of valid labels, at least 1)."""
+    if isinstance(x, ag.Tensor):
+        # create_graph: recompute the softmax from x (the saved one is a constant here); 1/q is
+        # 1, 0 or NaN (no inf in a differentiated expression)
+        e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+        s = e / xp.sum(e, axis=1, keepdims=True)
+        if q is not None:
+            s = s * (1.0 / q)
+    d = s - oh
+    if reduction == "none":
+        return xp.reshape(g, (-1, 1)) * d
+    return (g if scale is None else g / scale) * d
 
 
 def _raise_bad_label(t: ag.Tensor, c: int, ignore: int | None,
