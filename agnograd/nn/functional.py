@@ -1223,9 +1223,15 @@ def _convnd(nd: int, input: ag.Tensor, weight: ag.Tensor, bias: Any, stride: Any
     length = math.prod(out)
     # Every reshape only splits or only merges axes (Dask refuses a reshape that does both);
     # the one that merges (C/groups, *kernel) and *out copies a strided window view (im2col).
-    cols = ag.reshape(ag.reshape(cols, (n, groups, cg, *kernel, *out)),
-                      (n, groups, cg * k, length))
-    wm = ag.reshape(ag.reshape(w, (c_out, cg * k)), (1, groups, c_out // groups, cg * k))
+    # No broadcast batch axis on the weight: NumPy's matmul leaves BLAS for the transposed,
+    # broadcast weight of the gradient (5x slower at conv1d (16, 64, 2048)).
+    if groups == 1:
+        cols = ag.reshape(cols, (n, cg * k, length))
+        wm = ag.reshape(w, (c_out, cg * k))
+    else:
+        cols = ag.reshape(ag.reshape(cols, (n, groups, cg, *kernel, *out)),
+                          (n, groups, cg * k, length))
+        wm = ag.reshape(ag.reshape(w, (c_out, cg * k)), (groups, c_out // groups, cg * k))
     y = ag.reshape(ag.reshape(wm @ cols, (n, c_out, length)), (n, c_out, *out))
     if bias is not None:
         b = _float_like(bias, x, what, "bias")
@@ -1296,9 +1302,13 @@ def _conv_transposend(nd: int, input: ag.Tensor, weight: ag.Tensor, bias: Any, s
     cg_in = c_in // groups
     # The adjoint of conv: per group, one matrix product W_g^T x_g gives every window's
     # contribution (N, C_out/groups · k, L), and the windows are summed into place (fold).
-    xm = ag.reshape(ag.reshape(x, (n, c_in, length)), (n, groups, cg_in, length))
-    wm = ag.reshape(ag.reshape(w, (c_in, cg_out * k)), (1, groups, cg_in, cg_out * k))
-    cols = ag.matrix_transpose(wm) @ xm  # (n, groups, cg_out·k, length)
+    if groups == 1:  # (no broadcast batch axis on the weight: see _convnd)
+        xm = ag.reshape(x, (n, c_in, length))
+        wm = ag.reshape(w, (c_in, cg_out * k))
+    else:
+        xm = ag.reshape(ag.reshape(x, (n, c_in, length)), (n, groups, cg_in, length))
+        wm = ag.reshape(ag.reshape(w, (c_in, cg_out * k)), (groups, cg_in, cg_out * k))
+    cols = ag.matrix_transpose(wm) @ xm  # (n, [groups,] cg_out·k, length)
     cols = ag.reshape(ag.reshape(cols, (n, c_out * k, length)), (n, c_out, *kernel, *spatial))
     y = _fold(cols, (n, c_out, *full), kernel, stride_t, dil)
     if any(pad):
