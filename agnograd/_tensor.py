@@ -50,7 +50,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "_backend", "_node", "_index", "_requires_grad", "_grad", "_hooks",
-                 "_version",
+                 "_version", "_tangent",  # _tangent: forward mode's Dual, unset unless one
                  "__weakref__")
     data: Any
     _backend: Backend
@@ -60,6 +60,7 @@ class Tensor:
     _grad: Tensor | None
     _hooks: list[Any] | None
     _version: list[int] | None
+    _tangent: Any  # forward mode (agnograd.autograd.forward.Dual); unset unless one
 
     # Python compares and hashes arrays elementwise; a Tensor is not hashable (like ndarray).
     __hash__ = None  # type: ignore[assignment]

@@ -30,6 +30,7 @@ from .autograd import (
     read_key,
     record,
 )
+from .autograd.forward import fwd_state
 from .backends import backend_of_array
 from .pytree import tree_leaves
 from .recompute import checkpoint  # re-exported: agnograd.custom.checkpoint stays importable
@@ -230,10 +231,13 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
             return out
         start = creation_mark()
         self._in_fwd.on = True
+        fwd_on = fwd_state.on  # forward mode: the tangents come from bwd's rules, transposed
+        fwd_state.on = False
         try:
             out, residuals = self.fwd(*args)
         finally:
             self._in_fwd.on = False
+            fwd_state.on = fwd_on
         out = as_tensor(out)
         found = _closed_over(out, args, start)
         if found is not None:

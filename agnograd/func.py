@@ -37,6 +37,7 @@ from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, fit_seed, tensor
 from .autograd import backward, creation_mark, enable_grad, is_grad_enabled, read_key, reads_other, record
+from .autograd.forward import Dual, forward_trace, fwd_state
 from .backends import backend_of_array
 from .pytree import tree_flatten, tree_leaves, tree_structure, tree_unflatten
 
@@ -76,7 +77,14 @@ def _alias(x: Any, what: str, link: bool) -> tuple[Tensor, Any]:
             f"{what}: cannot differentiate with respect to an input of dtype {t.dtype.name} "
             f"(shape {t.shape}); pass floating-point values (e.g. ag.astype(x, ag.float64))"
         )
-    if t._requires_grad and link:
+    d = getattr(t, "_tangent", None)
+    if d is not None and not d.rev and link:
+        # A forward-mode dual of an enclosing jvp (jvp of grad): a reverse leaf that keeps its
+        # tangent, so the backward's ops (create_graph) carry tangents too.
+        alias = Tensor._wrap(t.data, t._backend)
+        alias._requires_grad = True
+        alias._tangent = Dual(d.t, True)
+    elif t._requires_grad and link:
         # Part of an outer graph (a nested transform): an identity node keeps the connection.
         alias = record("alias", t.data, t._backend, (t,), (_identity_back,))
     else:
@@ -138,7 +146,10 @@ def _closes_over(ys: Sequence[Tensor], mark: int, aliases: list[Tensor]) -> bool
     """Whether the graph the function recorded (after ``mark``) reads a Tensor that requires
     grad other than the transform's aliases: a closure over an outer transform's variable, a
     model's parameters, a tensor of an enclosing graph. The results then depend on it, so the
-    backward must record its own graph (``create_graph``) and hand back Tensors."""
+    backward must record its own graph (``create_graph``) and hand back Tensors. Inside a
+    forward trace (``jvp`` of this transform) the backward's ops must carry tangents: always."""
+    if fwd_state.on:
+        return True
     return reads_other(ys, mark, {read_key(a) for a in aliases})
 
 
@@ -147,7 +158,9 @@ def _release(aliases: list[Tensor]) -> None:
     a graph kept for an outer derivative reaches them, but no gradient needs to accumulate there
     (an outer ``backward()`` would fill their ``.grad`` for nothing)."""
     for a in aliases:
-        if a._node is None:
+        if a._node is None and getattr(a, "_tangent", None) is None:
+            # (an alias carrying an enclosing jvp's tangent keeps requiring grad: the ops of a
+            # later backward through it must still propagate that tangent)
             a._requires_grad = False
 
 
@@ -279,17 +292,77 @@ def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[An
 
 def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         ) -> tuple[Any, Any]:
-    """``(f(*primals), J·tangents)``: the forward-mode product, by the double-VJP construction
-    (see the module docstring); ``tangents`` mirror ``primals``. ``f`` may return a pytree of
-    Tensors: the tangent out has the same structure (as in JAX).
+    """``(f(*primals), J·tangents)``: the Jacobian-vector product, in forward mode (the tangents
+    ride beside the forward pass: one pass, no graph kept, no backward); ``tangents`` mirror
+    ``primals``. ``f`` may return a pytree of Tensors: the tangent out has the same structure
+    (as in JAX).
 
     Complex values follow PyTorch's ``torch.func.jvp``: a complex number is a pair of reals, and
     the tangent out is ``J·v`` for the real Jacobian of ``(Re, Im)`` -- ``f'(z)·v`` for a
     holomorphic ``f``, ``conj(v)`` for ``conj``. A complex output is allowed; a real primal
-    needs a real tangent."""
+    needs a real tangent.
+
+    Nesting: ``jvp`` of ``grad`` (forward-over-reverse, e.g. a Hessian-vector product) runs in
+    forward mode through the inner backward pass. When the result must itself be
+    differentiable in reverse mode -- a primal or tangent requires grad, ``f`` reads a Tensor
+    an outer transform differentiates, or this ``jvp`` runs inside another one -- ``jvp``
+    takes the double-VJP construction instead (see the module docstring), whose results carry
+    their graph."""
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    if _requires(primals, tangents) or fwd_state.depth:
+        return _jvp_double_vjp(f, primals, tangents)
+    kind = _kind_of(primals)
+    with enable_grad(), forward_trace():
+        new_args = []
+        aliases = []
+        for p, v in zip(primals, tangents):
+            leaves, spec = tree_flatten(p)
+            vleaves, vspec = tree_flatten(v)
+            if len(vleaves) != len(leaves):
+                raise ValueError(f"jvp: a tangent has structure {vspec!r} but its primal has "
+                                 f"{spec!r}; pass one tangent per primal leaf")
+            new_leaves = []
+            for leaf, vl in zip(leaves, vleaves):
+                a, _ = _alias(leaf, "jvp", False)
+                a._tangent = Dual(_tangent_raw(vl, a), False)
+                new_leaves.append(a)
+                aliases.append(a)
+            new_args.append(tree_unflatten(spec, new_leaves))
+        mark = creation_mark()
+        ys, out_spec = _outputs(f(*new_args), "jvp")
+    if is_grad_enabled() and _closes_over([y for y in ys if y._node is not None], mark, []):
+        # f reads a Tensor an outer transform differentiates: the tangent must carry a graph.
+        return _jvp_double_vjp(f, primals, tangents)
+    outs = []
+    for y in ys:
+        d = getattr(y, "_tangent", None)
+        b = y._backend
+        t = (d.t if d is not None else
+             b.xp.zeros(y.data.shape, dtype=y.data.dtype, device=b.device_of(y.data)))
+        outs.append(_output_back(Tensor._wrap(t, b), kind))
+    value = tree_unflatten(out_spec, [_value_back(y, primals, False) for y in ys])
+    return value, tree_unflatten(out_spec, outs)
+
+
+def _tangent_raw(v: Any, like: Tensor) -> Any:
+    """Tangent ``v`` for the alias ``like`` as a raw array of its backend, shape and dtype."""
+    t = _tangent_like(v, like, "jvp")
+    b = like._backend
+    xp = b.xp
+    if type(t) is not Tensor:
+        return xp.full(like.data.shape, t, dtype=like.data.dtype, device=b.device_of(like.data))
+    a = t.data
+    if a.dtype != like.data.dtype:
+        a = xp.astype(a, like.data.dtype)
+    return a
+
+
+def _jvp_double_vjp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...]
+                    ) -> tuple[Any, Any]:
+    """``jvp`` by two VJPs (module docstring): its results keep their graph when an outer
+    transform differentiates them (``grad`` of ``jvp``, ``jvp`` inside ``jvp``)."""
     keep = _requires(primals, tangents)
     grad_on = is_grad_enabled()
     with enable_grad():

@@ -48,6 +48,7 @@ import math
 from typing import Any, NamedTuple
 
 from ..autograd import record_binary
+from ..autograd.forward import defjvp
 from ..capture import _state as _capture
 from . import elementwise as _ew
 from . import manipulation as _manip
@@ -282,6 +283,13 @@ def _matmul_2_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
 
 _MATMUL_RULES = (_matmul_1, _matmul_2)
 _MATMUL_RULES_COMPLEX = (_matmul_1_complex, _matmul_2_complex)
+
+
+# JVP (bilinear, holomorphic): d(x1 @ x2) = v1 @ x2 + x1 @ v2, for real and complex values.
+defjvp(_matmul_1, lambda xp, v, a, c: xp.matmul(v, c))
+defjvp(_matmul_2, lambda xp, v, a, c: xp.matmul(a, v))
+defjvp(_matmul_1_complex, lambda xp, v, a, c: xp.matmul(v, c))
+defjvp(_matmul_2_complex, lambda xp, v, a, c: xp.matmul(a, v))
 
 
 def matmul(x1: Any, x2: Any, /) -> Tensor:

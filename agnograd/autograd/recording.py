@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._tensor import Tensor
+from .forward import Dual, fwd_state, output_tangent
 from .mode import grad_mode
-from .node import Node, Out, edge_of, version_cell
+from .node import OUT, Node, Out, edge_of, version_cell
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 __all__ = ["record", "record_unary", "record_binary", "record_multi", "unpack_saved"]
 
 _wrap = Tensor._wrap
+
+FWD_ON = 0
+"""How many forward traces (``agnograd.autograd.forward``) are active, in any thread: while
+none is, recording pays one global read for forward mode."""
 
 
 def record(
@@ -44,6 +49,8 @@ def record(
     """
     if not grad_mode.enabled:
         return _wrap(out_data, backend)
+    if FWD_ON and fwd_state.on:
+        return _forward(name, (out_data,), backend, inputs, vjps, saved, meta, params, False)[0]
     if len(inputs) == 1:  # the one-input case, spelled out
         t = inputs[0]
         if vjps[0] is None or type(t) is not Tensor or not t._requires_grad:
@@ -75,6 +82,9 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
     """:func:`record` for a one-input elementwise op, the commonest kind, spelled out: the
     caller has checked that ``x`` requires grad and grad mode is on. ``save`` says what the
     rule reads: 0 nothing, 1 the input, 2 the output."""
+    if FWD_ON and fwd_state.on:
+        return _forward(name, (out_data,), backend, (x,), vjps,
+                        ((), (x,), (OUT,))[save], None, (), False)[0]
     p = x._node
     edges = (x if p is None else p if p.outs is None else (p, x._index),)
     if save == 1:
@@ -102,6 +112,10 @@ def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
     Python scalar) and ``matmul`` -- spelled out: the caller has checked that grad mode is on
     and an operand requires grad. ``picks`` names what the rules read, in order: 0 ``x1``,
     1 ``x2``, 2 the output."""
+    if FWD_ON and fwd_state.on:
+        return _forward(name, (out_data,), backend, (x1, x2), vjps,
+                        tuple(OUT if k == 2 else (x2 if k else x1) for k in picks), meta, (),
+                        False)[0]
     e0 = e1 = None
     if vjps[0] is not None and type(x1) is Tensor and x1._requires_grad:
         p = x1._node
@@ -150,6 +164,8 @@ def record_multi(
 ) -> tuple[Tensor, ...]:
     """Like :func:`record` for ops with several outputs; rules receive a tuple of cotangents
     (zeros for outputs that got none)."""
+    if FWD_ON and fwd_state.on and grad_mode.enabled:
+        return _forward(name, out_datas, backend, inputs, vjps, saved, None, params, True)
     edges = _edges(inputs, vjps) if grad_mode.enabled else None
     if edges is None:
         return tuple(_wrap(d, backend) for d in out_datas)
@@ -160,6 +176,60 @@ def record_multi(
     if src is not None and any(i is not None and i < 0 for i in src):
         _with_out_cells(node, ts)
     return ts
+
+
+def _forward(name: str, outs: tuple[Any, ...], backend: Backend, inputs: tuple[Any, ...],
+             vjps: tuple[Callable[..., Any] | None, ...], saved: tuple[Any, ...],
+             meta: tuple[Any, ...] | None, params: tuple[Any, ...], multi: bool
+             ) -> tuple[Tensor, ...]:
+    """Recording under a forward trace: the outputs' tangents from the inputs' (JVP rules), and
+    a graph node only when an input requires grad in reverse mode too (its tangents are kept
+    on the node, so a ``create_graph`` backward -- ``jvp`` of ``grad`` -- carries them)."""
+    raw, src, _ = unpack_saved(inputs, saved, outs)
+    tans = output_tangent(name, backend, inputs, vjps, raw, params, outs, multi)
+    rev = False
+    masked = []
+    for t, rule in zip(inputs, vjps):
+        if type(t) is Tensor and t._requires_grad:
+            d = getattr(t, "_tangent", None)
+            if d is not None and not d.rev:
+                masked.append(t)
+            elif rule is not None:
+                rev = True
+    res: tuple[Tensor, ...]
+    if rev:
+        for t in masked:
+            t._requires_grad = False
+        fwd_state.on = False
+        try:
+            if multi:
+                res = record_multi(name, outs, backend, inputs, vjps, saved, params)
+            else:
+                res = (record(name, outs[0], backend, inputs, vjps, saved, meta, params),)
+        finally:
+            fwd_state.on = True
+            for t in masked:
+                t._requires_grad = True
+        node = res[0]._node
+        if node is not None and src is not None:
+            ftan = []
+            for s in src:
+                d = None
+                if s is not None and s >= 0:
+                    d = getattr(inputs[s], "_tangent", None)
+                    d = None if d is None else d.t
+                elif s is not None and tans is not None:
+                    d = tans[-1 - s]
+                ftan.append(d)
+            node.ftan = tuple(ftan)
+    else:
+        res = tuple(_wrap(o, backend) for o in outs)
+    if tans is not None:
+        for t, tan in zip(res, tans):
+            if tan is not None:
+                t._tangent = Dual(tan, rev)
+                t._requires_grad = True
+    return res
 
 
 def _with_out_cells(node: Node, ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
