@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._tensor import Tensor
-from .forward import Dual, fwd_state, output_tangent
+from .forward import _DIAG as DIAG
+from .forward import JVP, Dual, fwd_state, output_tangent
 from .mode import grad_mode
 from .node import OUT, Node, Out, edge_of, version_cell
 
@@ -83,6 +84,18 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
     caller has checked that ``x`` requires grad and grad mode is on. ``save`` says what the
     rule reads: 0 nothing, 1 the input, 2 the output."""
     if FWD_ON and fwd_state.on:
+        d = getattr(x, "_tangent", None)
+        if d is not None and not d.rev and JVP.get(vjps[0]) is DIAG:
+            # forward mode's hot path: a real elementwise op, its VJP rule is its JVP rule
+            v = d.t
+            dt = out_data.dtype
+            if v.dtype == dt and not backend.complex_kinds.get(dt, True):
+                tv = vjps[0](backend.xp, v) if save == 0 else vjps[0](
+                    backend.xp, v, x.data if save == 1 else out_data)
+                t = _wrap(out_data, backend)
+                t._requires_grad = True
+                t._tangent = Dual(tv, False)
+                return t
         return _forward(name, (out_data,), backend, (x,), vjps,
                         ((), (x,), (OUT,))[save], None, (), False)[0]
     p = x._node
@@ -113,6 +126,9 @@ def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
     and an operand requires grad. ``picks`` names what the rules read, in order: 0 ``x1``,
     1 ``x2``, 2 the output."""
     if FWD_ON and fwd_state.on:
+        t = _forward_binary(out_data, backend, x1, x2, vjps, picks)
+        if t is not None:
+            return t
         return _forward(name, (out_data,), backend, (x1, x2), vjps,
                         tuple(OUT if k == 2 else (x2 if k else x1) for k in picks), meta, (),
                         False)[0]
@@ -176,6 +192,44 @@ def record_multi(
     if src is not None and any(i is not None and i < 0 for i in src):
         _with_out_cells(node, ts)
     return ts
+
+
+def _forward_binary(out_data: Any, backend: Backend, x1: Any, x2: Any,
+                    vjps: tuple[Callable[..., Any] | None, Callable[..., Any] | None],
+                    picks: tuple[int, ...]) -> Tensor | None:
+    """Forward mode's hot path for a real elementwise binary op whose operands carry tangents
+    or are constants (``None`` for anything else: :func:`_forward` handles it)."""
+    dt = out_data.dtype
+    if backend.complex_kinds.get(dt, True):
+        return None
+    d1 = d2 = None
+    if type(x1) is Tensor and x1._requires_grad:
+        d1 = getattr(x1, "_tangent", None)
+        if d1 is None or d1.rev or JVP.get(vjps[0]) is not DIAG:
+            return None
+    if type(x2) is Tensor and x2._requires_grad:
+        d2 = getattr(x2, "_tangent", None)
+        if d2 is None or d2.rev or JVP.get(vjps[1]) is not DIAG:
+            return None
+    if picks:
+        args = tuple(out_data if k == 2 else (x2 if k else x1) for k in picks)
+        args = tuple(a.data if type(a) is Tensor else a for a in args)
+    else:
+        args = ()
+    total = None if d1 is None else vjps[0](backend.xp, d1.t, *args)  # type: ignore[misc]
+    if d2 is not None:
+        c = vjps[1](backend.xp, d2.t, *args)  # type: ignore[misc]
+        total = c if total is None else total + c
+    if total is None:
+        return None
+    if total.dtype != dt:
+        total = backend.xp.astype(total, dt)
+    if total.shape != out_data.shape:
+        total = backend.xp.broadcast_to(total, out_data.shape)
+    t = _wrap(out_data, backend)
+    t._requires_grad = True
+    t._tangent = Dual(total, False)
+    return t
 
 
 def _forward(name: str, outs: tuple[Any, ...], backend: Backend, inputs: tuple[Any, ...],
