@@ -36,12 +36,22 @@ from ._ops.elementwise import conj, real
 from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, fit_seed, tensor
-from .autograd import backward, creation_mark, enable_grad, is_grad_enabled, read_key, reads_other, record
+from .autograd import (
+    backward,
+    creation_mark,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    read_key,
+    reads_other,
+    record,
+)
 from .autograd.forward import Dual, forward_trace, fwd_state
 from .backends import backend_of_array
 from .pytree import tree_flatten, tree_leaves, tree_structure, tree_unflatten
 
-__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
+__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "linearize",
+           "hessian", "hvp"]
 
 _SCALARS = (bool, int, float)
 _LEAF_SPEC = tree_structure(0)  # the structure of a single output
@@ -423,8 +433,51 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callabl
     jacobian``); a complex output of real inputs has the complex Jacobian ``∂y/∂x`` (as
     ``jax.jacfwd``; two walks per output element); a complex output of a complex input is
     refused, as by ``torch.func.jacrev`` and ``jax.jacrev``: the Jacobian is a complex matrix
-    only for a holomorphic function."""
-    return _jacobian(f, argnums, "jacobian")
+    only for a holomorphic function.
+
+    The mode is picked by shape: **forward** (:func:`jacfwd`, one ``jvp`` per input element)
+    when the differentiated inputs have fewer elements than the outputs, **reverse**
+    (:func:`jacrev`, one backward walk per output element) otherwise, and always reverse when
+    the result must carry a graph (nested transforms). The output's size is read from one
+    plain forward pass the first time ``f`` is called with given input shapes and dtypes
+    (remembered per input signature)."""
+    return _jacobian_auto(f, argnums)
+
+
+def _jacobian_auto(f: Callable[..., Any], argnums: int | Sequence[int]) -> Callable[..., Any]:
+    rev = _jacobian(f, argnums, "jacobian")
+    fwd = _jacfwd(f, argnums, "jacobian")
+    sizes: dict[Any, int] = {}
+
+    @functools.wraps(f)
+    def wrapped(*args: Any) -> Any:
+        if _requires(args) or fwd_state.depth:
+            return rev(*args)
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        if any(not -len(args) <= a < len(args) for a in nums):
+            return rev(*args)  # (raises, naming argnums)
+        n = 0
+        sig = []
+        for leaf in tree_leaves(args):
+            shape = tuple(getattr(leaf, "shape", ()))
+            sig.append((shape, str(getattr(leaf, "dtype", type(leaf).__name__))))
+        for a in nums:
+            for leaf in tree_leaves(args[a]):
+                size = 1
+                for d in tuple(getattr(leaf, "shape", ())):
+                    size *= d
+                n += size * (2 if isinstance(leaf, complex) or "complex" in str(
+                    getattr(leaf, "dtype", "")) else 1)
+        key = (tree_structure(args), tuple(sig))
+        m = sizes.get(key)
+        if m is None:
+            with no_grad():
+                out = f(*args)
+            m = sum(int(getattr(o, "size", 1) or 0) for o in tree_leaves(out))
+            sizes[key] = m
+        return fwd(*args) if n < m else rev(*args)
+
+    return wrapped
 
 
 def _jacobian(f: Callable[..., Any], argnums: int | Sequence[int], what: str
@@ -716,3 +769,180 @@ def _real_product(g: Tensor, v: Any) -> Tensor:
     else:
         out = real(g) * v
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward-mode transforms
+
+
+def linearize(f: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[..., Any]]:
+    """``(f(*primals), f_jvp)`` with ``f_jvp(*tangents) = J·tangents`` at ``primals`` (as
+    ``jax.linearize``; one tangent per primal, pytrees mirrored).
+
+    agnograd does not stage a linear program: each ``f_jvp`` call is one forward-mode pass of
+    ``f`` (:func:`jvp`), the same numbers at the cost of a ``jvp``."""
+    value, _ = jvp(f, primals, tuple(_zeros_tree(p) for p in primals))
+
+    def f_jvp(*tangents: Any) -> Any:
+        if len(tangents) != len(primals):
+            raise ValueError(f"linearize: f_jvp takes {len(primals)} tangent(s) (one per "
+                             f"primal), got {len(tangents)}")
+        return jvp(f, primals, tangents)[1]
+
+    return value, f_jvp
+
+
+def _zeros_tree(p: Any) -> Any:
+    leaves, spec = tree_flatten(p)
+    out: list[Any] = []
+    for leaf in leaves:
+        if isinstance(leaf, _SCALARS):
+            out.append(0.0)
+            continue
+        t = leaf if type(leaf) is Tensor else tensor(leaf)
+        b = t._backend
+        z = b.xp.zeros(t.data.shape, dtype=t.data.dtype, device=b.device_of(t.data))
+        out.append(Tensor._wrap(z, b) if type(leaf) is Tensor else z)
+    return tree_unflatten(spec, out)
+
+
+def jacrev(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """``f`` -> its Jacobian by reverse mode: one forward pass, one backward walk per output
+    element (``jax.jacrev``). Shapes, pytrees and complex values as :func:`jacobian`."""
+    return _jacobian(f, argnums, "jacrev")
+
+
+def jacfwd(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """``f`` -> its Jacobian by forward mode: one :func:`jvp` per input element (two for a
+    complex one), each a forward pass with tangents (``jax.jacfwd``). The result has the shape
+    ``f(x).shape + x.shape``, pytrees and complex values as :func:`jacobian` (a complex output
+    of real inputs gives the complex ``∂y/∂x``; a real output of complex inputs the rows
+    ``∂/∂Re + i·∂/∂Im``; complex of complex is refused).
+
+    When the Jacobian must carry a graph (an input requires grad, or an outer transform
+    differentiates ``f``'s result), it is taken in reverse mode, whose results keep theirs."""
+    return _jacfwd(f, argnums, "jacfwd")
+
+
+def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> Callable[..., Any]:
+    rev = _jacobian(f, argnums, what)
+
+    @functools.wraps(f)
+    def wrapped(*args: Any) -> Any:
+        if _requires(args) or fwd_state.depth:
+            return rev(*args)
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        n = len(args)
+        for a in nums:
+            if not -n <= a < n:
+                raise IndexError(f"{what}: argnums={argnums!r} is out of range for a function "
+                                 f"called with {n} positional argument(s)")
+        flat = [tree_flatten(args[a]) for a in nums]
+        ts: list[Tensor] = []
+        kinds: list[Any] = []
+        for leaves, _ in flat:
+            for leaf in leaves:
+                t, k = _alias(leaf, what, False)
+                ts.append(t)
+                kinds.append(k)
+
+        def g(*diff: Any) -> Any:
+            new_args = list(args)
+            for a, d in zip(nums, diff):
+                new_args[a] = d
+            return f(*new_args)
+
+        primals = tuple(args[a] for a in nums)
+        cols: list[list[list[Any]]] = [[] for _ in ts]  # per input leaf, per column, out leaves
+        out_spec = None
+        ys: list[Tensor] = []
+        for li, t in enumerate(ts):
+            b = t._backend
+            xp = b.xp
+            m = t.size or 0
+            cplx_in = t.dtype.kind == "c"
+            for j in range(m):
+                for unit in ((1.0, 1j) if cplx_in else (1.0,)):
+                    e = xp.reshape(xp.astype(xp.arange(m, device=b.device_of(t.data)) == j,
+                                             t.data.dtype), t.data.shape) * unit
+                    tans = []
+                    k = 0
+                    for leaves, spec in flat:
+                        vs = []
+                        for _ in leaves:
+                            vs.append(e if k == li else xp.zeros(
+                                ts[k].data.shape, dtype=ts[k].data.dtype,
+                                device=b.device_of(ts[k].data)))
+                            k += 1
+                        tans.append(tree_unflatten(spec, vs))
+                    value, tan = jvp(g, primals, tuple(tans))
+                    t_leaves, out_spec = tree_flatten(tan)
+                    if not ys:
+                        ys = [tensor(v) if type(v) is not Tensor else v
+                              for v in tree_leaves(value)]
+                        _refuse_complex_both(ys, ts, what)
+                    raw = [_raw_of(v, y) for v, y in zip(t_leaves, ys)]
+                    if any(type(v) is Tensor and v._requires_grad for v in t_leaves):
+                        return rev(*args)  # f closes over a differentiated Tensor
+                    cols[li].append(raw)
+        if out_spec is None:  # every input is empty
+            return rev(*args)
+        per_out = []
+        for k, y in enumerate(ys):
+            jac_leaves = []
+            for li, t in enumerate(ts):
+                jac_leaves.append(_assemble(cols[li], k, y, t, kinds[li]))
+            grouped = []
+            i = 0
+            for leaves, spec in flat:
+                grouped.append(tree_unflatten(spec, jac_leaves[i:i + len(leaves)]))
+                i += len(leaves)
+            per_out.append(grouped[0] if isinstance(argnums, int) else tuple(grouped))
+        return tree_unflatten(out_spec, per_out)
+
+    return wrapped
+
+
+def _raw_of(v: Any, y: Tensor) -> Any:
+    if type(v) is Tensor:
+        return v.data
+    b = y._backend
+    if isinstance(v, (_SCALARS, complex)):
+        return b.xp.asarray(v, dtype=y.data.dtype, device=b.device_of(y.data))
+    return v
+
+
+def _refuse_complex_both(ys: list[Tensor], ts: list[Tensor], what: str) -> None:
+    for y in ys:
+        if y.dtype.kind != "c":
+            continue
+        for i, a in enumerate(ts):
+            if a.dtype.kind == "c":
+                raise TypeError(
+                    f"{what}: the output is {y.dtype.name} (shape {y.shape}) and differentiated "
+                    f"input {i} is complex ({a.dtype.name}, shape {a.shape}): a complex function "
+                    "of complex inputs has a complex Jacobian only when it is holomorphic, so, "
+                    "as torch.func.jacfwd and jax.jacfwd without holomorphic=True, agnograd "
+                    "does not form one. Use ag.jvp (J·v), or the Jacobians of ag.real(y) and "
+                    "ag.imag(y)")
+
+
+def _assemble(cols: list[list[Any]], k: int, y: Tensor, t: Tensor, kind: Any) -> Any:
+    """Output leaf ``k``'s Jacobian with respect to input leaf ``t`` from its columns."""
+    b = y._backend
+    xp = b.xp
+    shape = tuple(y.shape) + tuple(t.shape)
+    if t.dtype.kind == "c":  # columns come in pairs (Re, Im directions): ∂/∂Re + i·∂/∂Im
+        re = [c[k] for c in cols[0::2]]
+        im = [c[k] for c in cols[1::2]]
+        cdt = t.data.dtype
+        parts = [xp.astype(a, cdt) + xp.astype(c, cdt) * 1j for a, c in zip(re, im)]
+    else:
+        parts = [c[k] for c in cols]
+    if parts:
+        j = xp.stack(parts, axis=-1)
+        j = xp.reshape(j, shape)
+    else:
+        j = xp.zeros(shape, dtype=y.data.dtype, device=b.device_of(y.data))
+    out = Tensor._wrap(j, b)
+    return _output_back(out, kind)
