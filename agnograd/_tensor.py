@@ -281,6 +281,8 @@ class Tensor:
         self.data, self._node, self._index = res.data, res._node, res._index
         self._requires_grad = res._requires_grad
         self._version = None
+        if getattr(res, "_tangent", None) is not None or getattr(self, "_tangent", None) is not None:
+            self._tangent = getattr(res, "_tangent", None)  # forward mode: the tangent follows
         hooks = self._hooks
         if hooks is not None and self._node is not None and type(hooks[0]) is RetainGrad:
             hooks[0].moved(self)

@@ -650,14 +650,14 @@ def _as_output(out: Any, what: str, leaf: bool = False) -> Tensor:
         if isinstance(out, (tuple, list)) and what == "grad":
             hint = ("; to return extra values next to the output, pass has_aux=True and return "
                     "(output, aux)")
-        elif what in ("vjp", "jvp", "jacobian"):
+        elif what in ("vjp", "jvp", "jacobian", "jacrev", "jacfwd"):
             hint = ("; it may return a pytree (tuples, lists, dicts, NamedTuples) of those; pass "
                     "has_aux=True to return other values next to it" if what == "vjp" else
                     "; it may return a pytree (tuples, lists, dicts, NamedTuples) of those")
         where = "each leaf of the function's output must be" if leaf else "the function must return"
         raise TypeError(f"{what}: {where} a Tensor or an array, not "
                         f"{type(out).__name__}{hint}")
-    if y.dtype.kind == "c" and what not in ("vjp", "jvp", "jacobian"):
+    if y.dtype.kind == "c" and what not in ("vjp", "jvp", "jacobian", "jacrev", "jacfwd"):
         raise TypeError(
             f"{what}: the output is {y.dtype.name} (shape {y.shape}); a complex output has no "
             "single gradient. Differentiate a real loss (ag.real(y), ag.abs(y)), or use "

@@ -35,7 +35,8 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
     def method(self: Tensor, other: Any) -> Tensor:
         other_grad = type(other) is Tensor and other._requires_grad
         if grad_on() and (self._requires_grad or other_grad):
-            if self._node is None and self._requires_grad:
+            if self._node is None and self._requires_grad and getattr(
+                    self, "_tangent", None) is None:  # (a forward-mode dual is no leaf)
                 raise RuntimeError(
                     f"in-place {name} on a leaf tensor that requires grad (shape {self.shape}) "
                     "would lose its gradient history; do it inside `with ag.no_grad():` (e.g. a "

@@ -228,7 +228,8 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
         if x._version is not None:
             x._version[0] += 1  # graphs that saved this data will refuse to use it
         return
-    if x._node is None and x._requires_grad:
+    if x._node is None and x._requires_grad and getattr(
+            x, "_tangent", None) is None:  # (a forward-mode dual is no leaf)
         raise RuntimeError(
             f"x[{key!r}] = ... on a leaf tensor that requires grad (shape {x.shape}) would lose its "
             "gradient history; do it inside `with ag.no_grad():`, or build a new tensor (e.g. with "
