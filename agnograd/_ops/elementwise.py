@@ -271,7 +271,7 @@ def _sign_complex(xp: Any, g: Any, x: Any) -> Any:
 
 # sign(z) = z/|z| is neither holomorphic nor real: its Jacobian (a projection over |z|) is
 # self-adjoint, so the JVP rule is the VJP rule.
-defjvp(_sign_complex, _sign_complex)
+defjvp(_sign_complex, lambda xp, v, y, x: _sign_complex(xp, v, x))
 sign = _unary("sign", None, _zeros, "x̄ = 0  (complex: (ḡ - Re(ḡ·conj(s))·s)/|x|, s = x/|x|; 0 "
               "at x = 0)", _sign_complex, "x")
 # real and conj are the identity for real inputs and imag is zero; for complex ones real's ḡ

@@ -230,6 +230,9 @@ def _identity(xp: Any, g: Any) -> Any:
     return g
 
 
+defjvp(_identity, lambda xp, v, y: v)
+
+
 def _zeros_back(xp: Any, g: Any) -> Any:
     return xp.zeros_like(g)
 
@@ -286,10 +289,10 @@ _MATMUL_RULES_COMPLEX = (_matmul_1_complex, _matmul_2_complex)
 
 
 # JVP (bilinear, holomorphic): d(x1 @ x2) = v1 @ x2 + x1 @ v2, for real and complex values.
-defjvp(_matmul_1, lambda xp, v, a, c: xp.matmul(v, c))
-defjvp(_matmul_2, lambda xp, v, a, c: xp.matmul(a, v))
-defjvp(_matmul_1_complex, lambda xp, v, a, c: xp.matmul(v, c))
-defjvp(_matmul_2_complex, lambda xp, v, a, c: xp.matmul(a, v))
+defjvp(_matmul_1, lambda xp, v, y, a, c: xp.matmul(v, c))
+defjvp(_matmul_2, lambda xp, v, y, a, c: xp.matmul(a, v))
+defjvp(_matmul_1_complex, lambda xp, v, y, a, c: xp.matmul(v, c))
+defjvp(_matmul_2_complex, lambda xp, v, y, a, c: xp.matmul(a, v))
 
 
 def matmul(x1: Any, x2: Any, /) -> Tensor:
@@ -339,6 +342,9 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
 
 def _transpose_back(xp: Any, g: Any) -> Any:
     return xp.matrix_transpose(g)
+
+
+defjvp(_transpose_back, lambda xp, v, y: xp.matrix_transpose(v))
 
 
 def matrix_transpose(x: Any, /) -> Tensor:

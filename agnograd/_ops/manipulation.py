@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ..autograd.forward import defjvp
 from ..backends import Backend, get_backend, transfer
 from ..capture import _state as _capture
 from ._common import (
@@ -60,6 +61,11 @@ def _reshape_back(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
     return xp.reshape(g, shape)
 
 
+# JVP rules (tangent v, the output y, then the VJP rule's arguments): a linear op's JVP is the
+# op itself applied to the tangent.
+defjvp(_reshape_back, lambda xp, v, y, shape: xp.reshape(v, y.shape))
+
+
 def reshape(x: Any, /, shape: tuple[int, ...], *, copy: bool | None = None) -> Tensor:
     """``x`` with a new shape (one dimension may be -1). VJP: ``x̄ = reshape(ḡ, x.shape)``."""
     x = to_tensor(x, "reshape")
@@ -77,6 +83,16 @@ def reshape(x: Any, /, shape: tuple[int, ...], *, copy: bool | None = None) -> T
 
 def _permute_back(xp: Any, g: Any, inverse: tuple[int, ...]) -> Any:
     return xp.permute_dims(g, inverse)
+
+
+def _permute_jvp(xp: Any, v: Any, y: Any, inverse: tuple[int, ...]) -> Any:
+    axes = [0] * len(inverse)
+    for i, a in enumerate(inverse):
+        axes[a] = i
+    return xp.permute_dims(v, tuple(axes))
+
+
+defjvp(_permute_back, _permute_jvp)
 
 
 def permute_dims(x: Any, /, axes: tuple[int, ...]) -> Tensor:
@@ -103,6 +119,9 @@ def transpose_2d(x: Tensor) -> Tensor:
 
 def _identity(xp: Any, g: Any) -> Any:
     return g
+
+
+defjvp(_identity, lambda xp, v, y: v)  # (broadcast_to: the engine broadcasts v to y's shape)
 
 
 def broadcast_to(x: Any, /, shape: tuple[int, ...]) -> Tensor:
@@ -265,6 +284,9 @@ def _flip_back(xp: Any, g: Any, axis: Any) -> Any:
     return xp.flip(g, axis=axis)
 
 
+defjvp(_flip_back, lambda xp, v, y, axis: xp.flip(v, axis=axis))
+
+
 def flip(x: Any, /, *, axis: int | tuple[int, ...] | None = None) -> Tensor:
     """Reverse the order of elements along ``axis`` (all axes by default). VJP: flip ``ḡ`` back."""
     x = to_tensor(x, "flip")
@@ -277,6 +299,10 @@ def flip(x: Any, /, *, axis: int | tuple[int, ...] | None = None) -> Tensor:
 
 def _roll_back(xp: Any, g: Any, shift: Any, axis: Any) -> Any:
     return xp.roll(g, shift=shift, axis=axis)
+
+
+defjvp(_roll_back, lambda xp, v, y, back, axis: xp.roll(
+    v, shift=tuple(-s for s in back) if isinstance(back, tuple) else -back, axis=axis))
 
 
 def roll(x: Any, /, shift: int | tuple[int, ...], *, axis: int | tuple[int, ...] | None = None
@@ -293,6 +319,9 @@ def roll(x: Any, /, shift: int | tuple[int, ...], *, axis: int | tuple[int, ...]
 
 def _moveaxis_back(xp: Any, g: Any, source: Any, destination: Any) -> Any:
     return xp.moveaxis(g, destination, source)
+
+
+defjvp(_moveaxis_back, lambda xp, v, y, source, destination: xp.moveaxis(v, source, destination))
 
 
 def moveaxis(x: Any, source: int | tuple[int, ...], destination: int | tuple[int, ...], /

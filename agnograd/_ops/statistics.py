@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..autograd.forward import defjvp
 from ._common import (
     OUT,
     Tensor,
@@ -75,6 +76,15 @@ def _sum_back(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...],
     return _expand(xp, g, kshape, shape, like)
 
 
+def _reduced(kshape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(i for i, (k, s) in enumerate(zip(kshape, shape)) if k != s)
+
+
+# JVP rules (tangent v, the output y, then the VJP rule's arguments).
+defjvp(_sum_back, lambda xp, v, y, kshape, shape, like: xp.reshape(
+    xp.sum(v, axis=_reduced(kshape, shape), keepdims=True), y.shape))
+
+
 def sum(x: Any, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
         keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (all axes by default). VJP: ``x̄ = broadcast(ḡ)`` over the summed axes."""
@@ -91,6 +101,10 @@ def sum(x: Any, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = No
 def _mean_back(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...], n: int,
                like: Any) -> Any:
     return _expand(xp, g / n, kshape, shape, like)
+
+
+defjvp(_mean_back, lambda xp, v, y, kshape, shape, n, like: xp.reshape(
+    xp.sum(v, axis=_reduced(kshape, shape), keepdims=True), y.shape) / n)
 
 
 def mean(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
@@ -161,6 +175,17 @@ def _extreme_back(xp: Any, g: Any, x: Any, y: Any, axes: tuple[int, ...],
     hit = xp.astype(x == xp.reshape(y, kshape), x.dtype)
     ties = xp.sum(hit, axis=axes, keepdims=True)
     return _expand(xp, g, kshape, tuple(x.shape)) * (hit / ties)
+
+
+def _extreme_jvp(xp: Any, v: Any, out: Any, x: Any, y: Any, axes: tuple[int, ...],
+                 kshape: tuple[int, ...]) -> Any:
+    # the transpose of the tie-splitting VJP: the mean of v over the tied extremes
+    hit = xp.astype(x == xp.reshape(y, kshape), x.dtype)
+    ties = xp.sum(hit, axis=axes, keepdims=True)
+    return xp.reshape(xp.sum(v * (hit / ties), axis=axes, keepdims=True), out.shape)
+
+
+defjvp(_extreme_back, _extreme_jvp)
 
 
 def _extreme(name: str, x: Any, axis: Any, keepdims: bool) -> Tensor:
@@ -253,6 +278,10 @@ def _cumsum_back(xp: Any, g: Any, axis: int, initial: bool) -> Any:
     if initial:
         g = _drop_initial(g, axis)
     return _revcumsum(xp, g, axis)
+
+
+defjvp(_cumsum_back, lambda xp, v, y, axis, initial: xp.cumulative_sum(
+    v, axis=axis, include_initial=initial))
 
 
 def cumulative_sum(x: Any, /, *, axis: int | None = None, dtype: Any = None,

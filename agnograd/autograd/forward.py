@@ -5,7 +5,10 @@ function (what an op hands to :func:`~agnograd.autograd.record`) to its JVP rule
 the same arguments, the tangent in the cotangent's place::
 
     vjp rule:  (xp, ḡ, *saved, *params) -> x̄ᵢ = Jᵢᵀ ḡ      (cotangent of input i)
-    jvp rule:  (xp, vᵢ, *saved, *params) -> Jᵢ vᵢ          (input i's part of the output tangent)
+    jvp rule:  (xp, vᵢ, y, *saved, *params) -> Jᵢ vᵢ       (input i's part of the output tangent)
+
+(``y`` is the output's raw array -- a tuple of them for a multi-output op -- which a VJP rule
+never needs but a JVP rule may, for its shape.)
 
 The output tangent is ``Σᵢ Jᵢ vᵢ``; the engine broadcasts it to the output's shape and casts
 it to the output's dtype (the real part for a real output), so rules, like VJP rules, are
@@ -16,7 +19,8 @@ written for equal shapes. Three ways to get a JVP rule, so that no rule can be r
   rule -- and for complex ones ``J v = conj(Jᵀ conj(v))`` whenever the op is holomorphic or has
   a real output (docs/complex.md's convention: ``x̄ = ḡ·conj(f'(x))``). ``sign`` of a complex
   number, neither, registers its own;
-- :func:`defjvp`: an explicit rule (``matmul``: ``v₁ @ x₂ + x₁ @ v₂``);
+- :func:`defjvp`: an explicit rule (``matmul``: ``v₁ @ x₂ + x₁ @ v₂``; the linear ops --
+  reshape, permute_dims, sum, mean, ... -- apply themselves to the tangent);
 - every other VJP rule is transposed on the fly: ``Jᵢ vᵢ = ∇_u ⟨Jᵢᵀ u, vᵢ⟩`` (the rule is
   linear in ``u``), the rule run once on agnograd Tensors and differentiated back to ``u``
   (the rules are differentiable: ``create_graph`` runs the same ones). Exact wherever the VJP
@@ -152,7 +156,7 @@ def output_tangent(name: str, backend: Backend, inputs: tuple[Any, ...], vjps: t
                 c = rule(xp, v, *raw, *params)
             parts: Any = (c,)
         elif j is not None:
-            c = j(xp, v, *raw, *params)
+            c = j(xp, v, outs if multi else outs[0], *raw, *params)
             parts = c if multi else (c,)
         else:
             parts = _transpose(name, backend, rule, v, t, raw, params, outs, multi)
