@@ -212,8 +212,10 @@ def _forward_binary(out_data: Any, backend: Backend, x1: Any, x2: Any,
         if d2 is None or d2.rev or JVP.get(vjps[1]) is not DIAG:
             return None
     if picks:
-        args = tuple(out_data if k == 2 else (x2 if k else x1) for k in picks)
-        args = tuple(a.data if type(a) is Tensor else a for a in args)
+        vals = (x1.data if type(x1) is Tensor else x1, x2.data if type(x2) is Tensor else x2,
+                out_data)
+        args: tuple[Any, ...] = (
+            (vals[picks[0]], vals[picks[1]]) if len(picks) == 2 else tuple(vals[k] for k in picks))
     else:
         args = ()
     total = None if d1 is None else vjps[0](backend.xp, d1.t, *args)  # type: ignore[misc]
