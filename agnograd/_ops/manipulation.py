@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..autograd.forward import defjvp
+from ..autograd.forward import JVP_OP, defjvp
 from ..backends import Backend, get_backend, transfer
 from ..capture import _state as _capture
 from ._common import (
@@ -209,6 +209,20 @@ def concat(arrays: Any, /, *, axis: int | None = 0) -> Tensor:
 
 def _stack_part(xp: Any, g: Any, axis: int, i: int) -> Any:
     return g[(slice(None),) * axis + (i, ...)]
+
+
+def _tangents_or_zeros(xp: Any, vs: list[Any], inputs: tuple[Any, ...], y: Any) -> list[Any]:
+    return [v if v is not None else xp.zeros(t.data.shape, dtype=y.dtype,
+                                             device=t._backend.device_of(t.data))
+            for v, t in zip(vs, inputs)]
+
+
+# JVP rules of the whole op (forward.JVP_OP): the op applied to the tangents (zeros for inputs
+# that carry none); the per-input rules are partials.
+JVP_OP["concat"] = lambda xp, vs, y, inputs, vjps: xp.concat(
+    _tangents_or_zeros(xp, vs, inputs, y), axis=vjps[0].keywords["axis"])
+JVP_OP["stack"] = lambda xp, vs, y, inputs, vjps: xp.stack(
+    _tangents_or_zeros(xp, vs, inputs, y), axis=vjps[0].keywords["axis"])
 
 
 def stack(arrays: Any, /, *, axis: int = 0) -> Tensor:

@@ -45,7 +45,7 @@ from .._tensor import Tensor
 if TYPE_CHECKING:
     from ..backends import Backend
 
-__all__ = ["Dual", "JVP", "defjvp", "elementwise", "fwd_state", "forward_trace", "tangent_of",
+__all__ = ["Dual", "JVP", "JVP_OP", "defjvp", "elementwise", "fwd_state", "forward_trace", "tangent_of",
            "transposed"]
 
 Rule = Callable[..., Any]
@@ -54,6 +54,11 @@ JVP: dict[Any, Any] = {}
 """VJP rule -> its JVP rule (or :data:`_DIAG` for an elementwise rule)."""
 
 _DIAG = object()
+
+JVP_OP: dict[str, Any] = {}
+"""Op name -> a JVP rule for the whole op, ``(xp, vs, y, inputs, vjps) -> output tangent``
+(``vs[i]`` input i's tangent or ``None``): for ops of many inputs (``concat``, ``stack``),
+whose per-input rules would each build an output-sized array."""
 
 transposed: dict[str, int] = {}
 """How many times each op's output tangent came from transposing its VJP rule (no own rule)."""
@@ -138,6 +143,13 @@ def output_tangent(name: str, backend: Backend, inputs: tuple[Any, ...], vjps: t
     """The tangent of each output (raw arrays, ``None`` where zero), or ``None`` when no input
     carries a tangent."""
     xp = backend.xp
+    whole = JVP_OP.get(name)
+    if whole is not None and not multi:
+        vs = [None if type(t) is not Tensor or getattr(t, "_tangent", None) is None
+              else t._tangent.t for t in inputs]
+        if all(v is None for v in vs):
+            return None
+        return [_fit(xp, backend, whole(xp, vs, outs[0], inputs, vjps), outs[0])]
     total: list[Any] = [None] * len(outs)
     found = False
     for t, rule in zip(inputs, vjps):

@@ -89,7 +89,7 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
             # forward mode's hot path: a real elementwise op, its VJP rule is its JVP rule
             v = d.t
             dt = out_data.dtype
-            if v.dtype == dt and not backend.complex_kinds.get(dt, True):
+            if (v.dtype is dt or v.dtype == dt) and not backend.complex_kinds.get(dt, True):
                 tv = vjps[0](backend.xp, v) if save == 0 else vjps[0](
                     backend.xp, v, x.data if save == 1 else out_data)
                 t = _wrap(out_data, backend)
