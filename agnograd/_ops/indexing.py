@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._tensor import shares_storage
+from ..autograd.forward import defjvp
 from ..backends import Backend, backend_of_array
 from ..capture import _state as _capture
 from ._common import (
@@ -121,6 +122,11 @@ def _scatter_back(xp: Any, g: Any, pos: Any, size: int, shape: tuple[int, ...]) 
     return xp.reshape(flat, shape)
 
 
+# JVP (forward mode): the gather itself, applied to the tangent at the saved positions.
+defjvp(_scatter_back, lambda xp, v, y, pos, size, shape: xp.reshape(
+    xp.take(xp.reshape(v, (-1,)), xp.reshape(pos, (-1,)), axis=0), y.shape))
+
+
 # ---------------------------------------------------------------------------------------------
 # x[key]
 
@@ -136,6 +142,10 @@ def _put_back(xp: Any, g: Any, key: Any, shape: tuple[int, ...], device: Any,
     z = xp.zeros(shape, dtype=g.dtype, device=device)
     z[key] = g
     return z
+
+
+# JVP (forward mode): the same selection of the tangent.
+defjvp(_put_back, lambda xp, v, y, key, shape, device, selected: xp.reshape(v[key], y.shape))
 
 
 def _put_op(g: Tensor, key: Any, shape: tuple[int, ...], device: Any) -> Tensor:
