@@ -1,5 +1,5 @@
-"""Function transforms: ``grad``, ``value_and_grad``, ``vjp``, ``jvp``, ``jacobian``, ``hessian``,
-``hvp`` -- in the style of JAX, on any backend.
+"""Function transforms: ``grad``, ``value_and_grad``, ``vjp``, ``jvp``, ``linearize``, ``jacobian``,
+``jacfwd``, ``jacrev``, ``hessian``, ``hvp`` -- in the style of JAX, on any backend.
 
 Inputs may be Tensors, raw backend arrays (NumPy, CuPy, ...), Python scalars, or pytrees of
 those (nested tuples, lists, dicts and NamedTuples, ``None`` an empty subtree: see
@@ -17,9 +17,13 @@ every result as a Tensor that carries that graph, whatever the kind of its input
 nested tracing and ``torch.func`` do. Finding the closure reads costs one walk over the graph
 the function recorded (stopping at the first outside read).
 
-``jvp`` uses the double-VJP construction: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is linear
-in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs about
-two backward passes and needs the rules to be differentiable, which all of agnograd's are.
+``jvp``, ``linearize`` and ``jacfwd`` run in forward mode (:mod:`agnograd.autograd.forward`):
+the tangents ride beside one forward pass, no graph is kept and no backward runs. Where a
+``jvp``'s result must carry a reverse-mode graph (``grad`` of ``jvp``, ``jvp`` inside ``jvp``)
+it uses the double-VJP construction instead: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is
+linear in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs
+about two backward passes and needs the rules to be differentiable, which all of agnograd's
+are. ``jacobian`` picks forward mode when the inputs have fewer elements than the outputs.
 ``jacobian`` builds the graph of ``f`` once and walks it backwards once per output element
 (``m`` VJPs with unit cotangents over the retained graph): ``m`` backward passes, one forward.
 """
