@@ -596,6 +596,10 @@ def _inv_back(xp: Any, g: Any, y: Any, h: bool = False) -> Any:
     return -xp.matmul(yt, xp.matmul(g, yt))
 
 
+# JVP: d(A⁻¹) = -A⁻¹ V A⁻¹ (real and complex: inv is holomorphic).
+defjvp(_inv_back, lambda xp, v, out, y, h=False: -xp.matmul(y, xp.matmul(v, y)))
+
+
 def inv(x: Any, /) -> Tensor:
     """Inverse of a square matrix (or a stack): ``(..., M, M)``.
 
@@ -616,6 +620,16 @@ def _det_back(xp: Any, g: Any, a: Any, d: Any) -> Any:
 def _det_back_c(xp: Any, g: Any, a: Any, d: Any) -> Any:
     # holomorphic: Ā = ḡ·conj(det(A)·A⁻ᵀ) = ḡ·conj(det)·A⁻ᴴ
     return _mat(xp, g * xp.conj(d)) * _mH(xp, _inverse(xp, a, "det"))
+
+
+
+def _det_jvp(xp: Any, v: Any, out: Any, a: Any, d: Any) -> Any:
+    # Jacobi's formula: d det(A) = det(A)·tr(A⁻¹ V) (holomorphic: the same for complex A)
+    return d * xp.sum(_mT(xp, _inverse(xp, a, "det")) * v, axis=(-2, -1))
+
+
+defjvp(_det_back, _det_jvp)
+defjvp(_det_back_c, _det_jvp)
 
 
 def det(x: Any, /) -> Tensor:
@@ -1245,6 +1259,9 @@ def matrix_norm(x: Any, /, *, keepdims: bool = False,
 
 def _trace_back(xp: Any, g: Any, mask: Any) -> Any:
     return _mat(xp, g) * mask
+
+
+defjvp(_trace_back, lambda xp, v, y, mask: xp.sum(v * mask, axis=(-2, -1)))  # JVP: trace of v
 
 
 def trace(x: Any, /, *, offset: int = 0, dtype: Any = None) -> Tensor:
