@@ -152,9 +152,9 @@ TRANSPOSED = {
     "cholesky", "cross", "cross_entropy", "cumulative_prod", "diagonal", "eig",
     "eigh", "eigvals", "eigvalsh", "fft", "fftn", "fftshift", "hfft", "ifft", "ifftn",
     "ifftshift", "ihfft", "irfft", "irfftn", "logsumexp", "matrix_norm", "matrix_power",
-    "meshgrid", "outer", "pinv", "prod", "qr", "repeat", "rfft", "rfftn", "setitem", "slogdet",
-    "solve", "sort", "std", "svd", "svdvals", "tensordot",
-    "tile", "unstack", "var", "vecdot", "vector_norm",
+    "meshgrid", "pinv", "prod", "qr", "repeat", "rfft", "rfftn", "setitem", "slogdet",
+    "sort", "std", "svd", "svdvals", "tensordot",
+    "tile", "unstack", "var", "vector_norm",
 }
 
 

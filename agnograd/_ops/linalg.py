@@ -457,6 +457,18 @@ def _vecdot_1_complex(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
     return xp.conj(xp.expand_dims(g, axis=axis)) * c
 
 
+
+def _conj_if_complex(xp: Any, a: Any) -> Any:
+    return xp.conj(a) if xp.isdtype(a.dtype, "complex floating") else a
+
+
+# JVP (forward mode) of out = Σ conj(x1)·x2: Σ conj(v1)·x2 and Σ conj(x1)·v2.
+defjvp(_vecdot_1, lambda xp, v, y, a, c, axis: xp.sum(v * c, axis=axis))
+defjvp(_vecdot_1_complex, lambda xp, v, y, a, c, axis: xp.sum(
+    _conj_if_complex(xp, v) * c, axis=axis))
+defjvp(_vecdot_2, lambda xp, v, y, a, c, axis: xp.sum(_conj_if_complex(xp, a) * v, axis=axis))
+
+
 def _vector_axis(x1: Tensor, x2: Tensor, axis: int, op: str) -> int:
     """The contracted axis as a negative index (the standard counts from the end)."""
     n = min(x1.ndim, x2.ndim)
@@ -512,6 +524,14 @@ def _outer_1_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
 
 def _outer_2_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
     return xp.matmul(xp.conj(a), g)
+
+
+
+# JVP (bilinear, holomorphic): d(x1 ⊗ x2) = v1 ⊗ x2 + x1 ⊗ v2.
+for _rule in (_outer_1, _outer_1_complex):
+    defjvp(_rule, lambda xp, v, y, a, c: xp.reshape(v, (-1, 1)) * xp.reshape(c, (1, -1)))
+for _rule in (_outer_2, _outer_2_complex):
+    defjvp(_rule, lambda xp, v, y, a, c: xp.reshape(a, (-1, 1)) * xp.reshape(v, (1, -1)))
 
 
 def outer(x1: Any, x2: Any, /) -> Tensor:
@@ -713,6 +733,23 @@ def _solve_1(xp: Any, g: Any, a: Any, sol: Any, vector: bool, h: bool = False) -
     if vector:
         return -(_col(xp, gb) * _row(xp, xp.conj(sol) if h else sol))
     return -xp.matmul(gb, _tr(h)(xp, sol))
+
+
+
+# JVP (forward mode) of X = A⁻¹B: dX = A⁻¹(dB - dA·X) (holomorphic: the same for complex).
+def _solve_jvp_2(xp: Any, v: Any, y: Any, a: Any, sol: Any, vector: bool, h: bool = False) -> Any:
+    if vector:
+        return xp.squeeze(xp.linalg.solve(a, _col(xp, v)), axis=-1)
+    return _matrix_solve(xp, a, v)
+
+
+def _solve_jvp_1(xp: Any, v: Any, y: Any, a: Any, sol: Any, vector: bool, h: bool = False) -> Any:
+    rhs = xp.squeeze(xp.matmul(v, _col(xp, sol)), axis=-1) if vector else xp.matmul(v, sol)
+    return -_solve_jvp_2(xp, rhs, y, a, sol, vector, h)
+
+
+defjvp(_solve_1, _solve_jvp_1)
+defjvp(_solve_2, _solve_jvp_2)
 
 
 def solve(x1: Any, x2: Any, /) -> Tensor:
