@@ -217,6 +217,20 @@ def _var_back(xp: Any, g: Any, x: Any, axes: tuple[int, ...], kshape: tuple[int,
     return _expand(xp, g, kshape, tuple(x.shape)) * centered * (2.0 / dof)
 
 
+
+def _centered_dot(xp: Any, v: Any, x: Any, axes: tuple[int, ...]) -> Any:
+    """Σ conj(x - mean)·v over ``axes`` (kept): the engine takes the real part for a complex x."""
+    centered = x - xp.mean(x, axis=axes, keepdims=True)
+    if xp.isdtype(centered.dtype, "complex floating"):
+        centered = xp.conj(centered)
+    return xp.sum(centered * v, axis=axes, keepdims=True)
+
+
+# JVP (forward mode): d var = 2·Re Σ conj(x - mean)·v / (N - correction).
+defjvp(_var_back, lambda xp, v, y, x, axes, kshape, dof: xp.reshape(
+    _centered_dot(xp, v, x, axes) * (2.0 / dof), y.shape))
+
+
 def var(x: Any, /, *, axis: int | tuple[int, ...] | None = None, correction: float = 0.0,
         keepdims: bool = False) -> Tensor:
     """Variance over ``axis`` with ``correction`` (Bessel's is 1).
@@ -239,6 +253,18 @@ def _std_back(xp: Any, g: Any, x: Any, s: Any, axes: tuple[int, ...], kshape: tu
     s = xp.reshape(s, kshape)
     scale = xp.where(s == 0, 0.0, 1.0 / (dof * xp.where(s == 0, 1.0, s)))
     return _expand(xp, g, kshape, tuple(x.shape)) * centered * scale
+
+
+
+def _std_jvp(xp: Any, v: Any, y: Any, x: Any, s: Any, axes: tuple[int, ...],
+             kshape: tuple[int, ...], dof: float) -> Any:
+    # d std = Re Σ conj(x - mean)·v / ((N - c) std); 0 where std = 0, as the VJP
+    s = xp.reshape(s, kshape)
+    scale = xp.where(s == 0, 0.0, 1.0 / (dof * xp.where(s == 0, 1.0, s)))
+    return xp.reshape(_centered_dot(xp, v, x, axes) * scale, y.shape)
+
+
+defjvp(_std_back, _std_jvp)
 
 
 def std(x: Any, /, *, axis: int | tuple[int, ...] | None = None, correction: float = 0.0,
@@ -349,6 +375,18 @@ def _logsumexp_back(xp: Any, g: Any, x: Any, y: Any, kshape: tuple[int, ...]) ->
 
 def _logsumexp_back_complex(xp: Any, g: Any, x: Any, y: Any, kshape: tuple[int, ...]) -> Any:
     return _expand(xp, g, kshape, tuple(x.shape)) * xp.conj(xp.exp(x - xp.reshape(y, kshape)))
+
+
+
+def _logsumexp_jvp(xp: Any, v: Any, out: Any, x: Any, y: Any, kshape: tuple[int, ...]) -> Any:
+    # d logsumexp = Σ softmax(x)·v (holomorphic: the same for complex x)
+    axes = _reduced(kshape, tuple(x.shape))
+    w = xp.exp(x - xp.reshape(y, kshape))
+    return xp.reshape(xp.sum(w * v, axis=axes, keepdims=True), out.shape)
+
+
+defjvp(_logsumexp_back, _logsumexp_jvp)
+defjvp(_logsumexp_back_complex, _logsumexp_jvp)
 
 
 def logsumexp(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
