@@ -1220,6 +1220,20 @@ def _vector_norm_back(xp: Any, g: Any, x: Any, nrm: Any, axes: tuple[int, ...],
     return xp.where(ok, (g * xp.sign(x)) * ratio ** (p - 1), 0.0)
 
 
+
+def _vector_norm_jvp(xp: Any, v: Any, y: Any, x: Any, nrm: Any, axes: tuple[int, ...],
+                     kshape: tuple[int, ...], p: float) -> Any:
+    # A real function of x with x̄ = ḡ·w(x): its JVP is Re Σ conj(w)·v over the reduced axes
+    # (the engine takes the real part), w being the VJP rule at ḡ = 1.
+    w = _vector_norm_back(xp, xp.ones_like(nrm), x, nrm, axes, kshape, p)
+    if xp.isdtype(w.dtype, "complex floating"):
+        w = xp.conj(w)
+    return xp.reshape(xp.sum(w * v, axis=axes, keepdims=True), y.shape)
+
+
+defjvp(_vector_norm_back, _vector_norm_jvp)
+
+
 def vector_norm(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False,
                 ord: int | float = 2) -> Tensor:  # noqa: A002 - the standard's name
     """Vector p-norm over ``axis`` (all axes by default): ``(Σ|x|^p)^(1/p)``; ``ord`` may be
