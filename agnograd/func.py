@@ -475,9 +475,12 @@ def _jacobian_auto(f: Callable[..., Any], argnums: int | Sequence[int]) -> Calla
         key = (tree_structure(args), tuple(sig))
         m = sizes.get(key)
         if m is None:
+            rng = _rng_snapshot()
             with no_grad():
                 out = f(*args)
             m = sum(int(getattr(o, "size", 1) or 0) for o in tree_leaves(out))
+            if _rng_moved(rng, restore=True):  # f draws random numbers: one pass, as before
+                m = 0
             sizes[key] = m
         return fwd(*args) if n < m else rev(*args)
 
@@ -857,6 +860,7 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
             return f(*new_args)
 
         primals = tuple(args[a] for a in nums)
+        rng = _rng_snapshot()
         cols: list[list[list[Any]]] = [[] for _ in ts]  # per input leaf, per column, out leaves
         out_spec = None
         ys: list[Tensor] = []
@@ -891,6 +895,12 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
                     cols[li].append(raw)
         if out_spec is None:  # every input is empty
             return rev(*args)
+        if _rng_moved(rng, restore=False):
+            raise RuntimeError(
+                f"{what}: the function draws random numbers (ag.random, dropout): forward mode "
+                "runs it once per input element, so each column of the Jacobian would see "
+                "other draws (torch.func.jacfwd refuses this too). Pass it a fixed "
+                "ag.random.Generator re-seeded inside, or use ag.jacrev (one forward pass)")
         per_out = []
         for k, y in enumerate(ys):
             jac_leaves = []
@@ -905,6 +915,31 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
         return tree_unflatten(out_spec, per_out)
 
     return wrapped
+
+
+def _rng_snapshot() -> list[tuple[Any, Any]]:
+    """Each random generator and a copy of its state (``agnograd.random``)."""
+    from . import random as _random
+
+    out = []
+    for g in list(_random._every):
+        st = g._state
+        out.append((g, st._backend.xp.asarray(st.data, copy=True)))
+    return out
+
+
+def _rng_moved(snapshot: list[tuple[Any, Any]], restore: bool) -> bool:
+    """Whether a generator drew since ``snapshot`` (restoring its state when ``restore``)."""
+    from . import random as _random
+
+    moved = len(list(_random._every)) != len(snapshot)
+    for g, old in snapshot:
+        st = g._state
+        if not bool(st._backend.xp.all(st.data == old)):
+            moved = True
+            if restore:
+                g._write(old)
+    return moved
 
 
 def _raw_of(v: Any, y: Tensor) -> Any:

@@ -368,3 +368,17 @@ def test_jvp_errors_are_clear():
         ag.jvp(lambda a, b: a + b, (1.0, 2.0), (1.0,))
     with pytest.raises(TypeError, match="real tangent"):
         ag.jvp(ag.sin, (np.ones(2),), (np.ones(2) * 1j,))
+
+
+def test_jacfwd_refuses_random_draws_and_jacobian_stays_reverse():
+    ag.manual_seed(3)
+    noisy = lambda x: x * ag.random.uniform(shape=(2,), dtype=ag.float64)  # noqa: E731
+    x = np.array([0.5, 1.5])
+    with pytest.raises(RuntimeError, match="draws random numbers"):
+        ag.jacfwd(noisy)(x)
+    tall = lambda x: ag.reshape(x, (2, 1)) * ag.random.uniform(shape=(1, 3), dtype=ag.float64)  # noqa: E731
+    ag.manual_seed(3)
+    J = ag.jacobian(tall)(x)  # R^2 -> R^6, but random: reverse mode, one draw
+    ag.manual_seed(3)
+    u = ag.random.uniform(shape=(1, 3), dtype=ag.float64).numpy()
+    np.testing.assert_allclose(J, np.einsum("ij,ik->ijk", np.ones((2, 3)) * u, np.eye(2)))
