@@ -52,6 +52,7 @@ from .autograd import (
 )
 from .autograd.forward import Dual, forward_trace, fwd_state
 from .backends import backend_of_array
+from .capture.jit import JitFunction
 from .pytree import tree_flatten, tree_leaves, tree_structure, tree_unflatten
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "linearize",
@@ -327,6 +328,8 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     if _requires(primals, tangents) or fwd_state.depth:
         return _jvp_double_vjp(f, primals, tangents)
+    while isinstance(f, JitFunction):  # its replay carries no tangents: run the function itself
+        f = f.fn
     kind = _kind_of(primals)
     with enable_grad(), forward_trace():
         new_args = []
@@ -853,11 +856,15 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
                 ts.append(t)
                 kinds.append(k)
 
+        fn = f
+        while isinstance(fn, JitFunction):  # its replay carries no tangents
+            fn = fn.fn
+
         def g(*diff: Any) -> Any:
             new_args = list(args)
             for a, d in zip(nums, diff):
                 new_args[a] = d
-            return f(*new_args)
+            return fn(*new_args)
 
         primals = tuple(args[a] for a in nums)
         rng = _rng_snapshot()

@@ -384,13 +384,22 @@ def test_jacfwd_refuses_random_draws_and_jacobian_stays_reverse():
     np.testing.assert_allclose(J, np.einsum("ij,ik->ijk", np.ones((2, 3)) * u, np.eye(2)))
 
 
-@pytest.mark.xfail(strict=True, reason="agnograd/capture (not this change's to edit): ag.jit "
-                   "traces and replays a function called under a forward trace, and its replay "
-                   "carries no tangents -- zeros; jit should run eagerly while "
-                   "agnograd.autograd.forward.fwd_state.on, as it does under anomaly mode")
-def test_jvp_of_a_jitted_function_carries_its_tangent():
+def test_jvp_of_a_jitted_function_runs_the_function_itself():
     f = ag.jit(lambda t: ag.sin(t) * t)
     x, v = np.array([0.3, -0.5]), np.array([1.0, 2.0])
     want = (np.cos(x) * x + np.sin(x)) * v
-    for _ in range(3):  # warm-up (eager), trace, replay
+    for _ in range(3):
         np.testing.assert_allclose(ag.jvp(f, (x,), (v,))[1], want, rtol=1e-12)
+        np.testing.assert_allclose(ag.jacfwd(f)(x), np.diag(want / v), rtol=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="agnograd/capture (not this change's to edit): ag.jit "
+                   "called inside a function under a forward trace traces and replays it, and "
+                   "its replay carries no tangents -- zeros; jit should run eagerly while "
+                   "agnograd.autograd.forward.fwd_state.on, as it does under anomaly mode")
+def test_jvp_through_a_jitted_call_inside_carries_its_tangent():
+    g = ag.jit(lambda t: ag.sin(t) * t)
+    x, v = np.array([0.3, -0.5]), np.array([1.0, 2.0])
+    want = (np.cos(x) * x + np.sin(x)) * v * 2
+    for _ in range(3):  # warm-up (eager), trace, replay
+        np.testing.assert_allclose(ag.jvp(lambda t: g(t) * 2.0, (x,), (v,))[1], want, rtol=1e-12)
