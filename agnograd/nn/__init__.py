@@ -47,3 +47,7 @@ __all__ = [
     "HostRNG",
     "utils", "save_training_state", "load_training_state", "CorruptFileError",
 ]
+# normalisation layers (helper `norm`)
+from .layers import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d  # noqa: E402
+
+__all__ += ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]

@@ -1154,3 +1154,167 @@ def avg_pool2d(input: ag.Tensor, kernel_size: int | Sequence[int],
     """The mean over each window of ``input`` ``(N, C, H, W)`` (or ``(C, H, W)``), as
     ``torch.nn.functional.avg_pool2d``; see :func:`avg_pool1d`."""
     return _poolnd(2, "avg", input, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch, group and instance normalisation (helper `norm`)
+
+__all__ += ["batch_norm", "group_norm", "instance_norm"]
+
+
+def _norm_stats(x: ag.Tensor, axes: tuple[int, ...]) -> tuple[ag.Tensor, ag.Tensor]:
+    """The mean and the biased variance of ``x`` over ``axes`` (kept as size-1 axes)."""
+    mu = ag.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    return mu, ag.mean(d * d, axis=axes, keepdims=True)
+
+
+def _channel_affine(y: ag.Tensor, x: ag.Tensor, weight: Any, bias: Any, c: int,
+                    what: str) -> ag.Tensor:
+    """``y · weight + bias`` with ``weight`` and ``bias`` of shape ``(C,)`` broadcast along
+    axis 1 of ``x`` ``(N, C, *)``."""
+    view = (c,) + (1,) * (x.ndim - 2)
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is None:
+            continue
+        pt = _float_like(p, x, what, name)
+        if pt.shape != (c,):
+            raise ValueError(f"{what}: {name} must have shape ({c},) (one value per channel of "
+                             f"the input of shape {x.shape}), not {pt.shape}")
+        pt = ag.reshape(pt, view)
+        y = y * pt if name == "weight" else y + pt
+    return y
+
+
+def _update_running(running: ag.Tensor, stat: ag.Tensor, momentum: float | ag.Tensor,
+                    what: str, name: str) -> None:
+    """``running ← (1 - momentum) · running + momentum · stat`` in place, without a graph (a
+    captured or jitted step replays it on the same memory)."""
+    if not isinstance(running, ag.Tensor):
+        raise TypeError(f"{what}: {name} must be a Tensor (it is updated in place), not "
+                        f"{type(running).__name__}")
+    if running.shape != stat.shape:
+        raise ValueError(f"{what}: {name} has shape {running.shape} but the input has "
+                         f"{stat.shape[0]} channels; it must have shape {stat.shape}")
+    if running.requires_grad:
+        raise ValueError(f"{what}: {name} requires grad, but running statistics are updated in "
+                         "place outside the graph; pass a buffer (requires_grad=False)")
+    with ag.no_grad():
+        s = stat.detach()
+        if s.dtype != running.dtype:
+            s = ag.astype(s, running.dtype)
+        m = momentum
+        if isinstance(m, ag.Tensor) and m.dtype != running.dtype:
+            m = ag.astype(m, running.dtype)
+        running *= 1.0 - m
+        running += m * s
+
+
+def batch_norm(input: ag.Tensor, running_mean: ag.Tensor | None, running_var: ag.Tensor | None,
+               weight: Any = None, bias: Any = None, training: bool = False,
+               momentum: float | ag.Tensor = 0.1, eps: float = 1e-5) -> ag.Tensor:
+    """Batch normalisation of ``input`` ``(N, C, *)`` per channel, as
+    ``torch.nn.functional.batch_norm``: ``y = (x - mean) / sqrt(var + eps) · weight + bias``.
+
+    ``training=True``: ``mean`` and the biased ``var`` are taken over every axis but the channel
+    axis 1, and ``running_mean`` / ``running_var`` (shape ``(C,)``, when given) are updated in
+    place, without a graph: ``r ← (1 - momentum) · r + momentum · s``, with the *unbiased*
+    variance (``n / (n - 1)`` times the biased one) for ``running_var``. ``momentum`` may be a
+    0-d Tensor (``nn.BatchNorm*`` passes ``1 / num_batches_tracked`` for ``momentum=None``).
+    ``training=False``: ``running_mean`` and ``running_var`` are used and not changed.
+
+    Raises:
+        ValueError: the input has fewer than 2 axes, one value per channel when training, or
+            no running statistics in evaluation mode; a shape that does not fit.
+    """
+    x = _t(input)
+    what = "batch_norm"
+    if x.ndim < 2:
+        raise ValueError(f"{what}: the input must have shape (N, C, *), not {x.shape}")
+    c = x.shape[1]
+    if training:
+        n = (x.size or 0) // max(c, 1)
+        if n <= 1:
+            raise ValueError(f"{what}: expected more than 1 value per channel when training, got "
+                             f"input of shape {x.shape}; use a batch of 2 or more, or eval mode")
+        axes = (0,) + tuple(range(2, x.ndim))
+        mu, var = _norm_stats(x, axes)
+        if (running_mean is None) != (running_var is None):
+            raise ValueError(f"{what}: give both running_mean and running_var, or neither")
+        if running_mean is not None and running_var is not None:
+            _update_running(running_mean, ag.reshape(mu, (c,)), momentum, what, "running_mean")
+            _update_running(running_var, ag.reshape(var, (c,)) * (n / (n - 1)), momentum, what,
+                            "running_var")
+        y = (x - mu) / ag.sqrt(var + eps)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{what}: running_mean and running_var are needed in evaluation mode "
+                             "(training=False); pass them, or training=True to use the batch's "
+                             "statistics")
+        view = (c,) + (1,) * (x.ndim - 2)
+        stats = []
+        for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+            rt = _float_like(r, x, what, name)
+            if rt.shape != (c,):
+                raise ValueError(f"{what}: {name} must have shape ({c},), not {rt.shape}")
+            stats.append(ag.reshape(rt, view))
+        y = (x - stats[0]) / ag.sqrt(stats[1] + eps)
+    return _channel_affine(y, x, weight, bias, c, what)
+
+
+def instance_norm(input: ag.Tensor, running_mean: ag.Tensor | None = None,
+                  running_var: ag.Tensor | None = None, weight: Any = None, bias: Any = None,
+                  use_input_stats: bool = True, momentum: float | ag.Tensor = 0.1,
+                  eps: float = 1e-5) -> ag.Tensor:
+    """Instance normalisation of ``input`` ``(N, C, *)``: every ``(n, c)`` slice normalised over
+    its spatial axes, as ``torch.nn.functional.instance_norm``; ``weight``/``bias`` ``(C,)``.
+
+    ``use_input_stats=True``: the slices' own mean and biased variance; ``running_mean`` /
+    ``running_var`` ``(C,)`` (when given) are updated in place with their mean over the batch
+    (unbiased variances), as in PyTorch. ``use_input_stats=False``: the running statistics
+    normalise every slice.
+    """
+    x = _t(input)
+    what = "instance_norm"
+    if x.ndim < 3:
+        raise ValueError(f"{what}: the input must have shape (N, C, *spatial), not {x.shape}")
+    c = x.shape[1]
+    if not use_input_stats:
+        return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+    axes = tuple(range(2, x.ndim))
+    n = math.prod(x.shape[2:])
+    if n <= 1:
+        raise ValueError(f"{what}: expected more than 1 spatial element when training, got input "
+                         f"of shape {x.shape}")
+    mu, var = _norm_stats(x, axes)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{what}: give both running_mean and running_var, or neither")
+    if running_mean is not None and running_var is not None:
+        flat = (x.shape[0], c)
+        _update_running(running_mean, ag.mean(ag.reshape(mu, flat), axis=0), momentum, what,
+                        "running_mean")
+        _update_running(running_var, ag.mean(ag.reshape(var, flat), axis=0) * (n / (n - 1)),
+                        momentum, what, "running_var")
+    y = (x - mu) / ag.sqrt(var + eps)
+    return _channel_affine(y, x, weight, bias, c, what)
+
+
+def group_norm(input: ag.Tensor, num_groups: int, weight: Any = None, bias: Any = None,
+               eps: float = 1e-5) -> ag.Tensor:
+    """Group normalisation of ``input`` ``(N, C, *)``, as ``torch.nn.functional.group_norm``:
+    the channels are split into ``num_groups`` groups of ``C / num_groups`` and every
+    ``(sample, group)`` is normalised by its mean and biased variance, then scaled by the
+    per-channel ``weight`` and shifted by ``bias`` ``(C,)``."""
+    x = _t(input)
+    what = "group_norm"
+    g = int(num_groups)
+    if x.ndim < 2:
+        raise ValueError(f"{what}: the input must have shape (N, C, *), not {x.shape}")
+    c = x.shape[1]
+    if g < 1 or c % g:
+        raise ValueError(f"{what}: the {c} channels of the input (shape {x.shape}) cannot be "
+                         f"split into {num_groups} groups; num_groups must divide C")
+    grouped = ag.reshape(x, (x.shape[0], g, -1))
+    mu, var = _norm_stats(grouped, (2,))
+    y = ag.reshape((grouped - mu) / ag.sqrt(var + eps), x.shape)
+    return _channel_affine(y, x, weight, bias, c, what)
