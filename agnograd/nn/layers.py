@@ -694,9 +694,9 @@ class _InstanceNorm(_NormBase):
             raise ValueError(f"{type(self).__name__}({self.num_features}) got an input with "
                              f"{x.shape[1]} channels (shape {x.shape}); axis 1 holds the channels")
         use_input = self.training or not self.track_running_stats
-        momentum: float | ag.Tensor = 0.0
-        if self.training and self.track_running_stats:
-            momentum = self._factor()
+        # as PyTorch: num_batches_tracked stays 0, and momentum=None leaves the statistics as
+        # they are (a factor of 0)
+        momentum = 0.0 if self.momentum is None else self.momentum
         stats = self.track_running_stats and x.shape[1] == self.num_features
         y = F.instance_norm(x, self.running_mean if stats else None,
                             self.running_var if stats else None, self.weight, self.bias,
@@ -707,7 +707,9 @@ class _InstanceNorm(_NormBase):
 class InstanceNorm1d(_InstanceNorm):
     """Instance normalisation of ``(N, C, L)`` or ``(C, L)`` inputs, as
     ``torch.nn.InstanceNorm1d`` (``affine=False`` and ``track_running_stats=False`` by
-    default): :func:`agnograd.nn.functional.instance_norm`."""
+    default): :func:`agnograd.nn.functional.instance_norm`. As in PyTorch, training updates
+    the running statistics (when tracked) with ``momentum`` but leaves ``num_batches_tracked``
+    at 0, and ``momentum=None`` leaves them unchanged."""
 
     _dims = (2, 3)
     _what = "2D (C, L) or 3D (N, C, L)"

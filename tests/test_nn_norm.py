@@ -1,0 +1,342 @@
+"""Batch, group and instance normalisation (``nn.BatchNorm1d/2d``, ``nn.GroupNorm``,
+``nn.InstanceNorm1d/2d`` and their functionals) against PyTorch: values, gradients of input,
+weight and bias, running statistics over several training steps, evaluation mode, state-dict
+keys and loading; and captured / jitted training steps with BatchNorm equal to eager (running
+statistics included) on NumPy and array_api_strict."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import agnograd as ag
+from agnograd import nn, optim
+from agnograd.nn import functional as F
+
+from .conftest import CPU_BACKENDS
+
+torch = pytest.importorskip("torch")
+
+DTYPES = {"float32": (ag.float32, torch.float32, np.float32, 2e-4, 2e-5),
+          "float64": (ag.float64, torch.float64, np.float64, 1e-10, 1e-12)}
+
+
+def _np(t):
+    if isinstance(t, ag.Tensor):
+        return np.asarray(ag.to_backend(t.detach(), "numpy").data)
+    return t.detach().cpu().numpy()
+
+
+def _close(a, b, rtol, atol, what=""):
+    np.testing.assert_allclose(_np(a), _np(b), rtol=rtol, atol=atol, err_msg=what)
+
+
+def _pair(ours, theirs, backend="numpy"):
+    """Copy random affine parameters from ``theirs`` (torch, reseeded) into ``ours``."""
+    if getattr(theirs, "weight", None) is not None:
+        with torch.no_grad():
+            theirs.weight.uniform_(0.5, 1.5)
+            theirs.bias.uniform_(-0.5, 0.5)
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+
+
+def _step(ours, theirs, x_np, r_np, dt, tol, backend="numpy", what=""):
+    """One forward/backward on both: output and input/weight/bias gradients equal."""
+    rtol, atol = tol
+    x = ag.tensor(x_np, backend=backend, requires_grad=True)
+    xt = torch.tensor(x_np, requires_grad=True)
+    y = ours(x)
+    yt = theirs(xt)
+    _close(y, yt, rtol, atol, f"{what}: output")
+    ag.sum(y * ag.tensor(r_np, backend=backend)).backward()
+    (yt * torch.tensor(r_np)).sum().backward()
+    _close(x.grad, xt.grad, rtol, atol * 10, f"{what}: input grad")
+    if getattr(theirs, "weight", None) is not None:
+        _close(ours.weight.grad, theirs.weight.grad, rtol, atol * 10, f"{what}: weight grad")
+        _close(ours.bias.grad, theirs.bias.grad, rtol, atol * 10, f"{what}: bias grad")
+        ours.weight.grad = None
+        ours.bias.grad = None
+        theirs.zero_grad()
+
+
+def _check_state(ours, theirs, tol, what):
+    sd, sdt = ours.state_dict(), theirs.state_dict()
+    assert list(sd) == list(sdt), what
+    for k in sdt:
+        _close(sd[k], sdt[k], *tol, f"{what}: {k}")
+        assert _np(sd[k]).dtype == sdt[k].numpy().dtype, (what, k)
+
+
+BN_SHAPES = {"1d-2D": ("BatchNorm1d", (6, 3)), "1d-3D": ("BatchNorm1d", (4, 3, 5)),
+             "2d": ("BatchNorm2d", (3, 3, 4, 2))}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("affine,track", list(itertools.product((True, False), repeat=2)))
+@pytest.mark.parametrize("momentum", [0.1, 0.3, None])
+@pytest.mark.parametrize("kind", list(BN_SHAPES))
+def test_batch_norm_module_matches_torch(kind, momentum, affine, track, dtype):
+    name, shape = BN_SHAPES[kind]
+    adt, tdt, ndt, *tol = DTYPES[dtype]
+    c = shape[1]
+    ours = getattr(nn, name)(c, momentum=momentum, affine=affine, track_running_stats=track,
+                             eps=1e-3, dtype=adt, backend="numpy")
+    theirs = getattr(torch.nn, name)(c, momentum=momentum, affine=affine,
+                                     track_running_stats=track, eps=1e-3, dtype=tdt)
+    _pair(ours, theirs)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    rng = np.random.default_rng(0)
+    for i in range(3):  # training: batch statistics, running ones updated
+        x = (rng.normal(size=shape) * (1 + i) + i).astype(ndt)
+        _step(ours, theirs, x, rng.normal(size=shape).astype(ndt), dtype, tol, what=f"train {i}")
+        _check_state(ours, theirs, tol, f"after step {i}")
+    ours.eval()
+    theirs.eval()
+    x = (rng.normal(size=shape) * 2 + 1).astype(ndt)
+    _step(ours, theirs, x, rng.normal(size=shape).astype(ndt), dtype, tol, what="eval")
+    _check_state(ours, theirs, tol, "after eval")  # eval does not touch the statistics
+
+
+IN_SHAPES = {"1d": ("InstanceNorm1d", (3, 2, 5)), "1d-unbatched": ("InstanceNorm1d", (2, 5)),
+             "2d": ("InstanceNorm2d", (2, 2, 3, 4)), "2d-unbatched": ("InstanceNorm2d", (2, 3, 3))}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("affine,track", list(itertools.product((True, False), repeat=2)))
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("kind", list(IN_SHAPES))
+def test_instance_norm_module_matches_torch(kind, momentum, affine, track, dtype):
+    name, shape = IN_SHAPES[kind]
+    adt, tdt, ndt, *tol = DTYPES[dtype]
+    c = shape[-3] if name == "InstanceNorm2d" else shape[-2]
+    ours = getattr(nn, name)(c, momentum=momentum, affine=affine, track_running_stats=track,
+                             dtype=adt, backend="numpy")
+    theirs = getattr(torch.nn, name)(c, momentum=momentum, affine=affine,
+                                     track_running_stats=track, dtype=tdt)
+    _pair(ours, theirs)
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        x = (rng.normal(size=shape) * (1 + i) - i).astype(ndt)
+        _step(ours, theirs, x, rng.normal(size=shape).astype(ndt), dtype, tol, what=f"train {i}")
+        _check_state(ours, theirs, tol, f"after step {i}")
+    ours.eval()
+    theirs.eval()
+    x = rng.normal(size=shape).astype(ndt)
+    _step(ours, theirs, x, rng.normal(size=shape).astype(ndt), dtype, tol, what="eval")
+    _check_state(ours, theirs, tol, "after eval")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("groups,shape", [(1, (2, 4, 3)), (2, (2, 4, 3, 2)), (4, (3, 4)),
+                                          (3, (2, 6, 2, 2, 2))])
+def test_group_norm_module_matches_torch(groups, shape, affine, dtype):
+    adt, tdt, ndt, *tol = DTYPES[dtype]
+    ours = nn.GroupNorm(groups, shape[1], eps=1e-4, affine=affine, dtype=adt, backend="numpy")
+    theirs = torch.nn.GroupNorm(groups, shape[1], eps=1e-4, affine=affine, dtype=tdt)
+    _pair(ours, theirs)
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=shape) * 3 + 1).astype(ndt)
+    _step(ours, theirs, x, rng.normal(size=shape).astype(ndt), dtype, tol)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+
+
+def test_functionals_match_torch_signatures():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 3, 5))
+    w, b = rng.uniform(0.5, 1.5, 3), rng.normal(size=3)
+    tol = DTYPES["float64"][3:]
+    for training in (True, False):
+        rm, rv = ag.tensor(rng.normal(size=3)), ag.tensor(rng.uniform(0.5, 2, 3))
+        rmt, rvt = torch.tensor(_np(rm)), torch.tensor(_np(rv))
+        y = F.batch_norm(ag.tensor(x), rm, rv, ag.tensor(w), ag.tensor(b), training, 0.2, 1e-4)
+        yt = torch.nn.functional.batch_norm(torch.tensor(x), rmt, rvt, torch.tensor(w),
+                                            torch.tensor(b), training, 0.2, 1e-4)
+        _close(y, yt, *tol)
+        _close(rm, rmt, *tol)
+        _close(rv, rvt, *tol)
+    y = F.batch_norm(ag.tensor(x), None, None, training=True)  # no statistics to update
+    _close(y, torch.nn.functional.batch_norm(torch.tensor(x), None, None, training=True), *tol)
+    for use_input in (True, False):
+        rm, rv = ag.tensor(rng.normal(size=3)), ag.tensor(rng.uniform(0.5, 2, 3))
+        rmt, rvt = torch.tensor(_np(rm)), torch.tensor(_np(rv))
+        y = F.instance_norm(ag.tensor(x), rm, rv, ag.tensor(w), ag.tensor(b), use_input, 0.3)
+        yt = torch.nn.functional.instance_norm(torch.tensor(x), rmt, rvt, torch.tensor(w),
+                                               torch.tensor(b), use_input, 0.3)
+        _close(y, yt, *tol)
+        _close(rm, rmt, *tol)
+        _close(rv, rvt, *tol)
+    _close(F.group_norm(ag.tensor(x), 3, ag.tensor(w), ag.tensor(b), 1e-3),
+           torch.nn.functional.group_norm(torch.tensor(x), 3, torch.tensor(w), torch.tensor(b),
+                                          1e-3), *tol)
+
+
+def test_second_order_matches_torch():
+    """Composed of standard ops, the layers differentiate twice: a gradient-penalty term."""
+    rng = np.random.default_rng(4)
+    x_np, w_np = rng.normal(size=(5, 3, 2)), rng.uniform(0.5, 1.5, 3)
+    results = []
+    for fn, tfn in ((lambda x, w: F.batch_norm(x, None, None, w, None, True),
+                     lambda x, w: torch.nn.functional.batch_norm(x, None, None, w, None, True)),
+                    (lambda x, w: F.group_norm(x, 3, w),
+                     lambda x, w: torch.nn.functional.group_norm(x, 3, w)),
+                    (lambda x, w: F.instance_norm(x, weight=w),
+                     lambda x, w: torch.nn.functional.instance_norm(x, weight=w))):
+        def penalty(x, w, fn=fn):
+            gx = ag.grad(lambda x: ag.sum(ag.tanh(fn(x, w))))(x)
+            return ag.sum(gx * gx)
+
+        gx2, gw2 = ag.grad(penalty, argnums=(0, 1))(ag.tensor(x_np), ag.tensor(w_np))
+        xt, wt = torch.tensor(x_np, requires_grad=True), torch.tensor(w_np, requires_grad=True)
+        (gxt,) = torch.autograd.grad(torch.tanh(tfn(xt, wt)).sum(), [xt], create_graph=True)
+        (gxt * gxt).sum().backward()
+        results.append((gx2, xt.grad, gw2, wt.grad))
+    for a, at, b, bt in results:
+        _close(a, at, 1e-8, 1e-10)
+        _close(b, bt, 1e-8, 1e-10)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_torch_state_dict_loads_and_gives_torch_outputs(momentum):
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4, momentum=momentum),
+                                 torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 3),
+                                 torch.nn.BatchNorm1d(3, momentum=momentum))
+    rng = np.random.default_rng(5)
+    for _ in range(3):  # some running statistics to carry over
+        theirs(torch.tensor(rng.normal(size=(4, 2, 4, 4)).astype(np.float32)))
+    ours = nn.Sequential(nn.Conv2d(2, 4, 3, backend="numpy"), nn.BatchNorm2d(4, momentum=momentum),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(16, 3), nn.BatchNorm1d(3, momentum=momentum))
+    sd = theirs.state_dict()
+    # torch names the layers "0", "1", ...; ours "layers.0", ...
+    ours.load_state_dict({f"layers.{k}": v.numpy() for k, v in sd.items()})
+    assert sorted(ours.state_dict()) == sorted(f"layers.{k}" for k in sd)
+    assert int(_np(ours.layers[1].num_batches_tracked)) == 3
+    x = rng.normal(size=(5, 2, 4, 4)).astype(np.float32)
+    ours.eval()
+    theirs.eval()
+    _close(ours(ag.tensor(x)), theirs(torch.tensor(x)), 1e-5, 1e-5)
+    ours.train()
+    theirs.train()
+    _close(ours(ag.tensor(x)), theirs(torch.tensor(x)), 1e-4, 1e-4)
+    _close(ours.layers[5].running_var, theirs[5].running_var, 1e-5, 1e-6)
+
+
+def test_buffers_are_state_not_parameters_and_follow_conversions():
+    m = nn.BatchNorm1d(3, backend="numpy")
+    assert [n for n, _ in m.named_parameters()] == ["weight", "bias"]
+    assert [n for n, _ in m.named_buffers()] == ["running_mean", "running_var", "num_batches_tracked"]
+    assert m.num_batches_tracked.dtype == ag.int64 and m.num_batches_tracked.shape == ()
+    rm = m.running_mean
+    m(ag.tensor(np.ones((2, 3), np.float32)))
+    assert m.running_mean is rm  # updated in place, not rebound
+    m.astype(ag.float64)
+    assert m.running_mean.dtype == ag.float64 and m.num_batches_tracked.dtype == ag.int64
+    assert [n for n, _ in m.named_parameters()] == ["weight", "bias"]
+    m.to_backend("array_api_strict")
+    assert m.running_var.backend == "array_api_strict"
+    m(ag.tensor(np.ones((2, 3)), backend="array_api_strict"))
+    assert int(_np(m.num_batches_tracked)) == 2
+    m.reset_running_stats()
+    assert int(_np(m.num_batches_tracked)) == 0 and float(_np(m.running_var)[0]) == 1.0
+    none = nn.BatchNorm2d(3, affine=False, track_running_stats=False)
+    assert none.parameters() == [] and none.state_dict() == {}
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_numpy_and_array_api_strict_agree(backend):
+    rng = np.random.default_rng(6)
+    x_np = rng.normal(size=(4, 4, 3, 3))
+    outs = []
+    for b in ("numpy", backend):
+        net = nn.Sequential(nn.BatchNorm2d(4, momentum=None, backend=b, dtype=ag.float64),
+                            nn.GroupNorm(2, 4, backend=b, dtype=ag.float64),
+                            nn.InstanceNorm2d(4, affine=True, track_running_stats=True, backend=b,
+                                              dtype=ag.float64))
+        x = ag.tensor(x_np, backend=b, requires_grad=True)
+        for _ in range(2):
+            y = net(x)
+            ag.sum(y * y * ag.tensor(x_np, backend=b)).backward()
+        net.eval()
+        outs.append([_np(net(x)), _np(x.grad)] + [_np(t) for t in net.state_dict().values()]
+                    + [_np(p.grad) for p in net.parameters()])
+    for a, b2 in zip(*outs):
+        np.testing.assert_allclose(a, b2, rtol=1e-12, atol=1e-12)
+
+
+def _bn_net(backend, momentum):
+    net = nn.Sequential(nn.Linear(4, 6, backend=backend, seed=0),
+                        nn.BatchNorm1d(6, momentum=momentum, backend=backend), nn.ReLU(),
+                        nn.Linear(6, 3, backend=backend, seed=1))
+    opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9, capturable=True)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return net, step
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("mode", ["jit", "capture"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_compiled_step_with_batch_norm_equals_eager(backend, mode, momentum):
+    rng = np.random.default_rng(7)
+    xs = [ag.tensor(rng.normal(size=(8, 4)).astype(np.float32), backend=backend) for _ in range(5)]
+    ys = [ag.tensor(rng.integers(0, 3, size=8), backend=backend) for _ in range(5)]
+    eager_net, eager = _bn_net(backend, momentum)
+    comp_net, step = _bn_net(backend, momentum)
+    if mode == "jit":
+        f = ag.jit(step)
+        calls = list(zip(xs, ys))
+    else:  # capture makes warmup + 1 real steps on the example inputs
+        f = ag.capture(step, xs[0], ys[0], warmup=1)
+        eager(xs[0], ys[0])
+        eager(xs[0], ys[0])
+        calls = list(zip(xs[1:], ys[1:]))
+    for x, y in calls:
+        le, lc = eager(x, y), f(x, y)
+        np.testing.assert_array_equal(_np(le), _np(lc))
+        se, sc = eager_net.state_dict(), comp_net.state_dict()
+        assert list(se) == list(sc)
+        for k in se:
+            np.testing.assert_array_equal(_np(se[k]), _np(sc[k]), err_msg=k)
+    bn = comp_net.layers[1]
+    assert int(_np(bn.num_batches_tracked)) == (5 if mode == "jit" else 6)
+    assert float(np.abs(_np(bn.running_mean)).max()) > 0.0
+    # eval mode is a changed world: the replay follows it (or raises, naming it)
+    for m in (eager_net, comp_net):
+        m.eval()
+    before = _np(bn.running_mean).copy()
+    try:
+        lc = f(xs[0], ys[0])
+    except ag.CaptureError as exc:
+        assert "since the step was recorded" in str(exc)
+    else:
+        np.testing.assert_array_equal(_np(eager(xs[0], ys[0])), _np(lc))
+        np.testing.assert_array_equal(before, _np(bn.running_mean))
+
+
+def test_errors_name_the_fix():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        nn.BatchNorm1d(3)(ag.ones((1, 3), dtype=ag.float32))
+    nn.BatchNorm1d(3).eval()(ag.ones((1, 3), dtype=ag.float32))  # fine in eval mode
+    with pytest.raises(ValueError, match="3 channels"):
+        nn.BatchNorm1d(4)(ag.ones((2, 3)))
+    with pytest.raises(ValueError, match="4D"):
+        nn.BatchNorm2d(3)(ag.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match="num_groups must divide"):
+        nn.GroupNorm(2, 3)
+    with pytest.raises(ValueError, match="cannot be split"):
+        F.group_norm(ag.ones((2, 3, 2)), 2)
+    with pytest.raises(ValueError, match="evaluation mode"):
+        F.batch_norm(ag.ones((2, 3)), None, None)
+    with pytest.raises(ValueError, match="spatial element"):
+        F.instance_norm(ag.ones((2, 3, 1)))
+    with pytest.raises(ValueError, match="shape"):
+        F.batch_norm(ag.ones((2, 3)), ag.zeros(4), ag.ones(4), training=True)
