@@ -120,4 +120,21 @@ OPS = [
        [((4, 5),), ((3, 7),)]),
 ]
 
+# batch, group and instance normalisation (helper `norm`): batch statistics without running ones
+# (a record is called many times, so nothing may change between calls), and running ones in
+# evaluation mode
+OPS += [
+    Op("nn.batch_norm-train", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+       [((4, 3), (3,), (3,)), ((2, 3, 2, 2), (3,), (3,))]),
+    Op("nn.batch_norm-eval", lambda x, w: F.batch_norm(
+        x, like(x, [0.5, -0.2, 0.1]), like(x, [1.5, 0.5, 2.0]), w, None, eps=1e-3),
+       [((2, 3, 2), (3,))]),
+    Op("nn.group_norm", lambda x, w, b: F.group_norm(x, 2, w, b), [((2, 4, 3), (4,), (4,))]),
+    Op("nn.group_norm-2d", lambda x: F.group_norm(x, 1, eps=1e-3), [((2, 2, 2, 2),)]),
+    Op("nn.instance_norm", lambda x, w, b: F.instance_norm(x, weight=w, bias=b),
+       [((2, 3, 4), (3,), (3,)), ((1, 2, 2, 3), (2,), (2,))]),
+    Op("nn.instance_norm-running", lambda x: F.instance_norm(
+        x, like(x, [0.3, -0.1]), like(x, [0.8, 1.2]), use_input_stats=False), [((2, 2, 3),)]),
+]
+
 category("nn", OPS)
