@@ -327,9 +327,9 @@ def test_errors_name_the_fix():
         nn.BatchNorm1d(3)(ag.ones((1, 3), dtype=ag.float32))
     nn.BatchNorm1d(3).eval()(ag.ones((1, 3), dtype=ag.float32))  # fine in eval mode
     with pytest.raises(ValueError, match="3 channels"):
-        nn.BatchNorm1d(4)(ag.ones((2, 3)))
+        nn.BatchNorm1d(4)(ag.ones((2, 3), dtype=ag.float32))
     with pytest.raises(ValueError, match="4D"):
-        nn.BatchNorm2d(3)(ag.ones((2, 3, 4)))
+        nn.BatchNorm2d(3)(ag.ones((2, 3, 4), dtype=ag.float32))
     with pytest.raises(ValueError, match="num_groups must divide"):
         nn.GroupNorm(2, 3)
     with pytest.raises(ValueError, match="cannot be split"):
@@ -340,3 +340,32 @@ def test_errors_name_the_fix():
         F.instance_norm(ag.ones((2, 3, 1)))
     with pytest.raises(ValueError, match="shape"):
         F.batch_norm(ag.ones((2, 3)), ag.zeros(4), ag.ones(4), training=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_fused_batch_norm_equals_the_composed_ops(backend, monkeypatch):
+    """Training-mode batch_norm is one node with an analytic rule; the composition of standard
+    ops it replaces gives the same values, gradients and second derivatives."""
+    rng = np.random.default_rng(8)
+    x_np, w_np, b_np = rng.normal(size=(4, 3, 5)), rng.uniform(0.5, 1.5, 3), rng.normal(size=3)
+    r_np = rng.normal(size=(4, 3, 5))
+
+    def run():
+        x, w, b = (ag.tensor(a, backend=backend, requires_grad=True) for a in (x_np, w_np, b_np))
+        rm, rv = ag.zeros(3, dtype=ag.float64), ag.ones(3, dtype=ag.float64)
+        rm, rv = ag.to_backend(rm, backend), ag.to_backend(rv, backend)
+        y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.3)
+        ag.sum(y * ag.tensor(r_np, backend=backend)).backward()
+
+        def penalty(x, w):
+            gx = ag.grad(lambda x: ag.sum(ag.sin(F.batch_norm(x, None, None, w, None, True))))(x)
+            return ag.sum(gx * gx)
+        h = ag.grad(penalty, argnums=(0, 1))(ag.tensor(x_np, backend=backend),
+                                           ag.tensor(w_np, backend=backend))
+        return [_np(t) for t in (y, x.grad, w.grad, b.grad, rm, rv, *h)]
+
+    fused = run()
+    monkeypatch.setattr(F, "_batch_norm_train", lambda *a: None)
+    composed = run()
+    for a, b in zip(fused, composed):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

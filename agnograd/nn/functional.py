@@ -1210,6 +1210,73 @@ def _update_running(running: ag.Tensor, stat: ag.Tensor, momentum: float | ag.Te
         running += m * s
 
 
+def _bn_xhat(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any]:
+    """``((x - mean) · rstd, rstd)`` over ``axes`` with ``rstd = 1 / sqrt(var + eps)``."""
+    mu = xp.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    rstd = 1.0 / xp.sqrt(xp.mean(d * d, axis=axes, keepdims=True) + eps)
+    return d * rstd, rstd
+
+
+def _bn_x(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
+          view: tuple[int, ...], eps: float) -> Any:
+    if isinstance(x, ag.Tensor):  # create_graph: the saved xhat is a constant; recompute it
+        xhat, rstd = _bn_xhat(xp, x, axes, eps)
+    gw = g if w is None else g * xp.reshape(w, view)
+    return rstd * (gw - xp.mean(gw, axis=axes, keepdims=True)
+                   - xhat * xp.mean(gw * xhat, axis=axes, keepdims=True))
+
+
+def _bn_w(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
+          view: tuple[int, ...], eps: float) -> Any:
+    if isinstance(x, ag.Tensor):
+        xhat, _ = _bn_xhat(xp, x, axes, eps)
+    return xp.sum(g * xhat, axis=axes)
+
+
+def _bn_b(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
+          view: tuple[int, ...], eps: float) -> Any:
+    return xp.sum(g, axis=axes)
+
+
+def _batch_norm_train(x: ag.Tensor, weight: Any, bias: Any, axes: tuple[int, ...],
+                      eps: float) -> tuple[ag.Tensor, Any, Any] | None:
+    """Batch normalisation by the batch's statistics as one recorded node, where it can be: a
+    real floating ``x`` with ``weight``/``bias`` (or ``None``) Tensors of its backend and dtype.
+    Returns ``(y, mean, biased var)`` (the statistics as raw arrays, shape ``(C,)``), or
+    ``None`` for the composed path. VJP, with ``x̂ = (x - μ)·r``, ``r = 1/sqrt(σ² + eps)`` and
+    ``ḡ_w = ḡ·w``: ``x̄ = r·(ḡ_w - mean(ḡ_w) - x̂·mean(ḡ_w·x̂))``, ``w̄ = Σ ḡ·x̂``, ``b̄ = Σ ḡ``
+    (means and sums over ``axes``)."""
+    b = x._backend
+    xd = x.data
+    if type(x) is not ag.Tensor or b.multi_device or x.dtype.kind != "f":
+        return None
+    c = x.shape[1]
+    for p in (weight, bias):
+        if p is not None and (type(p) is not ag.Tensor or p._backend is not b
+                              or p.data.dtype != xd.dtype or p.shape != (c,)):
+            return None
+    xp = b.xp
+    view = (c,) + (1,) * (x.ndim - 2)
+    mu = xp.mean(xd, axis=axes, keepdims=True)
+    d = xd - mu
+    var = xp.mean(d * d, axis=axes, keepdims=True)
+    rstd = 1.0 / xp.sqrt(var + eps)
+    xhat = d * rstd
+    out = xhat if weight is None else xhat * xp.reshape(weight.data, view)
+    if bias is not None:
+        out = out + xp.reshape(bias.data, view)
+    inputs: list[Any] = [x]
+    rules: list[Any] = [_bn_x]
+    for p, rule in ((weight, _bn_w), (bias, _bn_b)):
+        if p is not None:
+            inputs.append(p)
+            rules.append(rule)
+    y = _record("batch_norm", out, b, tuple(inputs), tuple(rules), (x, weight, xhat, rstd),
+                params=(axes, view, eps))
+    return y, xp.reshape(mu, (c,)), xp.reshape(var, (c,))
+
+
 def batch_norm(input: ag.Tensor, running_mean: ag.Tensor | None, running_var: ag.Tensor | None,
                weight: Any = None, bias: Any = None, training: bool = False,
                momentum: float | ag.Tensor = 0.1, eps: float = 1e-5) -> ag.Tensor:
@@ -1238,13 +1305,20 @@ def batch_norm(input: ag.Tensor, running_mean: ag.Tensor | None, running_var: ag
             raise ValueError(f"{what}: expected more than 1 value per channel when training, got "
                              f"input of shape {x.shape}; use a batch of 2 or more, or eval mode")
         axes = (0,) + tuple(range(2, x.ndim))
-        mu, var = _norm_stats(x, axes)
         if (running_mean is None) != (running_var is None):
             raise ValueError(f"{what}: give both running_mean and running_var, or neither")
+        fused = _batch_norm_train(x, weight, bias, axes, eps)
+        if fused is not None:
+            y, mu_raw, var_raw = fused
+            mu, var = ag.Tensor._wrap(mu_raw, x._backend), ag.Tensor._wrap(var_raw, x._backend)
+        else:
+            mu, var = _norm_stats(x, axes)
         if running_mean is not None and running_var is not None:
             _update_running(running_mean, ag.reshape(mu, (c,)), momentum, what, "running_mean")
             _update_running(running_var, ag.reshape(var, (c,)) * (n / (n - 1)), momentum, what,
                             "running_var")
+        if fused is not None:
+            return y
         y = (x - mu) / ag.sqrt(var + eps)
     else:
         if running_mean is None or running_var is None:
