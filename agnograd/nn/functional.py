@@ -1222,9 +1222,9 @@ def _bn_x(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int
           view: tuple[int, ...], eps: float) -> Any:
     if isinstance(x, ag.Tensor):  # create_graph: the saved xhat is a constant; recompute it
         xhat, rstd = _bn_xhat(xp, x, axes, eps)
-    gw = g if w is None else g * xp.reshape(w, view)
-    return rstd * (gw - xp.mean(gw, axis=axes, keepdims=True)
-                   - xhat * xp.mean(gw * xhat, axis=axes, keepdims=True))
+    k = rstd if w is None else rstd * xp.reshape(w, view)  # per channel: w leaves the means
+    return (g - xp.mean(g, axis=axes, keepdims=True)
+            - xhat * xp.mean(g * xhat, axis=axes, keepdims=True)) * k
 
 
 def _bn_w(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
@@ -1244,8 +1244,8 @@ def _batch_norm_train(x: ag.Tensor, weight: Any, bias: Any, axes: tuple[int, ...
     """Batch normalisation by the batch's statistics as one recorded node, where it can be: a
     real floating ``x`` with ``weight``/``bias`` (or ``None``) Tensors of its backend and dtype.
     Returns ``(y, mean, biased var)`` (the statistics as raw arrays, shape ``(C,)``), or
-    ``None`` for the composed path. VJP, with ``x̂ = (x - μ)·r``, ``r = 1/sqrt(σ² + eps)`` and
-    ``ḡ_w = ḡ·w``: ``x̄ = r·(ḡ_w - mean(ḡ_w) - x̂·mean(ḡ_w·x̂))``, ``w̄ = Σ ḡ·x̂``, ``b̄ = Σ ḡ``
+    ``None`` for the composed path. VJP, with ``x̂ = (x - μ)·r``, ``r = 1/sqrt(σ² + eps)``:
+    ``x̄ = r·w·(ḡ - mean(ḡ) - x̂·mean(ḡ·x̂))``, ``w̄ = Σ ḡ·x̂``, ``b̄ = Σ ḡ``
     (means and sums over ``axes``)."""
     b = x._backend
     xd = x.data
