@@ -19,10 +19,15 @@ from .layers import (
     ELU,
     GELU,
     MLP,
+    BatchNorm1d,
+    BatchNorm2d,
     Dropout,
     Embedding,
     Flatten,
+    GroupNorm,
     Identity,
+    InstanceNorm1d,
+    InstanceNorm2d,
     LayerNorm,
     LeakyReLU,
     Linear,
@@ -46,8 +51,5 @@ __all__ = [
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
     "HostRNG",
     "utils", "save_training_state", "load_training_state", "CorruptFileError",
+    "BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
 ]
-# normalisation layers (helper `norm`)
-from .layers import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d  # noqa: E402
-
-__all__ += ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]

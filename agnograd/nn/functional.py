@@ -27,6 +27,7 @@ __all__ = [
     "log_softmax", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy",
     "nll_loss", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
     "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
+    "batch_norm", "group_norm", "instance_norm",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -1158,8 +1159,6 @@ def avg_pool2d(input: ag.Tensor, kernel_size: int | Sequence[int],
 
 # ---------------------------------------------------------------------------------------------
 # Batch, group and instance normalisation (helper `norm`)
-
-__all__ += ["batch_norm", "group_norm", "instance_norm"]
 
 
 def _norm_stats(x: ag.Tensor, axes: tuple[int, ...]) -> tuple[ag.Tensor, ag.Tensor]:

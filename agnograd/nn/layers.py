@@ -21,7 +21,8 @@ from .module import Module, check_input_dtype
 
 __all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "ModuleDict", "MLP",
            "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
-           "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS"]
+           "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS",
+           "BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]
 
 Seed = int | Sequence[int] | HostRNG | None
 
@@ -565,8 +566,6 @@ class MLP(Module):
 
 # ---------------------------------------------------------------------------------------------
 # Batch, group and instance normalisation (helper `norm`)
-
-__all__ += ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]
 
 
 class _NormBase(Module):
