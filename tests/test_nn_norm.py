@@ -77,7 +77,7 @@ BN_SHAPES = {"1d-2D": ("BatchNorm1d", (6, 3)), "1d-3D": ("BatchNorm1d", (4, 3, 5
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("affine,track", list(itertools.product((True, False), repeat=2)))
-@pytest.mark.parametrize("momentum", [0.1, 0.3, None])
+@pytest.mark.parametrize("momentum", [0.3, None])
 @pytest.mark.parametrize("kind", list(BN_SHAPES))
 def test_batch_norm_module_matches_torch(kind, momentum, affine, track, dtype):
     name, shape = BN_SHAPES[kind]
