@@ -416,3 +416,24 @@ def test_property_functionals_match_torch(n, c, spatial, groups_pick, eps, momen
     g = divisors[groups_pick % len(divisors)]
     both(lambda x, w, b, rm, rv: F.group_norm(x, g, w, b, eps),
          lambda x, w, b, rm, rv: torch.nn.functional.group_norm(x, g, w, b, eps), False)
+
+
+def test_save_load_deepcopy_keep_the_statistics(tmp_path):
+    import copy
+    import pickle
+
+    m = nn.Sequential(nn.Linear(3, 4, seed=0), nn.BatchNorm1d(4, momentum=None))
+    x = ag.tensor(np.random.default_rng(9).normal(size=(5, 3)).astype(np.float32))
+    for _ in range(3):
+        m(x)
+    m.save(tmp_path / "bn.npz")
+    fresh = nn.Sequential(nn.Linear(3, 4, seed=1), nn.BatchNorm1d(4, momentum=None)).load(
+        tmp_path / "bn.npz")
+    for other in (fresh, copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        for (k, a), (k2, b) in zip(m.state_dict().items(), other.state_dict().items()):
+            assert k == k2
+            np.testing.assert_array_equal(_np(a), _np(b))
+        assert [n for n, _ in other.named_parameters()] == [n for n, _ in m.named_parameters()]
+        other(x)  # trains on: its own statistics move, the original's do not
+        assert int(_np(other.layers[1].num_batches_tracked)) == 4
+    assert int(_np(m.layers[1].num_batches_tracked)) == 3
