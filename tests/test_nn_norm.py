@@ -270,10 +270,19 @@ def test_backends_agree_with_numpy(backend):
         np.testing.assert_allclose(a, b2, rtol=tol, atol=tol)
 
 
-def _bn_net(backend, momentum):
-    net = nn.Sequential(nn.Linear(4, 6, backend=backend, seed=0),
-                        nn.BatchNorm1d(6, momentum=momentum, backend=backend), nn.ReLU(),
-                        nn.Linear(6, 3, backend=backend, seed=1))
+def _bn_net(backend, momentum, kind="mlp"):
+    if kind == "mlp":
+        net = nn.Sequential(nn.Linear(4, 6, backend=backend, seed=0),
+                            nn.BatchNorm1d(6, momentum=momentum, backend=backend), nn.ReLU(),
+                            nn.Linear(6, 3, backend=backend, seed=1))
+    else:  # every layer with statistics or groups, on images
+        net = nn.Sequential(nn.Unflatten(1, (1, 2, 2)),
+                            nn.Conv2d(1, 4, 2, padding=1, backend=backend, seed=0),
+                            nn.BatchNorm2d(4, momentum=momentum, backend=backend),
+                            nn.InstanceNorm2d(4, affine=True, track_running_stats=True,
+                                              backend=backend),
+                            nn.GroupNorm(2, 4, backend=backend), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(36, 3, backend=backend, seed=1))
     opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9, capturable=True)
 
     def step(x, y):
@@ -285,15 +294,15 @@ def _bn_net(backend, momentum):
     return net, step
 
 
-@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("kind,momentum", [("mlp", 0.1), ("mlp", None), ("cnn", None)])
 @pytest.mark.parametrize("mode", ["jit", "capture"])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_compiled_step_with_batch_norm_equals_eager(backend, mode, momentum):
+def test_compiled_step_with_batch_norm_equals_eager(backend, mode, kind, momentum):
     rng = np.random.default_rng(7)
     xs = [ag.tensor(rng.normal(size=(8, 4)).astype(np.float32), backend=backend) for _ in range(5)]
     ys = [ag.tensor(rng.integers(0, 3, size=8), backend=backend) for _ in range(5)]
-    eager_net, eager = _bn_net(backend, momentum)
-    comp_net, step = _bn_net(backend, momentum)
+    eager_net, eager = _bn_net(backend, momentum, kind)
+    comp_net, step = _bn_net(backend, momentum, kind)
     if mode == "jit":
         f = ag.jit(step)
         calls = list(zip(xs, ys))
@@ -309,7 +318,7 @@ def test_compiled_step_with_batch_norm_equals_eager(backend, mode, momentum):
         assert list(se) == list(sc)
         for k in se:
             np.testing.assert_array_equal(_np(se[k]), _np(sc[k]), err_msg=k)
-    bn = comp_net.layers[1]
+    bn = comp_net.layers[1 if kind == "mlp" else 2]
     assert int(_np(bn.num_batches_tracked)) == (5 if mode == "jit" else 6)
     assert float(np.abs(_np(bn.running_mean)).max()) > 0.0
     # eval mode is a changed world: the replay follows it (or raises, naming it)
