@@ -36,6 +36,16 @@ from .layers import (
     Tanh,
     Unflatten,
 )
+from .loss import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import Module, Parameter, StateDictError, functional_call
 from .training_state import CorruptFileError, load_training_state, save_training_state
 
@@ -45,5 +55,6 @@ __all__ = [
     "ModuleDict", "MLP", "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
     "HostRNG",
-    "utils", "save_training_state", "load_training_state", "CorruptFileError",
+    "utils", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss",
+    "BCEWithLogitsLoss", "KLDivLoss", "save_training_state", "load_training_state", "CorruptFileError",
 ]

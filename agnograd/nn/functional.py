@@ -1215,7 +1215,7 @@ def avg_pool2d(input: ag.Tensor, kernel_size: int | Sequence[int],
 
 def _along(x: ag.Tensor, axis: int, start: int | None, stop: int | None) -> ag.Tensor:
     """``x[..., start:stop, ...]`` along ``axis``."""
-    return x[(slice(None),) * axis + (slice(start, stop),)]
+    return x[(slice(None),) * axis + (slice(start, stop), ...)]
 
 
 def pad(input: ag.Tensor, pad: Sequence[int], mode: str = "constant",
