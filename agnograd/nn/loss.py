@@ -56,7 +56,8 @@ class CrossEntropyLoss(_WeightedLoss):
 
     Args:
         weight: one weight per class (a buffer), or ``None``.
-        size_average, reduce: PyTorch's deprecated spellings of ``reduction``.
+        size_average: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"sum"``).
+        reduce: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"none"``).
         ignore_index: a label that contributes nothing.
         reduction: ``"mean"`` (weighted by the labels' class weights), ``"sum"`` or ``"none"``.
         label_smoothing: ``ε`` in ``[0, 1]``: the target is ``(1 - ε) target + ε / C``.
@@ -81,7 +82,8 @@ class NLLLoss(_WeightedLoss):
 
     Args:
         weight: one weight per class (a buffer), or ``None``.
-        size_average, reduce: PyTorch's deprecated spellings of ``reduction``.
+        size_average: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"sum"``).
+        reduce: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"none"``).
         ignore_index: a label that contributes nothing.
         reduction: ``"mean"`` (weighted), ``"sum"`` or ``"none"``.
     """
@@ -101,7 +103,8 @@ class MSELoss(_Loss):
     """:func:`~agnograd.nn.functional.mse_loss` as a module: ``(input - target)²``, reduced.
 
     Args:
-        size_average, reduce: PyTorch's deprecated spellings of ``reduction``.
+        size_average: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"sum"``).
+        reduce: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"none"``).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
 
@@ -113,7 +116,8 @@ class L1Loss(_Loss):
     """:func:`~agnograd.nn.functional.l1_loss` as a module: ``|input - target|``, reduced.
 
     Args:
-        size_average, reduce: PyTorch's deprecated spellings of ``reduction``.
+        size_average: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"sum"``).
+        reduce: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"none"``).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
     """
 
@@ -142,7 +146,8 @@ class SmoothL1Loss(_Loss):
     """:func:`~agnograd.nn.functional.smooth_l1_loss` as a module.
 
     Args:
-        size_average, reduce: PyTorch's deprecated spellings of ``reduction``.
+        size_average: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"sum"``).
+        reduce: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"none"``).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         beta: where the loss turns from quadratic to linear (non-negative; 0 is ``L1Loss``).
     """
@@ -162,7 +167,8 @@ class BCEWithLogitsLoss(_Loss):
 
     Args:
         weight: a weight per element, broadcast to the logits (a buffer), or ``None``.
-        size_average, reduce: PyTorch's deprecated spellings of ``reduction``.
+        size_average: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"sum"``).
+        reduce: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"none"``).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         pos_weight: the positive term's weight, one per class (a buffer), or ``None``.
     """
@@ -188,7 +194,8 @@ class KLDivLoss(_Loss):
     log-probabilities ``input``.
 
     Args:
-        size_average, reduce: PyTorch's deprecated spellings of ``reduction``.
+        size_average: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"sum"``).
+        reduce: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"none"``).
         reduction: ``"mean"`` (over every element), ``"batchmean"`` (the divergence),
             ``"sum"`` or ``"none"``.
         log_target: ``target`` is given as log-probabilities.
