@@ -443,3 +443,43 @@ def test_register_buffer_changes_the_world_a_compiled_step_checks():
     before = _state.WORLD[0]
     m.register_buffer("b", ag.zeros((1,)))
     assert _state.WORLD[0] != before
+
+
+def test_a_buffer_rebound_in_forward_stays_a_buffer():
+    """``self.running = f(self.running, x)`` with ``x`` requiring grad: still a buffer (torch's
+    rule for a registered name), not a parameter an optimizer would pick up."""
+    class Running(nn.Module):
+        def __init__(self):
+            self.w = nn.Parameter(ag.ones((2,)))
+            self.register_buffer("running", ag.zeros((2,)))
+
+        def forward(self, x):
+            self.running = 0.9 * self.running + 0.1 * (x * self.w)
+            return ag.sum(x * self.w)
+
+    m = Running()
+    m(ag.ones((2,)))
+    assert m.running.requires_grad
+    assert [n for n, _ in m.named_parameters()] == ["w"]
+    assert [n for n, _ in m.named_buffers()] == ["running"]
+
+
+def test_new_functions_replay_under_jit_as_eager():
+    """The index and weight constants of pad/interpolate are fixed by the shapes, so an
+    ``ag.jit`` replay gives the eager loss and gradient."""
+    x = ag.tensor(np.random.default_rng(0).standard_normal((1, 2, 3, 4)), requires_grad=True)
+    loss_fn = nn.SmoothL1Loss(beta=0.5)
+
+    def step(x):
+        x.grad = None
+        y = F.interpolate(F.pad(x, (1, 1, 2, 0), mode="reflect"), scale_factor=1.5, mode="bilinear")
+        loss = loss_fn(F.normalize(y), ag.zeros(y.shape, dtype=y.dtype))
+        loss.backward()
+        return loss
+
+    compiled = ag.jit(step)
+    for _ in range(3):
+        got = compiled(x).item()
+        g = np.array(x.grad.data)
+        assert got == step(x).item()
+        np.testing.assert_array_equal(g, x.grad.data)

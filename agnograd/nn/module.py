@@ -283,7 +283,13 @@ class Module(_capture.Holder):
     # or deleting one counts as a change of the world it checks before replaying.
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):  # public state: its leaves that require grad are parameters
-            _mark_parameters(value)
+            names = self.__dict__.get("_buffer_names")
+            if names is not None and name in names:  # a registered buffer's name: a buffer still
+                if isinstance(value, ag.Tensor):
+                    _PARAMETERS.pop(id(value), None)
+                    _BUFFERS[id(value)] = value
+            else:
+                _mark_parameters(value)
         object.__setattr__(self, name, value)
         _WORLD[0] += 1
 
@@ -442,7 +448,8 @@ class Module(_capture.Holder):
         by :meth:`astype` (floating ones) and :meth:`to_backend` with the parameters, and in
         :meth:`state_dict` (and :meth:`save`) unless ``persistent=False``. ``tensor=None``
         holds ``None`` (nothing in the state dict). Reassigning ``self.<name>`` later keeps the
-        name's persistence.
+        name's persistence, and a buffer: ``self.running = 0.9 * self.running + 0.1 * x.mean()``
+        in ``forward`` stays a buffer even when the new value requires grad.
 
         Raises:
             KeyError: ``name`` is empty, contains ``"."``, or names an attribute that is not a
@@ -470,10 +477,7 @@ class Module(_capture.Holder):
                                f"({type(old).__name__}) and is not a buffer")
         names = self.__dict__.setdefault("_buffer_names", {})
         names[name] = bool(persistent)
-        if tensor is not None:
-            _PARAMETERS.pop(id(tensor), None)
-            _BUFFERS[id(tensor)] = tensor
-        self.__setattr__(name, tensor)
+        self.__setattr__(name, tensor)  # marks it a buffer (see __setattr__)
 
     def _non_persistent(self) -> set[str]:
         """The dotted names of the non-persistent buffers here and in sub-modules."""
