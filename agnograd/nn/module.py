@@ -331,6 +331,11 @@ class Module(_capture.Holder):
     def __setstate__(self, state: dict[str, Any]) -> None:
         frozen = state.pop("_frozen_parameters", ())
         vars(self).update(state)
+        for name in state.get("_buffer_names", ()):  # registered buffers stay buffers
+            t = state.get(name)
+            if isinstance(t, ag.Tensor):
+                _PARAMETERS.pop(id(t), None)
+                _BUFFERS[id(t)] = t
         for name in frozen:
             try:
                 t, _ = _locate(self, name)
