@@ -1288,11 +1288,42 @@ def _edge(x: ag.Tensor, axis: int, i: int, amount: int) -> ag.Tensor:
     return ag.broadcast_to(_along(x, axis, i, i + 1), tuple(shape))
 
 
-def _gather(x: ag.Tensor, idx: list[int], axis: int) -> ag.Tensor:
-    """``x`` at host indices ``idx`` along ``axis`` (a gather; its VJP a scatter-add)."""
+_RESAMPLE: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _resample_consts(x: ag.Tensor, key: tuple[Any, ...], make: Any) -> tuple[Any, ...]:
+    """The index (and weight) arrays of one axis of :func:`interpolate`, made from the host
+    lists ``make()`` returns -- int64 indices, weights in ``x``'s dtype -- once per backend,
+    device, dtype and ``key`` (so a GPU does not copy them to the device on every call, and a
+    captured step finds them made)."""
     b = x._backend
-    return ag.take(x, ag.as_tensor(b.xp.asarray(idx, dtype=b.xp.int64, device=x.device), b),
-                   axis=axis)
+    base = b.base
+    device = b.device_of(x.data) if b.multi_device else None
+    full: tuple[Any, ...] = (id(base), device, x.data.dtype, *key)
+    try:
+        hit = _RESAMPLE.get(full)
+    except TypeError:  # an unhashable device or dtype
+        full = tuple(map(str, full))
+        hit = _RESAMPLE.get(full)
+    if hit is None or hit[0] is not base:
+        xp = base.xp
+        dev = x.device
+        arrays = []
+        for values in make():
+            if values and isinstance(values[0], float):
+                arrays.append(xp.asarray(values, dtype=x.data.dtype, device=dev))
+            else:
+                arrays.append(xp.asarray(values, dtype=xp.int64, device=dev))
+        hit = (base, *arrays)
+        if len(_RESAMPLE) > 64:
+            _RESAMPLE.clear()
+        _RESAMPLE[full] = hit
+    return hit[1:]
+
+
+def _take(x: ag.Tensor, idx: Any, axis: int) -> ag.Tensor:
+    """``x`` at the index array ``idx`` along ``axis`` (a gather; its VJP a scatter-add)."""
+    return ag.take(x, ag.Tensor._wrap(idx, x._backend), axis=axis)
 
 
 def _f32(v: float) -> float:
@@ -1362,24 +1393,38 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
             continue
         scale = n / m if factors is None else 1.0 / factors[k]
         if mode == "nearest":
-            s32 = _f32(scale)
-            idx = [min(int(math.floor(_f32(float(i) * s32))), n - 1) for i in range(m)]
-            x = _gather(x, idx, axis)
+            (idx,) = _resample_consts(x, ("nearest", n, m, scale),
+                                      lambda n=n, m=m, scale=scale: [_nearest_index(n, m, scale)])
+            x = _take(x, idx, axis)
             continue
-        if align_corners:
-            src = [i * ((n - 1) / (m - 1)) if m > 1 else 0.0 for i in range(m)]
-        else:
-            src = [max((i + 0.5) * scale - 0.5, 0.0) for i in range(m)]
-        i0 = [min(int(math.floor(s)), n - 1) for s in src]
-        i1 = [min(i + 1, n - 1) for i in i0]
-        w = [s - i for s, i in zip(src, i0)]
+        i0, i1, w = _resample_consts(
+            x, ("linear", n, m, scale, bool(align_corners)),
+            lambda n=n, m=m, scale=scale: _linear_index(n, m, scale, bool(align_corners)))
         shape = [1] * x.ndim
         shape[axis] = m
-        wt = ag.as_tensor(b.xp.reshape(b.xp.asarray(w, dtype=x.data.dtype, device=x.device),
-                                       tuple(shape)), b)
-        lo = _gather(x, i0, axis)
-        x = lo + (_gather(x, i1, axis) - lo) * wt
+        wt = ag.Tensor._wrap(b.xp.reshape(w, tuple(shape)), b)
+        lo = _take(x, i0, axis)
+        x = lo + (_take(x, i1, axis) - lo) * wt
     return x
+
+
+def _nearest_index(n: int, m: int, scale: float) -> list[int]:
+    """PyTorch's nearest source indices: ``min(floor(i · scale), n - 1)`` in float32."""
+    s32 = _f32(scale)
+    return [min(int(math.floor(_f32(float(i) * s32))), n - 1) for i in range(m)]
+
+
+def _linear_index(n: int, m: int, scale: float, align_corners: bool
+                  ) -> tuple[list[int], list[int], list[float]]:
+    """The two source indices and the weight of the second for each of ``m`` outputs of a
+    linear resampling of ``n`` inputs (PyTorch's source coordinate)."""
+    if align_corners:
+        src = [i * ((n - 1) / (m - 1)) if m > 1 else 0.0 for i in range(m)]
+    else:
+        src = [max((i + 0.5) * scale - 0.5, 0.0) for i in range(m)]
+    i0 = [min(int(math.floor(v)), n - 1) for v in src]
+    i1 = [min(i + 1, n - 1) for i in i0]
+    return i0, i1, [float(v - i) for v, i in zip(src, i0)]
 
 
 def normalize(input: ag.Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> ag.Tensor:
