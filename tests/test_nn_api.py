@@ -422,6 +422,9 @@ def test_register_buffer_errors_and_none():
     assert m.none is None and "none" not in m.state_dict()
     m.register_buffer("none", ag.zeros((1,)))  # a registered name may be registered again
     assert "none" in m.state_dict()
+    del m.none  # no longer a buffer: a tensor requiring grad assigned there is a parameter
+    m.none = ag.zeros((1,)).requires_grad_()
+    assert [n for n, _ in m.named_parameters()] == ["w", "none"]
 
 
 def test_requires_grad_and_zero_grad_as_torch():

@@ -295,6 +295,9 @@ class Module(_capture.Holder):
 
     def __delattr__(self, name: str) -> None:
         object.__delattr__(self, name)
+        names = self.__dict__.get("_buffer_names")
+        if names is not None:
+            names.pop(name, None)  # no longer a registered buffer (as PyTorch's del)
         _WORLD[0] += 1
 
     def _guard_items(self) -> list[tuple[str, Any]]:
