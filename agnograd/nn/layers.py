@@ -11,7 +11,6 @@ from typing import Any
 
 import agnograd as ag
 
-from ..autograd import record as _record
 from ..backends.host import HostRNG, host_rng
 from ..capture import _state as _capture
 from ..random import Generator
@@ -27,44 +26,7 @@ __all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "Modu
 Seed = int | Sequence[int] | HostRNG | None
 
 
-def _linear_x(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    return g @ w  # (..., out) @ (out, in)
-
-
-def _linear_w(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    if g.ndim == 2:
-        return g.T @ x  # (out, N) @ (N, in)
-    out_f, in_f = w.shape
-    return xp.reshape(g, (-1, out_f)).T @ xp.reshape(x, (-1, in_f))
-
-
-def _linear_b(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    return g if g.ndim == 1 else xp.sum(g, axis=tuple(range(g.ndim - 1)))
-
-
-_LINEAR_RULES = (_linear_x, _linear_w, _linear_b)
-
-
-def _linear(x: Any, w: ag.Tensor, bias: ag.Tensor | None) -> ag.Tensor:
-    """``x Wᵀ + b`` as one recorded node (PyTorch's ``F.linear``) where it can be: a real
-    floating Tensor ``x (..., in)`` of ``W``'s backend and dtype, ``W (out, in)``. VJP:
-    ``x̄ = ḡ W``, ``W̄ = ḡᵀ x`` (batch axes flattened), ``b̄ = Σ ḡ`` over the batch axes.
-    Anything else takes the general ops (``x @ W.mT + b``)."""
-    b = w._backend
-    wd = w.data
-    if (type(x) is not ag.Tensor or x._backend is not b or b.multi_device or x.ndim == 0
-            or x.data.dtype != wd.dtype or (bias is not None and bias.data.dtype != wd.dtype)
-            or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"):
-        y: ag.Tensor = x @ w.mT
-        return y if bias is None else y + bias
-    try:
-        out = x.data @ wd.T
-    except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
-        out = b.xp.matmul(x.data, b.xp.matrix_transpose(wd))
-    if bias is not None:
-        out = out + bias.data
-        return _record("linear", out, b, (x, w, bias), _LINEAR_RULES, (x, w))
-    return _record("linear", out, b, (x, w), _LINEAR_RULES[:2], (x, w))
+_linear = F._linear
 
 
 class Linear(Module):
@@ -571,12 +533,15 @@ class MLP(Module):
 class _NormBase(Module):
     """Per-channel normalisation with PyTorch's state: ``weight`` (ones) and ``bias`` (zeros)
     when ``affine``; ``running_mean`` (zeros), ``running_var`` (ones) and the int64 0-d
-    ``num_batches_tracked`` when ``track_running_stats`` -- buffers (state, not parameters),
-    saved under PyTorch's names and updated in place, so a captured or jitted step replays
-    their update."""
+    ``num_batches_tracked`` when ``track_running_stats`` -- buffers (:meth:`Module.register_buffer`:
+    state, not parameters), saved under PyTorch's names and updated in place, so a captured or
+    jitted step replays their update."""
 
     _dims: tuple[int, ...] = ()  # the accepted input ranks
     _what = ""
+    running_mean: ag.Tensor | None
+    running_var: ag.Tensor | None
+    num_batches_tracked: ag.Tensor | None
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
@@ -592,17 +557,17 @@ class _NormBase(Module):
         dtype = default_dtype(dtype)
         self.weight: ag.Tensor | None = None
         self.bias: ag.Tensor | None = None
-        self.running_mean: ag.Tensor | None = None
-        self.running_var: ag.Tensor | None = None
-        self.num_batches_tracked: ag.Tensor | None = None
         with ag.default_backend(backend or ag.get_default_backend().name):
             if self.affine:
                 self.weight = ag.ones(self.num_features, dtype=dtype).requires_grad_()
                 self.bias = ag.zeros(self.num_features, dtype=dtype).requires_grad_()
-            if self.track_running_stats:
-                self.running_mean = ag.zeros(self.num_features, dtype=dtype)
-                self.running_var = ag.ones(self.num_features, dtype=dtype)
-                self.num_batches_tracked = ag.zeros((), dtype=ag.int64)
+            track = self.track_running_stats  # else None, as PyTorch registers them
+            self.register_buffer("running_mean",
+                                 ag.zeros(self.num_features, dtype=dtype) if track else None)
+            self.register_buffer("running_var",
+                                 ag.ones(self.num_features, dtype=dtype) if track else None)
+            self.register_buffer("num_batches_tracked",
+                                 ag.zeros((), dtype=ag.int64) if track else None)
 
     def reset_running_stats(self) -> None:
         """Running mean to 0, running variance to 1 and the batch count to 0, in place."""
