@@ -354,30 +354,39 @@ def test_errors_name_the_fix():
         F.batch_norm(ag.ones((2, 3)), ag.zeros(4), ag.ones(4), training=True)
 
 
+@pytest.mark.parametrize("which", ["batch", "instance", "group"])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_fused_batch_norm_equals_the_composed_ops(backend, monkeypatch):
-    """Training-mode batch_norm is one node with an analytic rule; the composition of standard
-    ops it replaces gives the same values, gradients and second derivatives."""
+def test_fused_norms_equal_the_composed_ops(backend, which, monkeypatch):
+    """Training-mode batch_norm, instance_norm and group_norm are one node with an analytic
+    rule; the composition of standard ops it replaces gives the same values, gradients,
+    running statistics and second derivatives."""
     rng = np.random.default_rng(8)
-    x_np, w_np, b_np = rng.normal(size=(4, 3, 5)), rng.uniform(0.5, 1.5, 3), rng.normal(size=3)
-    r_np = rng.normal(size=(4, 3, 5))
+    x_np, w_np, b_np = rng.normal(size=(4, 4, 5)), rng.uniform(0.5, 1.5, 4), rng.normal(size=4)
+    r_np = rng.normal(size=(4, 4, 5))
+
+    def fn(x, w, b, rm=None, rv=None):
+        if which == "batch":
+            return F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.3)
+        if which == "instance":
+            return F.instance_norm(x, rm, rv, w, b, momentum=0.3)
+        return F.group_norm(x, 2, w, b)
 
     def run():
         x, w, b = (ag.tensor(a, backend=backend, requires_grad=True) for a in (x_np, w_np, b_np))
-        rm, rv = ag.zeros(3, dtype=ag.float64), ag.ones(3, dtype=ag.float64)
-        rm, rv = ag.to_backend(rm, backend), ag.to_backend(rv, backend)
-        y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.3)
+        rm = ag.to_backend(ag.zeros(4, dtype=ag.float64), backend)
+        rv = ag.to_backend(ag.ones(4, dtype=ag.float64), backend)
+        y = fn(x, w, b, rm, rv)
         ag.sum(y * ag.tensor(r_np, backend=backend)).backward()
 
         def penalty(x, w):
-            gx = ag.grad(lambda x: ag.sum(ag.sin(F.batch_norm(x, None, None, w, None, True))))(x)
+            gx = ag.grad(lambda x: ag.sum(ag.sin(fn(x, w, None))))(x)
             return ag.sum(gx * gx)
         h = ag.grad(penalty, argnums=(0, 1))(ag.tensor(x_np, backend=backend),
                                            ag.tensor(w_np, backend=backend))
         return [_np(t) for t in (y, x.grad, w.grad, b.grad, rm, rv, *h)]
 
     fused = run()
-    monkeypatch.setattr(F, "_batch_norm_train", lambda *a: None)
+    monkeypatch.setattr(F, "_fused_norm", lambda *a: None)
     composed = run()
     for a, b in zip(fused, composed):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

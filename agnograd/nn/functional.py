@@ -1503,13 +1503,18 @@ def _channel_affine(y: ag.Tensor, x: ag.Tensor, weight: Any, bias: Any, c: int,
     for name, p in (("weight", weight), ("bias", bias)):
         if p is None:
             continue
-        pt = _float_like(p, x, what, name)
-        if pt.shape != (c,):
-            raise ValueError(f"{what}: {name} must have shape ({c},) (one value per channel of "
-                             f"the input of shape {x.shape}), not {pt.shape}")
-        pt = ag.reshape(pt, view)
+        pt = ag.reshape(_checked_channel(p, x, c, what, name), view)
         y = y * pt if name == "weight" else y + pt
     return y
+
+
+def _checked_channel(p: Any, x: ag.Tensor, c: int, what: str, name: str) -> ag.Tensor:
+    """``p`` as a ``(C,)`` Tensor of ``x``'s backend and dtype, or a ``ValueError``."""
+    pt = _float_like(p, x, what, name)
+    if pt.shape != (c,):
+        raise ValueError(f"{what}: {name} must have shape ({c},) (one value per channel of "
+                         f"the input of shape {x.shape}), not {pt.shape}")
+    return pt
 
 
 def _update_running(running: ag.Tensor, stat: ag.Tensor, momentum: float | ag.Tensor,
@@ -1545,7 +1550,7 @@ def _bn_xhat(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, A
 
 
 def _bn_x(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
-          view: tuple[int, ...], eps: float) -> Any:
+          waxes: tuple[int, ...], view: tuple[int, ...], eps: float) -> Any:
     if isinstance(x, ag.Tensor):  # create_graph: the saved xhat is a constant; recompute it
         xhat, rstd = _bn_xhat(xp, x, axes, eps)
     k = rstd if w is None else rstd * xp.reshape(w, view)  # per channel: w leaves the means
@@ -1554,25 +1559,27 @@ def _bn_x(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int
 
 
 def _bn_w(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
-          view: tuple[int, ...], eps: float) -> Any:
+          waxes: tuple[int, ...], view: tuple[int, ...], eps: float) -> Any:
     if isinstance(x, ag.Tensor):
         xhat, _ = _bn_xhat(xp, x, axes, eps)
-    return xp.sum(g * xhat, axis=axes)
+    return xp.sum(g * xhat, axis=waxes)
 
 
 def _bn_b(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
-          view: tuple[int, ...], eps: float) -> Any:
-    return xp.sum(g, axis=axes)
+          waxes: tuple[int, ...], view: tuple[int, ...], eps: float) -> Any:
+    return xp.sum(g, axis=waxes)
 
 
-def _batch_norm_train(x: ag.Tensor, weight: Any, bias: Any, axes: tuple[int, ...],
-                      eps: float) -> tuple[ag.Tensor, Any, Any] | None:
-    """Batch normalisation by the batch's statistics as one recorded node, where it can be: a
-    real floating ``x`` with ``weight``/``bias`` (or ``None``) Tensors of its backend and dtype.
-    Returns ``(y, mean, biased var)`` (the statistics as raw arrays, shape ``(C,)``), or
-    ``None`` for the composed path. VJP, with ``x̂ = (x - μ)·r``, ``r = 1/sqrt(σ² + eps)``:
-    ``x̄ = r·w·(ḡ - mean(ḡ) - x̂·mean(ḡ·x̂))``, ``w̄ = Σ ḡ·x̂``, ``b̄ = Σ ḡ``
-    (means and sums over ``axes``)."""
+def _fused_norm(x: ag.Tensor, weight: Any, bias: Any, axes: tuple[int, ...], eps: float,
+                name: str) -> tuple[ag.Tensor, Any, Any] | None:
+    """Normalisation of ``x`` ``(N, C, *)`` by its own mean and biased variance over ``axes``,
+    then ``· weight + bias`` (``(C,)``, or ``None``), as one recorded node where it can be: a
+    real floating ``x`` with ``weight``/``bias`` Tensors of its backend and dtype. Returns
+    ``(y, mean, var)`` (the statistics as raw arrays, ``axes`` kept as size 1), or ``None`` for
+    the composed path. VJP, with ``x̂ = (x - μ)·r``, ``r = 1/sqrt(σ² + eps)``:
+    ``x̄ = r·w·(ḡ - mean(ḡ) - x̂·mean(ḡ·x̂))`` (means over ``axes``), ``w̄ = Σ ḡ·x̂``,
+    ``b̄ = Σ ḡ`` (sums over every axis but 1). Under ``create_graph`` the rules recompute
+    ``x̂`` from ``x``, so higher derivatives are exact."""
     b = x._backend
     xd = x.data
     if type(x) is not ag.Tensor or b.multi_device or x.dtype.kind != "f":
@@ -1584,6 +1591,7 @@ def _batch_norm_train(x: ag.Tensor, weight: Any, bias: Any, axes: tuple[int, ...
             return None
     xp = b.xp
     view = (c,) + (1,) * (x.ndim - 2)
+    waxes = (0,) + tuple(range(2, x.ndim))
     mu = xp.mean(xd, axis=axes, keepdims=True)
     d = xd - mu
     var = xp.mean(d * d, axis=axes, keepdims=True)
@@ -1598,9 +1606,9 @@ def _batch_norm_train(x: ag.Tensor, weight: Any, bias: Any, axes: tuple[int, ...
         if p is not None:
             inputs.append(p)
             rules.append(rule)
-    y = _record("batch_norm", out, b, tuple(inputs), tuple(rules), (x, weight, xhat, rstd),
-                params=(axes, view, eps))
-    return y, xp.reshape(mu, (c,)), xp.reshape(var, (c,))
+    y = _record(name, out, b, tuple(inputs), tuple(rules), (x, weight, xhat, rstd),
+                params=(axes, waxes, view, eps))
+    return y, mu, var
 
 
 def batch_norm(input: ag.Tensor, running_mean: ag.Tensor | None, running_var: ag.Tensor | None,
@@ -1633,7 +1641,7 @@ def batch_norm(input: ag.Tensor, running_mean: ag.Tensor | None, running_var: ag
         axes = (0,) + tuple(range(2, x.ndim))
         if (running_mean is None) != (running_var is None):
             raise ValueError(f"{what}: give both running_mean and running_var, or neither")
-        fused = _batch_norm_train(x, weight, bias, axes, eps)
+        fused = _fused_norm(x, weight, bias, axes, eps, "batch_norm")
         if fused is not None:
             y, mu_raw, var_raw = fused
             mu, var = ag.Tensor._wrap(mu_raw, x._backend), ag.Tensor._wrap(var_raw, x._backend)
@@ -1651,14 +1659,22 @@ def batch_norm(input: ag.Tensor, running_mean: ag.Tensor | None, running_var: ag
             raise ValueError(f"{what}: running_mean and running_var are needed in evaluation mode "
                              "(training=False); pass them, or training=True to use the batch's "
                              "statistics")
-        view = (c,) + (1,) * (x.ndim - 2)
         stats = []
         for name, r in (("running_mean", running_mean), ("running_var", running_var)):
             rt = _float_like(r, x, what, name)
             if rt.shape != (c,):
                 raise ValueError(f"{what}: {name} must have shape ({c},), not {rt.shape}")
-            stats.append(ag.reshape(rt, view))
-        y = (x - stats[0]) / ag.sqrt(stats[1] + eps)
+            stats.append(rt)
+        # x·α + β with per-channel α = w / sqrt(var + eps), β = b - mean·α (PyTorch's CPU form):
+        # two passes over x, the rest on (C,) vectors
+        alpha = 1.0 / ag.sqrt(stats[1] + eps)
+        if weight is not None:
+            alpha = alpha * _checked_channel(weight, x, c, what, "weight")
+        beta = -stats[0] * alpha
+        if bias is not None:
+            beta = beta + _checked_channel(bias, x, c, what, "bias")
+        view = (c,) + (1,) * (x.ndim - 2)
+        return x * ag.reshape(alpha, view) + ag.reshape(beta, view)
     return _channel_affine(y, x, weight, bias, c, what)
 
 
@@ -1686,15 +1702,22 @@ def instance_norm(input: ag.Tensor, running_mean: ag.Tensor | None = None,
     if n <= 1:
         raise ValueError(f"{what}: expected more than 1 spatial element when training, got input "
                          f"of shape {x.shape}")
-    mu, var = _norm_stats(x, axes)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{what}: give both running_mean and running_var, or neither")
+    fused = _fused_norm(x, weight, bias, axes, eps, "instance_norm")
+    if fused is not None:
+        y, mu_raw, var_raw = fused
+        mu, var = ag.Tensor._wrap(mu_raw, x._backend), ag.Tensor._wrap(var_raw, x._backend)
+    else:
+        mu, var = _norm_stats(x, axes)
     if running_mean is not None and running_var is not None:
         flat = (x.shape[0], c)
         _update_running(running_mean, ag.mean(ag.reshape(mu, flat), axis=0), momentum, what,
                         "running_mean")
         _update_running(running_var, ag.mean(ag.reshape(var, flat), axis=0) * (n / (n - 1)),
                         momentum, what, "running_var")
+    if fused is not None:
+        return y
     y = (x - mu) / ag.sqrt(var + eps)
     return _channel_affine(y, x, weight, bias, c, what)
 
@@ -1715,6 +1738,10 @@ def group_norm(input: ag.Tensor, num_groups: int, weight: Any = None, bias: Any 
         raise ValueError(f"{what}: the {c} channels of the input (shape {x.shape}) cannot be "
                          f"split into {num_groups} groups; num_groups must divide C")
     grouped = ag.reshape(x, (x.shape[0], g, -1))
-    mu, var = _norm_stats(grouped, (2,))
-    y = ag.reshape((grouped - mu) / ag.sqrt(var + eps), x.shape)
-    return _channel_affine(y, x, weight, bias, c, what)
+    fused = _fused_norm(grouped, None, None, (2,), eps, "group_norm")
+    if fused is not None:
+        normed = fused[0]
+    else:
+        mu, var = _norm_stats(grouped, (2,))
+        normed = (grouped - mu) / ag.sqrt(var + eps)
+    return _channel_affine(ag.reshape(normed, x.shape), x, weight, bias, c, what)
