@@ -50,7 +50,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "_backend", "_node", "_index", "_requires_grad", "_grad", "_hooks",
-                 "_version",
+                 "_version", "_view",
                  "__weakref__")
     data: Any
     _backend: Backend
@@ -59,7 +59,10 @@ class Tensor:
     _requires_grad: bool
     _grad: Tensor | None
     _hooks: list[Any] | None
-    _version: list[int] | None
+    _version: list[Any] | None
+    # Set only on tensors made by a view op (never read on the fast path; an unset slot):
+    # (root Tensor, chain of (op, args) from the root's data to this one's, grad flag).
+    _view: tuple[Tensor, tuple[tuple[Any, tuple[Any, ...]], ...], bool]
 
     # Python compares and hashes arrays elementwise; a Tensor is not hashable (like ndarray).
     __hash__ = None  # type: ignore[assignment]
@@ -276,10 +279,13 @@ class Tensor:
     def _become(self, res: Tensor) -> None:
         """Take ``res`` -- the out-of-place result of an in-place op that records a graph
         (``x += y``, ``x[k] = v``) -- as this tensor's data and graph position. Its new data is
-        new storage: earlier saves keep the old, untouched array; a retained gradient follows."""
+        new storage, but the version counter (shared with every alias) counts up, so graphs that
+        saved the old value refuse at backward, as PyTorch's do; a retained gradient follows."""
         self.data, self._node, self._index = res.data, res._node, res._index
         self._requires_grad = res._requires_grad
-        self._version = None
+        cell = self._version
+        if cell is not None:  # the storage changed: graphs that saved it refuse (as PyTorch)
+            cell[0] += 1
         hooks = self._hooks
         if hooks is not None and self._node is not None and type(hooks[0]) is RetainGrad:
             hooks[0].moved(self)
@@ -287,7 +293,7 @@ class Tensor:
     def detach(self) -> Tensor:
         """The same data as a new leaf that needs no gradient (no copy; in-place changes through
         either tensor count against both when a graph saved it)."""
-        return share_version(self, Tensor._wrap(self.data, self._backend))
+        return view_of(self, Tensor._wrap(self.data, self._backend), _detached, (), False)
 
     def item(self) -> Any:
         """The value of a one-element tensor as a Python scalar (copies to the host): a bool,
@@ -758,8 +764,78 @@ def share_version(src: Tensor, dst: Tensor) -> Tensor:
         cell = src._version = [0, True]
     elif len(cell) == 1:
         cell.append(True)
+    else:
+        cell[1] = True
     dst._version = cell
     return dst
+
+
+class Views:
+    """The registered views of one root Tensor's storage, kept in the version counter they
+    share (``cell[2]``): the root (weakly; every view holds it strongly in its ``_view``) and
+    weak references to the views, so an in-place write through any of them can bring every
+    other up to date (see ``agnograd/_ops/_views.py``)."""
+
+    __slots__ = ("root", "refs", "prune_at")
+
+    def __init__(self, root: Tensor) -> None:
+        self.root = weakref.ref(root)
+        self.refs: list[weakref.ref[Tensor]] = []
+        self.prune_at = 16
+
+    def live(self) -> list[Tensor]:
+        """The views still alive (dead references are dropped)."""
+        out = []
+        refs = []
+        for r in self.refs:
+            v = r()
+            if v is not None:
+                out.append(v)
+                refs.append(r)
+        self.refs = refs
+        self.prune_at = max(16, 2 * len(refs))
+        return out
+
+
+def view_of(src: Tensor, dst: Tensor, fn: Any, args: tuple[Any, ...], grad: bool = True) -> Tensor:
+    """Register ``dst = fn(src, *args)`` as a view of ``src``'s storage (a view op's result):
+    it shares ``src``'s version counter (:func:`share_version`), and remembers its root and
+    the chain of view functions from the root, so that an in-place write through any alias
+    reaches every other (PyTorch's view semantics, on every backend). ``grad=False`` marks an
+    alias that never carries a graph (``detach()``). Returns ``dst``.
+
+    Only view ops pay for this (a tuple and a weak reference); other ops never look."""
+    cell = src._version
+    if cell is None:
+        cell = src._version = [0, False, None]
+    elif len(cell) == 1:
+        cell += [False, None]
+    elif len(cell) == 2:
+        cell.append(None)
+    reg = cell[2]
+    if reg is None:
+        reg = cell[2] = Views(src)
+        root, chain = src, ()
+    elif reg.root() is src:
+        root, chain = src, ()
+    else:
+        try:
+            root, chain, g = src._view
+        except AttributeError:  # an alias made otherwise (from_dlpack, real): a plain alias
+            return share_version(src, dst)
+        grad = grad and g
+    dst._version = cell
+    dst._view = (root, chain + ((fn, args),), grad)
+    refs = reg.refs
+    refs.append(weakref.ref(dst))
+    if len(refs) > reg.prune_at:
+        reg.live()
+    return dst
+
+
+def _detached(x: Tensor) -> Tensor:
+    """The view function of ``detach()``: the same data, no graph."""
+    return Tensor._wrap(x.data, x._backend)
 
 
 def shares_storage(t: Tensor) -> bool:
@@ -768,6 +844,13 @@ def shares_storage(t: Tensor) -> bool:
     would then leave the others stale."""
     cell = t._version
     return cell is not None and len(cell) > 1
+
+
+def plain_alias(t: Tensor) -> bool:
+    """Whether an alias of ``t``'s storage exists that is not a registered view (made by
+    ``from_dlpack``, ``real``, ...): a write that rebinds ``t`` cannot bring it up to date."""
+    cell = t._version
+    return cell is not None and len(cell) > 1 and bool(cell[1])
 
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
-from .._tensor import Tensor, TensorLike, check_array_dtype, tensor
+from .._tensor import Tensor, TensorLike, check_array_dtype, tensor, view_of
 from ..autograd import OUT, grad_mode, out, record, record_multi, share_version
 from ..backends import Backend, backend_of_array, get_default_backend
 
@@ -23,6 +23,7 @@ __all__ = [
     "record",
     "record_multi",
     "share_version",
+    "view_of",
     "grad_on",
     "to_tensor",
     "binary_operands",
