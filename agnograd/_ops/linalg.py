@@ -325,7 +325,7 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
         except KeyError:
             cplx = is_complex(b, dy)
         return record_binary("matmul", y, b, x1, x2, _MATMUL_RULES_COMPLEX if cplx else _MATMUL_RULES,
-                             (0, 1), None if plain else _meta(x1, x2))
+                             (0, 1), None if plain else _meta(x1, x2), True)
     return wrap(y, b)
 
 
