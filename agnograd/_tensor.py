@@ -279,13 +279,12 @@ class Tensor:
     def _become(self, res: Tensor) -> None:
         """Take ``res`` -- the out-of-place result of an in-place op that records a graph
         (``x += y``, ``x[k] = v``) -- as this tensor's data and graph position. Its new data is
-        new storage, but the version counter (shared with every alias) counts up, so graphs that
-        saved the old value refuse at backward, as PyTorch's do; a retained gradient follows."""
+        new storage: earlier saves keep the old, untouched array, so the graphs that saved it
+        stay right (no version bump); the version counter stays shared with every alias of
+        the storage (views are regenerated from this tensor, see ``_ops/_views.py``); a
+        retained gradient follows."""
         self.data, self._node, self._index = res.data, res._node, res._index
         self._requires_grad = res._requires_grad
-        cell = self._version
-        if cell is not None:  # the storage changed: graphs that saved it refuse (as PyTorch)
-            cell[0] += 1
         hooks = self._hooks
         if hooks is not None and self._node is not None and type(hooks[0]) is RetainGrad:
             hooks[0].moved(self)

@@ -62,9 +62,7 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
             if plain_alias(self):
                 raise RuntimeError(aliased_inplace_error(f"in-place {name} ({_SYMBOL[name]}=)",
                                                          self, f"x = x {_SYMBOL[name]} y"))
-            # (computed from a fresh handle: the op may save the old value, which the
-            # rebinding leaves intact, so the bump of x's counter must not condemn it)
-            self._become(checked(_views._fresh(self), other))
+            self._become(checked(self, other))
             return self
         # The same inline prefix as the elementwise ops (see _binary in elementwise.py); the
         # rest goes through the one conversion. Without it ``x += 1.0`` was ~15% slower.
