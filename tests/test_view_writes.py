@@ -336,3 +336,283 @@ def test_random_programs_of_views_and_writes_match_finite_differences(prog: dict
     np.testing.assert_allclose(lib.numpy(x.grad), gx, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(0.0 if c.grad is None else float(lib.numpy(c.grad)), gc,
                                rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The issue's patterns, each against PyTorch
+
+
+def _both(fn: Any, *arrays: np.ndarray, backend: str = "numpy") -> None:
+    """Run ``fn(lib, *leaves) -> loss`` on agnograd and PyTorch; compare loss and gradients.
+    Where PyTorch refuses at backward (it overwrote a saved value; agnograd's recorded writes
+    overwrite nothing), the gradient is checked against central differences instead."""
+    pytest.importorskip("torch")
+    res = []
+    for lib in (_Lib("ag", backend), _Lib("torch")):
+        leaves = [lib.leaf(a) for a in arrays]
+        loss = fn(lib, *leaves)
+        try:
+            loss.backward()
+        except RuntimeError as exc:
+            assert lib.name == "torch" and "modified by an inplace operation" in str(exc), exc
+            res.append(_fd_reference(fn, arrays))
+            continue
+        res.append([lib.numpy(loss)] + [
+            np.zeros(a.shape) if t.grad is None else lib.numpy(t.grad)
+            for t, a in zip(leaves, arrays)])
+    tol = 1e-10 if res[1][0] is not None else 1e-5
+    if res[1][0] is not None:
+        np.testing.assert_allclose(res[0][0], res[1][0], rtol=1e-12)
+    for a, b in zip(res[0][1:], res[1][1:]):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def _fd_reference(fn: Any, arrays: tuple[np.ndarray, ...]) -> list[Any]:
+    lib = _Lib("ag")
+
+    def f(*xs: np.ndarray) -> float:
+        with ag.no_grad():
+            return float(lib.numpy(fn(lib, *[ag.tensor(x) for x in xs])))
+
+    h = 1e-6
+    grads: list[Any] = [None]
+    for k, a in enumerate(arrays):
+        g = np.zeros(a.shape)
+        for i in np.ndindex(a.shape):
+            e = np.zeros(a.shape)
+            e[i] = h
+            plus = [x + e if j == k else x for j, x in enumerate(arrays)]
+            minus = [x - e if j == k else x for j, x in enumerate(arrays)]
+            g[i] = (f(*plus) - f(*minus)) / (2 * h)
+        grads.append(g)
+    return grads
+
+
+def test_slice_assigned_from_itself(backend: str) -> None:
+    def f(lib: _Lib, x: Any, b: Any) -> Any:
+        y = x * 1.0
+        y[1:3] = y[1:3] + b  # the right-hand side takes a view of y
+        return lib.sum(y * y)
+
+    _both(f, np.arange(1.0, 5.0), np.array([0.5, -2.0]), backend=backend)
+
+
+def test_boundary_condition_in_a_simulation_loop(backend: str) -> None:
+    def f(lib: _Lib, u0: Any, k: Any) -> Any:
+        u = u0 * 1.0
+        for _ in range(5):
+            u = u * k + u * u * 0.1  # a new array each step
+            u[0] = u[1]  # Neumann boundaries, through views of u
+            u[-1] = u[-2]
+        return lib.sum(u * u)
+
+    _both(f, np.linspace(0.2, 1.0, 6), np.array(0.9), backend=backend)
+
+
+def test_in_place_add_on_a_column_view(backend: str) -> None:
+    def f(lib: _Lib, x: Any, b: Any) -> Any:
+        y = x * 1.0
+        v = y[:, 1]
+        v += b
+        return lib.sum(y * y) + lib.sum(v * 3.0)
+
+    _both(f, np.arange(6.0).reshape(2, 3), np.array([1.0, -1.0]), backend=backend)
+
+
+def test_a_view_taken_before_the_write_sees_it(backend: str) -> None:
+    # After v = x[0:2]; x[1] = c * 3: a loss on v depends on c.
+    def f(lib: _Lib, x: Any, c: Any) -> Any:
+        y = x * 1.0
+        v = y[0:2]
+        y[1] = c * 3.0
+        return lib.sum(v * v)
+
+    _both(f, np.arange(1.0, 4.0), np.array(0.5), backend=backend)
+
+
+def test_views_of_views_and_reshape_transpose_expand_dims() -> None:
+    def f(lib: _Lib, x: Any, b: Any) -> Any:
+        y = x * 1.0
+        t = y.T if lib.name == "ag" else y.T
+        r = lib.view("expand_dims", 0, t)
+        r[0, 1, ...] = b  # row 1 of y.T: column 1 of y
+        d = lib.view("diagonal", None, y)
+        d *= 2.0
+        return lib.sum(y * y) + lib.sum(t[0, ...] * 5.0)
+
+    _both(f, np.arange(9.0).reshape(3, 3), np.array([1.0, 2.0, 3.0]))
+
+
+def test_integer_array_and_mask_writes_on_a_non_leaf(backend: str) -> None:
+    def f(lib: _Lib, x: Any, b: Any) -> Any:
+        y = x * 1.0
+        y[lib.const(np.array([3, 0]))] = b
+        y[lib.const(np.array([False, True, False, False, True]))] = b * 2.0
+        return lib.sum(y * y * y)
+
+    _both(f, np.arange(1.0, 6.0), np.array([0.5, -2.0]), backend=backend)
+
+
+def test_flip_is_a_view_that_sees_writes(backend: str) -> None:
+    # (PyTorch's flip copies; NumPy's is a view, and agnograd's is on every backend.)
+    x = ag.tensor(np.arange(4.0), backend=backend, requires_grad=True)
+    c = ag.tensor(np.array(2.0), backend=backend, requires_grad=True)
+    y = x * 1.0
+    f = ag.flip(y)
+    f[0] = c  # writes y[3]
+    y[0] = c * 5.0  # seen by f[3]
+    np.testing.assert_array_equal(ag.to_backend(y.detach(), "numpy").numpy(), [10, 1, 2, 2])
+    np.testing.assert_array_equal(ag.to_backend(f.detach(), "numpy").numpy(), [2, 2, 1, 10])
+    ag.sum(f * ag.tensor(np.array([1.0, 2.0, 3.0, 4.0]), backend=backend)).backward()
+    np.testing.assert_array_equal(ag.to_backend(x.grad, "numpy").numpy(), [0.0, 3.0, 2.0, 0.0])
+    assert float(ag.to_backend(c.grad, "numpy").numpy()) == 1.0 + 4.0 * 5.0
+
+
+@pytest.mark.parametrize("method", ["set", "add", "subtract", "multiply", "divide", "power",
+                                    "min", "max"])
+@pytest.mark.parametrize("key", ["slice", "int", "mask"])
+def test_array_api_extra_at(method: str, key: str, backend: str) -> None:
+    # SciPy's Array API code calls xpx.at internally; with copy=None it writes in place.
+    xpx = pytest.importorskip("array_api_extra")
+    idx: Any = {"slice": slice(1, 3), "int": 2,
+                "mask": np.array([False, True, False, True, False])}[key]
+
+    def f(lib: _Lib, x: Any, y: Any) -> Any:
+        h = x * 1.0
+        i = lib.const(idx) if key == "mask" else idx
+        sel = h[i]
+        val = y if tuple(sel.shape) == (2,) else lib.sum(y)
+        r = getattr(xpx.at(h)[i], method)(val)
+        return lib.sum(r * r) + lib.sum(h * 2.0)
+
+    _both(f, np.array([0.5, 1.5, 2.5, 3.5, 0.25]), np.array([2.0, 1.0]), backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# A 1-D heat equation with boundary conditions, 50 steps
+
+
+def _heat(lib: _Lib, u0: Any, d: Any) -> Any:
+    u = u0 * 1.0
+    for _ in range(50):
+        lap = u[2:] - 2.0 * u[1:-1] + u[:-2]
+        u[1:-1] = u[1:-1] + d * lap  # interior update, through a view of u
+        u[0] = 0.0  # Dirichlet on the left
+        u[-1] = u[-2]  # Neumann on the right
+    return lib.sum(u * u)
+
+
+def test_heat_equation_gradient_matches_pytorch(backend: str) -> None:
+    u0 = np.sin(np.linspace(0.0, np.pi, 12)) + 0.1
+    _both(_heat, u0, np.array(0.2), backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals PyTorch makes too
+
+
+def test_a_leaf_that_requires_grad_refuses_writes_through_its_views() -> None:
+    x = ag.tensor(np.arange(3.0), requires_grad=True)
+    v = x[0:2]
+    with pytest.raises(RuntimeError, match="view of a leaf"):
+        v += 1.0
+    with pytest.raises(RuntimeError, match="leaf"):
+        x[0] = 1.0
+    with ag.no_grad():  # a parameter update: fine, and the view sees it
+        v += 1.0
+    np.testing.assert_array_equal(x.detach().numpy(), [1.0, 2.0, 2.0])
+
+
+def test_an_overwritten_saved_value_still_raises() -> None:
+    # A write that records no graph overwrites the storage: a graph that saved it refuses.
+    x = ag.tensor(np.arange(1.0, 4.0), requires_grad=True)
+    y = x * 1.0
+    v = y[0:2]
+    L = ag.sum(ag.sin(v))
+    with ag.no_grad():
+        y[1] = 7.0
+    assert float(v.detach().numpy()[1]) == 7.0
+    with pytest.raises(RuntimeError, match=STALE):
+        L.backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# Dask: cannot alias; the functional form gives the same values and gradients
+
+
+def test_dask_writes_through_views_match_numpy() -> None:
+    pytest.importorskip("dask")
+    out = []
+    for backend in ("numpy", "dask"):
+        x = ag.tensor(np.arange(6.0).reshape(2, 3), backend=backend, requires_grad=True)
+        b = ag.tensor(np.array([1.0, -1.0]), backend=backend, requires_grad=True)
+        y = x * 1.0
+        v = y[:, 1]
+        t = y.T
+        v += b
+        y[0, 0] = b[1] * 3.0
+        with ag.no_grad():
+            w = ag.tensor(np.zeros((3, 2)), backend=backend)
+            wv = w[1:, ...]
+            wv += 1.0  # no graph: the base (rebound on Dask) sees it
+        L = ag.sum(t * t) + ag.sum(v * 2.0) + ag.sum(w)
+        L.backward()
+        out.append([ag.to_backend(a.detach(), "numpy").numpy() for a in (L, y, v, t, w, x.grad,
+                                                                             b.grad)])
+    for a, c in zip(*out):
+        np.testing.assert_allclose(a, c, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replays: jit, capture, checkpoint
+
+
+def _step(x: ag.Tensor, b: ag.Tensor) -> ag.Tensor:
+    y = x * 1.0
+    v = y[1:3]
+    v *= b
+    y[0] = y[3]
+    return ag.sum(y * y)
+
+
+def test_jit_capture_and_checkpoint_replay_writes_through_views() -> None:
+    x0 = np.arange(1.0, 5.0)
+    b0 = np.array([2.0, -1.0])
+
+    def eager() -> list[np.ndarray]:
+        x = ag.tensor(x0, requires_grad=True)
+        b = ag.tensor(b0, requires_grad=True)
+        L = _step(x, b)
+        L.backward()
+        return [L.detach().numpy(), x.grad.numpy(), b.grad.numpy()]
+
+    want = eager()
+    # ag.checkpoint: recomputes the step in backward
+    x = ag.tensor(x0, requires_grad=True)
+    b = ag.tensor(b0, requires_grad=True)
+    L = ag.checkpoint(_step, x, b)
+    L.backward()
+    for a, c in zip([L.detach().numpy(), x.grad.numpy(), b.grad.numpy()], want):
+        np.testing.assert_allclose(a, c, rtol=1e-12)
+    # ag.jit of the value-and-gradient, called twice (the second call replays)
+    g = ag.jit(ag.value_and_grad(_step, argnums=(0, 1)))
+    for _ in range(2):
+        val, (gx, gb) = g(ag.tensor(x0), ag.tensor(b0))
+        for a, c in zip([val.numpy(), gx.numpy(), gb.numpy()], want):
+            np.testing.assert_allclose(a, c, rtol=1e-12)
+    # ag.capture of a training-style step (forward and backward), replayed
+    xs = ag.tensor(x0, requires_grad=True)
+    bs = ag.tensor(b0, requires_grad=True)
+
+    def train() -> ag.Tensor:
+        xs.grad = None
+        bs.grad = None
+        L = _step(xs, bs)
+        L.backward()
+        return L
+
+    step = ag.capture(train)
+    for _ in range(2):
+        L = step()
+        for a, c in zip([L.numpy(), xs.grad.numpy(), bs.grad.numpy()], want):
+            np.testing.assert_allclose(a, c, rtol=1e-12)
