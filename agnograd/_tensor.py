@@ -246,13 +246,9 @@ class Tensor:
                 "backward() on a tensor that does not require grad: no input of the computation "
                 "that produced it had requires_grad=True (or it was computed under no_grad())"
             )
-        # The one import of the engine here, on purpose at call time: the walk needs Tensor, so
-        # agnograd.autograd comes after this module in the import order (no import cycle).
-        from .autograd import backward
-
         g = _root_grad(self, grad, create_graph)
         keep = create_graph if retain_graph is None else retain_graph
-        backward([self], [g], retain_graph=bool(keep), create_graph=bool(create_graph))
+        LATE.backward([self], [g], retain_graph=bool(keep), create_graph=bool(create_graph))
 
     def register_hook(self, fn: Any) -> RemovableHandle:
         """Call ``fn(grad)`` when the gradient with respect to this tensor has been computed in a
@@ -327,11 +323,9 @@ class Tensor:
 
     # -- conversion protocols ------------------------------------------------------------------
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
-        import agnograd
-
         if api_version is not None and api_version not in _API_VERSIONS:
             raise ValueError(f"agnograd does not implement Array API version {api_version!r}")
-        return agnograd
+        return LATE.namespace
 
     def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
                    dl_device: Any = None, copy: bool | None = None) -> Any:
@@ -543,6 +537,24 @@ class RemovableHandle:
             _WORLD[0] += 1
 
 
+class _Late:
+    """What Tensor's methods reach in the layers above this module -- the engine's
+    ``backward``, grad mode, the ops' ``astype`` and ``asarray``, the namespace -- bound once
+    at import, the way the operators are (``_ops/_operators.py: install_operators``; the
+    namespace by the package face): this module imports none of them, so the import graph
+    stays a tree."""
+
+    __slots__ = ("backward", "is_grad_enabled", "astype", "asarray", "namespace")
+
+    def __init__(self) -> None:
+        self.backward: Any = None
+        self.is_grad_enabled: Any = None
+        self.astype: Any = None
+        self.asarray: Any = None
+        self.namespace: Any = None
+
+
+LATE = _Late()
 _new = object.__new__
 _WORLD = _capture.WORLD
 _API_VERSIONS = ("2021.12", "2022.12", "2023.12", "2024.12", "2025.12")
@@ -626,9 +638,7 @@ def fit_seed(gt: Tensor, t: Tensor, what: str, create_graph: bool) -> Any:
                 f"dtype); pass e.g. ag.astype(g, ag.{t.dtype.name})"
             )
         if create_graph:
-            from ._ops.data_types import astype
-
-            return astype(gt, want)
+            return LATE.astype(gt, want)
         return gt._backend.fix(gt._backend.xp.astype(gt.data, want))
     return gt if create_graph else gt.data
 
@@ -812,17 +822,18 @@ def view_of(src: Tensor, dst: Tensor, fn: Any, args: tuple[Any, ...], grad: bool
     elif len(cell) == 2:
         cell.append(None)
     reg = cell[2]
+    chain: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
+    root = src
     if reg is None:
         reg = cell[2] = Views(src)
-        root, chain = src, ()
-    elif reg.root() is src:
-        root, chain = src, ()
-    else:
+    elif reg.root() is not src:
         try:
             root, chain, g = src._view
         except AttributeError:  # an alias made otherwise (from_dlpack, real): a plain alias
             return share_version(src, dst)
         grad = grad and g
+    if dst._node is None and src._requires_grad:  # made under no_grad(): no graph to keep
+        grad = False
     dst._version = cell
     dst._view = (root, chain + ((fn, args),), grad)
     refs = reg.refs
@@ -895,17 +906,14 @@ def _from_tensors(obj: Any, requires_grad: bool, backend: Backend | None, dtype:
     """``ag.tensor`` of a nested sequence holding Tensors: stacked like ``ag.asarray`` does, so
     the result stays differentiable with respect to them; a new leaf (``requires_grad=True``)
     would cut their gradient, so that is refused while any of them requires grad."""
-    from ._ops.creation import asarray  # ops import Tensor: reached at call time
-    from .autograd import is_grad_enabled
-
-    if requires_grad and is_grad_enabled() and _any_requires_grad(obj):
+    if requires_grad and LATE.is_grad_enabled() and _any_requires_grad(obj):
         raise TypeError(
             "tensor(..., requires_grad=True) of a sequence holding Tensors that require grad "
             "would make a new leaf and silently cut their gradient; use ag.stack([...]) (or "
             "ag.asarray([...])) for a result differentiable with respect to them, or detach "
             "them (t.detach()) if a new leaf is meant"
         )
-    out = asarray(obj, dtype=dtype, device=device)
+    out: Tensor = LATE.asarray(obj, dtype=dtype, device=device)
     if backend is not None and out._backend is not backend:
         raise TypeError(
             f"tensor(..., backend='{backend.name}'): the sequence holds '{out.backend}' Tensors; "

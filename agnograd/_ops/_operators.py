@@ -17,8 +17,9 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .._tensor import plain_alias
-from . import _views, indexing, linalg, manipulation, statistics
+from .._tensor import LATE, plain_alias
+from ..autograd import backward, is_grad_enabled
+from . import _views, creation, data_types, indexing, linalg, manipulation, statistics
 from . import elementwise as ew
 from ._common import Tensor, aliased_inplace_error, binary_operands, grad_on
 
@@ -111,6 +112,11 @@ _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//",
 def install_operators() -> None:
     T = Tensor
     indexing.VIEW_WRITES[:] = [_views.setitem_through, _views.setitem_functional]
+    # What Tensor's methods (backward, seeds, ag.tensor of Tensors) need from above _tensor.
+    LATE.backward = backward
+    LATE.is_grad_enabled = is_grad_enabled
+    LATE.astype = data_types.astype
+    LATE.asarray = creation.asarray
     binary = {
         "add": (ew.add, operator.iadd),
         "sub": (ew.subtract, operator.isub),

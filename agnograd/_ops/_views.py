@@ -31,7 +31,7 @@ from typing import Any
 
 from .._tensor import Tensor, Views, plain_alias
 from ..autograd import grad_mode
-from . import elementwise, indexing, manipulation
+from . import data_types, elementwise, indexing, manipulation
 from ._common import PY_SCALARS, aliased_inplace_error, wrap
 
 __all__ = ["aliases", "write", "scatter_into", "setitem_functional", "setitem_through"]
@@ -124,9 +124,7 @@ def setitem_functional(t: Tensor, raw: Any, value: Any) -> Tensor:
     else:
         v = value if type(value) is Tensor else wrap(value, b)
         if v.data.dtype != t.data.dtype:
-            from .data_types import astype  # noqa: PLC0415 (a sibling op module, at call time)
-
-            v = astype(v, t.data.dtype)
+            v = data_types.astype(v, t.data.dtype)
         if tuple(v.data.shape) != sel:
             v = manipulation.broadcast_to(v, sel)
     return scatter_into(t, ((indexing.getitem, (raw,)),), v)
@@ -147,6 +145,13 @@ def write(t: Tensor, state: tuple[Tensor, tuple[Any, ...], Views, bool], new_val
     fresh handle on ``t`` -- into ``t`` and every alias of its storage (see the module
     docstring). ``operand_grad``: whether the written operand requires grad."""
     root, chain, reg, grad = state
+    for fn, _ in chain:
+        if fn is manipulation.broadcast_to:
+            raise RuntimeError(
+                f"{what}: the tensor (shape {t.shape}) is a broadcast view (broadcast_to / "
+                "broadcast_arrays): several of its elements are one element of the base, so a "
+                "write is ambiguous (PyTorch refuses it too; NumPy's broadcast views are "
+                "read-only). Write to a copy: v = ag.asarray(v, copy=True)")
     tracked = grad_mode.enabled and (t._requires_grad or root._requires_grad or operand_grad)
     if tracked:
         if root._node is None and root._requires_grad:
