@@ -2,9 +2,9 @@
 
 Every op whose result may alias its input's storage gives the result the input's version
 counter, so an in-place change through any alias (the base, a view, a view of a view, a
-``detach()``) makes backward refuse every graph that saved any alias. An in-place op that must
-record a graph (and so rebinds the tensor to a new array) refuses a tensor that shares its
-storage, instead of letting the other aliases silently keep the old values.
+``detach()``) that records no graph makes backward refuse every graph that saved any alias.
+An in-place op that records a graph writes through every view (issue 23,
+``tests/test_view_writes.py``).
 
 The regression tests name each path that once gave a wrong gradient; the property test draws
 random chains of view ops and a random in-place change through a random alias, and checks that

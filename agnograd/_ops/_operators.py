@@ -1,14 +1,13 @@
 """Tensor's Python operators, installed from the op functions (see ``_ops/__init__.py``).
 
 In-place operators (``x += y``) mutate ``x.data`` when no graph is being recorded for them, as
-the Array API's in-place operators do (through a view, the base and every other view see the
-change where the backend made views), and count up ``x``'s version counter -- shared by every
+the Array API's in-place operators do, and count up ``x``'s version counter -- shared by every
 Tensor that may alias the same storage -- so graphs that saved any alias refuse to use it.
 When a graph is recorded (grad mode on and an operand requires grad), the result is computed
 out of place and ``x`` is rebound to it, so arrays saved by earlier ops are never overwritten;
-that is refused for a tensor that shares its storage with other Tensors (a view, or one that
-views were taken of), which would silently stop seeing the change, and for a leaf that
-requires grad outside ``no_grad()``.
+a leaf that requires grad refuses outside ``no_grad()``. When ``x`` is a view, or views of its
+storage are alive, the write goes through ``_views.write`` instead: it reaches the root and
+every view, with PyTorch's semantics (see ``_views.py``).
 """
 
 from __future__ import annotations

@@ -214,8 +214,10 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     When no graph is recorded for it, ``x.data`` is modified in place (and every view of it with
     it, where the backend made views) and the version counter ``x`` shares with its aliases
     counts up. When one is (grad mode on and ``x`` or ``value`` requires grad), the new array is
-    computed out of place and ``x`` is rebound to it, so arrays saved by earlier ops stay intact;
-    that is refused when ``x`` shares its storage with other Tensors (see ``_operators.py``).
+    computed out of place and ``x`` is rebound to it, so arrays saved by earlier ops stay intact.
+    When ``x`` is a view or views of its storage are alive, the write reaches all of them
+    (``_views.py``). Integer-array keys are supported when a graph is recorded (a scatter into
+    the selected elements; repeated indices: the last value wins).
     VJP: ``x̄ = ḡ`` with zeros at ``key``; ``v̄ = ḡ[key]`` summed back to ``value``'s shape.
     """
     b = x._backend
