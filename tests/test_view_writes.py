@@ -616,3 +616,49 @@ def test_jit_capture_and_checkpoint_replay_writes_through_views() -> None:
         L = step()
         for a, c in zip([L.numpy(), xs.grad.numpy(), bs.grad.numpy()], want):
             np.testing.assert_allclose(a, c, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Higher order, retained gradients, a leaf without grad as the root
+
+
+def test_second_order_through_a_write_through_a_view_matches_pytorch() -> None:
+    torch = pytest.importorskip("torch")
+
+    def f(x: Any) -> Any:
+        y = x * x
+        v = y[1:3]
+        v *= x[0:2]
+        return (y ** 2).sum() if isinstance(x, torch.Tensor) else ag.sum(y ** 2)
+
+    x0 = np.array([0.5, 1.5, -1.0, 2.0])
+    h = ag.jacobian(ag.grad(f))(ag.tensor(x0))
+    ht = torch.autograd.functional.hessian(f, torch.tensor(x0))
+    np.testing.assert_allclose(h.numpy(), ht.numpy(), rtol=1e-12)
+
+
+def test_retained_gradient_of_a_view_follows_the_write() -> None:
+    torch = pytest.importorskip("torch")
+    got = []
+    for lib in ("ag", "torch"):
+        x = (ag.tensor(np.arange(1.0, 5.0), requires_grad=True) if lib == "ag"
+             else torch.arange(1.0, 5.0, dtype=torch.float64, requires_grad=True))
+        y = x * 1.0
+        v = y[0:2]
+        v.retain_grad()
+        y[0] = 5.0
+        (v * v).sum().backward() if lib == "torch" else ag.sum(v * v).backward()
+        got.append([np.asarray(v.grad.numpy()), np.asarray(x.grad.numpy())])
+    for a, b in zip(*got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_leaf_without_grad_becomes_differentiable_through_a_write() -> None:
+    z = ag.zeros(4)
+    w = ag.tensor(np.array(2.0), requires_grad=True)
+    zv = z[1:3]
+    z[1] = w * 3.0
+    assert zv.requires_grad and not z.is_leaf
+    np.testing.assert_array_equal(zv.detach().numpy(), [6.0, 0.0])
+    ag.sum(zv).backward()
+    assert float(w.grad.numpy()) == 3.0
