@@ -662,3 +662,17 @@ def test_a_leaf_without_grad_becomes_differentiable_through_a_write() -> None:
     np.testing.assert_array_equal(zv.detach().numpy(), [6.0, 0.0])
     ag.sum(zv).backward()
     assert float(w.grad.numpy()) == 3.0
+
+
+def test_a_detached_alias_is_written_in_place_as_in_pytorch() -> None:
+    # d = x.detach(); d += 1 records nothing: x sees it, and graphs that saved x refuse.
+    x = ag.tensor(np.arange(3.0), requires_grad=True)
+    L = ag.sum(x * x)
+    d = x.detach()
+    d += 1.0
+    np.testing.assert_array_equal(x.detach().numpy(), [1.0, 2.0, 3.0])
+    with pytest.raises(RuntimeError, match=STALE):
+        L.backward()
+    w = ag.tensor(np.array(2.0), requires_grad=True)
+    with pytest.raises(RuntimeError, match="detach"):
+        d[0] = w  # a graph to record, and no graph in the alias to record it in

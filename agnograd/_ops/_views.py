@@ -8,7 +8,7 @@ in-place write (``x += y``, ``x[k] = v``, ...) on a tensor whose storage has liv
 and then goes through :func:`write`:
 
 - the new value of the written tensor ``t`` is computed out of place (recorded when a graph
-  is: grad mode on and ``t``, its root or the operand requires grad);
+  is: grad mode on and ``t`` or the operand requires grad);
 - written through a view, it is scattered into the root's old value (PyTorch's CopySlices):
   ``root' = where(covered, take(new_view_values, idx), root)``, where ``covered`` and ``idx``
   come from replaying the view chain on the root's element positions, so the scatter is made
@@ -152,8 +152,14 @@ def write(t: Tensor, state: tuple[Tensor, tuple[Any, ...], Views, bool], new_val
                 "broadcast_arrays): several of its elements are one element of the base, so a "
                 "write is ambiguous (PyTorch refuses it too; NumPy's broadcast views are "
                 "read-only). Write to a copy: v = ag.asarray(v, copy=True)")
-    tracked = grad_mode.enabled and (t._requires_grad or root._requires_grad or operand_grad)
+    tracked = grad_mode.enabled and (t._requires_grad or operand_grad)
     if tracked:
+        if not grad:
+            raise RuntimeError(
+                f"{what}: the tensor (shape {t.shape}) is a view made by detach() or under "
+                "no_grad() of a tensor that requires grad, and the write would record a graph: "
+                "the view has no graph to record it in (PyTorch refuses this too). Write to the "
+                "base tensor instead, or take the view with grad mode on.")
         if root._node is None and root._requires_grad:
             which = "a view of a leaf tensor" if root is not t else "a leaf tensor"
             raise RuntimeError(
@@ -161,12 +167,6 @@ def write(t: Tensor, state: tuple[Tensor, tuple[Any, ...], Views, bool], new_val
                 "changed in place while a graph is recorded: its gradient history would be "
                 "lost. Do it inside `with ag.no_grad():` (e.g. a parameter update), or work on a "
                 "copy (x = ag.asarray(leaf, copy=True)). PyTorch refuses the same.")
-        if not grad:
-            raise RuntimeError(
-                f"{what}: the tensor (shape {t.shape}) is a view made by detach() or under "
-                "no_grad() of a tensor that requires grad, and the write would record a graph: "
-                "the view has no graph to record it in (PyTorch refuses this too). Write to the "
-                "base tensor instead, or take the view with grad mode on.")
         if plain_alias(root):
             raise RuntimeError(aliased_inplace_error(what, t, form))
         new = new_value(_fresh(t))
