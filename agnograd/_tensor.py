@@ -556,6 +556,7 @@ class _Late:
 
 LATE = _Late()
 _new = object.__new__
+_weak = weakref.ref
 _WORLD = _capture.WORLD
 _API_VERSIONS = ("2021.12", "2022.12", "2023.12", "2024.12", "2025.12")
 
@@ -815,12 +816,11 @@ def view_of(src: Tensor, dst: Tensor, fn: Any, args: tuple[Any, ...], grad: bool
 
     Only view ops pay for this (a tuple and a weak reference); other ops never look."""
     cell = src._version
-    if cell is None:
-        cell = src._version = [0, False, None]
-    elif len(cell) == 1:
-        cell += [False, None]
-    elif len(cell) == 2:
-        cell.append(None)
+    if cell is None or len(cell) < 3:
+        if cell is None:
+            cell = src._version = [0, False, None]
+        else:
+            cell += [False, None][len(cell) - 1:]
     reg = cell[2]
     chain: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
     root = src
@@ -837,7 +837,7 @@ def view_of(src: Tensor, dst: Tensor, fn: Any, args: tuple[Any, ...], grad: bool
     dst._version = cell
     dst._view = (root, chain + ((fn, args),), grad)
     refs = reg.refs
-    refs.append(weakref.ref(dst))
+    refs.append(_weak(dst))
     if len(refs) > reg.prune_at:
         reg.live()
     return dst
