@@ -333,6 +333,12 @@ class MultiStepLR(LRScheduler):
             return self._lrs()
         return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._lrs()]
 
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """As the base class's; the milestones come back as a ``Counter`` with integer epochs
+        also from a JSON round trip (which turns its keys into strings)."""
+        super().load_state_dict(state_dict)
+        self.milestones = Counter({int(k): v for k, v in dict(self.milestones).items()})
+
     def _get_closed_form_lr(self) -> list[float]:
         ms = sorted(self.milestones.elements())
         return [base * self.gamma ** bisect.bisect_right(ms, self.last_epoch)
