@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import agnograd as ag
 from agnograd import optim
@@ -159,6 +161,46 @@ def test_state_dicts_have_pytorchs_keys_and_resume(case):
             for s in ss:
                 s.step()
         assert _hyper(opt2) == _hyper(opt)
+
+
+_gammas = st.floats(0.05, 0.99)
+_SCHEDULES = st.one_of(
+    st.tuples(st.just("MultiStepLR"), st.fixed_dictionaries({
+        "milestones": st.lists(st.integers(0, 60), max_size=5).map(sorted), "gamma": _gammas})),
+    st.tuples(st.just("PolynomialLR"), st.fixed_dictionaries({
+        "total_iters": st.integers(1, 70), "power": st.floats(0.1, 4.0)})),
+    st.tuples(st.just("CosineAnnealingWarmRestarts"), st.fixed_dictionaries({
+        "T_0": st.integers(1, 20), "T_mult": st.integers(1, 3), "eta_min": st.floats(0, 0.05)})),
+    st.tuples(st.just("OneCycleLR"), st.fixed_dictionaries({
+        "max_lr": st.floats(0.01, 2.0), "total_steps": st.integers(61, 90),
+        "pct_start": st.floats(0.0, 1.0), "anneal_strategy": st.sampled_from(["cos", "linear"]),
+        "three_phase": st.booleans(), "div_factor": st.floats(1.5, 100.0),
+        "final_div_factor": st.floats(1.5, 1e5)})),
+    st.tuples(st.just("ExponentialLR"), st.fixed_dictionaries({"gamma": _gammas})),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_SCHEDULES, min_size=1, max_size=3), st.sampled_from(["plain", "chained"]))
+def test_random_schedules_and_compositions_equal_pytorchs(specs, how):
+    """Any parameters, one to three schedulers stepped together (or chained): torch's rates,
+    with ==, over 60 steps. (OneCycleLR is not chainable; it runs alone.)"""
+    if any(n == "OneCycleLR" for n, _ in specs):
+        specs = [next(sp for sp in specs if sp[0] == "OneCycleLR")]
+    runs = []
+    for lib in ("ag", "torch"):
+        opt, mod = _opt(lib), _mod(lib)
+        scheds = [getattr(mod, n)(opt, **kw) for n, kw in specs]
+        if how == "chained":
+            scheds = [mod.ChainedScheduler(scheds)]
+        seen = [_hyper(opt)]
+        for _ in range(60):
+            opt.step()
+            for sc in scheds:
+                sc.step()
+            seen.append(_hyper(opt))
+        runs.append(seen)
+    assert runs[0] == runs[1]
 
 
 def test_onecycle_past_total_steps_raises_as_pytorch():
