@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..backends.host import HostRNG, host_rng
 from . import functional, init, utils
+from .attention import MultiheadAttention  # rnn: attention
 from .conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d
 from .layers import (
     ACTIVATIONS,
@@ -37,6 +38,7 @@ from .layers import (
     Unflatten,
 )
 from .module import Module, StateDictError, functional_call
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # rnn: recurrent layers
 from .training_state import CorruptFileError, load_training_state, save_training_state
 
 __all__ = [
@@ -47,3 +49,4 @@ __all__ = [
     "HostRNG",
     "utils", "save_training_state", "load_training_state", "CorruptFileError",
 ]
+__all__ += ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention"]

@@ -1154,3 +1154,9 @@ def avg_pool2d(input: ag.Tensor, kernel_size: int | Sequence[int],
     """The mean over each window of ``input`` ``(N, C, H, W)`` (or ``(C, H, W)``), as
     ``torch.nn.functional.avg_pool2d``; see :func:`avg_pool1d`."""
     return _poolnd(2, "avg", input, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+
+
+# --- attention (agnograd.nn.attention) -------------------------------------------------------
+from .attention import scaled_dot_product_attention  # noqa: E402  (it imports this module)
+
+__all__ += ["scaled_dot_product_attention"]
