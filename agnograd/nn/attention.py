@@ -173,7 +173,7 @@ class MultiheadAttention(Module):
         e = self.embed_dim
         b = None if self.in_proj_bias is None else self.in_proj_bias[i * e:(i + 1) * e]
         if self.in_proj_weight is not None:
-            w = self.in_proj_weight[i * e:(i + 1) * e]
+            w = self.in_proj_weight[i * e:(i + 1) * e, ...]
         else:
             w = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[i]  # type: ignore[assignment]
         return _linear(x, w, b)
@@ -244,9 +244,9 @@ class MultiheadAttention(Module):
         if need_weights:
             weights = ag.mean(p, axis=1) if average_attn_weights else p
             if not batched:
-                weights = weights[0]
+                weights = weights[0, ...]
         if not batched:
-            out = out[:, 0]
+            out = out[:, 0, ...]
         elif self.batch_first:
             out = ag.permute_dims(out, (1, 0, 2))
         return out, weights

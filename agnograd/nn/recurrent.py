@@ -169,7 +169,7 @@ class RNNBase(Module):
                                  "hidden size)")
             if not batched:
                 p = ag.expand_dims(p, axis=1)
-            out.append([p[i] for i in range(d * self.num_layers)])
+            out.append([p[i, ...] for i in range(d * self.num_layers)])
         return tuple(out)
 
     def forward(self, input: ag.Tensor, hx: Any = None) -> tuple[Any, Any]:
@@ -211,11 +211,11 @@ class RNNBase(Module):
                 ys: list[Any] = [None] * steps
                 for t in (range(steps - 1, -1, -1) if direction else range(steps)):
                     if lstm:
-                        h, c = _lstm_step(gi[t], h, c, w_hh, b_hh, w_hr)
+                        h, c = _lstm_step(gi[t, ...], h, c, w_hh, b_hh, w_hr)
                     elif self.mode == "GRU":
-                        h = _gru_step(gi[t], h, w_hh, b_hh)
+                        h = _gru_step(gi[t, ...], h, w_hh, b_hh)
                     else:
-                        h = _rnn_step(gi[t], h, w_hh, b_hh, self.mode == "RNN_RELU")
+                        h = _rnn_step(gi[t, ...], h, w_hh, b_hh, self.mode == "RNN_RELU")
                     ys[t] = h
                 outs.append(ag.stack(ys, axis=0))
                 h_n.append(h)
@@ -226,7 +226,7 @@ class RNNBase(Module):
         hn = ag.stack(h_n, axis=0)
         cn = ag.stack(c_n, axis=0) if lstm else hn
         if not batched:
-            x, hn, cn = x[:, 0], hn[:, 0], cn[:, 0]
+            x, hn, cn = x[:, 0, ...], hn[:, 0, ...], cn[:, 0, ...]
         elif self.batch_first:
             x = ag.permute_dims(x, (1, 0, 2))
         return (x, (hn, cn)) if lstm else (x, hn)
@@ -377,7 +377,7 @@ class RNNCell(_CellBase):
         x, (h,), batched = self._prepare(input, [hx])
         h = _rnn_step(_linear(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh,
                       self.nonlinearity == "relu")
-        return h if batched else h[0]
+        return h if batched else h[0, ...]
 
 
 class LSTMCell(_CellBase):
@@ -396,7 +396,7 @@ class LSTMCell(_CellBase):
         x, (h, c), batched = self._prepare(input, [None, None] if hx is None else list(hx))
         h, c = _lstm_step(_linear(x, self.weight_ih, self.bias_ih), h, c, self.weight_hh,
                           self.bias_hh, None)
-        return (h, c) if batched else (h[0], c[0])
+        return (h, c) if batched else (h[0, ...], c[0, ...])
 
 
 class GRUCell(_CellBase):
@@ -412,4 +412,4 @@ class GRUCell(_CellBase):
     def forward(self, input: ag.Tensor, hx: Any = None) -> ag.Tensor:
         x, (h,), batched = self._prepare(input, [hx])
         h = _gru_step(_linear(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh)
-        return h if batched else h[0]
+        return h if batched else h[0, ...]
