@@ -1156,7 +1156,21 @@ def avg_pool2d(input: ag.Tensor, kernel_size: int | Sequence[int],
     return _poolnd(2, "avg", input, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
 
 
-# --- attention (agnograd.nn.attention) -------------------------------------------------------
-from .attention import scaled_dot_product_attention  # noqa: E402  (it imports this module)
+# --- attention (rnn: the implementation is agnograd.nn.attention, which imports this module) ---
+
+
+def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Tensor,
+                                 attn_mask: Any = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False) -> ag.Tensor:
+    """PyTorch's ``F.scaled_dot_product_attention``: ``softmax(q kᵀ · scale + M) v`` with
+    ``scale = 1/√E`` by default; ``query (..., L, E)``, ``key (..., S, E)``, ``value (..., S, Ev)``
+    -> ``(..., L, Ev)``. ``attn_mask``: boolean (``True`` takes part) or floating (added);
+    ``is_causal``: the top-left lower-triangular mask. See
+    :func:`agnograd.nn.attention.scaled_dot_product_attention`."""
+    from .attention import scaled_dot_product_attention as sdpa
+
+    return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+
 
 __all__ += ["scaled_dot_product_attention"]
