@@ -11,6 +11,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import agnograd as ag
 import agnograd.nn.functional as F
@@ -388,3 +390,62 @@ def test_compiled_lstm_training_step_equals_eager(kind):
     np.testing.assert_allclose(got, eager, rtol=1e-12)
     for a, b in zip(p_c, p_e):
         _close(a.numpy(), b.numpy(), "parameters after the steps", 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    batch=st.lists(st.integers(1, 3), min_size=0, max_size=2),
+    lse=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 4), st.integers(1, 4)),
+    mask=st.sampled_from(["none", "causal", "bool", "float"]),
+    dead=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_sdpa_property_matches_torch(batch, lse, mask, dead, seed):
+    """Any leading axes, sizes and mask kind (rows with no key included) give torch's values and
+    gradients."""
+    r = np.random.default_rng(seed)
+    L, S, E, Ev = lse
+    q, k, v = r.normal(size=(*batch, L, E)), r.normal(size=(*batch, S, E)), \
+        r.normal(size=(*batch, S, Ev))
+    kw_a: dict = {}
+    kw_t: dict = {}
+    if mask == "causal":
+        kw_a["is_causal"] = kw_t["is_causal"] = True
+    elif mask != "none":
+        keep = r.random((L, S)) > 0.5
+        if dead:
+            keep[0] = False
+        m = keep if mask == "bool" else np.where(keep, r.normal(size=(L, S)), -np.inf)
+        kw_a["attn_mask"], kw_t["attn_mask"] = ag.tensor(m), torch.tensor(m)
+    A = [ag.tensor(a, requires_grad=True) for a in (q, k, v)]
+    T = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    ya = F.scaled_dot_product_attention(*A, **kw_a)
+    yt = TF.scaled_dot_product_attention(*T, **kw_t)
+    _close(ya.numpy(), yt.detach().numpy(), "output")
+    _check_grads([ya], [yt], [("query", A[0]), ("key", A[1]), ("value", A[2])], T)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    kind=st.sampled_from(["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]),
+    sizes=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(1, 3)),
+    layers=st.integers(1, 2), bidir=st.booleans(), bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_recurrent_property_matches_torch(kind, sizes, layers, bidir, bias, seed):
+    """Any sizes (a single step or batch element included) give torch's values and input
+    gradients with torch's weights."""
+    n_in, hidden, steps, n = sizes
+    torch.manual_seed(seed)
+    m, t = _pair(kind, n_in, hidden, num_layers=layers, bidirectional=bidir, bias=bias)
+    _load(m, t)
+    x = np.random.default_rng(seed).normal(size=(steps, n, n_in))
+    xa, xt = ag.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    out_a, out_t = _flat(m(xa)), _flat(t(xt))
+    for a, b in zip(out_a, out_t):
+        _close(a.numpy(), b.detach().numpy(), "output")
+    _check_grads(out_a, out_t, [("input", xa), *m.named_parameters()],
+                 [xt, *[p for _, p in t.named_parameters()]])
