@@ -449,3 +449,24 @@ def test_recurrent_property_matches_torch(kind, sizes, layers, bidir, bias, seed
         _close(a.numpy(), b.detach().numpy(), "output")
     _check_grads(out_a, out_t, [("input", xa), *m.named_parameters()],
                  [xt, *[p for _, p in t.named_parameters()]])
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_second_derivatives_match_torch(kind):
+    """The fused cell rules recompute the gates from their saved inputs, so a gradient of a
+    gradient (``ag.grad`` of ``ag.grad``, ``create_graph``) is torch's."""
+    torch.manual_seed(4)
+    m, t = _pair(kind, 3, 4, num_layers=2, bidirectional=True)
+    _load(m, t)
+    x = RNG.normal(size=(4, 2, 3))
+    w = np.cos(np.arange(4 * 2 * 8)).reshape(4, 2, 8)
+    u = np.sin(np.arange(x.size)).reshape(x.shape)
+
+    def f(xa):
+        return ag.sum(m(xa)[0] * ag.tensor(w))
+
+    got = ag.grad(lambda xa: ag.sum(ag.grad(f)(xa) * ag.tensor(u)))(ag.tensor(x))
+    xt = torch.tensor(x, requires_grad=True)
+    (gt,) = torch.autograd.grad((t(xt)[0] * torch.tensor(w)).sum(), xt, create_graph=True)
+    (ht,) = torch.autograd.grad((gt * torch.tensor(u)).sum(), xt)
+    _close(got.numpy(), ht.numpy(), "second derivative", 1e-9)

@@ -15,6 +15,8 @@ from typing import Any
 
 import agnograd as ag
 
+from ..autograd import record as _record
+from ..autograd.recording import record_multi as _record_multi
 from ..backends.host import HostRNG, host_rng
 from . import functional as F
 from .init import default_dtype
@@ -47,29 +49,133 @@ def _rnn_step(gi: ag.Tensor, h: ag.Tensor, w_hh: ag.Tensor, b_hh: ag.Tensor | No
     return F.relu(a) if relu else ag.tanh(a)
 
 
+def _fusable(*ts: Any) -> bool:
+    """Whether one recorded node can take these operands: Tensors of one single-device backend
+    and one real floating dtype, of one shape but the last axis (else the general ops run)."""
+    t0 = ts[0]
+    if type(t0) is not ag.Tensor or t0._backend.multi_device or t0.dtype.kind != "f":
+        return False
+    b, dt, lead = t0._backend, t0.data.dtype, t0.shape[:-1]
+    return all(type(t) is ag.Tensor and t._backend is b and t.data.dtype == dt
+               and t.shape[:-1] == lead for t in ts[1:])
+
+
+def _sig(xp: Any, a: Any) -> Any:
+    """``σ(a)`` as ``(1 + tanh(a/2)) / 2``: no overflow at any ``a``."""
+    return 0.5 * xp.tanh(0.5 * a) + 0.5
+
+
+def _lstm_parts(xp: Any, gi: Any, gh: Any, c: Any) -> tuple[Any, ...]:
+    """``(i, f, g, o, c')`` of an LSTM step from the pre-activations ``gi + gh``."""
+    a = gi + gh
+    n = c.shape[-1]
+    i, f, o = (_sig(xp, a[..., k * n:(k + 1) * n]) for k in (0, 1, 3))
+    g = xp.tanh(a[..., 2 * n:3 * n])
+    return i, f, g, o, f * c + i * g
+
+
+def _lstm_dc(xp: Any, gs: tuple[Any, Any], o: Any, c2: Any) -> Any:
+    """``∂L/∂c'`` through both outputs: ``ḡ_c + ḡ_h σ(o) (1 - tanh²(c'))``."""
+    tc = xp.tanh(c2)
+    return gs[1] + gs[0] * o * (1.0 - tc * tc)
+
+
+def _lstm_back_a(xp: Any, gs: tuple[Any, Any], gi: Any, gh: Any, c: Any) -> Any:
+    i, f, g, o, c2 = _lstm_parts(xp, gi, gh, c)
+    dc = _lstm_dc(xp, gs, o, c2)
+    return xp.concat([dc * g * i * (1.0 - i), dc * c * f * (1.0 - f), dc * i * (1.0 - g * g),
+                      gs[0] * xp.tanh(c2) * o * (1.0 - o)], axis=-1)
+
+
+def _lstm_back_c(xp: Any, gs: tuple[Any, Any], gi: Any, gh: Any, c: Any) -> Any:
+    i, f, g, o, c2 = _lstm_parts(xp, gi, gh, c)
+    return _lstm_dc(xp, gs, o, c2) * f
+
+
+_LSTM_RULES = (_lstm_back_a, _lstm_back_a, _lstm_back_c)
+
+
+def _lstm_cell(gi: ag.Tensor, gh: ag.Tensor, c: ag.Tensor) -> tuple[ag.Tensor, ag.Tensor]:
+    """PyTorch's LSTM step from the pre-activations ``gi`` (input part) and ``gh`` (hidden
+    part), gates in the order i, f, g, o: ``c' = σ(f) c + σ(i) tanh(g)``, ``h' = σ(o) tanh(c')``;
+    one recorded node with two outputs. VJP (``ḡ_h``, ``ḡ_c``): ``δ = ḡ_c + ḡ_h σ(o)(1 -
+    tanh² c')``, ``c̄ = δ σ(f)``, ``ā = [δ tanh(g) σ'(i), δ c σ'(f), δ σ(i)(1 - tanh² g),
+    ḡ_h tanh(c') σ'(o)]`` for both ``gi`` and ``gh``. The rules recompute the gates from the
+    saved inputs, so ``create_graph`` differentiates them again."""
+    if not _fusable(gi, gh, c):
+        a = gi + gh
+        n = a.shape[-1] // 4
+        i, f, g, o = (_gate(a, k, n) for k in range(4))
+        c2 = F.sigmoid(f) * c + F.sigmoid(i) * ag.tanh(g)
+        return F.sigmoid(o) * ag.tanh(c2), c2
+    b = c._backend
+    xp = b.xp
+    i, f, g, o, c2 = _lstm_parts(xp, gi.data, gh.data, c.data)
+    h2 = o * xp.tanh(c2)
+    outs = _record_multi("lstm_cell", (h2, c2), b, (gi, gh, c), _LSTM_RULES, (gi, gh, c))
+    return outs[0], outs[1]
+
+
 def _lstm_step(gi: ag.Tensor, h: ag.Tensor, c: ag.Tensor, w_hh: ag.Tensor, b_hh: ag.Tensor | None,
                w_hr: ag.Tensor | None) -> tuple[ag.Tensor, ag.Tensor]:
-    """PyTorch's LSTM step, gates in the order i, f, g, o:
-    ``c' = σ(f) c + σ(i) tanh(g)``, ``h' = σ(o) tanh(c')`` (then ``h' W_hrᵀ`` with a projection)."""
-    g = gi + _linear(h, w_hh, b_hh)
-    n = g.shape[-1] // 4
-    i, f, gg, o = (_gate(g, k, n) for k in range(4))
-    c = F.sigmoid(f) * c + F.sigmoid(i) * ag.tanh(gg)
-    h = F.sigmoid(o) * ag.tanh(c)
+    """One LSTM step (then ``h' W_hrᵀ`` with a projection)."""
+    h, c = _lstm_cell(gi, _linear(h, w_hh, b_hh), c)
     if w_hr is not None:
         h = _linear(h, w_hr, None)
     return h, c
 
 
+def _gru_parts(xp: Any, gi: Any, gh: Any, h: Any) -> tuple[Any, ...]:
+    """``(r, z, n)`` of a GRU step."""
+    m = h.shape[-1]
+    r = _sig(xp, gi[..., :m] + gh[..., :m])
+    z = _sig(xp, gi[..., m:2 * m] + gh[..., m:2 * m])
+    n = xp.tanh(gi[..., 2 * m:] + r * gh[..., 2 * m:])
+    return r, z, n
+
+
+def _gru_grads(xp: Any, g: Any, gi: Any, gh: Any, h: Any) -> tuple[Any, Any, Any, Any]:
+    """``(∂/∂a_r, ∂/∂a_z, ∂/∂a_n, r)`` of ``h' = n + z (h - n)``."""
+    r, z, n = _gru_parts(xp, gi, gh, h)
+    m = h.shape[-1]
+    dan = g * (1.0 - z) * (1.0 - n * n)
+    dar = dan * gh[..., 2 * m:] * r * (1.0 - r)
+    daz = g * (h - n) * z * (1.0 - z)
+    return dar, daz, dan, r
+
+
+def _gru_back_gi(xp: Any, g: Any, gi: Any, gh: Any, h: Any) -> Any:
+    dar, daz, dan, _ = _gru_grads(xp, g, gi, gh, h)
+    return xp.concat([dar, daz, dan], axis=-1)
+
+
+def _gru_back_gh(xp: Any, g: Any, gi: Any, gh: Any, h: Any) -> Any:
+    dar, daz, dan, r = _gru_grads(xp, g, gi, gh, h)
+    return xp.concat([dar, daz, dan * r], axis=-1)
+
+
+def _gru_back_h(xp: Any, g: Any, gi: Any, gh: Any, h: Any) -> Any:
+    return g * _gru_parts(xp, gi, gh, h)[1]
+
+
+_GRU_RULES = (_gru_back_gi, _gru_back_gh, _gru_back_h)
+
+
 def _gru_step(gi: ag.Tensor, h: ag.Tensor, w_hh: ag.Tensor, b_hh: ag.Tensor | None) -> ag.Tensor:
     """PyTorch's GRU step, gates in the order r, z, n: ``r = σ(x_r + h_r)``, ``z = σ(x_z + h_z)``,
-    ``n = tanh(x_n + r (h W_hnᵀ + b_hn))``, ``h' = (1 - z) n + z h``."""
+    ``n = tanh(x_n + r (h W_hnᵀ + b_hn))``, ``h' = (1 - z) n + z h``; the gating is one recorded
+    node. VJP: ``h̄ = ḡ z``, ``ā_n = ḡ (1 - z)(1 - n²)``, ``ā_z = ḡ (h - n) σ'(z)``, ``ā_r = ā_n
+    (h W_hnᵀ + b_hn) σ'(r)``; ``x̄ = [ā_r, ā_z, ā_n]``, ``h̄-part = [ā_r, ā_z, ā_n r]``."""
     gh = _linear(h, w_hh, b_hh)
-    n_ = gh.shape[-1] // 3
-    r = F.sigmoid(_gate(gi, 0, n_) + _gate(gh, 0, n_))
-    z = F.sigmoid(_gate(gi, 1, n_) + _gate(gh, 1, n_))
-    n = ag.tanh(_gate(gi, 2, n_) + r * _gate(gh, 2, n_))
-    return (1.0 - z) * n + z * h
+    if not _fusable(gi, gh, h):
+        n_ = gh.shape[-1] // 3
+        r = F.sigmoid(_gate(gi, 0, n_) + _gate(gh, 0, n_))
+        z = F.sigmoid(_gate(gi, 1, n_) + _gate(gh, 1, n_))
+        n = ag.tanh(_gate(gi, 2, n_) + r * _gate(gh, 2, n_))
+        return (1.0 - z) * n + z * h
+    b = h._backend
+    r, z, n = _gru_parts(b.xp, gi.data, gh.data, h.data)
+    return _record("gru_cell", n + z * (h.data - n), b, (gi, gh, h), _GRU_RULES, (gi, gh, h))
 
 
 def _zeros(shape: tuple[int, ...], like: ag.Tensor) -> ag.Tensor:
@@ -205,17 +311,18 @@ class RNNBase(Module):
             for direction in range(d):
                 idx = layer * d + direction
                 w_ih, w_hh, b_ih, b_hh, w_hr = self._params(idx)
-                gi = _linear(x, w_ih, b_ih)  # every step's input part at once: (L, N, G·H)
+                # every step's input part at once, (L, N, G·H), split into steps by one node
+                gi = ag.unstack(_linear(x, w_ih, b_ih), axis=0)
                 h = states[0][idx]
                 c = states[1][idx] if lstm else h
                 ys: list[Any] = [None] * steps
                 for t in (range(steps - 1, -1, -1) if direction else range(steps)):
                     if lstm:
-                        h, c = _lstm_step(gi[t, ...], h, c, w_hh, b_hh, w_hr)
+                        h, c = _lstm_step(gi[t], h, c, w_hh, b_hh, w_hr)
                     elif self.mode == "GRU":
-                        h = _gru_step(gi[t, ...], h, w_hh, b_hh)
+                        h = _gru_step(gi[t], h, w_hh, b_hh)
                     else:
-                        h = _rnn_step(gi[t, ...], h, w_hh, b_hh, self.mode == "RNN_RELU")
+                        h = _rnn_step(gi[t], h, w_hh, b_hh, self.mode == "RNN_RELU")
                     ys[t] = h
                 outs.append(ag.stack(ys, axis=0))
                 h_n.append(h)
