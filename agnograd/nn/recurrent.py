@@ -65,9 +65,8 @@ def _sig(xp: Any, a: Any) -> Any:
     return 0.5 * xp.tanh(0.5 * a) + 0.5
 
 
-def _lstm_parts(xp: Any, gi: Any, gh: Any, c: Any) -> tuple[Any, ...]:
-    """``(i, f, g, o, c')`` of an LSTM step from the pre-activations ``gi + gh``."""
-    a = gi + gh
+def _lstm_parts(xp: Any, a: Any, c: Any) -> tuple[Any, ...]:
+    """``(i, f, g, o, c')`` of an LSTM step from the pre-activations ``a``."""
     n = c.shape[-1]
     i, f, o = (_sig(xp, a[..., k * n:(k + 1) * n]) for k in (0, 1, 3))
     g = xp.tanh(a[..., 2 * n:3 * n])
@@ -80,46 +79,45 @@ def _lstm_dc(xp: Any, gs: tuple[Any, Any], o: Any, c2: Any) -> Any:
     return gs[1] + gs[0] * o * (1.0 - tc * tc)
 
 
-def _lstm_back_a(xp: Any, gs: tuple[Any, Any], gi: Any, gh: Any, c: Any) -> Any:
-    i, f, g, o, c2 = _lstm_parts(xp, gi, gh, c)
+def _lstm_back_a(xp: Any, gs: tuple[Any, Any], a: Any, c: Any) -> Any:
+    i, f, g, o, c2 = _lstm_parts(xp, a, c)
     dc = _lstm_dc(xp, gs, o, c2)
     return xp.concat([dc * g * i * (1.0 - i), dc * c * f * (1.0 - f), dc * i * (1.0 - g * g),
                       gs[0] * xp.tanh(c2) * o * (1.0 - o)], axis=-1)
 
 
-def _lstm_back_c(xp: Any, gs: tuple[Any, Any], gi: Any, gh: Any, c: Any) -> Any:
-    i, f, g, o, c2 = _lstm_parts(xp, gi, gh, c)
+def _lstm_back_c(xp: Any, gs: tuple[Any, Any], a: Any, c: Any) -> Any:
+    i, f, g, o, c2 = _lstm_parts(xp, a, c)
     return _lstm_dc(xp, gs, o, c2) * f
 
 
-_LSTM_RULES = (_lstm_back_a, _lstm_back_a, _lstm_back_c)
+_LSTM_RULES = (_lstm_back_a, _lstm_back_c)
 
 
-def _lstm_cell(gi: ag.Tensor, gh: ag.Tensor, c: ag.Tensor) -> tuple[ag.Tensor, ag.Tensor]:
-    """PyTorch's LSTM step from the pre-activations ``gi`` (input part) and ``gh`` (hidden
-    part), gates in the order i, f, g, o: ``c' = σ(f) c + σ(i) tanh(g)``, ``h' = σ(o) tanh(c')``;
+def _lstm_cell(a: ag.Tensor, c: ag.Tensor) -> tuple[ag.Tensor, ag.Tensor]:
+    """PyTorch's LSTM step from the pre-activations ``a`` (``x W_ihᵀ + b_ih + h W_hhᵀ + b_hh``),
+    gates in the order i, f, g, o: ``c' = σ(f) c + σ(i) tanh(g)``, ``h' = σ(o) tanh(c')``;
     one recorded node with two outputs. VJP (``ḡ_h``, ``ḡ_c``): ``δ = ḡ_c + ḡ_h σ(o)(1 -
     tanh² c')``, ``c̄ = δ σ(f)``, ``ā = [δ tanh(g) σ'(i), δ c σ'(f), δ σ(i)(1 - tanh² g),
-    ḡ_h tanh(c') σ'(o)]`` for both ``gi`` and ``gh``. The rules recompute the gates from the
+    ḡ_h tanh(c') σ'(o)]``. The rules recompute the gates from the
     saved inputs, so ``create_graph`` differentiates them again."""
-    if not _fusable(gi, gh, c):
-        a = gi + gh
+    if not _fusable(a, c):
         n = a.shape[-1] // 4
         i, f, g, o = (_gate(a, k, n) for k in range(4))
         c2 = F.sigmoid(f) * c + F.sigmoid(i) * ag.tanh(g)
         return F.sigmoid(o) * ag.tanh(c2), c2
     b = c._backend
     xp = b.xp
-    i, f, g, o, c2 = _lstm_parts(xp, gi.data, gh.data, c.data)
+    i, f, g, o, c2 = _lstm_parts(xp, a.data, c.data)
     h2 = o * xp.tanh(c2)
-    outs = _record_multi("lstm_cell", (h2, c2), b, (gi, gh, c), _LSTM_RULES, (gi, gh, c))
+    outs = _record_multi("lstm_cell", (h2, c2), b, (a, c), _LSTM_RULES, (a, c))
     return outs[0], outs[1]
 
 
 def _lstm_step(gi: ag.Tensor, h: ag.Tensor, c: ag.Tensor, w_hh: ag.Tensor, b_hh: ag.Tensor | None,
                w_hr: ag.Tensor | None) -> tuple[ag.Tensor, ag.Tensor]:
     """One LSTM step (then ``h' W_hrᵀ`` with a projection)."""
-    h, c = _lstm_cell(gi, _linear(h, w_hh, b_hh), c)
+    h, c = _lstm_cell(gi + _linear(h, w_hh, b_hh), c)
     if w_hr is not None:
         h = _linear(h, w_hr, None)
     return h, c
