@@ -48,5 +48,5 @@ __all__ = [
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
     "HostRNG",
     "utils", "save_training_state", "load_training_state", "CorruptFileError",
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention",  # rnn
 ]
-__all__ += ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention"]

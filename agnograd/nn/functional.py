@@ -27,6 +27,7 @@ __all__ = [
     "log_softmax", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy",
     "nll_loss", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
     "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
+    "scaled_dot_product_attention",  # rnn
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -1172,5 +1173,3 @@ def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Ten
 
     return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
-
-__all__ += ["scaled_dot_product_attention"]
