@@ -1172,4 +1172,3 @@ def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Ten
     from .attention import scaled_dot_product_attention as sdpa
 
     return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
-
