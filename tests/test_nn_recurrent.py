@@ -470,3 +470,39 @@ def test_second_derivatives_match_torch(kind):
     (gt,) = torch.autograd.grad((t(xt)[0] * torch.tensor(w)).sum(), xt, create_graph=True)
     (ht,) = torch.autograd.grad((gt * torch.tensor(u)).sum(), xt)
     _close(got.numpy(), ht.numpy(), "second derivative", 1e-9)
+
+
+@pytest.mark.parametrize(("backend", "kind"), [("torch", "LSTM"), ("torch", "GRU"),
+                                               ("torch", "RNN"), ("dask", "LSTM")])
+def test_other_backends_agree_with_numpy(backend, kind):
+    """The torch backend (several devices: the cells take the general ops, not the fused node)
+    and dask (lazy: kept small) give numpy's values and gradients."""
+    pytest.importorskip(backend)
+    big = backend != "dask"
+    steps = 5 if big else 3
+    res = []
+    for b in ("numpy", backend):
+        m = getattr(nn, kind)(3, 4, num_layers=2 if big else 1, bidirectional=big,
+                              dtype=ag.float64, seed=5, backend=b)
+        x = ag.tensor(np.linspace(-1, 1, steps * 2 * 3).reshape(steps, 2, 3), backend=b,
+                      requires_grad=True)
+        y = m(x)[0]
+        ag.sum(y * y).backward()
+        res.append([np.asarray(t.numpy()) for t in (y, x.grad, *[p.grad for p in m.parameters()])])
+    for a, b in zip(*res):
+        _close(a, b, f"numpy vs {backend}", 1e-12)
+
+
+def test_save_load_astype_and_dropout_warning(tmp_path):
+    m = nn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0, dtype=ag.float32)
+    m.save(tmp_path / "lstm.npz")
+    m2 = nn.LSTM(3, 4, num_layers=2, bidirectional=True, seed=1, dtype=ag.float32)
+    m2.load(tmp_path / "lstm.npz")
+    x = ag.tensor(RNG.normal(size=(5, 2, 3)), dtype=ag.float32)
+    _close(m(x)[0].numpy(), m2(x)[0].numpy(), "saved and loaded", 0)
+    m2.astype(ag.float64)
+    y = m2(ag.astype(x, ag.float64))[0]
+    assert y.dtype == ag.float64
+    _close(y.numpy(), m(x)[0].numpy(), "float64 copy", 1e-6)
+    with pytest.warns(UserWarning, match="between recurrent layers"):
+        nn.GRU(3, 4, dropout=0.5)

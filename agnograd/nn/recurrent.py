@@ -10,6 +10,7 @@ them can be captured (``ag.capture``/``ag.jit``): the loop over time is unrolled
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -215,6 +216,10 @@ class RNNBase(Module):
         if proj_size >= hidden_size:
             raise ValueError(f"{name}: proj_size ({proj_size}) must be smaller than hidden_size "
                              f"({hidden_size})")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"{name}: dropout={dropout} acts between recurrent layers only, and "
+                          f"num_layers=1 has none (as in PyTorch, which warns too); stack layers "
+                          "or apply nn.Dropout to the output", UserWarning, stacklevel=3)
         self.mode = mode
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
