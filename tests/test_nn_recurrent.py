@@ -506,3 +506,42 @@ def test_save_load_astype_and_dropout_warning(tmp_path):
     _close(y.numpy(), m(x)[0].numpy(), "float64 copy", 1e-6)
     with pytest.warns(UserWarning, match="between recurrent layers"):
         nn.GRU(3, 4, dropout=0.5)
+
+
+def test_jitted_attention_step_with_dropout_equals_eager():
+    """MultiheadAttention (dropout on the weights, key padding) and sdpa (a row with no key)
+    in a jitted training step: the eager step's losses and parameters."""
+    def setup():
+        m = nn.MultiheadAttention(6, 2, dropout=0.2, batch_first=True, dtype=ag.float64, seed=0)
+        opt = optim.SGD(m.parameters(), lr=0.1, capturable=True)
+        keep = ag.tensor(np.array([[True, False, True, True]] * 3 + [[False] * 4]))
+
+        def step(x, pad):
+            opt.zero_grad()
+            y, _ = m(x, x, x, key_padding_mask=pad, need_weights=False)
+            z = F.scaled_dot_product_attention(y, x, x, attn_mask=keep, dropout_p=0.1)
+            loss = ag.mean(z * z)
+            loss.backward()
+            opt.step()
+            return loss
+
+        return m, step
+
+    def data(i):
+        r = np.random.default_rng(i)
+        pad = np.zeros((2, 4), bool)
+        pad[1, 3] = True
+        return ag.tensor(r.normal(size=(2, 4, 6))), ag.tensor(pad)
+
+    ag.manual_seed(3)
+    m_e, step_e = setup()
+    eager = [float(step_e(*data(i)).numpy()) for i in range(4)]
+    ag.manual_seed(3)
+    m_j, step_j = setup()
+    jitted = ag.jit(step_j)
+    got = [float(jitted(*data(i)).numpy()) for i in range(4)]
+    assert jitted.cache_info()["traces"] == 1
+    np.testing.assert_allclose(got, eager, rtol=1e-12)
+    assert np.isfinite(got).all() and len(set(got)) == 4
+    for a, b in zip(m_j.parameters(), m_e.parameters()):
+        _close(a.numpy(), b.numpy(), "parameters", 1e-12)
