@@ -545,3 +545,22 @@ def test_jitted_attention_step_with_dropout_equals_eager():
     assert np.isfinite(got).all() and len(set(got)) == 4
     for a, b in zip(m_j.parameters(), m_e.parameters()):
         _close(a.numpy(), b.numpy(), "parameters", 1e-12)
+
+
+def test_attention_initialisation_follows_torch():
+    e = 16
+    m = nn.MultiheadAttention(e, 4, add_bias_kv=True, seed=0, dtype=ag.float64)
+    t = torch.nn.MultiheadAttention(e, 4, add_bias_kv=True).double()
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in t.state_dict().items()}
+    w = m.in_proj_weight.numpy()
+    bound = np.sqrt(6 / (4 * e))  # xavier_uniform_ of (3E, E)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound
+    o = m.out_proj.weight.numpy()
+    assert np.abs(o).max() <= 1 / np.sqrt(e) and np.abs(o).max() > 0.8 / np.sqrt(e)
+    assert not m.in_proj_bias.numpy().any() and not m.out_proj.bias.numpy().any()
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        nn.MultiheadAttention(10, 4)
+    with pytest.raises(RuntimeError, match="is_causal"):
+        x = ag.ones((3, 2, e), dtype=ag.float64)
+        m(x, x, x, is_causal=True)

@@ -23,7 +23,7 @@ Seed = int | Sequence[int] | HostRNG | None
 _NEG_INF = float("-inf")
 
 
-def _as_mask(mask: Any, like: ag.Tensor, what: str) -> ag.Tensor:
+def _as_mask(mask: Any, like: ag.Tensor) -> ag.Tensor:
     if isinstance(mask, ag.Tensor):
         return mask
     return ag.tensor(mask, backend=like.backend, device=like.device)
@@ -82,7 +82,7 @@ def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Ten
         s = ag.where(causal, s, _NEG_INF)
         masked = True
     elif attn_mask is not None:
-        m = _as_mask(attn_mask, q, "attn_mask")
+        m = _as_mask(attn_mask, q)
         if m.dtype == ag.bool:
             s = ag.where(m, s, _NEG_INF)
             masked = True
@@ -160,14 +160,15 @@ class MultiheadAttention(Module):
         self.bias_k: ag.Tensor | None = None
         self.bias_v: ag.Tensor | None = None
         if add_bias_kv:
-            std = math.sqrt(2.0 / (1 + e))
+            std = 1.0 / math.sqrt(e)  # xavier_normal_ of a (1, 1, E) tensor, as PyTorch
             self.bias_k, self.bias_v = (
                 ag.tensor(rng.normal(0.0, std, size=(1, 1, e)), backend=backend, dtype=dtype,
                           requires_grad=True) for _ in range(2))
+        # PyTorch's out_proj: a Linear's default weight, U(-1/√E, 1/√E), and a zero bias
         self.out_proj = Linear(e, e, bias=bias, backend=backend, dtype=dtype, seed=rng)
-        if self.out_proj.bias is not None:
-            self.out_proj.bias = ag.tensor([0.0] * e, backend=backend, dtype=dtype,
-                                           requires_grad=True)
+        self.out_proj.weight = ag.tensor(rng.uniform(-1 / math.sqrt(e), 1 / math.sqrt(e),
+                                                     size=(e, e)),
+                                         backend=backend, dtype=dtype, requires_grad=True)
 
     def _proj(self, x: ag.Tensor, i: int) -> ag.Tensor:
         e = self.embed_dim
@@ -205,10 +206,8 @@ class MultiheadAttention(Module):
                              f"(S, N, {self.kdim}), (S, N, {self.vdim})")
         h, hd = self.num_heads, self.head_dim
         q, k, v = self._proj(query, 0), self._proj(key, 1), self._proj(value, 2)
-        kpm = None if key_padding_mask is None else _as_mask(key_padding_mask, q, "kpm")
-        am = None if attn_mask is None else _as_mask(attn_mask, q, "attn_mask")
-        if am is not None and not batched and am.ndim == 3:
-            pass  # (num_heads, L, S) for an unbatched input: as (N·num_heads) with N = 1
+        kpm = None if key_padding_mask is None else _as_mask(key_padding_mask, q)
+        am = None if attn_mask is None else _as_mask(attn_mask, q)
         if kpm is not None and not batched:
             kpm = ag.expand_dims(kpm, axis=0)
         if self.bias_k is not None and self.bias_v is not None:
