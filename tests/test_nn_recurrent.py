@@ -174,6 +174,12 @@ def test_recurrent_defaults_and_errors():
     with pytest.raises(ValueError, match="proj_size"):
         nn.LSTM(3, 4, proj_size=4)
     assert "bidirectional=True" in repr(nn.GRU(2, 3, bidirectional=True))
+    g = nn.GRU(2, 3, num_layers=2, bidirectional=True)
+    g.flatten_parameters()
+    tg = torch.nn.GRU(2, 3, num_layers=2, bidirectional=True)
+    assert [[tuple(p.shape) for p in ps] for ps in g.all_weights] == \
+        [[tuple(p.shape) for p in ps] for ps in tg.all_weights]
+    assert len(g.parameters()) == 16
 
 
 def test_dropout_between_layers_trains_only():

@@ -251,6 +251,16 @@ class RNNBase(Module):
                     setattr(self, nm, _uniform(shape, k, rng, backend, dtype))
                 self._names.append(names)
 
+    @property
+    def all_weights(self) -> list[list[ag.Tensor]]:
+        """The parameters per layer and direction, in PyTorch's order (``weight_ih``,
+        ``weight_hh``, ``bias_ih``, ``bias_hh``[, ``weight_hr``])."""
+        return [[getattr(self, n) for n in names] for names in self._names]
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do: PyTorch compacts its cuDNN weights here; agnograd keeps no such copy.
+        (Kept so PyTorch code that calls it runs unchanged.)"""
+
     def _params(self, idx: int) -> tuple[ag.Tensor, ag.Tensor, Any, Any, Any]:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of layer-direction ``idx``."""
         p = {n.split("_l")[0]: getattr(self, n) for n in self._names[idx]}
