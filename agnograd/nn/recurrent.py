@@ -325,8 +325,12 @@ class RNNBase(Module):
             for direction in range(d):
                 idx = layer * d + direction
                 w_ih, w_hh, b_ih, b_hh, w_hr = self._params(idx)
-                # every step's input part at once, (L, N, G·H), split into steps by one node
-                gi = ag.unstack(_linear(x, w_ih, b_ih), axis=0)
+                # every step's input part at once, (L, N, G·H), split into steps by one node;
+                # an RNN's and an LSTM's b_hh is added there too (a GRU's b_hn is gated by r)
+                pre = _linear(x, w_ih, b_ih)
+                if b_hh is not None and self.mode != "GRU":
+                    pre, b_hh = pre + b_hh, None
+                gi = ag.unstack(pre, axis=0)
                 h = states[0][idx]
                 c = states[1][idx] if lstm else h
                 ys: list[Any] = [None] * steps
