@@ -37,16 +37,27 @@ from .layers import (
     Tanh,
     Unflatten,
 )
-from .module import Module, StateDictError, functional_call
+from .loss import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+from .module import Module, Parameter, StateDictError, functional_call
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # rnn: recurrent layers
 from .training_state import CorruptFileError, load_training_state, save_training_state
 
 __all__ = [
-    "Module", "StateDictError", "functional_call", "Linear", "Conv1d", "Conv2d", "MaxPool1d",
+    "Module", "Parameter", "StateDictError", "functional_call", "Linear", "Conv1d", "Conv2d", "MaxPool1d",
     "MaxPool2d", "AvgPool1d", "AvgPool2d", "LayerNorm", "Embedding", "Sequential", "ModuleList",
     "ModuleDict", "MLP", "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
     "HostRNG",
-    "utils", "save_training_state", "load_training_state", "CorruptFileError",
+    "utils", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss",
+    "BCEWithLogitsLoss", "KLDivLoss", "save_training_state", "load_training_state", "CorruptFileError",
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention",  # rnn
 ]

@@ -11,7 +11,6 @@ from typing import Any
 
 import agnograd as ag
 
-from ..autograd import record as _record
 from ..backends.host import HostRNG, host_rng
 from ..capture import _state as _capture
 from ..random import Generator
@@ -26,44 +25,7 @@ __all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "Modu
 Seed = int | Sequence[int] | HostRNG | None
 
 
-def _linear_x(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    return g @ w  # (..., out) @ (out, in)
-
-
-def _linear_w(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    if g.ndim == 2:
-        return g.T @ x  # (out, N) @ (N, in)
-    out_f, in_f = w.shape
-    return xp.reshape(g, (-1, out_f)).T @ xp.reshape(x, (-1, in_f))
-
-
-def _linear_b(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    return g if g.ndim == 1 else xp.sum(g, axis=tuple(range(g.ndim - 1)))
-
-
-_LINEAR_RULES = (_linear_x, _linear_w, _linear_b)
-
-
-def _linear(x: Any, w: ag.Tensor, bias: ag.Tensor | None) -> ag.Tensor:
-    """``x Wᵀ + b`` as one recorded node (PyTorch's ``F.linear``) where it can be: a real
-    floating Tensor ``x (..., in)`` of ``W``'s backend and dtype, ``W (out, in)``. VJP:
-    ``x̄ = ḡ W``, ``W̄ = ḡᵀ x`` (batch axes flattened), ``b̄ = Σ ḡ`` over the batch axes.
-    Anything else takes the general ops (``x @ W.mT + b``)."""
-    b = w._backend
-    wd = w.data
-    if (type(x) is not ag.Tensor or x._backend is not b or b.multi_device or x.ndim == 0
-            or x.data.dtype != wd.dtype or (bias is not None and bias.data.dtype != wd.dtype)
-            or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"):
-        y: ag.Tensor = x @ w.mT
-        return y if bias is None else y + bias
-    try:
-        out = x.data @ wd.T
-    except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
-        out = b.xp.matmul(x.data, b.xp.matrix_transpose(wd))
-    if bias is not None:
-        out = out + bias.data
-        return _record("linear", out, b, (x, w, bias), _LINEAR_RULES, (x, w))
-    return _record("linear", out, b, (x, w), _LINEAR_RULES[:2], (x, w))
+_linear = F._linear
 
 
 class Linear(Module):
