@@ -3,6 +3,8 @@
 ``Module`` finds its parameters in its attributes (nested modules, lists and dicts included);
 ``Linear``, ``Conv1d``/``Conv2d``, pooling, ``LayerNorm``, ``Embedding``, ``Sequential``,
 ``ModuleList``/``ModuleDict``, ``MLP``, ``Dropout``, ``Flatten`` and activation layers build networks;
+``RNN``/``LSTM``/``GRU``, their cells and ``MultiheadAttention`` are PyTorch's recurrent and
+attention layers (``agnograd.nn.recurrent``, ``agnograd.nn.attention``);
 ``agnograd.nn.functional`` holds activations and numerically stable losses; ``agnograd.nn.init``
 the Glorot and He initialisers, drawn on the host from a seed so every backend starts from the
 same weights; ``agnograd.nn.utils`` gradient clipping; ``save_training_state`` /
