@@ -30,6 +30,7 @@ __all__ = [
     "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
     "linear", "pad", "interpolate", "normalize", "cosine_similarity", "kl_div",
     "batch_norm", "group_norm", "instance_norm",
+    "scaled_dot_product_attention",  # rnn
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -1745,3 +1746,18 @@ def group_norm(input: ag.Tensor, num_groups: int, weight: Any = None, bias: Any 
         mu, var = _norm_stats(grouped, (2,))
         normed = (grouped - mu) / ag.sqrt(var + eps)
     return _channel_affine(ag.reshape(normed, x.shape), x, weight, bias, c, what)
+# --- attention (rnn: the implementation is agnograd.nn.attention, which imports this module) ---
+
+
+def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Tensor,
+                                 attn_mask: Any = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False) -> ag.Tensor:
+    """PyTorch's ``F.scaled_dot_product_attention``: ``softmax(q kᵀ · scale + M) v`` with
+    ``scale = 1/√E`` by default; ``query (..., L, E)``, ``key (..., S, E)``, ``value (..., S, Ev)``
+    -> ``(..., L, Ev)``. ``attn_mask``: boolean (``True`` takes part) or floating (added);
+    ``is_causal``: the top-left lower-triangular mask. See
+    :func:`agnograd.nn.attention.scaled_dot_product_attention`."""
+    from .attention import scaled_dot_product_attention as sdpa
+
+    return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)

@@ -146,6 +146,16 @@ OPS = [
        [((4, 3), (4, 3))]),
     Op("nn.kl_div-mean-sum", lambda x, t: F.kl_div(x, ag.exp(t)) + F.kl_div(x, ag.exp(t), reduction="sum"),
        [((4, 3), (4, 3))]),
+    # attention (rnn): plain, causal, a boolean mask with a row that sees no key, a float mask
+    Op("nn.scaled_dot_product_attention", F.scaled_dot_product_attention,
+       [((3, 4), (5, 4), (5, 2)), ((2, 3, 4), (2, 3, 4), (2, 3, 4))]),
+    Op("nn.scaled_dot_product_attention-causal-scale", lambda q, k, v: F.scaled_dot_product_attention(
+        q, k, v, is_causal=True, scale=0.7), [((2, 4, 3), (2, 5, 3), (2, 5, 2))]),
+    Op("nn.scaled_dot_product_attention-bool-mask", lambda q, k, v: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=like(q, [[True, False, True], [False, False, False]], dtype=ag.bool)),
+       [((2, 4), (3, 4), (3, 2))]),
+    Op("nn.scaled_dot_product_attention-float-mask", lambda q, k, v, m: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=m), [((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 3), (2, 1, 5))]),
 ]
 
 # batch, group and instance normalisation (helper `norm`): batch statistics without running ones
