@@ -13,7 +13,9 @@ for every node exactly once.
 from __future__ import annotations
 
 import math as _math
+import sys as _sys
 
+from . import _tensor as _tensor_module
 from . import fft, func, linalg, special  # ag.func (transforms); ag.fft, ag.linalg, ag.special (extensions)
 
 # ag.random (the device generator) stays out of __all__, as ag.dask does: `from agnograd import *`
@@ -271,6 +273,8 @@ __all__ = [
     "unique_values", "unstack", "value_and_grad", "var", "vecdot", "vjp", "where", "zeros",
     "zeros_like",
 ]
+
+_tensor_module.LATE.namespace = _sys.modules[__name__]  # Tensor.__array_namespace__ (late-bound)
 
 # Built on the namespace above: imported last, so `import agnograd as ag` inside them sees it whole.
 # ag.dask (the Dask scale-out helpers) does not import Dask; it stays out of __all__ on purpose,

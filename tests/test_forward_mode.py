@@ -149,6 +149,7 @@ def test_every_elementwise_record_has_its_own_jvp_rule():
 # one, fails the test below until it gets a rule (forward.defjvp / forward.elementwise) or is
 # added here on purpose.
 TRANSPOSED = {
+    "batch_norm", "group_norm", "instance_norm",
     "cholesky", "cross", "cross_entropy", "cumulative_prod", "diagonal", "eig", "eigh", "eigvals",
     "eigvalsh", "matrix_norm", "matrix_power", "meshgrid", "pinv", "prod", "qr", "repeat",
     "setitem", "slogdet", "sort", "svd", "svdvals", "tensordot", "tile", "unstack",

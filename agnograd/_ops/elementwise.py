@@ -310,6 +310,7 @@ def _binary(
     differentiable = rule1 is not None or rule2 is not None
     # What the rules read, from (x1, x2, out): resolved once, not per call.
     picks = tuple({"x": 0, "y": 1, "o": 2}[c] for c in save)
+    cross = name == "multiply"  # each operand read only by the other's rule
 
     def op(x1: Any, x2: Any) -> Tensor:
         # The hottest lines of the library: Tensor-op-scalar and Tensor-op-Tensor on one
@@ -340,8 +341,9 @@ def _binary(
                 except KeyError:
                     cplx = is_complex(b, y.dtype)
                 if cplx:
-                    return record_binary(name, y, b, x1, x2, crules, picks, _meta(x1, x2, y))
-            return record_binary(name, y, b, x1, x2, rules, picks, _meta(x1, x2, y))
+                    return record_binary(name, y, b, x1, x2, crules, picks, _meta(x1, x2, y),
+                                         cross)
+            return record_binary(name, y, b, x1, x2, rules, picks, _meta(x1, x2, y), cross)
         return wrap(y, b)
 
     op.__doc__ = (

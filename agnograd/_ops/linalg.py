@@ -66,8 +66,8 @@ from ._common import (
     raw_dtype,
     record,
     record_multi,
-    share_version,
     to_tensor,
+    view_of,
     wrap,
 )
 
@@ -336,7 +336,7 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
         except KeyError:
             cplx = is_complex(b, dy)
         return record_binary("matmul", y, b, x1, x2, _MATMUL_RULES_COMPLEX if cplx else _MATMUL_RULES,
-                             (0, 1), None if plain else _meta(x1, x2))
+                             (0, 1), None if plain else _meta(x1, x2), True)
     return wrap(y, b)
 
 
@@ -353,8 +353,9 @@ def matrix_transpose(x: Any, /) -> Tensor:
     b = x._backend
     y = b.xp.matrix_transpose(x.data)
     if _needs(x):  # a view on most backends: shares x's version counter
-        return share_version(x, record("matrix_transpose", y, b, (x,), (_transpose_back,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("matrix_transpose", y, b, (x,), (_transpose_back,)),
+                       matrix_transpose, ())
+    return view_of(x, wrap(y, b), matrix_transpose, ())
 
 
 def _tensordot_1(xp: Any, g: Any, a: Any, c: Any, spec: tuple[Any, ...]) -> Any:
@@ -1335,6 +1336,10 @@ def _diagonal_back(xp: Any, g: Any, shift: Any, mask: Any) -> Any:
     return xp.matmul(_row(xp, g), shift) * mask
 
 
+def _diagonal(x: Tensor, offset: int) -> Tensor:
+    return diagonal(x, offset=offset)
+
+
 def diagonal(x: Any, /, *, offset: int = 0) -> Tensor:
     """The ``offset`` diagonal of each matrix (``offset > 0`` above the main one):
     ``(..., M, N) -> (..., K)``. VJP: ``ḡ`` written back onto that diagonal of a zero matrix."""
@@ -1345,5 +1350,6 @@ def diagonal(x: Any, /, *, offset: int = 0) -> Tensor:
         m, n = x.shape[-2:]
         shift = _eye(b, x.data, y.shape[-1], n, k=max(offset, 0))
         mask = _eye(b, x.data, m, n, k=offset)
-        return share_version(x, record("diagonal", y, b, (x,), (_diagonal_back,), (shift, mask)))
-    return share_version(x, wrap(y, b))  # a (read-only) view on NumPy: shares x's counter
+        return view_of(x, record("diagonal", y, b, (x,), (_diagonal_back,), (shift, mask)),
+                       _diagonal, (offset,))
+    return view_of(x, wrap(y, b), _diagonal, (offset,))  # a (read-only) view on NumPy

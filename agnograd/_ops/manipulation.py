@@ -27,8 +27,8 @@ from ._common import (
     operands,
     record,
     record_multi,
-    share_version,
     to_tensor,
+    view_of,
     wrap,
 )
 from .indexing import scatter_add
@@ -77,8 +77,9 @@ def reshape(x: Any, /, shape: tuple[int, ...], *, copy: bool | None = None) -> T
         raise ValueError(f"reshape: cannot reshape an array of shape {x.shape} into {tuple(shape)}: "
                          f"{exc}") from exc
     if _needs(x):
-        return share_version(x, record("reshape", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("reshape", y, b, (x,), (_reshape_back,), params=(x.data.shape,)),
+                       reshape, (shape,))
+    return view_of(x, wrap(y, b), reshape, (shape,))
 
 
 def _permute_back(xp: Any, g: Any, inverse: tuple[int, ...]) -> Any:
@@ -105,8 +106,9 @@ def permute_dims(x: Any, /, axes: tuple[int, ...]) -> Tensor:
     y = b.xp.permute_dims(x.data, axes)
     if _needs(x):
         inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
-        return share_version(x, record("permute_dims", y, b, (x,), (_permute_back,), params=(inverse,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("permute_dims", y, b, (x,), (_permute_back,), params=(inverse,)),
+                       permute_dims, (axes,))
+    return view_of(x, wrap(y, b), permute_dims, (axes,))
 
 
 def transpose_2d(x: Tensor) -> Tensor:
@@ -133,9 +135,9 @@ def broadcast_to(x: Any, /, shape: tuple[int, ...]) -> Tensor:
     except Exception as exc:
         raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {tuple(shape)}") from exc
     if _needs(x):
-        return share_version(x, record("broadcast_to", y, b, (x,), (_identity,),
-                                       meta=((x.data.shape, x.data.dtype),)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("broadcast_to", y, b, (x,), (_identity,),
+                                 meta=((x.data.shape, x.data.dtype),)), broadcast_to, (shape,))
+    return view_of(x, wrap(y, b), broadcast_to, (shape,))
 
 
 def broadcast_arrays(*arrays: Any) -> tuple[Tensor, ...]:
@@ -256,9 +258,14 @@ def unstack(x: Any, /, *, axis: int = 0) -> tuple[Tensor, ...]:
         outs = record_multi("unstack", ys, b, (x,), (_unstack_back,), params=(axis,))
     else:
         outs = tuple(wrap(y, b) for y in ys)
-    for t in outs:
-        share_version(x, t)
+    for i, t in enumerate(outs):
+        view_of(x, t, _unstack_pick, (axis, i))
     return outs
+
+
+def _unstack_pick(x: Tensor, axis: int, i: int) -> Tensor:
+    """The view function of ``unstack(x, axis=axis)[i]``."""
+    return unstack(x, axis=axis)[i]
 
 
 def expand_dims(x: Any, /, axis: int | tuple[int, ...] = 0) -> Tensor:
@@ -276,8 +283,9 @@ def expand_dims(x: Any, /, axis: int | tuple[int, ...] = 0) -> Tensor:
         rest = iter(x.data.shape)
         y = b.xp.reshape(x.data, tuple(1 if k in axes else next(rest) for k in range(ndim)))
     if _needs(x):
-        return share_version(x, record("expand_dims", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("expand_dims", y, b, (x,), (_reshape_back,),
+                                  params=(x.data.shape,)), expand_dims, (axis,))
+    return view_of(x, wrap(y, b), expand_dims, (axis,))
 
 
 def squeeze(x: Any, /, axis: int | tuple[int, ...]) -> Tensor:
@@ -290,8 +298,9 @@ def squeeze(x: Any, /, axis: int | tuple[int, ...]) -> Tensor:
             raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.data.shape[a]}, not 1")
     y = b.xp.squeeze(x.data, axis=axes)
     if _needs(x):
-        return share_version(x, record("squeeze", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("squeeze", y, b, (x,), (_reshape_back,), params=(x.data.shape,)),
+                       squeeze, (axis,))
+    return view_of(x, wrap(y, b), squeeze, (axis,))
 
 
 def _flip_back(xp: Any, g: Any, axis: Any) -> Any:
@@ -307,8 +316,12 @@ def flip(x: Any, /, *, axis: int | tuple[int, ...] | None = None) -> Tensor:
     b = x._backend
     y = b.xp.flip(x.data, axis=axis)
     if _needs(x):
-        return share_version(x, record("flip", y, b, (x,), (_flip_back,), params=(axis,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("flip", y, b, (x,), (_flip_back,), params=(axis,)), _flip, (axis,))
+    return view_of(x, wrap(y, b), _flip, (axis,))
+
+
+def _flip(x: Tensor, axis: Any) -> Tensor:
+    return flip(x, axis=axis)
 
 
 def _roll_back(xp: Any, g: Any, shift: Any, axis: Any) -> Any:
@@ -345,9 +358,9 @@ def moveaxis(x: Any, source: int | tuple[int, ...], destination: int | tuple[int
     b = x._backend
     y = b.xp.moveaxis(x.data, source, destination)
     if _needs(x):
-        return share_version(x, record("moveaxis", y, b, (x,), (_moveaxis_back,),
-                                       params=(source, destination)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("moveaxis", y, b, (x,), (_moveaxis_back,),
+                                 params=(source, destination)), moveaxis, (source, destination))
+    return view_of(x, wrap(y, b), moveaxis, (source, destination))
 
 
 def _repeat_int_back(xp: Any, g: Any, axis: int, n: int, repeats: int, shape: tuple[int, ...]

@@ -120,11 +120,15 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
 
 def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
                   vjps: tuple[Callable[..., Any] | None, Callable[..., Any] | None],
-                  picks: tuple[int, ...], meta: tuple[Any, ...] | None) -> Tensor:
+                  picks: tuple[int, ...], meta: tuple[Any, ...] | None,
+                  cross: bool = False) -> Tensor:
     """:func:`record` for a two-operand op -- the elementwise ones (either operand may be a
     Python scalar) and ``matmul`` -- spelled out: the caller has checked that grad mode is on
     and an operand requires grad. ``picks`` names what the rules read, in order: 0 ``x1``,
-    1 ``x2``, 2 the output."""
+    1 ``x2``, 2 the output. ``cross``: each operand is read only by the other's rule
+    (``multiply``, ``matmul``), so an operand is version-checked at backward only when the
+    other one needs a gradient -- as PyTorch saves it only then (an in-place change of ``x``
+    after ``x * 2.0`` is no error)."""
     if FWD_ON and fwd_state.on:
         t = _forward_binary(out_data, backend, x1, x2, vjps, picks)
         if t is not None:
@@ -152,6 +156,10 @@ def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
             continue
         t = x2 if k else x1
         if type(t) is Tensor:
+            if cross and (e0 if k else e1) is None:  # read by a rule that never runs
+                raw += (t.data,)
+                src += (k,)
+                continue
             cell = t._version
             if cell is None:
                 cell = t._version = [0]

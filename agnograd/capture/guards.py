@@ -25,6 +25,7 @@ values inside arrays (those are the replay's inputs: in-place updates are always
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import is_
 from typing import Any
 
 from .. import _dtypes
@@ -118,20 +119,50 @@ def diff(h: Holder, recorded: list[tuple[str, str, Any]],
     return None
 
 
-def _quick_key_fn(leaves: list[Tensor]) -> Callable[[], tuple[Any, ...]]:
-    """A generated function of no arguments returning the per-call key: the global modes and,
-    for each leaf that requires grad, whether its ``.grad`` is None (the engine writes
-    ``_grad`` without going through the setter, so this part is read on every call)."""
+def _elements(c: Any, recorded: list[tuple[str, str, Any]], name: str) -> list[Any]:
+    """The elements of container ``c`` (a list, or a dict's values) as the recording saw them
+    (its snapshot entries ``name[i]``), to compare by identity on every call."""
+    want = {p: v for p, how, v in recorded if how in ("is", "eq")}
+    keys = range(len(c)) if type(c) is list else c.keys()
+    return [want.get(f"{name}[{k!r}]" if type(c) is dict else f"{name}[{k}]", _GONE)
+            for k in keys]
+
+
+_GONE = object()
+
+
+def _quick_key_fn(leaves: list[Tensor], containers: list[tuple[Any, list[Any]]]
+                  ) -> Callable[[], tuple[Any, ...]]:
+    """A generated function of no arguments returning the per-call key: the global modes, for
+    each leaf that requires grad whether its ``.grad`` is None (the engine writes ``_grad``
+    without going through the setter, so this part is read on every call), and last whether
+    every element of the guarded plain containers is still the recorded object (straight-line
+    identity tests: a list or dict mutated in place moves no epoch)."""
     names = [f"t{k}" for k in range(len(leaves))]
-    parts = ["gm.enabled", "am.enabled", "dt._default_float", "dn()"] + [f"{n}._grad is None" for n in names]
-    src = (f"def _make(gm, am, dt, dn, {', '.join(names)}):\n"
+    parts = ["gm.enabled", "am.enabled", "dt._default_float", "dn()"]
+    parts += [f"{n}._grad is None" for n in names]
+    tests = []
+    objs: list[Any] = []
+    for c, items in containers:
+        cn = f"o{len(objs)}"
+        objs.append(c)
+        tests.append(f"len({cn}) == {len(items)}")
+        keys = range(len(items)) if type(c) is list else list(c.keys())
+        for k, e in zip(keys, items):
+            en = f"o{len(objs)}"
+            objs.append(e)
+            get = f"{cn}[{k}]" if type(c) is list else f"{cn}.get({k!r}, G)"
+            tests.append(f"{get} is {en}")
+    parts.append(" and ".join(tests) if tests else "True")
+    args = ", ".join(["gm", "am", "dt", "dn", "G", *names, *(f"o{i}" for i in range(len(objs)))])
+    src = (f"def _make({args}):\n"
            f"    def key():\n"
            f"        return ({', '.join(parts)},)\n"
            f"    return key\n")
     ns: dict[str, Any] = {}
     exec(compile(src, "<agnograd guards>", "exec"), ns)  # noqa: S102 - our own code
     key: Callable[[], tuple[Any, ...]] = ns["_make"](grad_mode, anomaly_mode, _dtypes,
-                                                     default_backend_name, *leaves)
+                                                     default_backend_name, _GONE, *leaves, *objs)
     return key
 
 
@@ -159,20 +190,30 @@ class Guards:
         flags: ``(tensor, (requires_grad, hooks))`` as recorded for every leaf it touches.
     """
 
-    __slots__ = ("leaves", "key", "_quick", "holders", "optimizers", "flags", "epoch", "_seen")
+    __slots__ = ("leaves", "key", "_quick", "holders", "optimizers", "flags", "epoch", "_seen",
+                 "containers")
 
     def __init__(self, leaves: list[Tensor], holders: list[tuple[Holder, list[Any]]],
                  optimizers: list[tuple[Any, Any]], flags: list[tuple[Tensor, Any]],
                  start: tuple[tuple[Any, ...], dict[int, bool]]) -> None:
         self.leaves = leaves
         self.flags = flags
-        self._quick = _quick_key_fn(leaves)
-        modes, grad_none = start
-        self.key = (*modes, *(grad_none.get(id(t), t._grad is None) for t in leaves))
         self.holders = holders
         self.optimizers = optimizers
         self.epoch = WORLD[0]
         self._seen: list[Any] = [None] * len(optimizers)
+        # Plain lists and dicts held by the guarded modules (``Sequential.layers``, a list of
+        # buffers): mutated in place they move no epoch, so their elements are compared by
+        # identity on every call (the last entry of the quick key).
+        self.containers: list[tuple[Any, list[Any]]] = []
+        for h, recorded in holders:
+            d = getattr(h, "__dict__", {})
+            for name, v in h._guard_items():
+                if (type(v) is list or type(v) is dict) and d.get(name) is v:
+                    self.containers.append((v, _elements(v, recorded, name)))
+        self._quick = _quick_key_fn(leaves, self.containers)
+        modes, grad_none = start
+        self.key = (*modes, *(grad_none.get(id(t), t._grad is None) for t in leaves), True)
 
     def quick(self) -> tuple[Any, ...]:
         return self._quick()
@@ -182,9 +223,12 @@ class Guards:
         :meth:`quick`'s value if the caller has it."""
         if key is None:
             key = self._quick()
+        moved = WORLD[0] != self.epoch
         if key != self.key:
-            return self._why_key(key)
-        if WORLD[0] != self.epoch:
+            if key[:-1] != self.key[:-1]:
+                return self._why_key(key)
+            moved = True  # a guarded list or dict was changed in place: say how
+        if moved:
             for t, (req, hooks) in self.flags:
                 if t._requires_grad is not req:
                     now = "now requires" if t._requires_grad else "no longer requires"
@@ -200,22 +244,26 @@ class Guards:
         for k, (opt, recorded) in enumerate(self.optimizers):
             seen = self._seen[k]
             # The common call changes nothing: the groups equal what the last check saw (lists
-            # of dicts compared in C, identity first), and the device scalars still hold them
-            # (an eager step in between may have synced another rate).
-            if (seen is not None and opt.param_groups == seen[0]
-                    and opt._device_value == seen[1]):
+            # of dicts compared in C, identity first; each group's parameter list by identity,
+            # since it may be mutated in place), and the device scalars still hold them (an
+            # eager step in between may have synced another rate).
+            groups = opt.param_groups
+            if (seen is not None and groups == seen[0] and opt._device_value == seen[1]
+                    and all(len(g["params"]) == len(ps) and all(map(is_, g["params"], ps))
+                            for g, ps in zip(groups, seen[2]))):
                 continue
             changed: str | None = opt._replay_check(recorded)
             if changed is not None:
                 return changed
-            self._seen[k] = ([dict(g) for g in opt.param_groups], dict(opt._device_value))
+            self._seen[k] = ([dict(g) for g in groups], dict(opt._device_value),
+                             [list(g["params"]) for g in groups])
         return None
 
     def _why_key(self, key: tuple[Any, ...]) -> str:
         for k, name in enumerate(_KEY_NAMES):
             if key[k] != self.key[k]:
                 return f"the {name} changed from {self.key[k]!r} to {key[k]!r}"
-        for t, was, now in zip(self.leaves, self.key[4:], key[4:]):
+        for t, was, now in zip(self.leaves, self.key[4:-1], key[4:-1]):
             if was != now:
                 state = "has no .grad" if now else "has a .grad"
                 before = "had none" if was else "had one"

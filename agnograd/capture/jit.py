@@ -132,10 +132,11 @@ class JitFunction:
                 backend = x._backend if type(x) is Tensor else backend_of_array(x)
         return tuple(key), positions, backend
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if anomaly_mode.enabled:  # its checks read values on the host: no recording has them
-            return self.fn(*args)
-        leaves, treedef = tree_flatten(args)
+            return self.fn(*args, **kwargs)
+        # Keyword arguments are part of the pytree of arguments, as jax.jit's.
+        leaves, treedef = tree_flatten((args, kwargs))
         key, positions, backend = self._signature(leaves, treedef)
         entry = self._cache.get(key)
         if entry is None:
@@ -151,19 +152,19 @@ class JitFunction:
                     return self._replay(rec, [leaves[i] for i in positions])
                 entry.recordings.note_retrace(why)
         if entry.eager:
-            return self.fn(*args)
+            return self.fn(*args, **kwargs)
         if entry.seen < self.warmup or backend is None or not can_stage(backend):
             entry.seen += 1
             backwards = _state.BACKWARDS[0]
             try:
                 with _state.recording(WHO):
-                    out = self.fn(*args)
+                    out = self.fn(*args, **kwargs)
                 check_outputs(out, _state.BACKWARDS[0] != backwards, WHO)
             except CaptureError:
                 if self.fallback != "eager":
                     raise
                 entry.eager = True
-                return self.fn(*args)
+                return self.fn(*args, **kwargs)
             if backend is None or not can_stage(backend):
                 entry.eager = True
             return out
@@ -173,17 +174,20 @@ class JitFunction:
             new = list(leaves)
             for i, p in zip(positions, proxied):
                 new[i] = p
-            return tuple(tree_unflatten(treedef, new))
+            return tuple(tree_unflatten(treedef, new))  # (args, kwargs)
+
+        def call(a: tuple[Any, ...], k: dict[str, Any]) -> Any:
+            return self.fn(*a, **k)
 
         try:
-            traced = trace_step(self.fn, call_args, inputs, backend, WHO)
+            traced = trace_step(call, call_args, inputs, backend, WHO)
         except CaptureError:
             if self.fallback != "eager":
                 if not entry.recordings.items:
                     del self._cache[key]
                 raise
             entry.eager = True
-            return self.fn(*args)
+            return self.fn(*args, **kwargs)
         self.traces += 1
         if traced.one_shot is None:
             entry.recordings.add(Recording(traced))

@@ -423,11 +423,14 @@ class CapturedStep:
             buf = slot.buffer
             name = slot.name
             if buf is None:
-                if a is not slot.constant and a != slot.constant:
+                c = slot.constant
+                # the kind too: 2 and 2.0 compare equal but promote differently
+                if a is not c and (type(a) is not type(c) or not bool(a == c)):
                     raise CaptureError(
-                        f"{what}: {name} was the constant {slot.constant!r} when the step was "
-                        f"recorded, not {a!r}; constants are frozen in the recording -- pass a "
-                        "Tensor to make it an input, or capture the step again")
+                        f"{what}: {name} was the constant {c!r} ({type(c).__name__}) when the "
+                        f"step was recorded, not {a!r} ({type(a).__name__}); constants are "
+                        "frozen in the recording -- pass a Tensor to make it an input, or "
+                        "capture the step again")
                 continue
             t = _as_tensor(a)
             if t is None:

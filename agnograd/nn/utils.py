@@ -54,7 +54,7 @@ def clip_grad_norm_(parameters: ag.Tensor | Iterable[ag.Tensor], max_norm: float
     grads = _grads(parameters)
     if error_if_nonfinite and _capture.capturing():
         raise _capture.CaptureError(
-            "clip_grad_norm_(error_if_nonfinite=True) inside a step recorded by ag.capture: the "
+            f"clip_grad_norm_(error_if_nonfinite=True) inside a step recorded by {_capture.who()}: the "
             "check reads the total norm on the host, a synchronisation a recording cannot "
             "contain; pass error_if_nonfinite=False (the default) inside the step, or check "
             "ag.isfinite(total) outside it")
