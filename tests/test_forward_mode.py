@@ -394,13 +394,18 @@ def test_jvp_of_a_jitted_function_runs_the_function_itself():
         np.testing.assert_allclose(ag.jacfwd(f)(x), np.diag(want / v), rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="agnograd/capture (not this change's to edit): ag.jit "
-                   "called inside a function under a forward trace traces and replays it, and "
-                   "its replay carries no tangents -- zeros; jit should run eagerly while "
-                   "agnograd.autograd.forward.fwd_state.on, as it does under anomaly mode")
 def test_jvp_through_a_jitted_call_inside_carries_its_tangent():
     g = ag.jit(lambda t: ag.sin(t) * t)
     x, v = np.array([0.3, -0.5]), np.array([1.0, 2.0])
     want = (np.cos(x) * x + np.sin(x)) * v * 2
     for _ in range(3):  # warm-up (eager), trace, replay
         np.testing.assert_allclose(ag.jvp(lambda t: g(t) * 2.0, (x,), (v,))[1], want, rtol=1e-12)
+
+
+def test_jvp_through_a_captured_step_inside_carries_its_tangent():
+    w = ag.tensor(np.array([0.3, -0.5]))
+    step = ag.capture(lambda t: ag.sin(t) * w, ag.tensor(np.zeros(2)), warmup=1)
+    x, v = np.array([0.3, -0.5]), np.array([1.0, 2.0])
+    want = np.cos(x) * np.array([0.3, -0.5]) * v
+    for _ in range(2):
+        np.testing.assert_allclose(ag.jvp(lambda t: step(t), (x,), (v,))[1], want, rtol=1e-12)
