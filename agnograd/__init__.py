@@ -13,7 +13,9 @@ for every node exactly once.
 from __future__ import annotations
 
 import math as _math
+import sys as _sys
 
+from . import _tensor as _tensor_module
 from . import fft, func, linalg, special  # ag.func (transforms); ag.fft, ag.linalg, ag.special (extensions)
 
 # ag.random (the device generator) stays out of __all__, as ag.dask does: `from agnograd import *`
@@ -212,8 +214,19 @@ from .backends import (
 from .backends import register as register_backend
 from .capture.jit import jit
 from .capture.step import CapturedStep, CaptureError, capture
-from .custom import Function, FunctionCtx, custom_vjp
-from .func import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
+from .custom import Function, FunctionCtx, custom_jvp, custom_vjp
+from .func import (
+    grad,
+    hessian,
+    hvp,
+    jacfwd,
+    jacobian,
+    jacrev,
+    jvp,
+    linearize,
+    value_and_grad,
+    vjp,
+)
 from .graph import saved_nbytes, to_dot, to_mermaid
 from .random import manual_seed
 from .recompute import checkpoint
@@ -237,13 +250,15 @@ __all__ = [
     "bitwise_or", "bitwise_right_shift", "bitwise_xor", "bool", "broadcast_arrays",
     "broadcast_shapes", "broadcast_to", "can_cast", "capture", "ceil", "checkpoint", "clip",
     "complex128", "complex64", "concat", "conj", "copysign", "cos", "cosh", "count_nonzero",
-    "cumulative_prod", "cumulative_sum", "custom_vjp", "default_backend", "detect_anomaly", "diff",
+    "cumulative_prod", "cumulative_sum", "custom_jvp", "custom_vjp", "default_backend",
+    "detect_anomaly", "diff",
     "divide", "e", "einsum", "empty", "empty_like", "enable_grad", "equal", "exp", "expand_dims",
     "expm1", "eye", "fft", "finfo", "flip", "float32", "float64", "floor", "floor_divide",
     "from_dlpack", "full", "full_like", "func", "get_backend", "get_default_backend",
     "get_default_dtype", "grad", "greater", "greater_equal", "hessian", "hvp", "hypot", "iinfo",
     "imag", "inf", "int16", "int32", "int64", "int8", "is_grad_enabled", "isdtype", "isfinite",
-    "isin", "isinf", "isnan", "jacobian", "jit", "jvp", "less", "less_equal", "linalg", "linspace",
+    "isin", "isinf", "isnan", "jacfwd", "jacobian", "jacrev", "jit", "jvp", "less", "less_equal",
+    "linalg", "linearize", "linspace",
     "log", "log10", "log1p", "log2", "logaddexp", "logical_and", "logical_not", "logical_or",
     "logical_xor", "logsumexp", "manual_seed", "matmul", "matrix_transpose", "max", "maximum",
     "mean", "meshgrid", "min", "minimum", "moveaxis", "multiply", "nan", "negative", "newaxis",
@@ -258,6 +273,8 @@ __all__ = [
     "unique_values", "unstack", "value_and_grad", "var", "vecdot", "vjp", "where", "zeros",
     "zeros_like",
 ]
+
+_tensor_module.LATE.namespace = _sys.modules[__name__]  # Tensor.__array_namespace__ (late-bound)
 
 # Built on the namespace above: imported last, so `import agnograd as ag` inside them sees it whole.
 # ag.dask (the Dask scale-out helpers) does not import Dask; it stays out of __all__ on purpose,

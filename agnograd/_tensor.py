@@ -50,7 +50,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "_backend", "_node", "_index", "_requires_grad", "_grad", "_hooks",
-                 "_version",
+                 "_version", "_view", "_tangent",  # _tangent: forward mode's Dual, unset unless one
                  "__weakref__")
     data: Any
     _backend: Backend
@@ -59,7 +59,11 @@ class Tensor:
     _requires_grad: bool
     _grad: Tensor | None
     _hooks: list[Any] | None
-    _version: list[int] | None
+    _version: list[Any] | None
+    # Set only on tensors made by a view op (never read on the fast path; an unset slot):
+    # (root Tensor, chain of (op, args) from the root's data to this one's, grad flag).
+    _view: tuple[Tensor, tuple[tuple[Any, tuple[Any, ...]], ...], bool]
+    _tangent: Any  # forward mode (agnograd.autograd.forward.Dual); unset unless one
 
     # Python compares and hashes arrays elementwise; a Tensor is not hashable (like ndarray).
     __hash__ = None  # type: ignore[assignment]
@@ -243,13 +247,9 @@ class Tensor:
                 "backward() on a tensor that does not require grad: no input of the computation "
                 "that produced it had requires_grad=True (or it was computed under no_grad())"
             )
-        # The one import of the engine here, on purpose at call time: the walk needs Tensor, so
-        # agnograd.autograd comes after this module in the import order (no import cycle).
-        from .autograd import backward
-
         g = _root_grad(self, grad, create_graph)
         keep = create_graph if retain_graph is None else retain_graph
-        backward([self], [g], retain_graph=bool(keep), create_graph=bool(create_graph))
+        LATE.backward([self], [g], retain_graph=bool(keep), create_graph=bool(create_graph))
 
     def register_hook(self, fn: Any) -> RemovableHandle:
         """Call ``fn(grad)`` when the gradient with respect to this tensor has been computed in a
@@ -276,10 +276,14 @@ class Tensor:
     def _become(self, res: Tensor) -> None:
         """Take ``res`` -- the out-of-place result of an in-place op that records a graph
         (``x += y``, ``x[k] = v``) -- as this tensor's data and graph position. Its new data is
-        new storage: earlier saves keep the old, untouched array; a retained gradient follows."""
+        new storage: earlier saves keep the old, untouched array, so the graphs that saved it
+        stay right (no version bump); the version counter stays shared with every alias of
+        the storage (views are regenerated from this tensor, see ``_ops/_views.py``); a
+        retained gradient follows."""
         self.data, self._node, self._index = res.data, res._node, res._index
         self._requires_grad = res._requires_grad
-        self._version = None
+        if getattr(res, "_tangent", None) is not None or getattr(self, "_tangent", None) is not None:
+            self._tangent = getattr(res, "_tangent", None)  # forward mode: the tangent follows
         hooks = self._hooks
         if hooks is not None and self._node is not None and type(hooks[0]) is RetainGrad:
             hooks[0].moved(self)
@@ -287,7 +291,7 @@ class Tensor:
     def detach(self) -> Tensor:
         """The same data as a new leaf that needs no gradient (no copy; in-place changes through
         either tensor count against both when a graph saved it)."""
-        return share_version(self, Tensor._wrap(self.data, self._backend))
+        return view_of(self, Tensor._wrap(self.data, self._backend), _detached, (), False)
 
     def item(self) -> Any:
         """The value of a one-element tensor as a Python scalar (copies to the host): a bool,
@@ -322,11 +326,9 @@ class Tensor:
 
     # -- conversion protocols ------------------------------------------------------------------
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
-        import agnograd
-
         if api_version is not None and api_version not in _API_VERSIONS:
             raise ValueError(f"agnograd does not implement Array API version {api_version!r}")
-        return agnograd
+        return LATE.namespace
 
     def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
                    dl_device: Any = None, copy: bool | None = None) -> Any:
@@ -538,7 +540,26 @@ class RemovableHandle:
             _WORLD[0] += 1
 
 
+class _Late:
+    """What Tensor's methods reach in the layers above this module -- the engine's
+    ``backward``, grad mode, the ops' ``astype`` and ``asarray``, the namespace -- bound once
+    at import, the way the operators are (``_ops/_operators.py: install_operators``; the
+    namespace by the package face): this module imports none of them, so the import graph
+    stays a tree."""
+
+    __slots__ = ("backward", "is_grad_enabled", "astype", "asarray", "namespace")
+
+    def __init__(self) -> None:
+        self.backward: Any = None
+        self.is_grad_enabled: Any = None
+        self.astype: Any = None
+        self.asarray: Any = None
+        self.namespace: Any = None
+
+
+LATE = _Late()
 _new = object.__new__
+_weak = weakref.ref
 _WORLD = _capture.WORLD
 _API_VERSIONS = ("2021.12", "2022.12", "2023.12", "2024.12", "2025.12")
 
@@ -621,9 +642,7 @@ def fit_seed(gt: Tensor, t: Tensor, what: str, create_graph: bool) -> Any:
                 f"dtype); pass e.g. ag.astype(g, ag.{t.dtype.name})"
             )
         if create_graph:
-            from ._ops.data_types import astype
-
-            return astype(gt, want)
+            return LATE.astype(gt, want)
         return gt._backend.fix(gt._backend.xp.astype(gt.data, want))
     return gt if create_graph else gt.data
 
@@ -758,8 +777,78 @@ def share_version(src: Tensor, dst: Tensor) -> Tensor:
         cell = src._version = [0, True]
     elif len(cell) == 1:
         cell.append(True)
+    else:
+        cell[1] = True
     dst._version = cell
     return dst
+
+
+class Views:
+    """The registered views of one root Tensor's storage, kept in the version counter they
+    share (``cell[2]``): the root (weakly; every view holds it strongly in its ``_view``) and
+    weak references to the views, so an in-place write through any of them can bring every
+    other up to date (see ``agnograd/_ops/_views.py``)."""
+
+    __slots__ = ("root", "refs", "prune_at")
+
+    def __init__(self, root: Tensor) -> None:
+        self.root = weakref.ref(root)
+        self.refs: list[weakref.ref[Tensor]] = []
+        self.prune_at = 16
+
+    def live(self) -> list[Tensor]:
+        """The views still alive (dead references are dropped)."""
+        out = []
+        refs = []
+        for r in self.refs:
+            v = r()
+            if v is not None:
+                out.append(v)
+                refs.append(r)
+        self.refs = refs
+        self.prune_at = max(16, 2 * len(refs))
+        return out
+
+
+def view_of(src: Tensor, dst: Tensor, fn: Any, args: tuple[Any, ...], grad: bool = True) -> Tensor:
+    """Register ``dst = fn(src, *args)`` as a view of ``src``'s storage (a view op's result):
+    it shares ``src``'s version counter (:func:`share_version`), and remembers its root and
+    the chain of view functions from the root, so that an in-place write through any alias
+    reaches every other (PyTorch's view semantics, on every backend). ``grad=False`` marks an
+    alias that never carries a graph (``detach()``). Returns ``dst``.
+
+    Only view ops pay for this (a tuple and a weak reference); other ops never look."""
+    cell = src._version
+    if cell is None or len(cell) < 3:
+        if cell is None:
+            cell = src._version = [0, False, None]
+        else:
+            cell += [False, None][len(cell) - 1:]
+    reg = cell[2]
+    chain: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
+    root = src
+    if reg is None:
+        reg = cell[2] = Views(src)
+    elif reg.root() is not src:
+        try:
+            root, chain, g = src._view
+        except AttributeError:  # an alias made otherwise (from_dlpack, real): a plain alias
+            return share_version(src, dst)
+        grad = grad and g
+    if dst._node is None and src._requires_grad:  # made under no_grad(): no graph to keep
+        grad = False
+    dst._version = cell
+    dst._view = (root, chain + ((fn, args),), grad)
+    refs = reg.refs
+    refs.append(_weak(dst))
+    if len(refs) > reg.prune_at:
+        reg.live()
+    return dst
+
+
+def _detached(x: Tensor) -> Tensor:
+    """The view function of ``detach()``: the same data, no graph."""
+    return Tensor._wrap(x.data, x._backend)
 
 
 def shares_storage(t: Tensor) -> bool:
@@ -768,6 +857,13 @@ def shares_storage(t: Tensor) -> bool:
     would then leave the others stale."""
     cell = t._version
     return cell is not None and len(cell) > 1
+
+
+def plain_alias(t: Tensor) -> bool:
+    """Whether an alias of ``t``'s storage exists that is not a registered view (made by
+    ``from_dlpack``, ``real``, ...): a write that rebinds ``t`` cannot bring it up to date."""
+    cell = t._version
+    return cell is not None and len(cell) > 1 and bool(cell[1])
 
 
 
@@ -813,17 +909,14 @@ def _from_tensors(obj: Any, requires_grad: bool, backend: Backend | None, dtype:
     """``ag.tensor`` of a nested sequence holding Tensors: stacked like ``ag.asarray`` does, so
     the result stays differentiable with respect to them; a new leaf (``requires_grad=True``)
     would cut their gradient, so that is refused while any of them requires grad."""
-    from ._ops.creation import asarray  # ops import Tensor: reached at call time
-    from .autograd import is_grad_enabled
-
-    if requires_grad and is_grad_enabled() and _any_requires_grad(obj):
+    if requires_grad and LATE.is_grad_enabled() and _any_requires_grad(obj):
         raise TypeError(
             "tensor(..., requires_grad=True) of a sequence holding Tensors that require grad "
             "would make a new leaf and silently cut their gradient; use ag.stack([...]) (or "
             "ag.asarray([...])) for a result differentiable with respect to them, or detach "
             "them (t.detach()) if a new leaf is meant"
         )
-    out = asarray(obj, dtype=dtype, device=device)
+    out: Tensor = LATE.asarray(obj, dtype=dtype, device=device)
     if backend is not None and out._backend is not backend:
         raise TypeError(
             f"tensor(..., backend='{backend.name}'): the sequence holds '{out.backend}' Tensors; "

@@ -32,10 +32,23 @@ from .backends.host import host_rng
 from .datasets import load_digits, train_test_split
 from .nn import functional as F
 from .nn.training_state import load_training_state, save_training_state
+from .optim import lr_scheduler
 
 __all__ = ["main", "TrainConfig", "TrainResult", "train", "build_cnn", "check_network_gradients"]
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
+# What --help says of each --scheduler (the rates are set as agnograd.optim.lr_scheduler's).
+SCHEDULER_HELP = {
+    "none": "a constant rate (default)",
+    "step": "StepLR: the rate times 0.1 every max(1, epochs // 3) epochs",
+    "cosine": "CosineAnnealingLR: from --lr down to 0 over the epochs",
+    "onecycle": "OneCycleLR, stepped after every batch: from lr/25 up to --lr over the first 30%% "
+                "of the steps, then down to lr/25e4 (momentum is not cycled, so a --capture step "
+                "is replayed, never recorded again)",
+    "plateau": "ReduceLROnPlateau on the epoch's training loss: the rate times 0.1 after 2 "
+               "epochs without improvement",
+}
 
 
 class UsageError(ValueError):
@@ -78,6 +91,8 @@ class TrainConfig:
     checkpoint: str | None = None  # write the whole training state here after every epoch
     checkpoint_every: int | None = None  # ... and every this many steps
     resume: str | None = None  # continue the run saved in this checkpoint
+    scheduler: str = "none"  # one of SCHEDULERS (see SCHEDULER_HELP)
+    weight_decay: float | None = None  # None: the optimizer's default (0; AdamW 0.01)
 
 
 @dataclass
@@ -103,6 +118,9 @@ class TrainResult:
     def summary(self, config: TrainConfig) -> str:
         return (f"test accuracy {self.test_accuracy:.2%} ({self.test_correct}/{self.test_size}) | "
                 f"{_plural(len(self.train_loss), 'epoch')}, {config.optimizer} lr {_lr(config):g}, "
+                + (f"{config.scheduler} schedule, " if config.scheduler != "none" else "")
+                + (f"weight decay {config.weight_decay:g}, " if config.weight_decay is not None
+                   else "")
                 + (f"hidden {config.hidden}" if config.model == "mlp" else f"model {config.model}")
                 + f", {config.dtype}, seed {config.seed} | wall time "
                 f"{self.wall_time:.2f} s | backend {self.backend} | device {self.device}"
@@ -119,11 +137,32 @@ def _lr(config: TrainConfig) -> float:
 
 def _make_optimizer(config: TrainConfig, params: list[ag.Tensor]) -> optim.Optimizer:
     lr = _lr(config)
+    wd = config.weight_decay
     if config.optimizer == "sgd":
-        return optim.SGD(params, lr=lr, momentum=0.9, capturable=config.capture)
+        return optim.SGD(params, lr=lr, momentum=0.9, capturable=config.capture,
+                         weight_decay=0.0 if wd is None else wd)
     if config.optimizer == "adam":
-        return optim.Adam(params, lr=lr, capturable=config.capture)
-    return optim.AdamW(params, lr=lr, capturable=config.capture)
+        return optim.Adam(params, lr=lr, capturable=config.capture,
+                          weight_decay=0.0 if wd is None else wd)
+    return optim.AdamW(params, lr=lr, capturable=config.capture,
+                       weight_decay=1e-2 if wd is None else wd)
+
+
+def _make_scheduler(config: TrainConfig, opt: optim.Optimizer,
+                    steps_per_epoch: int) -> lr_scheduler.LRScheduler | None:
+    """The ``--scheduler`` on ``opt`` (see ``SCHEDULER_HELP``); ``None`` for ``none``."""
+    epochs = max(1, config.epochs)
+    if config.scheduler == "step":
+        return lr_scheduler.StepLR(opt, step_size=max(1, epochs // 3), gamma=0.1)
+    if config.scheduler == "cosine":
+        return lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    if config.scheduler == "onecycle":
+        return lr_scheduler.OneCycleLR(opt, max_lr=_lr(config), epochs=epochs,
+                                       steps_per_epoch=max(1, steps_per_epoch),
+                                       cycle_momentum=False)
+    if config.scheduler == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=2)
+    return None
 
 
 def _capture_step(step: Callable[[ag.Tensor, ag.Tensor], Any], model: nn.Module,
@@ -253,6 +292,10 @@ def _resume_info(config: TrainConfig, info: dict[str, Any]) -> None:
     differ = [f"--{k.replace('_', '-')} {saved[k]!r} there, {getattr(config, k)!r} here"
               for k in sorted(saved) if k not in _RESUMABLE_CHANGES and hasattr(config, k)
               and saved[k] != getattr(config, k)]
+    if (config.scheduler in ("cosine", "onecycle") and "epochs" in saved
+            and saved["epochs"] != config.epochs):
+        differ.append(f"--epochs {saved['epochs']!r} there, {config.epochs!r} here (the "
+                      f"{config.scheduler} schedule spans the run's epochs)")
     if differ:
         raise ResumeError(f"--resume {config.resume}: the checkpoint was written by a run with other "
                          f"settings ({'; '.join(differ)}); use the same ones to continue it")
@@ -294,11 +337,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     opt = _make_optimizer(config, model.parameters())
     rng = host_rng((config.seed, 1))
     n = X_train.shape[0]
+    sched = _make_scheduler(config, opt, -(-n // config.batch_size))
+    per_batch = config.scheduler == "onecycle"
     first_epoch, first_batch, steps_done = 0, 0, 0
     partial: tuple[float, int] | None = None  # a resumed epoch's loss sum and hits so far
     if config.resume:
         _resume_info(config, load_training_state(config.resume))  # settings first
-        info = load_training_state(config.resume, model=model, optimizer=opt, rng=rng)
+        info = load_training_state(config.resume, model=model, optimizer=opt, rng=rng,
+                                   scheduler=sched)
         first_epoch, first_batch, steps_done = info["epoch"], info["batch"], info["steps"]
         result.train_loss, result.train_accuracy = info["train_loss"], info["train_accuracy"]
         result.test_accuracy_curve = info["test_accuracy"]
@@ -317,7 +363,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         gen.bit_generator.state = epoch_rng
         total, hits = sums
         save_training_state(
-            config.checkpoint, model=model, optimizer=opt, rng=gen,
+            config.checkpoint, model=model, optimizer=opt, rng=gen, scheduler=sched,
             settings=dataclasses.asdict(config), epoch=epoch, batch=batch, steps=steps_done,
             train_loss=result.train_loss, train_accuracy=result.train_accuracy,
             test_accuracy=result.test_accuracy_curve, test_correct=result.test_correct,
@@ -354,6 +400,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             xb, yb = ag.take(X_train, idx, axis=0), ag.take(y_train, idx, axis=0)
             # A captured step needs its recorded shapes: a last, smaller batch runs eagerly.
             loss, logits = (run if xb.shape[0] == config.batch_size else step)(xb, yb)
+            if per_batch and sched is not None:
+                sched.step()
             with ag.no_grad():  # running sums stay on the device: one sync per epoch
                 batch_loss = loss.detach() * float(yb.shape[0])
                 batch_hits = _count_correct(logits.detach(), yb)
@@ -370,6 +418,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         result.train_accuracy.append(int(correct.item()) / n if correct is not None else 0.0)
         result.test_accuracy_curve.append(test_hits / y_test.shape[0])
         result.test_correct = test_hits
+        if isinstance(sched, lr_scheduler.ReduceLROnPlateau):
+            sched.step(result.train_loss[-1])
+        elif sched is not None and not per_batch:
+            sched.step()
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{result.train_loss[-1]:.4f}",
                             train_acc=f"{result.train_accuracy[-1]:.3f}",
@@ -443,6 +495,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, not {text}")
     return value
 
 
@@ -523,7 +585,8 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
                        dtype=args.dtype, test_fraction=args.test_fraction, save=args.save,
                        plot=args.plot, check_grad=args.check_grad, progress=not args.no_progress,
                        capture=args.capture, checkpoint=args.checkpoint,
-                       checkpoint_every=args.checkpoint_every, resume=args.resume)
+                       checkpoint_every=args.checkpoint_every, resume=args.resume,
+                       scheduler=args.scheduler, weight_decay=args.weight_decay)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -553,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate (default: sgd 0.05, adam and adamw 0.001)")
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=TrainConfig.optimizer,
                    help="sgd (momentum 0.9), adam (default) or adamw")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=None,
+                   help="weight decay: L2 added to the gradient for sgd and adam, decoupled for "
+                   "adamw (default: sgd and adam 0, adamw 0.01, as PyTorch's)")
+    t.add_argument("--scheduler", choices=list(SCHEDULERS), default=TrainConfig.scheduler,
+                   help="learning-rate schedule, stepped after every epoch unless said: "
+                   + "; ".join(f"{k}: {v}" for k, v in SCHEDULER_HELP.items()))
     t.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"),
                    default=TrainConfig.batch_size, help="minibatch size (default 32)")
     t.add_argument("--seed", type=_int_at_least(0, "--seed"), default=TrainConfig.seed,

@@ -18,6 +18,9 @@ from typing import Any
 
 from ._dtypes import DType
 from ._ops.data_types import astype
+from ._ops.elementwise import conj as _conj
+from ._ops.elementwise import real as _real
+from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, as_tensor
 from .autograd import (
     creation_mark,
@@ -30,11 +33,13 @@ from .autograd import (
     read_key,
     record,
 )
+from .autograd.forward import Dual, fwd_state, tangent_of
+from .autograd.walk import backward
 from .backends import backend_of_array
 from .pytree import tree_leaves
 from .recompute import checkpoint  # re-exported: agnograd.custom.checkpoint stays importable
 
-__all__ = ["custom_vjp", "Function", "FunctionCtx", "checkpoint", "detect_anomaly"]
+__all__ = ["custom_vjp", "custom_jvp", "Function", "FunctionCtx", "checkpoint", "detect_anomaly"]
 
 
 class _Residuals:
@@ -230,10 +235,13 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
             return out
         start = creation_mark()
         self._in_fwd.on = True
+        fwd_on = fwd_state.on  # forward mode: the tangents come from bwd's rules, transposed
+        fwd_state.on = False
         try:
             out, residuals = self.fwd(*args)
         finally:
             self._in_fwd.on = False
+            fwd_state.on = fwd_on
         out = as_tensor(out)
         found = _closed_over(out, args, start)
         if found is not None:
@@ -308,3 +316,144 @@ class Function:
         op._method = "backward"
         op.defvjp(fwd, bwd)
         return op(*args)
+
+
+class custom_jvp:  # noqa: N801 - named after jax.custom_jvp
+    """Decorate ``f`` to give it a hand-written JVP rule, as ``jax.custom_jvp``.
+
+    ``f.defjvp(rule)`` where ``rule(primals, tangents) -> (out, tangent_out)`` takes one tangent
+    per positional argument (a zero Tensor for one that carries none; ``0.0`` for a Python
+    number) and returns ``f(*primals)`` and ``J·tangents``, written with agnograd ops and linear
+    in the tangents. ``f`` returns one Tensor.
+
+    Forward mode (``ag.jvp``, ``jacfwd``, ``linearize``) uses ``rule``. Reverse mode (``grad``,
+    ``vjp``, ``.backward()``) derives the VJP from it by transposition, as JAX does: the
+    cotangent of input ``i`` is ``∇_{vᵢ} ⟨ḡ, rule(x, v)[1]⟩``, one differentiation of the
+    (linear) rule per input. That derived VJP is first order only: differentiating it again
+    (``create_graph``, ``hessian``, ``grad`` of ``grad``), or ``jvp`` of ``grad`` through it,
+    raises ``NotImplementedError`` naming the function.
+
+    Example::
+
+        @ag.custom_jvp
+        def log1pexp(x):
+            return ag.log1p(ag.exp(x))
+
+        @log1pexp.defjvp
+        def _(primals, tangents):
+            (x,), (v,) = primals, tangents
+            return log1pexp(x), v * ag.sigmoid(x)   # ag.sigmoid: any stable form
+    """
+
+    def __init__(self, f: Callable[..., Any]) -> None:
+        self.f = f
+        self.jvp: Callable[..., Any] | None = None
+        functools.update_wrapper(self, f)
+
+    def defjvp(self, jvp: Callable[..., Any]) -> Callable[..., Any]:
+        self.jvp = jvp
+        return jvp
+
+    def _name(self) -> str:
+        return getattr(self.f, "__name__", "custom_jvp")
+
+    def __call__(self, *args: Any) -> Any:
+        if self.jvp is None:
+            raise TypeError(f"{self._name()}: call .defjvp(rule) before using it")
+        duals = [tangent_of(a) for a in args]
+        if fwd_state.on and any(d is not None for d in duals):
+            if any(d is not None and d.rev for d in duals):
+                raise NotImplementedError(
+                    f"custom_jvp function '{self._name()}': jvp of grad (forward-over-reverse) "
+                    "through a custom_jvp is not supported: its reverse mode is the transpose of "
+                    "the JVP rule, taken once. Use ag.hessian / ag.hvp (reverse-over-reverse "
+                    "are not supported either), or write the function with agnograd ops")
+            prims = tuple(Tensor._wrap(a.data, a._backend) if type(a) is Tensor else a
+                          for a in args)
+            tans = tuple(_tangent_arg(a, d) for a, d in zip(args, duals))
+            fwd_state.on = False
+            try:
+                with no_grad():
+                    out, tout = self._rule(prims, tans)
+            finally:
+                fwd_state.on = True
+            res = Tensor._wrap(out.data, out._backend)
+            xp = out._backend.xp
+            t = tout.data
+            if t.dtype != out.data.dtype:
+                t = xp.astype(xp.real(t) if tout.dtype.kind == "c" and out.dtype.kind != "c"
+                              else t, out.data.dtype)
+            if tuple(t.shape) != tuple(out.data.shape):
+                t = xp.broadcast_to(t, out.data.shape)
+            res._requires_grad = True
+            res._tangent = Dual(t, False)
+            return res
+        if not (is_grad_enabled() and any(type(a) is Tensor and a._requires_grad for a in args)):
+            return self.f(*args)
+        prims = tuple(a.detach() if type(a) is Tensor else a for a in args)
+        with no_grad():
+            out = as_tensor(self.f(*prims))
+        rules = tuple(self._transposed(i, prims) if type(a) is Tensor and a._requires_grad
+                      else None for i, a in enumerate(args))
+        return record(self._name(), out.data, out._backend,
+                      tuple(a if type(a) is Tensor else None for a in args), rules)
+
+    def _rule(self, prims: tuple[Any, ...], tans: tuple[Any, ...]) -> tuple[Tensor, Tensor]:
+        res = self.jvp(prims, tans)  # type: ignore[misc]
+        if not (isinstance(res, (tuple, list)) and len(res) == 2):
+            raise TypeError(f"custom_jvp function '{self._name()}': the JVP rule must return a "
+                            "pair (out, tangent_out)")
+        out, tout = as_tensor(res[0]), as_tensor(res[1])
+        if tout.shape != out.shape and tout.ndim > out.ndim:
+            raise ValueError(f"custom_jvp function '{self._name()}': the JVP rule returned a "
+                             f"tangent of shape {tout.shape} for an output of shape {out.shape}")
+        return out, tout
+
+    def _transposed(self, i: int, prims: tuple[Any, ...]) -> Callable[..., Any]:
+        name = self._name()
+
+        def rule(xp: Any, g: Any) -> Any:
+            if type(g) is Tensor:
+                raise NotImplementedError(
+                    f"custom_jvp function '{name}': its reverse mode is the JVP rule transposed "
+                    "once, so it cannot be differentiated again (create_graph=True, hessian, "
+                    "grad of grad). Define the function with ag.custom_vjp (whose bwd written "
+                    "with agnograd ops is differentiable) or with plain agnograd ops")
+            x = prims[i]
+            b = x._backend
+            with enable_grad():
+                vs: list[Any] = []
+                for p in prims:
+                    if type(p) is Tensor:
+                        v = Tensor._wrap(p._backend.xp.zeros(
+                            p.data.shape, dtype=p.data.dtype, device=p._backend.device_of(p.data)),
+                            p._backend)
+                        v._requires_grad = True
+                        vs.append(v)
+                    else:
+                        vs.append(0.0)
+                _, tout = self._rule(prims, tuple(vs))
+                gt = Tensor._wrap(g, b)
+                if tout.dtype.kind == "c":
+                    s = _sum(_real(tout * _conj(gt)))
+                else:
+                    s = _sum(tout * (_real(gt) if gt.dtype.kind == "c" else gt))
+                gi = None
+                if s._requires_grad:
+                    ones = b.xp.ones(s.data.shape, dtype=s.data.dtype, device=b.device_of(s.data))
+                    (gi,) = backward([s], [ones], retain_graph=False, create_graph=False,
+                                     targets=[vs[i]])
+            if gi is None:
+                return xp.zeros(x.data.shape, dtype=x.data.dtype, device=b.device_of(x.data))
+            return gi.data if type(gi) is Tensor else gi
+
+        return rule
+
+
+def _tangent_arg(a: Any, d: Any) -> Any:
+    if type(a) is not Tensor:
+        return 0.0
+    if d is not None:
+        return Tensor._wrap(d.t, a._backend)
+    b = a._backend
+    return Tensor._wrap(b.xp.zeros(a.data.shape, dtype=a.data.dtype, device=b.device_of(a.data)), b)

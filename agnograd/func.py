@@ -1,5 +1,5 @@
-"""Function transforms: ``grad``, ``value_and_grad``, ``vjp``, ``jvp``, ``jacobian``, ``hessian``,
-``hvp`` -- in the style of JAX, on any backend.
+"""Function transforms: ``grad``, ``value_and_grad``, ``vjp``, ``jvp``, ``linearize``, ``jacobian``,
+``jacfwd``, ``jacrev``, ``hessian``, ``hvp`` -- in the style of JAX, on any backend.
 
 Inputs may be Tensors, raw backend arrays (NumPy, CuPy, ...), Python scalars, or pytrees of
 those (nested tuples, lists, dicts and NamedTuples, ``None`` an empty subtree: see
@@ -17,9 +17,13 @@ every result as a Tensor that carries that graph, whatever the kind of its input
 nested tracing and ``torch.func`` do. Finding the closure reads costs one walk over the graph
 the function recorded (stopping at the first outside read).
 
-``jvp`` uses the double-VJP construction: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is linear
-in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs about
-two backward passes and needs the rules to be differentiable, which all of agnograd's are.
+``jvp``, ``linearize`` and ``jacfwd`` run in forward mode (:mod:`agnograd.autograd.forward`):
+the tangents ride beside one forward pass, no graph is kept and no backward runs. Where a
+``jvp``'s result must carry a reverse-mode graph (``grad`` of ``jvp``, ``jvp`` inside ``jvp``)
+it uses the double-VJP construction instead: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is
+linear in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs
+about two backward passes and needs the rules to be differentiable, which all of agnograd's
+are. ``jacobian`` picks forward mode when the inputs have fewer elements than the outputs.
 ``jacobian`` builds the graph of ``f`` once and walks it backwards once per output element
 (``m`` VJPs with unit cotangents over the retained graph): ``m`` backward passes, one forward.
 """
@@ -36,11 +40,23 @@ from ._ops.elementwise import conj, real
 from ._ops.manipulation import reshape, stack
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, fit_seed, tensor
-from .autograd import backward, creation_mark, enable_grad, is_grad_enabled, read_key, reads_other, record
+from .autograd import (
+    backward,
+    creation_mark,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    read_key,
+    reads_other,
+    record,
+)
+from .autograd.forward import Dual, forward_trace, fwd_state
 from .backends import backend_of_array
+from .capture.jit import JitFunction
 from .pytree import tree_flatten, tree_leaves, tree_structure, tree_unflatten
 
-__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
+__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "linearize",
+           "hessian", "hvp"]
 
 _SCALARS = (bool, int, float)
 _LEAF_SPEC = tree_structure(0)  # the structure of a single output
@@ -76,7 +92,14 @@ def _alias(x: Any, what: str, link: bool) -> tuple[Tensor, Any]:
             f"{what}: cannot differentiate with respect to an input of dtype {t.dtype.name} "
             f"(shape {t.shape}); pass floating-point values (e.g. ag.astype(x, ag.float64))"
         )
-    if t._requires_grad and link:
+    d = getattr(t, "_tangent", None)
+    if d is not None and not d.rev and link:
+        # A forward-mode dual of an enclosing jvp (jvp of grad): a reverse leaf that keeps its
+        # tangent, so the backward's ops (create_graph) carry tangents too.
+        alias = Tensor._wrap(t.data, t._backend)
+        alias._requires_grad = True
+        alias._tangent = Dual(d.t, True)
+    elif t._requires_grad and link:
         # Part of an outer graph (a nested transform): an identity node keeps the connection.
         alias = record("alias", t.data, t._backend, (t,), (_identity_back,))
     else:
@@ -138,7 +161,10 @@ def _closes_over(ys: Sequence[Tensor], mark: int, aliases: list[Tensor]) -> bool
     """Whether the graph the function recorded (after ``mark``) reads a Tensor that requires
     grad other than the transform's aliases: a closure over an outer transform's variable, a
     model's parameters, a tensor of an enclosing graph. The results then depend on it, so the
-    backward must record its own graph (``create_graph``) and hand back Tensors."""
+    backward must record its own graph (``create_graph``) and hand back Tensors. Inside a
+    forward trace (``jvp`` of this transform) the backward's ops must carry tangents: always."""
+    if fwd_state.on:
+        return True
     return reads_other(ys, mark, {read_key(a) for a in aliases})
 
 
@@ -147,7 +173,9 @@ def _release(aliases: list[Tensor]) -> None:
     a graph kept for an outer derivative reaches them, but no gradient needs to accumulate there
     (an outer ``backward()`` would fill their ``.grad`` for nothing)."""
     for a in aliases:
-        if a._node is None:
+        if a._node is None and getattr(a, "_tangent", None) is None:
+            # (an alias carrying an enclosing jvp's tangent keeps requiring grad: the ops of a
+            # later backward through it must still propagate that tangent)
             a._requires_grad = False
 
 
@@ -279,17 +307,79 @@ def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> tuple[An
 
 def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         ) -> tuple[Any, Any]:
-    """``(f(*primals), J·tangents)``: the forward-mode product, by the double-VJP construction
-    (see the module docstring); ``tangents`` mirror ``primals``. ``f`` may return a pytree of
-    Tensors: the tangent out has the same structure (as in JAX).
+    """``(f(*primals), J·tangents)``: the Jacobian-vector product, in forward mode (the tangents
+    ride beside the forward pass: one pass, no graph kept, no backward); ``tangents`` mirror
+    ``primals``. ``f`` may return a pytree of Tensors: the tangent out has the same structure
+    (as in JAX).
 
     Complex values follow PyTorch's ``torch.func.jvp``: a complex number is a pair of reals, and
     the tangent out is ``J·v`` for the real Jacobian of ``(Re, Im)`` -- ``f'(z)·v`` for a
     holomorphic ``f``, ``conj(v)`` for ``conj``. A complex output is allowed; a real primal
-    needs a real tangent."""
+    needs a real tangent.
+
+    Nesting: ``jvp`` of ``grad`` (forward-over-reverse, e.g. a Hessian-vector product) runs in
+    forward mode through the inner backward pass. When the result must itself be
+    differentiable in reverse mode -- a primal or tangent requires grad, ``f`` reads a Tensor
+    an outer transform differentiates, or this ``jvp`` runs inside another one -- ``jvp``
+    takes the double-VJP construction instead (see the module docstring), whose results carry
+    their graph."""
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    if _requires(primals, tangents) or fwd_state.depth:
+        return _jvp_double_vjp(f, primals, tangents)
+    while isinstance(f, JitFunction):  # its replay carries no tangents: run the function itself
+        f = f.fn
+    kind = _kind_of(primals)
+    with enable_grad(), forward_trace():
+        new_args = []
+        aliases = []
+        for p, v in zip(primals, tangents):
+            leaves, spec = tree_flatten(p)
+            vleaves, vspec = tree_flatten(v)
+            if len(vleaves) != len(leaves):
+                raise ValueError(f"jvp: a tangent has structure {vspec!r} but its primal has "
+                                 f"{spec!r}; pass one tangent per primal leaf")
+            new_leaves = []
+            for leaf, vl in zip(leaves, vleaves):
+                a, _ = _alias(leaf, "jvp", False)
+                a._tangent = Dual(_tangent_raw(vl, a), False)
+                new_leaves.append(a)
+                aliases.append(a)
+            new_args.append(tree_unflatten(spec, new_leaves))
+        mark = creation_mark()
+        ys, out_spec = _outputs(f(*new_args), "jvp")
+    if is_grad_enabled() and _closes_over([y for y in ys if y._node is not None], mark, []):
+        # f reads a Tensor an outer transform differentiates: the tangent must carry a graph.
+        return _jvp_double_vjp(f, primals, tangents)
+    outs = []
+    for y in ys:
+        d = getattr(y, "_tangent", None)
+        b = y._backend
+        t = (d.t if d is not None else
+             b.xp.zeros(y.data.shape, dtype=y.data.dtype, device=b.device_of(y.data)))
+        outs.append(_output_back(Tensor._wrap(t, b), kind))
+    value = tree_unflatten(out_spec, [_value_back(y, primals, False) for y in ys])
+    return value, tree_unflatten(out_spec, outs)
+
+
+def _tangent_raw(v: Any, like: Tensor) -> Any:
+    """Tangent ``v`` for the alias ``like`` as a raw array of its backend, shape and dtype."""
+    t = _tangent_like(v, like, "jvp")
+    b = like._backend
+    xp = b.xp
+    if type(t) is not Tensor:
+        return xp.full(like.data.shape, t, dtype=like.data.dtype, device=b.device_of(like.data))
+    a = t.data
+    if a.dtype != like.data.dtype:
+        a = xp.astype(a, like.data.dtype)
+    return a
+
+
+def _jvp_double_vjp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...]
+                    ) -> tuple[Any, Any]:
+    """``jvp`` by two VJPs (module docstring): its results keep their graph when an outer
+    transform differentiates them (``grad`` of ``jvp``, ``jvp`` inside ``jvp``)."""
     keep = _requires(primals, tangents)
     grad_on = is_grad_enabled()
     with enable_grad():
@@ -350,8 +440,54 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callabl
     jacobian``); a complex output of real inputs has the complex Jacobian ``∂y/∂x`` (as
     ``jax.jacfwd``; two walks per output element); a complex output of a complex input is
     refused, as by ``torch.func.jacrev`` and ``jax.jacrev``: the Jacobian is a complex matrix
-    only for a holomorphic function."""
-    return _jacobian(f, argnums, "jacobian")
+    only for a holomorphic function.
+
+    The mode is picked by shape: **forward** (:func:`jacfwd`, one ``jvp`` per input element)
+    when the differentiated inputs have fewer elements than the outputs, **reverse**
+    (:func:`jacrev`, one backward walk per output element) otherwise, and always reverse when
+    the result must carry a graph (nested transforms). The output's size is read from one
+    plain forward pass the first time ``f`` is called with given input shapes and dtypes
+    (remembered per input signature)."""
+    return _jacobian_auto(f, argnums)
+
+
+def _jacobian_auto(f: Callable[..., Any], argnums: int | Sequence[int]) -> Callable[..., Any]:
+    rev = _jacobian(f, argnums, "jacobian")
+    fwd = _jacfwd(f, argnums, "jacobian")
+    sizes: dict[Any, int] = {}
+
+    @functools.wraps(f)
+    def wrapped(*args: Any) -> Any:
+        if _requires(args) or fwd_state.depth:
+            return rev(*args)
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        if any(not -len(args) <= a < len(args) for a in nums):
+            return rev(*args)  # (raises, naming argnums)
+        n = 0
+        sig = []
+        for leaf in tree_leaves(args):
+            shape = tuple(getattr(leaf, "shape", ()))
+            sig.append((shape, str(getattr(leaf, "dtype", type(leaf).__name__))))
+        for a in nums:
+            for leaf in tree_leaves(args[a]):
+                size = 1
+                for d in tuple(getattr(leaf, "shape", ())):
+                    size *= d
+                n += size * (2 if isinstance(leaf, complex) or "complex" in str(
+                    getattr(leaf, "dtype", "")) else 1)
+        key = (tree_structure(args), tuple(sig))
+        m = sizes.get(key)
+        if m is None:
+            rng = _rng_snapshot()
+            with no_grad():
+                out = f(*args)
+            m = sum(int(getattr(o, "size", 1) or 0) for o in tree_leaves(out))
+            if _rng_moved(rng, restore=True):  # f draws random numbers: one pass, as before
+                m = 0
+            sizes[key] = m
+        return fwd(*args) if n < m else rev(*args)
+
+    return wrapped
 
 
 def _jacobian(f: Callable[..., Any], argnums: int | Sequence[int], what: str
@@ -524,14 +660,14 @@ def _as_output(out: Any, what: str, leaf: bool = False) -> Tensor:
         if isinstance(out, (tuple, list)) and what == "grad":
             hint = ("; to return extra values next to the output, pass has_aux=True and return "
                     "(output, aux)")
-        elif what in ("vjp", "jvp", "jacobian"):
+        elif what in ("vjp", "jvp", "jacobian", "jacrev", "jacfwd"):
             hint = ("; it may return a pytree (tuples, lists, dicts, NamedTuples) of those; pass "
                     "has_aux=True to return other values next to it" if what == "vjp" else
                     "; it may return a pytree (tuples, lists, dicts, NamedTuples) of those")
         where = "each leaf of the function's output must be" if leaf else "the function must return"
         raise TypeError(f"{what}: {where} a Tensor or an array, not "
                         f"{type(out).__name__}{hint}")
-    if y.dtype.kind == "c" and what not in ("vjp", "jvp", "jacobian"):
+    if y.dtype.kind == "c" and what not in ("vjp", "jvp", "jacobian", "jacrev", "jacfwd"):
         raise TypeError(
             f"{what}: the output is {y.dtype.name} (shape {y.shape}); a complex output has no "
             "single gradient. Differentiate a real loss (ag.real(y), ag.abs(y)), or use "
@@ -643,3 +779,216 @@ def _real_product(g: Tensor, v: Any) -> Tensor:
     else:
         out = real(g) * v
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward-mode transforms
+
+
+def linearize(f: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[..., Any]]:
+    """``(f(*primals), f_jvp)`` with ``f_jvp(*tangents) = J·tangents`` at ``primals`` (as
+    ``jax.linearize``; one tangent per primal, pytrees mirrored).
+
+    agnograd does not stage a linear program: each ``f_jvp`` call is one forward-mode pass of
+    ``f`` (:func:`jvp`), the same numbers at the cost of a ``jvp``."""
+    value, _ = jvp(f, primals, tuple(_zeros_tree(p) for p in primals))
+
+    def f_jvp(*tangents: Any) -> Any:
+        if len(tangents) != len(primals):
+            raise ValueError(f"linearize: f_jvp takes {len(primals)} tangent(s) (one per "
+                             f"primal), got {len(tangents)}")
+        return jvp(f, primals, tangents)[1]
+
+    return value, f_jvp
+
+
+def _zeros_tree(p: Any) -> Any:
+    leaves, spec = tree_flatten(p)
+    out: list[Any] = []
+    for leaf in leaves:
+        if isinstance(leaf, _SCALARS):
+            out.append(0.0)
+            continue
+        t = leaf if type(leaf) is Tensor else tensor(leaf)
+        b = t._backend
+        z = b.xp.zeros(t.data.shape, dtype=t.data.dtype, device=b.device_of(t.data))
+        out.append(Tensor._wrap(z, b) if type(leaf) is Tensor else z)
+    return tree_unflatten(spec, out)
+
+
+def jacrev(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """``f`` -> its Jacobian by reverse mode: one forward pass, one backward walk per output
+    element (``jax.jacrev``). Shapes, pytrees and complex values as :func:`jacobian`."""
+    return _jacobian(f, argnums, "jacrev")
+
+
+def jacfwd(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """``f`` -> its Jacobian by forward mode: one :func:`jvp` per input element (two for a
+    complex one), each a forward pass with tangents (``jax.jacfwd``). The result has the shape
+    ``f(x).shape + x.shape``, pytrees and complex values as :func:`jacobian` (a complex output
+    of real inputs gives the complex ``∂y/∂x``; a real output of complex inputs the rows
+    ``∂/∂Re + i·∂/∂Im``; complex of complex is refused).
+
+    When the Jacobian must carry a graph (an input requires grad, or an outer transform
+    differentiates ``f``'s result), it is taken in reverse mode, whose results keep theirs."""
+    return _jacfwd(f, argnums, "jacfwd")
+
+
+def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> Callable[..., Any]:
+    rev = _jacobian(f, argnums, what)
+
+    @functools.wraps(f)
+    def wrapped(*args: Any) -> Any:
+        if _requires(args) or fwd_state.depth:
+            return rev(*args)
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        n = len(args)
+        for a in nums:
+            if not -n <= a < n:
+                raise IndexError(f"{what}: argnums={argnums!r} is out of range for a function "
+                                 f"called with {n} positional argument(s)")
+        flat = [tree_flatten(args[a]) for a in nums]
+        ts: list[Tensor] = []
+        kinds: list[Any] = []
+        for leaves, _ in flat:
+            for leaf in leaves:
+                t, k = _alias(leaf, what, False)
+                ts.append(t)
+                kinds.append(k)
+
+        fn = f
+        while isinstance(fn, JitFunction):  # its replay carries no tangents
+            fn = fn.fn
+
+        def g(*diff: Any) -> Any:
+            new_args = list(args)
+            for a, d in zip(nums, diff):
+                new_args[a] = d
+            return fn(*new_args)
+
+        primals = tuple(args[a] for a in nums)
+        rng = _rng_snapshot()
+        cols: list[list[list[Any]]] = [[] for _ in ts]  # per input leaf, per column, out leaves
+        out_spec = None
+        ys: list[Tensor] = []
+        for li, t in enumerate(ts):
+            b = t._backend
+            xp = b.xp
+            m = t.size or 0
+            cplx_in = t.dtype.kind == "c"
+            for j in range(m):
+                for unit in ((1.0, 1j) if cplx_in else (1.0,)):
+                    e = xp.reshape(xp.astype(xp.arange(m, device=b.device_of(t.data)) == j,
+                                             t.data.dtype), t.data.shape) * unit
+                    tans = []
+                    k = 0
+                    for leaves, spec in flat:
+                        vs = []
+                        for _ in leaves:
+                            vs.append(e if k == li else xp.zeros(
+                                ts[k].data.shape, dtype=ts[k].data.dtype,
+                                device=b.device_of(ts[k].data)))
+                            k += 1
+                        tans.append(tree_unflatten(spec, vs))
+                    value, tan = jvp(g, primals, tuple(tans))
+                    t_leaves, out_spec = tree_flatten(tan)
+                    if not ys:
+                        ys = [tensor(v) if type(v) is not Tensor else v
+                              for v in tree_leaves(value)]
+                        _refuse_complex_both(ys, ts, what)
+                    raw = [_raw_of(v, y) for v, y in zip(t_leaves, ys)]
+                    if any(type(v) is Tensor and v._requires_grad for v in t_leaves):
+                        return rev(*args)  # f closes over a differentiated Tensor
+                    cols[li].append(raw)
+        if out_spec is None:  # every input is empty
+            return rev(*args)
+        if _rng_moved(rng, restore=False):
+            raise RuntimeError(
+                f"{what}: the function draws random numbers (ag.random, dropout): forward mode "
+                "runs it once per input element, so each column of the Jacobian would see "
+                "other draws (torch.func.jacfwd refuses this too). Pass it a fixed "
+                "ag.random.Generator re-seeded inside, or use ag.jacrev (one forward pass)")
+        per_out = []
+        for k, y in enumerate(ys):
+            jac_leaves = []
+            for li, t in enumerate(ts):
+                jac_leaves.append(_assemble(cols[li], k, y, t, kinds[li]))
+            grouped = []
+            i = 0
+            for leaves, spec in flat:
+                grouped.append(tree_unflatten(spec, jac_leaves[i:i + len(leaves)]))
+                i += len(leaves)
+            per_out.append(grouped[0] if isinstance(argnums, int) else tuple(grouped))
+        return tree_unflatten(out_spec, per_out)
+
+    return wrapped
+
+
+def _rng_snapshot() -> list[tuple[Any, Any]]:
+    """Each random generator and a copy of its state (``agnograd.random``)."""
+    from . import random as _random
+
+    out = []
+    for g in list(_random._every):
+        st = g._state
+        out.append((g, st._backend.xp.asarray(st.data, copy=True)))
+    return out
+
+
+def _rng_moved(snapshot: list[tuple[Any, Any]], restore: bool) -> bool:
+    """Whether a generator drew since ``snapshot`` (restoring its state when ``restore``)."""
+    from . import random as _random
+
+    moved = len(list(_random._every)) != len(snapshot)
+    for g, old in snapshot:
+        st = g._state
+        if not bool(st._backend.xp.all(st.data == old)):
+            moved = True
+            if restore:
+                g._write(old)
+    return moved
+
+
+def _raw_of(v: Any, y: Tensor) -> Any:
+    if type(v) is Tensor:
+        return v.data
+    b = y._backend
+    if isinstance(v, (_SCALARS, complex)):
+        return b.xp.asarray(v, dtype=y.data.dtype, device=b.device_of(y.data))
+    return v
+
+
+def _refuse_complex_both(ys: list[Tensor], ts: list[Tensor], what: str) -> None:
+    for y in ys:
+        if y.dtype.kind != "c":
+            continue
+        for i, a in enumerate(ts):
+            if a.dtype.kind == "c":
+                raise TypeError(
+                    f"{what}: the output is {y.dtype.name} (shape {y.shape}) and differentiated "
+                    f"input {i} is complex ({a.dtype.name}, shape {a.shape}): a complex function "
+                    "of complex inputs has a complex Jacobian only when it is holomorphic, so, "
+                    "as torch.func.jacfwd and jax.jacfwd without holomorphic=True, agnograd "
+                    "does not form one. Use ag.jvp (J·v), or the Jacobians of ag.real(y) and "
+                    "ag.imag(y)")
+
+
+def _assemble(cols: list[list[Any]], k: int, y: Tensor, t: Tensor, kind: Any) -> Any:
+    """Output leaf ``k``'s Jacobian with respect to input leaf ``t`` from its columns."""
+    b = y._backend
+    xp = b.xp
+    shape = tuple(y.shape) + tuple(t.shape)
+    if t.dtype.kind == "c":  # columns come in pairs (Re, Im directions): ∂/∂Re + i·∂/∂Im
+        re = [c[k] for c in cols[0::2]]
+        im = [c[k] for c in cols[1::2]]
+        cdt = t.data.dtype
+        parts = [xp.astype(a, cdt) + xp.astype(c, cdt) * 1j for a, c in zip(re, im)]
+    else:
+        parts = [c[k] for c in cols]
+    if parts:
+        j = xp.stack(parts, axis=-1)
+        j = xp.reshape(j, shape)
+    else:
+        j = xp.zeros(shape, dtype=y.data.dtype, device=b.device_of(y.data))
+    out = Tensor._wrap(j, b)
+    return _output_back(out, kind)

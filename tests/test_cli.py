@@ -15,6 +15,7 @@ import pytest
 
 import agnograd as ag
 from agnograd import cli, nn
+from agnograd.backends import host
 from agnograd.datasets import load_digits, train_test_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,3 +289,135 @@ def test_save_paths_that_cannot_be_written_are_refused_before_training(tmp_path,
     with pytest.raises(cli.UsageError, match="cannot write this file"):
         real_train(cli.TrainConfig(epochs=50, save=long_name), log=lambda s: None)
     assert not list(tmp_path.iterdir())  # the probes left nothing behind
+
+
+# -- issue 25: --scheduler and --weight-decay ----------------------------------------------------
+
+def _spy(monkeypatch, name):
+    """Record what cli.<name> returns (the optimizer or the scheduler a run made)."""
+    made = []
+    real = getattr(cli, name)
+
+    def spy(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(cli, name, spy)
+    return made
+
+
+@pytest.mark.parametrize("scheduler, optimizer", [("step", "sgd"), ("cosine", "adam"),
+                                                  ("onecycle", "sgd"), ("onecycle", "adamw"),
+                                                  ("plateau", "adam")])
+def test_scheduler_sets_the_rates_torchs_scheduler_sets(capsys, monkeypatch, scheduler, optimizer):
+    """The run's schedule is torch's (same class and settings), stepped once per epoch (per
+    batch for onecycle; with the epoch's training loss for plateau)."""
+    torch = pytest.importorskip("torch")
+    made = _spy(monkeypatch, "_make_scheduler")
+    epochs, batch = 7, 64
+    result = cli.train(cli.TrainConfig(epochs=epochs, hidden=8, batch_size=batch, progress=False,
+                                       optimizer=optimizer, scheduler=scheduler, lr=0.02),
+                       log=lambda s: None)
+    (sched,) = made
+    p = torch.zeros(1, requires_grad=True)
+    topt = {"sgd": lambda: torch.optim.SGD([p], lr=0.02, momentum=0.9),
+            "adam": lambda: torch.optim.Adam([p], lr=0.02),
+            "adamw": lambda: torch.optim.AdamW([p], lr=0.02)}[optimizer]()
+    S = torch.optim.lr_scheduler
+    steps_per_epoch = -(-1438 // batch)
+    tsched = {"step": lambda: S.StepLR(topt, step_size=epochs // 3, gamma=0.1),
+              "cosine": lambda: S.CosineAnnealingLR(topt, T_max=epochs),
+              "onecycle": lambda: S.OneCycleLR(topt, max_lr=0.02, epochs=epochs,
+                                               steps_per_epoch=steps_per_epoch,
+                                               cycle_momentum=False),
+              "plateau": lambda: S.ReduceLROnPlateau(topt, factor=0.1, patience=2)}[scheduler]()
+    for e in range(epochs):
+        if scheduler == "onecycle":
+            for _ in range(steps_per_epoch):
+                topt.step()
+                tsched.step()
+        elif scheduler == "plateau":
+            tsched.step(result.train_loss[e])
+        else:
+            topt.step()
+            tsched.step()
+    assert sched.get_last_lr() == tsched.get_last_lr()
+    assert sched.optimizer.param_groups[0]["lr"] == topt.param_groups[0]["lr"]
+    code, out, err = _run(capsys, *FAST, "--scheduler", scheduler, "--optimizer", optimizer)
+    assert code == 0, err
+    assert f"{scheduler} schedule" in out
+
+
+def test_weight_decay_reaches_the_optimizer(capsys, monkeypatch):
+    made = _spy(monkeypatch, "_make_optimizer")
+    for opt, wd, expect in [("sgd", None, 0.0), ("adamw", None, 1e-2), ("adam", "0.05", 0.05),
+                            ("adamw", "0", 0.0)]:
+        argv = [*FAST, "--epochs", "1", "--optimizer", opt]
+        if wd is not None:
+            argv += ["--weight-decay", wd]
+        code, out, err = _run(capsys, *argv)
+        assert code == 0, err
+        assert made[-1].param_groups[0]["weight_decay"] == expect
+        assert ("weight decay" in out) == (wd is not None)
+    # It changes the training: a strong decay gives another curve.
+    a = cli.train(cli.TrainConfig(epochs=1, hidden=8, progress=False), log=lambda s: None)
+    b = cli.train(cli.TrainConfig(epochs=1, hidden=8, progress=False, weight_decay=0.5),
+                  log=lambda s: None)
+    assert a.train_loss != b.train_loss
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--weight-decay", "-0.1"], "must be a non-negative number"),
+    (["train", "--weight-decay", "x"], "must be a number"),
+    (["train", "--scheduler", "cyclic"], "invalid choice: 'cyclic'"),
+])
+def test_bad_schedule_options_give_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err
+
+
+def test_help_documents_the_schedulers(capsys):
+    code, out, _ = _run(capsys, "train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for name in cli.SCHEDULERS:
+        assert f"{name}:" in text
+    assert "--weight-decay" in text and "adamw 0.01" in text
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "plateau"])
+def test_capture_with_a_scheduler_trains_the_same_curve(scheduler):
+    cfg = dict(epochs=3, hidden=16, seed=1, progress=False, optimizer="sgd", scheduler=scheduler)
+    a = cli.train(cli.TrainConfig(**cfg), log=lambda s: None)
+    b = cli.train(cli.TrainConfig(capture=True, **cfg), log=lambda s: None)
+    assert b.captured == "staged replay"
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "plateau", "step"])
+def test_a_scheduled_run_stopped_mid_epoch_resumes_to_identical_parameters(tmp_path, monkeypatch,
+                                                                          scheduler):
+    """The scheduler's state travels in the checkpoint: the resumed run ends with the
+    uninterrupted run's parameters, bit for bit."""
+    fast = ["train", "--epochs", "3", "--hidden", "16", "--batch-size", "32", "--no-progress",
+            "--scheduler", scheduler, "--optimizer", "sgd"]
+    full, ck, out = tmp_path / "full.npz", tmp_path / "ck.npz", tmp_path / "out.npz"
+    assert cli.main([*fast, "--save", str(full)]) == 0
+    real, calls = cli.save_training_state, []
+
+    def dies_after_15(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(kwargs["batch"])
+        if len(calls) == 15:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "save_training_state", dies_after_15)
+    assert cli.main([*fast, "--checkpoint", str(ck), "--checkpoint-every", "4"]) == 130
+    assert calls[-1] not in (0, None)
+    monkeypatch.setattr(cli, "save_training_state", real)
+    assert cli.main([*fast, "--resume", str(ck), "--save", str(out)]) == 0
+    a, b = host.load_npz(full), host.load_npz(out)
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    if scheduler in ("onecycle",):  # a schedule over the epochs: --epochs may not change
+        assert cli.main([*fast[:2], "4", *fast[3:], "--resume", str(ck)]) == 2

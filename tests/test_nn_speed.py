@@ -349,3 +349,46 @@ def test_gather_path_second_order(labels, gather_path):
 def test_gather_path_no_read_on_every_backend(backend, dtype, gather_path, monkeypatch):
     _xent_module().test_no_read_path_on_every_backend(backend, dtype, {"ignore_index": 1},
                                                       monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward mode: the new nodes' JVP rules against torch.func.jvp
+
+
+JVP_CASES = {
+    "conv2d": (lambda f, x, w: f.conv2d(x, w, stride=2, padding=1, dilation=(1, 2)),
+               [(2, 3, 7, 8), (4, 3, 3, 2)], ()),
+    "conv_transpose1d": (lambda f, x, w: f.conv_transpose1d(x, w, stride=2, padding=1,
+                                                            output_padding=1),
+                         [(2, 3, 5), (3, 2, 3)], ()),
+    "max_pool2d": (lambda f, x: f.max_pool2d(x, 3, 2, 1), [(2, 3, 6, 6)], ()),
+    "embedding": (lambda f, w, i: f.embedding(i, w), [(7, 3), (2, 4)], (1,)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(JVP_CASES))
+def test_forward_mode_matches_torch(name):
+    torch = _torch()
+    fn, shapes, ints = JVP_CASES[name]
+    arrays = [RNG.integers(0, 7, size=s) if i in ints else
+              RNG.permutation(int(np.prod(s))).reshape(s) * 0.1 for i, s in enumerate(shapes)]
+    tangents = [RNG.normal(size=s) for s in shapes]
+    fl = [i for i in range(len(shapes)) if i not in ints]
+
+    def ours(*xs):
+        full = [ag.tensor(arrays[i]) if i in ints else None for i in range(len(shapes))]
+        for i, x in zip(fl, xs):
+            full[i] = x
+        return fn(F, *full)
+
+    def theirs(*xs):
+        full = [torch.tensor(arrays[i]) if i in ints else None for i in range(len(shapes))]
+        for i, x in zip(fl, xs):
+            full[i] = x
+        return fn(torch.nn.functional, *full)
+
+    _, got = ag.func.jvp(ours, [ag.tensor(arrays[i]) for i in fl],
+                         [ag.tensor(tangents[i]) for i in fl])
+    _, want = torch.func.jvp(theirs, tuple(torch.tensor(arrays[i]) for i in fl),
+                             tuple(torch.tensor(tangents[i]) for i in fl))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)

@@ -176,6 +176,7 @@ NOT_DIFFERENTIABLE = {
     "detect_anomaly", "saved_nbytes", "to_dot", "to_mermaid",
     # transforms of functions, tested in test_func / test_capture / test_engine
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "checkpoint",
+    "jacfwd", "jacrev", "linearize",  # (test_forward_mode)
     "capture", "jit", "register_backend",
     # random numbers (ag.random, tested in test_random): draws, not functions of their inputs
     "manual_seed", "random.manual_seed", "random.default_generator", "random.uniform",

@@ -249,3 +249,94 @@ def test_a_small_network_learns_xor(kind):
         opt.step()
     assert loss.item() < 0.05
     assert ag.argmax(model(x), axis=1).numpy().tolist() == [0, 1, 1, 0]
+
+
+# -- issue 25: add_param_group and zero_grad(set_to_none) ----------------------------------------
+
+def test_add_param_group_fills_defaults_and_refuses_shared_parameters_as_pytorch():
+    torch = pytest.importorskip("torch")
+    a, b, c = (ag.tensor(P0.copy(), requires_grad=True) for _ in range(3))
+    ta, tb = (torch.tensor(P0.copy(), requires_grad=True) for _ in range(2))
+    opt = optim.Adam([a], lr=0.1, amsgrad=True)
+    topt = torch.optim.Adam([ta], lr=0.1, amsgrad=True)
+    opt.add_param_group({"params": b, "lr": 0.01, "betas": (0.5, 0.9)})  # a lone Tensor
+    topt.add_param_group({"params": tb, "lr": 0.01, "betas": (0.5, 0.9)})
+    mine, theirs = opt.param_groups[1], topt.param_groups[1]
+    assert {k: mine[k] for k in mine if k != "params"} == {k: theirs[k] for k in mine
+                                                           if k != "params"}
+    assert mine["params"] == [b] and mine["amsgrad"] is True and mine["eps"] == 1e-8
+    for _ in range(4):  # both groups train, each with its options, as PyTorch's
+        for o, ps, lib in ((opt, (a, b), ag), (topt, (ta, tb), torch)):
+            o.zero_grad()
+            sum(lib.sum(p**4 - p) for p in ps).backward()
+            o.step()
+    np.testing.assert_allclose(b.numpy(), tb.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(a.numpy(), ta.detach().numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        opt.add_param_group({"params": [c, a]})
+    with pytest.raises(TypeError, match="dict"):
+        opt.add_param_group([c])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown option 'momentum'"):
+        opt.add_param_group({"params": [c], "momentum": 0.9})
+    assert len(opt.param_groups) == 2  # nothing added by the refused calls
+    with pytest.raises(ValueError, match="more than one"):
+        optim.SGD([{"params": [a]}, {"params": [a]}], lr=0.1)
+
+
+def test_zero_grad_set_to_none_false_zeroes_in_place():
+    p = ag.tensor(P0.copy(), requires_grad=True)
+    q = ag.tensor(P0.copy(), requires_grad=True)  # never gets a gradient
+    opt = optim.SGD([p, q], lr=0.1)
+    _loss(p).backward()
+    g = p.grad
+    opt.zero_grad(set_to_none=False)
+    assert p.grad is g and q.grad is None
+    np.testing.assert_array_equal(g.numpy(), np.zeros_like(P0))
+    _loss(p).backward()  # accumulates onto zeros: the plain gradient
+    np.testing.assert_allclose(p.grad.numpy(), _grad_np(P0), rtol=1e-12)
+    opt.zero_grad()  # the default, as PyTorch's
+    assert p.grad is None
+
+
+def test_zero_grad_in_place_detaches_a_gradient_with_a_graph():
+    p = ag.tensor(P0.copy(), requires_grad=True)
+    opt = optim.SGD([p], lr=0.1)
+    _loss(p).backward(create_graph=True)
+    assert p.grad.requires_grad
+    opt.zero_grad(set_to_none=False)
+    assert not p.grad.requires_grad
+    np.testing.assert_array_equal(p.grad.numpy(), np.zeros_like(P0))
+
+
+def test_a_captured_step_records_again_after_add_param_group():
+    """A group added between replays is a new world for the guards: the step is recorded again
+    and trains the new group as eager steps do."""
+    def setup(capturable: bool):
+        a = ag.tensor(P0.copy(), requires_grad=True)
+        b = ag.tensor(P0.copy() * 0.5, requires_grad=True)
+        opt = optim.SGD([a], lr=0.02, momentum=0.9, maximize=False, capturable=capturable)
+
+        def step():
+            opt.zero_grad(set_to_none=False)
+            loss = ag.sum(ag.sin(a) * a) + ag.sum((b - 1.0) ** 2 * ag.cos(b))
+            loss.backward()
+            opt.step()
+            return loss
+
+        return a, b, opt, step
+
+    a, b, opt, step = setup(True)
+    ea, eb, eopt, estep = setup(False)
+    captured = ag.capture(step, warmup=1)  # two steps
+    estep()
+    estep()
+    captured()
+    estep()
+    opt.add_param_group({"params": [b], "lr": 0.01})
+    eopt.add_param_group({"params": [eb], "lr": 0.01})
+    for _ in range(3):
+        captured()
+        estep()
+    np.testing.assert_allclose(a.numpy(), ea.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(b.numpy(), eb.numpy(), rtol=1e-12)
+    assert not np.allclose(b.numpy(), P0 * 0.5)

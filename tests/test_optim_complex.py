@@ -49,6 +49,16 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("Adagrad", {"lr": 0.1}),
     ("Adagrad", {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1}),
     ("Adagrad", {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-6}),
+    # issue 25: amsgrad (state "max_exp_avg_sq") and maximize
+    ("SGD", {"lr": 0.002, "momentum": 0.5, "maximize": True, "weight_decay": 0.1}),
+    ("SGD", {"lr": 0.002, "maximize": True}),
+    ("Adam", {"lr": 0.1, "amsgrad": True}),
+    ("Adam", {"lr": 0.05, "betas": (0.5, 0.9), "amsgrad": True, "maximize": True,
+              "weight_decay": 0.1}),
+    ("AdamW", {"lr": 0.1, "amsgrad": True, "weight_decay": 0.3}),
+    ("AdamW", {"lr": 0.05, "maximize": True}),
+    ("RMSprop", {"lr": 0.01, "momentum": 0.5, "maximize": True}),
+    ("Adagrad", {"lr": 0.1, "maximize": True}),
 ]
 OIDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in OPTIONS]
 DTYPES = ["float32", "float64", "complex64", "complex128"]
@@ -191,6 +201,9 @@ def test_adam_on_a_complex_parameter_reaches_pytorchs_loss():
 
 
 CAPTURED = [("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+            ("SGD", {"lr": 0.002, "momentum": 0.5, "maximize": True}),
+            ("Adam", {"lr": 0.1, "amsgrad": True, "maximize": True}),
+            ("AdamW", {"lr": 0.1, "amsgrad": True}),
             ("Adam", {"lr": 0.1, "weight_decay": 0.1}),
             ("AdamW", {"lr": 0.1}),
             ("RMSprop", {"lr": 0.01, "momentum": 0.5, "centered": True}),

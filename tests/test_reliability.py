@@ -36,13 +36,15 @@ def test_optimizer_style_update_before_backward_is_caught():
 def test_setitem_on_saved_data_is_caught_and_detached_views_count():
     x = ag.tensor([1.0, 2.0, 3.0], requires_grad=True)
     y = ag.exp(x)                       # saves its output, not x
-    z = ag.sum(x * 2.0)                 # saves nothing of x... (multiply by a scalar saves x)
+    z = ag.sum(x * x)                   # saves x (each operand's rule reads the other)
+    s = ag.sum(x * 2.0)                 # reads nothing of x at backward: as in PyTorch, no check
     d = x.detach()
     with ag.no_grad():
         d[0] = 10.0                     # through a detached alias of the same data
     with pytest.raises(RuntimeError, match="modified in place"):
         z.backward()
     ag.sum(y).backward()                # exp's saved output was not touched
+    s.backward()
 
 
 def test_updates_after_backward_are_fine():

@@ -651,3 +651,22 @@ def test_optimizer_and_clipping_errors_under_jit_name_jit():
 
     with pytest.raises(ag.CaptureError, match=r"inside a step recorded by ag\.jit"):
         ag.jit(clip, warmup=0)(ag.tensor(np.ones(3)))
+
+
+def test_default_backend_changed_between_calls():
+    """A recording made while NumPy was the default backend is not replayed under another
+    default: eager would create its constants there (here: and refuse to mix them)."""
+    @ag.jit(warmup=0)
+    def f(x):
+        return x + ag.ones(3)  # the default backend's ones
+
+    x = ag.tensor(np.zeros(3))
+    with ag.no_grad():
+        for _ in range(2):
+            assert np.array_equal(_host(f(x)), [1.0, 1.0, 1.0])
+        with ag.default_backend("array_api_strict"):
+            with pytest.raises(TypeError, match="mix"):
+                x + ag.ones(3)  # eager
+            with pytest.raises((TypeError, ag.CaptureError), match="mix"):
+                f(x)
+        assert np.array_equal(_host(f(x)), [1.0, 1.0, 1.0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
-from .._tensor import Tensor, TensorLike, check_array_dtype, tensor
+from .._tensor import Tensor, TensorLike, check_array_dtype, tensor, view_of
 from ..autograd import OUT, grad_mode, out, record, record_multi, share_version
 from ..backends import Backend, backend_of_array, get_default_backend
 
@@ -23,6 +23,7 @@ __all__ = [
     "record",
     "record_multi",
     "share_version",
+    "view_of",
     "grad_on",
     "to_tensor",
     "binary_operands",
@@ -58,14 +59,15 @@ def mixing_error(op: str, a: Backend, b: Backend) -> TypeError:
 
 def aliased_inplace_error(what: str, x: Tensor, form: str) -> str:
     """The message for an in-place op that would have to rebind ``x`` to a new array (it records
-    a graph) while other Tensors may share ``x``'s storage (views of it, or it is a view): they
-    would silently keep the old values, so agnograd refuses."""
+    a graph) while a Tensor that is not a registered view shares ``x``'s storage (made by
+    ``from_dlpack`` or ``real``): it could not be brought up to date, so agnograd refuses.
+    (Views are written through: see ``_views.py``.)"""
     return (
-        f"{what} on a tensor of shape {x.shape} that shares its storage with other tensors (it "
-        "is a view -- made by slicing, reshape, .T/.mT, permute_dims, expand_dims, detach(), ... "
-        "-- or views were taken of it) while a graph is recorded: agnograd would have to update "
-        f"every alias. Use the out-of-place form ({form}), or do it under `with ag.no_grad():` "
-        "(then backward refuses graphs that saved any alias)"
+        f"{what} on a tensor of shape {x.shape} that shares its storage with other tensors "
+        "made by from_dlpack or real/imag/conj (aliases that are not views, which "
+        "an in-place write recording a graph cannot update) while a graph is recorded. Use the "
+        f"out-of-place form ({form}), or do it under `with ag.no_grad():` (then backward "
+        "refuses graphs that saved any alias)"
     )
 
 

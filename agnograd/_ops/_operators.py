@@ -1,14 +1,13 @@
 """Tensor's Python operators, installed from the op functions (see ``_ops/__init__.py``).
 
 In-place operators (``x += y``) mutate ``x.data`` when no graph is being recorded for them, as
-the Array API's in-place operators do (through a view, the base and every other view see the
-change where the backend made views), and count up ``x``'s version counter -- shared by every
+the Array API's in-place operators do, and count up ``x``'s version counter -- shared by every
 Tensor that may alias the same storage -- so graphs that saved any alias refuse to use it.
 When a graph is recorded (grad mode on and an operand requires grad), the result is computed
 out of place and ``x`` is rebound to it, so arrays saved by earlier ops are never overwritten;
-that is refused for a tensor that shares its storage with other Tensors (a view, or one that
-views were taken of), which would silently stop seeing the change, and for a leaf that
-requires grad outside ``no_grad()``.
+a leaf that requires grad refuses outside ``no_grad()``. When ``x`` is a view, or views of its
+storage are alive, the write goes through ``_views.write`` instead: it reaches the root and
+every view, with PyTorch's semantics (see ``_views.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .._tensor import shares_storage
+from .._tensor import LATE, plain_alias
+from ..autograd import backward, is_grad_enabled
+from . import _views, creation, data_types, indexing, linalg, manipulation, statistics
 from . import elementwise as ew
-from . import indexing, linalg, manipulation, statistics
 from ._common import Tensor, aliased_inplace_error, binary_operands, grad_on
 
 
@@ -32,26 +32,38 @@ def _reflect(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], name: str
              ) -> Callable[[Tensor, Any], Tensor]:
+    def checked(t: Tensor, other: Any) -> Tensor:
+        res = fn(t, other)
+        if res.shape != t.shape or res.data.dtype != t.data.dtype:
+            raise ValueError(
+                f"in-place {name}: the result has shape {res.shape} and dtype "
+                f"{res.dtype.name}, but the tensor has shape {t.shape} and dtype "
+                f"{t.dtype.name}; in-place ops cannot change either"
+            )
+        return res
+
     def method(self: Tensor, other: Any) -> Tensor:
         other_grad = type(other) is Tensor and other._requires_grad
+        cell = self._version
+        if cell is not None and len(cell) > 2 and cell[2] is not None:
+            state = _views.aliases(self)
+            if state is not None:  # views of this storage exist: write through all of them
+                sym = _SYMBOL[name]
+                _views.write(self, state, lambda t: checked(t, other), other_grad,
+                             f"in-place {name} ({sym}=)", f"x = x {sym} y")
+                return self
         if grad_on() and (self._requires_grad or other_grad):
-            if self._node is None and self._requires_grad:
+            if self._node is None and self._requires_grad and getattr(
+                    self, "_tangent", None) is None:  # (a forward-mode dual is no leaf)
                 raise RuntimeError(
                     f"in-place {name} on a leaf tensor that requires grad (shape {self.shape}) "
                     "would lose its gradient history; do it inside `with ag.no_grad():` (e.g. a "
                     "parameter update) or use the out-of-place form x = x " + _SYMBOL[name] + " y"
                 )
-            if shares_storage(self):
+            if plain_alias(self):
                 raise RuntimeError(aliased_inplace_error(f"in-place {name} ({_SYMBOL[name]}=)",
                                                          self, f"x = x {_SYMBOL[name]} y"))
-            res = fn(self, other)
-            if res.shape != self.shape or res.data.dtype != self.data.dtype:
-                raise ValueError(
-                    f"in-place {name}: the result has shape {res.shape} and dtype "
-                    f"{res.dtype.name}, but the tensor has shape {self.shape} and dtype "
-                    f"{self.dtype.name}; in-place ops cannot change either"
-                )
-            self._become(res)
+            self._become(checked(self, other))
             return self
         # The same inline prefix as the elementwise ops (see _binary in elementwise.py); the
         # rest goes through the one conversion. Without it ``x += 1.0`` was ~15% slower.
@@ -99,6 +111,12 @@ _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//",
 
 def install_operators() -> None:
     T = Tensor
+    indexing.VIEW_WRITES[:] = [_views.setitem_through, _views.setitem_functional]
+    # What Tensor's methods (backward, seeds, ag.tensor of Tensors) need from above _tensor.
+    LATE.backward = backward
+    LATE.is_grad_enabled = is_grad_enabled
+    LATE.astype = data_types.astype
+    LATE.asarray = creation.asarray
     binary = {
         "add": (ew.add, operator.iadd),
         "sub": (ew.subtract, operator.isub),

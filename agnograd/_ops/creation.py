@@ -18,6 +18,7 @@ from typing import Any
 
 from .._dtypes import default_float_for
 from .._tensor import check_array_dtype, export_error, with_default_dtype
+from ..autograd.forward import defjvp
 from ..backends import (
     Backend,
     backend_of_array,
@@ -455,6 +456,11 @@ def _tril_back(xp: Any, g: Any, k: int) -> Any:
 
 def _triu_back(xp: Any, g: Any, k: int) -> Any:
     return xp.triu(g, k=k)
+
+
+# JVP (forward mode): the same triangle of the tangent (the masking is self-adjoint).
+defjvp(_tril_back, lambda xp, v, y, k: _tril_back(xp, v, k))
+defjvp(_triu_back, lambda xp, v, y, k: _triu_back(xp, v, k))
 
 
 def _triangle(name: str, x: Any, k: int, rule: Any) -> Tensor:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._dtypes import ALL, DType
+from ..autograd.forward import defjvp
 from ..backends import backend_of_array
 from ._common import (
     PY_SCALARS,
@@ -255,6 +256,9 @@ def iinfo(type: Any, /) -> iinfo_object:
 
 def _astype_back(xp: Any, g: Any) -> Any:
     return g  # the engine casts it back to the input's dtype (meta)
+
+
+defjvp(_astype_back, lambda xp, v, y: v)  # (the engine casts v to the output's dtype)
 
 
 def astype(x: TensorLike, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from ..autograd import grad_mode, record_binary, record_unary
+from ..autograd.forward import defjvp, elementwise
 from ..backends import Backend, backend_of_array
 from ._common import (
     PY_SCALARS,
@@ -161,6 +162,7 @@ def _unary(name: str, save: str | None, rule: Rule | None, math_: str,
             return wrap(getattr(b.xp, name)(x.data), b)
     else:
         codes = {None: 0, "x": 1, "out": 2}
+        elementwise(rule, crule)  # the JVP rules, derived (agnograd.autograd.forward)
         rules = (rule,)
         save_code = codes[save]
         crules = None if crule is None else (crule,)
@@ -267,6 +269,9 @@ def _sign_complex(xp: Any, g: Any, x: Any) -> Any:
     return xp.where(zero, 0.0, (g - xp.real(g * xp.conj(s)) * s) / xp.where(zero, 1.0, r))
 
 
+# sign(z) = z/|z| is neither holomorphic nor real: its Jacobian (a projection over |z|) is
+# self-adjoint, so the JVP rule is the VJP rule.
+defjvp(_sign_complex, lambda xp, v, y, x: _sign_complex(xp, v, x))
 sign = _unary("sign", None, _zeros, "x̄ = 0  (complex: (ḡ - Re(ḡ·conj(s))·s)/|x|, s = x/|x|; 0 "
               "at x = 0)", _sign_complex, "x")
 # real and conj are the identity for real inputs and imag is zero; for complex ones real's ḡ
@@ -301,9 +306,11 @@ def _binary(
     is): real operands keep ``rule1``/``rule2``, which pay no ``conj``."""
     rules = (rule1, rule2)
     crules = None if crule1 is None else (crule1, crule2)
+    elementwise(rule1, rule2, crule1, crule2)  # the JVP rules, derived (autograd.forward)
     differentiable = rule1 is not None or rule2 is not None
     # What the rules read, from (x1, x2, out): resolved once, not per call.
     picks = tuple({"x": 0, "y": 1, "o": 2}[c] for c in save)
+    cross = name == "multiply"  # each operand read only by the other's rule
 
     def op(x1: Any, x2: Any) -> Tensor:
         # The hottest lines of the library: Tensor-op-scalar and Tensor-op-Tensor on one
@@ -334,8 +341,9 @@ def _binary(
                 except KeyError:
                     cplx = is_complex(b, y.dtype)
                 if cplx:
-                    return record_binary(name, y, b, x1, x2, crules, picks, _meta(x1, x2, y))
-            return record_binary(name, y, b, x1, x2, rules, picks, _meta(x1, x2, y))
+                    return record_binary(name, y, b, x1, x2, crules, picks, _meta(x1, x2, y),
+                                         cross)
+            return record_binary(name, y, b, x1, x2, rules, picks, _meta(x1, x2, y), cross)
         return wrap(y, b)
 
     op.__doc__ = (
@@ -571,12 +579,18 @@ def where(condition: Any, x1: Any, x2: Any, /) -> Tensor:
     return wrap(y, b)
 
 
+elementwise(_clip_x, _clip_lo, _clip_hi)
+
+
 def _where_1(xp: Any, g: Any, c: Any) -> Any:
     return xp.where(c, g, 0.0)
 
 
 def _where_2(xp: Any, g: Any, c: Any) -> Any:
     return xp.where(c, 0.0, g)
+
+
+elementwise(_where_1, _where_2)
 
 
 # ``real``, ``imag`` and ``conj`` may answer with a view of ``x`` (NumPy's ``real`` of a real

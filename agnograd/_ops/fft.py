@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._dtypes import ALL
+from ..autograd.forward import defjvp
 from ._common import (
     Tensor,
     from_backend_dtype,
@@ -253,6 +254,23 @@ def _ihfft_back(xp: Any, g: Any, axes: Any, s: Any, lens: Any, norm: str, cdt: A
     return _fit(xp, g, axes, lens, dev)
 
 
+
+# JVP rules (forward mode): every transform is (R-)linear, so its JVP is the transform itself
+# applied to the tangent, with the same lengths, axes and norm.
+defjvp(_fftn_back, lambda xp, v, y, axes, s, lens, norm, cdt, dev: xp.fft.fftn(
+    _complex(xp, v, cdt), s=s, axes=axes, norm=norm))
+defjvp(_ifftn_back, lambda xp, v, y, axes, s, lens, norm, cdt, dev: xp.fft.ifftn(
+    _complex(xp, v, cdt), s=s, axes=axes, norm=norm))
+defjvp(_rfftn_back, lambda xp, v, y, axes, s, lens, norm, cdt, dev: xp.fft.rfftn(
+    v, s=s, axes=axes, norm=norm))
+defjvp(_irfftn_back, lambda xp, v, y, w, axes, s, lens, norm, cdt, dev: xp.fft.irfftn(
+    _complex(xp, v, cdt), s=s, axes=axes, norm=norm))
+defjvp(_hfft_back, lambda xp, v, y, w, axes, s, lens, norm, cdt, dev: xp.fft.hfft(
+    _complex(xp, v, cdt), n=s[0], axis=axes[0], norm=norm))
+defjvp(_ihfft_back, lambda xp, v, y, axes, s, lens, norm, cdt, dev: xp.fft.ihfft(
+    v, n=s[0], axis=axes[0], norm=norm))
+
+
 # ---------------------------------------------------------------------------------------------
 # The transforms
 
@@ -377,6 +395,12 @@ def _ifftshift_back(xp: Any, g: Any, axes: Any) -> Any:
 
 def _fftshift_back(xp: Any, g: Any, axes: Any) -> Any:
     return xp.fft.fftshift(g, axes=axes)
+
+
+
+# JVP: fftshift's VJP is ifftshift and the other way round; each JVP is the op itself.
+defjvp(_ifftshift_back, lambda xp, v, y, axes: xp.fft.fftshift(v, axes=axes))
+defjvp(_fftshift_back, lambda xp, v, y, axes: xp.fft.ifftshift(v, axes=axes))
 
 
 def fftshift(x: Any, /, *, axes: Any = None) -> Tensor:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._tensor import shares_storage
+from .._tensor import plain_alias, view_of
+from ..autograd.forward import defjvp
 from ..backends import Backend, backend_of_array
 from ..capture import _state as _capture
 from ._common import (
@@ -24,12 +25,17 @@ from ._common import (
     mixing_error,
     normalize_axis,
     record,
-    share_version,
     to_tensor,
     wrap,
 )
 
 __all__ = ["take", "take_along_axis"]
+
+# Late-bound (installed by ``_operators.install_operators``): ``[setitem_through,
+# setitem_functional]`` of ``_views.py``, which builds on this module. A write to a tensor
+# whose storage has registered views goes through the first; a recorded integer-array write
+# through the second.
+VIEW_WRITES: list[Any] = [None, None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +127,11 @@ def _scatter_back(xp: Any, g: Any, pos: Any, size: int, shape: tuple[int, ...]) 
     return xp.reshape(flat, shape)
 
 
+# JVP (forward mode): the gather itself, applied to the tangent at the saved positions.
+defjvp(_scatter_back, lambda xp, v, y, pos, size, shape: xp.reshape(
+    xp.take(xp.reshape(v, (-1,)), xp.reshape(pos, (-1,)), axis=0), y.shape))
+
+
 # ---------------------------------------------------------------------------------------------
 # x[key]
 
@@ -136,6 +147,10 @@ def _put_back(xp: Any, g: Any, key: Any, shape: tuple[int, ...], device: Any,
     z = xp.zeros(shape, dtype=g.dtype, device=device)
     z[key] = g
     return z
+
+
+# JVP (forward mode): the same selection of the tangent.
+defjvp(_put_back, lambda xp, v, y, key, shape, device, selected: xp.reshape(v[key], y.shape))
 
 
 def _put_op(g: Tensor, key: Any, shape: tuple[int, ...], device: Any) -> Tensor:
@@ -169,7 +184,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         raise IndexError(f"index {key!r} is invalid for a tensor of shape {x.shape}: {exc}") from exc
     if not (x._requires_grad and grad_on()):
         if _basic(raw):  # the backend may return a view: share x's version counter
-            return share_version(x, wrap(y, b))
+            return view_of(x, wrap(y, b), getitem, (raw,))
         return wrap(y, b)
     if b.lazy and any(n != n for n in y.shape):  # NaN: a size only the data can tell
         raise ValueError(
@@ -177,6 +192,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             "the data (a boolean mask), so its gradient cannot be built lazily; use "
             "ag.where(mask, x, 0.0), which keeps the shape, or compute the mask first")
     if _assignable(raw):
+        key0 = raw
         parts = raw if isinstance(raw, tuple) else (raw,)
         selected = None
         if any(k is None for k in parts):
@@ -184,7 +200,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             selected = tuple(x.data[raw].shape)
         out = record("getitem", y, b, (x,), (_put_back,),
                      params=(raw, x.data.shape, b.device_of(x.data), selected))
-        return share_version(x, out) if _basic(parts) else out
+        return view_of(x, out, getitem, (key0,)) if _basic(parts) else out
     pos = _positions(b, x.data)[raw]
     return record("getitem", y, b, (x,), (_scatter_back,), saved=(pos,),
                   params=(x.size, x.data.shape))
@@ -208,8 +224,10 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     When no graph is recorded for it, ``x.data`` is modified in place (and every view of it with
     it, where the backend made views) and the version counter ``x`` shares with its aliases
     counts up. When one is (grad mode on and ``x`` or ``value`` requires grad), the new array is
-    computed out of place and ``x`` is rebound to it, so arrays saved by earlier ops stay intact;
-    that is refused when ``x`` shares its storage with other Tensors (see ``_operators.py``).
+    computed out of place and ``x`` is rebound to it, so arrays saved by earlier ops stay intact.
+    When ``x`` is a view or views of its storage are alive, the write reaches all of them
+    (``_views.py``). Integer-array keys are supported when a graph is recorded (a scatter into
+    the selected elements; repeated indices: the last value wins).
     VJP: ``x̄ = ḡ`` with zeros at ``key``; ``v̄ = ḡ[key]`` summed back to ``value``'s shape.
     """
     b = x._backend
@@ -221,6 +239,9 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
         v = to_tensor(v, "setitem", b)
     if type(v) is Tensor and v._backend is not b:
         raise mixing_error("setitem", b, v._backend)
+    cell = x._version
+    if cell is not None and len(cell) > 2 and cell[2] is not None and VIEW_WRITES[0](x, raw, v, key):
+        return  # written through every alias of x's storage
     rv = v.data if type(v) is Tensor else v
     tracked = grad_on() and (x._requires_grad or (type(v) is Tensor and v._requires_grad))
     if not tracked:
@@ -228,15 +249,19 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
         if x._version is not None:
             x._version[0] += 1  # graphs that saved this data will refuse to use it
         return
-    if x._node is None and x._requires_grad:
+    if x._node is None and x._requires_grad and getattr(
+            x, "_tangent", None) is None:  # (a forward-mode dual is no leaf)
         raise RuntimeError(
             f"x[{key!r}] = ... on a leaf tensor that requires grad (shape {x.shape}) would lose its "
             "gradient history; do it inside `with ag.no_grad():`, or build a new tensor (e.g. with "
             "ag.where or ag.concat)"
         )
-    if shares_storage(x):
+    if plain_alias(x):
         raise RuntimeError(aliased_inplace_error(f"x[{key!r}] = ...", x,
                                                  "ag.where, or ag.concat of the parts"))
+    if not _assignable(raw):  # integer arrays: a scatter into the elements they select
+        x._become(VIEW_WRITES[1](x, raw, v))
+        return
     xp = b.xp
     new = xp.asarray(x.data, copy=True)
     new[raw] = rv

@@ -48,6 +48,7 @@ import math
 from typing import Any, NamedTuple
 
 from ..autograd import record_binary
+from ..autograd.forward import defjvp
 from ..capture import _state as _capture
 from . import elementwise as _ew
 from . import manipulation as _manip
@@ -65,8 +66,8 @@ from ._common import (
     raw_dtype,
     record,
     record_multi,
-    share_version,
     to_tensor,
+    view_of,
     wrap,
 )
 
@@ -229,6 +230,9 @@ def _identity(xp: Any, g: Any) -> Any:
     return g
 
 
+defjvp(_identity, lambda xp, v, y: v)
+
+
 def _zeros_back(xp: Any, g: Any) -> Any:
     return xp.zeros_like(g)
 
@@ -284,6 +288,13 @@ _MATMUL_RULES = (_matmul_1, _matmul_2)
 _MATMUL_RULES_COMPLEX = (_matmul_1_complex, _matmul_2_complex)
 
 
+# JVP (bilinear, holomorphic): d(x1 @ x2) = v1 @ x2 + x1 @ v2, for real and complex values.
+defjvp(_matmul_1, lambda xp, v, y, a, c: xp.matmul(v, c))
+defjvp(_matmul_2, lambda xp, v, y, a, c: xp.matmul(a, v))
+defjvp(_matmul_1_complex, lambda xp, v, y, a, c: xp.matmul(v, c))
+defjvp(_matmul_2_complex, lambda xp, v, y, a, c: xp.matmul(a, v))
+
+
 def matmul(x1: Any, x2: Any, /) -> Tensor:
     """Matrix product with the standard's rules: 1-d operands are vectors (promoted to a matrix
     and the added axis removed from the result), batch axes ``...`` broadcast.
@@ -325,12 +336,15 @@ def matmul(x1: Any, x2: Any, /) -> Tensor:
         except KeyError:
             cplx = is_complex(b, dy)
         return record_binary("matmul", y, b, x1, x2, _MATMUL_RULES_COMPLEX if cplx else _MATMUL_RULES,
-                             (0, 1), None if plain else _meta(x1, x2))
+                             (0, 1), None if plain else _meta(x1, x2), True)
     return wrap(y, b)
 
 
 def _transpose_back(xp: Any, g: Any) -> Any:
     return xp.matrix_transpose(g)
+
+
+defjvp(_transpose_back, lambda xp, v, y: xp.matrix_transpose(v))
 
 
 def matrix_transpose(x: Any, /) -> Tensor:
@@ -339,8 +353,9 @@ def matrix_transpose(x: Any, /) -> Tensor:
     b = x._backend
     y = b.xp.matrix_transpose(x.data)
     if _needs(x):  # a view on most backends: shares x's version counter
-        return share_version(x, record("matrix_transpose", y, b, (x,), (_transpose_back,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("matrix_transpose", y, b, (x,), (_transpose_back,)),
+                       matrix_transpose, ())
+    return view_of(x, wrap(y, b), matrix_transpose, ())
 
 
 def _tensordot_1(xp: Any, g: Any, a: Any, c: Any, spec: tuple[Any, ...]) -> Any:
@@ -443,6 +458,18 @@ def _vecdot_1_complex(xp: Any, g: Any, a: Any, c: Any, axis: int) -> Any:
     return xp.conj(xp.expand_dims(g, axis=axis)) * c
 
 
+
+def _conj_if_complex(xp: Any, a: Any) -> Any:
+    return xp.conj(a) if xp.isdtype(a.dtype, "complex floating") else a
+
+
+# JVP (forward mode) of out = Σ conj(x1)·x2: Σ conj(v1)·x2 and Σ conj(x1)·v2.
+defjvp(_vecdot_1, lambda xp, v, y, a, c, axis: xp.sum(v * c, axis=axis))
+defjvp(_vecdot_1_complex, lambda xp, v, y, a, c, axis: xp.sum(
+    _conj_if_complex(xp, v) * c, axis=axis))
+defjvp(_vecdot_2, lambda xp, v, y, a, c, axis: xp.sum(_conj_if_complex(xp, a) * v, axis=axis))
+
+
 def _vector_axis(x1: Tensor, x2: Tensor, axis: int, op: str) -> int:
     """The contracted axis as a negative index (the standard counts from the end)."""
     n = min(x1.ndim, x2.ndim)
@@ -498,6 +525,14 @@ def _outer_1_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
 
 def _outer_2_complex(xp: Any, g: Any, a: Any, c: Any) -> Any:
     return xp.matmul(xp.conj(a), g)
+
+
+
+# JVP (bilinear, holomorphic): d(x1 ⊗ x2) = v1 ⊗ x2 + x1 ⊗ v2.
+for _rule in (_outer_1, _outer_1_complex):
+    defjvp(_rule, lambda xp, v, y, a, c: xp.reshape(v, (-1, 1)) * xp.reshape(c, (1, -1)))
+for _rule in (_outer_2, _outer_2_complex):
+    defjvp(_rule, lambda xp, v, y, a, c: xp.reshape(a, (-1, 1)) * xp.reshape(v, (1, -1)))
 
 
 def outer(x1: Any, x2: Any, /) -> Tensor:
@@ -582,6 +617,10 @@ def _inv_back(xp: Any, g: Any, y: Any, h: bool = False) -> Any:
     return -xp.matmul(yt, xp.matmul(g, yt))
 
 
+# JVP: d(A⁻¹) = -A⁻¹ V A⁻¹ (real and complex: inv is holomorphic).
+defjvp(_inv_back, lambda xp, v, out, y, h=False: -xp.matmul(y, xp.matmul(v, y)))
+
+
 def inv(x: Any, /) -> Tensor:
     """Inverse of a square matrix (or a stack): ``(..., M, M)``.
 
@@ -602,6 +641,16 @@ def _det_back(xp: Any, g: Any, a: Any, d: Any) -> Any:
 def _det_back_c(xp: Any, g: Any, a: Any, d: Any) -> Any:
     # holomorphic: Ā = ḡ·conj(det(A)·A⁻ᵀ) = ḡ·conj(det)·A⁻ᴴ
     return _mat(xp, g * xp.conj(d)) * _mH(xp, _inverse(xp, a, "det"))
+
+
+
+def _det_jvp(xp: Any, v: Any, out: Any, a: Any, d: Any) -> Any:
+    # Jacobi's formula: d det(A) = det(A)·tr(A⁻¹ V) (holomorphic: the same for complex A)
+    return d * xp.sum(_mT(xp, _inverse(xp, a, "det")) * v, axis=(-2, -1))
+
+
+defjvp(_det_back, _det_jvp)
+defjvp(_det_back_c, _det_jvp)
 
 
 def det(x: Any, /) -> Tensor:
@@ -685,6 +734,23 @@ def _solve_1(xp: Any, g: Any, a: Any, sol: Any, vector: bool, h: bool = False) -
     if vector:
         return -(_col(xp, gb) * _row(xp, xp.conj(sol) if h else sol))
     return -xp.matmul(gb, _tr(h)(xp, sol))
+
+
+
+# JVP (forward mode) of X = A⁻¹B: dX = A⁻¹(dB - dA·X) (holomorphic: the same for complex).
+def _solve_jvp_2(xp: Any, v: Any, y: Any, a: Any, sol: Any, vector: bool, h: bool = False) -> Any:
+    if vector:
+        return xp.squeeze(xp.linalg.solve(a, _col(xp, v)), axis=-1)
+    return _matrix_solve(xp, a, v)
+
+
+def _solve_jvp_1(xp: Any, v: Any, y: Any, a: Any, sol: Any, vector: bool, h: bool = False) -> Any:
+    rhs = xp.squeeze(xp.matmul(v, _col(xp, sol)), axis=-1) if vector else xp.matmul(v, sol)
+    return -_solve_jvp_2(xp, rhs, y, a, sol, vector, h)
+
+
+defjvp(_solve_1, _solve_jvp_1)
+defjvp(_solve_2, _solve_jvp_2)
 
 
 def solve(x1: Any, x2: Any, /) -> Tensor:
@@ -1155,6 +1221,20 @@ def _vector_norm_back(xp: Any, g: Any, x: Any, nrm: Any, axes: tuple[int, ...],
     return xp.where(ok, (g * xp.sign(x)) * ratio ** (p - 1), 0.0)
 
 
+
+def _vector_norm_jvp(xp: Any, v: Any, y: Any, x: Any, nrm: Any, axes: tuple[int, ...],
+                     kshape: tuple[int, ...], p: float) -> Any:
+    # A real function of x with x̄ = ḡ·w(x): its JVP is Re Σ conj(w)·v over the reduced axes
+    # (the engine takes the real part), w being the VJP rule at ḡ = 1.
+    w = _vector_norm_back(xp, xp.ones_like(nrm), x, nrm, axes, kshape, p)
+    if xp.isdtype(w.dtype, "complex floating"):
+        w = xp.conj(w)
+    return xp.reshape(xp.sum(w * v, axis=axes, keepdims=True), y.shape)
+
+
+defjvp(_vector_norm_back, _vector_norm_jvp)
+
+
 def vector_norm(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False,
                 ord: int | float = 2) -> Tensor:  # noqa: A002 - the standard's name
     """Vector p-norm over ``axis`` (all axes by default): ``(Σ|x|^p)^(1/p)``; ``ord`` may be
@@ -1233,6 +1313,9 @@ def _trace_back(xp: Any, g: Any, mask: Any) -> Any:
     return _mat(xp, g) * mask
 
 
+defjvp(_trace_back, lambda xp, v, y, mask: xp.sum(v * mask, axis=(-2, -1)))  # JVP: trace of v
+
+
 def trace(x: Any, /, *, offset: int = 0, dtype: Any = None) -> Tensor:
     """Sum of the ``offset`` diagonal of each matrix: ``(..., M, N) -> (...)``, in ``dtype``
     if given. VJP: ``x̄ = ḡ`` on that diagonal, 0 elsewhere."""
@@ -1253,6 +1336,10 @@ def _diagonal_back(xp: Any, g: Any, shift: Any, mask: Any) -> Any:
     return xp.matmul(_row(xp, g), shift) * mask
 
 
+def _diagonal(x: Tensor, offset: int) -> Tensor:
+    return diagonal(x, offset=offset)
+
+
 def diagonal(x: Any, /, *, offset: int = 0) -> Tensor:
     """The ``offset`` diagonal of each matrix (``offset > 0`` above the main one):
     ``(..., M, N) -> (..., K)``. VJP: ``ḡ`` written back onto that diagonal of a zero matrix."""
@@ -1263,5 +1350,6 @@ def diagonal(x: Any, /, *, offset: int = 0) -> Tensor:
         m, n = x.shape[-2:]
         shift = _eye(b, x.data, y.shape[-1], n, k=max(offset, 0))
         mask = _eye(b, x.data, m, n, k=offset)
-        return share_version(x, record("diagonal", y, b, (x,), (_diagonal_back,), (shift, mask)))
-    return share_version(x, wrap(y, b))  # a (read-only) view on NumPy: shares x's counter
+        return view_of(x, record("diagonal", y, b, (x,), (_diagonal_back,), (shift, mask)),
+                       _diagonal, (offset,))
+    return view_of(x, wrap(y, b), _diagonal, (offset,))  # a (read-only) view on NumPy

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ..autograd.forward import JVP_OP, defjvp
 from ..backends import Backend, get_backend, transfer
 from ..capture import _state as _capture
 from ._common import (
@@ -26,8 +27,8 @@ from ._common import (
     operands,
     record,
     record_multi,
-    share_version,
     to_tensor,
+    view_of,
     wrap,
 )
 from .indexing import scatter_add
@@ -60,6 +61,11 @@ def _reshape_back(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
     return xp.reshape(g, shape)
 
 
+# JVP rules (tangent v, the output y, then the VJP rule's arguments): a linear op's JVP is the
+# op itself applied to the tangent.
+defjvp(_reshape_back, lambda xp, v, y, shape: xp.reshape(v, y.shape))
+
+
 def reshape(x: Any, /, shape: tuple[int, ...], *, copy: bool | None = None) -> Tensor:
     """``x`` with a new shape (one dimension may be -1). VJP: ``x̄ = reshape(ḡ, x.shape)``."""
     x = to_tensor(x, "reshape")
@@ -71,12 +77,23 @@ def reshape(x: Any, /, shape: tuple[int, ...], *, copy: bool | None = None) -> T
         raise ValueError(f"reshape: cannot reshape an array of shape {x.shape} into {tuple(shape)}: "
                          f"{exc}") from exc
     if _needs(x):
-        return share_version(x, record("reshape", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("reshape", y, b, (x,), (_reshape_back,), params=(x.data.shape,)),
+                       reshape, (shape,))
+    return view_of(x, wrap(y, b), reshape, (shape,))
 
 
 def _permute_back(xp: Any, g: Any, inverse: tuple[int, ...]) -> Any:
     return xp.permute_dims(g, inverse)
+
+
+def _permute_jvp(xp: Any, v: Any, y: Any, inverse: tuple[int, ...]) -> Any:
+    axes = [0] * len(inverse)
+    for i, a in enumerate(inverse):
+        axes[a] = i
+    return xp.permute_dims(v, tuple(axes))
+
+
+defjvp(_permute_back, _permute_jvp)
 
 
 def permute_dims(x: Any, /, axes: tuple[int, ...]) -> Tensor:
@@ -89,8 +106,9 @@ def permute_dims(x: Any, /, axes: tuple[int, ...]) -> Tensor:
     y = b.xp.permute_dims(x.data, axes)
     if _needs(x):
         inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
-        return share_version(x, record("permute_dims", y, b, (x,), (_permute_back,), params=(inverse,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("permute_dims", y, b, (x,), (_permute_back,), params=(inverse,)),
+                       permute_dims, (axes,))
+    return view_of(x, wrap(y, b), permute_dims, (axes,))
 
 
 def transpose_2d(x: Tensor) -> Tensor:
@@ -105,6 +123,9 @@ def _identity(xp: Any, g: Any) -> Any:
     return g
 
 
+defjvp(_identity, lambda xp, v, y: v)  # (broadcast_to: the engine broadcasts v to y's shape)
+
+
 def broadcast_to(x: Any, /, shape: tuple[int, ...]) -> Tensor:
     """Broadcast ``x`` to ``shape``. VJP: ``ḡ`` summed over the broadcast axes (by the engine)."""
     x = to_tensor(x, "broadcast_to")
@@ -114,9 +135,9 @@ def broadcast_to(x: Any, /, shape: tuple[int, ...]) -> Tensor:
     except Exception as exc:
         raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {tuple(shape)}") from exc
     if _needs(x):
-        return share_version(x, record("broadcast_to", y, b, (x,), (_identity,),
-                                       meta=((x.data.shape, x.data.dtype),)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("broadcast_to", y, b, (x,), (_identity,),
+                                 meta=((x.data.shape, x.data.dtype),)), broadcast_to, (shape,))
+    return view_of(x, wrap(y, b), broadcast_to, (shape,))
 
 
 def broadcast_arrays(*arrays: Any) -> tuple[Tensor, ...]:
@@ -192,6 +213,20 @@ def _stack_part(xp: Any, g: Any, axis: int, i: int) -> Any:
     return g[(slice(None),) * axis + (i, ...)]
 
 
+def _tangents_or_zeros(xp: Any, vs: list[Any], inputs: tuple[Any, ...], y: Any) -> list[Any]:
+    return [v if v is not None else xp.zeros(t.data.shape, dtype=y.dtype,
+                                             device=t._backend.device_of(t.data))
+            for v, t in zip(vs, inputs)]
+
+
+# JVP rules of the whole op (forward.JVP_OP): the op applied to the tangents (zeros for inputs
+# that carry none); the per-input rules are partials.
+JVP_OP["concat"] = lambda xp, vs, y, inputs, vjps: xp.concat(
+    _tangents_or_zeros(xp, vs, inputs, y), axis=vjps[0].keywords["axis"])
+JVP_OP["stack"] = lambda xp, vs, y, inputs, vjps: xp.stack(
+    _tangents_or_zeros(xp, vs, inputs, y), axis=vjps[0].keywords["axis"])
+
+
 def stack(arrays: Any, /, *, axis: int = 0) -> Tensor:
     """Join same-shaped arrays along a new ``axis``. VJP: input i gets ``ḡ`` at index i of ``axis``."""
     b, ts = operands(arrays, "stack")
@@ -223,9 +258,14 @@ def unstack(x: Any, /, *, axis: int = 0) -> tuple[Tensor, ...]:
         outs = record_multi("unstack", ys, b, (x,), (_unstack_back,), params=(axis,))
     else:
         outs = tuple(wrap(y, b) for y in ys)
-    for t in outs:
-        share_version(x, t)
+    for i, t in enumerate(outs):
+        view_of(x, t, _unstack_pick, (axis, i))
     return outs
+
+
+def _unstack_pick(x: Tensor, axis: int, i: int) -> Tensor:
+    """The view function of ``unstack(x, axis=axis)[i]``."""
+    return unstack(x, axis=axis)[i]
 
 
 def expand_dims(x: Any, /, axis: int | tuple[int, ...] = 0) -> Tensor:
@@ -243,8 +283,9 @@ def expand_dims(x: Any, /, axis: int | tuple[int, ...] = 0) -> Tensor:
         rest = iter(x.data.shape)
         y = b.xp.reshape(x.data, tuple(1 if k in axes else next(rest) for k in range(ndim)))
     if _needs(x):
-        return share_version(x, record("expand_dims", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("expand_dims", y, b, (x,), (_reshape_back,),
+                                  params=(x.data.shape,)), expand_dims, (axis,))
+    return view_of(x, wrap(y, b), expand_dims, (axis,))
 
 
 def squeeze(x: Any, /, axis: int | tuple[int, ...]) -> Tensor:
@@ -257,12 +298,16 @@ def squeeze(x: Any, /, axis: int | tuple[int, ...]) -> Tensor:
             raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.data.shape[a]}, not 1")
     y = b.xp.squeeze(x.data, axis=axes)
     if _needs(x):
-        return share_version(x, record("squeeze", y, b, (x,), (_reshape_back,), params=(x.data.shape,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("squeeze", y, b, (x,), (_reshape_back,), params=(x.data.shape,)),
+                       squeeze, (axis,))
+    return view_of(x, wrap(y, b), squeeze, (axis,))
 
 
 def _flip_back(xp: Any, g: Any, axis: Any) -> Any:
     return xp.flip(g, axis=axis)
+
+
+defjvp(_flip_back, lambda xp, v, y, axis: xp.flip(v, axis=axis))
 
 
 def flip(x: Any, /, *, axis: int | tuple[int, ...] | None = None) -> Tensor:
@@ -271,12 +316,20 @@ def flip(x: Any, /, *, axis: int | tuple[int, ...] | None = None) -> Tensor:
     b = x._backend
     y = b.xp.flip(x.data, axis=axis)
     if _needs(x):
-        return share_version(x, record("flip", y, b, (x,), (_flip_back,), params=(axis,)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("flip", y, b, (x,), (_flip_back,), params=(axis,)), _flip, (axis,))
+    return view_of(x, wrap(y, b), _flip, (axis,))
+
+
+def _flip(x: Tensor, axis: Any) -> Tensor:
+    return flip(x, axis=axis)
 
 
 def _roll_back(xp: Any, g: Any, shift: Any, axis: Any) -> Any:
     return xp.roll(g, shift=shift, axis=axis)
+
+
+defjvp(_roll_back, lambda xp, v, y, back, axis: xp.roll(
+    v, shift=tuple(-s for s in back) if isinstance(back, tuple) else -back, axis=axis))
 
 
 def roll(x: Any, /, shift: int | tuple[int, ...], *, axis: int | tuple[int, ...] | None = None
@@ -295,6 +348,9 @@ def _moveaxis_back(xp: Any, g: Any, source: Any, destination: Any) -> Any:
     return xp.moveaxis(g, destination, source)
 
 
+defjvp(_moveaxis_back, lambda xp, v, y, source, destination: xp.moveaxis(v, source, destination))
+
+
 def moveaxis(x: Any, source: int | tuple[int, ...], destination: int | tuple[int, ...], /
              ) -> Tensor:
     """Move axes ``source`` to ``destination``. VJP: move them back."""
@@ -302,9 +358,9 @@ def moveaxis(x: Any, source: int | tuple[int, ...], destination: int | tuple[int
     b = x._backend
     y = b.xp.moveaxis(x.data, source, destination)
     if _needs(x):
-        return share_version(x, record("moveaxis", y, b, (x,), (_moveaxis_back,),
-                                       params=(source, destination)))
-    return share_version(x, wrap(y, b))
+        return view_of(x, record("moveaxis", y, b, (x,), (_moveaxis_back,),
+                                 params=(source, destination)), moveaxis, (source, destination))
+    return view_of(x, wrap(y, b), moveaxis, (source, destination))
 
 
 def _repeat_int_back(xp: Any, g: Any, axis: int, n: int, repeats: int, shape: tuple[int, ...]

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..autograd import OUT
+from ..autograd.forward import elementwise
 from ..backends import backend_of_array
 from ._common import Tensor, binary_operands, grad_on, record, to_tensor, wrap
 from .elementwise import _meta
@@ -241,6 +242,17 @@ def _call(name: str, xp: Any, x: Any, *n: int) -> Any:
     return _forward(b, name, approx, x, *n)
 
 
+def _expit_back(xp: Any, g: Any, s: Any) -> Any:
+    return g * (s * (1.0 - s))
+
+
+def _logit_back(xp: Any, g: Any, p: Any) -> Any:
+    return g / (p * (1.0 - p))
+
+
+elementwise(_expit_back, _logit_back)  # their JVP rules, derived (agnograd.autograd.forward)
+
+
 def _unary(name: str, approx: Callable[..., Any], rule: Callable[..., Any],
            saved: tuple[Any, ...], math_: str, accuracy: str) -> Callable[[Any], Tensor]:
     what = f"special.{name}"
@@ -253,6 +265,7 @@ def _unary(name: str, approx: Callable[..., Any], rule: Callable[..., Any],
             return record(what, y, b, (x,), (rule,), saved=tuple(x if s == "x" else OUT for s in saved))
         return wrap(y, b)
 
+    elementwise(rule)  # the JVP rule, derived (agnograd.autograd.forward)
     op.__name__ = op.__qualname__ = name
     op.__module__ = "agnograd.special"
     op.__doc__ = (f"``{name}(x)``, elementwise (SciPy's ``scipy.special.{name}``"
@@ -310,6 +323,7 @@ def polygamma(n: int, x: Any) -> Tensor:
     b = x._backend
     y = _forward(b, "polygamma", _approx_polygamma, x.data, n)
     if x._requires_grad and grad_on():
+        elementwise(_polygamma_back)
         return record("special.polygamma", y, b, (x,), (_polygamma_back,), saved=(x,),
                       params=(n,))
     return wrap(y, b)
@@ -327,8 +341,7 @@ def expit(x: Any) -> Tensor:
     b = x._backend
     y = b.fix(_expit_forward(b.xp, x.data))
     if x._requires_grad and grad_on():
-        return record("special.expit", y, b, (x,), (lambda xp, g, s: g * (s * (1.0 - s)),),
-                      saved=(OUT,))
+        return record("special.expit", y, b, (x,), (_expit_back,), saved=(OUT,))
     return wrap(y, b)
 
 
@@ -340,8 +353,7 @@ def logit(x: Any) -> Tensor:
     xp = b.xp
     y = b.fix(xp.log(x.data) - xp.log1p(-x.data))
     if x._requires_grad and grad_on():
-        return record("special.logit", y, b, (x,), (lambda xp, g, p: g / (p * (1.0 - p)),),
-                      saved=(x,))
+        return record("special.logit", y, b, (x,), (_logit_back,), saved=(x,))
     return wrap(y, b)
 
 
@@ -378,6 +390,7 @@ def xlogy(x: Any, y: Any) -> Tensor:
     zero = (a1 == 0) & (a2 == a2)  # x == 0 and y not NaN (xlogy(0, NaN) is NaN, as SciPy's)
     out = b.fix(xp.where(zero, 0.0, a1 * xp.log(xp.where(zero, 1.0, a2))))
     if grad_on() and any(type(t) is Tensor and t._requires_grad for t in (x, y)):
+        elementwise(_xlogy_x, _xlogy_y)
         return record("special.xlogy", out, b, (x, y), (_xlogy_x, _xlogy_y), saved=(x, y),
                       meta=_meta(x, y, out))
     return wrap(out, b)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..autograd.forward import defjvp
 from ._common import (
     OUT,
     Tensor,
@@ -75,6 +76,15 @@ def _sum_back(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...],
     return _expand(xp, g, kshape, shape, like)
 
 
+def _reduced(kshape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(i for i, (k, s) in enumerate(zip(kshape, shape)) if k != s)
+
+
+# JVP rules (tangent v, the output y, then the VJP rule's arguments).
+defjvp(_sum_back, lambda xp, v, y, kshape, shape, like: xp.reshape(
+    xp.sum(v, axis=_reduced(kshape, shape), keepdims=True), y.shape))
+
+
 def sum(x: Any, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
         keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (all axes by default). VJP: ``x̄ = broadcast(ḡ)`` over the summed axes."""
@@ -91,6 +101,10 @@ def sum(x: Any, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = No
 def _mean_back(xp: Any, g: Any, kshape: tuple[int, ...], shape: tuple[int, ...], n: int,
                like: Any) -> Any:
     return _expand(xp, g / n, kshape, shape, like)
+
+
+defjvp(_mean_back, lambda xp, v, y, kshape, shape, n, like: xp.reshape(
+    xp.sum(v, axis=_reduced(kshape, shape), keepdims=True), y.shape) / n)
 
 
 def mean(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
@@ -163,6 +177,17 @@ def _extreme_back(xp: Any, g: Any, x: Any, y: Any, axes: tuple[int, ...],
     return _expand(xp, g, kshape, tuple(x.shape)) * (hit / ties)
 
 
+def _extreme_jvp(xp: Any, v: Any, out: Any, x: Any, y: Any, axes: tuple[int, ...],
+                 kshape: tuple[int, ...]) -> Any:
+    # the transpose of the tie-splitting VJP: the mean of v over the tied extremes
+    hit = xp.astype(x == xp.reshape(y, kshape), x.dtype)
+    ties = xp.sum(hit, axis=axes, keepdims=True)
+    return xp.reshape(xp.sum(v * (hit / ties), axis=axes, keepdims=True), out.shape)
+
+
+defjvp(_extreme_back, _extreme_jvp)
+
+
 def _extreme(name: str, x: Any, axis: Any, keepdims: bool) -> Tensor:
     x, axes, kshape = _prepare(x, axis, name)
     b = x._backend
@@ -192,6 +217,20 @@ def _var_back(xp: Any, g: Any, x: Any, axes: tuple[int, ...], kshape: tuple[int,
     return _expand(xp, g, kshape, tuple(x.shape)) * centered * (2.0 / dof)
 
 
+
+def _centered_dot(xp: Any, v: Any, x: Any, axes: tuple[int, ...]) -> Any:
+    """Σ conj(x - mean)·v over ``axes`` (kept): the engine takes the real part for a complex x."""
+    centered = x - xp.mean(x, axis=axes, keepdims=True)
+    if xp.isdtype(centered.dtype, "complex floating"):
+        centered = xp.conj(centered)
+    return xp.sum(centered * v, axis=axes, keepdims=True)
+
+
+# JVP (forward mode): d var = 2·Re Σ conj(x - mean)·v / (N - correction).
+defjvp(_var_back, lambda xp, v, y, x, axes, kshape, dof: xp.reshape(
+    _centered_dot(xp, v, x, axes) * (2.0 / dof), y.shape))
+
+
 def var(x: Any, /, *, axis: int | tuple[int, ...] | None = None, correction: float = 0.0,
         keepdims: bool = False) -> Tensor:
     """Variance over ``axis`` with ``correction`` (Bessel's is 1).
@@ -214,6 +253,18 @@ def _std_back(xp: Any, g: Any, x: Any, s: Any, axes: tuple[int, ...], kshape: tu
     s = xp.reshape(s, kshape)
     scale = xp.where(s == 0, 0.0, 1.0 / (dof * xp.where(s == 0, 1.0, s)))
     return _expand(xp, g, kshape, tuple(x.shape)) * centered * scale
+
+
+
+def _std_jvp(xp: Any, v: Any, y: Any, x: Any, s: Any, axes: tuple[int, ...],
+             kshape: tuple[int, ...], dof: float) -> Any:
+    # d std = Re Σ conj(x - mean)·v / ((N - c) std); 0 where std = 0, as the VJP
+    s = xp.reshape(s, kshape)
+    scale = xp.where(s == 0, 0.0, 1.0 / (dof * xp.where(s == 0, 1.0, s)))
+    return xp.reshape(_centered_dot(xp, v, x, axes) * scale, y.shape)
+
+
+defjvp(_std_back, _std_jvp)
 
 
 def std(x: Any, /, *, axis: int | tuple[int, ...] | None = None, correction: float = 0.0,
@@ -253,6 +304,10 @@ def _cumsum_back(xp: Any, g: Any, axis: int, initial: bool) -> Any:
     if initial:
         g = _drop_initial(g, axis)
     return _revcumsum(xp, g, axis)
+
+
+defjvp(_cumsum_back, lambda xp, v, y, axis, initial: xp.cumulative_sum(
+    v, axis=axis, include_initial=initial))
 
 
 def cumulative_sum(x: Any, /, *, axis: int | None = None, dtype: Any = None,
@@ -320,6 +375,18 @@ def _logsumexp_back(xp: Any, g: Any, x: Any, y: Any, kshape: tuple[int, ...]) ->
 
 def _logsumexp_back_complex(xp: Any, g: Any, x: Any, y: Any, kshape: tuple[int, ...]) -> Any:
     return _expand(xp, g, kshape, tuple(x.shape)) * xp.conj(xp.exp(x - xp.reshape(y, kshape)))
+
+
+
+def _logsumexp_jvp(xp: Any, v: Any, out: Any, x: Any, y: Any, kshape: tuple[int, ...]) -> Any:
+    # d logsumexp = Σ softmax(x)·v (holomorphic: the same for complex x)
+    axes = _reduced(kshape, tuple(x.shape))
+    w = xp.exp(x - xp.reshape(y, kshape))
+    return xp.reshape(xp.sum(w * v, axis=axes, keepdims=True), out.shape)
+
+
+defjvp(_logsumexp_back, _logsumexp_jvp)
+defjvp(_logsumexp_back_complex, _logsumexp_jvp)
 
 
 def logsumexp(x: Any, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False

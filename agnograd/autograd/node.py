@@ -90,7 +90,7 @@ class Node:
     """
 
     __slots__ = ("seq", "name", "backend", "vjps", "edges", "saved", "src", "params", "meta", "outs",
-                 "hooks", "where", "versions", "__weakref__")
+                 "hooks", "where", "versions", "ftan", "__weakref__")
 
     def __init__(
         self,

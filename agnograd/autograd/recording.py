@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._tensor import Tensor
+from .forward import _DIAG as DIAG
+from .forward import JVP, Dual, fwd_state, output_tangent
 from .mode import grad_mode
-from .node import Node, Out, edge_of, version_cell
+from .node import OUT, Node, Out, edge_of, version_cell
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["record", "record_unary", "record_binary", "record_multi", "unpack_saved"]
 
 _wrap = Tensor._wrap
+
+FWD_ON = 0
+"""How many forward traces (``agnograd.autograd.forward``) are active, in any thread: while
+none is, recording pays one global read for forward mode."""
 
 
 def record(
@@ -44,6 +50,8 @@ def record(
     """
     if not grad_mode.enabled:
         return _wrap(out_data, backend)
+    if FWD_ON and fwd_state.on:
+        return _forward(name, (out_data,), backend, inputs, vjps, saved, meta, params, False)[0]
     if len(inputs) == 1:  # the one-input case, spelled out
         t = inputs[0]
         if vjps[0] is None or type(t) is not Tensor or not t._requires_grad:
@@ -75,6 +83,21 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
     """:func:`record` for a one-input elementwise op, the commonest kind, spelled out: the
     caller has checked that ``x`` requires grad and grad mode is on. ``save`` says what the
     rule reads: 0 nothing, 1 the input, 2 the output."""
+    if FWD_ON and fwd_state.on:
+        d = getattr(x, "_tangent", None)
+        if d is not None and not d.rev and JVP.get(vjps[0]) is DIAG:
+            # forward mode's hot path: a real elementwise op, its VJP rule is its JVP rule
+            v = d.t
+            dt = out_data.dtype
+            if (v.dtype is dt or v.dtype == dt) and not backend.complex_kinds.get(dt, True):
+                tv = vjps[0](backend.xp, v) if save == 0 else vjps[0](
+                    backend.xp, v, x.data if save == 1 else out_data)
+                t = _wrap(out_data, backend)
+                t._requires_grad = True
+                t._tangent = Dual(tv, False)
+                return t
+        return _forward(name, (out_data,), backend, (x,), vjps,
+                        ((), (x,), (OUT,))[save], None, (), False)[0]
     p = x._node
     edges = (x if p is None else p if p.outs is None else (p, x._index),)
     if save == 1:
@@ -97,11 +120,22 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
 
 def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
                   vjps: tuple[Callable[..., Any] | None, Callable[..., Any] | None],
-                  picks: tuple[int, ...], meta: tuple[Any, ...] | None) -> Tensor:
+                  picks: tuple[int, ...], meta: tuple[Any, ...] | None,
+                  cross: bool = False) -> Tensor:
     """:func:`record` for a two-operand op -- the elementwise ones (either operand may be a
     Python scalar) and ``matmul`` -- spelled out: the caller has checked that grad mode is on
     and an operand requires grad. ``picks`` names what the rules read, in order: 0 ``x1``,
-    1 ``x2``, 2 the output."""
+    1 ``x2``, 2 the output. ``cross``: each operand is read only by the other's rule
+    (``multiply``, ``matmul``), so an operand is version-checked at backward only when the
+    other one needs a gradient -- as PyTorch saves it only then (an in-place change of ``x``
+    after ``x * 2.0`` is no error)."""
+    if FWD_ON and fwd_state.on:
+        t = _forward_binary(out_data, backend, x1, x2, vjps, picks)
+        if t is not None:
+            return t
+        return _forward(name, (out_data,), backend, (x1, x2), vjps,
+                        tuple(OUT if k == 2 else (x2 if k else x1) for k in picks), meta, (),
+                        False)[0]
     e0 = e1 = None
     if vjps[0] is not None and type(x1) is Tensor and x1._requires_grad:
         p = x1._node
@@ -122,6 +156,10 @@ def record_binary(name: str, out_data: Any, backend: Backend, x1: Any, x2: Any,
             continue
         t = x2 if k else x1
         if type(t) is Tensor:
+            if cross and (e0 if k else e1) is None:  # read by a rule that never runs
+                raw += (t.data,)
+                src += (k,)
+                continue
             cell = t._version
             if cell is None:
                 cell = t._version = [0]
@@ -150,6 +188,8 @@ def record_multi(
 ) -> tuple[Tensor, ...]:
     """Like :func:`record` for ops with several outputs; rules receive a tuple of cotangents
     (zeros for outputs that got none)."""
+    if FWD_ON and fwd_state.on and grad_mode.enabled:
+        return _forward(name, out_datas, backend, inputs, vjps, saved, None, params, True)
     edges = _edges(inputs, vjps) if grad_mode.enabled else None
     if edges is None:
         return tuple(_wrap(d, backend) for d in out_datas)
@@ -160,6 +200,100 @@ def record_multi(
     if src is not None and any(i is not None and i < 0 for i in src):
         _with_out_cells(node, ts)
     return ts
+
+
+def _forward_binary(out_data: Any, backend: Backend, x1: Any, x2: Any,
+                    vjps: tuple[Callable[..., Any] | None, Callable[..., Any] | None],
+                    picks: tuple[int, ...]) -> Tensor | None:
+    """Forward mode's hot path for a real elementwise binary op whose operands carry tangents
+    or are constants (``None`` for anything else: :func:`_forward` handles it)."""
+    dt = out_data.dtype
+    if backend.complex_kinds.get(dt, True):
+        return None
+    d1 = d2 = None
+    if type(x1) is Tensor and x1._requires_grad:
+        d1 = getattr(x1, "_tangent", None)
+        if d1 is None or d1.rev or JVP.get(vjps[0]) is not DIAG:
+            return None
+    if type(x2) is Tensor and x2._requires_grad:
+        d2 = getattr(x2, "_tangent", None)
+        if d2 is None or d2.rev or JVP.get(vjps[1]) is not DIAG:
+            return None
+    if picks:
+        vals = (x1.data if type(x1) is Tensor else x1, x2.data if type(x2) is Tensor else x2,
+                out_data)
+        args: tuple[Any, ...] = (
+            (vals[picks[0]], vals[picks[1]]) if len(picks) == 2 else tuple(vals[k] for k in picks))
+    else:
+        args = ()
+    total = None if d1 is None else vjps[0](backend.xp, d1.t, *args)  # type: ignore[misc]
+    if d2 is not None:
+        c = vjps[1](backend.xp, d2.t, *args)  # type: ignore[misc]
+        total = c if total is None else total + c
+    if total is None:
+        return None
+    if total.dtype != dt:
+        total = backend.xp.astype(total, dt)
+    if total.shape != out_data.shape:
+        total = backend.xp.broadcast_to(total, out_data.shape)
+    t = _wrap(out_data, backend)
+    t._requires_grad = True
+    t._tangent = Dual(total, False)
+    return t
+
+
+def _forward(name: str, outs: tuple[Any, ...], backend: Backend, inputs: tuple[Any, ...],
+             vjps: tuple[Callable[..., Any] | None, ...], saved: tuple[Any, ...],
+             meta: tuple[Any, ...] | None, params: tuple[Any, ...], multi: bool
+             ) -> tuple[Tensor, ...]:
+    """Recording under a forward trace: the outputs' tangents from the inputs' (JVP rules), and
+    a graph node only when an input requires grad in reverse mode too (its tangents are kept
+    on the node, so a ``create_graph`` backward -- ``jvp`` of ``grad`` -- carries them)."""
+    raw, src, _ = unpack_saved(inputs, saved, outs)
+    tans = output_tangent(name, backend, inputs, vjps, raw, params, outs, multi)
+    rev = False
+    masked = []
+    for t, rule in zip(inputs, vjps):
+        if type(t) is Tensor and t._requires_grad:
+            d = getattr(t, "_tangent", None)
+            if d is not None and not d.rev:
+                masked.append(t)
+            elif rule is not None:
+                rev = True
+    res: tuple[Tensor, ...]
+    if rev:
+        for t in masked:
+            t._requires_grad = False
+        fwd_state.on = False
+        try:
+            if multi:
+                res = record_multi(name, outs, backend, inputs, vjps, saved, params)
+            else:
+                res = (record(name, outs[0], backend, inputs, vjps, saved, meta, params),)
+        finally:
+            fwd_state.on = True
+            for t in masked:
+                t._requires_grad = True
+        node = res[0]._node
+        if node is not None and src is not None:
+            ftan = []
+            for s in src:
+                d = None
+                if s is not None and s >= 0:
+                    d = getattr(inputs[s], "_tangent", None)
+                    d = None if d is None else d.t
+                elif s is not None and tans is not None:
+                    d = tans[-1 - s]
+                ftan.append(d)
+            node.ftan = tuple(ftan)
+    else:
+        res = tuple(_wrap(o, backend) for o in outs)
+    if tans is not None:
+        for t, tan in zip(res, tans):
+            if tan is not None:
+                t._tangent = Dual(tan, rev)
+                t._requires_grad = True
+    return res
 
 
 def _with_out_cells(node: Node, ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

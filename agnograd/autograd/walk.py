@@ -414,6 +414,23 @@ def _device_of_slots(slots: list[Any], backend: Backend) -> Any:
 def _reattach(node: Node, saved: tuple[Any, ...]) -> tuple[Any, ...]:
     """Saved raw arrays as Tensors connected to the graph, so rules record a differentiable
     backward pass (``create_graph=True``)."""
+    ftan = getattr(node, "ftan", None)
+    if ftan is not None:  # recorded under a forward trace: the saved arrays' tangents too
+        return _with_tangents(_reattach_plain(node, saved), ftan)
+    return _reattach_plain(node, saved)
+
+
+def _with_tangents(ts: tuple[Any, ...], ftan: tuple[Any, ...]) -> tuple[Any, ...]:
+    from .forward import Dual
+
+    for t, d in zip(ts, ftan):
+        if d is not None and type(t) is Tensor and getattr(t, "_tangent", None) is None:
+            t._tangent = Dual(d, t._node is not None)
+            t._requires_grad = True
+    return ts
+
+
+def _reattach_plain(node: Node, saved: tuple[Any, ...]) -> tuple[Any, ...]:
     backend = node.backend
     src = node.src
     out = []

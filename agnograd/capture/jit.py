@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._tensor import Tensor
+from ..autograd.forward import fwd_state
 from ..autograd.mode import anomaly_mode
 from ..backends import Backend, backend_of_array
 from ..pytree import tree_flatten, tree_unflatten
@@ -133,7 +134,9 @@ class JitFunction:
         return tuple(key), positions, backend
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if anomaly_mode.enabled:  # its checks read values on the host: no recording has them
+        if anomaly_mode.enabled or fwd_state.on:
+            # anomaly checks read values on the host, and tangents of a forward trace (ag.jvp)
+            # ride on the Tensors: no recording has either, so such calls run eagerly
             return self.fn(*args, **kwargs)
         # Keyword arguments are part of the pytree of arguments, as jax.jit's.
         leaves, treedef = tree_flatten((args, kwargs))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import random as _random
 from .._tensor import Tensor
+from ..autograd.forward import fwd_state
 from ..autograd.mode import anomaly_mode
 from ..backends import Backend, backend_of_array
 from ..pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
@@ -478,6 +479,8 @@ class CapturedStep:
         pairs = self._fast_inputs(args)
         if pairs is None:
             pairs = self._inputs_for(args, "captured step")
+        if fwd_state.on:  # inside ag.jvp: tangents ride on the caller's Tensors, not the buffers
+            return self._fn(*args)
         if self._recorder is not None:
             self._before_graph()
         # Every replay overwrites the input buffers and the outputs: graphs that saved them (or

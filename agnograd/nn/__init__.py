@@ -3,6 +3,8 @@
 ``Module`` finds its parameters in its attributes (nested modules, lists and dicts included);
 ``Linear``, ``Conv1d``/``Conv2d``, pooling, ``LayerNorm``, ``Embedding``, ``Sequential``,
 ``ModuleList``/``ModuleDict``, ``MLP``, ``Dropout``, ``Flatten`` and activation layers build networks;
+``RNN``/``LSTM``/``GRU``, their cells and ``MultiheadAttention`` are PyTorch's recurrent and
+attention layers (``agnograd.nn.recurrent``, ``agnograd.nn.attention``);
 ``agnograd.nn.functional`` holds activations and numerically stable losses; ``agnograd.nn.init``
 the Glorot and He initialisers, drawn on the host from a seed so every backend starts from the
 same weights; ``agnograd.nn.utils`` gradient clipping; ``save_training_state`` /
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from ..backends.host import HostRNG, host_rng
 from . import functional, init, utils
+from .attention import MultiheadAttention  # rnn: attention
 from .conv import (
     AvgPool1d,
     AvgPool2d,
@@ -28,10 +31,15 @@ from .layers import (
     ELU,
     GELU,
     MLP,
+    BatchNorm1d,
+    BatchNorm2d,
     Dropout,
     Embedding,
     Flatten,
+    GroupNorm,
     Identity,
+    InstanceNorm1d,
+    InstanceNorm2d,
     LayerNorm,
     LeakyReLU,
     Linear,
@@ -45,14 +53,28 @@ from .layers import (
     Tanh,
     Unflatten,
 )
-from .module import Module, StateDictError, functional_call
+from .loss import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+from .module import Module, Parameter, StateDictError, functional_call
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # rnn: recurrent layers
 from .training_state import CorruptFileError, load_training_state, save_training_state
 
 __all__ = [
-    "Module", "StateDictError", "functional_call", "Linear", "Conv1d", "Conv2d", "MaxPool1d",
+    "Module", "Parameter", "StateDictError", "functional_call", "Linear", "Conv1d", "Conv2d", "MaxPool1d",
     "MaxPool2d", "AvgPool1d", "AvgPool2d", "LayerNorm", "Embedding", "Sequential", "ModuleList",
     "ModuleDict", "MLP", "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
     "HostRNG", "ConvTranspose1d", "ConvTranspose2d",
-    "utils", "save_training_state", "load_training_state", "CorruptFileError",
+    "utils", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss",
+    "BCEWithLogitsLoss", "KLDivLoss", "save_training_state", "load_training_state", "CorruptFileError",
+    "BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention",  # rnn
 ]

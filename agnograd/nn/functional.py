@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import agnograd as ag
 
 from .. import random as _random
 from ..autograd import record as _record
+from ..autograd.forward import defjvp
 from ..autograd.node import OUT
 from ..backends.host import HostRNG, host_rng
 from ..capture import _state as _capture
@@ -28,7 +30,10 @@ __all__ = [
     "log_softmax", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy",
     "nll_loss", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
     "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
-    "conv_transpose1d", "conv_transpose2d",
+    "linear", "pad", "interpolate", "normalize", "cosine_similarity", "kl_div",
+    "batch_norm", "group_norm", "instance_norm",
+    "scaled_dot_product_attention",  # rnn
+    "conv_transpose1d", "conv_transpose2d",  # speed
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -1105,6 +1110,63 @@ def _take_rows_w(xp: Any, g: Any, idx: Any, n: int, b: Any) -> Any:
 # Convolution and pooling: windows cut by strided slicing (no backend-specific kernel)
 
 
+def _linear_x(xp: Any, g: Any, x: Any, w: Any) -> Any:
+    return g @ w  # (..., out) @ (out, in)
+
+
+def _linear_w(xp: Any, g: Any, x: Any, w: Any) -> Any:
+    if g.ndim == 2:
+        return g.T @ x  # (out, N) @ (N, in)
+    out_f, in_f = w.shape
+    return xp.reshape(g, (-1, out_f)).T @ xp.reshape(x, (-1, in_f))
+
+
+def _linear_b(xp: Any, g: Any, x: Any, w: Any) -> Any:
+    return g if g.ndim == 1 else xp.sum(g, axis=tuple(range(g.ndim - 1)))
+
+
+_LINEAR_RULES = (_linear_x, _linear_w, _linear_b)
+# JVP rules (forward mode) of y = x Wᵀ + b: v Wᵀ, x Vᵀ and v.
+defjvp(_linear_x, lambda xp, v, y, x, w: xp.matmul(v, xp.matrix_transpose(w)))
+defjvp(_linear_w, lambda xp, v, y, x, w: xp.matmul(x, xp.matrix_transpose(v)))
+defjvp(_linear_b, lambda xp, v, y, x, w: v)
+
+
+def _linear(x: Any, w: ag.Tensor, bias: ag.Tensor | None) -> ag.Tensor:
+    """``x Wᵀ + b`` as one recorded node (PyTorch's ``F.linear``) where it can be: a real
+    floating Tensor ``x (..., in)`` of ``W``'s backend and dtype, ``W (out, in)``. VJP:
+    ``x̄ = ḡ W``, ``W̄ = ḡᵀ x`` (batch axes flattened), ``b̄ = Σ ḡ`` over the batch axes.
+    Anything else takes the general ops (``x @ W.mT + b``)."""
+    b = w._backend
+    wd = w.data
+    if (type(x) is not ag.Tensor or x._backend is not b or b.multi_device or x.ndim == 0
+            or x.data.dtype != wd.dtype or (bias is not None and bias.data.dtype != wd.dtype)
+            or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"):
+        y: ag.Tensor = x @ w.mT
+        return y if bias is None else y + bias
+    try:
+        out = x.data @ wd.T
+    except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
+        out = b.xp.matmul(x.data, b.xp.matrix_transpose(wd))
+    if bias is not None:
+        out = out + bias.data
+        return _record("linear", out, b, (x, w, bias), _LINEAR_RULES, (x, w))
+    return _record("linear", out, b, (x, w), _LINEAR_RULES[:2], (x, w))
+
+
+def linear(input: ag.Tensor, weight: ag.Tensor, bias: ag.Tensor | None = None) -> ag.Tensor:
+    """``input Wᵀ + b`` (PyTorch's ``F.linear``): ``input (..., in)``, ``weight (out, in)``,
+    ``bias (out,)`` -> ``(..., out)``. VJP: ``x̄ = ḡ W``, ``W̄ = ḡᵀ x``, ``b̄ = Σ ḡ`` over the
+    batch axes."""
+    weight = _t(weight)
+    x = _t(input, weight)
+    b = None if bias is None else _t(bias, weight)
+    if weight.ndim == 1:  # a single output feature, dropped from the shape (as PyTorch)
+        y: ag.Tensor = x @ weight
+        return y if b is None else y + b
+    return _linear(x, weight, b)
+
+
 def _ntuple(v: int | Sequence[int], n: int, what: str, name: str, low: int) -> tuple[int, ...]:
     t = (v,) * n if isinstance(v, int) else tuple(v)
     if len(t) != n or not all(isinstance(i, int) and i >= low for i in t):
@@ -1436,6 +1498,56 @@ def _max_pool_x(xp: Any, g: Any, x: Any, y: Any, kernel: tuple[int, ...],
     return b.fold(xp, parts, tuple(xd.shape), kernel, stride, dilation)
 
 
+# JVP rules (forward mode): windows and fold apply themselves to the tangent (they are linear),
+# embedding gathers the tangent's rows, max-pool takes the tangent at each window's maximum
+# (averaged over ties, the transpose of its VJP rule).
+def _windows_jvp(xp: Any, v: Any, y: Any, shape: tuple[int, ...], kernel: tuple[int, ...],
+                 stride: tuple[int, ...], dilation: tuple[int, ...], b: Any) -> Any:
+    if isinstance(v, ag.Tensor):
+        return _windows(v, kernel, stride, dilation, "windows")[0]
+    return b.windows(xp, v, kernel, stride, dilation, tuple(y.shape[2 + len(kernel):]))
+
+
+def _fold_jvp(xp: Any, v: Any, y: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
+              dilation: tuple[int, ...], out: tuple[int, ...], b: Any) -> Any:
+    if isinstance(v, ag.Tensor):
+        return _fold(v, tuple(y.shape), kernel, stride, dilation)
+    return b.fold(xp, v, tuple(y.shape), kernel, stride, dilation)
+
+
+def _take_rows_jvp(xp: Any, v: Any, y: Any, idx: Any, n: int, b: Any) -> Any:
+    if isinstance(v, ag.Tensor):
+        return ag.take(v, ag.as_tensor(idx, b), axis=0)
+    return xp.take(v, idx, axis=0)
+
+
+def _max_pool_jvp(xp: Any, v: Any, out_y: Any, x: Any, y: Any, kernel: tuple[int, ...],
+                  stride: tuple[int, ...], dilation: tuple[int, ...], out: tuple[int, ...],
+                  b: Any) -> Any:
+    xd = x.data if isinstance(x, ag.Tensor) else x
+    yd = y.data if isinstance(y, ag.Tensor) else y
+    tensor = isinstance(v, ag.Tensor)
+    rx = b.xp if tensor else xp
+    masks = [p == yd for p in _offsets(xd, kernel, stride, dilation, out)]
+    count = rx.astype(masks[0], yd.dtype)
+    for m in masks[1:]:
+        count = count + rx.astype(m, yd.dtype)
+    total = None
+    for m, p in zip(masks, _offsets(v, kernel, stride, dilation, out)):
+        if tensor:
+            term = ag.where(ag.as_tensor(m, b), p, ag.zeros_like(p))
+        else:
+            term = xp.where(m, p, 0.0)
+        total = term if total is None else total + term
+    return total / count
+
+
+defjvp(_windows_x, _windows_jvp)
+defjvp(_fold_g, _fold_jvp)
+defjvp(_take_rows_w, _take_rows_jvp)
+defjvp(_max_pool_x, _max_pool_jvp)
+
+
 def max_pool1d(input: ag.Tensor, kernel_size: int | Sequence[int],
                stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0,
                dilation: int | Sequence[int] = 1, ceil_mode: bool = False) -> ag.Tensor:
@@ -1469,3 +1581,553 @@ def avg_pool2d(input: ag.Tensor, kernel_size: int | Sequence[int],
     """The mean over each window of ``input`` ``(N, C, H, W)`` (or ``(C, H, W)``), as
     ``torch.nn.functional.avg_pool2d``; see :func:`avg_pool1d`."""
     return _poolnd(2, "avg", input, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+
+
+# -- padding, resampling, normalisation, similarity, divergence ---------------------------------
+
+def _along(x: ag.Tensor, axis: int, start: int | None, stop: int | None) -> ag.Tensor:
+    """``x[..., start:stop, ...]`` along ``axis``."""
+    return x[(slice(None),) * axis + (slice(start, stop), ...)]
+
+
+def pad(input: ag.Tensor, pad: Sequence[int], mode: str = "constant",
+        value: float | None = None) -> ag.Tensor:
+    """Pad ``input`` as PyTorch's ``F.pad``: ``pad = (left, right)`` for the last axis, then
+    ``(left, right, top, bottom)`` for the last two, and so on (pairs from the last axis
+    backwards). ``mode``: ``"constant"`` (``value``, default 0; negative amounts crop),
+    ``"reflect"`` (mirror without repeating the edge: each amount below the axis length),
+    ``"replicate"`` (repeat the edge) or ``"circular"`` (wrap around: each amount at most the
+    axis length). In the other modes negative amounts crop first. Built from slices, flips and
+    concatenations, so the gradient of a padded element flows back to the element it copies.
+    """
+    x = _t(input)
+    pads = tuple(pad)
+    if len(pads) % 2 or not all(isinstance(p, int) for p in pads) or len(pads) // 2 > x.ndim:
+        raise ValueError(f"pad: pad must be an even-length sequence of ints, at most 2 per axis of "
+                         f"the input (shape {x.shape}), not {pad!r}")
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise ValueError(f"pad: mode must be 'constant', 'reflect', 'replicate' or 'circular', "
+                         f"not {mode!r}")
+    if mode != "constant" and value not in (None, 0, 0.0):
+        raise ValueError(f"pad: a value ({value}) is only used by mode='constant', not {mode!r}")
+    for k in range(len(pads) // 2):
+        axis = x.ndim - 1 - k
+        lo, hi = pads[2 * k], pads[2 * k + 1]
+        if lo < 0 or hi < 0:  # crop
+            n = x.shape[axis]
+            x = _along(x, axis, max(-lo, 0), n - max(-hi, 0))
+            lo, hi = max(lo, 0), max(hi, 0)
+        if lo == 0 and hi == 0:
+            continue
+        n = x.shape[axis]
+        if mode == "constant":
+            shape = list(x.shape)
+            parts = []
+            with ag.default_backend(x.backend):
+                for amount in (lo, hi):
+                    shape[axis] = amount
+                    parts.append(ag.full(tuple(shape), 0.0 if value is None else value,
+                                         dtype=x.dtype, device=x.device) if amount else None)
+            x = ag.concat([p for p in (parts[0], x, parts[1]) if p is not None], axis=axis)
+            continue
+        if mode == "reflect" and (lo >= n or hi >= n):
+            raise ValueError(f"pad: reflect padding ({lo}, {hi}) must be below the size {n} of "
+                             f"axis {axis} (input shape {x.shape}); use mode='replicate' or pad "
+                             "less")
+        if mode == "circular" and (lo > n or hi > n):
+            raise ValueError(f"pad: circular padding ({lo}, {hi}) must be at most the size {n} of "
+                             f"axis {axis} (input shape {x.shape})")
+        if n == 0:
+            raise ValueError(f"pad: cannot {mode}-pad axis {axis} of size 0 (input shape "
+                             f"{x.shape})")
+        if mode == "reflect":
+            left = ag.flip(_along(x, axis, 1, lo + 1), axis=axis) if lo else None
+            right = ag.flip(_along(x, axis, n - 1 - hi, n - 1), axis=axis) if hi else None
+        elif mode == "replicate":
+            left = _edge(x, axis, 0, lo) if lo else None
+            right = _edge(x, axis, n - 1, hi) if hi else None
+        else:  # circular
+            left = _along(x, axis, n - lo, n) if lo else None
+            right = _along(x, axis, 0, hi) if hi else None
+        x = ag.concat([p for p in (left, x, right) if p is not None], axis=axis)
+    return x
+
+
+def _edge(x: ag.Tensor, axis: int, i: int, amount: int) -> ag.Tensor:
+    """Element ``i`` of ``axis`` repeated ``amount`` times along it."""
+    shape = list(x.shape)
+    shape[axis] = amount
+    return ag.broadcast_to(_along(x, axis, i, i + 1), tuple(shape))
+
+
+_RESAMPLE: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _resample_consts(x: ag.Tensor, key: tuple[Any, ...], make: Any) -> tuple[Any, ...]:
+    """The index (and weight) arrays of one axis of :func:`interpolate`, made from the host
+    lists ``make()`` returns -- int64 indices, weights in ``x``'s dtype -- once per backend,
+    device, dtype and ``key`` (so a GPU does not copy them to the device on every call, and a
+    captured step finds them made)."""
+    b = x._backend
+    base = b.base
+    device = b.device_of(x.data) if b.multi_device else None
+    full: tuple[Any, ...] = (id(base), device, x.data.dtype, *key)
+    try:
+        hit = _RESAMPLE.get(full)
+    except TypeError:  # an unhashable device or dtype
+        full = tuple(map(str, full))
+        hit = _RESAMPLE.get(full)
+    if hit is None or hit[0] is not base:
+        xp = base.xp
+        dev = x.device
+        arrays = []
+        for values in make():
+            if values and isinstance(values[0], float):
+                arrays.append(xp.asarray(values, dtype=x.data.dtype, device=dev))
+            else:
+                arrays.append(xp.asarray(values, dtype=xp.int64, device=dev))
+        hit = (base, *arrays)
+        if len(_RESAMPLE) > 64:
+            _RESAMPLE.clear()
+        _RESAMPLE[full] = hit
+    return hit[1:]
+
+
+def _take(x: ag.Tensor, idx: Any, axis: int) -> ag.Tensor:
+    """``x`` at the index array ``idx`` along ``axis`` (a gather; its VJP a scatter-add)."""
+    return ag.take(x, ag.Tensor._wrap(idx, x._backend), axis=axis)
+
+
+def _f32(v: float) -> float:
+    """``v`` rounded to float32 (PyTorch computes nearest-neighbour indices in float32)."""
+    return float(struct.unpack("f", struct.pack("f", v))[0])
+
+
+def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
+                scale_factor: float | Sequence[float] | None = None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
+                antialias: bool = False) -> ag.Tensor:
+    """Resize the spatial axes of ``input`` (``(N, C, *spatial)``) as PyTorch's
+    ``F.interpolate``, to ``size`` or by ``scale_factor`` (output size
+    ``floor(in · scale_factor)``).
+
+    Modes: ``"nearest"`` (source index ``floor(i · scale)``, ``scale = 1 / scale_factor`` when
+    a factor is given and ``recompute_scale_factor`` is not true, else ``in / out``),
+    ``"linear"`` (3-D input) and ``"bilinear"`` (4-D input): with ``align_corners=False`` (the
+    default) the source coordinate is ``max((i + ½) · scale - ½, 0)``, with ``True`` it is
+    ``i · (in - 1) / (out - 1)``; each axis is interpolated in turn between its two nearest
+    source elements. The gradient is the transposed interpolation (gathers' scatter-adds).
+    """
+    x = _t(input)
+    if mode not in ("nearest", "linear", "bilinear"):
+        raise NotImplementedError(f"interpolate: mode {mode!r} is not implemented; agnograd "
+                                  "supports 'nearest', 'linear' (3-D input) and 'bilinear' "
+                                  "(4-D input)")
+    if antialias:
+        raise NotImplementedError("interpolate: antialias=True is not implemented; downsample "
+                                  "with avg_pool2d first or pass antialias=False")
+    nd = x.ndim - 2
+    if nd < 1:
+        raise ValueError(f"interpolate: input must be (N, C, *spatial), got shape {x.shape}")
+    want = {"linear": 1, "bilinear": 2}.get(mode)
+    if want is not None and nd != want:
+        raise ValueError(f"interpolate: mode {mode!r} needs a {want + 2}-D input, got shape "
+                         f"{x.shape}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError("interpolate: align_corners only applies to the linear modes, not "
+                         "'nearest'; leave it None")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("interpolate: give exactly one of size and scale_factor")
+    ins = x.shape[2:]
+    factors: tuple[float, ...] | None = None
+    if size is not None:
+        outs = (size,) * nd if isinstance(size, int) else tuple(size)
+        if len(outs) != nd or not all(isinstance(o, int) and o > 0 for o in outs):
+            raise ValueError(f"interpolate: size must be a positive int or {nd} of them, not "
+                             f"{size!r}")
+    else:
+        assert scale_factor is not None
+        factors = ((float(scale_factor),) * nd if isinstance(scale_factor, (int, float))
+                   else tuple(float(s) for s in scale_factor))
+        if len(factors) != nd or not all(s > 0 for s in factors):
+            raise ValueError(f"interpolate: scale_factor must be a positive number or {nd} of "
+                             f"them, not {scale_factor!r}")
+        outs = tuple(int(math.floor(n * s)) for n, s in zip(ins, factors))
+        if not all(o > 0 for o in outs):
+            raise ValueError(f"interpolate: scale_factor {scale_factor!r} makes an empty output "
+                             f"from spatial size {ins}")
+        if recompute_scale_factor:
+            factors = None
+    b = x._backend
+    for k in range(nd):
+        axis, n, m = 2 + k, ins[k], outs[k]
+        if n == m and (factors is None or factors[k] == 1.0):
+            continue
+        scale = n / m if factors is None else 1.0 / factors[k]
+        if mode == "nearest":
+            (idx,) = _resample_consts(x, ("nearest", n, m, scale),
+                                      lambda n=n, m=m, scale=scale: [_nearest_index(n, m, scale)])
+            x = _take(x, idx, axis)
+            continue
+        i0, i1, w = _resample_consts(
+            x, ("linear", n, m, scale, bool(align_corners)),
+            lambda n=n, m=m, scale=scale: _linear_index(n, m, scale, bool(align_corners)))
+        shape = [1] * x.ndim
+        shape[axis] = m
+        wt = ag.Tensor._wrap(b.xp.reshape(w, tuple(shape)), b)
+        lo = _take(x, i0, axis)
+        x = lo + (_take(x, i1, axis) - lo) * wt
+    return x
+
+
+def _nearest_index(n: int, m: int, scale: float) -> list[int]:
+    """PyTorch's nearest source indices: ``min(floor(i · scale), n - 1)`` in float32."""
+    s32 = _f32(scale)
+    return [min(int(math.floor(_f32(float(i) * s32))), n - 1) for i in range(m)]
+
+
+def _linear_index(n: int, m: int, scale: float, align_corners: bool
+                  ) -> tuple[list[int], list[int], list[float]]:
+    """The two source indices and the weight of the second for each of ``m`` outputs of a
+    linear resampling of ``n`` inputs (PyTorch's source coordinate)."""
+    if align_corners:
+        src = [i * ((n - 1) / (m - 1)) if m > 1 else 0.0 for i in range(m)]
+    else:
+        src = [max((i + 0.5) * scale - 0.5, 0.0) for i in range(m)]
+    i0 = [min(int(math.floor(v)), n - 1) for v in src]
+    i1 = [min(i + 1, n - 1) for i in i0]
+    return i0, i1, [float(v - i) for v, i in zip(src, i0)]
+
+
+def normalize(input: ag.Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> ag.Tensor:
+    """``input / max(‖input‖_p, eps)`` with the norm along ``dim`` (PyTorch's
+    ``F.normalize``); a zero vector stays zero (with a finite gradient)."""
+    x = _t(input)
+    n = ag.linalg.vector_norm(x, ord=p, axis=dim, keepdims=True)
+    return x / ag.maximum(n, eps)
+
+
+def cosine_similarity(x1: ag.Tensor, x2: ag.Tensor, dim: int = 1, eps: float = 1e-8
+                      ) -> ag.Tensor:
+    """``Σ x1 x2 / (max(‖x1‖, eps) · max(‖x2‖, eps))`` along ``dim`` after broadcasting the
+    two (PyTorch's ``F.cosine_similarity``): each vector is divided by its clamped norm, then
+    the products summed."""
+    a = _t(x1)
+    c = _t(x2, a)
+    shape = cast("tuple[int, ...]", ag.broadcast_shapes(a.shape, c.shape))
+    if a.shape != shape:
+        a = ag.broadcast_to(a, shape)
+    if c.shape != shape:
+        c = ag.broadcast_to(c, shape)
+    na = ag.maximum(ag.linalg.vector_norm(a, axis=dim, keepdims=True), eps)
+    nc = ag.maximum(ag.linalg.vector_norm(c, axis=dim, keepdims=True), eps)
+    return ag.sum((a / na) * (c / nc), axis=dim)
+
+
+def _legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
+    """PyTorch's mapping of the deprecated ``size_average``/``reduce`` to ``reduction``."""
+    if size_average is None and reduce is None:
+        return reduction
+    if reduce is False:
+        return "none"
+    return "sum" if size_average is False else "mean"
+
+
+def kl_div(input: ag.Tensor, target: Any, size_average: bool | None = None,
+           reduce: bool | None = None, reduction: str = "mean", log_target: bool = False
+           ) -> ag.Tensor:
+    """The Kullback-Leibler divergence of ``target`` from log-probabilities ``input`` (PyTorch's
+    ``F.kl_div``): ``target · (log target - input)`` elementwise (0 where ``target`` is 0), or
+    with ``log_target=True`` (``target`` given as log-probabilities)
+    ``exp(target) · (target - input)``. ``reduction``: ``"mean"`` (over every element, as
+    PyTorch's, which is not the divergence), ``"batchmean"`` (sum / batch size: the
+    divergence), ``"sum"`` or ``"none"``; ``size_average``/``reduce`` are PyTorch's deprecated
+    spellings of it."""
+    x = _t(input)
+    t = _float_like(target, x, "kl_div", "target")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if log_target:
+        loss = ag.exp(t) * (t - x)
+    else:
+        loss = ag.special.xlogy(t, t) - t * x
+    if reduction == "batchmean":
+        return ag.sum(loss) / (x.shape[0] if x.ndim else 1)
+    return _reduce(loss, reduction, "kl_div")
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch, group and instance normalisation (helper `norm`)
+
+
+def _norm_stats(x: ag.Tensor, axes: tuple[int, ...]) -> tuple[ag.Tensor, ag.Tensor]:
+    """The mean and the biased variance of ``x`` over ``axes`` (kept as size-1 axes)."""
+    mu = ag.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    return mu, ag.mean(d * d, axis=axes, keepdims=True)
+
+
+def _channel_affine(y: ag.Tensor, x: ag.Tensor, weight: Any, bias: Any, c: int,
+                    what: str) -> ag.Tensor:
+    """``y · weight + bias`` with ``weight`` and ``bias`` of shape ``(C,)`` broadcast along
+    axis 1 of ``x`` ``(N, C, *)``."""
+    view = (c,) + (1,) * (x.ndim - 2)
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is None:
+            continue
+        pt = ag.reshape(_checked_channel(p, x, c, what, name), view)
+        y = y * pt if name == "weight" else y + pt
+    return y
+
+
+def _checked_channel(p: Any, x: ag.Tensor, c: int, what: str, name: str) -> ag.Tensor:
+    """``p`` as a ``(C,)`` Tensor of ``x``'s backend and dtype, or a ``ValueError``."""
+    pt = _float_like(p, x, what, name)
+    if pt.shape != (c,):
+        raise ValueError(f"{what}: {name} must have shape ({c},) (one value per channel of "
+                         f"the input of shape {x.shape}), not {pt.shape}")
+    return pt
+
+
+def _update_running(running: ag.Tensor, stat: ag.Tensor, momentum: float | ag.Tensor,
+                    what: str, name: str) -> None:
+    """``running ← (1 - momentum) · running + momentum · stat`` in place, without a graph (a
+    captured or jitted step replays it on the same memory)."""
+    if not isinstance(running, ag.Tensor):
+        raise TypeError(f"{what}: {name} must be a Tensor (it is updated in place), not "
+                        f"{type(running).__name__}")
+    if running.shape != stat.shape:
+        raise ValueError(f"{what}: {name} has shape {running.shape} but the input has "
+                         f"{stat.shape[0]} channels; it must have shape {stat.shape}")
+    if running.requires_grad:
+        raise ValueError(f"{what}: {name} requires grad, but running statistics are updated in "
+                         "place outside the graph; pass a buffer (requires_grad=False)")
+    with ag.no_grad():
+        s = stat.detach()
+        if s.dtype != running.dtype:
+            s = ag.astype(s, running.dtype)
+        m = momentum
+        if isinstance(m, ag.Tensor) and m.dtype != running.dtype:
+            m = ag.astype(m, running.dtype)
+        running *= 1.0 - m
+        running += m * s
+
+
+def _bn_xhat(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any]:
+    """``((x - mean) · rstd, rstd)`` over ``axes`` with ``rstd = 1 / sqrt(var + eps)``."""
+    mu = xp.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    rstd = 1.0 / xp.sqrt(xp.mean(d * d, axis=axes, keepdims=True) + eps)
+    return d * rstd, rstd
+
+
+def _bn_x(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
+          waxes: tuple[int, ...], view: tuple[int, ...], eps: float) -> Any:
+    if isinstance(x, ag.Tensor):  # create_graph: the saved xhat is a constant; recompute it
+        xhat, rstd = _bn_xhat(xp, x, axes, eps)
+    k = rstd if w is None else rstd * xp.reshape(w, view)  # per channel: w leaves the means
+    return (g - xp.mean(g, axis=axes, keepdims=True)
+            - xhat * xp.mean(g * xhat, axis=axes, keepdims=True)) * k
+
+
+def _bn_w(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
+          waxes: tuple[int, ...], view: tuple[int, ...], eps: float) -> Any:
+    if isinstance(x, ag.Tensor):
+        xhat, _ = _bn_xhat(xp, x, axes, eps)
+    return xp.sum(g * xhat, axis=waxes)
+
+
+def _bn_b(xp: Any, g: Any, x: Any, w: Any, xhat: Any, rstd: Any, axes: tuple[int, ...],
+          waxes: tuple[int, ...], view: tuple[int, ...], eps: float) -> Any:
+    return xp.sum(g, axis=waxes)
+
+
+def _fused_norm(x: ag.Tensor, weight: Any, bias: Any, axes: tuple[int, ...], eps: float,
+                name: str) -> tuple[ag.Tensor, Any, Any] | None:
+    """Normalisation of ``x`` ``(N, C, *)`` by its own mean and biased variance over ``axes``,
+    then ``· weight + bias`` (``(C,)``, or ``None``), as one recorded node where it can be: a
+    real floating ``x`` with ``weight``/``bias`` Tensors of its backend and dtype. Returns
+    ``(y, mean, var)`` (the statistics as raw arrays, ``axes`` kept as size 1), or ``None`` for
+    the composed path. VJP, with ``x̂ = (x - μ)·r``, ``r = 1/sqrt(σ² + eps)``:
+    ``x̄ = r·w·(ḡ - mean(ḡ) - x̂·mean(ḡ·x̂))`` (means over ``axes``), ``w̄ = Σ ḡ·x̂``,
+    ``b̄ = Σ ḡ`` (sums over every axis but 1). Under ``create_graph`` the rules recompute
+    ``x̂`` from ``x``, so higher derivatives are exact."""
+    b = x._backend
+    xd = x.data
+    if type(x) is not ag.Tensor or b.multi_device or x.dtype.kind != "f":
+        return None
+    c = x.shape[1]
+    for p in (weight, bias):
+        if p is not None and (type(p) is not ag.Tensor or p._backend is not b
+                              or p.data.dtype != xd.dtype or p.shape != (c,)):
+            return None
+    xp = b.xp
+    view = (c,) + (1,) * (x.ndim - 2)
+    waxes = (0,) + tuple(range(2, x.ndim))
+    mu = xp.mean(xd, axis=axes, keepdims=True)
+    d = xd - mu
+    var = xp.mean(d * d, axis=axes, keepdims=True)
+    rstd = 1.0 / xp.sqrt(var + eps)
+    xhat = d * rstd
+    out = xhat if weight is None else xhat * xp.reshape(weight.data, view)
+    if bias is not None:
+        out = out + xp.reshape(bias.data, view)
+    inputs: list[Any] = [x]
+    rules: list[Any] = [_bn_x]
+    for p, rule in ((weight, _bn_w), (bias, _bn_b)):
+        if p is not None:
+            inputs.append(p)
+            rules.append(rule)
+    y = _record(name, out, b, tuple(inputs), tuple(rules), (x, weight, xhat, rstd),
+                params=(axes, waxes, view, eps))
+    return y, mu, var
+
+
+def batch_norm(input: ag.Tensor, running_mean: ag.Tensor | None, running_var: ag.Tensor | None,
+               weight: Any = None, bias: Any = None, training: bool = False,
+               momentum: float | ag.Tensor = 0.1, eps: float = 1e-5) -> ag.Tensor:
+    """Batch normalisation of ``input`` ``(N, C, *)`` per channel, as
+    ``torch.nn.functional.batch_norm``: ``y = (x - mean) / sqrt(var + eps) · weight + bias``.
+
+    ``training=True``: ``mean`` and the biased ``var`` are taken over every axis but the channel
+    axis 1, and ``running_mean`` / ``running_var`` (shape ``(C,)``, when given) are updated in
+    place, without a graph: ``r ← (1 - momentum) · r + momentum · s``, with the *unbiased*
+    variance (``n / (n - 1)`` times the biased one) for ``running_var``. ``momentum`` may be a
+    0-d Tensor (``nn.BatchNorm*`` passes ``1 / num_batches_tracked`` for ``momentum=None``).
+    ``training=False``: ``running_mean`` and ``running_var`` are used and not changed.
+
+    Raises:
+        ValueError: the input has fewer than 2 axes, one value per channel when training, or
+            no running statistics in evaluation mode; a shape that does not fit.
+    """
+    x = _t(input)
+    what = "batch_norm"
+    if x.ndim < 2:
+        raise ValueError(f"{what}: the input must have shape (N, C, *), not {x.shape}")
+    c = x.shape[1]
+    if training:
+        n = (x.size or 0) // max(c, 1)
+        if n <= 1:
+            raise ValueError(f"{what}: expected more than 1 value per channel when training, got "
+                             f"input of shape {x.shape}; use a batch of 2 or more, or eval mode")
+        axes = (0,) + tuple(range(2, x.ndim))
+        if (running_mean is None) != (running_var is None):
+            raise ValueError(f"{what}: give both running_mean and running_var, or neither")
+        fused = _fused_norm(x, weight, bias, axes, eps, "batch_norm")
+        if fused is not None:
+            y, mu_raw, var_raw = fused
+            mu, var = ag.Tensor._wrap(mu_raw, x._backend), ag.Tensor._wrap(var_raw, x._backend)
+        else:
+            mu, var = _norm_stats(x, axes)
+        if running_mean is not None and running_var is not None:
+            _update_running(running_mean, ag.reshape(mu, (c,)), momentum, what, "running_mean")
+            _update_running(running_var, ag.reshape(var, (c,)) * (n / (n - 1)), momentum, what,
+                            "running_var")
+        if fused is not None:
+            return y
+        y = (x - mu) / ag.sqrt(var + eps)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{what}: running_mean and running_var are needed in evaluation mode "
+                             "(training=False); pass them, or training=True to use the batch's "
+                             "statistics")
+        stats = []
+        for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+            rt = _float_like(r, x, what, name)
+            if rt.shape != (c,):
+                raise ValueError(f"{what}: {name} must have shape ({c},), not {rt.shape}")
+            stats.append(rt)
+        # x·α + β with per-channel α = w / sqrt(var + eps), β = b - mean·α (PyTorch's CPU form):
+        # two passes over x, the rest on (C,) vectors
+        alpha = 1.0 / ag.sqrt(stats[1] + eps)
+        if weight is not None:
+            alpha = alpha * _checked_channel(weight, x, c, what, "weight")
+        beta = -stats[0] * alpha
+        if bias is not None:
+            beta = beta + _checked_channel(bias, x, c, what, "bias")
+        view = (c,) + (1,) * (x.ndim - 2)
+        return x * ag.reshape(alpha, view) + ag.reshape(beta, view)
+    return _channel_affine(y, x, weight, bias, c, what)
+
+
+def instance_norm(input: ag.Tensor, running_mean: ag.Tensor | None = None,
+                  running_var: ag.Tensor | None = None, weight: Any = None, bias: Any = None,
+                  use_input_stats: bool = True, momentum: float | ag.Tensor = 0.1,
+                  eps: float = 1e-5) -> ag.Tensor:
+    """Instance normalisation of ``input`` ``(N, C, *)``: every ``(n, c)`` slice normalised over
+    its spatial axes, as ``torch.nn.functional.instance_norm``; ``weight``/``bias`` ``(C,)``.
+
+    ``use_input_stats=True``: the slices' own mean and biased variance; ``running_mean`` /
+    ``running_var`` ``(C,)`` (when given) are updated in place with their mean over the batch
+    (unbiased variances), as in PyTorch. ``use_input_stats=False``: the running statistics
+    normalise every slice.
+    """
+    x = _t(input)
+    what = "instance_norm"
+    if x.ndim < 3:
+        raise ValueError(f"{what}: the input must have shape (N, C, *spatial), not {x.shape}")
+    c = x.shape[1]
+    if not use_input_stats:
+        return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+    axes = tuple(range(2, x.ndim))
+    n = math.prod(x.shape[2:])
+    if n <= 1:
+        raise ValueError(f"{what}: expected more than 1 spatial element when training, got input "
+                         f"of shape {x.shape}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{what}: give both running_mean and running_var, or neither")
+    fused = _fused_norm(x, weight, bias, axes, eps, "instance_norm")
+    if fused is not None:
+        y, mu_raw, var_raw = fused
+        mu, var = ag.Tensor._wrap(mu_raw, x._backend), ag.Tensor._wrap(var_raw, x._backend)
+    else:
+        mu, var = _norm_stats(x, axes)
+    if running_mean is not None and running_var is not None:
+        flat = (x.shape[0], c)
+        _update_running(running_mean, ag.mean(ag.reshape(mu, flat), axis=0), momentum, what,
+                        "running_mean")
+        _update_running(running_var, ag.mean(ag.reshape(var, flat), axis=0) * (n / (n - 1)),
+                        momentum, what, "running_var")
+    if fused is not None:
+        return y
+    y = (x - mu) / ag.sqrt(var + eps)
+    return _channel_affine(y, x, weight, bias, c, what)
+
+
+def group_norm(input: ag.Tensor, num_groups: int, weight: Any = None, bias: Any = None,
+               eps: float = 1e-5) -> ag.Tensor:
+    """Group normalisation of ``input`` ``(N, C, *)``, as ``torch.nn.functional.group_norm``:
+    the channels are split into ``num_groups`` groups of ``C / num_groups`` and every
+    ``(sample, group)`` is normalised by its mean and biased variance, then scaled by the
+    per-channel ``weight`` and shifted by ``bias`` ``(C,)``."""
+    x = _t(input)
+    what = "group_norm"
+    g = int(num_groups)
+    if x.ndim < 2:
+        raise ValueError(f"{what}: the input must have shape (N, C, *), not {x.shape}")
+    c = x.shape[1]
+    if g < 1 or c % g:
+        raise ValueError(f"{what}: the {c} channels of the input (shape {x.shape}) cannot be "
+                         f"split into {num_groups} groups; num_groups must divide C")
+    grouped = ag.reshape(x, (x.shape[0], g, -1))
+    fused = _fused_norm(grouped, None, None, (2,), eps, "group_norm")
+    if fused is not None:
+        normed = fused[0]
+    else:
+        mu, var = _norm_stats(grouped, (2,))
+        normed = (grouped - mu) / ag.sqrt(var + eps)
+    return _channel_affine(ag.reshape(normed, x.shape), x, weight, bias, c, what)
+# --- attention (rnn: the implementation is agnograd.nn.attention, which imports this module) ---
+
+
+def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Tensor,
+                                 attn_mask: Any = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False) -> ag.Tensor:
+    """PyTorch's ``F.scaled_dot_product_attention``: ``softmax(q kᵀ · scale + M) v`` with
+    ``scale = 1/√E`` by default; ``query (..., L, E)``, ``key (..., S, E)``, ``value (..., S, Ev)``
+    -> ``(..., L, Ev)``. ``attn_mask``: boolean (``True`` takes part) or floating (added);
+    ``is_causal``: the top-left lower-triangular mask. See
+    :func:`agnograd.nn.attention.scaled_dot_product_attention`."""
+    from .attention import scaled_dot_product_attention as sdpa
+
+    return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)

@@ -11,7 +11,6 @@ from typing import Any
 
 import agnograd as ag
 
-from ..autograd import record as _record
 from ..backends.host import HostRNG, host_rng
 from ..capture import _state as _capture
 from ..random import Generator
@@ -21,49 +20,13 @@ from .module import Module, check_input_dtype
 
 __all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "ModuleDict", "MLP",
            "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
-           "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS"]
+           "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS",
+           "BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]
 
 Seed = int | Sequence[int] | HostRNG | None
 
 
-def _linear_x(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    return g @ w  # (..., out) @ (out, in)
-
-
-def _linear_w(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    if g.ndim == 2:
-        return g.T @ x  # (out, N) @ (N, in)
-    out_f, in_f = w.shape
-    return xp.reshape(g, (-1, out_f)).T @ xp.reshape(x, (-1, in_f))
-
-
-def _linear_b(xp: Any, g: Any, x: Any, w: Any) -> Any:
-    return g if g.ndim == 1 else xp.sum(g, axis=tuple(range(g.ndim - 1)))
-
-
-_LINEAR_RULES = (_linear_x, _linear_w, _linear_b)
-
-
-def _linear(x: Any, w: ag.Tensor, bias: ag.Tensor | None) -> ag.Tensor:
-    """``x Wᵀ + b`` as one recorded node (PyTorch's ``F.linear``) where it can be: a real
-    floating Tensor ``x (..., in)`` of ``W``'s backend and dtype, ``W (out, in)``. VJP:
-    ``x̄ = ḡ W``, ``W̄ = ḡᵀ x`` (batch axes flattened), ``b̄ = Σ ḡ`` over the batch axes.
-    Anything else takes the general ops (``x @ W.mT + b``)."""
-    b = w._backend
-    wd = w.data
-    if (type(x) is not ag.Tensor or x._backend is not b or b.multi_device or x.ndim == 0
-            or x.data.dtype != wd.dtype or (bias is not None and bias.data.dtype != wd.dtype)
-            or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"):
-        y: ag.Tensor = x @ w.mT
-        return y if bias is None else y + bias
-    try:
-        out = x.data @ wd.T
-    except NotImplementedError:  # CuPy refuses cuBLAS while a CUDA graph is captured
-        out = b.xp.matmul(x.data, b.xp.matrix_transpose(wd))
-    if bias is not None:
-        out = out + bias.data
-        return _record("linear", out, b, (x, w, bias), _LINEAR_RULES, (x, w))
-    return _record("linear", out, b, (x, w), _LINEAR_RULES[:2], (x, w))
+_linear = F._linear
 
 
 class Linear(Module):
@@ -561,3 +524,199 @@ class MLP(Module):
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}, activation={self.activation_name!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch, group and instance normalisation (helper `norm`)
+
+
+class _NormBase(Module):
+    """Per-channel normalisation with PyTorch's state: ``weight`` (ones) and ``bias`` (zeros)
+    when ``affine``; ``running_mean`` (zeros), ``running_var`` (ones) and the int64 0-d
+    ``num_batches_tracked`` when ``track_running_stats`` -- buffers (:meth:`Module.register_buffer`:
+    state, not parameters), saved under PyTorch's names and updated in place, so a captured or
+    jitted step replays their update."""
+
+    _dims: tuple[int, ...] = ()  # the accepted input ranks
+    _what = ""
+    running_mean: ag.Tensor | None
+    running_var: ag.Tensor | None
+    num_batches_tracked: ag.Tensor | None
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 backend: str | None = None, dtype: Any = None) -> None:
+        if num_features < 1:
+            raise ValueError(f"{type(self).__name__}({num_features}): num_features must be "
+                             "positive")
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dtype = default_dtype(dtype)
+        self.weight: ag.Tensor | None = None
+        self.bias: ag.Tensor | None = None
+        with ag.default_backend(backend or ag.get_default_backend().name):
+            if self.affine:
+                self.weight = ag.ones(self.num_features, dtype=dtype).requires_grad_()
+                self.bias = ag.zeros(self.num_features, dtype=dtype).requires_grad_()
+            track = self.track_running_stats  # else None, as PyTorch registers them
+            self.register_buffer("running_mean",
+                                 ag.zeros(self.num_features, dtype=dtype) if track else None)
+            self.register_buffer("running_var",
+                                 ag.ones(self.num_features, dtype=dtype) if track else None)
+            self.register_buffer("num_batches_tracked",
+                                 ag.zeros((), dtype=ag.int64) if track else None)
+
+    def reset_running_stats(self) -> None:
+        """Running mean to 0, running variance to 1 and the batch count to 0, in place."""
+        if self.running_mean is not None and self.running_var is not None:
+            with ag.no_grad():
+                self.running_mean[...] = 0.0
+                self.running_var[...] = 1.0
+                if self.num_batches_tracked is not None:
+                    self.num_batches_tracked[...] = 0
+
+    def _factor(self) -> float | ag.Tensor:
+        """The weight of this batch in the running statistics, after counting the batch:
+        ``momentum``, or ``1 / num_batches_tracked`` (a cumulative average) for ``None``."""
+        nbt = self.num_batches_tracked
+        if nbt is not None:
+            with ag.no_grad():
+                nbt += 1
+        if self.momentum is not None:
+            return self.momentum
+        if nbt is None:  # pragma: no cover - track_running_stats is off: no update
+            return 0.0
+        with ag.no_grad():
+            dt = self.running_mean.dtype if self.running_mean is not None else ag.float32
+            return 1.0 / ag.astype(nbt, dt)
+
+    def _check(self, input: Any) -> ag.Tensor:
+        x: ag.Tensor = input if isinstance(input, ag.Tensor) else ag.as_tensor(input)
+        if x.ndim not in self._dims:
+            raise ValueError(f"{type(self).__name__}: expected a {self._what} input, got shape "
+                             f"{x.shape}")
+        if self.weight is not None:
+            check_input_dtype(self, x, self.weight)
+        return x
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class _BatchNorm(_NormBase):
+    def forward(self, x: Any) -> ag.Tensor:
+        x = self._check(x)
+        c = x.shape[1]
+        if c != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) got an input with {c} "
+                             f"channels (shape {x.shape}); axis 1 holds the channels")
+        use_batch = self.training or self.running_mean is None
+        momentum: float | ag.Tensor = 0.0
+        if self.training and self.track_running_stats:
+            momentum = self._factor()
+        update = self.training and self.track_running_stats
+        return F.batch_norm(x, self.running_mean if update or not use_batch else None,
+                            self.running_var if update or not use_batch else None,
+                            self.weight, self.bias, use_batch, momentum, self.eps)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over ``(N, C)`` or ``(N, C, L)`` inputs, as ``torch.nn.BatchNorm1d``:
+    :func:`agnograd.nn.functional.batch_norm` with the batch's statistics in training mode
+    (updating the running ones) and the running statistics in evaluation mode (the batch's when
+    ``track_running_stats=False``). ``momentum=None``: the running statistics are the
+    cumulative average of every batch's (``1 / num_batches_tracked``)."""
+
+    _dims = (2, 3)
+    _what = "2D (N, C) or 3D (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over ``(N, C, H, W)`` inputs, as ``torch.nn.BatchNorm2d``; see
+    :class:`BatchNorm1d`."""
+
+    _dims = (4,)
+    _what = "4D (N, C, H, W)"
+
+
+class _InstanceNorm(_NormBase):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = False, track_running_stats: bool = False,
+                 backend: str | None = None, dtype: Any = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, backend, dtype)
+
+    def forward(self, x: Any) -> ag.Tensor:
+        x = self._check(x)
+        unbatched = x.ndim == self._dims[0]
+        if unbatched:
+            x = ag.expand_dims(x, axis=0)
+        if x.shape[1] != self.num_features and self.affine:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) got an input with "
+                             f"{x.shape[1]} channels (shape {x.shape}); axis 1 holds the channels")
+        use_input = self.training or not self.track_running_stats
+        # as PyTorch: num_batches_tracked stays 0, and momentum=None leaves the statistics as
+        # they are (a factor of 0)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        stats = self.track_running_stats and x.shape[1] == self.num_features
+        y = F.instance_norm(x, self.running_mean if stats else None,
+                            self.running_var if stats else None, self.weight, self.bias,
+                            use_input, momentum, self.eps)
+        return ag.squeeze(y, axis=0) if unbatched else y
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation of ``(N, C, L)`` or ``(C, L)`` inputs, as
+    ``torch.nn.InstanceNorm1d`` (``affine=False`` and ``track_running_stats=False`` by
+    default): :func:`agnograd.nn.functional.instance_norm`. As in PyTorch, training updates
+    the running statistics (when tracked) with ``momentum`` but leaves ``num_batches_tracked``
+    at 0, and ``momentum=None`` leaves them unchanged."""
+
+    _dims = (2, 3)
+    _what = "2D (C, L) or 3D (N, C, L)"
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation of ``(N, C, H, W)`` or ``(C, H, W)`` inputs, as
+    ``torch.nn.InstanceNorm2d``; see :class:`InstanceNorm1d`."""
+
+    _dims = (3, 4)
+    _what = "3D (C, H, W) or 4D (N, C, H, W)"
+
+
+class GroupNorm(Module):
+    """Group normalisation, as ``torch.nn.GroupNorm``: :func:`agnograd.nn.functional.group_norm`
+    of ``(N, C, *)`` inputs with ``num_groups`` groups of channels and, when ``affine``, a
+    per-channel ``weight`` (ones) and ``bias`` (zeros)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 backend: str | None = None, dtype: Any = None) -> None:
+        if num_groups < 1 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm({num_groups}, {num_channels}): num_groups must divide "
+                             "num_channels")
+        self.num_groups = int(num_groups)
+        self.num_channels = int(num_channels)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        dtype = default_dtype(dtype)
+        self.weight: ag.Tensor | None = None
+        self.bias: ag.Tensor | None = None
+        if self.affine:
+            with ag.default_backend(backend or ag.get_default_backend().name):
+                self.weight = ag.ones(self.num_channels, dtype=dtype).requires_grad_()
+                self.bias = ag.zeros(self.num_channels, dtype=dtype).requires_grad_()
+
+    def forward(self, x: Any) -> ag.Tensor:
+        x = x if isinstance(x, ag.Tensor) else ag.as_tensor(x)
+        if self.weight is not None:
+            check_input_dtype(self, x, self.weight)
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}): expected an "
+                             f"input (N, {self.num_channels}, *), got shape {x.shape}")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"

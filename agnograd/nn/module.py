@@ -22,7 +22,8 @@ import agnograd as ag
 from ..backends.host import load_npz, save_npz
 from ..capture import _state as _capture
 
-__all__ = ["Module", "StateDictError", "functional_call", "check_input_dtype", "is_parameter"]
+__all__ = ["Module", "Parameter", "StateDictError", "functional_call", "check_input_dtype",
+           "is_parameter"]
 
 
 class StateDictError(ValueError):
@@ -36,6 +37,9 @@ _WORLD = _capture.WORLD
 # The tensors that are parameters (see the module docstring), by id, held weakly: a freed
 # tensor drops out, so a later tensor that reuses its id is not taken for it.
 _PARAMETERS: weakref.WeakValueDictionary[int, ag.Tensor] = weakref.WeakValueDictionary()
+# The tensors given to Module.register_buffer, by id, held weakly: buffers even if they require
+# grad (as in PyTorch), so never parameters.
+_BUFFERS: weakref.WeakValueDictionary[int, ag.Tensor] = weakref.WeakValueDictionary()
 
 # Module.save's file format. 1 (no marker in the file): agnograd before the change of Linear's
 # weight layout, ``(in_features, out_features)``; 2: ``(out_features, in_features)``, as PyTorch.
@@ -45,7 +49,10 @@ MODULE_FORMAT = 2
 
 def is_parameter(t: ag.Tensor) -> bool:
     """Whether state tensor ``t`` is a parameter: it requires grad now, or it was a leaf that
-    required grad when a module got it (or when a module last listed its parameters)."""
+    required grad when a module got it (or when a module last listed its parameters), and it
+    was not registered as a buffer (:meth:`Module.register_buffer`)."""
+    if _BUFFERS and _BUFFERS.get(id(t)) is t:
+        return False
     return t.requires_grad or _PARAMETERS.get(id(t)) is t
 
 
@@ -53,7 +60,7 @@ def _mark_parameters(value: Any) -> None:
     """Remember every leaf Tensor that requires grad in ``value`` (a Tensor, or lists, tuples
     and dicts of them; sub-modules mark their own) as a parameter."""
     if isinstance(value, ag.Tensor):
-        if value.requires_grad and value.is_leaf:
+        if value.requires_grad and value.is_leaf and _BUFFERS.get(id(value)) is not value:
             _PARAMETERS[id(value)] = value
     elif isinstance(value, (list, tuple)):
         for v in value:
@@ -68,9 +75,41 @@ def _mark_like(new: ag.Tensor, old: ag.Tensor) -> ag.Tensor:
     status."""
     if old.requires_grad:
         new.requires_grad_(True)
-    if is_parameter(old):
+    if _BUFFERS.get(id(old)) is old:
+        _BUFFERS[id(new)] = new
+    elif is_parameter(old):
         _PARAMETERS[id(new)] = new
     return new
+
+
+class _ParameterMeta(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, ag.Tensor) and _PARAMETERS.get(id(obj)) is obj
+
+
+class Parameter(metaclass=_ParameterMeta):
+    """``nn.Parameter(data, requires_grad=True)``: a Tensor that is a parameter of any module
+    holding it, as PyTorch's ``nn.Parameter`` -- also with ``requires_grad=False`` (a frozen
+    parameter: listed by ``parameters()``, not a buffer).
+
+    The result is a plain :class:`agnograd.Tensor` -- a new leaf sharing ``data``'s memory
+    (no copy; ``data`` may be a Tensor or anything :func:`agnograd.tensor` reads) -- marked as
+    a parameter; ``isinstance(t, nn.Parameter)`` is true for a tensor so made and for every
+    tensor a module lists as a parameter. ``Parameter()`` is an empty float tensor.
+    """
+
+    def __new__(cls, data: Any = None, requires_grad: bool = True) -> ag.Tensor:  # type: ignore[misc]
+        if data is None:
+            t = ag.empty((0,))
+        elif isinstance(data, ag.Tensor):
+            t = data.detach()
+        else:
+            t = ag.asarray(data)
+        if requires_grad:
+            t.requires_grad_(True)
+        _BUFFERS.pop(id(t), None)
+        _PARAMETERS[id(t)] = t
+        return t
 
 
 def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
@@ -140,6 +179,22 @@ def _direct_modules(obj: Module) -> list[Module]:
             stack.extend(v)
         elif isinstance(v, dict):
             stack.extend(v.values())
+    return out
+
+
+def _ordered_children(obj: Module) -> list[Module]:
+    """The sub-modules held by ``obj``'s public attributes, in attribute order (lists, tuples
+    and dicts looked into, depth first)."""
+    out: list[Module] = []
+    stack: list[Any] = [v for k, v in reversed(list(vars(obj).items())) if not k.startswith("_")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Module):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            stack.extend(reversed(v))
+        elif isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
     return out
 
 
@@ -228,12 +283,21 @@ class Module(_capture.Holder):
     # or deleting one counts as a change of the world it checks before replaying.
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):  # public state: its leaves that require grad are parameters
-            _mark_parameters(value)
+            names = self.__dict__.get("_buffer_names")
+            if names is not None and name in names:  # a registered buffer's name: a buffer still
+                if isinstance(value, ag.Tensor):
+                    _PARAMETERS.pop(id(value), None)
+                    _BUFFERS[id(value)] = value
+            else:
+                _mark_parameters(value)
         object.__setattr__(self, name, value)
         _WORLD[0] += 1
 
     def __delattr__(self, name: str) -> None:
         object.__delattr__(self, name)
+        names = self.__dict__.get("_buffer_names")
+        if names is not None:
+            names.pop(name, None)  # no longer a registered buffer (as PyTorch's del)
         _WORLD[0] += 1
 
     def _guard_items(self) -> list[tuple[str, Any]]:
@@ -250,10 +314,11 @@ class Module(_capture.Holder):
         for k, v in vars(self).items():
             object.__setattr__(new, k, copy.deepcopy(v, memo))
         for _, t in _walk(self, "", set()):
-            if isinstance(t, ag.Tensor) and _PARAMETERS.get(id(t)) is t:
-                twin = memo.get(id(t))
-                if isinstance(twin, ag.Tensor):
-                    _PARAMETERS[id(twin)] = twin
+            if isinstance(t, ag.Tensor):
+                for marks in (_PARAMETERS, _BUFFERS):
+                    twin = memo.get(id(t))
+                    if marks.get(id(t)) is t and isinstance(twin, ag.Tensor):
+                        marks[id(twin)] = twin
         return new
 
     def __getstate__(self) -> dict[str, Any]:
@@ -269,6 +334,11 @@ class Module(_capture.Holder):
     def __setstate__(self, state: dict[str, Any]) -> None:
         frozen = state.pop("_frozen_parameters", ())
         vars(self).update(state)
+        for name in state.get("_buffer_names", ()):  # registered buffers stay buffers
+            t = state.get(name)
+            if isinstance(t, ag.Tensor):
+                _PARAMETERS.pop(id(t), None)
+                _BUFFERS[id(t)] = t
         for name in frozen:
             try:
                 t, _ = _locate(self, name)
@@ -295,6 +365,8 @@ class Module(_capture.Holder):
         weights) is listed once, under the first."""
         out = []
         for n, t in self.named_tensors():
+            if _BUFFERS and _BUFFERS.get(id(t)) is t:
+                continue
             if t.requires_grad:
                 if t.is_leaf:
                     _PARAMETERS[id(t)] = t  # e.g. appended to a list after the module got it
@@ -339,18 +411,100 @@ class Module(_capture.Holder):
         """Evaluation mode (``train(False)``): dropout becomes the identity."""
         return self.train(False)
 
-    def zero_grad(self) -> None:
-        """Clear the ``.grad`` of every parameter (frozen ones included)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the ``.grad`` of every parameter (frozen ones included): set it to ``None``
+        (the default, as PyTorch's), or with ``set_to_none=False`` to zeros (a new leaf of
+        zeros; parameters without a gradient keep ``None``)."""
         for t in self.parameters():
-            t.grad = None
+            g = t.grad
+            if g is None:
+                continue
+            t.grad = None if set_to_none else ag.zeros_like(g.detach())
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Set ``requires_grad`` on every parameter (frozen ones included; buffers are left
+        alone), as PyTorch's ``Module.requires_grad_``: ``False`` freezes the module, ``True``
+        unfreezes it (the parameters stay parameters either way). Returns ``self``."""
+        for t in self.parameters():
+            t.requires_grad_(requires_grad)
+        return self
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call ``fn`` on every sub-module and then on this module (children before parents,
+        in attribute order, as PyTorch's ``Module.apply``; a sub-module shared by two places
+        once), e.g. ``model.apply(init_weights)``. Returns ``self``."""
+        order: list[Module] = []
+        seen: set[int] = {id(self)}
+        stack: list[tuple[Module, bool]] = [(self, False)]
+        while stack:  # an iterative post-order walk
+            m, done = stack.pop()
+            if done:
+                order.append(m)
+                continue
+            stack.append((m, True))
+            children = [c for c in _ordered_children(m) if id(c) not in seen]
+            seen.update(id(c) for c in children)
+            stack.extend((c, False) for c in reversed(children))
+        for m in order:
+            fn(m)
+        return self
+
+    def register_buffer(self, name: str, tensor: ag.Tensor | None, persistent: bool = True
+                        ) -> None:
+        """Hold ``tensor`` as buffer ``name`` (PyTorch's ``register_buffer``): state that is
+        not a parameter -- not in :meth:`parameters`, even if it requires grad -- converted
+        by :meth:`astype` (floating ones) and :meth:`to_backend` with the parameters, and in
+        :meth:`state_dict` (and :meth:`save`) unless ``persistent=False``. ``tensor=None``
+        holds ``None`` (nothing in the state dict). Reassigning ``self.<name>`` later keeps the
+        name's persistence, and a buffer: ``self.running = 0.9 * self.running + 0.1 * x.mean()``
+        in ``forward`` stays a buffer even when the new value requires grad.
+
+        Raises:
+            KeyError: ``name`` is empty, contains ``"."``, or names an attribute that is not a
+                buffer (a parameter, a sub-module, a method).
+            TypeError: ``tensor`` is neither a Tensor nor ``None``.
+            ValueError: ``name`` starts with ``_``: such attributes are private here (not
+                state, never saved); choose a public name.
+        """
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"register_buffer: the buffer name must be a non-empty string "
+                           f"without '.', not {name!r}")
+        if name.startswith("_"):
+            raise ValueError(f"register_buffer: {name!r} starts with '_', which makes an "
+                             "attribute private in agnograd (not state, not saved); give the "
+                             "buffer a public name")
+        if tensor is not None and not isinstance(tensor, ag.Tensor):
+            raise TypeError(f"register_buffer: cannot assign {type(tensor).__name__} as buffer "
+                            f"{name!r} (an agnograd Tensor or None is required); wrap it with "
+                            "ag.asarray")
+        names: dict[str, bool] = self.__dict__.get("_buffer_names", {})
+        if name not in names and (name in vars(self) or hasattr(type(self), name)):
+            old = getattr(self, name)
+            if not (isinstance(old, ag.Tensor) and not is_parameter(old)):
+                raise KeyError(f"register_buffer: attribute {name!r} already exists "
+                               f"({type(old).__name__}) and is not a buffer")
+        names = self.__dict__.setdefault("_buffer_names", {})
+        names[name] = bool(persistent)
+        self.__setattr__(name, tensor)  # marks it a buffer (see __setattr__)
+
+    def _non_persistent(self) -> set[str]:
+        """The dotted names of the non-persistent buffers here and in sub-modules."""
+        out: set[str] = set()
+        for prefix, m in self.named_modules():
+            for n, keep in m.__dict__.get("_buffer_names", {}).items():
+                if not keep:
+                    out.add(f"{prefix}.{n}" if prefix else n)
+        return out
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, ag.Tensor]:
         """Name -> detached Tensor for every state tensor: parameters (frozen ones included)
         and buffers; a tied tensor once, under its first name. The tensors share memory with
         the model's (no copy), so later in-place updates show through; ``save`` or copy them
-        to keep a snapshot."""
-        return {name: t.detach() for name, t in self.named_tensors()}
+        to keep a snapshot. Non-persistent buffers (``register_buffer(...,
+        persistent=False)``) are left out."""
+        skip = self._non_persistent()
+        return {name: t.detach() for name, t in self.named_tensors() if name not in skip}
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Module:
         """Copy values into the model's tensors, keeping each tensor's backend and device.
@@ -375,9 +529,11 @@ class Module(_capture.Holder):
             StateDictError: names missing or unexpected (strict), a shape differs, or a dtype
                 cannot be converted.
         """
-        own = dict(self.named_tensors())
+        skip = self._non_persistent()
+        own = {n: t for n, t in self.named_tensors() if n not in skip}
         first = {id(t): n for n, t in own.items()}
-        alias = {n: first[id(t)] for n, t in _every_name(self, "", set())}  # name -> first name
+        alias = {n: first[id(t)] for n, t in _every_name(self, "", set())  # name -> first name
+                 if id(t) in first and n not in skip}
         given: dict[str, list[str]] = {}  # first name -> the names of it that state holds
         for n in state:
             if n in alias:
@@ -440,7 +596,8 @@ class Module(_capture.Holder):
         """Write the state to an ``.npz`` file (one array per name, plus a format marker
         ``__agnograd_format__``; no pickle). The file is replaced only once it has been written
         completely."""
-        arrays = {name: t.data for name, t in self.named_tensors()}
+        skip = self._non_persistent()
+        arrays = {name: t.data for name, t in self.named_tensors() if name not in skip}
         arrays[MODULE_FORMAT_KEY] = ag.tensor(MODULE_FORMAT, dtype=ag.int64, backend="numpy").data
         save_npz(path, arrays)
 

@@ -62,20 +62,22 @@ def _nonneg(group: ParamGroup, *names: str) -> None:
 class SGD(Optimizer):
     """Stochastic gradient descent, as ``torch.optim.SGD``:
 
-        g ← ∇ + weight_decay · p
+        g ← ∇ (−∇ when ``maximize``),  g ← g + weight_decay · p
         b ← g (first step),  b ← momentum · b + (1 - dampening) · g (later steps)
         g ← g + momentum · b (Nesterov)  or  g ← b (momentum > 0)
         p ← p - lr · g
 
-    ``capturable=True``: the learning rate lives on the device, so the step can be recorded by
+    ``maximize=True`` ascends the objective (PyTorch's option). ``capturable=True``: the
+    learning rate lives on the device, so the step can be recorded by
     :func:`agnograd.capture` and a schedule that sets ``group["lr"]`` still applies to replays.
     """
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0,
-                 capturable: bool = False) -> None:
+                 capturable: bool = False, *, maximize: bool = False) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov,
-                                  "weight_decay": weight_decay, "dampening": dampening},
+                                  "weight_decay": weight_decay, "dampening": dampening,
+                                  "maximize": bool(maximize)},
                          capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
@@ -85,6 +87,8 @@ class SGD(Optimizer):
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         wd, mu = group["weight_decay"], group["momentum"]
+        if group["maximize"]:
+            g = -g
         if wd:
             g = g + wd * p
         if mu:
@@ -105,6 +109,10 @@ class Adam(Optimizer):
         m ← β1 m + (1 - β1) g,   v ← β2 v + (1 - β2) g²,   t ← t + 1
         p ← p - lr · (m / (1 - β1ᵗ)) / (√(v / (1 - β2ᵗ)) + eps)
 
+    ``amsgrad=True`` (Reddi et al., 2018) divides by the running maximum of ``v`` instead,
+    ``v̂ ← max(v̂, v)`` kept in ``state["max_exp_avg_sq"]`` (per real component for a complex
+    parameter), as PyTorch's; ``maximize=True`` uses ``-∇`` (ascends the objective).
+
     ``capturable=True``: the learning rate and the step count ``t`` (``state["step"]``, a 0-d
     array of the parameter's real dtype) live on the device and the bias corrections are computed
     there, so the step can be recorded by :func:`agnograd.capture`; the updates equal the
@@ -115,9 +123,11 @@ class Adam(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, capturable: bool = False) -> None:
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 capturable: bool = False) -> None:
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
-                                  "weight_decay": weight_decay}, capturable=capturable)
+                                  "weight_decay": weight_decay, "amsgrad": bool(amsgrad),
+                                  "maximize": bool(maximize)}, capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
         _nonneg(group, "lr", "eps", "weight_decay")
@@ -132,11 +142,17 @@ class Adam(Optimizer):
             state["step"] = _real_scalar_like(p, 0.0) if self.capturable else 0
             state["exp_avg"] = ag.zeros_like(p)
             state["exp_avg_sq"] = ag.zeros_like(p)
-        elif self.capturable and not isinstance(state["step"], ag.Tensor):
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = ag.zeros_like(p)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:  # turned on later
+            state["max_exp_avg_sq"] = ag.zeros_like(p)
+        if self.capturable and not isinstance(state["step"], ag.Tensor):
             # A count loaded from a non-capturable optimizer's state: onto the device (a fill).
             state["step"] = _real_scalar_like(p, float(state["step"]))
         elif not self.capturable and isinstance(state["step"], ag.Tensor):
             state["step"] = round(float(state["step"]))
+        if group["maximize"]:
+            g = -g
         if wd:
             if self._decoupled:
                 p *= 1.0 - lr * wd
@@ -160,21 +176,27 @@ class Adam(Optimizer):
             t = state["step"]
             bc1 = 1.0 - b1**t
             sbc2 = math.sqrt(1.0 - b2**t)
+        if group["amsgrad"]:  # v̂ ← max(v̂, v), in place (per real component), read instead of v
+            vmax = state["max_exp_avg_sq"]
+            vmax[...] = _per_component(ag.maximum, vmax, v)
+            v = vmax
         # m / (√v / √(1 - β2ᵗ) + eps), per real component for a complex parameter
         p -= (lr / bc1) * _per_component(lambda m_, v_: m_ / (ag.sqrt(v_) / sbc2 + eps), m, v)
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``:
-    ``p ← p (1 - lr · weight_decay)`` before the Adam step; the default decay is 0.01."""
+    ``p ← p (1 - lr · weight_decay)`` before the Adam step; the default decay is 0.01.
+    ``amsgrad`` and ``maximize`` as :class:`Adam`'s."""
 
     _decoupled = True
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, capturable: bool = False) -> None:
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 capturable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         capturable=capturable)
+                         amsgrad=amsgrad, maximize=maximize, capturable=capturable)
 
 
 def _step_count(opt: Optimizer, p: ag.Tensor, state: dict[str, Any]) -> Any:
@@ -200,16 +222,19 @@ class RMSprop(Optimizer):
         b ← momentum · b + g / d,  p ← p - lr · b   (momentum > 0)   or   p ← p - lr · g / d
 
     The state holds ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0) and
-    ``grad_avg`` (centered), as PyTorch's. ``capturable=True``: the learning rate (and the step
-    count) live on the device, so the step can be recorded by :func:`agnograd.capture`.
+    ``grad_avg`` (centered), as PyTorch's; ``maximize=True`` uses ``-∇``. ``capturable=True``:
+    the learning rate (and the step count) live on the device, so the step can be recorded by
+    :func:`agnograd.capture`.
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, capturable: bool = False) -> None:
+                 centered: bool = False, capturable: bool = False, *,
+                 maximize: bool = False) -> None:
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
                                   "weight_decay": weight_decay, "momentum": momentum,
-                                  "centered": bool(centered)}, capturable=capturable)
+                                  "centered": bool(centered), "maximize": bool(maximize)},
+                         capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
         _nonneg(group, "lr", "alpha", "eps", "weight_decay", "momentum")
@@ -225,6 +250,8 @@ class RMSprop(Optimizer):
         if group["centered"] and "grad_avg" not in state:
             state["grad_avg"] = ag.zeros_like(p)
         _step_count(self, p, state)
+        if group["maximize"]:
+            g = -g
         if wd:
             g = g + wd * p
         v = state["square_avg"]
@@ -253,17 +280,19 @@ class Adagrad(Optimizer):
         s ← s + g²   (s starts at ``initial_accumulator_value``)
         p ← p - lr / (1 + (t - 1) · lr_decay) · g / (√s + eps)
 
-    The state holds ``step`` and ``sum``, as PyTorch's. ``capturable=True``: the learning rate
+    The state holds ``step`` and ``sum``, as PyTorch's; ``maximize=True`` uses ``-∇``.
+    ``capturable=True``: the learning rate
     and the step count live on the device (the decayed rate is computed there), so the step can
     be recorded by :func:`agnograd.capture`.
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10, capturable: bool = False) -> None:
+                 eps: float = 1e-10, capturable: bool = False, *,
+                 maximize: bool = False) -> None:
         super().__init__(params, {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
                                   "initial_accumulator_value": initial_accumulator_value,
-                                  "eps": eps}, capturable=capturable)
+                                  "eps": eps, "maximize": bool(maximize)}, capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
         _nonneg(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
@@ -275,6 +304,8 @@ class Adagrad(Optimizer):
             init = group["initial_accumulator_value"]  # in both components, as PyTorch
             state["sum"] = ag.full_like(p, complex(init, init) if p.dtype.kind == "c" else init)
         t = _step_count(self, p, state)
+        if group["maximize"]:
+            g = -g
         if wd:
             g = g + wd * p
         clr = lr / (1.0 + (t - 1.0) * decay)

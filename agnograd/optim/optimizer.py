@@ -58,7 +58,9 @@ class Optimizer(_capture.Holder):
     # Group entries that no step reads: a learning-rate scheduler's record of each group's first
     # rate (``agnograd.optim.lr_scheduler``, as PyTorch's). Accepted in groups and state dicts,
     # and not checked by a recorded step's replays.
-    _schedule_keys = ("initial_lr",)
+    # ``OneCycleLR`` keeps its bounds there too (``max_lr``, ``min_lr``, ``max_momentum``,
+    # ``base_momentum``), as PyTorch's.
+    _schedule_keys = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
 
     def __init__(self, params: Iterable[ag.Tensor] | Iterable[ParamGroup],
                  defaults: dict[str, Any], capturable: bool = False) -> None:
@@ -71,33 +73,62 @@ class Optimizer(_capture.Holder):
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         groups = items if isinstance(items[0], dict) else [{"params": items}]
         self.param_groups: list[ParamGroup] = []
-        seen: set[int] = set()
         for g in groups:
             if not isinstance(g, dict) or "params" not in g:
                 raise TypeError("params must be Tensors or dicts with a 'params' entry, not a mix")
-            ps = list(g["params"])
-            for p in ps:
-                if not isinstance(p, ag.Tensor):
-                    raise TypeError(f"{type(self).__name__} can only optimise Tensors, not "
-                                    f"{type(p).__name__}")
-                # A leaf that does not require grad now (a frozen weight) is accepted and
-                # skipped while it has no .grad, as in PyTorch; unfreezing it trains it.
-                if not p.is_leaf:
-                    raise ValueError(
-                        f"{type(self).__name__}: a parameter of shape {p.shape} is not a leaf "
-                        "tensor (it is computed from others); pass model.parameters() or "
-                        "tensors created with requires_grad=True")
-                if id(p) in seen:
-                    raise ValueError(f"{type(self).__name__}: a parameter appears twice")
-                seen.add(id(p))
-            group = {**self.defaults, **{k: v for k, v in g.items() if k != "params"}}
-            for k in group:
-                if k not in self.defaults and k not in self._schedule_keys:
-                    raise ValueError(f"{type(self).__name__}: unknown option {k!r} in a group")
-            self._check(group)
-            group["params"] = ps
-            self.param_groups.append(group)
+            self.add_param_group(g)
         self.state: dict[int, dict[str, Any]] = {}  # id(param) -> its state
+
+    def add_param_group(self, param_group: ParamGroup) -> None:
+        """Add a parameter group, as ``torch.optim.Optimizer.add_param_group`` (e.g. to train
+        layers unfrozen during fine-tuning): ``{"params": [...], option: value, ...}``; the
+        options not given take the constructor's values.
+
+        Raises:
+            TypeError: ``param_group`` is not a dict, its ``params`` a set (unordered) or hold
+                something not a Tensor.
+            ValueError: a parameter is not a leaf, appears twice, or is already in another
+                group; an option this optimizer does not have, or a value it rejects.
+        """
+        name = type(self).__name__
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{name}.add_param_group: param_group must be a dict, not "
+                            f"{type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError(f"{name}.add_param_group: the group has no 'params' entry")
+        raw = param_group["params"]
+        if isinstance(raw, ag.Tensor):
+            ps = [raw]
+        elif isinstance(raw, (set, frozenset)):
+            raise TypeError(f"{name}: parameters must be given in an ordered collection (a list), "
+                            "not a set, whose order changes between runs")
+        else:
+            ps = list(raw)
+        seen: set[int] = set()
+        for p in ps:
+            if not isinstance(p, ag.Tensor):
+                raise TypeError(f"{name} can only optimise Tensors, not {type(p).__name__}")
+            # A leaf that does not require grad now (a frozen weight) is accepted and
+            # skipped while it has no .grad, as in PyTorch; unfreezing it trains it.
+            if not p.is_leaf:
+                raise ValueError(
+                    f"{name}: a parameter of shape {p.shape} is not a leaf "
+                    "tensor (it is computed from others); pass model.parameters() or "
+                    "tensors created with requires_grad=True")
+            if id(p) in seen:
+                raise ValueError(f"{name}: a parameter appears twice")
+            seen.add(id(p))
+        others = {id(q) for g in self.param_groups for q in g["params"]}
+        if others & seen:
+            raise ValueError(f"{name}.add_param_group: some parameters appear in more than one "
+                             "parameter group (as PyTorch, each parameter belongs to one group)")
+        group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        for k in group:
+            if k not in self.defaults and k not in self._schedule_keys:
+                raise ValueError(f"{name}: unknown option {k!r} in a group")
+        self._check(group)
+        group["params"] = ps
+        self.param_groups.append(group)
 
     def _check(self, group: ParamGroup) -> None:
         """Validate a group's hyperparameters (subclasses)."""
@@ -124,10 +155,22 @@ class Optimizer(_capture.Holder):
     def _params(self) -> list[ag.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
 
-    def zero_grad(self) -> None:
-        """Clear the gradient of every parameter (``p.grad = None``)."""
-        for p in self._params():
-            p.grad = None
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradient of every parameter: ``p.grad = None`` (the default, as PyTorch's),
+        or with ``set_to_none=False`` fill the existing gradients with zeros in place (detached
+        from any graph first, as PyTorch's), so they keep their identity and memory."""
+        if set_to_none:
+            for p in self._params():
+                p.grad = None
+            return
+        with ag.no_grad():
+            for p in self._params():
+                g = p.grad
+                if g is None:
+                    continue
+                if g._node is not None or g.requires_grad:
+                    g = p.grad = g.detach()
+                g[...] = 0
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""

@@ -118,6 +118,61 @@ OPS = [
     Op("nn.dropout-device-generator",
        lambda x: F.dropout(x, 0.3, generator=ag.random.Generator(0, backend=x.backend)),
        [((4, 5),), ((3, 7),)]),
+    # functional extras: F.linear, pad, interpolate, normalize, cosine_similarity, kl_div
+    Op("nn.linear", lambda x, w, b: F.linear(x, w, b), [((2, 4, 3), (5, 3), (5,)), ((3,), (2, 3), (2,))]),
+    Op("nn.linear-nobias-vector-weight", lambda x, w: F.linear(x, w), [((4, 3), (3,))]),
+    Op("nn.pad-constant", lambda x: F.pad(x, (1, 2, 0, 1), value=0.5), [((2, 3, 4),)]),
+    Op("nn.pad-constant-crop", lambda x: F.pad(x, (-1, 2)), [((2, 4),)]),
+    Op("nn.pad-reflect", lambda x: F.pad(x, (2, 1, 1, 2), mode="reflect"), [((1, 2, 3, 4),)]),
+    Op("nn.pad-replicate", lambda x: F.pad(x, (2, 3), mode="replicate"), [((2, 2, 3),)]),
+    Op("nn.pad-circular", lambda x: F.pad(x, (1, 3, 2, 0), mode="circular"), [((1, 1, 3, 4),)]),
+    Op("nn.interpolate-nearest", lambda x: F.interpolate(x, size=(5, 3)), [((1, 2, 3, 4),)]),
+    Op("nn.interpolate-nearest-scale", lambda x: F.interpolate(x, scale_factor=2.5),
+       [((2, 1, 3),)]),
+    Op("nn.interpolate-bilinear", lambda x: F.interpolate(x, size=(5, 2), mode="bilinear"),
+       [((1, 2, 3, 4),)]),
+    Op("nn.interpolate-bilinear-align-corners", lambda x: F.interpolate(
+        x, scale_factor=1.5, mode="bilinear", align_corners=True), [((1, 1, 3, 4),)]),
+    Op("nn.interpolate-linear", lambda x: F.interpolate(x, size=7, mode="linear"), [((2, 1, 4),)]),
+    Op("nn.normalize", F.normalize, [((4, 3),)]),
+    Op("nn.normalize-p1-dim0", lambda x: F.normalize(x, p=1.0, dim=0), [((4, 3),)],
+       make=_away_from_zero),
+    Op("nn.cosine_similarity", F.cosine_similarity, [((4, 3), (4, 3)), ((4, 3), (1, 3))]),
+    Op("nn.cosine_similarity-dim-last", lambda a, b: F.cosine_similarity(a, b, dim=-1),
+       [((2, 3, 4), (2, 3, 4))]),
+    Op("nn.kl_div", lambda x, t: F.kl_div(F.log_softmax(x), F.softmax(t), reduction="batchmean"),
+       [((4, 3), (4, 3))]),
+    Op("nn.kl_div-log-target-none", lambda x, t: F.kl_div(x, t, reduction="none", log_target=True),
+       [((4, 3), (4, 3))]),
+    Op("nn.kl_div-mean-sum", lambda x, t: F.kl_div(x, ag.exp(t)) + F.kl_div(x, ag.exp(t), reduction="sum"),
+       [((4, 3), (4, 3))]),
+    # attention (rnn): plain, causal, a boolean mask with a row that sees no key, a float mask
+    Op("nn.scaled_dot_product_attention", F.scaled_dot_product_attention,
+       [((3, 4), (5, 4), (5, 2)), ((2, 3, 4), (2, 3, 4), (2, 3, 4))]),
+    Op("nn.scaled_dot_product_attention-causal-scale", lambda q, k, v: F.scaled_dot_product_attention(
+        q, k, v, is_causal=True, scale=0.7), [((2, 4, 3), (2, 5, 3), (2, 5, 2))]),
+    Op("nn.scaled_dot_product_attention-bool-mask", lambda q, k, v: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=like(q, [[True, False, True], [False, False, False]], dtype=ag.bool)),
+       [((2, 4), (3, 4), (3, 2))]),
+    Op("nn.scaled_dot_product_attention-float-mask", lambda q, k, v, m: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=m), [((1, 2, 3, 4), (1, 2, 5, 4), (1, 2, 5, 3), (2, 1, 5))]),
+]
+
+# batch, group and instance normalisation (helper `norm`): batch statistics without running ones
+# (a record is called many times, so nothing may change between calls), and running ones in
+# evaluation mode
+OPS += [
+    Op("nn.batch_norm-train", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+       [((4, 3), (3,), (3,)), ((2, 3, 2, 2), (3,), (3,))]),
+    Op("nn.batch_norm-eval", lambda x, w: F.batch_norm(
+        x, like(x, [0.5, -0.2, 0.1]), like(x, [1.5, 0.5, 2.0]), w, None, eps=1e-3),
+       [((2, 3, 2), (3,))]),
+    Op("nn.group_norm", lambda x, w, b: F.group_norm(x, 2, w, b), [((2, 4, 3), (4,), (4,))]),
+    Op("nn.group_norm-2d", lambda x: F.group_norm(x, 1, eps=1e-3), [((2, 2, 2, 2),)]),
+    Op("nn.instance_norm", lambda x, w, b: F.instance_norm(x, weight=w, bias=b),
+       [((2, 3, 4), (3,), (3,)), ((1, 2, 2, 3), (2,), (2,))]),
+    Op("nn.instance_norm-running", lambda x: F.instance_norm(
+        x, like(x, [0.3, -0.1]), like(x, [0.8, 1.2]), use_input_stats=False), [((2, 2, 3),)]),
 ]
 
 category("nn", OPS)
