@@ -106,6 +106,12 @@ OPS = [
     Op("nn.conv2d-stride-dilation-groups", lambda x, w: F.conv2d(
         x, w, stride=(2, 1), padding=(0, 1), dilation=(1, 2), groups=2), [((1, 4, 5, 4), (2, 2, 2, 2))]),
     Op("nn.conv2d-unbatched", lambda x, w: F.conv2d(x, w, padding="valid"), [((2, 3, 3), (1, 2, 2, 2))]),
+    Op("nn.conv_transpose1d", lambda x, w, b: F.conv_transpose1d(x, w, b, stride=2, padding=1,
+                                                                 output_padding=1),
+       [((2, 2, 4), (2, 3, 3), (3,))]),
+    Op("nn.conv_transpose2d", lambda x, w: F.conv_transpose2d(x, w, stride=(2, 1), padding=(1, 0),
+                                                              groups=2, dilation=(1, 2)),
+       [((1, 4, 3, 3), (4, 1, 2, 2))]),
     Op("nn.max_pool1d", lambda x: F.max_pool1d(x, 2), [((2, 2, 5),)], make=distinct),
     Op("nn.max_pool2d", lambda x: F.max_pool2d(x, 3, stride=2, padding=1), [((1, 2, 5, 4),)],
        make=distinct),
