@@ -2108,14 +2108,19 @@ def group_norm(input: ag.Tensor, num_groups: int, weight: Any = None, bias: Any 
     if g < 1 or c % g:
         raise ValueError(f"{what}: the {c} channels of the input (shape {x.shape}) cannot be "
                          f"split into {num_groups} groups; num_groups must divide C")
-    grouped = ag.reshape(x, (x.shape[0], g, -1))
-    fused = _fused_norm(grouped, None, None, (2,), eps, "group_norm")
+    # (N, G, C/G, *): a split of the channel axis only, which every backend's reshape takes
+    # (Dask cannot merge C/G with the spatial axes across its chunks)
+    grouped = ag.reshape(x, (x.shape[0], g, c // g, *x.shape[2:]))
+    axes = tuple(range(2, grouped.ndim))
+    fused = _fused_norm(grouped, None, None, axes, eps, "group_norm")
     if fused is not None:
         normed = fused[0]
     else:
-        mu, var = _norm_stats(grouped, (2,))
+        mu, var = _norm_stats(grouped, axes)
         normed = (grouped - mu) / ag.sqrt(var + eps)
     return _channel_affine(ag.reshape(normed, x.shape), x, weight, bias, c, what)
+
+
 # --- attention (rnn: the implementation is agnograd.nn.attention, which imports this module) ---
 
 
