@@ -495,7 +495,7 @@ class ReplayMachine(RuleBasedStateMachine):
             self.pair.check()
 
 
-_SETTINGS = settings(max_examples=12, stateful_step_count=14, deadline=None,
+_SETTINGS = settings(max_examples=25, stateful_step_count=20, deadline=None,
                      suppress_health_check=list(HealthCheck))
 
 
@@ -504,7 +504,7 @@ def _machine(backend, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("backend", CPU_BACKENDS + GPU_BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS + GPU_BACKENDS + _params(("torch",)))
 def test_property_replays_equal_eager_under_random_world_changes(backend, mode):
     from hypothesis.stateful import run_state_machine_as_test
 
