@@ -26,6 +26,31 @@ def _tuple(v: Size, n: int) -> tuple[int, ...]:
     return (int(v),) * n if isinstance(v, int) else tuple(int(i) for i in v)
 
 
+def _check_channels(name: str, in_channels: int, out_channels: int, groups: int) -> None:
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(f"{name}({in_channels}, {out_channels}): channels must be positive")
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}")
+
+
+def _conv_parameters(rows: int, cols: int, kernel: tuple[int, ...], out_channels: int,
+                     bias: bool, init: str, seed: Seed, backend: str | None, dtype: Any
+                     ) -> tuple[ag.Tensor, ag.Tensor | None]:
+    """A convolution's weight, drawn as ``(rows, cols, *kernel)`` -- the initialisers'
+    ``(fan_in, fan_out)`` layout, which gives PyTorch's fans -- then moved to PyTorch's
+    ``(cols, rows, *kernel)``; and a zero bias ``(out_channels,)`` if ``bias``."""
+    w = initializer(init)((rows, cols, *kernel), seed=seed, backend=backend, dtype=dtype,
+                          requires_grad=False)
+    axes = (1, 0, *range(2, len(kernel) + 2))
+    weight = ag.asarray(ag.permute_dims(w, axes), copy=True).requires_grad_()
+    b = None
+    if bias:
+        with ag.default_backend(weight.backend):
+            b = ag.zeros((out_channels,), dtype=dtype, device=weight.device).requires_grad_()
+    return weight, b
+
+
 class _ConvNd(Module):
     _nd = 0
 
@@ -33,12 +58,7 @@ class _ConvNd(Module):
                  padding: Size | str = 0, dilation: Size = 1, groups: int = 1, bias: bool = True,
                  backend: str | None = None, dtype: Any = None, seed: Seed = None,
                  init: str = "glorot") -> None:
-        name = type(self).__name__
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"{name}({in_channels}, {out_channels}): channels must be positive")
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        _check_channels(type(self).__name__, in_channels, out_channels, groups)
         nd = self._nd
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
         self.kernel_size = _tuple(kernel_size, nd)
@@ -46,19 +66,10 @@ class _ConvNd(Module):
         self.padding: tuple[int, ...] | str = padding if isinstance(padding, str) \
             else _tuple(padding, nd)
         self.dilation = _tuple(dilation, nd)
-        dtype = default_dtype(dtype)
-        # Drawn as (C_in/groups, C_out, *k): the initialisers' (fan_in, fan_out) layout gives
-        # PyTorch's fans (C_in/groups·k, C_out·k); then moved to PyTorch's (C_out, C_in/groups, *k).
-        cg = self.in_channels // groups
-        w = initializer(init)((cg, self.out_channels, *self.kernel_size), seed=seed,
-                              backend=backend, dtype=dtype, requires_grad=False)
-        axes = (1, 0, *range(2, nd + 2))
-        self.weight = ag.asarray(ag.permute_dims(w, axes), copy=True).requires_grad_()
-        self.bias: ag.Tensor | None = None
-        if bias:
-            with ag.default_backend(self.weight.backend):
-                self.bias = ag.zeros((self.out_channels,), dtype=dtype,
-                                     device=self.weight.device).requires_grad_()
+        # PyTorch's (C_out, C_in/groups, *k), fans (C_in/groups·k, C_out·k)
+        self.weight, self.bias = _conv_parameters(
+            self.in_channels // groups, self.out_channels, self.kernel_size, self.out_channels,
+            bias, init, seed, backend, default_dtype(dtype))
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
         check_input_dtype(self, x, self.weight)
@@ -97,12 +108,7 @@ class _ConvTransposeNd(Module):
                  padding: Size = 0, output_padding: Size = 0, groups: int = 1, bias: bool = True,
                  dilation: Size = 1, backend: str | None = None, dtype: Any = None,
                  seed: Seed = None, init: str = "glorot") -> None:
-        name = type(self).__name__
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"{name}({in_channels}, {out_channels}): channels must be positive")
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        _check_channels(type(self).__name__, in_channels, out_channels, groups)
         nd = self._nd
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
         self.kernel_size = _tuple(kernel_size, nd)
@@ -110,19 +116,10 @@ class _ConvTransposeNd(Module):
         self.padding = _tuple(padding, nd)
         self.output_padding = _tuple(output_padding, nd)
         self.dilation = _tuple(dilation, nd)
-        dtype = default_dtype(dtype)
-        # PyTorch's layout (C_in, C_out/groups, *k) and fans (C_out/groups·k, C_in·k): drawn as
-        # (C_out/groups, C_in, *k), the initialisers' (fan_in, fan_out), then moved.
-        cg = self.out_channels // groups
-        w = initializer(init)((cg, self.in_channels, *self.kernel_size), seed=seed,
-                              backend=backend, dtype=dtype, requires_grad=False)
-        axes = (1, 0, *range(2, nd + 2))
-        self.weight = ag.asarray(ag.permute_dims(w, axes), copy=True).requires_grad_()
-        self.bias: ag.Tensor | None = None
-        if bias:
-            with ag.default_backend(self.weight.backend):
-                self.bias = ag.zeros((self.out_channels,), dtype=dtype,
-                                     device=self.weight.device).requires_grad_()
+        # PyTorch's (C_in, C_out/groups, *k), fans (C_out/groups·k, C_in·k)
+        self.weight, self.bias = _conv_parameters(
+            self.out_channels // groups, self.in_channels, self.kernel_size, self.out_channels,
+            bias, init, seed, backend, default_dtype(dtype))
 
     def forward(self, x: ag.Tensor) -> ag.Tensor:
         check_input_dtype(self, x, self.weight)
