@@ -1192,11 +1192,9 @@ def _pad_spatial(x: ag.Tensor, pads: Sequence[tuple[int, int]], value: float) ->
     return x
 
 
-def _windows(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
-             dilation: tuple[int, ...], what: str) -> tuple[ag.Tensor, tuple[int, ...]]:
-    """The sliding windows of padded ``x`` (``(N, C, *spatial)``) as ``(N, C, *kernel, *out)``
-    (one node: :meth:`agnograd.Backend.windows`, a strided view on NumPy, stacked slices
-    elsewhere; its gradient :func:`_fold`), and the output size ``out``."""
+def _out_size(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+              dilation: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """The number of windows along each spatial axis of padded ``x`` ``(N, C, *spatial)``."""
     out = []
     for n, k, s, d in zip(x.shape[2:], kernel, stride, dilation):
         span = d * (k - 1) + 1
@@ -1204,7 +1202,15 @@ def _windows(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
             raise ValueError(f"{what}: the (padded) input size {n} is smaller than the "
                              f"(dilated) kernel size {span}; input shape {x.shape}")
         out.append((n - span) // s + 1)
-    o = tuple(out)
+    return tuple(out)
+
+
+def _windows(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+             dilation: tuple[int, ...], what: str) -> tuple[ag.Tensor, tuple[int, ...]]:
+    """The sliding windows of padded ``x`` (``(N, C, *spatial)``) as ``(N, C, *kernel, *out)``
+    (one node: :meth:`agnograd.Backend.windows`, a strided view on NumPy, stacked slices
+    elsewhere; its gradient :func:`_fold`), and the output size ``out``."""
+    o = _out_size(x, kernel, stride, dilation, what)
     b = x._backend
     data = b.windows(b.xp, x.data, kernel, stride, dilation, o)
     return _record("windows", data, b, (x,), (_windows_x,), (),
@@ -1457,14 +1463,7 @@ def _max_pool(x: ag.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
     """The maximum over each window of padded ``x``: one node, ``maximum`` of the
     ``prod(kernel)`` strided slices (elementwise over the output: fast on every backend, no
     reduction over a strided window axis); gradient :func:`_max_pool_x`."""
-    out = []
-    for n, k, s, d in zip(x.shape[2:], kernel, stride, dilation):
-        span = d * (k - 1) + 1
-        if n < span:
-            raise ValueError(f"{what}: the (padded) input size {n} is smaller than the "
-                             f"(dilated) kernel size {span}; input shape {x.shape}")
-        out.append((n - span) // s + 1)
-    o = tuple(out)
+    o = _out_size(x, kernel, stride, dilation, what)
     b = x._backend
     xp = b.xp
     pieces = _offsets(x.data, kernel, stride, dilation, o)
