@@ -85,7 +85,7 @@ VIEW_NAMES = frozenset({
     "[]", "T", "mT", "reshape", "permute_dims", "matrix_transpose", "expand_dims", "squeeze",
     "broadcast_to", "broadcast_arrays", "asarray", "astype", "moveaxis", "real", "imag", "conj",
     "unstack", "flip", "to_device", "scalar_to_array", "from_dlpack", "diagonal", "ravel", "view",
-    "meshgrid", "fix",
+    "meshgrid", "fix", "windows",
 })
 
 
@@ -459,6 +459,12 @@ def tracing_backend(b: Backend) -> TracingBackend:
             scalar_type=stype if b.scalar_type is not None else None,
             scalar_to_array=None if s2a is None else _recorder(s2a, "scalar_to_array"),
             scatter_add=None if fast is None else _scatter_recorder(b),
+            # the backend's fast kernels, recorded like the namespace's, so a replay computes
+            # exactly what eager does (summation orders included), not the standard-op path
+            subtract_at_labels=_fast_recorder(b._labels_fast, "subtract_at_labels"),
+            windows=_fast_recorder(b._windows_fast, "windows"),
+            fold=_fast_recorder(b._fold_fast, "fold"),
+            scatter_add_rows=_fast_recorder(b._rows_fast, "scatter_add_rows"),
             from_host=_recorder(b.from_host, "from_host"),
             on_host=b._on_host,
             # the library's own special functions, recorded like the namespace's (so the replay
@@ -469,6 +475,10 @@ def tracing_backend(b: Backend) -> TracingBackend:
         register(tb.name, tb, replace=True, listed=False)
         _tracing[id(b)] = tb
         return tb
+
+
+def _fast_recorder(fast: Callable[..., Any] | None, name: str) -> Callable[..., Any] | None:
+    return None if fast is None else _recorder(fast, name)
 
 
 def _scatter_recorder(b: Backend) -> Callable[..., Any]:
