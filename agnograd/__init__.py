@@ -212,6 +212,7 @@ from .backends import (
     set_default_backend,
 )
 from .backends import register as register_backend
+from .batching import VmapError, VmapFallbackWarning, vmap
 from .capture.jit import jit
 from .capture.step import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, custom_jvp, custom_vjp
@@ -270,7 +271,8 @@ __all__ = [
     "squeeze", "stack", "std", "subtract", "sum", "take", "take_along_axis", "tan", "tanh",
     "tensor", "tensordot", "tile", "to_backend", "to_dot", "to_mermaid", "tril", "triu", "trunc",
     "uint16", "uint32", "uint64", "uint8", "unique_all", "unique_counts", "unique_inverse",
-    "unique_values", "unstack", "value_and_grad", "var", "vecdot", "vjp", "where", "zeros",
+    "unique_values", "unstack", "value_and_grad", "var", "vecdot", "vjp", "vmap", "VmapError",
+    "VmapFallbackWarning", "where", "zeros",
     "zeros_like",
 ]
 

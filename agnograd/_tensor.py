@@ -312,6 +312,8 @@ class Tensor:
     def __repr__(self) -> str:
         if self._backend.lazy:
             body = f"<lazy shape={self.shape}>"
+        elif not self._backend.reads_cheaply(self.data):
+            body = repr(self.data)  # (a batched value of ag.vmap: one per example)
         else:
             body = " ".join(str(host_array(self.data)).split("\n"))
             body = body.replace("  ", " ")

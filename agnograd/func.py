@@ -52,6 +52,8 @@ from .autograd import (
 )
 from .autograd.forward import Dual, forward_trace, fwd_state
 from .backends import backend_of_array
+from .backends import batching as _batching
+from .batching import lift
 from .capture.jit import JitFunction
 from .pytree import tree_flatten, tree_leaves, tree_structure, tree_unflatten
 
@@ -92,6 +94,12 @@ def _alias(x: Any, what: str, link: bool) -> tuple[Tensor, Any]:
             f"{what}: cannot differentiate with respect to an input of dtype {t.dtype.name} "
             f"(shape {t.shape}); pass floating-point values (e.g. ag.astype(x, ag.float64))"
         )
+    if _batching.ACTIVE:
+        # inside vmap the transform's variables belong to the innermost level: an unmapped
+        # input is differentiated per example (vmap(grad(f), in_axes=(None, 0))), not summed
+        inner = _batching.innermost()
+        if inner is not None and _batching.below(t._backend, inner):
+            t = lift(t, inner)
     d = getattr(t, "_tangent", None)
     if d is not None and not d.rev and link:
         # A forward-mode dual of an enclosing jvp (jvp of grad): a reverse leaf that keeps its
@@ -121,7 +129,8 @@ def _give_back(g: Tensor | None, like: Tensor, kind: Any, keep_graph: bool) -> A
 
 
 def _output_back(y: Tensor, kind: Any) -> Any:
-    if kind == "scalar" and y.ndim != 0:  # e.g. the Jacobian of a vector function of a scalar
+    if kind == "scalar" and (y.ndim != 0 or _batching.is_batched(y.data)):
+        # e.g. the Jacobian of a vector function of a scalar; or a value per example (vmap)
         return y
     return y if kind == "tensor" else (float(y.item()) if kind == "scalar" else y.data)
 

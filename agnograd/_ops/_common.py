@@ -13,6 +13,7 @@ from .._dtypes import PY_SCALARS, DType, from_backend_dtype, to_backend_dtype
 from .._tensor import Tensor, TensorLike, check_array_dtype, tensor, view_of
 from ..autograd import OUT, grad_mode, out, record, record_multi, share_version
 from ..backends import Backend, backend_of_array, get_default_backend
+from ..backends import batching as _batching
 
 __all__ = [
     "OUT",
@@ -29,6 +30,8 @@ __all__ = [
     "binary_operands",
     "operands",
     "mixing_error",
+    "lift_to",
+    "higher",
     "aliased_inplace_error",
     "raw_dtype",
     "is_float",
@@ -78,17 +81,41 @@ def device_mismatch(op: str, a: Tensor, b: Tensor) -> RuntimeError:
     )
 
 
+def lift_to(t: Tensor, b: Backend, op: str) -> Tensor:
+    """``t`` as a Tensor of ``b``: the same Tensor, or -- ``t`` from a level under ``b``'s
+    ``vmap`` (a closure, a parameter) -- lifted unbatched (:func:`agnograd.batching.lift`)."""
+    if t._backend is b:
+        return t
+    if _batching.below(t._backend, b):
+        from ..batching import lift
+
+        return lift(t, b)
+    raise mixing_error(op, b, t._backend)
+
+
+def higher(a: Backend, b: Backend, op: str) -> Backend:
+    """Of two backends of one op's operands, the one the op runs on: the same one, or the inner
+    ``vmap`` level of the two (the other is a level under it); else a mixing error."""
+    if a is b or _batching.below(b, a):
+        return a
+    if _batching.below(a, b):
+        return b
+    raise mixing_error(op, a, b)
+
+
 def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
     """An operand as a Tensor on ``backend`` (if given): raw arrays are wrapped without copying;
     Python scalars and lists become tensors of the default (or given) backend."""
     if type(x) is Tensor:
         if backend is not None and x._backend is not backend:
-            raise mixing_error(op, backend, x._backend)
+            return lift_to(x, backend, op)
         return x
     ob = backend_of_array(x)
     if ob is not None:
         if backend is not None and ob is not backend:
-            if backend.base is ob:  # a raw array beside traced tensors: a constant of the trace
+            # a raw array beside traced tensors (a constant of the trace), or beside batched
+            # ones (a value shared by every example)
+            if backend.base is ob or _batching.below(ob, backend):
                 return wrap(x, backend)
             raise mixing_error(op, backend, ob)
         check_array_dtype(x, x, op)  # a NumPy object or string array: refused here, by name
@@ -121,8 +148,9 @@ def binary_operands(x1: Any, x2: Any, op: str) -> tuple[Backend, Any, Any, Any, 
     t2 = type(x2) is Tensor
     if t1 and t2:
         b = x1._backend
-        if x2._backend is not b:
-            raise mixing_error(op, b, x2._backend)
+        if x2._backend is not b:  # one is a vmap level over the other's, or an error
+            b = higher(b, x2._backend, op)
+            x1, x2 = lift_to(x1, b, op), lift_to(x2, b, op)
         if b.multi_device and x1.data.device != x2.data.device:
             raise device_mismatch(op, x1, x2)
         return b, x1, x2, x1.data, x2.data
@@ -160,8 +188,7 @@ def operands(xs: Any, op: str) -> tuple[Backend, list[Tensor]]:
     b = None
     for x in xs:
         if type(x) is Tensor:
-            b = x._backend
-            break
+            b = x._backend if b is None else higher(b, x._backend, op)
     out_ = [to_tensor(x, op, b) for x in xs]
     if not out_:
         raise ValueError(f"{op}: needs at least one array")

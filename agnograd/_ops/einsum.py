@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 from ._common import Tensor, to_tensor
+from ._common import operands as _one_backend
 from .linalg import matmul
 from .manipulation import permute_dims, reshape
 from .statistics import sum as _sum
@@ -52,8 +53,12 @@ def einsum(subscripts: str, /, *operands: Any) -> Tensor:
     ts = [to_tensor(o, "einsum") for o in operands]
     for t in ts[1:]:
         if t._backend is not ts[0]._backend:
-            raise TypeError(f"einsum('{subscripts}'): operands on backends '{ts[0].backend}' and "
-                            f"'{t.backend}'; move them to one with ag.to_backend")
+            try:  # a vmap level over the other's: the lower ones are lifted
+                ts = _one_backend(ts, f"einsum('{subscripts}')")[1]
+            except TypeError:
+                raise TypeError(f"einsum('{subscripts}'): operands on backends '{ts[0].backend}' "
+                                f"and '{t.backend}'; move them to one with ag.to_backend") from None
+            break
     shapes = [tuple(t.shape) for t in ts]
     inputs, output = _parse(subscripts, shapes)
     sizes: dict[str, int] = {}

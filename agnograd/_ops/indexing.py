@@ -16,12 +16,15 @@ from typing import Any
 from .._tensor import plain_alias, view_of
 from ..autograd.forward import defjvp
 from ..backends import Backend, backend_of_array
+from ..backends import batching as _batching
 from ..capture import _state as _capture
 from ._common import (
     PY_SCALARS,
     Tensor,
     aliased_inplace_error,
     grad_on,
+    higher,
+    lift_to,
     mixing_error,
     normalize_axis,
     record,
@@ -47,7 +50,7 @@ def _raw_key(key: Any, b: Backend) -> Any:
     if isinstance(key, tuple):
         return tuple(_raw_key(k, b) for k in key)
     if type(key) is Tensor:
-        if key._backend is not b:
+        if key._backend is not b and not _batching.below(key._backend, b):
             raise mixing_error("indexing", b, key._backend)
         return key.data
     return key
@@ -144,9 +147,7 @@ def _put_back(xp: Any, g: Any, key: Any, shape: tuple[int, ...], device: Any,
         g = xp.reshape(g, selected)
     if type(g) is Tensor:
         return _put_op(g, key, shape, device)
-    z = xp.zeros(shape, dtype=g.dtype, device=device)
-    z[key] = g
-    return z
+    return backend_of_array(g).put(xp, shape, key, g, g.dtype, device)  # type: ignore[union-attr]
 
 
 # JVP (forward mode): the same selection of the tangent.
@@ -156,8 +157,7 @@ defjvp(_put_back, lambda xp, v, y, key, shape, device, selected: xp.reshape(v[ke
 def _put_op(g: Tensor, key: Any, shape: tuple[int, ...], device: Any) -> Tensor:
     """Differentiable "zeros with z[key] = g" (rules under ``create_graph``). VJP: ``ḡ[key]``."""
     b = g._backend
-    z = b.xp.zeros(shape, dtype=g.data.dtype, device=device)
-    z[key] = g.data
+    z = b.put(b.xp, shape, key, g.data, g.data.dtype, device)
     if g._requires_grad and grad_on():
         return record("index_put", z, b, (g,), (_take_key,), params=(key,))
     return wrap(z, b)
@@ -175,6 +175,11 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     integer-array key selects an element more than once).
     """
     b = x._backend
+    for k in key if isinstance(key, tuple) else (key,):
+        if type(k) is Tensor and k._backend is not b:  # a batched key (vmap): x is lifted
+            b = higher(b, k._backend, "indexing")
+    if b is not x._backend:
+        x = lift_to(x, b, "indexing")
     raw = _raw_key(key, b)
     if _capture.ACTIVE:
         _refuse_mask(raw, "x[mask]")
@@ -238,7 +243,18 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     if type(v) is not Tensor and not isinstance(v, PY_SCALARS):
         v = to_tensor(v, "setitem", b)
     if type(v) is Tensor and v._backend is not b:
-        raise mixing_error("setitem", b, v._backend)
+        if _batching.below(b, v._backend):  # a value of a vmap level into a tensor under it
+            if _batching.is_batched(v.data):
+                raise _batching.VmapError(
+                    f"ag.vmap: x[{key!r}] = value writes a batched value (per-example shape "
+                    f"{v.shape}) into a tensor shared by every example (shape {x.shape}); make "
+                    "the tensor batched first (e.g. x = ag.zeros_like(value) inside the "
+                    "function), or build the result with ag.where or ag.concat")
+            from ..batching import unlift
+
+            v = unlift(v, b)
+        else:  # a value shared by the examples into a batched tensor, or an error
+            v = lift_to(v, b, "setitem")
     cell = x._version
     if cell is not None and len(cell) > 2 and cell[2] is not None and VIEW_WRITES[0](x, raw, v, key):
         return  # written through every alias of x's storage
@@ -265,8 +281,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     xp = b.xp
     new = xp.asarray(x.data, copy=True)
     new[raw] = rv
-    mask = xp.zeros(x.data.shape, dtype=xp.bool, device=b.device_of(x.data))
-    mask[raw] = True
+    mask = b.put(xp, x.data.shape, raw, True, xp.bool, b.device_of(x.data))
     meta = None
     if type(v) is Tensor:
         selected = x.data[raw].shape
@@ -286,6 +301,9 @@ def take(x: Any, indices: Any, /, *, axis: int | None = None) -> Tensor:
     ``None``). VJP: ``ḡ`` scatter-added back to the positions read (repeats summed)."""
     x = to_tensor(x, "take")
     b = x._backend
+    if type(indices) is Tensor and indices._backend is not b:  # batched indices (vmap)
+        b = higher(b, indices._backend, "take")
+        x = lift_to(x, b, "take")
     idx = to_tensor(indices, "take", b).data
     if axis is None:
         if x.ndim != 1:
@@ -307,6 +325,9 @@ def take_along_axis(x: Any, indices: Any, /, *, axis: int = -1) -> Tensor:
     """
     x = to_tensor(x, "take_along_axis")
     b = x._backend
+    if type(indices) is Tensor and indices._backend is not b:  # batched indices (vmap)
+        b = higher(b, indices._backend, "take_along_axis")
+        x = lift_to(x, b, "take_along_axis")
     idx = to_tensor(indices, "take_along_axis", b).data
     ax = normalize_axis(axis, x.ndim, "take_along_axis")
     y = b.xp.take_along_axis(x.data, idx, axis=ax)

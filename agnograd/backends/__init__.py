@@ -272,6 +272,15 @@ class Backend:
     def to_device(self, a: Any, device: Any) -> Any:
         return self.fix(array_api_compat.to_device(a, device))
 
+    def put(self, xp: Any, shape: tuple[int, ...], key: Any, value: Any, dtype: Any,
+            device: Any) -> Any:
+        """Zeros of ``shape`` with ``z[key] = value``: the scatter of a selection's cotangent
+        back to its source (``x[key]``'s VJP). A method so that ``ag.vmap``'s backend can give
+        the zeros the batch of ``value`` or ``key`` (an array it made could not get it later)."""
+        z = xp.zeros(shape, dtype=dtype, device=device)
+        z[key] = value
+        return z
+
     def scatter_add(self, n: int, index: Any, values: Any) -> Any:
         """``out[index[k]] += values[k]`` for a zero 1-d ``out`` of length ``n`` (repeats summed).
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 import agnograd as ag
+from agnograd.backends import batching as _batching
 
 from .. import random as _random
 from ..autograd import record as _record
@@ -194,7 +195,7 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
     if logits.ndim < 1:
         raise ValueError(f"{what}: logits must have shape (N, C), (N, C, d1, ...) or (C,), not ()")
     target = _t(target, logits)
-    if target.backend != logits.backend:
+    if _unrelated(target, logits):
         raise TypeError(f"{what}: target on backend '{target.backend}' but logits on "
                         f"'{logits.backend}'; move one with ag.to_backend")
     kind = target.dtype.kind
@@ -799,10 +800,17 @@ def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any
     return _reduce(loss, reduction, what)
 
 
+def _unrelated(a: ag.Tensor, b: ag.Tensor) -> bool:
+    """Whether two operands' backends cannot meet in one op: different, and neither a vmap
+    level over the other (whose ops lift the lower one: a parameter shared by the examples)."""
+    ba, bb = a._backend, b._backend
+    return ba is not bb and not (_batching.below(ba, bb) or _batching.below(bb, ba))
+
+
 def _float_like(v: Any, like: ag.Tensor, what: str, name: str) -> ag.Tensor:
     """``v`` as a Tensor on ``like``'s backend with ``like``'s floating dtype."""
     t = _t(v, like)
-    if t.backend != like.backend:
+    if _unrelated(t, like):
         raise TypeError(f"{what}: {name} on backend '{t.backend}' but the input on "
                         f"'{like.backend}'; move one with ag.to_backend")
     return t if t.dtype == like.dtype else ag.astype(t, like.dtype)
@@ -852,7 +860,7 @@ def smooth_l1_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean",
 
 def _int_target(target: Any, like: ag.Tensor, what: str) -> ag.Tensor:
     t = _t(target, like)
-    if t.backend != like.backend:
+    if _unrelated(t, like):
         raise TypeError(f"{what}: target on backend '{t.backend}' but input on '{like.backend}'; "
                         "move one with ag.to_backend")
     if t.dtype.kind not in ("i", "u"):

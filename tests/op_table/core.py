@@ -37,6 +37,9 @@ class Op:
         reads_host: why the backward reads a value back to the host where that is cheap (a
             check that raises, e.g. the phase check of complex eigenvectors); the test that
             backward makes no host copies skips such a record.
+        vmap: why ``ag.vmap`` refuses the record (a shape that depends on the values, as JAX
+            and ``torch.func`` refuse it); ``tests/test_vmap.py`` then checks that it raises
+            :class:`~agnograd.VmapError`.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Op:
     skip: dict[str, str] = field(default_factory=dict)
     covers: tuple[str, ...] = ()
     reads_host: str = ""
+    vmap: str = ""
 
 
 OPS_BY_CATEGORY: dict[str, list[Op]] = {}

@@ -1,0 +1,1335 @@
+"""The batching backend of ``ag.vmap``: a Backend whose arrays carry a batch axis the program
+does not see.
+
+``vmap(f)`` runs ``f`` once, on Tensors whose data are :class:`BatchedArray` values: a real array
+of the backend below (the *base*) whose leading axis is the batch, presented to the program
+without it (``shape``, ``ndim`` and every axis argument are the per-example ones). Each function
+of the namespace applies its **batching rule** -- one per function, by the standard's
+categories -- to the real arrays:
+
+- *elementwise* (``add``, ``sin``, ``where``, ``clip``, ...): operands are lined up by padding
+  the batched ones with unit axes after the batch axis, so per-example broadcasting holds;
+- *axis-taking* (reductions, ``sort``, ``cumulative_sum``, ``flip``, ``concat``, ``stack``,
+  ``fft``, ...): per-example axes are shifted past the batch axis (negative ones stay);
+- *stacks of matrices* (``matmul``, ``linalg``): the standard already maps over leading axes;
+  vector operands are made matrices first;
+- *indexing* (``[]``, ``take``, ``take_along_axis``) and *manipulation* (``reshape``,
+  ``permute_dims``, ...): keys and shapes gain the batch axis;
+- *creation* with no array argument makes unbatched arrays; ``*_like`` keep the batch;
+- the Backend's own kernels (scatter-add, windows, fold, label subtraction) fold the batch into
+  the axis they already loop over.
+
+An operand without the batch (a closure, a parameter, a constant: an array of the base) is used
+as it is; a result that depends on no batched operand stays unbatched (a base array). A function
+with no rule falls back to a loop over the examples, with a one-time warning that names it
+(:class:`VmapFallbackWarning`; the op-table test fails if a public op hits it). Reading a batched
+value on the host (``bool``, ``float``, ``int``, ``item``, ``__array__``, DLPack) raises
+:class:`VmapError`: it differs per example, so Python control flow cannot depend on it. Shapes that
+depend on the values (``nonzero``, ``unique_*``, boolean masks) are refused the same way, as JAX
+and ``torch.func`` refuse them.
+
+Levels nest: the batching backend of a batching backend is the next ``vmap`` inwards, and a rule
+calls the namespace of the level below, so each level sees only its own batch axis. Nothing here
+imports an array library.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import threading
+import types
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from . import Backend, register
+
+__all__ = ["BatchedArray", "BatchingBackend", "VmapError", "VmapFallbackWarning", "batching_backend",
+           "RULES", "is_batched"]
+
+
+class VmapError(RuntimeError):
+    """A program under ``ag.vmap`` did something that cannot be batched: read a batched value
+    on the host (Python control flow on it), or made a shape that depends on its values."""
+
+
+class VmapFallbackWarning(UserWarning):
+    """A namespace function without a batching rule ran as a Python loop over the examples."""
+
+
+_WHY_READ = ("its value differs per example, so Python control flow cannot depend on it: use "
+             "ag.where or arithmetic instead of `if`, or move the branch outside vmap")
+
+
+# ---------------------------------------------------------------------------------------------
+# The batched array
+
+
+def _host_read(what: str) -> Callable[..., Any]:
+    def method(self: BatchedArray, *args: Any, **kwargs: Any) -> Any:
+        raise VmapError(f"ag.vmap: {what} of a batched value (per-example shape {self.shape}, "
+                        f"batch of {self._v.shape[0]}): {_WHY_READ}")
+
+    return method
+
+
+class BatchedArray:
+    """A real array ``_v`` of the base backend whose leading axis is the batch; the program sees
+    ``_v``'s other axes (``shape``, ``ndim``, indices and axes are per example)."""
+
+    __slots__ = ("_v", "__weakref__")
+    __array_ufunc__ = None  # NumPy defers to our reflected operators
+    __array_priority__ = 3000
+    __hash__ = None  # type: ignore[assignment]
+    _bb: BatchingBackend  # the level (set on each level's subclass)
+
+    def __init__(self, v: Any) -> None:
+        self._v = v
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        return tuple(self._v.shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return int(self._v.ndim) - 1
+
+    @property
+    def size(self) -> int | None:
+        n = 1
+        for s in self._v.shape[1:]:
+            if s is None:
+                return None
+            n *= s
+        return n
+
+    @property
+    def dtype(self) -> Any:
+        return self._v.dtype
+
+    @property
+    def device(self) -> Any:
+        return self._bb.base.device_of(self._v)
+
+    @property
+    def T(self) -> Any:
+        if self.ndim != 2:
+            raise ValueError(f".T needs a 2-d array, not per-example shape {self.shape}; use "
+                             "permute_dims or matrix_transpose")
+        return type(self)(self._bb.bx.permute_dims(self._v, (0, 2, 1)))
+
+    @property
+    def mT(self) -> Any:
+        return type(self)(self._bb.bx.matrix_transpose(self._v))
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d array")
+        return int(self._v.shape[1])
+
+    def __iter__(self) -> Any:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __array_namespace__(self, *, api_version: str | None = None) -> Any:
+        return self._bb.xp
+
+    def to_device(self, device: Any, /, stream: Any = None) -> Any:
+        return type(self)(self._bb.base.to_device(self._v, device))
+
+    def __getitem__(self, key: Any) -> Any:
+        return _getitem(self._bb, self, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _setitem(self._bb, self, key, value)
+
+    __bool__ = _host_read("bool()")
+    __float__ = _host_read("float()")
+    __int__ = _host_read("int()")
+    __complex__ = _host_read("complex()")
+    __index__ = _host_read("__index__ (use as a Python int)")
+    __array__ = _host_read("a NumPy conversion (__array__)")
+    __dlpack__ = _host_read("a DLPack export")
+    __dlpack_device__ = _host_read("a DLPack export")
+    item = _host_read("item()")
+    tolist = _host_read("tolist()")
+
+    def __repr__(self) -> str:
+        return (f"<batched shape={self.shape} dtype={self.dtype} batch={self._v.shape[0]} "
+                f"(ag.vmap)>")
+
+
+def is_batched(a: Any) -> bool:
+    """Whether ``a`` is a batched array (of any vmap level)."""
+    return isinstance(a, BatchedArray)
+
+
+def _binop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def method(self: BatchedArray, other: Any) -> Any:
+        return _elementwise(self._bb, op, self, other)
+
+    return method
+
+
+def _rbinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def method(self: BatchedArray, other: Any) -> Any:
+        return _elementwise(self._bb, op, other, self)
+
+    return method
+
+
+def _ibinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def method(self: BatchedArray, other: Any) -> Any:
+        bb = self._bb
+        o = other
+        if type(o) is bb.atype:
+            if o.ndim > self.ndim:
+                raise VmapError(f"ag.vmap: an in-place operator on per-example shape {self.shape} "
+                                f"with an operand of shape {o.shape} would change its shape")
+            o = _pad(bb, o._v, self.ndim - o.ndim)
+        self._v = op(self._v, o)
+        return self
+
+    return method
+
+
+def _unop(op: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def method(self: BatchedArray) -> Any:
+        return type(self)(op(self._v))
+
+    return method
+
+
+_BIN = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and_", "or_", "xor", "lshift",
+        "rshift")
+for _name in _BIN:
+    _d = _name.rstrip("_")
+    setattr(BatchedArray, f"__{_d}__", _binop(getattr(operator, _name)))
+    setattr(BatchedArray, f"__r{_d}__", _rbinop(getattr(operator, _name)))
+    setattr(BatchedArray, f"__i{_d}__", _ibinop(getattr(operator, "i" + _d)))
+for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
+    setattr(BatchedArray, f"__{_name}__", _binop(getattr(operator, _name)))
+for _name in ("neg", "pos", "abs", "invert"):
+    setattr(BatchedArray, f"__{_name}__", _unop(getattr(operator, _name)))
+
+
+def _matmul_op(self: BatchedArray, other: Any) -> Any:
+    return _matmul(self._bb, operator.matmul, self, other)
+
+
+def _rmatmul_op(self: BatchedArray, other: Any) -> Any:
+    return _matmul(self._bb, operator.matmul, other, self)
+
+
+def _imatmul_op(self: BatchedArray, other: Any) -> Any:
+    r = _matmul(self._bb, operator.matmul, self, other)
+    if type(r) is not type(self) or r.shape != self.shape:
+        raise VmapError(f"ag.vmap: @= would change per-example shape {self.shape}")
+    self._v = r._v
+    return self
+
+
+BatchedArray.__matmul__ = _matmul_op  # type: ignore[attr-defined]
+BatchedArray.__rmatmul__ = _rmatmul_op  # type: ignore[attr-defined]
+BatchedArray.__imatmul__ = _imatmul_op  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the rules: ``bb`` is the level, ``bx`` the namespace below, ``at`` the array type
+
+
+def _nd(a: Any) -> int:
+    return len(a.shape) if hasattr(a, "shape") else 0
+
+
+def _pad(bb: BatchingBackend, v: Any, k: int) -> Any:
+    """``v`` (batch first) with ``k`` unit axes inserted after the batch axis."""
+    if k <= 0:
+        return v
+    s = tuple(v.shape)
+    return bb.bx.reshape(v, (s[0],) + (1,) * k + s[1:])
+
+
+def _full(bb: BatchingBackend, a: Any, n: int) -> Any:
+    """The real, batch-first array of ``a``: a batched value's own, an unbatched one broadcast."""
+    if type(a) is bb.atype:
+        return a._v
+    bx = bb.bx
+    return bx.broadcast_to(bx.expand_dims(a, axis=0), (n,) + tuple(a.shape))
+
+
+def _size(bb: BatchingBackend, *trees: Any) -> int | None:
+    """The batch size of the first batched value among ``trees`` (lists and tuples searched)."""
+    at = bb.atype
+    for t in trees:
+        if type(t) is at:
+            return int(t._v.shape[0])
+        if type(t) in (list, tuple):
+            n = _size(bb, *t)
+            if n is not None:
+                return n
+        elif type(t) is dict:
+            n = _size(bb, *t.values())
+            if n is not None:
+                return n
+    return None
+
+
+def _shift(axis: Any, nd: int) -> Any:
+    """A per-example axis (or tuple of them) as an axis of the batch-first array."""
+    if axis is None:
+        return tuple(range(1, nd + 1))
+    if isinstance(axis, (tuple, list)):
+        return tuple(a + 1 if a >= 0 else a for a in axis)
+    return axis + 1 if axis >= 0 else axis
+
+
+def _norm(axis: int, nd: int) -> int:
+    return axis + nd if axis < 0 else axis
+
+
+def _wrap(bb: BatchingBackend, r: Any) -> Any:
+    at = bb.atype
+    if type(r) in (tuple, list):
+        return type(r)(at(e) for e in r)
+    if hasattr(r, "_fields") and isinstance(r, tuple):  # a NamedTuple (eigh, qr, svd, slogdet)
+        return type(r)(*(at(e) for e in r))
+    return at(r)
+
+
+def refuse(what: str, why: str) -> VmapError:
+    return VmapError(f"ag.vmap: {what}: {why}")
+
+
+_DATA_SHAPE = ("the result's shape depends on the values, which differ per example; "
+               "compute it outside vmap, or use a fixed-size form (ag.where, a mask)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules by category. A rule is ``rule(bb, fn, *args, **kwargs)``: ``fn`` the base function.
+
+
+def _elementwise(bb: BatchingBackend, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Elementwise and broadcasting functions: batched operands get unit axes after the batch
+    axis up to the highest per-example rank, so per-example broadcasting is kept."""
+    at = bb.atype
+    rank = 0
+    batched = False
+    for a in args:
+        if type(a) is at:
+            batched = True
+            r = a._v.ndim - 1
+        else:
+            r = _nd(a)
+        if r > rank:
+            rank = r
+    for a in kwargs.values():
+        if type(a) is at:
+            batched = True
+            r = a._v.ndim - 1
+        else:
+            r = _nd(a)
+        if r > rank:
+            rank = r
+    if not batched:
+        return fn(*args, **kwargs)
+    args = tuple(_pad(bb, a._v, rank - a._v.ndim + 1) if type(a) is at else a for a in args)
+    if kwargs:
+        kwargs = {k: _pad(bb, a._v, rank - a._v.ndim + 1) if type(a) is at else a
+                  for k, a in kwargs.items()}
+    return at(fn(*args, **kwargs))
+
+
+def _same(bb: BatchingBackend, fn: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+    """Functions of the last axes only (stacks of matrices: ``inv``, ``det``, ``tril``, ...) or of
+    each element (``astype``): the batch axis is one more leading axis."""
+    if type(x) is not bb.atype:
+        return fn(x, *args, **kwargs)
+    return _wrap(bb, fn(x._v, *args, **kwargs))
+
+
+def _unbatched_only(bb: BatchingBackend, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Functions that take no arrays (``arange``, ``eye``, ``zeros``): unbatched results."""
+    if _size(bb, args, kwargs) is not None:
+        return _loop(bb, fn, args, kwargs, fn.__name__)
+    return fn(*args, **kwargs)
+
+
+def _reduction(bb: BatchingBackend, fn: Any, x: Any, /, *, axis: Any = None, **kwargs: Any) -> Any:
+    """Reductions and other ``axis=None``-means-all functions (sum, mean, var, any, ...)."""
+    if type(x) is not bb.atype:
+        return fn(x, axis=axis, **kwargs)
+    return bb.atype(fn(x._v, axis=_shift(axis, x.ndim), **kwargs))
+
+
+def _arg_reduction(bb: BatchingBackend, fn: Any, x: Any, /, *, axis: Any = None,
+                   keepdims: bool = False) -> Any:
+    """argmax/argmin: ``axis=None`` indexes the flattened example."""
+    if type(x) is not bb.atype:
+        return fn(x, axis=axis, keepdims=keepdims)
+    bx = bb.bx
+    if axis is None:
+        v = x._v
+        n = v.shape[0]
+        r = fn(bx.reshape(v, (n, -1)), axis=1, keepdims=False)
+        if keepdims:
+            r = bx.reshape(r, (n,) + (1,) * x.ndim)
+        return bb.atype(r)
+    return bb.atype(fn(x._v, axis=_shift(axis, x.ndim), keepdims=keepdims))
+
+
+def _cumulative(bb: BatchingBackend, fn: Any, x: Any, /, *, axis: Any = None, **kwargs: Any) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, axis=axis, **kwargs)
+    if axis is None:
+        if x.ndim > 1:  # the function's own error for the example
+            raise ValueError(f"{fn.__name__}: axis must be given for a {x.ndim}-d array")
+        axis = 0
+    return bb.atype(fn(x._v, axis=_shift(axis, x.ndim), **kwargs))
+
+
+def _axis_default(default: Any) -> Callable[..., Any]:
+    """Functions with one per-example ``axis`` (default ``default``): sort, argsort, unstack,
+    softmax-like; ``axis`` may be passed by position after ``x``."""
+
+    def rule(bb: BatchingBackend, fn: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(x) is not bb.atype:
+            return fn(x, *args, **kwargs)
+        if args:
+            axis, args = args[0], args[1:]
+        else:
+            axis = kwargs.pop("axis", default)
+        return _wrap(bb, fn(x._v, *args, axis=_shift(axis, x.ndim), **kwargs))
+
+    return rule
+
+
+def _flip(bb: BatchingBackend, fn: Any, x: Any, /, *, axis: Any = None) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, axis=axis)
+    return bb.atype(fn(x._v, axis=_shift(axis, x.ndim)))
+
+
+def _roll(bb: BatchingBackend, fn: Any, x: Any, /, shift: Any, *, axis: Any = None) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, shift, axis=axis)
+    if axis is None:  # the flattened example
+        bx = bb.bx
+        v = x._v
+        n = v.shape[0]
+        return bb.atype(bx.reshape(fn(bx.reshape(v, (n, -1)), shift, axis=1), tuple(v.shape)))
+    return bb.atype(fn(x._v, shift, axis=_shift(axis, x.ndim)))
+
+
+def _squeeze(bb: BatchingBackend, fn: Any, x: Any, /, axis: Any) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, axis=axis)
+    return bb.atype(fn(x._v, axis=_shift(axis, x.ndim)))
+
+
+def _expand_dims(bb: BatchingBackend, fn: Any, x: Any, /, *, axis: Any = 0) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, axis=axis)
+    return bb.atype(fn(x._v, axis=_shift(axis, x.ndim + 1)))
+
+
+def _moveaxis(bb: BatchingBackend, fn: Any, x: Any, source: Any, destination: Any, /) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, source, destination)
+    return bb.atype(fn(x._v, _shift(source, x.ndim), _shift(destination, x.ndim)))
+
+
+def _permute_dims(bb: BatchingBackend, fn: Any, x: Any, /, axes: Any) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, axes)
+    nd = x.ndim
+    return bb.atype(fn(x._v, (0,) + tuple(_norm(a, nd) + 1 for a in axes)))
+
+
+def _reshape(bb: BatchingBackend, fn: Any, x: Any, /, shape: Any, **kwargs: Any) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, shape, **kwargs)
+    return bb.atype(fn(x._v, (x._v.shape[0],) + tuple(shape), **kwargs))
+
+
+def _broadcast_to(bb: BatchingBackend, fn: Any, x: Any, /, shape: Any) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, shape)
+    shape = tuple(shape)
+    v = _pad(bb, x._v, len(shape) - x.ndim)
+    return bb.atype(fn(v, (v.shape[0],) + shape))
+
+
+def _broadcast_shape(shapes: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    r = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(r):
+        d = 1
+        for s in shapes:
+            k = i - (r - len(s))
+            if k >= 0 and s[k] != 1:
+                if d != 1 and d != s[k]:
+                    raise ValueError(f"broadcast_arrays: shapes {shapes} do not broadcast")
+                d = s[k]
+        out.append(d)
+    return tuple(out)
+
+
+def _broadcast_arrays(bb: BatchingBackend, fn: Any, *arrays: Any) -> Any:
+    n = _size(bb, arrays)
+    if n is None:
+        return fn(*arrays)
+    shape = _broadcast_shape([tuple(a.shape) for a in arrays])
+    xp = bb.xp
+    return [xp.broadcast_to(a, shape) for a in arrays]
+
+
+def _stack(bb: BatchingBackend, fn: Any, arrays: Any, /, *, axis: int = 0) -> Any:
+    n = _size(bb, arrays)
+    if n is None:
+        return fn(arrays, axis=axis)
+    nd = arrays[0].ndim
+    return bb.atype(fn([_full(bb, a, n) for a in arrays], axis=_shift(axis, nd + 1)))
+
+
+def _concat(bb: BatchingBackend, fn: Any, arrays: Any, /, *, axis: Any = 0) -> Any:
+    n = _size(bb, arrays)
+    if n is None:
+        return fn(arrays, axis=axis)
+    full = [_full(bb, a, n) for a in arrays]
+    if axis is None:
+        bx = bb.bx
+        return bb.atype(fn([bx.reshape(v, (n, -1)) for v in full], axis=1))
+    return bb.atype(fn(full, axis=_shift(axis, arrays[0].ndim)))
+
+
+def _tile(bb: BatchingBackend, fn: Any, x: Any, repetitions: Any, /) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, repetitions)
+    reps = tuple(repetitions)
+    nd = x.ndim
+    v = _pad(bb, x._v, len(reps) - nd)
+    reps = (1,) * (max(nd, len(reps)) - len(reps)) + reps
+    return bb.atype(fn(v, (1,) + reps))
+
+
+def _repeat(bb: BatchingBackend, fn: Any, x: Any, repeats: Any, /, *, axis: Any = None) -> Any:
+    if type(repeats) is bb.atype:
+        raise refuse("repeat with batched repeats", _DATA_SHAPE)
+    if type(x) is not bb.atype:
+        return fn(x, repeats, axis=axis)
+    v = x._v
+    if axis is None:
+        v = bb.bx.reshape(v, (v.shape[0], -1))
+        return bb.atype(fn(v, repeats, axis=1))
+    return bb.atype(fn(v, repeats, axis=_shift(axis, x.ndim)))
+
+
+def _unstack(bb: BatchingBackend, fn: Any, x: Any, /, *, axis: int = 0) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, axis=axis)
+    return tuple(bb.atype(e) for e in fn(x._v, axis=_shift(axis, x.ndim)))
+
+
+def _diff(bb: BatchingBackend, fn: Any, x: Any, /, *, axis: int = -1, n: int = 1,
+          prepend: Any = None, append: Any = None) -> Any:
+    size = _size(bb, [x, prepend, append])
+    if size is None:
+        return fn(x, **_given(axis=axis, n=n, prepend=prepend, append=append))
+    kw = _given(prepend=None if prepend is None else _full(bb, prepend, size),
+                append=None if append is None else _full(bb, append, size))
+    return bb.atype(fn(_full(bb, x, size), axis=_shift(axis, x.ndim), n=n, **kw))
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _like(bb: BatchingBackend, fn: Any, x: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """``zeros_like``, ``ones_like``, ``empty_like``, ``full_like``: the batch is kept (a batched
+    ``fill_value`` makes the example's fill)."""
+    fill = args[0] if args else kwargs.get("fill_value")
+    if type(fill) is bb.atype:
+        return _elementwise(bb, bb.bx.multiply, bb.xp.ones_like(x, **_given(
+            dtype=kwargs.get("dtype"), device=kwargs.get("device"))), fill)
+    if type(x) is not bb.atype:
+        return fn(x, *args, **kwargs)
+    return bb.atype(fn(x._v, *args, **kwargs))
+
+
+def _full_rule(bb: BatchingBackend, fn: Any, shape: Any, fill_value: Any, **kwargs: Any) -> Any:
+    if type(fill_value) is not bb.atype:
+        return fn(shape, fill_value, **kwargs)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    v = fill_value._v
+    n = v.shape[0]
+    bx = bb.bx
+    ones = bx.ones((n,) + shape, **kwargs)
+    return bb.atype(ones * bx.reshape(v, (n,) + (1,) * len(shape)))
+
+
+def _asarray(bb: BatchingBackend, fn: Any, obj: Any, /, **kwargs: Any) -> Any:
+    if type(obj) is bb.atype:
+        return bb.atype(fn(obj._v, **kwargs))
+    if type(obj) in (list, tuple) and _size(bb, obj) is not None:
+        return bb.xp.stack([bb.xp.asarray(e, **kwargs) for e in obj])
+    return fn(obj, **kwargs)
+
+
+def _by_dtype(bb: BatchingBackend, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``result_type``, ``can_cast``, ``finfo``, ``iinfo``: only dtypes matter."""
+    at = bb.atype
+    return fn(*(a._v if type(a) is at else a for a in args),
+              **{k: (a._v if type(a) is at else a) for k, a in kwargs.items()})
+
+
+def _refuse_batched(why: str) -> Callable[..., Any]:
+    def rule(bb: BatchingBackend, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if _size(bb, args, kwargs) is not None:
+            raise refuse(f"{fn.__name__} of a batched array", why)
+        return fn(*args, **kwargs)
+
+    return rule
+
+
+def _matmul(bb: BatchingBackend, fn: Any, x1: Any, x2: Any, /) -> Any:
+    """``x1 @ x2`` per example: vectors become matrices first (a batched vector would otherwise
+    read as a matrix), then batch axes broadcast as the standard's stacks do."""
+    at = bb.atype
+    b1, b2 = type(x1) is at, type(x2) is at
+    if not (b1 or b2):
+        return fn(x1, x2)
+    bx = bb.bx
+    n1, n2 = _nd(x1), _nd(x2)
+    v1 = x1._v if b1 else x1
+    v2 = x2._v if b2 else x2
+    if n1 == 1:  # (k,) -> (1, k)
+        v1 = bx.expand_dims(v1, axis=-2)
+    if n2 == 1:  # (k,) -> (k, 1)
+        v2 = bx.expand_dims(v2, axis=-1)
+    m1, m2 = max(n1, 2), max(n2, 2)
+    rank = max(m1, m2)
+    if b1:
+        v1 = _pad(bb, v1, rank - m1)
+    if b2:
+        v2 = _pad(bb, v2, rank - m2)
+    if not b1:  # (..., N, K) against a batch-first x2: a unit batch axis in front
+        v1 = bx.reshape(v1, (1,) * (rank + 1 - m1) + tuple(v1.shape))
+    if not b2:
+        v2 = bx.reshape(v2, (1,) * (rank + 1 - m2) + tuple(v2.shape))
+    r = fn(v1, v2)
+    if n1 == 1 and n2 == 1:
+        r = bx.reshape(r, tuple(r.shape[:-2]))
+    elif n1 == 1:
+        r = bx.squeeze(r, axis=-2)
+    elif n2 == 1:
+        r = bx.squeeze(r, axis=-1)
+    return at(r)
+
+
+def _vecdot(bb: BatchingBackend, fn: Any, x1: Any, x2: Any, /, *, axis: int = -1) -> Any:
+    at = bb.atype
+    if type(x1) is not at and type(x2) is not at:
+        return fn(x1, x2, axis=axis)
+    rank = max(_nd(x1), _nd(x2))
+    if axis >= 0:
+        axis -= rank  # as a negative axis, it means the same on every operand once aligned
+    v1 = _pad(bb, x1._v, rank - x1.ndim) if type(x1) is at else x1
+    v2 = _pad(bb, x2._v, rank - x2.ndim) if type(x2) is at else x2
+    return at(fn(v1, v2, axis=axis))
+
+
+def _cross(bb: BatchingBackend, fn: Any, x1: Any, x2: Any, /, *, axis: int = -1) -> Any:
+    at = bb.atype
+    if type(x1) is not at and type(x2) is not at:
+        return fn(x1, x2, axis=axis)
+    rank = max(_nd(x1), _nd(x2))
+    if axis >= 0:
+        axis -= rank
+    v1 = _pad(bb, x1._v, rank - x1.ndim) if type(x1) is at else x1
+    v2 = _pad(bb, x2._v, rank - x2.ndim) if type(x2) is at else x2
+    return at(fn(v1, v2, axis=axis))
+
+
+def _outer(bb: BatchingBackend, fn: Any, x1: Any, x2: Any, /) -> Any:
+    at = bb.atype
+    if type(x1) is not at and type(x2) is not at:
+        return fn(x1, x2)
+    xp = bb.xp
+    return xp.multiply(xp.expand_dims(x1, axis=-1), xp.expand_dims(x2, axis=0))
+
+
+def _tensordot(bb: BatchingBackend, fn: Any, x1: Any, x2: Any, /, *, axes: Any = 2) -> Any:
+    at = bb.atype
+    b1, b2 = type(x1) is at, type(x2) is at
+    if not (b1 or b2):
+        return fn(x1, x2, axes=axes)
+    n1, n2 = _nd(x1), _nd(x2)
+    if isinstance(axes, int):
+        a1 = tuple(range(n1 - axes, n1))
+        a2 = tuple(range(axes))
+    else:
+        a1 = tuple(_norm(a, n1) for a in axes[0])
+        a2 = tuple(_norm(a, n2) for a in axes[1])
+    bx = bb.bx
+    if b1 and not b2:
+        return at(fn(x1._v, x2, axes=(tuple(a + 1 for a in a1), a2)))
+    if b2 and not b1:
+        r = fn(x1, x2._v, axes=(a1, tuple(a + 1 for a in a2)))
+        return at(bx.moveaxis(r, n1 - len(a1), 0))
+    # both batched: one batched matrix product over the contracted axes
+    v1, v2 = x1._v, x2._v
+    n = v1.shape[0]
+    free1 = [a for a in range(n1) if a not in a1]
+    free2 = [a for a in range(n2) if a not in a2]
+    p1 = bx.permute_dims(v1, (0,) + tuple(a + 1 for a in free1) + tuple(a + 1 for a in a1))
+    p2 = bx.permute_dims(v2, (0,) + tuple(a + 1 for a in a2) + tuple(a + 1 for a in free2))
+    s1 = tuple(x1.shape[a] for a in free1)
+    s2 = tuple(x2.shape[a] for a in free2)
+    k = math.prod(x1.shape[a] for a in a1)
+    m = bx.reshape(p1, (n, math.prod(s1), k)) @ bx.reshape(p2, (n, k, math.prod(s2)))
+    return at(bx.reshape(m, (n,) + s1 + s2))
+
+
+def _solve(bb: BatchingBackend, fn: Any, x1: Any, x2: Any, /) -> Any:
+    at = bb.atype
+    b1, b2 = type(x1) is at, type(x2) is at
+    if not (b1 or b2):
+        return fn(x1, x2)
+    bx = bb.bx
+    n2 = _nd(x2)
+    v1 = x1._v if b1 else x1
+    v2 = x2._v if b2 else x2
+    if n2 == 1:
+        v2 = bx.expand_dims(v2, axis=-1)
+    m1, m2 = _nd(x1), max(n2, 2)
+    rank = max(m1, m2)
+    v1 = _pad(bb, v1, rank - m1) if b1 else bx.reshape(v1, (1,) * (rank + 1 - m1) + tuple(v1.shape))
+    v2 = _pad(bb, v2, rank - m2) if b2 else bx.reshape(v2, (1,) * (rank + 1 - m2) + tuple(v2.shape))
+    if tuple(v1.shape[:-2]) != tuple(v2.shape[:-2]):  # solve broadcasts only where stacks match
+        lead = _broadcast_shape([tuple(v1.shape[:-2]), tuple(v2.shape[:-2])])
+        v1 = bx.broadcast_to(v1, lead + tuple(v1.shape[-2:]))
+        v2 = bx.broadcast_to(v2, lead + tuple(v2.shape[-2:]))
+    r = fn(v1, v2)
+    if n2 == 1:
+        r = bx.squeeze(r, axis=-1)
+    return at(r)
+
+
+def _vector_norm(bb: BatchingBackend, fn: Any, x: Any, /, *, axis: Any = None, **kwargs: Any) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, axis=axis, **kwargs)
+    return bb.atype(fn(x._v, axis=_shift(axis, x.ndim), **kwargs))
+
+
+def _take(bb: BatchingBackend, fn: Any, x: Any, indices: Any, /, *, axis: Any = None) -> Any:
+    at = bb.atype
+    bx_, bi = type(x) is at, type(indices) is at
+    if not (bx_ or bi):
+        return fn(x, indices, **_given(axis=axis))
+    if axis is None:
+        if x.ndim != 1:
+            raise ValueError(f"take: axis must be given for a {x.ndim}-d array")
+        axis = 0
+    nd = x.ndim
+    a = _norm(axis, nd)
+    bx = bb.bx
+    if bx_ and not bi:
+        return at(fn(x._v, indices, axis=a + 1))
+    if bi and not bx_:
+        i = indices._v  # (n, k)
+        n, k = i.shape[0], i.shape[1]
+        r = fn(x, bx.reshape(i, (-1,)), axis=a)  # (..., n*k, ...)
+        s = tuple(r.shape)
+        r = bx.reshape(r, s[:a] + (n, k) + s[a + 1:])
+        return at(bx.moveaxis(r, a, 0))
+    # both batched: example b reads row b of x moved to axis 0 and flattened with axis a
+    v = bx.moveaxis(x._v, a + 1, 1)  # (n, d, ...rest)
+    n, d = v.shape[0], v.shape[1]
+    rest = tuple(v.shape[2:])
+    flat = bx.reshape(v, (n * d,) + rest)
+    i = indices._v
+    off = bx.reshape(bx.arange(n, dtype=i.dtype, device=bb.base.device_of(i)) * d, (n, 1))
+    r = fn(flat, bx.reshape(i + off, (-1,)), axis=0)  # (n*k, ...rest)
+    r = bx.reshape(r, (n, i.shape[1]) + rest)
+    return at(bx.moveaxis(r, 1, a + 1))
+
+
+def _take_along_axis(bb: BatchingBackend, fn: Any, x: Any, indices: Any, /, *, axis: int = -1) -> Any:
+    n = _size(bb, [x, indices])
+    if n is None:
+        return fn(x, indices, axis=axis)
+    nd = max(_nd(x), _nd(indices))
+    at = bb.atype
+    v = _full(bb, x, n) if type(x) is at else _full(bb, x, n)
+    i = _full(bb, indices, n)
+    return at(fn(v, i, axis=_shift(axis, nd)))
+
+
+def _searchsorted(bb: BatchingBackend, fn: Any, x1: Any, x2: Any, /, *, side: str = "left",
+                  sorter: Any = None) -> Any:
+    at = bb.atype
+    if type(x1) is not at and type(sorter) is not at:
+        if type(x2) is not at:
+            return fn(x1, x2, side=side, **_given(sorter=sorter))
+        return at(fn(x1, x2._v, side=side, **_given(sorter=sorter)))
+    # a sorted row per example: count the elements below each value (exact, standard ops)
+    xp = bb.xp
+    s = x1 if sorter is None else xp.take_along_axis(x1, sorter, axis=-1)
+    s = xp.reshape(s, (1,) * _nd(x2) + tuple(s.shape))
+    v = xp.expand_dims(x2, axis=-1)
+    below = (s < v) if side == "left" else (s <= v)
+    return xp.astype(xp.sum(xp.astype(below, xp.int64), axis=-1), xp.int64)
+
+
+def _where(bb: BatchingBackend, fn: Any, condition: Any, x1: Any, x2: Any, /) -> Any:
+    return _elementwise(bb, fn, condition, x1, x2)
+
+
+def _clip(bb: BatchingBackend, fn: Any, x: Any, /, min: Any = None, max: Any = None) -> Any:
+    return _elementwise(bb, fn, x, **_given(min=min, max=max))
+
+
+def _meshgrid(bb: BatchingBackend, fn: Any, *arrays: Any, indexing: str = "xy") -> Any:
+    if _size(bb, arrays) is None:
+        return fn(*arrays, indexing=indexing)
+    xp = bb.xp
+    k = len(arrays)
+    shapes = [a.shape[0] for a in arrays]
+    order = list(range(k))
+    if indexing == "xy" and k >= 2:
+        order[0], order[1] = 1, 0
+    out_shape = tuple(shapes[order[j]] for j in range(k))
+    outs = []
+    for i, a in enumerate(arrays):
+        pos = order.index(i)
+        s = [1] * k
+        s[pos] = shapes[i]
+        outs.append(xp.broadcast_to(xp.reshape(a, tuple(s)), out_shape))
+    return outs
+
+
+def _fft_1d(bb: BatchingBackend, fn: Any, x: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """fft, ifft, rfft, irfft, hfft, ihfft: ``(x, n=None, axis=-1, norm=...)``."""
+    if type(x) is not bb.atype:
+        return fn(x, *args, **kwargs)
+    args = list(args)
+    if len(args) >= 2:
+        args[1] = _shift(args[1], x.ndim)
+    elif "axis" in kwargs:
+        kwargs["axis"] = _shift(kwargs["axis"], x.ndim)
+    return bb.atype(fn(x._v, *args, **kwargs))
+
+
+def _fft_nd(bb: BatchingBackend, fn: Any, x: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """fftn, ifftn, rfftn, irfftn: ``(x, s=None, axes=None, norm=...)``."""
+    if type(x) is not bb.atype:
+        return fn(x, *args, **kwargs)
+    args = list(args)
+    s = args[0] if args else kwargs.get("s")
+    if len(args) >= 2:
+        axes = args.pop(1)
+    else:
+        axes = kwargs.pop("axes", None)
+    if axes is None:
+        axes = tuple(range(x.ndim)) if s is None else tuple(range(-len(s), 0))
+    kwargs["axes"] = _shift(tuple(axes), x.ndim)
+    return bb.atype(fn(x._v, *args, **kwargs))
+
+
+def _fftshift(bb: BatchingBackend, fn: Any, x: Any, /, *, axes: Any = None) -> Any:
+    if type(x) is not bb.atype:
+        return fn(x, **_given(axes=axes))
+    return bb.atype(fn(x._v, axes=_shift(axes, x.ndim)))
+
+
+def _from_dlpack(bb: BatchingBackend, fn: Any, x: Any, /, **kwargs: Any) -> Any:
+    if type(x) is bb.atype:
+        raise refuse("from_dlpack of a batched array", "DLPack cannot export the batch; pass "
+                     "the array itself")
+    return fn(x, **kwargs)
+
+
+_ELEMENTWISE = """abs acos acosh add asin asinh atan atan2 atanh bitwise_and bitwise_invert
+bitwise_left_shift bitwise_or bitwise_right_shift bitwise_xor ceil conj copysign cos cosh divide
+equal exp expm1 floor floor_divide greater greater_equal hypot imag isfinite isinf isnan less
+less_equal log log1p log2 log10 logaddexp logical_and logical_not logical_or logical_xor maximum
+minimum multiply negative nextafter not_equal positive pow real reciprocal remainder round sign
+signbit sin sinh sqrt square subtract tan tanh trunc""".split()
+
+_SAME = """astype tril triu matrix_transpose cholesky det diagonal eigh eigvalsh inv matrix_norm
+matrix_power matrix_rank pinv qr slogdet svd svdvals trace eig eigvals""".split()
+
+_NO_ARRAYS = "arange empty eye linspace ones zeros fftfreq rfftfreq".split()
+
+RULES: dict[str, Callable[..., Any]] = {name: _elementwise for name in _ELEMENTWISE}
+RULES.update({name: _same for name in _SAME})
+RULES.update({name: _unbatched_only for name in _NO_ARRAYS})
+RULES.update({
+    # statistics and utility: axis=None means the whole example
+    **{name: _reduction for name in ("sum", "prod", "mean", "var", "std", "max", "min", "all",
+                                     "any", "count_nonzero")},
+    "argmax": _arg_reduction, "argmin": _arg_reduction,
+    "cumulative_sum": _cumulative, "cumulative_prod": _cumulative,
+    "diff": _diff,
+    # sorting
+    "sort": _axis_default(-1), "argsort": _axis_default(-1),
+    # manipulation
+    "flip": _flip, "roll": _roll, "squeeze": _squeeze, "expand_dims": _expand_dims,
+    "moveaxis": _moveaxis, "permute_dims": _permute_dims, "reshape": _reshape,
+    "broadcast_to": _broadcast_to, "broadcast_arrays": _broadcast_arrays, "stack": _stack,
+    "concat": _concat, "tile": _tile, "repeat": _repeat, "unstack": _unstack,
+    # creation
+    "zeros_like": _like, "ones_like": _like, "empty_like": _like, "full_like": _like,
+    "full": _full_rule, "asarray": _asarray, "meshgrid": _meshgrid, "from_dlpack": _from_dlpack,
+    # data types
+    "result_type": _by_dtype, "can_cast": _by_dtype, "finfo": _by_dtype, "iinfo": _by_dtype,
+    "isdtype": _by_dtype,
+    # indexing and searching
+    "take": _take, "take_along_axis": _take_along_axis, "searchsorted": _searchsorted,
+    "where": _where, "clip": _clip,
+    "nonzero": _refuse_batched(_DATA_SHAPE),
+    "unique_all": _refuse_batched(_DATA_SHAPE), "unique_counts": _refuse_batched(_DATA_SHAPE),
+    "unique_inverse": _refuse_batched(_DATA_SHAPE), "unique_values": _refuse_batched(_DATA_SHAPE),
+    # linear algebra
+    "matmul": _matmul, "vecdot": _vecdot, "tensordot": _tensordot, "outer": _outer,
+    "cross": _cross, "solve": _solve, "vector_norm": _vector_norm,
+    # fft
+    **{name: _fft_1d for name in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft")},
+    **{name: _fft_nd for name in ("fftn", "ifftn", "rfftn", "irfftn")},
+    "fftshift": _fftshift, "ifftshift": _fftshift,
+})
+"""Namespace function name -> its batching rule (sub-namespaces' functions by their own name)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Indexing
+
+
+def _expand_key(key: Any, nd: int) -> tuple[Any, ...]:
+    """``key`` as a tuple with no Ellipsis (slices filling the axes it stood for)."""
+    if type(key) is not tuple:
+        key = (key,)
+    used = sum(1 for k in key if k is not None and k is not Ellipsis)
+    out: list[Any] = []
+    seen = False
+    for k in key:
+        if k is Ellipsis:
+            if seen:
+                raise IndexError("an index can only have a single ellipsis ('...')")
+            seen = True
+            out.extend([slice(None)] * (nd - used))
+        else:
+            out.append(k)
+    return tuple(out)
+
+
+def _is_array(k: Any) -> bool:
+    return hasattr(k, "shape") and hasattr(k, "dtype")
+
+
+def _getitem(bb: BatchingBackend, x: Any, key: Any) -> Any:
+    at = bb.atype
+    keys = key if type(key) is tuple else (key,)
+    batched_keys = any(type(k) is at for k in keys)
+    if type(x) is not at and not batched_keys:
+        return x[key]
+    for k in keys:
+        if type(k) is at and "bool" in str(k.dtype):
+            raise refuse("indexing with a batched boolean mask", _DATA_SHAPE)
+    nd = _nd(x)
+    n = _size(bb, [x, *keys])
+    assert n is not None
+    v = _full(bb, x, n)
+    ek = _expand_key(key, nd)
+    arrays = [i for i, k in enumerate(ek) if _is_array(k) and not (
+        "bool" in str(k.dtype) and type(k) is not at)]
+    if not batched_keys:
+        if not arrays:
+            return at(v[(slice(None),) + ek])
+        # integer arrays: NumPy puts the indexed axes first when they are not adjacent
+        adjacent = arrays == list(range(arrays[0], arrays[-1] + 1))
+        r = v[(slice(None),) + ek]
+        if adjacent:
+            return at(r)
+        bshape = _broadcast_shape([tuple(ek[i].shape) for i in arrays])
+        return at(bb.bx.moveaxis(r, len(bshape), 0))
+    # batched integer keys: an arange over the batch joins the integer arrays, so the indexed
+    # axes come first (the batch's among them): move them back where the example puts them
+    bx = bb.bx
+    full_keys = []
+    for k in ek:
+        if type(k) is at:
+            full_keys.append(k._v)  # batch-first already
+        elif _is_array(k) and "bool" not in str(k.dtype):
+            full_keys.append(bx.expand_dims(k, axis=0))
+        else:
+            full_keys.append(k)
+    idx_nd = max(len(full_keys[i].shape) for i in arrays) - 1
+    ar = bx.arange(n, device=bb.base.device_of(v))
+    ar = bx.reshape(ar, (n,) + (1,) * idx_nd)
+    full_keys = [bx.reshape(k, tuple(k.shape[:1]) + (1,) * (idx_nd + 1 - len(k.shape))
+                            + tuple(k.shape[1:])) if i in arrays else k
+                 for i, k in enumerate(full_keys)]
+    r = v[(ar,) + tuple(full_keys)]  # (n, *index, *rest)
+    adjacent = arrays == list(range(arrays[0], arrays[-1] + 1))
+    if adjacent:
+        # the example's result has the index axes where the first array key stood, after the
+        # axes its slices and integers before it keep
+        before = sum(1 for k in ek[:arrays[0]] if not (isinstance(k, int) and not _is_array(k)))
+        if before:
+            src = tuple(range(1, 1 + idx_nd))
+            dst = tuple(range(1 + before, 1 + before + idx_nd))
+            r = bx.moveaxis(r, src, dst)
+    return at(r)
+
+
+def _setitem(bb: BatchingBackend, x: Any, key: Any, value: Any) -> None:
+    at = bb.atype
+    keys = key if type(key) is tuple else (key,)
+    if any(type(k) is at for k in keys):
+        m = keys[0]
+        if (len(keys) == 1 and "bool" in str(m.dtype) and m.ndim == x.ndim
+                and (not _is_array(value) or _nd(value) == 0)):
+            # x[mask] = scalar: the same as where(mask, scalar, x), per example
+            x._v = _elementwise(bb, bb.bx.where, m, value, x)._v
+            return
+        raise refuse("an assignment at batched indices", "write with ag.where (a mask) instead, "
+                     "or index outside vmap")
+    v = x._v
+    ek = _expand_key(key, x.ndim)
+    if type(value) is at:
+        # the value's example axes are right-aligned against the selection: line it up behind the
+        # batch axis
+        sel = v[(slice(None),) + ek]
+        val = _pad(bb, value._v, (len(sel.shape) - 1) - value.ndim)
+        v[(slice(None),) + ek] = val
+    else:
+        v[(slice(None),) + ek] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop fallback
+
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def _loop(bb: BatchingBackend, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+          name: str) -> Any:
+    """``fn`` once per example, results stacked: for a function with no batching rule."""
+    with _warn_lock:
+        first = name not in _warned
+        _warned.add(name)
+    if first:
+        warnings.warn(f"ag.vmap: no batching rule for '{name}'; it runs as a Python loop over "
+                      "the examples (slow). Please report it.", VmapFallbackWarning, stacklevel=4)
+    n = _size(bb, args, kwargs)
+    assert n is not None
+    at = bb.atype
+
+    def pick(a: Any, i: int) -> Any:
+        if type(a) is at:
+            return a._v[i, ...]
+        if type(a) in (list, tuple):
+            return type(a)(pick(e, i) for e in a)
+        if type(a) is dict:
+            return {k: pick(e, i) for k, e in a.items()}
+        return a
+
+    outs = [fn(*pick(args, i), **pick(kwargs, i)) for i in range(n)]
+    bx = bb.bx
+    first_out = outs[0]
+    if type(first_out) in (tuple, list) or (isinstance(first_out, tuple)):
+        parts = [at(bx.stack([o[j] for o in outs])) for j in range(len(first_out))]
+        return type(first_out)(*parts) if hasattr(first_out, "_fields") else type(first_out)(parts)
+    if not hasattr(first_out, "shape"):
+        return first_out  # metadata
+    return at(bx.stack(outs))
+
+
+# ---------------------------------------------------------------------------------------------
+# The namespace and the Backend
+
+
+def _batched_fn(bb: BatchingBackend, fn: Any, name: str) -> Callable[..., Any]:
+    rule = RULES.get(name)
+
+    if rule is None:
+        def batched(*args: Any, **kwargs: Any) -> Any:
+            if _size(bb, args, kwargs) is None:
+                return fn(*args, **kwargs)
+            return _loop(bb, fn, args, kwargs, name)
+    else:
+        def batched(*args: Any, **kwargs: Any) -> Any:
+            return rule(bb, fn, *args, **kwargs)
+
+    batched.__name__ = name
+    batched.__qualname__ = name
+    batched.__wrapped__ = fn  # type: ignore[attr-defined]
+    return batched
+
+
+class BatchingNamespace:
+    """The base namespace with every function replaced by its batched form (made on first
+    access); dtypes and constants pass through; ``linalg`` and ``fft`` are batching namespaces
+    too."""
+
+    def __init__(self, bb: BatchingBackend, real: Any) -> None:
+        self._bb = bb
+        self._real = real
+        self.__name__ = getattr(real, "__name__", "xp") + ".vmap"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        v = getattr(self._real, name)
+        if isinstance(v, types.ModuleType) or (name in ("linalg", "fft") and not callable(v)):
+            w: Any = BatchingNamespace(self._bb, v)
+        elif callable(v) and not isinstance(v, type):
+            w = _batched_fn(self._bb, v, name)
+        else:
+            w = v
+        setattr(self, name, w)
+        return w
+
+    def __repr__(self) -> str:
+        return f"BatchingNamespace({self._real!r})"
+
+
+class _Special:
+    """The base's special functions (erf, lgamma, ...), each elementwise."""
+
+    def __init__(self, bb: BatchingBackend, real: Any) -> None:
+        self._bb = bb
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        fn = getattr(self._real, name)
+        bb = self._bb
+
+        def special(*args: Any, **kwargs: Any) -> Any:
+            return _elementwise(bb, fn, *args, **kwargs)
+
+        setattr(self, name, special)
+        return special
+
+
+class BatchingBackend(Backend):
+    """A Backend whose arrays are :class:`BatchedArray` values over ``base``'s arrays (one
+    ``vmap`` level), or ``base``'s own arrays for values without the batch."""
+
+    __slots__ = ("_base", "atype", "bx", "depth")
+    _base: Backend
+    atype: type[BatchedArray]
+    bx: Any
+    depth: int
+
+    @property
+    def base(self) -> Backend:
+        return self._base
+
+    # the Backend's kernels: the batch folded into the axis each already loops over
+
+    def fix(self, a: Any) -> Any:
+        if type(a) is self.atype:
+            return a
+        return self._base.fix(a)
+
+    def is_array(self, obj: Any) -> bool:
+        return type(obj) is self.atype or self._base.is_array(obj)
+
+    def device_of(self, a: Any) -> Any:
+        return self._base.device_of(a._v if type(a) is self.atype else a)
+
+    def to_device(self, a: Any, device: Any) -> Any:
+        if type(a) is self.atype:
+            return self.atype(self._base.to_device(a._v, device))
+        return self._base.to_device(a, device)
+
+    def reads_cheaply(self, a: Any) -> bool:
+        # a batched value is never read: ops skip their host-side checks for it, as on a lazy
+        # backend (its examples would each need their own answer)
+        if type(a) is self.atype:
+            return False
+        return self._base.reads_cheaply(a)
+
+    def is_private(self, a: Any) -> bool:
+        return False
+
+    def copy(self, a: Any) -> Any:
+        if type(a) is self.atype:
+            return self.atype(self._base.copy(a._v))
+        return self._base.copy(a)
+
+    def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Any:
+        from . import given
+
+        return self.fix(self.xp.asarray(obj, **given(dtype=dtype, device=device, copy=copy)))
+
+    def from_host(self, host: Any) -> Any:
+        return self._base.from_host(host)
+
+    def first_false(self, flags: Any) -> int | None:
+        # a check holds when it holds for every example
+        at = self.atype
+        bx = self.bx
+        return self._base.first_false([bx.all(f._v) if type(f) is at else f for f in flags])
+
+    def put(self, xp: Any, shape: tuple[int, ...], key: Any, value: Any, dtype: Any,
+            device: Any) -> Any:
+        size = _size(self, [key, value])
+        if size is None:
+            return self._base.put(self._base.xp, shape, key, value, dtype, device)
+        z = self.atype(self.bx.zeros((size,) + tuple(shape), dtype=dtype, device=device))
+        z[key] = value
+        return z
+
+    def scatter_add(self, n: int, index: Any, values: Any) -> Any:
+        size = _size(self, [index, values])
+        if size is None:
+            return self._base.scatter_add(n, index, values)
+        bx = self.bx
+        i = _full(self, index, size)
+        v = _full(self, values, size)
+        off = bx.reshape(bx.arange(size, dtype=i.dtype, device=self._base.device_of(i)) * n,
+                         (size, 1))
+        flat = self._base.scatter_add(size * n, bx.reshape(i + off, (-1,)), bx.reshape(v, (-1,)))
+        return self.atype(bx.reshape(flat, (size, n)))
+
+    def scatter_add_rows(self, xp: Any, n: int, index: Any, values: Any) -> Any:
+        size = _size(self, [index, values])
+        if size is None:
+            return self._base.scatter_add_rows(self._base.xp, n, index, values)
+        bx = self.bx
+        i = _full(self, index, size)  # (size, m)
+        v = _full(self, values, size)  # (size, m, d)
+        d = v.shape[2]
+        off = bx.reshape(bx.arange(size, dtype=i.dtype, device=self._base.device_of(i)) * n,
+                         (size, 1))
+        rows = self._base.scatter_add_rows(bx, size * n, bx.reshape(i + off, (-1,)),
+                                           bx.reshape(v, (-1, d)))
+        return self.atype(bx.reshape(rows, (size, n, d)))
+
+    def subtract_at_labels(self, xp: Any, a: Any, index: Any, values: Any, classes: Any) -> Any:
+        size = _size(self, [a, index, values])
+        if size is None:
+            return self._base.subtract_at_labels(self._base.xp, a, index, values, classes)
+        bx = self.bx
+        av = a._v if type(a) is self.atype else bx.asarray(_full(self, a, size), copy=True)
+        m, c = av.shape[1], av.shape[2]
+        iv = bx.reshape(_full(self, index, size), (size * m, 1))
+        vv = values
+        if _is_array(values):
+            vv = bx.reshape(bx.broadcast_to(_full(self, values, size), (size, m, 1)), (size * m, 1))
+        r = self._base.subtract_at_labels(bx, bx.reshape(av, (size * m, c)), iv, vv, classes)
+        return self.atype(bx.reshape(r, (size, m, c)))
+
+    def windows(self, xp: Any, x: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
+                dilation: tuple[int, ...], out: tuple[int, ...]) -> Any:
+        if type(x) is not self.atype:
+            return self._base.windows(self._base.xp, x, kernel, stride, dilation, out)
+        bx = self.bx
+        v = x._v
+        s = tuple(v.shape)
+        w = self._base.windows(bx, bx.reshape(v, (s[0] * s[1],) + s[2:]), kernel, stride,
+                               dilation, out)
+        return self.atype(bx.reshape(w, (s[0], s[1]) + tuple(w.shape[1:])))
+
+    def fold(self, xp: Any, g: Any, shape: tuple[int, ...], kernel: tuple[int, ...],
+             stride: tuple[int, ...], dilation: tuple[int, ...]) -> Any:
+        pieces = g if isinstance(g, list) else [g]
+        size = _size(self, pieces)
+        if size is None:
+            return self._base.fold(self._base.xp, g, shape, kernel, stride, dilation)
+        bx = self.bx
+
+        def merge(p: Any) -> Any:
+            v = _full(self, p, size)
+            s = tuple(v.shape)
+            return bx.reshape(v, (s[0] * s[1],) + s[2:])
+
+        gg = [merge(p) for p in g] if isinstance(g, list) else merge(g)
+        r = self._base.fold(bx, gg, (size * shape[0],) + tuple(shape[1:]), kernel, stride,
+                            dilation)
+        return self.atype(bx.reshape(r, (size,) + tuple(shape)))
+
+
+_levels: dict[int, BatchingBackend] = {}
+_levels_lock = threading.Lock()
+
+
+def batching_backend(base: Backend) -> BatchingBackend:
+    """The batching Backend over ``base`` (one per base, made and registered on first use):
+    ``vmap`` inside ``vmap`` is the batching backend of a batching backend."""
+    bb = _levels.get(id(base))
+    if bb is not None:
+        return bb
+    with _levels_lock:
+        bb = _levels.get(id(base))
+        if bb is not None:
+            return bb
+        depth = base.depth + 1 if isinstance(base, BatchingBackend) else 1
+        bb = BatchingBackend(f"{base.name}:vmap", None, BatchedArray, multi_device=base.multi_device,
+                             lazy=base.lazy, on_host=None,
+                             special=lambda: None if base.special is None else _Special(bb, base.special))
+        atype = type(f"BatchedArray{depth}_{base.name.replace(':', '_')}", (BatchedArray,),
+                     {"__slots__": (), "_bb": bb})
+        bb._base = base
+        bb.atype = atype
+        bb.array_type = atype
+        bb.bx = base.xp
+        bb.depth = depth
+        bb.xp = BatchingNamespace(bb, base.xp)
+        register(bb.name, bb, replace=True, listed=False)
+        _levels[id(base)] = bb
+        return bb
+
+
+# ---------------------------------------------------------------------------------------------
+# The levels active in this thread (innermost last), for the transforms above the backends
+
+
+class _Active(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[BatchingBackend] = []
+
+
+active = _Active()
+
+ACTIVE = 0
+"""How many ``vmap`` calls run now, in any thread: a one-load test for the transforms."""
+
+
+def innermost() -> BatchingBackend | None:
+    """The innermost active level of this thread, if any."""
+    s = active.stack
+    return s[-1] if s else None
+
+
+def depth_of(b: Backend) -> int:
+    return b.depth if isinstance(b, BatchingBackend) else 0
+
+
+def below(lo: Backend, hi: Backend) -> bool:
+    """Whether ``lo`` is a level under ``hi`` (``hi`` batches, directly or not, over ``lo``)."""
+    while isinstance(hi, BatchingBackend):
+        hi = hi._base
+        if hi is lo:
+            return True
+    return False
+
+
+def push(bb: BatchingBackend) -> None:
+    global ACTIVE
+    active.stack.append(bb)
+    ACTIVE += 1
+
+
+def pop() -> None:
+    global ACTIVE
+    active.stack.pop()
+    ACTIVE -= 1
