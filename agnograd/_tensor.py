@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from ._dtypes import DType, default_float_for, from_backend_dtype, to_backend_dtype
+from .backends import batching as _batching
 from .backends import (
     Backend,
     backend_of_array,
@@ -247,6 +248,11 @@ class Tensor:
                 "backward() on a tensor that does not require grad: no input of the computation "
                 "that produced it had requires_grad=True (or it was computed under no_grad())"
             )
+        if isinstance(self._backend, _batching.BatchingBackend):
+            raise _batching.VmapError(
+                "Tensor.backward() inside ag.vmap: a leaf's .grad would have to hold one gradient "
+                "per example; take per-example gradients with ag.grad or ag.vjp inside vmap "
+                "(vmap(grad(loss))), or call backward() on the result outside vmap to sum them")
         g = _root_grad(self, grad, create_graph)
         keep = create_graph if retain_graph is None else retain_graph
         LATE.backward([self], [g], retain_graph=bool(keep), create_graph=bool(create_graph))
@@ -280,6 +286,11 @@ class Tensor:
         stay right (no version bump); the version counter stays shared with every alias of
         the storage (views are regenerated from this tensor, see ``_ops/_views.py``); a
         retained gradient follows."""
+        if res._backend is not self._backend:  # an operand from a vmap level above
+            _batching.settle(self._backend, res.data, "an in-place op", self.shape)
+            from .batching import unlift
+
+            res = unlift(res, self._backend)
         self.data, self._node, self._index = res.data, res._node, res._index
         self._requires_grad = res._requires_grad
         if getattr(res, "_tangent", None) is not None or getattr(self, "_tangent", None) is not None:

@@ -47,10 +47,7 @@ _wrap = Tensor._wrap
 
 def _enter_back(xp: Any, g: Any, axis: int, n: int, bb: BatchingBackend) -> Any:
     """Enter's VJP: the cotangent's batch axis back to ``axis`` (broadcast if unbatched)."""
-    bx = bb.bx
-    v = g._v if type(g) is bb.atype else bx.broadcast_to(bx.expand_dims(g, axis=0),
-                                                         (n,) + tuple(g.shape))
-    return bx.moveaxis(v, 0, axis)
+    return _physical(g, axis, n, bb)
 
 
 def _enter_jvp(xp: Any, v: Any, y: Any, axis: int, n: int, bb: BatchingBackend) -> Any:
@@ -72,16 +69,26 @@ def _leave_jvp(xp: Any, v: Any, y: Any, axis: int, n: int, bb: BatchingBackend) 
 defjvp(_leave_back, _leave_jvp)
 
 
-def _lift_back(xp: Any, g: Any, to: Backend) -> Any:
+def _lift_back(xp: Any, g: Any, to: Backend, sizes: tuple[int | None, ...]) -> Any:
     """Lift's VJP: the cotangent summed over every batch axis above the Tensor's own level
-    (the transpose of using one value for every example)."""
+    (the transpose of using one value for every example); a cotangent shared by the examples
+    counts once per example."""
     d = _b.depth_of(to)
-    while isinstance(g, _b.BatchedArray) and g._bb.depth > d:
-        g = g._bb.bx.sum(g._v, axis=0)
+    while isinstance(g, _b.LevelArray) and g._bb.depth > d:
+        if isinstance(g, _b.BatchedArray):
+            g = g._bb.bx.sum(g._v, axis=0)
+            continue
+        n = sizes[g._bb.depth - d - 1] if g._bb.depth - d - 1 < len(sizes) else None
+        if n is None:
+            raise VmapError("ag.vmap: a gradient shared by every example reached a tensor from "
+                            "outside vmap after the vmap call returned, with the batch size "
+                            "unknown; differentiate while the vmap call runs (grad of a "
+                            "function that calls vmap)")
+        g = g._v * n
     return g
 
 
-def _lift_jvp(xp: Any, v: Any, y: Any, to: Backend) -> Any:
+def _lift_jvp(xp: Any, v: Any, y: Any, to: Backend, sizes: tuple[int | None, ...]) -> Any:
     return v
 
 
@@ -91,9 +98,16 @@ defjvp(_lift_back, _lift_jvp)
 def lift(t: Tensor, bb: Backend) -> Tensor:
     """``t`` (a Tensor of a level under ``bb``) as an unbatched Tensor of ``bb``: the same data,
     and a node whose VJP sums the cotangent over the batch (see the module docstring)."""
+    data = _b.share(bb, t.data)  # (several levels up: shared at each)
     if t._requires_grad and grad_mode.enabled:
-        return record("vmap_lift", t.data, bb, (t,), (_lift_back,), params=(t._backend,))
-    return _wrap(t.data, bb)
+        # the batch sizes of the levels crossed, innermost last (known while they run)
+        sizes: list[int | None] = []
+        b = bb
+        while isinstance(b, BatchingBackend) and b is not t._backend:
+            sizes.insert(0, _b.size_of(b))
+            b = b.base
+        return record("vmap_lift", data, bb, (t,), (_lift_back,), params=(t._backend, tuple(sizes)))
+    return _wrap(data, bb)
 
 
 def _physical(data: Any, axis: int | None, n: int, bb: BatchingBackend) -> Any:
@@ -102,6 +116,8 @@ def _physical(data: Any, axis: int | None, n: int, bb: BatchingBackend) -> Any:
     if type(data) is bb.atype:
         v = data._v
     else:
+        if type(data) is bb.ut:
+            data = data._v
         v = bx.broadcast_to(bx.expand_dims(data, axis=0), (n,) + tuple(data.shape))
     return v if axis == 0 else bx.moveaxis(v, 0, axis)
 
@@ -271,7 +287,7 @@ def _call(f: Callable[..., Any], in_axes: Any, out_axes: Any, axis_size: int | N
     new_args = tree_unflatten(spec, new_leaves[:len(leaves)])
     new_kwargs = tree_unflatten(kw_spec, new_leaves[len(leaves):])
 
-    _b.push(bb)
+    _b.push(bb, n)
     try:
         out = f(*new_args, **new_kwargs)
     finally:
@@ -338,6 +354,10 @@ defjvp(_unlift_back, _unlift_jvp)
 def unlift(y: Tensor, to: Backend) -> Tensor:
     """An unbatched Tensor of a level as a Tensor of the level ``to`` under it (its data are
     already a value there): the identity, recorded."""
+    data = y.data
+    d = _b.depth_of(to)
+    while isinstance(data, _b.SharedArray) and data._bb.depth > d:
+        data = data._v
     if y._requires_grad and grad_mode.enabled:
-        return record("vmap_unlift", y.data, to, (y,), (_unlift_back,))
-    return _wrap(y.data, to)
+        return record("vmap_unlift", data, to, (y,), (_unlift_back,))
+    return _wrap(data, to)

@@ -743,7 +743,11 @@ def _cotangent(ct: Any, y: Tensor, keep: bool) -> Any:
     else:
         ob = backend_of_array(ct)
         t = tensor(ct, backend=y._backend if ob is None else None)
-    if t._backend is not y._backend:
+    if t._backend is not y._backend and _batching.below(t._backend, y._backend):
+        t = lift(t, y._backend)  # a value shared by the examples of the output's vmap
+    if t._backend is not y._backend and not _batching.below(y._backend, t._backend):
+        # (a batched cotangent for an output made outside vmap -- vmap(vjp_fn): the engine
+        # runs the rules on the cotangent's level)
         raise TypeError(f"vjp_fn: the cotangent is on backend '{t.backend}' but the output is on "
                         f"'{y.backend}'; move it with ag.to_backend(ct, '{y.backend}')")
     if t.shape != y.shape:
@@ -764,6 +768,8 @@ def _tangent_like(v: Any, like: Tensor, what: str) -> Any:
                    else None)
     else:
         t = tensor(v, backend=like._backend if backend_of_array(v) is None else None)
+    if t._backend is not like._backend and _batching.below(t._backend, like._backend):
+        t = lift(t, like._backend)  # a tangent shared by the examples of the primal's vmap
     if t._backend is not like._backend:
         raise TypeError(f"{what}: a tangent is on backend '{t.backend}' but its primal is on "
                         f"'{like.backend}'; move it with ag.to_backend(v, '{like.backend}')")

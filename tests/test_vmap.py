@@ -109,3 +109,329 @@ def test_vmap_of_grad_of_every_op_equals_the_loop(op, shapes, backend, strict_ru
         ref = np.stack([_np(r[i]) for r in refs])
         np.testing.assert_allclose(_np(got[i]), ref, rtol=1e-9, atol=1e-11,
                                    err_msg=f"vmap(grad) of {op.name}, input {i} ({backend})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Every function of the standard has a batching rule
+
+
+def test_every_standard_function_has_a_batching_rule():
+    """A function of the Array API (main namespace, linalg, fft) without a rule would run as a
+    loop: the namespace array_api_strict exposes is the list of what agnograd may call."""
+    import types
+
+    import array_api_strict as xp
+
+    from agnograd.backends.batching import RULES
+
+    def functions(ns):
+        for name in dir(ns):
+            v = getattr(ns, name)
+            if name.startswith("_") or isinstance(v, (type, types.ModuleType)) or not callable(v):
+                continue
+            yield name
+
+    names = set(functions(xp)) | set(functions(xp.linalg)) | set(functions(xp.fft))
+    # array_api_strict's own helpers and typing names, not functions of the standard
+    skip = {"set_array_api_strict_flags", "get_array_api_strict_flags", "Literal", "NamedTuple",
+            "reset_array_api_strict_flags", "ArrayAPIStrictFlags", "device_supports_dtype",
+            "normalize_axis_tuple", "requires_api_version", "requires_extension"}
+    missing = sorted(names - set(RULES) - skip)
+    assert not missing, f"no batching rule for {missing} (agnograd/backends/batching.py RULES)"
+
+
+def test_a_function_without_a_rule_loops_with_one_warning(monkeypatch):
+    from agnograd.backends import batching
+
+    monkeypatch.setattr(batching, "_warned", set())
+    b = batching.batching_backend(ag.get_backend("numpy"))
+    rule = batching.RULES.pop("sin")
+    b.xp.__dict__.pop("sin", None)  # (the namespace makes its functions on first use)
+    try:
+        x = ag.tensor(np.linspace(0, 1, 6).reshape(3, 2))
+        with pytest.warns(ag.VmapFallbackWarning, match="'sin'"):
+            y = ag.vmap(ag.sin)(x)
+        np.testing.assert_allclose(_np(y), np.sin(_np(x)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once only
+            ag.vmap(ag.sin)(x)
+    finally:
+        batching.RULES["sin"] = rule
+        b.xp.__dict__.pop("sin", None)
+
+
+# ---------------------------------------------------------------------------------------------
+# in_axes / out_axes
+
+
+def _loop(f, xs, in_axes, out_axis=0):
+    n = [np.asarray(x).shape[a] for x, a in zip(xs, in_axes) if a is not None][0]
+    outs = []
+    for i in range(n):
+        args = [ag.tensor(np.take(x, i, axis=a)) if a is not None else ag.tensor(x)
+                for x, a in zip(xs, in_axes)]
+        outs.append(_np(f(*args)))
+    return np.stack(outs, axis=out_axis)
+
+
+@pytest.mark.parametrize("in_axes", [(0, None), (1, None), (-1, 0), (None, -2), (2, 1)])
+@pytest.mark.parametrize("out_axes", [0, 1, -1])
+def test_in_axes_and_out_axes(in_axes, out_axes):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((4, 4, 4))
+    b = rng.standard_normal((4, 4))
+
+    def f(x, y):
+        return ag.tanh(x) @ y + ag.sum(y, axis=0)
+
+    got = ag.vmap(f, in_axes=in_axes, out_axes=out_axes)(ag.tensor(a), ag.tensor(b))
+    np.testing.assert_allclose(_np(got), _loop(f, [a, b], in_axes, out_axes), rtol=1e-12)
+
+
+def test_pytree_prefixes_kwargs_and_axis_size():
+    rng = np.random.default_rng(2)
+    xs = ag.tensor(rng.standard_normal((5, 3)))
+    w = ag.tensor(rng.standard_normal((3, 2)))
+    params = {"w": w, "b": ag.tensor(rng.standard_normal(2))}
+
+    def f(p, x, scale=1.0):
+        return {"y": (x @ p["w"] + p["b"]) * scale, "n": ag.sum(x * x)}
+
+    out = ag.vmap(f, in_axes=({"w": None, "b": None}, 0), out_axes={"y": 1, "n": 0})(params, xs)
+    ref = [f(params, xs[i]) for i in range(5)]
+    np.testing.assert_allclose(_np(out["y"]), np.stack([_np(r["y"]) for r in ref], axis=1))
+    np.testing.assert_allclose(_np(out["n"]), np.stack([_np(r["n"]) for r in ref]))
+    # a prefix: None for the whole dict; keyword arguments are mapped over axis 0 (as in JAX)
+    s = ag.tensor(np.arange(5.0))
+    out = ag.vmap(f, in_axes=(None, 0))(params, xs, scale=s)
+    np.testing.assert_allclose(_np(out["y"])[3], _np(f(params, xs[3], scale=3.0)["y"]))
+    # no mapped input: axis_size says how many
+    z = ag.vmap(lambda: ag.ones(2), in_axes=(), axis_size=3)()
+    assert z.shape == (3, 2)
+    # an output that does not depend on the batch may have out_axes=None
+    y, c = ag.vmap(lambda x: (x * 2, w), out_axes=(0, None))(xs)
+    assert c.shape == w.shape and y.shape == (5, 3)
+
+
+def test_raw_arrays_in_give_raw_arrays_out():
+    x = np.linspace(0, 1, 6).reshape(3, 2)
+    y = ag.vmap(lambda r: ag.sin(r) * 2)(x)
+    assert type(y) is np.ndarray
+    np.testing.assert_allclose(y, np.sin(x) * 2)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda x: ag.vmap(ag.sin, in_axes=(0, 0))(x), "in_axes has 2 entries"),
+    (lambda x: ag.vmap(lambda a, b: a + b)(x, x[:2]), "different sizes: 3"),
+    (lambda x: ag.vmap(ag.sin, in_axes=2)(x), "out of range"),
+    (lambda x: ag.vmap(lambda a: a, in_axes=0)(ag.tensor(1.0)), "0-d value cannot be mapped"),
+    (lambda x: ag.vmap(lambda a: a, out_axes=None)(x), "out_axes=None for an output"),
+    (lambda x: ag.vmap(lambda: ag.ones(2), in_axes=())(), "axis_size"),
+    (lambda x: ag.vmap(lambda d: d, in_axes=({"a": 0},))({"b": x}), "keys"),
+])
+def test_argument_errors(call, match):
+    with pytest.raises((ValueError, TypeError, ag.VmapError), match=match):
+        call(ag.tensor(np.ones((3, 2))))
+
+
+# ---------------------------------------------------------------------------------------------
+# What vmap refuses, naming itself (as JAX and torch.func do)
+
+
+@pytest.mark.parametrize(("fn", "match"), [
+    (lambda a: a if float(ag.sum(a)) > 0 else -a, "float"),
+    (lambda a: a if ag.any(a > 0) else -a, "bool"),
+    (lambda a: ag.sum(a).item(), "NumPy conversion"),
+    (lambda a: ag.nonzero(a > 0)[0], "nonzero"),
+    (lambda a: ag.unique_values(a), "unique_values"),
+    (lambda a: a[a > 0], "boolean mask"),
+    (lambda a: np.asarray(a.detach()), "NumPy conversion"),
+])
+def test_reading_a_batched_value_raises_naming_vmap(fn, match):
+    with pytest.raises(ag.VmapError, match=f"ag.vmap.*({match}|batched value)"):
+        ag.vmap(fn)(ag.tensor(np.linspace(-1, 1, 6).reshape(3, 2)))
+
+
+def test_control_flow_on_shared_values_is_allowed():
+    w = ag.tensor(np.array([1.0, -2.0]))
+    y = ag.vmap(lambda a: a * 2 if float(ag.sum(w)) < 0 else a)(ag.tensor(np.ones((3, 2))))
+    np.testing.assert_allclose(_np(y), 2 * np.ones((3, 2)))
+
+
+def test_backward_inside_vmap_is_refused_with_the_fix():
+    x = ag.tensor(np.ones((3, 2)), requires_grad=True)
+    with pytest.raises(ag.VmapError, match="ag.grad"):
+        ag.vmap(lambda a: ag.sum(a * a).backward())(x)
+
+
+def test_batched_writes_into_shared_state_are_refused_before_any_write():
+    bn = ag.nn.BatchNorm1d(3)
+    bn.running_mean[...] = 1.0
+    x = ag.tensor(np.random.default_rng(0).standard_normal((4, 5, 3)), dtype=ag.float32)
+    with pytest.raises(ag.VmapError, match="running_mean"):
+        ag.vmap(bn)(x)
+    np.testing.assert_array_equal(_np(bn.running_mean), 1.0)  # untouched
+    shared = ag.zeros(2)
+    with pytest.raises(ag.VmapError, match="shares"):
+        ag.vmap(lambda a: shared.__iadd__(a))(ag.tensor(np.ones((3, 2))))
+    with pytest.raises(ag.VmapError, match="every example"):
+        def write(a):
+            shared[0] = a[0]
+        ag.vmap(write)(ag.tensor(np.ones((3, 2))))
+    np.testing.assert_array_equal(_np(shared), 0.0)
+    bn.eval()  # eval mode reads the statistics: fine
+    assert ag.vmap(bn)(x).shape == (4, 5, 3)
+
+
+def test_writes_into_tensors_made_inside_become_batched():
+    def f(a):
+        z = a * 0.0  # batched, made from the input
+        z[0] = a[1] * 3
+        z[a > 0.5] = -1.0  # a boolean mask with a scalar: per example, a where
+        return z
+
+    x = np.random.default_rng(3).uniform(0, 1, (4, 3))
+    got = ag.vmap(f)(ag.tensor(x))
+    np.testing.assert_allclose(_np(got), _loop(f, [x], [0]))
+
+
+def test_random_ops_draw_the_same_numbers_for_every_example():
+    ag.manual_seed(0)
+    y = ag.vmap(lambda a: a + ag.random.normal((2,)))(ag.tensor(np.zeros((4, 2))))
+    assert np.all(_np(y) == _np(y)[0])
+    noise = ag.random.normal((4, 2))  # per-example noise: drawn outside, mapped over
+    y2 = ag.vmap(lambda a, e: a + e)(ag.tensor(np.zeros((4, 2))), noise)
+    assert len({tuple(r) for r in _np(y2)}) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition with every transform, in both orders
+
+
+def _f(w, x):
+    return ag.sum(ag.tanh(x @ w) ** 2) + ag.sum(ag.sin(w) * ag.sum(x))
+
+
+@pytest.fixture
+def wx():
+    rng = np.random.default_rng(4)
+    return ag.tensor(rng.standard_normal((3, 2))), ag.tensor(rng.standard_normal((5, 3)))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_vmap_of_each_transform_equals_the_loop(backend, strict_rules):
+    rng = np.random.default_rng(5)
+    w = _t(rng.standard_normal((3, 2)), backend)
+    xs = _t(rng.standard_normal((4, 3)), backend)
+    per = [xs[i, ...] for i in range(4)]
+
+    def check(batched, one):
+        got = batched(w, xs)
+        for i, x in enumerate(per):
+            ref = one(w, x)
+            for g, r in zip(got if isinstance(got, tuple) else (got,),
+                            ref if isinstance(ref, tuple) else (ref,)):
+                np.testing.assert_allclose(_np(g)[i], _np(r), rtol=1e-10, atol=1e-12)
+
+    v = lambda fn: ag.vmap(fn, in_axes=(None, 0))  # noqa: E731
+    for t in (ag.grad(_f), ag.grad(_f, argnums=(0, 1)), ag.value_and_grad(_f), ag.hessian(_f),
+              ag.jacrev(lambda w, x: ag.tanh(x @ w)), ag.jacfwd(lambda w, x: ag.tanh(x @ w)),
+              ag.jacobian(lambda w, x: ag.sin(x) * ag.sum(w)),
+              lambda w, x: ag.jvp(lambda a: ag.tanh(x @ a), (w,), (ag.ones_like(w),))[1],
+              lambda w, x: ag.vjp(lambda a: ag.tanh(x @ a), w)[1](ag.ones_like(w[0, ...]))[0],
+              lambda w, x: ag.hvp(lambda a: _f(a, x), (w,), (ag.ones_like(w),))[1],
+              ag.grad(lambda w, x: ag.sum(ag.checkpoint(lambda a: ag.sin(x @ a) ** 2, w))),
+              ag.jit(lambda w, x: ag.sin(x @ w) * 2)):
+        check(v(t), t)
+
+
+def test_transforms_of_vmap_sum_the_examples(wx):
+    w, xs = wx
+    batched = ag.vmap(_f, in_axes=(None, 0))
+    total = lambda w: ag.sum(batched(w, xs))  # noqa: E731
+    loop = lambda w: sum(_f(w, xs[i]) for i in range(5))  # noqa: E731
+    np.testing.assert_allclose(_np(ag.grad(total)(w)), _np(ag.grad(loop)(w)), rtol=1e-12)
+    np.testing.assert_allclose(_np(ag.hessian(total)(w)), _np(ag.hessian(loop)(w)), rtol=1e-10)
+    v = ag.ones_like(w)
+    np.testing.assert_allclose(_np(ag.jvp(total, (w,), (v,))[1]), _np(ag.jvp(loop, (w,), (v,))[1]))
+    np.testing.assert_allclose(_np(ag.jacrev(lambda w: batched(w, xs))(w)),
+                               _np(ag.jacfwd(lambda w: batched(w, xs))(w)), rtol=1e-10)
+    # backward() after vmap: a parameter's .grad collects every example's contribution
+    p = ag.tensor(w.data, requires_grad=True)
+    ag.sum(ag.vmap(lambda x: _f(p, x))(xs)).backward()
+    np.testing.assert_allclose(_np(p.grad), _np(ag.grad(loop)(w)), rtol=1e-12)
+    # grad with respect to the mapped input: per example, by construction
+    g = ag.grad(lambda x: ag.sum(ag.vmap(lambda r: _f(w, r))(x)))(xs)
+    np.testing.assert_allclose(_np(g), np.stack([_np(ag.grad(_f, argnums=1)(w, xs[i]))
+                                                 for i in range(5)]), rtol=1e-12)
+
+
+def test_jit_and_capture_around_vmap_equal_eager(wx):
+    w, xs = wx
+    batched = ag.vmap(ag.grad(_f), in_axes=(None, 0))
+    eager = _np(batched(w, xs))
+    jitted = ag.jit(batched)
+    for _ in range(3):  # trace, then replays
+        np.testing.assert_allclose(_np(jitted(w, xs)), eager, rtol=1e-12)
+
+
+def test_vmap_nests_at_every_level():
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((3, 4, 2))
+    b = rng.standard_normal((4, 2))
+
+    def f(x, y):
+        return ag.sum(x * y) * x + ag.tanh(y)
+
+    inner = ag.vmap(f, in_axes=(0, 0))
+    outer = ag.vmap(inner, in_axes=(0, None))
+    got = _np(outer(ag.tensor(a), ag.tensor(b)))
+    ref = np.stack([np.stack([_np(f(ag.tensor(a[i, j]), ag.tensor(b[j]))) for j in range(4)])
+                    for i in range(3)])
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    # a closure of the outer level read inside the inner one; three levels; grad in the middle
+    g = ag.vmap(lambda x: ag.vmap(lambda y: ag.grad(lambda z: ag.sum(ag.sin(z * x) * y))(y))(
+        ag.tensor(b)))(ag.tensor(a[:, 0]))
+    ref = np.stack([np.stack([_np(ag.grad(lambda z: ag.sum(ag.sin(z * ag.tensor(a[i, 0]))
+                                                             * ag.tensor(b[j])))(ag.tensor(b[j])))
+                              for j in range(4)]) for i in range(3)])
+    np.testing.assert_allclose(_np(g), ref, rtol=1e-12)
+    z = ag.vmap(ag.vmap(ag.vmap(lambda t: ag.sum(t) ** 2)))(ag.tensor(rng.standard_normal((2, 3, 4, 5))))
+    assert z.shape == (2, 3, 4)
+
+
+def test_per_example_gradients_of_a_model_match_torch_func():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    model = ag.nn.Sequential(ag.nn.Linear(6, 8), ag.nn.Tanh(), ag.nn.Linear(8, 3)).astype(ag.float64)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x = rng.standard_normal((10, 6))
+    y = rng.integers(0, 3, 10)
+
+    def loss(p, xi, yi):
+        out = ag.nn.functional_call(model, p, xi[None])
+        return ag.nn.functional.cross_entropy(out, yi[None])
+
+    grads = ag.vmap(ag.grad(loss), in_axes=(None, 0, 0))(params, ag.tensor(x), ag.tensor(y))
+
+    tm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    tp = {k.replace("layers.", ""): torch.tensor(_np(v)) for k, v in params.items()}
+
+    def tloss(p, xi, yi):
+        out = torch.func.functional_call(tm, p, (xi[None],))
+        return torch.nn.functional.cross_entropy(out, yi[None])
+
+    tg = torch.func.vmap(torch.func.grad(tloss), in_dims=(None, 0, 0))(
+        tp, torch.tensor(x), torch.tensor(y))
+    for k, g in grads.items():
+        np.testing.assert_allclose(_np(g), tg[k.replace("layers.", "")].numpy(), rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_a_module_under_vmap_equals_the_batched_call():
+    rng = np.random.default_rng(8)
+    conv = ag.nn.Sequential(ag.nn.Conv2d(2, 3, 3, padding=1), ag.nn.ReLU(), ag.nn.MaxPool2d(2),
+                            ag.nn.Flatten(), ag.nn.Linear(12, 4)).astype(ag.float64)
+    x = ag.tensor(rng.standard_normal((5, 2, 4, 4)))
+    got = ag.vmap(lambda xi: conv(xi[None])[0])(x)
+    np.testing.assert_allclose(_np(got), _np(conv(x)), rtol=1e-10, atol=1e-12)

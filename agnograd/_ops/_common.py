@@ -115,8 +115,10 @@ def to_tensor(x: Any, op: str, backend: Backend | None = None) -> Tensor:
         if backend is not None and ob is not backend:
             # a raw array beside traced tensors (a constant of the trace), or beside batched
             # ones (a value shared by every example)
-            if backend.base is ob or _batching.below(ob, backend):
+            if backend.base is ob and not isinstance(backend, _batching.BatchingBackend):
                 return wrap(x, backend)
+            if _batching.below(ob, backend):
+                return wrap(_batching.share(backend, x), backend)  # type: ignore[arg-type]
             raise mixing_error(op, backend, ob)
         check_array_dtype(x, x, op)  # a NumPy object or string array: refused here, by name
         return wrap(x, ob)

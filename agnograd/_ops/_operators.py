@@ -16,6 +16,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from ..backends import batching as _batching
 from .._tensor import LATE, plain_alias
 from ..autograd import backward, is_grad_enabled
 from . import _views, creation, data_types, indexing, linalg, manipulation, statistics
@@ -68,15 +69,18 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
         # The same inline prefix as the elementwise ops (see _binary in elementwise.py); the
         # rest goes through the one conversion. Without it ``x += 1.0`` was ~15% slower.
         t = type(other)
+        mixed = False
         if t is Tensor:
             if other._backend is self._backend and not self._backend.multi_device:
                 a, o = self.data, other.data
             else:
-                _, _, _, a, o = binary_operands(self, other, name)
+                b, _, _, a, o = binary_operands(self, other, name)
+                mixed = b is not self._backend  # an operand of a vmap level above self's
         elif t is float or t is int:
             a, o = self.data, other
         else:
-            _, _, _, a, o = binary_operands(self, other, name)
+            b, _, _, a, o = binary_operands(self, other, name)
+            mixed = b is not self._backend
         try:
             new = raw(a, o)
         except (TypeError, ValueError) as exc:  # e.g. NumPy's UFuncTypeError for int += 0.5
@@ -89,6 +93,9 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
                 f"x = x {_SYMBOL[name]} y (a new tensor of the promoted dtype), or convert x "
                 "first (x = ag.astype(x, ag.float64))"
             ) from exc
+        if mixed:
+            new = _batching.settle(self._backend, new, f"in-place {name} ({_SYMBOL[name]}=)",
+                                   self.shape)
         self.data = new
         if self._version is not None:
             self._version[0] += 1  # graphs that saved this data will refuse to use it

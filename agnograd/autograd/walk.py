@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from .._dtypes import from_backend_dtype
 from .._tensor import RetainGrad, Tensor
+from ..backends import batching as _batching
 from ..capture import _state as _capture
 from .mode import anomaly_mode
 from .node import FREED, Node, edge_of, edge_target
@@ -79,7 +80,10 @@ def backward(
     # Under create_graph the rules run on Tensors with the agnograd namespace, which a Tensor
     # names (asked, not imported: this module comes before the namespace in the import order).
     xp = roots[0].__array_namespace__() if create_graph else None
-    checks = _walk(heap, pending, leaf_grads, wanted, xp, retain_graph, create_graph)
+    # under ag.vmap a cotangent may carry a batch the graph it walks was made without (vmap of
+    # a vjp_fn made outside): each node then runs its rules on that level (_level)
+    checks = _walk(heap, pending, leaf_grads, wanted, xp, retain_graph, create_graph,
+                   bool(_batching.ACTIVE) and not create_graph)
     if checks:  # before any .grad is touched: a failed check changes nothing
         _raise_first_nonfinite(checks)
     # the seeds are the caller's arrays: a leaf's .grad never aliases one (see _deliver)
@@ -87,7 +91,7 @@ def backward(
     if results is not None:  # a target that is an op's output: its gradient in its dtype
         for k, (r, t) in enumerate(zip(results, targets)):  # type: ignore[arg-type]
             if r is not None and r.data.dtype != t.data.dtype:
-                b = t._backend
+                b = _backend_of(r, t._backend)
                 results[k] = (_cast(r.__array_namespace__(), r, r.data.dtype, t.data.dtype)
                               if create_graph else
                               _wrap(_cast(b.xp, r.data, r.data.dtype, t.data.dtype), b))
@@ -95,8 +99,8 @@ def backward(
 
 
 def _walk(heap: list[tuple[int, Node]], pending: dict[Node, Any], leaf_grads: dict[int, Any],
-          wanted: _Targets | None, xp: Any, retain_graph: bool, create_graph: bool
-          ) -> list[tuple[Node, int, tuple[int, ...], Any]]:
+          wanted: _Targets | None, xp: Any, retain_graph: bool, create_graph: bool,
+          vmap_on: bool = False) -> list[tuple[Node, int, tuple[int, ...], Any]]:
     """Pop the latest-created node holding a cotangent; its dL/dx_i = Σ_children (∂x_j/∂x_i)ᵀ
     dL/dx_j is complete, and each rule sends one term of a parent's sum. Every gradient is
     computed once, and no Jacobian is ever formed. Returns ``detect_anomaly()``'s flags."""
@@ -120,6 +124,13 @@ def _walk(heap: list[tuple[int, Node]], pending: dict[Node, Any], leaf_grads: di
                 len(v) > 3 and (len(v) != 6 or v[4][0] != v[5]))):
             _check_versions(node)
         backend = node.backend
+        params = node.params
+        if vmap_on:
+            lvl = _level(backend, g)
+            if lvl is not backend:  # saved arrays as the level's (shared) values
+                backend = lvl
+                saved = tuple(_batching.share(lvl, a) for a in saved)  # type: ignore[arg-type]
+                params = tuple(_batching.share(lvl, a) for a in params)  # type: ignore[arg-type]
         if create_graph:
             saved = _reattach(node, saved)
         else:
@@ -128,7 +139,7 @@ def _walk(heap: list[tuple[int, Node]], pending: dict[Node, Any], leaf_grads: di
             g = _node_cotangent(node, g, backend, create_graph)
         array_type = backend.array_type
         meta = node.meta
-        args = saved + node.params if node.params else saved
+        args = saved + params if params else saved
         vjps = node.vjps
         i = -1
         for edge in edges:
@@ -157,6 +168,24 @@ def _walk(heap: list[tuple[int, Node]], pending: dict[Node, Any], leaf_grads: di
             node.saved = FREED  # the saved arrays go as soon as the node's rules have run
         del g, saved, args
     return checks
+
+
+def _level(b: Backend, g: Any) -> Backend:
+    """The backend a node of backend ``b`` runs its rules on: ``b``, or the ``vmap`` level of
+    its cotangent when that level is above ``b``."""
+    if type(g) is list:
+        g = next((e for e in g if e is not None), None)
+    if isinstance(g, _batching.LevelArray) and _batching.below(b, g._bb):
+        return g._bb
+    return b
+
+
+def _backend_of(g: Any, b: Backend) -> Backend:
+    """The backend of a gradient for a tensor of backend ``b`` (a vmap level above it, or ``b``)."""
+    a = g.data if type(g) is Tensor else g
+    if isinstance(a, _batching.LevelArray) and _batching.below(b, a._bb):
+        return a._bb
+    return b
 
 
 def _send(edge: Any, g: Any, pending: dict[Node, Any], heap: list[tuple[int, Node]],
@@ -236,7 +265,8 @@ def _visit_rare(node: Node, g: Any, wanted: _Targets | None, create_graph: bool
             for k, gk in enumerate(slots):
                 w = wanted.nodes.get((node, k))
                 if w is not None and gk is not None:
-                    wanted.results[w] = gk if create_graph else _wrap(gk, node.backend)
+                    wanted.results[w] = gk if create_graph else _wrap(
+                        gk, _backend_of(gk, node.backend))
         g = slots[0] if node.outs is None else slots
     if wanted is None:
         return g, node.edges
@@ -295,19 +325,24 @@ def _deliver(leaf_grads: dict[int, list[Any]], wanted: _Targets | None, create_g
     for leaf, g in leaf_grads.values():
         have = g.data.dtype if create_graph else g.dtype
         want = leaf.data.dtype
+        lb = leaf._backend
+        b = _backend_of(g, lb) if _batching.ACTIVE else lb
         if have is not want and have != want:  # e.g. real(z) sends a real ḡ to a complex leaf
-            b = leaf._backend
             g = _cast(g.__array_namespace__() if create_graph else b.xp, g, have, want)
         if leaf._hooks:
             g = _run_hooks(leaf._hooks, g, leaf._backend, create_graph)
         if wanted is not None:
             w = wanted.leaves.get(id(leaf))
             if w is not None:
-                wanted.results[w] = g if create_graph else _wrap(g, leaf._backend)
+                wanted.results[w] = g if create_graph else _wrap(g, b)
             continue
         if not leaf._requires_grad:
             continue
-        b = leaf._backend
+        if b is not lb:
+            raise _batching.VmapError(
+                "backward() inside ag.vmap with a batched gradient: a leaf's .grad would have to "
+                "hold one gradient per example; take per-example gradients with ag.grad or "
+                "ag.vjp inside vmap")
         if create_graph:
             if leaf._grad is not None:
                 leaf._grad = leaf._grad + g

@@ -74,18 +74,30 @@ def _host_read(what: str) -> Callable[..., Any]:
     return method
 
 
-class BatchedArray:
-    """A real array ``_v`` of the base backend whose leading axis is the batch; the program sees
-    ``_v``'s other axes (``shape``, ``ndim``, indices and axes are per example)."""
+class LevelArray:
+    """A value of one ``vmap`` level: :class:`BatchedArray` (one per example) or
+    :class:`SharedArray` (the same for every example). The two share their layout, so a shared
+    array written with a batched value becomes batched in place (``z[key] = g`` into fresh
+    zeros, the commonest scatter of a VJP rule)."""
 
     __slots__ = ("_v", "__weakref__")
     __array_ufunc__ = None  # NumPy defers to our reflected operators
     __array_priority__ = 3000
     __hash__ = None  # type: ignore[assignment]
-    _bb: BatchingBackend  # the level (set on each level's subclass)
+    _bb: BatchingBackend  # the level (set on each level's subclasses)
 
     def __init__(self, v: Any) -> None:
         self._v = v
+
+    def __array_namespace__(self, *, api_version: str | None = None) -> Any:
+        return self._bb.xp
+
+
+class BatchedArray(LevelArray):
+    """A real array ``_v`` of the base backend whose leading axis is the batch; the program sees
+    ``_v``'s other axes (``shape``, ``ndim``, indices and axes are per example)."""
+
+    __slots__ = ()
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -132,17 +144,16 @@ class BatchedArray:
         for i in range(len(self)):
             yield self[i]
 
-    def __array_namespace__(self, *, api_version: str | None = None) -> Any:
-        return self._bb.xp
-
     def to_device(self, device: Any, /, stream: Any = None) -> Any:
         return type(self)(self._bb.base.to_device(self._v, device))
 
     def __getitem__(self, key: Any) -> Any:
-        return _getitem(self._bb, self, key)
+        bb = self._bb
+        return _out(bb, _getitem(bb, self, _un(bb, key)))
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        _setitem(self._bb, self, key, value)
+        bb = self._bb
+        _setitem(bb, self, _un(bb, key), _un(bb, value))
 
     __bool__ = _host_read("bool()")
     __float__ = _host_read("float()")
@@ -160,34 +171,167 @@ class BatchedArray:
                 f"(ag.vmap)>")
 
 
+def _delegate(name: str) -> Callable[..., Any]:
+    def method(self: SharedArray, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._v, name)(*args, **kwargs)
+
+    return method
+
+
+class SharedArray(LevelArray):
+    """A value of a ``vmap`` level that is the same for every example: a real array ``_v`` of
+    the base backend, held so that operators and functions reach the level's rules (a base
+    array on the left of an operator may refuse a batched one on the right). Reading it on the
+    host is allowed (Python control flow on it is the same for every example)."""
+
+    __slots__ = ()
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        return tuple(self._v.shape)
+
+    @property
+    def ndim(self) -> int:
+        return int(self._v.ndim)
+
+    @property
+    def size(self) -> Any:
+        return self._v.size
+
+    @property
+    def dtype(self) -> Any:
+        return self._v.dtype
+
+    @property
+    def device(self) -> Any:
+        return self._bb.base.device_of(self._v)
+
+    @property
+    def T(self) -> Any:
+        return type(self)(self._v.T)
+
+    @property
+    def mT(self) -> Any:
+        return type(self)(self._v.mT)
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+    def __iter__(self) -> Any:
+        for i in range(len(self)):
+            yield self[i]
+
+    def to_device(self, device: Any, /, stream: Any = None) -> Any:
+        return type(self)(self._bb.base.to_device(self._v, device))
+
+    def _promote(self, n: int) -> None:
+        """Become batched: ``n`` copies of the value (in place: every holder sees the batch)."""
+        bb = self._bb
+        bx = bb.bx
+        v = self._v
+        self._v = bx.asarray(bx.broadcast_to(bx.expand_dims(v, axis=0), (n,) + tuple(v.shape)),
+                             copy=True)
+        self.__class__ = bb.atype  # type: ignore[assignment]
+
+    def __getitem__(self, key: Any) -> Any:
+        bb = self._bb
+        k = _un(bb, key)
+        if _size(bb, k) is None:
+            return _out(bb, self._v[k])
+        return _getitem(bb, self._v, k)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        bb = self._bb
+        k, val = _un(bb, key), _un(bb, value)
+        n = _size(bb, [k, val])
+        if n is None:
+            self._v[k] = val
+            return
+        self._promote(n)
+        _setitem(bb, self, k, val)  # type: ignore[arg-type]
+
+    __bool__ = _delegate("__bool__")
+    __float__ = _delegate("__float__")
+    __int__ = _delegate("__int__")
+    __complex__ = _delegate("__complex__")
+    __index__ = _delegate("__index__")
+    __array__ = _delegate("__array__")
+    __dlpack__ = _delegate("__dlpack__")
+    __dlpack_device__ = _delegate("__dlpack_device__")
+    item = _delegate("item")
+    tolist = _delegate("tolist")
+
+    def __repr__(self) -> str:
+        return f"<shared {self._v!r} (ag.vmap)>"
+
+
 def is_batched(a: Any) -> bool:
     """Whether ``a`` is a batched array (of any vmap level)."""
     return isinstance(a, BatchedArray)
 
 
+def _un(bb: BatchingBackend, a: Any) -> Any:
+    """``a`` with this level's shared arrays replaced by their values (for the rules)."""
+    t = type(a)
+    if t is bb.ut:
+        return a._v
+    if t is tuple or t is list:
+        if any(type(e) is bb.ut or type(e) in (tuple, list) for e in a):
+            return t(_un(bb, e) for e in a)
+        return a
+    if t is dict:
+        return {k: _un(bb, e) for k, e in a.items()}
+    if t is slice and (type(a.start) is bb.ut or type(a.stop) is bb.ut or type(a.step) is bb.ut):
+        return slice(_un(bb, a.start), _un(bb, a.stop), _un(bb, a.step))
+    return a
+
+
+def _out(bb: BatchingBackend, r: Any) -> Any:
+    """A rule's result as values of the level: batched ones as they are, base arrays shared."""
+    t = type(r)
+    if t is bb.atype or t is bb.ut:
+        return r
+    if t is tuple or t is list:
+        return t(_out(bb, e) for e in r)
+    if isinstance(r, tuple) and hasattr(t, "_fields"):  # a NamedTuple (eigh, qr, svd, slogdet)
+        return t(*(_out(bb, e) for e in r))
+    return share(bb, r)
+
+
 def _binop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def method(self: BatchedArray, other: Any) -> Any:
-        return _elementwise(self._bb, op, self, other)
+    def method(self: LevelArray, other: Any) -> Any:
+        bb = self._bb
+        o = _un(bb, other)
+        if type(self) is bb.atype or type(o) is bb.atype:
+            return _elementwise(bb, op, _un(bb, self), o)
+        return _out(bb, op(self._v, o))
 
     return method
 
 
 def _rbinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def method(self: BatchedArray, other: Any) -> Any:
-        return _elementwise(self._bb, op, other, self)
+    def method(self: LevelArray, other: Any) -> Any:
+        bb = self._bb
+        o = _un(bb, other)
+        if type(self) is bb.atype or type(o) is bb.atype:
+            return _elementwise(bb, op, o, _un(bb, self))
+        return _out(bb, op(o, self._v))
 
     return method
 
 
 def _ibinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def method(self: BatchedArray, other: Any) -> Any:
+    def method(self: LevelArray, other: Any) -> Any:
         bb = self._bb
-        o = other
+        o = _un(bb, other)
         if type(o) is bb.atype:
             if o.ndim > self.ndim:
                 raise VmapError(f"ag.vmap: an in-place operator on per-example shape {self.shape} "
                                 f"with an operand of shape {o.shape} would change its shape")
+            if type(self) is bb.ut:
+                self._promote(int(o._v.shape[0]))  # type: ignore[attr-defined]
             o = _pad(bb, o._v, self.ndim - o.ndim)
+        # (an unbatched operand broadcasts from the right, past the batch axis)
         self._v = op(self._v, o)
         return self
 
@@ -195,7 +339,7 @@ def _ibinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 
 def _unop(op: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def method(self: BatchedArray) -> Any:
+    def method(self: LevelArray) -> Any:
         return type(self)(op(self._v))
 
     return method
@@ -203,36 +347,42 @@ def _unop(op: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 _BIN = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and_", "or_", "xor", "lshift",
         "rshift")
-for _name in _BIN:
-    _d = _name.rstrip("_")
-    setattr(BatchedArray, f"__{_d}__", _binop(getattr(operator, _name)))
-    setattr(BatchedArray, f"__r{_d}__", _rbinop(getattr(operator, _name)))
-    setattr(BatchedArray, f"__i{_d}__", _ibinop(getattr(operator, "i" + _d)))
-for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
-    setattr(BatchedArray, f"__{_name}__", _binop(getattr(operator, _name)))
-for _name in ("neg", "pos", "abs", "invert"):
-    setattr(BatchedArray, f"__{_name}__", _unop(getattr(operator, _name)))
+for _cls in (BatchedArray, SharedArray):
+    for _name in _BIN:
+        _d = _name.rstrip("_")
+        setattr(_cls, f"__{_d}__", _binop(getattr(operator, _name)))
+        setattr(_cls, f"__r{_d}__", _rbinop(getattr(operator, _name)))
+        setattr(_cls, f"__i{_d}__", _ibinop(getattr(operator, "i" + _d)))
+    for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
+        setattr(_cls, f"__{_name}__", _binop(getattr(operator, _name)))
+    for _name in ("neg", "pos", "abs", "invert"):
+        setattr(_cls, f"__{_name}__", _unop(getattr(operator, _name)))
 
 
-def _matmul_op(self: BatchedArray, other: Any) -> Any:
-    return _matmul(self._bb, operator.matmul, self, other)
+def _matmul_op(self: LevelArray, other: Any) -> Any:
+    bb = self._bb
+    return _out(bb, _matmul(bb, operator.matmul, _un(bb, self), _un(bb, other)))
 
 
-def _rmatmul_op(self: BatchedArray, other: Any) -> Any:
-    return _matmul(self._bb, operator.matmul, other, self)
+def _rmatmul_op(self: LevelArray, other: Any) -> Any:
+    bb = self._bb
+    return _out(bb, _matmul(bb, operator.matmul, _un(bb, other), _un(bb, self)))
 
 
-def _imatmul_op(self: BatchedArray, other: Any) -> Any:
-    r = _matmul(self._bb, operator.matmul, self, other)
-    if type(r) is not type(self) or r.shape != self.shape:
+def _imatmul_op(self: LevelArray, other: Any) -> Any:
+    r = _matmul_op(self, other)
+    if r.shape != self.shape:
         raise VmapError(f"ag.vmap: @= would change per-example shape {self.shape}")
+    if type(r) is not type(self):
+        self.__class__ = type(r)
     self._v = r._v
     return self
 
 
-BatchedArray.__matmul__ = _matmul_op  # type: ignore[attr-defined]
-BatchedArray.__rmatmul__ = _rmatmul_op  # type: ignore[attr-defined]
-BatchedArray.__imatmul__ = _imatmul_op  # type: ignore[attr-defined]
+for _cls in (BatchedArray, SharedArray):
+    _cls.__matmul__ = _matmul_op  # type: ignore[attr-defined]
+    _cls.__rmatmul__ = _rmatmul_op  # type: ignore[attr-defined]
+    _cls.__imatmul__ = _imatmul_op  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,8 +701,9 @@ def _like(bb: BatchingBackend, fn: Any, x: Any, /, *args: Any, **kwargs: Any) ->
     ``fill_value`` makes the example's fill)."""
     fill = args[0] if args else kwargs.get("fill_value")
     if type(fill) is bb.atype:
-        return _elementwise(bb, bb.bx.multiply, bb.xp.ones_like(x, **_given(
-            dtype=kwargs.get("dtype"), device=kwargs.get("device"))), fill)
+        xp = bb.xp
+        return xp.multiply(xp.ones_like(x, **_given(dtype=kwargs.get("dtype"),
+                                                     device=kwargs.get("device"))), fill)
     if type(x) is not bb.atype:
         return fn(x, *args, **kwargs)
     return bb.atype(fn(x._v, *args, **kwargs))
@@ -844,6 +995,27 @@ def _fftshift(bb: BatchingBackend, fn: Any, x: Any, /, *, axes: Any = None) -> A
     return bb.atype(fn(x._v, axes=_shift(axes, x.ndim)))
 
 
+def _isin(bb: BatchingBackend, fn: Any, x1: Any, x2: Any, /, **kwargs: Any) -> Any:
+    """Membership per example: a shared ``x2`` is one call; a batched one is compared with
+    every element of the example's ``x1``."""
+    at = bb.atype
+    if type(x2) is not at:
+        if type(x1) is not at:
+            return fn(x1, x2, **kwargs)
+        return at(fn(x1._v, x2, **kwargs))
+    bx = bb.bx
+    n = x2._v.shape[0]
+    v1 = _full(bb, x1, n)
+    v2 = bx.reshape(x2._v, (n,) + (1,) * (v1.ndim - 1) + (-1,))
+    r = bx.any(bx.expand_dims(v1, axis=-1) == v2, axis=-1)
+    return at(bx.logical_not(r) if kwargs.get("invert") else r)
+
+
+def _no_arrays(bb: BatchingBackend, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Functions of shapes and dtypes only (``broadcast_shapes``)."""
+    return fn(*args, **kwargs)
+
+
 def _from_dlpack(bb: BatchingBackend, fn: Any, x: Any, /, **kwargs: Any) -> Any:
     if type(x) is bb.atype:
         raise refuse("from_dlpack of a batched array", "DLPack cannot export the batch; pass "
@@ -885,7 +1057,7 @@ RULES.update({
     "full": _full_rule, "asarray": _asarray, "meshgrid": _meshgrid, "from_dlpack": _from_dlpack,
     # data types
     "result_type": _by_dtype, "can_cast": _by_dtype, "finfo": _by_dtype, "iinfo": _by_dtype,
-    "isdtype": _by_dtype,
+    "isdtype": _by_dtype, "broadcast_shapes": _no_arrays, "isin": _isin,
     # indexing and searching
     "take": _take, "take_along_axis": _take_along_axis, "searchsorted": _searchsorted,
     "where": _where, "clip": _clip,
@@ -929,59 +1101,80 @@ def _is_array(k: Any) -> bool:
     return hasattr(k, "shape") and hasattr(k, "dtype")
 
 
+def _is_bool(k: Any) -> bool:
+    return "bool" in str(k.dtype)
+
+
 def _getitem(bb: BatchingBackend, x: Any, key: Any) -> Any:
+    """``x[key]`` per example. Basic keys (ints, slices, ``...``, ``None``) gain a leading
+    ``slice(None)``; integer-array keys (batched or not) become one ``take`` from the array with
+    the batch and the indexed axes flattened together -- the standard forbids mixing slices
+    with integer arrays, and this also places the indexed axes as NumPy and the standard do."""
     at = bb.atype
     keys = key if type(key) is tuple else (key,)
     batched_keys = any(type(k) is at for k in keys)
     if type(x) is not at and not batched_keys:
         return x[key]
     for k in keys:
-        if type(k) is at and "bool" in str(k.dtype):
+        if type(k) is at and _is_bool(k):
             raise refuse("indexing with a batched boolean mask", _DATA_SHAPE)
     nd = _nd(x)
     n = _size(bb, [x, *keys])
     assert n is not None
     v = _full(bb, x, n)
     ek = _expand_key(key, nd)
-    arrays = [i for i, k in enumerate(ek) if _is_array(k) and not (
-        "bool" in str(k.dtype) and type(k) is not at)]
-    if not batched_keys:
-        if not arrays:
-            return at(v[(slice(None),) + ek])
-        # integer arrays: NumPy puts the indexed axes first when they are not adjacent
-        adjacent = arrays == list(range(arrays[0], arrays[-1] + 1))
-        r = v[(slice(None),) + ek]
-        if adjacent:
-            return at(r)
-        bshape = _broadcast_shape([tuple(ek[i].shape) for i in arrays])
-        return at(bb.bx.moveaxis(r, len(bshape), 0))
-    # batched integer keys: an arange over the batch joins the integer arrays, so the indexed
-    # axes come first (the batch's among them): move them back where the example puts them
+    if not any(_is_array(k) for k in ek):
+        return at(v[(slice(None),) + ek])
     bx = bb.bx
-    full_keys = []
+    # a boolean mask shared by the examples: its integer positions (the same for each)
+    flat: list[Any] = []
     for k in ek:
-        if type(k) is at:
-            full_keys.append(k._v)  # batch-first already
-        elif _is_array(k) and "bool" not in str(k.dtype):
-            full_keys.append(bx.expand_dims(k, axis=0))
+        if _is_array(k) and type(k) is not at and _is_bool(k):
+            flat.extend(bx.nonzero(k))
         else:
-            full_keys.append(k)
-    idx_nd = max(len(full_keys[i].shape) for i in arrays) - 1
-    ar = bx.arange(n, device=bb.base.device_of(v))
-    ar = bx.reshape(ar, (n,) + (1,) * idx_nd)
-    full_keys = [bx.reshape(k, tuple(k.shape[:1]) + (1,) * (idx_nd + 1 - len(k.shape))
-                            + tuple(k.shape[1:])) if i in arrays else k
-                 for i, k in enumerate(full_keys)]
-    r = v[(ar,) + tuple(full_keys)]  # (n, *index, *rest)
-    adjacent = arrays == list(range(arrays[0], arrays[-1] + 1))
-    if adjacent:
-        # the example's result has the index axes where the first array key stood, after the
-        # axes its slices and integers before it keep
-        before = sum(1 for k in ek[:arrays[0]] if not (isinstance(k, int) and not _is_array(k)))
-        if before:
-            src = tuple(range(1, 1 + idx_nd))
-            dst = tuple(range(1 + before, 1 + before + idx_nd))
-            r = bx.moveaxis(r, src, dst)
+            flat.append(k)
+    if any(k is None for k in flat):
+        return _loop(bb, operator.getitem, (x, key), {}, "__getitem__ (None with arrays)")
+    adv = [i for i, k in enumerate(flat) if _is_array(k) or isinstance(k, int)]
+    # 1. the slices, with the advanced axes kept whole
+    v = v[(slice(None),) + tuple(slice(None) if i in adv else k for i, k in enumerate(flat))]
+    dims = tuple(v.shape[1:])
+    rest = [i for i in range(len(flat)) if i not in adv]
+    # 2. the advanced axes to the front (after the batch), flattened with it
+    v = bx.permute_dims(v, (0,) + tuple(i + 1 for i in adv) + tuple(i + 1 for i in rest))
+    sizes = [dims[i] for i in adv]
+    total = math.prod(sizes)
+    rest_shape = tuple(dims[i] for i in rest)
+    v = bx.reshape(v, (n * total,) + rest_shape)
+    terms = []
+    stride = total
+    dev = bb.base.device_of(v)
+    for i, d in zip(adv, sizes):
+        stride //= d
+        k = flat[i]
+        kb = type(k) is at
+        if kb:
+            k = k._v
+        elif isinstance(k, int):
+            k = bx.asarray(k, device=dev)
+        if k.dtype != bx.int64:
+            k = bx.astype(k, bx.int64)
+        terms.append((bx.where(k < 0, k + d, k) * stride, kb))
+    ishape = _broadcast_shape([tuple(k.shape[1:]) if kb else tuple(k.shape) for k, kb in terms])
+    r_i = len(ishape)
+    linear: Any = bx.reshape(bx.arange(n, dtype=bx.int64, device=dev) * total, (n,) + (1,) * r_i)
+    for k, kb in terms:  # each batch-first, broadcast against the others
+        s_k = tuple(k.shape[1:]) if kb else tuple(k.shape)
+        lead = (n,) if kb else (1,)
+        linear = linear + bx.reshape(k, lead + (1,) * (r_i - len(s_k)) + s_k)
+    r = bx.take(v, bx.reshape(linear, (-1,)), axis=0)
+    r = bx.reshape(r, (n,) + ishape + rest_shape)
+    # 3. where the indexed axes go: in place of adjacent advanced keys, else first
+    adjacent = adv == list(range(adv[0], adv[-1] + 1))
+    before = sum(1 for i in rest if i < adv[0])
+    if adjacent and before and ishape:
+        r = bx.moveaxis(r, tuple(range(1, 1 + len(ishape))),
+                        tuple(range(1 + before, 1 + before + len(ishape))))
     return at(r)
 
 
@@ -1053,17 +1246,34 @@ def _loop(bb: BatchingBackend, fn: Any, args: tuple[Any, ...], kwargs: dict[str,
 # The namespace and the Backend
 
 
-def _batched_fn(bb: BatchingBackend, fn: Any, name: str) -> Callable[..., Any]:
-    rule = RULES.get(name)
+def _batched_fn(bb: BatchingBackend, fn: Any, name: str,
+                rule: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """``fn`` of the base namespace as a function of the level: shared arrays unwrapped, the
+    rule applied, base arrays among the results shared."""
+    rule = rule or RULES.get(name)
+    ut = bb.ut
+
+    def unwrap(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        for a in args:
+            ta = type(a)
+            if ta is ut or ta is list or ta is tuple or ta is slice:
+                return _un(bb, args)  # type: ignore[no-any-return]
+        return args
 
     if rule is None:
         def batched(*args: Any, **kwargs: Any) -> Any:
+            args = unwrap(args)
+            if kwargs:
+                kwargs = _un(bb, kwargs)
             if _size(bb, args, kwargs) is None:
-                return fn(*args, **kwargs)
-            return _loop(bb, fn, args, kwargs, name)
+                return _out(bb, fn(*args, **kwargs))
+            return _out(bb, _loop(bb, fn, args, kwargs, name))
     else:
         def batched(*args: Any, **kwargs: Any) -> Any:
-            return rule(bb, fn, *args, **kwargs)
+            args = unwrap(args)
+            if kwargs:
+                kwargs = _un(bb, kwargs)
+            return _out(bb, rule(bb, fn, *args, **kwargs))
 
     batched.__name__ = name
     batched.__qualname__ = name
@@ -1108,23 +1318,19 @@ class _Special:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        fn = getattr(self._real, name)
-        bb = self._bb
-
-        def special(*args: Any, **kwargs: Any) -> Any:
-            return _elementwise(bb, fn, *args, **kwargs)
-
+        special = _batched_fn(self._bb, getattr(self._real, name), name, _elementwise)
         setattr(self, name, special)
         return special
 
 
 class BatchingBackend(Backend):
     """A Backend whose arrays are :class:`BatchedArray` values over ``base``'s arrays (one
-    ``vmap`` level), or ``base``'s own arrays for values without the batch."""
+    ``vmap`` level), and :class:`SharedArray` values for those without the batch."""
 
-    __slots__ = ("_base", "atype", "bx", "depth")
+    __slots__ = ("_base", "atype", "ut", "bx", "depth")
     _base: Backend
     atype: type[BatchedArray]
+    ut: type[SharedArray]
     bx: Any
     depth: int
 
@@ -1132,66 +1338,76 @@ class BatchingBackend(Backend):
     def base(self) -> Backend:
         return self._base
 
-    # the Backend's kernels: the batch folded into the axis each already loops over
-
     def fix(self, a: Any) -> Any:
-        if type(a) is self.atype:
+        # (a rule's result as it is: the crossings' rules return the level below's values)
+        t = type(a)
+        if t is self.atype or t is self.ut:
             return a
         return self._base.fix(a)
 
     def is_array(self, obj: Any) -> bool:
-        return type(obj) is self.atype or self._base.is_array(obj)
+        t = type(obj)
+        return t is self.atype or t is self.ut or self._base.is_array(obj)
 
     def device_of(self, a: Any) -> Any:
-        return self._base.device_of(a._v if type(a) is self.atype else a)
+        t = type(a)
+        return self._base.device_of(a._v if t is self.atype or t is self.ut else a)
 
     def to_device(self, a: Any, device: Any) -> Any:
-        if type(a) is self.atype:
-            return self.atype(self._base.to_device(a._v, device))
-        return self._base.to_device(a, device)
+        t = type(a)
+        if t is self.atype or t is self.ut:
+            return t(self._base.to_device(a._v, device))
+        return share(self, self._base.to_device(a, device))
 
     def reads_cheaply(self, a: Any) -> bool:
         # a batched value is never read: ops skip their host-side checks for it, as on a lazy
         # backend (its examples would each need their own answer)
-        if type(a) is self.atype:
+        t = type(a)
+        if t is self.atype:
             return False
-        return self._base.reads_cheaply(a)
+        return self._base.reads_cheaply(a._v if t is self.ut else a)
 
     def is_private(self, a: Any) -> bool:
         return False
 
     def copy(self, a: Any) -> Any:
-        if type(a) is self.atype:
-            return self.atype(self._base.copy(a._v))
-        return self._base.copy(a)
+        t = type(a)
+        if t is self.atype or t is self.ut:
+            return t(self._base.copy(a._v))
+        return share(self, self._base.copy(a))
 
     def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Any:
         from . import given
 
-        return self.fix(self.xp.asarray(obj, **given(dtype=dtype, device=device, copy=copy)))
+        return self.xp.asarray(obj, **given(dtype=dtype, device=device, copy=copy))
 
     def from_host(self, host: Any) -> Any:
-        return self._base.from_host(host)
+        return share(self, self._base.from_host(host))
 
     def first_false(self, flags: Any) -> int | None:
         # a check holds when it holds for every example
         at = self.atype
         bx = self.bx
-        return self._base.first_false([bx.all(f._v) if type(f) is at else f for f in flags])
+        return self._base.first_false([bx.all(f._v) if type(f) is at else _un(self, f)
+                                       for f in flags])
+
+    # the Backend's kernels: the batch folded into the axis each already loops over
 
     def put(self, xp: Any, shape: tuple[int, ...], key: Any, value: Any, dtype: Any,
             device: Any) -> Any:
+        key, value = _un(self, key), _un(self, value)
         size = _size(self, [key, value])
         if size is None:
-            return self._base.put(self._base.xp, shape, key, value, dtype, device)
+            return share(self, self._base.put(self.bx, shape, key, value, dtype, device))
         z = self.atype(self.bx.zeros((size,) + tuple(shape), dtype=dtype, device=device))
-        z[key] = value
+        _setitem(self, z, key, value)
         return z
 
     def scatter_add(self, n: int, index: Any, values: Any) -> Any:
+        index, values = _un(self, index), _un(self, values)
         size = _size(self, [index, values])
         if size is None:
-            return self._base.scatter_add(n, index, values)
+            return share(self, self._base.scatter_add(n, index, values))
         bx = self.bx
         i = _full(self, index, size)
         v = _full(self, values, size)
@@ -1201,9 +1417,10 @@ class BatchingBackend(Backend):
         return self.atype(bx.reshape(flat, (size, n)))
 
     def scatter_add_rows(self, xp: Any, n: int, index: Any, values: Any) -> Any:
+        index, values = _un(self, index), _un(self, values)
         size = _size(self, [index, values])
         if size is None:
-            return self._base.scatter_add_rows(self._base.xp, n, index, values)
+            return share(self, self._base.scatter_add_rows(self.bx, n, index, values))
         bx = self.bx
         i = _full(self, index, size)  # (size, m)
         v = _full(self, values, size)  # (size, m, d)
@@ -1215,9 +1432,10 @@ class BatchingBackend(Backend):
         return self.atype(bx.reshape(rows, (size, n, d)))
 
     def subtract_at_labels(self, xp: Any, a: Any, index: Any, values: Any, classes: Any) -> Any:
+        a, index, values, classes = (_un(self, e) for e in (a, index, values, classes))
         size = _size(self, [a, index, values])
         if size is None:
-            return self._base.subtract_at_labels(self._base.xp, a, index, values, classes)
+            return share(self, self._base.subtract_at_labels(self.bx, a, index, values, classes))
         bx = self.bx
         av = a._v if type(a) is self.atype else bx.asarray(_full(self, a, size), copy=True)
         m, c = av.shape[1], av.shape[2]
@@ -1230,8 +1448,9 @@ class BatchingBackend(Backend):
 
     def windows(self, xp: Any, x: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
                 dilation: tuple[int, ...], out: tuple[int, ...]) -> Any:
+        x = _un(self, x)
         if type(x) is not self.atype:
-            return self._base.windows(self._base.xp, x, kernel, stride, dilation, out)
+            return share(self, self._base.windows(self.bx, x, kernel, stride, dilation, out))
         bx = self.bx
         v = x._v
         s = tuple(v.shape)
@@ -1241,10 +1460,11 @@ class BatchingBackend(Backend):
 
     def fold(self, xp: Any, g: Any, shape: tuple[int, ...], kernel: tuple[int, ...],
              stride: tuple[int, ...], dilation: tuple[int, ...]) -> Any:
+        g = _un(self, g)
         pieces = g if isinstance(g, list) else [g]
         size = _size(self, pieces)
         if size is None:
-            return self._base.fold(self._base.xp, g, shape, kernel, stride, dilation)
+            return share(self, self._base.fold(self.bx, g, shape, kernel, stride, dilation))
         bx = self.bx
 
         def merge(p: Any) -> Any:
@@ -1256,6 +1476,19 @@ class BatchingBackend(Backend):
         r = self._base.fold(bx, gg, (size * shape[0],) + tuple(shape[1:]), kernel, stride,
                             dilation)
         return self.atype(bx.reshape(r, (size,) + tuple(shape)))
+
+
+def share(bb: BatchingBackend, a: Any) -> Any:
+    """A value of a level under ``bb`` as a value of ``bb``, shared by every example (a shared
+    array at each level crossed)."""
+    t = type(a)
+    if t is bb.atype or t is bb.ut:
+        return a
+    base = bb._base
+    a = share(base, a) if isinstance(base, BatchingBackend) else base.fix(a)
+    if not base.is_array(a):
+        return a  # a Python scalar or metadata
+    return bb.ut(a)
 
 
 _levels: dict[int, BatchingBackend] = {}
@@ -1273,14 +1506,15 @@ def batching_backend(base: Backend) -> BatchingBackend:
         if bb is not None:
             return bb
         depth = base.depth + 1 if isinstance(base, BatchingBackend) else 1
+        tag = f"{depth}_{base.name.replace(':', '_')}"
         bb = BatchingBackend(f"{base.name}:vmap", None, BatchedArray, multi_device=base.multi_device,
                              lazy=base.lazy, on_host=None,
                              special=lambda: None if base.special is None else _Special(bb, base.special))
-        atype = type(f"BatchedArray{depth}_{base.name.replace(':', '_')}", (BatchedArray,),
-                     {"__slots__": (), "_bb": bb})
+        bb.atype = type(f"BatchedArray{tag}", (BatchedArray,), {"__slots__": (), "_bb": bb})
+        bb.ut = type(f"SharedArray{tag}", (SharedArray,), {"__slots__": (), "_bb": bb})
         bb._base = base
-        bb.atype = atype
-        bb.array_type = atype
+        bb.array_type = bb.atype
+        bb.scalar_type = bb.ut  # (so that backend_of_array knows both types)
         bb.bx = base.xp
         bb.depth = depth
         bb.xp = BatchingNamespace(bb, base.xp)
@@ -1296,6 +1530,7 @@ def batching_backend(base: Backend) -> BatchingBackend:
 class _Active(threading.local):
     def __init__(self) -> None:
         self.stack: list[BatchingBackend] = []
+        self.sizes: list[int] = []
 
 
 active = _Active()
@@ -1323,13 +1558,41 @@ def below(lo: Backend, hi: Backend) -> bool:
     return False
 
 
-def push(bb: BatchingBackend) -> None:
+def settle(b: Backend, new: Any, what: str, shape: Any) -> Any:
+    """``new``, the data an in-place op computed for a tensor of backend ``b``, as a value of
+    ``b``: an operand from a ``vmap`` level above ``b`` made it a value of that level, which is
+    fine when it is the same for every example (shared) and refused when it is batched -- the
+    tensor is one array shared by every example (PyTorch refuses it too)."""
+    d = depth_of(b)
+    while isinstance(new, LevelArray) and new._bb.depth > d:
+        if isinstance(new, BatchedArray):
+            raise VmapError(
+                f"ag.vmap: {what} writes a batched value (one per example) into a tensor of shape "
+                f"{shape} that every example shares (made outside the function, or not from a "
+                "mapped input); compute a new tensor instead (y = x + v, ag.where), or keep the "
+                "state outside vmap (BatchNorm in training mode: use eval mode, or GroupNorm)")
+        new = new._v
+    return new
+
+
+def size_of(bb: BatchingBackend) -> int | None:
+    """The batch size of the running ``vmap`` call of level ``bb`` in this thread, if any."""
+    s = active.stack
+    for i in range(len(s) - 1, -1, -1):
+        if s[i] is bb:
+            return active.sizes[i]
+    return None
+
+
+def push(bb: BatchingBackend, n: int) -> None:
     global ACTIVE
     active.stack.append(bb)
+    active.sizes.append(n)
     ACTIVE += 1
 
 
 def pop() -> None:
     global ACTIVE
     active.stack.pop()
+    active.sizes.pop()
     ACTIVE -= 1

@@ -28,6 +28,7 @@ from typing import Any
 from .._tensor import Tensor
 from ..autograd.forward import fwd_state
 from ..autograd.mode import anomaly_mode
+from ..backends import batching as _batching
 from ..backends import Backend, backend_of_array
 from ..pytree import tree_flatten, tree_unflatten
 from . import _state
@@ -134,9 +135,10 @@ class JitFunction:
         return tuple(key), positions, backend
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if anomaly_mode.enabled or fwd_state.on:
-            # anomaly checks read values on the host, and tangents of a forward trace (ag.jvp)
-            # ride on the Tensors: no recording has either, so such calls run eagerly
+        if anomaly_mode.enabled or fwd_state.on or _batching.ACTIVE:
+            # anomaly checks read values on the host, tangents of a forward trace (ag.jvp) ride
+            # on the Tensors, and inside ag.vmap values carry a batch: no recording has any of
+            # them, so such calls run eagerly (jit(vmap(f)) records the batched program)
             return self.fn(*args, **kwargs)
         # Keyword arguments are part of the pytree of arguments, as jax.jit's.
         leaves, treedef = tree_flatten((args, kwargs))

@@ -35,6 +35,7 @@ from .. import random as _random
 from .._tensor import Tensor
 from ..autograd.forward import fwd_state
 from ..autograd.mode import anomaly_mode
+from ..backends import batching as _batching
 from ..backends import Backend, backend_of_array
 from ..pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
 from . import _state as _capture_state
@@ -476,6 +477,8 @@ class CapturedStep:
         """Replay the step on ``args``; returns the output buffers (overwritten by the next
         call). Raises :class:`CaptureError` (and changes nothing) for inputs that do not match
         the recorded ones."""
+        if _batching.ACTIVE:  # inside ag.vmap: per-example values are not the buffers' (eager)
+            return self._fn(*args)
         pairs = self._fast_inputs(args)
         if pairs is None:
             pairs = self._inputs_for(args, "captured step")

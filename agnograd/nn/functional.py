@@ -1908,6 +1908,9 @@ def _update_running(running: ag.Tensor, stat: ag.Tensor, momentum: float | ag.Te
     if running.requires_grad:
         raise ValueError(f"{what}: {name} requires grad, but running statistics are updated in "
                          "place outside the graph; pass a buffer (requires_grad=False)")
+    if _batching.is_batched(stat.data) and not _batching.is_batched(running.data):
+        # refused before any write, so the buffer is left as it was
+        _batching.settle(running._backend, stat.data, f"{what}'s update of {name}", running.shape)
     with ag.no_grad():
         s = stat.detach()
         if s.dtype != running.dtype:
