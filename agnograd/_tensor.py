@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from ._dtypes import DType, default_float_for, from_backend_dtype, to_backend_dtype
-from .backends import batching as _batching
 from .backends import (
     Backend,
     backend_of_array,
@@ -27,6 +26,7 @@ from .backends import (
     numpy_export,
     transfer,
 )
+from .backends import batching as _batching
 from .capture import _state as _capture
 
 __all__ = ["Tensor", "tensor", "as_tensor", "TensorLike", "SupportsArray", "RetainGrad"]

@@ -98,11 +98,13 @@ defjvp(_lift_back, _lift_jvp)
 def lift(t: Tensor, bb: Backend) -> Tensor:
     """``t`` (a Tensor of a level under ``bb``) as an unbatched Tensor of ``bb``: the same data,
     and a node whose VJP sums the cotangent over the batch (see the module docstring)."""
+    if not isinstance(bb, BatchingBackend):
+        raise TypeError(f"lift: '{bb.name}' is not a vmap level")
     data = _b.share(bb, t.data)  # (several levels up: shared at each)
     if t._requires_grad and grad_mode.enabled:
         # the batch sizes of the levels crossed, innermost last (known while they run)
         sizes: list[int | None] = []
-        b = bb
+        b: Backend = bb
         while isinstance(b, BatchingBackend) and b is not t._backend:
             sizes.insert(0, _b.size_of(b))
             b = b.base
@@ -283,7 +285,7 @@ def _call(f: Callable[..., Any], in_axes: Any, out_axes: Any, axis_size: int | N
                 raise TypeError(f"vmap: an input is on backend '{t._backend.name}' but the batch "
                                 f"runs on '{base.name}'; move it with ag.to_backend")
             t = lift(t, base)
-        new_leaves.append(_enter(t, a % t.ndim, n, bb))  # type: ignore[arg-type]
+        new_leaves.append(_enter(t, a % t.ndim, n, bb))
     new_args = tree_unflatten(spec, new_leaves[:len(leaves)])
     new_kwargs = tree_unflatten(kw_spec, new_leaves[len(leaves):])
 
@@ -300,7 +302,7 @@ def _call(f: Callable[..., Any], in_axes: Any, out_axes: Any, axis_size: int | N
     raw = not any_tensor
     results = []
     for y, a in zip(out_leaves, oaxes):
-        results.append(_output(y, a, n, bb, raw))  # type: ignore[arg-type]
+        results.append(_output(y, a, n, bb, raw))
     return tree_unflatten(out_spec, results)
 
 

@@ -77,7 +77,7 @@ def _mode(b: Backend) -> str:
     - ``"split"``: in int64 on 16-bit halves of the multiplier, never past ``2**48``: exact
       everywhere, four times the work (where neither check can be made).
     """
-    base = b.base
+    base = b.root
     mode = _MODES.get(base.name)
     if mode is not None:
         return mode
@@ -282,7 +282,7 @@ class Generator:
 
     @property
     def backend(self) -> str:
-        return self._state._backend.base.name
+        return self._state._backend.root.name
 
     @property
     def device(self) -> Any:
@@ -336,10 +336,10 @@ class Generator:
         st = self._state
         s = st.data
         if st._backend is not b:
-            if b.base is not st._backend.base:
+            if b.root is not st._backend.root:
                 raise ValueError(f"ag.random: a generator of backend '{self.backend}' cannot draw "
-                                 f"for backend '{b.base.name}'; make one with "
-                                 f"Generator(seed, backend='{b.base.name}')")
+                                 f"for backend '{b.root.name}'; make one with "
+                                 f"Generator(seed, backend='{b.root.name}')")
             # A generator made while a step is traced, from outside it (a default generator
             # made on first use): its state is read through the traced namespace, so the
             # replay reads and advances this very array.
@@ -413,7 +413,7 @@ def default_generator(backend: str | Backend | None = None, device: Any = None) 
     ``device`` (its default device when ``None``), made on first use from the last
     :func:`manual_seed` (0 before any)."""
     b = get_default_backend() if backend is None else get_backend(backend)
-    base = b.base
+    base = b.root
     device = _resolve_device(b, device)
     k = (base.name, _device_key(base, device))
     g = _defaults.get(k)
@@ -455,9 +455,9 @@ def _where(generator: Generator | None, backend: str | Backend | None, device: A
         raise TypeError(f"ag.random.{fn}: generator must be an ag.random.Generator, not "
                         f"{type(generator).__name__}")
     b = generator._state._backend
-    if backend is not None and get_backend(backend).base is not b.base:
+    if backend is not None and get_backend(backend).root is not b.root:
         raise ValueError(f"ag.random.{fn}: the generator is on backend '{generator.backend}', "
-                         f"not '{get_backend(backend).base.name}'")
+                         f"not '{get_backend(backend).root.name}'")
     return generator, b
 
 

@@ -435,3 +435,118 @@ def test_a_module_under_vmap_equals_the_batched_call():
     x = ag.tensor(rng.standard_normal((5, 2, 4, 4)))
     got = ag.vmap(lambda xi: conv(xi[None])[0])(x)
     np.testing.assert_allclose(_np(got), _np(conv(x)), rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: any program of the vocabulary, under any transform, at any axes, equals the loop
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_W = np.random.default_rng(9).standard_normal((3, 3))
+
+_STEPS = {
+    "sin": lambda x: ag.sin(x),
+    "mul-shared": lambda x: x * ag.tensor(_W[0, : x.shape[-1]] if x.ndim else _W[0, 0]),
+    "sum-last": lambda x: ag.sum(x, axis=-1, keepdims=True) * x if x.ndim else x,
+    "matmul-shared": lambda x: x @ ag.tensor(_W[: x.shape[-1], :2]) if x.ndim else x,
+    "getitem": lambda x: x[..., ::-1] if x.ndim else x,
+    "take": lambda x: ag.take(x, ag.tensor(np.array([0, 0])), axis=x.ndim - 1) if x.ndim else x,
+    "concat": lambda x: ag.concat([x, 2 * x], axis=-1) if x.ndim else x,
+    "cumsum": lambda x: ag.cumulative_sum(x, axis=0) if x.ndim else x,
+    "sort": lambda x: ag.sort(x, axis=-1) if x.ndim else x,
+    "where": lambda x: ag.where(x > 0, x, -0.5 * x),
+    "max0": lambda x: ag.max(x, axis=0) if x.ndim > 1 else x,
+    "softmax": lambda x: ag.nn.functional.softmax(x, dim=-1) if x.ndim else x,
+    "reshape": lambda x: ag.reshape(x, (-1,)),
+    "expand": lambda x: ag.expand_dims(x, axis=0) * 1.5,
+}
+
+
+def _wrapped(kind, f):
+    if kind == "grad":
+        return ag.grad(lambda x: ag.sum(f(x) ** 2))
+    if kind == "jvp":
+        return lambda x: ag.jvp(f, (x,), (ag.ones_like(x),))[1]
+    if kind == "vjp":
+        return lambda x: ag.vjp(f, x)[1](ag.ones_like(f(x)))
+    if kind == "jit":
+        return ag.jit(f)
+    if kind == "vmap":  # an inner vmap over the example's first axis
+        return lambda x: ag.vmap(f)(x) if x.ndim else f(x)
+    return f
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_property_vmap_of_any_program_equals_the_loop(data):
+    n = data.draw(st.integers(1, 3), label="batch")
+    shape = tuple(data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=2), label="shape"))
+    names = data.draw(st.lists(st.sampled_from(sorted(_STEPS)), min_size=1, max_size=3),
+                      label="program")
+    kind = data.draw(st.sampled_from(["none", "grad", "jvp", "vjp", "jit", "vmap"]), label="transform")
+    backend = data.draw(st.sampled_from(["numpy", "array_api_strict"]), label="backend")
+    axis = data.draw(st.integers(-len(shape) - 1, len(shape)), label="in_axis")
+
+    def f(x):
+        for name in names:
+            x = _STEPS[name](x)
+        return x
+
+    g = _wrapped(kind, f)
+    rng = np.random.default_rng(len(names) * 7 + n)
+    examples = rng.standard_normal((n,) + shape)
+    x = np.moveaxis(examples, 0, axis)
+    try:
+        ref = [_np(g(_t(e, backend))) for e in examples]
+    except (ValueError, TypeError, IndexError):
+        return  # a program this shape cannot run (vmap must then fail too; not checked here)
+    out_axis = data.draw(st.integers(-ref[0].ndim - 1, ref[0].ndim), label="out_axis")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ag.VmapFallbackWarning)
+        got = ag.vmap(g, in_axes=axis, out_axes=out_axis)(_t(x, backend))
+    np.testing.assert_allclose(_np(got), np.moveaxis(np.stack(ref), 0, out_axis), rtol=1e-10,
+                               atol=1e-12)
+
+
+def _dp_step(model, opt, n):
+    """A DP-SGD step: per-example gradients (vmap of grad), clipped, averaged, applied."""
+    def loss(p, x, y):
+        return ag.nn.functional.cross_entropy(ag.nn.functional_call(model, p, x[None]), y[None])
+
+    def step(x, y):
+        params = dict(model.named_parameters())
+        g = ag.vmap(ag.grad(loss), in_axes=(None, 0, 0))(
+            {k: v.detach() for k, v in params.items()}, x, y)
+        norms = ag.sqrt(sum(ag.sum(ag.reshape(v, (n, -1)) ** 2, axis=1) for v in g.values()))
+        scale = ag.minimum(1.0 / (norms + 1e-6), 1.0)
+        for k, p in params.items():
+            p.grad = ag.mean(g[k] * ag.reshape(scale, (n,) + (1,) * (g[k].ndim - 1)), axis=0)
+        opt.step()
+        return norms
+
+    return step
+
+
+@pytest.mark.parametrize("compile_", ["jit", "capture"])
+def test_a_compiled_dp_sgd_step_equals_eager(compile_):
+    import copy
+
+    rng = np.random.default_rng(10)
+    model = ag.nn.Sequential(ag.nn.Linear(4, 8), ag.nn.Tanh(), ag.nn.Linear(8, 3))
+    twin = copy.deepcopy(model)
+    x = ag.tensor(rng.standard_normal((16, 4)), dtype=ag.float32)
+    y = ag.tensor(rng.integers(0, 3, 16))
+    eager = _dp_step(twin, ag.optim.SGD(twin.parameters(), lr=0.1, capturable=True), 16)
+    step = _dp_step(model, ag.optim.SGD(model.parameters(), lr=0.1, capturable=True), 16)
+    if compile_ == "jit":
+        compiled, calls = ag.jit(step), 6
+    else:
+        compiled, calls = ag.capture(step, x, y), 2  # (capture ran warmup + 1 steps itself)
+        for _ in range(4):
+            eager(x, y)
+    for _ in range(calls):
+        a, b = compiled(x, y), eager(x, y)
+        np.testing.assert_array_equal(_np(a), _np(b))
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_array_equal(_np(p), _np(q))

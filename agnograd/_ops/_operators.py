@@ -16,9 +16,9 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from ..backends import batching as _batching
 from .._tensor import LATE, plain_alias
 from ..autograd import backward, is_grad_enabled
+from ..backends import batching as _batching
 from . import _views, creation, data_types, indexing, linalg, manipulation, statistics
 from . import elementwise as ew
 from ._common import Tensor, aliased_inplace_error, binary_operands, grad_on

@@ -45,12 +45,21 @@ VIEW_WRITES: list[Any] = [None, None]
 # Keys
 
 
+class _Higher(Exception):
+    """A key of a ``vmap`` level above the indexed tensor's."""
+
+    def __init__(self, b: Backend) -> None:
+        self.b = b
+
+
 def _raw_key(key: Any, b: Backend) -> Any:
     """The key with Tensors replaced by their raw arrays (same backend checked)."""
     if isinstance(key, tuple):
         return tuple(_raw_key(k, b) for k in key)
     if type(key) is Tensor:
         if key._backend is not b and not _batching.below(key._backend, b):
+            if _batching.below(b, key._backend):
+                raise _Higher(key._backend)  # a batched key (vmap): the getitem lifts x
             raise mixing_error("indexing", b, key._backend)
         return key.data
     return key
@@ -175,12 +184,14 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     integer-array key selects an element more than once).
     """
     b = x._backend
-    for k in key if isinstance(key, tuple) else (key,):
-        if type(k) is Tensor and k._backend is not b:  # a batched key (vmap): x is lifted
-            b = higher(b, k._backend, "indexing")
-    if b is not x._backend:
+    try:
+        raw = _raw_key(key, b)
+    except _Higher:  # batched keys (vmap): x is lifted to their level
+        for k in key if isinstance(key, tuple) else (key,):
+            if type(k) is Tensor and k._backend is not b:
+                b = higher(b, k._backend, "indexing")
         x = lift_to(x, b, "indexing")
-    raw = _raw_key(key, b)
+        raw = _raw_key(key, b)
     if _capture.ACTIVE:
         _refuse_mask(raw, "x[mask]")
     try:
@@ -236,7 +247,14 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
     VJP: ``x̄ = ḡ`` with zeros at ``key``; ``v̄ = ḡ[key]`` summed back to ``value``'s shape.
     """
     b = x._backend
-    raw = _raw_key(key, b)
+    try:
+        raw = _raw_key(key, b)
+    except _Higher:
+        raise _batching.VmapError(
+            f"ag.vmap: x[key] = value with a batched key (per-example positions) into a tensor "
+            f"of shape {x.shape} that every example shares; make the tensor per example first "
+            "(e.g. x = ag.zeros_like(...) of a mapped input inside the function), or use "
+            "ag.where") from None
     if _capture.ACTIVE:
         _refuse_mask(raw, "x[mask] = value")
     v = value

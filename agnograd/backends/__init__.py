@@ -256,6 +256,16 @@ class Backend:
         backend (:mod:`agnograd.backends.tracing`) the backend it traces."""
         return self
 
+    @property
+    def root(self) -> Backend:
+        """The backend at the bottom of :attr:`base` (NumPy under a tracing backend, and under
+        ``ag.vmap``'s batching backends of either): the one whose arrays are real, for keys of
+        caches of constants made with its namespace."""
+        b = self
+        while b.base is not b:
+            b = b.base
+        return b
+
     def reads_cheaply(self, a: Any) -> bool:
         """Whether reading values of the array ``a`` back to Python is cheap: it lives in host
         memory (no device synchronisation) and is not lazy (no compute)."""

@@ -92,6 +92,15 @@ class LevelArray:
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
         return self._bb.xp
 
+    def __matmul__(self, other: Any) -> Any:
+        return _matmul_op(self, other)
+
+    def __rmatmul__(self, other: Any) -> Any:
+        return _rmatmul_op(self, other)
+
+    def __imatmul__(self, other: Any) -> Any:
+        return _imatmul_op(self, other)
+
 
 class BatchedArray(LevelArray):
     """A real array ``_v`` of the base backend whose leading axis is the batch; the program sees
@@ -248,7 +257,7 @@ class SharedArray(LevelArray):
             self._v[k] = val
             return
         self._promote(n)
-        _setitem(bb, self, k, val)  # type: ignore[arg-type]
+        _setitem(bb, self, k, val)
 
     __bool__ = _delegate("__bool__")
     __float__ = _delegate("__float__")
@@ -321,7 +330,7 @@ def _rbinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 
 def _ibinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def method(self: LevelArray, other: Any) -> Any:
+    def method(self: Any, other: Any) -> Any:
         bb = self._bb
         o = _un(bb, other)
         if type(o) is bb.atype:
@@ -329,7 +338,7 @@ def _ibinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
                 raise VmapError(f"ag.vmap: an in-place operator on per-example shape {self.shape} "
                                 f"with an operand of shape {o.shape} would change its shape")
             if type(self) is bb.ut:
-                self._promote(int(o._v.shape[0]))  # type: ignore[attr-defined]
+                self._promote(int(o._v.shape[0]))
             o = _pad(bb, o._v, self.ndim - o.ndim)
         # (an unbatched operand broadcasts from the right, past the batch axis)
         self._v = op(self._v, o)
@@ -369,7 +378,7 @@ def _rmatmul_op(self: LevelArray, other: Any) -> Any:
     return _out(bb, _matmul(bb, operator.matmul, _un(bb, other), _un(bb, self)))
 
 
-def _imatmul_op(self: LevelArray, other: Any) -> Any:
+def _imatmul_op(self: Any, other: Any) -> Any:
     r = _matmul_op(self, other)
     if r.shape != self.shape:
         raise VmapError(f"ag.vmap: @= would change per-example shape {self.shape}")
@@ -379,10 +388,6 @@ def _imatmul_op(self: LevelArray, other: Any) -> Any:
     return self
 
 
-for _cls in (BatchedArray, SharedArray):
-    _cls.__matmul__ = _matmul_op  # type: ignore[attr-defined]
-    _cls.__rmatmul__ = _rmatmul_op  # type: ignore[attr-defined]
-    _cls.__imatmul__ = _imatmul_op  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -965,28 +970,28 @@ def _fft_1d(bb: BatchingBackend, fn: Any, x: Any, /, *args: Any, **kwargs: Any) 
     """fft, ifft, rfft, irfft, hfft, ihfft: ``(x, n=None, axis=-1, norm=...)``."""
     if type(x) is not bb.atype:
         return fn(x, *args, **kwargs)
-    args = list(args)
-    if len(args) >= 2:
-        args[1] = _shift(args[1], x.ndim)
+    rest = list(args)
+    if len(rest) >= 2:
+        rest[1] = _shift(rest[1], x.ndim)
     elif "axis" in kwargs:
         kwargs["axis"] = _shift(kwargs["axis"], x.ndim)
-    return bb.atype(fn(x._v, *args, **kwargs))
+    return bb.atype(fn(x._v, *rest, **kwargs))
 
 
 def _fft_nd(bb: BatchingBackend, fn: Any, x: Any, /, *args: Any, **kwargs: Any) -> Any:
     """fftn, ifftn, rfftn, irfftn: ``(x, s=None, axes=None, norm=...)``."""
     if type(x) is not bb.atype:
         return fn(x, *args, **kwargs)
-    args = list(args)
-    s = args[0] if args else kwargs.get("s")
-    if len(args) >= 2:
-        axes = args.pop(1)
+    rest = list(args)
+    s = rest[0] if rest else kwargs.get("s")
+    if len(rest) >= 2:
+        axes = rest.pop(1)
     else:
         axes = kwargs.pop("axes", None)
     if axes is None:
         axes = tuple(range(x.ndim)) if s is None else tuple(range(-len(s), 0))
     kwargs["axes"] = _shift(tuple(axes), x.ndim)
-    return bb.atype(fn(x._v, *args, **kwargs))
+    return bb.atype(fn(x._v, *rest, **kwargs))
 
 
 def _fftshift(bb: BatchingBackend, fn: Any, x: Any, /, *, axes: Any = None) -> Any:
@@ -1508,8 +1513,9 @@ def batching_backend(base: Backend) -> BatchingBackend:
         depth = base.depth + 1 if isinstance(base, BatchingBackend) else 1
         tag = f"{depth}_{base.name.replace(':', '_')}"
         bb = BatchingBackend(f"{base.name}:vmap", None, BatchedArray, multi_device=base.multi_device,
-                             lazy=base.lazy, on_host=None,
-                             special=lambda: None if base.special is None else _Special(bb, base.special))
+                             lazy=base.lazy, on_host=None)
+        level = bb
+        bb._special_loader = lambda: None if base.special is None else _Special(level, base.special)
         bb.atype = type(f"BatchedArray{tag}", (BatchedArray,), {"__slots__": (), "_bb": bb})
         bb.ut = type(f"SharedArray{tag}", (SharedArray,), {"__slots__": (), "_bb": bb})
         bb._base = base

@@ -28,8 +28,8 @@ from typing import Any
 from .._tensor import Tensor
 from ..autograd.forward import fwd_state
 from ..autograd.mode import anomaly_mode
-from ..backends import batching as _batching
 from ..backends import Backend, backend_of_array
+from ..backends import batching as _batching
 from ..pytree import tree_flatten, tree_unflatten
 from . import _state
 from ._state import CaptureError

@@ -35,8 +35,8 @@ from .. import random as _random
 from .._tensor import Tensor
 from ..autograd.forward import fwd_state
 from ..autograd.mode import anomaly_mode
-from ..backends import batching as _batching
 from ..backends import Backend, backend_of_array
+from ..backends import batching as _batching
 from ..pytree import TreeDef, tree_flatten, tree_leaves, tree_unflatten
 from . import _state as _capture_state
 from ._state import CaptureError

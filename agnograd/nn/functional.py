@@ -355,7 +355,7 @@ def _xent_prep(x: ag.Tensor, t: ag.Tensor, ignore: int) -> tuple[Any, ...]:
     constants where the dtype cannot hold it)."""
     b = x._backend
     raw = t.data
-    base = b.base
+    base = b.root
     device = b.device_of(raw) if b.multi_device else None
     key: tuple[Any, ...] = (id(base), device, raw.dtype, x.data.dtype, x.shape[1], ignore)
     try:
@@ -395,7 +395,7 @@ def _xent_consts(b: Any, raw: Any, fdtype: Any, c: int, ignore_index: int, devic
     ``k[i] = 1/q[i]``: 1, 0, NaN; ``f[i]`` (the one-hot path's loss of a row that picks no
     class) is 0, 0, NaN. ``edges`` is
     ``None`` when no label of the dtype can be out of range or ignored."""
-    base = b.base
+    base = b.root
     xp = base.xp
     ldtype = raw.dtype
     info = xp.iinfo(ldtype)
@@ -1676,7 +1676,7 @@ def _resample_consts(x: ag.Tensor, key: tuple[Any, ...], make: Any) -> tuple[Any
     device, dtype and ``key`` (so a GPU does not copy them to the device on every call, and a
     captured step finds them made)."""
     b = x._backend
-    base = b.base
+    base = b.root
     device = b.device_of(x.data) if b.multi_device else None
     full: tuple[Any, ...] = (id(base), device, x.data.dtype, *key)
     try:

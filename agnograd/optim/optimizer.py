@@ -206,7 +206,7 @@ class Optimizer(_capture.Holder):
         # tracing backend wraps the same arrays, and the scalar made before the trace must be
         # found.
         b = p._backend
-        key = (gi, name, b.base.name, repr(p.device), p.dtype.name)
+        key = (gi, name, b.root.name, repr(p.device), p.dtype.name)
         t = self._device_hyper.get(key)
         if t is None:
             value = self.param_groups[gi][name]
