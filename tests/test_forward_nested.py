@@ -301,3 +301,133 @@ def test_custom_jvp_hessian_uses_the_rule():
     np.testing.assert_allclose(np.diag(h), want, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(hv, want, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(hf, h, rtol=1e-12, atol=1e-300)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-place writes through views under forward mode (PyTorch's forward AD semantics)
+
+
+def _idx(m, a, like):
+    return ag.tensor(np.array(a), backend=like.backend) if m is ag else torch.tensor(a)
+
+
+def _diag(m, y):
+    return ag.linalg.diagonal(y) if m is ag else torch.diagonal(y)
+
+
+def _w_setall(x, m):
+    y = x * 1
+    v = y[1:]
+    v[...] = v * 2
+    return y
+
+
+def _w_imul_view(x, m):
+    y = x * 1
+    v = y[1:3]
+    v *= x[:2]
+    return y * v[0]
+
+
+def _w_slice_imul(x, m):
+    y = x * 1
+    y[1:3] *= 2
+    return y
+
+
+def _w_view_of_view(x, m):
+    y = x * 1
+    z = y[1:]
+    z += 1
+    z2 = z[1:]
+    z2[...] = m.sin(z2)
+    return y, z
+
+
+def _w_root_then_view(x, m):
+    y = x * 1
+    z = y[1:]
+    y[2] = 5 * x[0]
+    return z * 1, y * 1
+
+
+def _w_diagonal(x, m):
+    y = m.reshape(x * 1, (2, 2))
+    d = _diag(m, y)
+    d *= m.exp(d)
+    return y * 1
+
+
+def _w_transpose(x, m):
+    y = m.reshape(x * 1, (2, 2))
+    t = y.T
+    t[0, :] = x[:2] ** 2
+    return y * 1, t * 1
+
+
+def _w_into_zeros(x, m):
+    y = m.zeros_like(x)
+    z = y[::2]
+    z += x[1:3] ** 3
+    return y * 1
+
+
+def _w_int_index(x, m):
+    y = x * 1
+    y[_idx(m, [0, 2], x)] = x[1:3] ** 2
+    return y
+
+
+def _w_mask(x, m):
+    y = x * 1
+    y[y > 0.6] = x[0] * 2
+    return y
+
+
+def _w_input_view(x, m):
+    z = x[1:]
+    z *= 3
+    return x * 1
+
+
+def _w_detached_view(x, m):
+    # a detach() view takes the values written, its base keeps its tangent (as torch.func.jvp)
+    y = x * 1
+    d = y.detach()
+    d[0] = x[1] * 3
+    d[1:] *= x[1:]
+    return y
+
+
+VIEW_WRITES = {f.__name__[3:]: f for f in (
+    _w_setall, _w_imul_view, _w_slice_imul, _w_view_of_view, _w_root_then_view, _w_diagonal,
+    _w_transpose, _w_into_zeros, _w_int_index, _w_mask, _w_input_view, _w_detached_view)}
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("name", list(VIEW_WRITES))
+def test_jvp_through_in_place_writes_matches_torch(name, backend):
+    fn = VIEW_WRITES[name]
+    x0, v0 = np.array([0.3, 0.5, 0.7, 1.1]), np.array([1.0, 2.0, 3.0, 4.0])
+    y, jv = ag.jvp(lambda x: fn(x, ag), (ag.tensor(x0, backend=backend),),
+                   (ag.tensor(v0, backend=backend),))
+    yt, jvt = tf.jvp(lambda x: fn(x, torch), (torch.tensor(x0),), (torch.tensor(v0),))
+    pairs = zip(*(p if isinstance(p, tuple) else (p,) for p in (y, jv, yt, jvt)))
+    for a, t, at, tt in pairs:
+        np.testing.assert_allclose(_np(a), at.detach().numpy(), rtol=1e-13)
+        np.testing.assert_allclose(_np(t), tt.detach().numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_view_writes_under_nested_forward_and_forward_over_reverse():
+    def g(x, m):
+        y = x * 1
+        z = y[1:]
+        z *= m.sin(x[:-1])
+        y[0] = x[1] * x[3]
+        return m.sum(y * y * y)
+
+    x0, v0 = np.array([0.3, 0.5, 0.7, 1.1]), np.array([1.0, 2.0, 3.0, 4.0])
+    want = tf.hessian(lambda x: g(x, torch))(torch.tensor(x0)).numpy()
+    np.testing.assert_allclose(ag.jacfwd(ag.jacfwd(lambda x: g(x, ag)))(x0), want, rtol=1e-12)
+    _, hv = ag.jvp(ag.grad(lambda x: g(x, ag)), (x0,), (v0,))
+    np.testing.assert_allclose(hv, want @ v0, rtol=1e-12)
