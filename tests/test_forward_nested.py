@@ -431,3 +431,40 @@ def test_view_writes_under_nested_forward_and_forward_over_reverse():
     np.testing.assert_allclose(ag.jacfwd(ag.jacfwd(lambda x: g(x, ag)))(x0), want, rtol=1e-12)
     _, hv = ag.jvp(ag.grad(lambda x: g(x, ag)), (x0,), (v0,))
     np.testing.assert_allclose(hv, want @ v0, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every op-table record of order >= 2: forward-over-forward against reverse-over-reverse
+
+from .op_table import OPS, cases_of  # noqa: E402
+from .test_forward_mode import _direction, _host_inputs, _rdot, _real_loss, _seed, _t  # noqa: E402
+
+SECOND = [(op, shapes) for op, shapes in cases_of(OPS) if op.order >= 2]
+SECOND_IDS = [f"{op.name}-{'x'.join(str(s) for s in shapes) or 'scalar'}" for op, shapes in SECOND]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(("op", "shapes"), SECOND, ids=SECOND_IDS)
+def test_jvp_of_jvp_matches_the_hessian_vector_product(op, shapes, backend, monkeypatch):
+    """⟨u, H v⟩ by two nested jvps (each JVP rule run on Tensors that carry the outer
+    tangents; no fallback to two VJPs) = ⟨u, hvp(v)⟩ by reverse-over-reverse."""
+    if backend in op.skip:
+        pytest.skip(op.skip[backend])
+    real = func._jvp_double_vjp
+    monkeypatch.setattr(func, "_jvp_double_vjp", lambda *a: pytest.fail("two VJPs ran"))
+    host = _host_inputs(op, shapes)
+    rng = np.random.default_rng(_seed(op, shapes) + 2)
+    vs = [_direction(rng, a) for a in host]
+    us = [_direction(rng, a) for a in host]
+    xs = [_t(a, backend) for a in host]
+    with ag.no_grad():
+        y0 = op.fn(*xs)
+    w = _t(np.linspace(0.5, 1.5, max(y0.size, 1)).reshape(y0.shape), backend)
+    loss = _real_loss(op.fn, w)
+    tv = [_t(v, backend) for v in vs]
+    _, uhv = ag.jvp(lambda *xs: ag.jvp(loss, xs, tv)[1], xs, [_t(u, backend) for u in us])
+    monkeypatch.setattr(func, "_jvp_double_vjp", real)
+    _, hv = ag.hvp(loss, xs, tv)
+    want = sum(_rdot(u, _np(h)) for u, h in zip(us, hv))
+    got = float(_np(uhv))
+    assert abs(got - want) <= 1e-7 * (1 + abs(want)), (op.name, got, want)
