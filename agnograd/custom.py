@@ -330,9 +330,10 @@ class custom_jvp:  # noqa: N801 - named after jax.custom_jvp
     Forward mode (``ag.jvp``, ``jacfwd``, ``linearize``) uses ``rule``. Reverse mode (``grad``,
     ``vjp``, ``.backward()``) derives the VJP from it by transposition, as JAX does: the
     cotangent of input ``i`` is ``∇_{vᵢ} ⟨ḡ, rule(x, v)[1]⟩``, one differentiation of the
-    (linear) rule per input. That derived VJP is first order only: differentiating it again
-    (``create_graph``, ``hessian``, ``grad`` of ``grad``), or ``jvp`` of ``grad`` through it,
-    raises ``NotImplementedError`` naming the function.
+    (linear) rule per input. That derived VJP is differentiable (``create_graph``, ``hessian``,
+    ``grad`` of ``grad``, ``jvp`` of ``grad``): under ``create_graph`` the rule runs at the
+    saved inputs and the transposition records its graph. Under nested forward traces
+    (``jvp`` of ``jvp``) the outer levels differentiate the rule itself.
 
     Example::
 

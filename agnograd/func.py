@@ -19,8 +19,9 @@ the function recorded (stopping at the first outside read).
 
 ``jvp``, ``linearize`` and ``jacfwd`` run in forward mode (:mod:`agnograd.autograd.forward`):
 the tangents ride beside one forward pass, no graph is kept and no backward runs. Where a
-``jvp``'s result must carry a reverse-mode graph (``grad`` of ``jvp``, ``jvp`` inside ``jvp``)
-it uses the double-VJP construction instead: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is
+``jvp``'s result must carry a reverse-mode graph (``grad`` of ``jvp``) it uses the double-VJP
+construction instead (``jvp`` inside ``jvp`` stays in forward mode, one perturbation level per
+trace: :class:`~agnograd.autograd.forward.Dual`): with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is
 linear in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs
 about two backward passes and needs the rules to be differentiable, which all of agnograd's
 are. ``jacobian`` picks forward mode when the inputs have fewer elements than the outputs.
@@ -327,11 +328,12 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
     needs a real tangent.
 
     Nesting: ``jvp`` of ``grad`` (forward-over-reverse, e.g. a Hessian-vector product) runs in
-    forward mode through the inner backward pass. When the result must itself be
-    differentiable in reverse mode -- a primal or tangent requires grad, ``f`` reads a Tensor
-    an outer transform differentiates, or this ``jvp`` runs inside another one -- ``jvp``
-    takes the double-VJP construction instead (see the module docstring), whose results carry
-    their graph."""
+    forward mode through the inner backward pass. ``jvp`` inside ``jvp`` (``jacfwd(jacfwd(f))``)
+    runs in forward mode with a perturbation level of its own: its primals and tangents, and so
+    its results, carry the enclosing traces' tangents (as JAX's nested JVPTracers). When the
+    result must itself be differentiable in reverse mode -- a primal or tangent requires grad,
+    or ``f`` reads a Tensor an outer transform differentiates -- ``jvp`` takes the double-VJP
+    construction instead (see the module docstring), whose results carry their graph."""
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")

@@ -30,6 +30,10 @@ Tangents live on Tensors (``Tensor._tangent``, a :class:`Dual`); a Tensor that c
 requires grad so that every op hands its result to ``record``, which computes the output
 tangent here and builds a graph node only when some input also requires grad in reverse mode
 (nesting: ``jvp`` of ``grad``). No graph is kept and no backward runs otherwise.
+
+Forward traces nest (``jvp`` of ``jvp``): each has a level, and a tangent of level ``L > 1``
+is computed by :func:`nested_tangents` -- the same JVP rules, run as agnograd ops on Tensors
+that carry the levels below, so those levels differentiate it (:class:`Dual`).
 """
 
 from __future__ import annotations
