@@ -172,6 +172,35 @@ def test_third_order_forward_mode():
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_third_order_through_transposed_rules(backend):
+    # prod and cholesky take the transposed VJP rule; three levels deep it is evaluated per
+    # output element in forward mode (no reverse pass under two levels of tangents)
+    x = ag.tensor(np.array([0.3, 0.5, 0.7, 0.1]), backend=backend)
+    fns = [lambda x: ag.prod(x + 2) * ag.sum(x),
+           lambda x: ag.sum(ag.linalg.cholesky(
+               ag.reshape(x, (2, 2)) @ ag.reshape(x, (2, 2)).mT
+               + ag.tensor(np.eye(2), backend=backend)) ** 2)]
+    for f in fns:
+        got = _np(ag.jacfwd(ag.jacfwd(ag.jacfwd(f)))(x))
+        np.testing.assert_allclose(got, _np(ag.jacrev(ag.jacrev(ag.jacrev(f)))(x)), rtol=1e-10,
+                                   atol=1e-12)
+    z0 = np.array([0.3 + 0.2j, 0.5 - 0.1j])
+    vs = [np.array([1, 0.5j]), np.array([0.2 - 1j, 1]), np.array([1j, 1.0])]
+
+    def q(m, z):
+        return m.prod(z * z + 1) * m.sin(z[0])
+
+    z = ag.tensor(z0, backend=backend)
+    tv = [ag.tensor(v, backend=backend) for v in vs]
+    got = ag.jvp(lambda z: ag.jvp(lambda z: ag.jvp(lambda z: q(ag, z), (z,), (tv[0],))[1],
+                                  (z,), (tv[1],))[1], (z,), (tv[2],))[1]
+    tt = [torch.tensor(v) for v in vs]
+    want = tf.jvp(lambda z: tf.jvp(lambda z: tf.jvp(lambda z: q(torch, z), (z,), (tt[0],))[1],
+                                   (z,), (tt[1],))[1], (torch.tensor(z0),), (tt[2],))[1]
+    np.testing.assert_allclose(_np(got), want.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_jvp_of_jvp_with_complex_values(backend):
     z0 = np.array([0.3 + 0.4j, -0.5 + 0.1j])
     v1 = np.array([1.0 - 0.5j, 0.25 + 1j])

@@ -333,11 +333,7 @@ def _transpose_nested(name: str, backend: Backend, rule: Rule, v: Tensor, saved:
 
     if any(type(t) is Tensor and (d := getattr(t, "_tangent", None)) is not None and d.level > 1
            for t in (v, *saved, *lows)):
-        raise NotImplementedError(
-            f"forward mode: the third derivative through '{name}' by three nested jvp/jacfwd "
-            f"(its JVP is derived from its VJP rule, transposed, which nests in forward mode "
-            "only two deep); take the innermost derivative in reverse mode (ag.jacrev or "
-            "ag.grad inside the two jvp/jacfwd)")
+        return _transpose_by_rows(name, backend, rule, v, saved, params, lows, multi)
     transposed[name] = transposed.get(name, 0) + 1
     was_grad = grad_mode.enabled
     grad_mode.enabled = True
@@ -366,7 +362,7 @@ def _transpose_nested(name: str, backend: Backend, rule: Rule, v: Tensor, saved:
     finally:
         grad_mode.enabled = was_grad
     out: list[Any] = []
-    for g in gs:
+    for g in gs:  # (reverse mode inside forward-over-forward: two levels at most, see below)
         if g is None:
             out.append(None)
             continue
@@ -379,3 +375,49 @@ def _transpose_nested(name: str, backend: Backend, rule: Rule, v: Tensor, saved:
             t._requires_grad = True
         out.append(t)
     return tuple(out)
+
+
+def _real_dot(agx: Any, r: Any, v: Tensor) -> Any:
+    """The real inner product ``Re Σ conj(r)·v`` (a complex number being a pair of reals)."""
+    if r.dtype.kind == "c" and v.dtype.kind == "c":
+        return agx.sum(agx.real(r * agx.conj(v)))
+    if r.dtype.kind == "c":
+        return agx.sum(agx.real(r) * v)
+    return agx.sum(r * v)
+
+
+def _transpose_by_rows(name: str, backend: Backend, rule: Rule, v: Tensor,
+                       saved: tuple[Any, ...], params: tuple[Any, ...], lows: tuple[Tensor, ...],
+                       multi: bool) -> tuple[Any, ...]:
+    """``J v`` for a transposed rule three or more levels deep, in forward mode only: output
+    element ``k`` of ``J v`` is ``⟨Jᵀeₖ, v⟩`` (plus ``i·⟨Jᵀ(i eₖ), v⟩`` for a complex output),
+    one evaluation of the VJP rule per output element, each an agnograd computation that the
+    lower levels differentiate. (Reverse mode under two levels of tangents is not supported:
+    this costs ``m`` rule evaluations instead of one backward.)"""
+    transposed[name] = transposed.get(name, 0) + 1
+    xp = backend.xp
+    agx = v.__array_namespace__()
+    zeros = [xp.zeros(o.data.shape, dtype=o.data.dtype, device=backend.device_of(o.data))
+             for o in lows]
+    parts: list[Any] = []
+    for j, o in enumerate(lows):
+        m = 1
+        for n in o.data.shape:
+            m *= n
+        units = (1.0, 1j) if o.dtype.kind == "c" else (1.0,)
+        cols: list[list[Any]] = [[] for _ in units]
+        for k in range(m):
+            e = xp.reshape(xp.astype(xp.arange(m, device=backend.device_of(o.data)) == k,
+                                     o.data.dtype), o.data.shape)
+            for c, unit in enumerate(units):
+                us = [_wrap(e * unit if i == j else zeros[i], backend) for i in range(len(lows))]
+                r = rule(agx, tuple(us) if multi else us[0], *saved, *params)
+                cols[c].append(_wrap(xp.zeros((), dtype=xp.float64), backend) if r is None
+                               else _real_dot(agx, r, v))
+        if m == 0:
+            parts.append(None)
+            continue
+        re = agx.reshape(agx.stack(cols[0]), tuple(o.shape))
+        parts.append(re if len(units) == 1 else
+                     re + agx.reshape(agx.stack(cols[1]), tuple(o.shape)) * 1j)
+    return tuple(parts)
