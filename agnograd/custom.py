@@ -226,6 +226,11 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
         name = getattr(self.f, "__name__", "custom_vjp")
         if getattr(self._in_fwd, "on", False):
             return self.f(*args)
+        if needs and fwd_state.on:
+            duals = [tangent_of(a) for a in args]
+            level = max((d.level for d in duals if d is not None), default=0)
+            if level > 1:
+                return self._nested(args, duals, level, name)
         if not needs:
             out = self.f(*args)
             # No argument requires grad, so a result that does read some other Tensor.
@@ -254,6 +259,36 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
         return record(name, out.data, out._backend, inputs,
                       tuple(r if type(a) is Tensor else None for r, a in zip(rules, args)),
                       saved=(_Residuals(residuals),), params=(out._backend,))
+
+    def _nested(self, args: tuple[Any, ...], duals: list[Any], level: int, name: str) -> Tensor:
+        """Under nested forward traces (``jvp`` of ``jvp``): the output as the levels below
+        ``level`` see it (this function at the inputs as they see them), and its
+        level-``level`` tangent from ``bwd``'s rules transposed, at residuals that ``fwd``
+        computes with those levels' tangents on -- so they differentiate the rule too."""
+        from .autograd.forward import nested_tangents
+
+        assert self.fwd is not None and self.bwd is not None  # (checked by __call__)
+        prims = tuple(d.p if d is not None and d.level == level else a
+                      for a, d in zip(args, duals))
+        vs = [d.t if d is not None and d.level == level else None for d in duals]
+        low = as_tensor(self(*prims))
+        self._in_fwd.on = True
+        try:
+            _, residuals = self.fwd(*prims)
+        finally:
+            self._in_fwd.on = False
+        specs = tuple(p if type(p) is Tensor and (p._requires_grad or v is not None) else None
+                      for p, v in zip(prims, vs))
+        rules = tuple(r if type(p) is Tensor else None
+                      for r, p in zip(_call_bwd(self.bwd, specs, self._who(self._method)), prims))
+        (tan,) = nested_tangents(level, name, low._backend, prims, vs, rules,
+                                 (_Residuals(residuals),), (low._backend,), (low,), False)
+        if tan is None:
+            return low
+        res = Tensor._wrap(low.data, low._backend)
+        res._requires_grad = True
+        res._tangent = Dual(tan, False, level, low)
+        return res
 
     def _who(self, method: str) -> str:
         """How errors name the rule: ``MyOp.backward`` for a Function, ``custom_vjp function

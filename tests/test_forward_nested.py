@@ -497,3 +497,30 @@ def test_jvp_of_jvp_matches_the_hessian_vector_product(op, shapes, backend, monk
     want = sum(_rdot(u, _np(h)) for u, h in zip(us, hv))
     got = float(_np(uhv))
     assert abs(got - want) <= 1e-7 * (1 + abs(want)), (op.name, got, want)
+
+
+def _scaled_sin():
+    """sin whose custom_vjp rule is twice the derivative: shows which rule a mode uses."""
+    @ag.custom_vjp
+    def ssin(x):
+        return ag.sin(x)
+
+    ssin.defvjp(lambda x: (ssin(x), ag.cos(x)), lambda c, g: (2 * c * g,))
+    return ssin
+
+
+def test_custom_vjp_under_nested_forward_mode_uses_its_rule():
+    ssin = _scaled_sin()
+    x = np.array([0.5, -2.0, 1.0])
+    v, u = np.array([1.0, 0.5, -1.0]), np.array([0.3, 1.0, 2.0])
+    f = lambda x: ag.sum(ssin(x) * x)  # noqa: E731
+    # the gradient by the rule is 2 cos(x)·x + ssin(x); its derivative, by the rule again
+    # where ssin is differentiated: -2 sin(x)·x + 2 cos(x) + 2 cos(x)
+    want = np.diag(-2 * np.sin(x) * x + 4 * np.cos(x))
+    np.testing.assert_allclose(ag.hessian(f)(x), want, rtol=1e-12)
+    np.testing.assert_allclose(ag.jacfwd(ag.jacfwd(f))(x), want, rtol=1e-12)
+    _, uhv = ag.jvp(lambda x: ag.jvp(ssin, (x,), (v,))[1], (x,), (u,))
+    np.testing.assert_allclose(uhv, -2 * np.sin(x) * v * u, rtol=1e-12)
+    _, d3 = ag.jvp(lambda x: ag.jvp(lambda x: ag.jvp(ssin, (x,), (v,))[1], (x,), (u,))[1],
+                   (x,), (v,))
+    np.testing.assert_allclose(d3, -2 * np.cos(x) * v * u * v, rtol=1e-12)

@@ -315,7 +315,9 @@ def nested_tangents(level: int, name: str, backend: Backend, inputs: tuple[Any, 
             c = j(agx, v, lows if multi else lows[0], *saved, *params)
             parts = c if multi else (c,)
         else:
-            parts = _transpose_nested(name, backend, rule, v, saved, params, lows, multi)
+            parts = (_transpose_by_rows(name, backend, rule, v, saved, params, lows, multi)
+                     if level > 2 else
+                     _transpose_nested(name, backend, rule, v, saved, params, lows, multi))
         for k, c in enumerate(parts):
             if c is None:
                 continue
@@ -326,14 +328,12 @@ def nested_tangents(level: int, name: str, backend: Backend, inputs: tuple[Any, 
 def _transpose_nested(name: str, backend: Backend, rule: Rule, v: Tensor, saved: tuple[Any, ...],
                       params: tuple[Any, ...], lows: tuple[Tensor, ...], multi: bool
                       ) -> tuple[Any, ...]:
-    """:func:`_transpose` for a nested level: ``∇_u ⟨Jᵀ u, v⟩`` with the forward trace on, a
-    ``create_graph`` backward whose ops carry the level-1 tangents (forward-over-reverse)."""
+    """:func:`_transpose` for level 2: ``∇_u ⟨Jᵀ u, v⟩`` with the forward trace on, a
+    ``create_graph`` backward whose ops carry the level-1 tangents (forward-over-reverse;
+    deeper levels take :func:`_transpose_by_rows`)."""
     from .mode import grad_mode
     from .walk import backward
 
-    if any(type(t) is Tensor and (d := getattr(t, "_tangent", None)) is not None and d.level > 1
-           for t in (v, *saved, *lows)):
-        return _transpose_by_rows(name, backend, rule, v, saved, params, lows, multi)
     transposed[name] = transposed.get(name, 0) + 1
     was_grad = grad_mode.enabled
     grad_mode.enabled = True
