@@ -95,7 +95,10 @@ def _alias(x: Any, what: str, link: bool) -> tuple[Tensor, Any]:
         )
     d = getattr(t, "_tangent", None)
     if d is not None and d.level > 1 and link:
-        raise _ReverseInNestedJvp  # the enclosing jvp retries by two VJPs (see jvp)
+        raise _ReverseInNestedJvp(  # the enclosing jvp retries by two VJPs (see jvp)
+            f"{what}: reverse mode of a value that carries the tangent of a jvp nested in "
+            "another jvp (it is caught by that jvp, which reruns as two VJPs); outside the jvp "
+            "that made it, detach the value first")
     if d is not None and not d.rev and link:
         # A forward-mode dual of an enclosing jvp (jvp of grad): a reverse leaf that keeps its
         # tangent, so the backward's ops (create_graph) carry tangents too.
