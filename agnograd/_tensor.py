@@ -848,8 +848,8 @@ def view_of(src: Tensor, dst: Tensor, fn: Any, args: tuple[Any, ...], grad: bool
         except AttributeError:  # an alias made otherwise (from_dlpack, real): a plain alias
             return share_version(src, dst)
         grad = grad and g
-    if dst._node is None and src._requires_grad:  # made under no_grad(): no graph to keep
-        grad = False
+    if dst._node is None and src._requires_grad and getattr(dst, "_tangent", None) is None:
+        grad = False  # made under no_grad(): no graph to keep (forward mode keeps a tangent)
     dst._version = cell
     dst._view = (root, chain + ((fn, args),), grad)
     refs = reg.refs

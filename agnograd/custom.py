@@ -20,6 +20,7 @@ from ._dtypes import DType
 from ._ops.data_types import astype
 from ._ops.elementwise import conj as _conj
 from ._ops.elementwise import real as _real
+from ._ops.manipulation import broadcast_to
 from ._ops.statistics import sum as _sum
 from ._tensor import Tensor, as_tensor
 from .autograd import (
@@ -225,6 +226,11 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
         name = getattr(self.f, "__name__", "custom_vjp")
         if getattr(self._in_fwd, "on", False):
             return self.f(*args)
+        if needs and fwd_state.on:
+            duals = [tangent_of(a) for a in args]
+            level = max((d.level for d in duals if d is not None), default=0)
+            if level > 1:
+                return self._nested(args, duals, level, name)
         if not needs:
             out = self.f(*args)
             # No argument requires grad, so a result that does read some other Tensor.
@@ -253,6 +259,36 @@ class custom_vjp:  # noqa: N801 - named after jax.custom_vjp
         return record(name, out.data, out._backend, inputs,
                       tuple(r if type(a) is Tensor else None for r, a in zip(rules, args)),
                       saved=(_Residuals(residuals),), params=(out._backend,))
+
+    def _nested(self, args: tuple[Any, ...], duals: list[Any], level: int, name: str) -> Tensor:
+        """Under nested forward traces (``jvp`` of ``jvp``): the output as the levels below
+        ``level`` see it (this function at the inputs as they see them), and its
+        level-``level`` tangent from ``bwd``'s rules transposed, at residuals that ``fwd``
+        computes with those levels' tangents on -- so they differentiate the rule too."""
+        from .autograd.forward import nested_tangents
+
+        assert self.fwd is not None and self.bwd is not None  # (checked by __call__)
+        prims = tuple(d.p if d is not None and d.level == level else a
+                      for a, d in zip(args, duals))
+        vs = [d.t if d is not None and d.level == level else None for d in duals]
+        low = as_tensor(self(*prims))
+        self._in_fwd.on = True
+        try:
+            _, residuals = self.fwd(*prims)
+        finally:
+            self._in_fwd.on = False
+        specs = tuple(p if type(p) is Tensor and (p._requires_grad or v is not None) else None
+                      for p, v in zip(prims, vs))
+        rules = tuple(r if type(p) is Tensor else None
+                      for r, p in zip(_call_bwd(self.bwd, specs, self._who(self._method)), prims))
+        (tan,) = nested_tangents(level, name, low._backend, prims, vs, rules,
+                                 (_Residuals(residuals),), (low._backend,), (low,), False)
+        if tan is None:
+            return low
+        res = Tensor._wrap(low.data, low._backend)
+        res._requires_grad = True
+        res._tangent = Dual(tan, False, level, low)
+        return res
 
     def _who(self, method: str) -> str:
         """How errors name the rule: ``MyOp.backward`` for a Function, ``custom_vjp function
@@ -329,9 +365,10 @@ class custom_jvp:  # noqa: N801 - named after jax.custom_jvp
     Forward mode (``ag.jvp``, ``jacfwd``, ``linearize``) uses ``rule``. Reverse mode (``grad``,
     ``vjp``, ``.backward()``) derives the VJP from it by transposition, as JAX does: the
     cotangent of input ``i`` is ``∇_{vᵢ} ⟨ḡ, rule(x, v)[1]⟩``, one differentiation of the
-    (linear) rule per input. That derived VJP is first order only: differentiating it again
-    (``create_graph``, ``hessian``, ``grad`` of ``grad``), or ``jvp`` of ``grad`` through it,
-    raises ``NotImplementedError`` naming the function.
+    (linear) rule per input. That derived VJP is differentiable (``create_graph``, ``hessian``,
+    ``grad`` of ``grad``, ``jvp`` of ``grad``): under ``create_graph`` the rule runs at the
+    saved inputs and the transposition records its graph. Under nested forward traces
+    (``jvp`` of ``jvp``) the outer levels differentiate the rule itself.
 
     Example::
 
@@ -361,13 +398,11 @@ class custom_jvp:  # noqa: N801 - named after jax.custom_jvp
         if self.jvp is None:
             raise TypeError(f"{self._name()}: call .defjvp(rule) before using it")
         duals = [tangent_of(a) for a in args]
-        if fwd_state.on and any(d is not None for d in duals):
-            if any(d is not None and d.rev for d in duals):
-                raise NotImplementedError(
-                    f"custom_jvp function '{self._name()}': jvp of grad (forward-over-reverse) "
-                    "through a custom_jvp is not supported: its reverse mode is the transpose of "
-                    "the JVP rule, taken once. Use ag.hessian / ag.hvp (reverse-over-reverse "
-                    "are not supported either), or write the function with agnograd ops")
+        if fwd_state.on and any(d is not None for d in duals) and not any(
+                d is not None and d.rev for d in duals):
+            level = max(d.level for d in duals if d is not None)
+            if level > 1:
+                return self._nested(args, duals, level)
             prims = tuple(Tensor._wrap(a.data, a._backend) if type(a) is Tensor else a
                           for a in args)
             tans = tuple(_tangent_arg(a, d) for a, d in zip(args, duals))
@@ -388,15 +423,48 @@ class custom_jvp:  # noqa: N801 - named after jax.custom_jvp
             res._requires_grad = True
             res._tangent = Dual(t, False)
             return res
+        # Reverse mode (and forward-over-reverse: an input that requires grad and carries a
+        # tangent; the recorder then takes the tangent from the transposed rules, transposed
+        # back -- the rule itself).
         if not (is_grad_enabled() and any(type(a) is Tensor and a._requires_grad for a in args)):
             return self.f(*args)
         prims = tuple(a.detach() if type(a) is Tensor else a for a in args)
-        with no_grad():
-            out = as_tensor(self.f(*prims))
-        rules = tuple(self._transposed(i, prims) if type(a) is Tensor and a._requires_grad
-                      else None for i, a in enumerate(args))
+        fwd_on = fwd_state.on
+        fwd_state.on = False
+        try:
+            with no_grad():
+                out = as_tensor(self.f(*prims))
+        finally:
+            fwd_state.on = fwd_on
+        saved = tuple(a for a in args if type(a) is Tensor)
+        pos: list[int | None] = []
+        k = 0
+        for a in args:
+            pos.append(k if type(a) is Tensor else None)
+            k += type(a) is Tensor
+        rules = tuple(self._transposed(i, prims, tuple(pos)) if type(a) is Tensor
+                      and a._requires_grad else None for i, a in enumerate(args))
         return record(self._name(), out.data, out._backend,
-                      tuple(a if type(a) is Tensor else None for a in args), rules)
+                      tuple(a if type(a) is Tensor else None for a in args), rules, saved=saved)
+
+    def _nested(self, args: tuple[Any, ...], duals: list[Any], level: int) -> Tensor:
+        """Under nested forward traces (``jvp`` of ``jvp``): the rule at the primals and tangents
+        as the levels below ``level`` see them, run with forward mode on, so that those levels
+        differentiate the rule itself (as JAX does)."""
+        prims = tuple(d.p if d is not None and d.level == level else a
+                      for a, d in zip(args, duals))
+        tans = tuple(d.t if d is not None and d.level == level else _tangent_arg(p, None)
+                     for p, d in zip(prims, duals))
+        out, tout = self._rule(prims, tans)
+        if tout.dtype != out.dtype:
+            tout = astype(_real(tout) if tout.dtype.kind == "c" and out.dtype.kind != "c"
+                          else tout, out.dtype)
+        if tout.shape != out.shape:
+            tout = broadcast_to(tout, out.shape)
+        res = Tensor._wrap(out.data, out._backend)
+        res._requires_grad = True
+        res._tangent = Dual(tout, False, level, out)
+        return res
 
     def _rule(self, prims: tuple[Any, ...], tans: tuple[Any, ...]) -> tuple[Tensor, Tensor]:
         res = self.jvp(prims, tans)  # type: ignore[misc]
@@ -409,45 +477,50 @@ class custom_jvp:  # noqa: N801 - named after jax.custom_jvp
                              f"tangent of shape {tout.shape} for an output of shape {out.shape}")
         return out, tout
 
-    def _transposed(self, i: int, prims: tuple[Any, ...]) -> Callable[..., Any]:
-        name = self._name()
+    def _transposed(self, i: int, prims: tuple[Any, ...], pos: tuple[int | None, ...]
+                    ) -> Callable[..., Any]:
+        """Input ``i``'s VJP rule: ``∇_{vᵢ} ⟨ḡ, rule(x, v)[1]⟩``. In a ``create_graph`` backward
+        (``g`` a Tensor) the rule runs at the saved inputs, which then carry their graph, and the
+        transposition records its own: the derived VJP is differentiable to any order, as JAX's
+        linearize-and-transpose is."""
 
-        def rule(xp: Any, g: Any) -> Any:
+        def rule(xp: Any, g: Any, *saved: Any) -> Any:
             if type(g) is Tensor:
-                raise NotImplementedError(
-                    f"custom_jvp function '{name}': its reverse mode is the JVP rule transposed "
-                    "once, so it cannot be differentiated again (create_graph=True, hessian, "
-                    "grad of grad). Define the function with ag.custom_vjp (whose bwd written "
-                    "with agnograd ops is differentiable) or with plain agnograd ops")
-            x = prims[i]
-            b = x._backend
-            with enable_grad():
-                vs: list[Any] = []
-                for p in prims:
-                    if type(p) is Tensor:
-                        v = Tensor._wrap(p._backend.xp.zeros(
-                            p.data.shape, dtype=p.data.dtype, device=p._backend.device_of(p.data)),
-                            p._backend)
-                        v._requires_grad = True
-                        vs.append(v)
-                    else:
-                        vs.append(0.0)
-                _, tout = self._rule(prims, tuple(vs))
-                gt = Tensor._wrap(g, b)
-                if tout.dtype.kind == "c":
-                    s = _sum(_real(tout * _conj(gt)))
-                else:
-                    s = _sum(tout * (_real(gt) if gt.dtype.kind == "c" else gt))
-                gi = None
-                if s._requires_grad:
-                    ones = b.xp.ones(s.data.shape, dtype=s.data.dtype, device=b.device_of(s.data))
-                    (gi,) = backward([s], [ones], retain_graph=False, create_graph=False,
-                                     targets=[vs[i]])
-            if gi is None:
-                return xp.zeros(x.data.shape, dtype=x.data.dtype, device=b.device_of(x.data))
-            return gi.data if type(gi) is Tensor else gi
+                at = tuple(p if k is None else saved[k] for p, k in zip(prims, pos))
+                return self._cotangent(i, at, g, True)
+            gi = self._cotangent(i, prims, Tensor._wrap(g, prims[i]._backend), False)
+            return gi.data
 
         return rule
+
+    def _cotangent(self, i: int, prims: tuple[Any, ...], gt: Tensor, create: bool) -> Tensor:
+        x = prims[i]
+        b = x._backend
+        with enable_grad():
+            vs: list[Any] = []
+            for p in prims:
+                if type(p) is Tensor:
+                    v = Tensor._wrap(p._backend.xp.zeros(
+                        p.data.shape, dtype=p.data.dtype, device=p._backend.device_of(p.data)),
+                        p._backend)
+                    v._requires_grad = True
+                    vs.append(v)
+                else:
+                    vs.append(0.0)
+            _, tout = self._rule(prims, tuple(vs))
+            if tout.dtype.kind == "c":
+                s = _sum(_real(tout * _conj(gt)))
+            else:
+                s = _sum(tout * (_real(gt) if gt.dtype.kind == "c" else gt))
+            gi = None
+            if s._requires_grad:
+                ones = b.xp.ones(s.data.shape, dtype=s.data.dtype, device=b.device_of(s.data))
+                (gi,) = backward([s], [Tensor._wrap(ones, b) if create else ones],
+                                 retain_graph=create, create_graph=create, targets=[vs[i]])
+        if gi is None:
+            return Tensor._wrap(b.xp.zeros(x.data.shape, dtype=x.data.dtype,
+                                           device=b.device_of(x.data)), b)
+        return gi if type(gi) is Tensor else Tensor._wrap(gi, b)
 
 
 def _tangent_arg(a: Any, d: Any) -> Any:

@@ -19,8 +19,9 @@ the function recorded (stopping at the first outside read).
 
 ``jvp``, ``linearize`` and ``jacfwd`` run in forward mode (:mod:`agnograd.autograd.forward`):
 the tangents ride beside one forward pass, no graph is kept and no backward runs. Where a
-``jvp``'s result must carry a reverse-mode graph (``grad`` of ``jvp``, ``jvp`` inside ``jvp``)
-it uses the double-VJP construction instead: with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is
+``jvp``'s result must carry a reverse-mode graph (``grad`` of ``jvp``) it uses the double-VJP
+construction instead (``jvp`` inside ``jvp`` stays in forward mode, one perturbation level per
+trace: :class:`~agnograd.autograd.forward.Dual`): with ``u`` a dummy cotangent, ``g(u) = Jᵀu`` is
 linear in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs
 about two backward passes and needs the rules to be differentiable, which all of agnograd's
 are. ``jacobian`` picks forward mode when the inputs have fewer elements than the outputs.
@@ -101,6 +102,11 @@ def _alias(x: Any, what: str, link: bool) -> tuple[Tensor, Any]:
         if inner is not None and _batching.below(t._backend, inner):
             t = lift(t, inner)
     d = getattr(t, "_tangent", None)
+    if d is not None and d.level > 1 and link:
+        raise _ReverseInNestedJvp(  # the enclosing jvp retries by two VJPs (see jvp)
+            f"{what}: reverse mode of a value that carries the tangent of a jvp nested in "
+            "another jvp (it is caught by that jvp, which reruns as two VJPs); outside the jvp "
+            "that made it, detach the value first")
     if d is not None and not d.rev and link:
         # A forward-mode dual of an enclosing jvp (jvp of grad): a reverse leaf that keeps its
         # tangent, so the backward's ops (create_graph) carry tangents too.
@@ -114,6 +120,13 @@ def _alias(x: Any, what: str, link: bool) -> tuple[Tensor, Any]:
         alias = Tensor._wrap(t.data, t._backend)
         alias._requires_grad = True
     return alias, kind
+
+
+class _ReverseInNestedJvp(Exception):
+    """A reverse-mode transform (``grad``, ``vjp``, ``jacrev``, ...) differentiates a value that
+    carries the tangent of a nested forward trace (``jvp`` of ``jvp`` of ``grad``). Nested
+    forward traces carry no reverse-mode graph; the ``jvp`` at that level catches this and runs
+    as two VJPs instead (:func:`_jvp_double_vjp`), forward-over-reverse below it."""
 
 
 def _give_back(g: Tensor | None, like: Tensor, kind: Any, keep_graph: bool) -> Any:
@@ -327,20 +340,21 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
     needs a real tangent.
 
     Nesting: ``jvp`` of ``grad`` (forward-over-reverse, e.g. a Hessian-vector product) runs in
-    forward mode through the inner backward pass. When the result must itself be
-    differentiable in reverse mode -- a primal or tangent requires grad, ``f`` reads a Tensor
-    an outer transform differentiates, or this ``jvp`` runs inside another one -- ``jvp``
-    takes the double-VJP construction instead (see the module docstring), whose results carry
-    their graph."""
+    forward mode through the inner backward pass. ``jvp`` inside ``jvp`` (``jacfwd(jacfwd(f))``)
+    runs in forward mode with a perturbation level of its own: its primals and tangents, and so
+    its results, carry the enclosing traces' tangents (as JAX's nested JVPTracers). When the
+    result must itself be differentiable in reverse mode -- a primal or tangent requires grad,
+    or ``f`` reads a Tensor an outer transform differentiates -- ``jvp`` takes the double-VJP
+    construction instead (see the module docstring), whose results carry their graph."""
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
-    if _requires(primals, tangents) or fwd_state.depth:
+    if _requires_rev(primals, tangents) or (fwd_state.depth and not fwd_state.on):
         return _jvp_double_vjp(f, primals, tangents)
     while isinstance(f, JitFunction):  # its replay carries no tangents: run the function itself
         f = f.fn
     kind = _kind_of(primals)
-    with enable_grad(), forward_trace():
+    with enable_grad(), forward_trace() as level:
         new_args = []
         aliases = []
         for p, v in zip(primals, tangents):
@@ -352,24 +366,90 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
             new_leaves = []
             for leaf, vl in zip(leaves, vleaves):
                 a, _ = _alias(leaf, "jvp", False)
-                a._tangent = Dual(_tangent_raw(vl, a), False)
+                if level == 1:
+                    a._tangent = Dual(_tangent_raw(vl, a), False)
+                else:  # inside another jvp: primal and tangent carry the outer tangents
+                    low = leaf if type(leaf) is Tensor else Tensor._wrap(a.data, a._backend)
+                    a._tangent = Dual(_tangent_nested(vl, a), False, level, low)
+                    a._requires_grad = True
                 new_leaves.append(a)
                 aliases.append(a)
             new_args.append(tree_unflatten(spec, new_leaves))
         mark = creation_mark()
-        ys, out_spec = _outputs(f(*new_args), "jvp")
-    if is_grad_enabled() and _closes_over([y for y in ys if y._node is not None], mark, []):
+        try:
+            ys, out_spec = _outputs(f(*new_args), "jvp")
+        except _ReverseInNestedJvp:
+            if level == 1:  # (not raised for level 1: _alias keeps a level-1 tangent)
+                raise
+            retry = True
+        else:
+            retry = False
+    if retry:
+        return _jvp_double_vjp(f, primals, tangents)
+    graphs = [y for y in ys if y._node is not None]
+    if graphs and is_grad_enabled() and _closes_over(graphs, mark, []):
         # f reads a Tensor an outer transform differentiates: the tangent must carry a graph.
         return _jvp_double_vjp(f, primals, tangents)
+    if level > 1:
+        return _jvp_nested_results(ys, out_spec, level, primals, kind)
     outs = []
     for y in ys:
         d = getattr(y, "_tangent", None)
         b = y._backend
-        t = (d.t if d is not None else
+        t = (d.t if d is not None and d.level == 1 else
              b.xp.zeros(y.data.shape, dtype=y.data.dtype, device=b.device_of(y.data)))
         outs.append(_output_back(Tensor._wrap(t, b), kind))
     value = tree_unflatten(out_spec, [_value_back(y, primals, False) for y in ys])
     return value, tree_unflatten(out_spec, outs)
+
+
+def _requires_rev(*trees: Any) -> bool:
+    """:func:`_requires` for reverse mode only: a Tensor that requires grad because it carries
+    an enclosing forward trace's tangent (and nothing else) does not count."""
+    if not is_grad_enabled():
+        return False
+    for a in tree_leaves(trees):
+        if type(a) is Tensor and a._requires_grad:
+            d = getattr(a, "_tangent", None)
+            if d is None or d.rev:
+                return True
+    return False
+
+
+def _carries(t: Any) -> bool:
+    return type(t) is Tensor and getattr(t, "_tangent", None) is not None
+
+
+def _jvp_nested_results(ys: list[Tensor], out_spec: Any, level: int, primals: tuple[Any, ...],
+                        kind: Any) -> tuple[Any, Any]:
+    """A nested ``jvp``'s results: each output's primal and tangent as the enclosing traces see
+    them (Tensors carrying their tangents; plain values where they carry none)."""
+    values, outs = [], []
+    for y in ys:
+        d = getattr(y, "_tangent", None)
+        if d is not None and d.level == level:
+            val, tan = d.p, d.t
+        else:  # no dependence on this level's perturbation
+            val = y
+            b = y._backend
+            tan = Tensor._wrap(b.xp.zeros(y.data.shape, dtype=y.data.dtype,
+                                          device=b.device_of(y.data)), b)
+        values.append(val if _carries(val) else _value_back(val, primals, False))
+        outs.append(tan if _carries(tan) else _value_back(tan, primals, False))
+    return tree_unflatten(out_spec, values), tree_unflatten(out_spec, outs)
+
+
+def _tangent_nested(v: Any, like: Tensor) -> Tensor:
+    """Tangent ``v`` for the alias ``like`` inside an enclosing jvp: a Tensor that keeps the
+    tangents ``v`` carries (the mixed derivatives)."""
+    t = _tangent_like(v, like, "jvp")
+    b = like._backend
+    if type(t) is not Tensor:
+        return Tensor._wrap(b.xp.full(like.data.shape, t, dtype=like.data.dtype,
+                                      device=b.device_of(like.data)), b)
+    if t.data.dtype != like.data.dtype:
+        t = astype(t, like.dtype)
+    return t
 
 
 def _tangent_raw(v: Any, like: Tensor) -> Any:
@@ -854,7 +934,7 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
 
     @functools.wraps(f)
     def wrapped(*args: Any) -> Any:
-        if _requires(args) or fwd_state.depth:
+        if _requires_rev(args) or (fwd_state.depth and not fwd_state.on):
             return rev(*args)
         nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
         n = len(args)
@@ -885,6 +965,7 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
         rng = _rng_snapshot()
         cols: list[list[list[Any]]] = [[] for _ in ts]  # per input leaf, per column, out leaves
         out_spec = None
+        nested = False
         ys: list[Tensor] = []
         for li, t in enumerate(ts):
             b = t._backend
@@ -911,9 +992,14 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
                         ys = [tensor(v) if type(v) is not Tensor else v
                               for v in tree_leaves(value)]
                         _refuse_complex_both(ys, ts, what)
-                    raw = [_raw_of(v, y) for v, y in zip(t_leaves, ys)]
-                    if any(type(v) is Tensor and v._requires_grad for v in t_leaves):
+                    if _requires_rev(t_leaves):
                         return rev(*args)  # f closes over a differentiated Tensor
+                    if any(_carries(v) for v in t_leaves):  # inside a jvp: keep its tangents
+                        nested = True
+                        raw = [v if type(v) is Tensor else _raw_of(v, y)
+                               for v, y in zip(t_leaves, ys)]
+                    else:
+                        raw = [_raw_of(v, y) for v, y in zip(t_leaves, ys)]
                     cols[li].append(raw)
         if out_spec is None:  # every input is empty
             return rev(*args)
@@ -927,7 +1013,8 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
         for k, y in enumerate(ys):
             jac_leaves = []
             for li, t in enumerate(ts):
-                jac_leaves.append(_assemble(cols[li], k, y, t, kinds[li]))
+                jac_leaves.append(_assemble_nested(cols[li], k, y, t) if nested
+                                  else _assemble(cols[li], k, y, t, kinds[li]))
             grouped = []
             i = 0
             for leaves, spec in flat:
@@ -1007,3 +1094,18 @@ def _assemble(cols: list[list[Any]], k: int, y: Tensor, t: Tensor, kind: Any) ->
         j = xp.zeros(shape, dtype=y.data.dtype, device=b.device_of(y.data))
     out = Tensor._wrap(j, b)
     return _output_back(out, kind)
+
+
+def _assemble_nested(cols: list[list[Any]], k: int, y: Tensor, t: Tensor) -> Tensor:
+    """:func:`_assemble` with agnograd ops, for ``jacfwd`` inside a ``jvp``: the columns carry
+    the enclosing traces' tangents and so does the Jacobian."""
+    b = y._backend
+    shape = tuple(y.shape) + tuple(t.shape)
+    col = [c[k] if type(c[k]) is Tensor else Tensor._wrap(c[k], b) for c in cols]
+    if t.dtype.kind == "c":  # columns come in pairs (Re, Im directions): ∂/∂Re + i·∂/∂Im
+        parts = [astype(a, t.dtype) + astype(c, t.dtype) * 1j for a, c in zip(col[0::2], col[1::2])]
+    else:
+        parts = col
+    if not parts:
+        return Tensor._wrap(b.xp.zeros(shape, dtype=y.data.dtype, device=b.device_of(y.data)), b)
+    return reshape(stack(parts, axis=-1), shape)

@@ -8,6 +8,9 @@
    ``torch.func.jacfwd`` / ``torch.func.jacrev`` on the CPU where PyTorch is installed (target:
    within 2x).
 
+3. ``jvp`` of ``jvp`` (forward-over-forward) on the chain, against the inner ``jvp`` by two
+   VJPs (what a nested ``jvp`` ran before forward traces nested) and ``torch.func``.
+
 Runs are interleaved and the table reports medians.
 
     python benchmarks/forward_mode.py [--repeats 9]
@@ -121,6 +124,39 @@ def main() -> None:
         line += (f"   torch.func.jacrev {t['torch_wide'] * 1e3:8.2f} ms   "
                  f"ratio {t['ag_wide'] / t['torch_wide']:.2f}x (target <= 2x)")
     print(line + f"   (jacfwd would take {t['ag_wide_fwd'] * 1e3:.1f} ms)")
+
+    # 3. forward-over-forward: jvp of jvp on the chain, against the inner jvp by two VJPs (what
+    # a jvp inside a jvp used to run) and torch.func.jvp of jvp
+    def nested() -> object:
+        return ag.jvp(lambda x: ag.jvp(chain, (x,), (v,))[1], (x,), (v,))
+
+    def nested_double() -> object:
+        return ag.jvp(lambda x: _jvp_double_vjp(chain, (x,), (v,))[1], (x,), (v,))
+
+    fns3: dict[str, Callable[[], object]] = {"nested": nested, "nested_double": nested_double}
+    if torch is not None:
+        def tchain(y: object) -> object:
+            for i in range(N):
+                k = i % 3
+                y = y * 1.0001 if k == 0 else (y + 0.001 if k == 1 else torch.sin(y))  # type: ignore[operator]
+            return y
+
+        xt4, vt4 = torch.tensor(x), torch.tensor(v)
+        fns3["torch"] = lambda: torch.func.jvp(
+            lambda x: torch.func.jvp(tchain, (x,), (vt4,))[1], (xt4,), (vt4,))
+    np.testing.assert_allclose(_np_of(nested()[1]), _np_of(nested_double()[1]), rtol=1e-10)
+    t = _median_times(fns3, reps)
+    line = (f"\njvp of jvp on the 2,000-op chain, medians of {reps}: forward-over-forward "
+            f"{t['nested'] * 1e3:.2f} ms; inner jvp by two VJPs {t['nested_double'] * 1e3:.2f} ms "
+            f"({t['nested_double'] / t['nested']:.1f}x slower)")
+    if "torch" in t:
+        line += (f"; torch.func.jvp of jvp {t['torch'] * 1e3:.2f} ms "
+                 f"(ratio {t['nested'] / t['torch']:.2f}x)")
+    print(line)
+
+
+def _np_of(a: object) -> object:
+    return a.numpy() if isinstance(a, ag.Tensor) else a
 
 
 if __name__ == "__main__":

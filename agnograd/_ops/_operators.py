@@ -51,7 +51,7 @@ def _inplace(fn: Callable[[Any, Any], Tensor], raw: Callable[[Any, Any], Any], n
             if state is not None:  # views of this storage exist: write through all of them
                 sym = _SYMBOL[name]
                 _views.write(self, state, lambda t: checked(t, other), other_grad,
-                             f"in-place {name} ({sym}=)", f"x = x {sym} y")
+                             f"in-place {name} ({sym}=)", f"x = x {sym} y", other)
                 return self
         if grad_on() and (self._requires_grad or other_grad):
             if self._node is None and self._requires_grad and getattr(

@@ -136,14 +136,30 @@ def _fresh(t: Tensor) -> Tensor:
     write rebinds), so the shared counter's bump must not condemn that save."""
     f = wrap(t.data, t._backend, t._node, t._index)
     f._requires_grad = t._requires_grad
+    d = getattr(t, "_tangent", None)
+    if d is not None:  # forward mode: the new value's tangent is computed from t's
+        f._tangent = d
     return f
 
 
+def _tangent_only(x: Any) -> bool:
+    """Whether ``x`` needs no reverse-mode graph: not a Tensor that requires grad, or one that
+    requires it only to carry a forward-mode tangent."""
+    if type(x) is not Tensor or not x._requires_grad:
+        return True
+    d = getattr(x, "_tangent", None)
+    return d is not None and not d.rev and x._node is None
+
+
 def write(t: Tensor, state: tuple[Tensor, tuple[Any, ...], Views, bool], new_value: Any,
-          operand_grad: bool, what: str, form: str) -> None:
+          operand_grad: bool, what: str, form: str, operand: Any = None) -> None:
     """Write ``new_value(t')`` -- ``t``'s new value, computed out of place from ``t'``, a
     fresh handle on ``t`` -- into ``t`` and every alias of its storage (see the module
-    docstring). ``operand_grad``: whether the written operand requires grad."""
+    docstring). ``operand_grad``: whether the written operand (``operand``) requires grad.
+
+    Forward mode (``ag.jvp``): the new values' tangents follow the write like a graph does
+    (the out-of-place value carries them, and the root and its views take them), as PyTorch's
+    forward AD; a ``detach()`` view takes the values only, its base keeping its tangent."""
     root, chain, reg, grad = state
     for fn, _ in chain:
         if fn is manipulation.broadcast_to:
@@ -153,6 +169,8 @@ def write(t: Tensor, state: tuple[Tensor, tuple[Any, ...], Views, bool], new_val
                 "write is ambiguous (PyTorch refuses it too; NumPy's broadcast views are "
                 "read-only). Write to a copy: v = ag.asarray(v, copy=True)")
     tracked = grad_mode.enabled and (t._requires_grad or operand_grad)
+    if tracked and not grad and _tangent_only(t) and _tangent_only(operand):
+        tracked = False  # forward mode only: as torch.func.jvp, a detached view drops tangents
     if tracked:
         if not grad:
             raise RuntimeError(
@@ -160,7 +178,7 @@ def write(t: Tensor, state: tuple[Tensor, tuple[Any, ...], Views, bool], new_val
                 "no_grad() of a tensor that requires grad, and the write would record a graph: "
                 "the view has no graph to record it in (PyTorch refuses this too). Write to the "
                 "base tensor instead, or take the view with grad mode on.")
-        if root._node is None and root._requires_grad:
+        if root._node is None and root._requires_grad and getattr(root, "_tangent", None) is None:
             which = "a view of a leaf tensor" if root is not t else "a leaf tensor"
             raise RuntimeError(
                 f"{what}: {which} that requires grad (the leaf has shape {root.shape}) is being "
@@ -197,7 +215,7 @@ def setitem_through(x: Tensor, raw: Any, value: Any, key: Any) -> bool:
         return False
     vg = type(value) is Tensor and value._requires_grad
     write(x, state, lambda t: setitem_functional(t, raw, value), vg, f"x[{key!r}] = ...",
-          "ag.where, or ag.concat of the parts")
+          "ag.where, or ag.concat of the parts", value)
     return True
 
 
@@ -227,6 +245,9 @@ def _regenerate(reg: Views, root: Tensor, tracked: bool) -> None:
                 nv = _apply(root, chain)
                 w.data, w._node, w._index = nv.data, nv._node, nv._index
                 w._requires_grad = nv._requires_grad
+                if getattr(nv, "_tangent", None) is not None or getattr(
+                        w, "_tangent", None) is not None:
+                    w._tangent = getattr(nv, "_tangent", None)  # forward mode: it follows
                 hooks = w._hooks
                 if hooks is not None and w._node is not None and hasattr(hooks[0], "moved"):
                     hooks[0].moved(w)

@@ -30,6 +30,10 @@ Tangents live on Tensors (``Tensor._tangent``, a :class:`Dual`); a Tensor that c
 requires grad so that every op hands its result to ``record``, which computes the output
 tangent here and builds a graph node only when some input also requires grad in reverse mode
 (nesting: ``jvp`` of ``grad``). No graph is kept and no backward runs otherwise.
+
+Forward traces nest (``jvp`` of ``jvp``): each has a level, and a tangent of level ``L > 1``
+is computed by :func:`nested_tangents` -- the same JVP rules, run as agnograd ops on Tensors
+that carry the levels below, so those levels differentiate it (:class:`Dual`).
 """
 
 from __future__ import annotations
@@ -68,18 +72,29 @@ _wrap = Tensor._wrap
 
 class Dual:
     """A tangent ``t`` (a raw array of the primal's backend, shape and dtype); ``rev`` says
-    whether the Tensor that carries it also requires grad in reverse mode."""
+    whether the Tensor that carries it also requires grad in reverse mode.
 
-    __slots__ = ("t", "rev")
+    Nested forward traces (``jvp`` inside ``jvp``, ``jacfwd(jacfwd(f))``) number their levels
+    1, 2, ... from the outermost. A Tensor carries the Dual of the highest level it depends on;
+    at ``level`` 1, ``t`` is a raw array and ``p`` is ``None``; at a level ``L > 1`` both are
+    Tensors that may carry Duals of the levels below ``L``: ``t`` the tangent (whose own
+    tangents are the mixed derivatives) and ``p`` the primal as the levels below see it (the
+    same array, with its tangents of those levels). A value ``x`` with tangents at levels 1 and 2
+    is ``x = p + ε₂·t`` with ``p = x₀ + ε₁·t₁`` and ``t = t₂ + ε₁·t₁₂`` (JAX's nested
+    JVPTracers). Only level-1 Duals take the raw-array hot paths of ``recording``."""
 
-    def __init__(self, t: Any, rev: bool) -> None:
+    __slots__ = ("t", "rev", "level", "p")
+
+    def __init__(self, t: Any, rev: bool, level: int = 1, p: Any = None) -> None:
         self.t = t
         self.rev = rev
+        self.level = level
+        self.p = p
 
 
 class _FwdState(threading.local):
     on = False  # a forward trace is active in this thread and not suspended
-    depth = 0
+    depth = 0  # how many forward traces are nested here (the innermost one's level)
 
 
 fwd_state = _FwdState()
@@ -104,24 +119,21 @@ def tangent_of(t: Any) -> Dual | None:
 
 
 @contextmanager
-def forward_trace() -> Iterator[None]:
-    """Within the block, ops propagate the tangents of the Tensors that carry them."""
+def forward_trace() -> Iterator[int]:
+    """Within the block, ops propagate the tangents of the Tensors that carry them. Traces
+    nest; the block gets its level (1 for the outermost, see :class:`Dual`)."""
     from . import recording
 
-    if fwd_state.depth:
-        raise NotImplementedError(
-            "jvp inside jvp (forward-over-forward, e.g. jacfwd(jacfwd(f))) is not supported by "
-            "agnograd's forward mode yet; take second derivatives as jacfwd(jacrev(f)), "
-            "jvp of grad (forward-over-reverse), or ag.hessian")
+    was_on = fwd_state.on
     fwd_state.depth += 1
     fwd_state.on = True
     recording.FWD_ON += 1
     try:
-        yield
+        yield fwd_state.depth
     finally:
         recording.FWD_ON -= 1
         fwd_state.depth -= 1
-        fwd_state.on = False
+        fwd_state.on = was_on
 
 
 def _is_c(b: Backend, a: Any) -> bool:
@@ -233,3 +245,179 @@ def _transpose(name: str, backend: Backend, rule: Rule, v: Any, x: Tensor, raw: 
         fwd_state.on = was_on
         grad_mode.enabled = was_grad
     return tuple(None if g is None else (g.data if type(g) is Tensor else g) for g in gs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nested forward traces: a level-L tangent computed with agnograd ops, so that the levels below
+# L differentiate it in turn (forward-over-forward).
+
+
+def top_level(inputs: tuple[Any, ...]) -> int:
+    """The highest forward-trace level among the inputs' Duals (0 when none carries one)."""
+    top = 0
+    for t in inputs:
+        if type(t) is Tensor:
+            d = getattr(t, "_tangent", None)
+            if d is not None and d.level > top:
+                top = d.level
+    return top
+
+
+def _cplx(t: Any) -> bool:
+    return type(t) is Tensor and t.dtype.kind == "c"
+
+
+def _fit_t(agx: Any, b: Backend, c: Any, o: Tensor) -> Tensor:
+    """:func:`_fit` on Tensors: the level-L tangent in the output's dtype and shape."""
+    if type(c) is not Tensor:
+        if b.is_array(c):
+            c = _wrap(c, b)
+        else:  # a Python scalar
+            return _wrap(b.xp.full(o.data.shape, c, dtype=o.data.dtype,
+                                   device=b.device_of(o.data)), b)
+    if c.dtype != o.dtype:
+        if c.dtype.kind == "c" and o.dtype.kind != "c":
+            c = agx.real(c)
+        if c.dtype != o.dtype:
+            c = agx.astype(c, o.dtype)
+    if tuple(c.shape) != tuple(o.shape):
+        c = agx.broadcast_to(c, tuple(o.shape))
+    return c  # type: ignore[no-any-return]
+
+
+def nested_tangents(level: int, name: str, backend: Backend, inputs: tuple[Any, ...],
+                    vs: list[Any], vjps: tuple[Any, ...], saved: tuple[Any, ...],
+                    params: tuple[Any, ...], lows: tuple[Tensor, ...], multi: bool
+                    ) -> list[Tensor | None]:
+    """The level-``level`` tangent of each output (``None`` where zero), as Tensors.
+
+    ``inputs`` and ``saved`` are the op's operands and saved values as the levels below see them
+    (Tensors carrying those levels' Duals), ``vs[i]`` input i's level-``level`` tangent (a
+    Tensor) or ``None``, ``lows`` the outputs as the levels below see them. The JVP rules run on
+    agnograd Tensors (the ``xp`` they get is agnograd's namespace) with the forward trace on, so
+    every op of a rule propagates the lower levels' tangents: the tangent of the tangent."""
+    agx = lows[0].__array_namespace__()
+    whole = JVP_OP.get(name)
+    if whole is not None and not multi:
+        return [_fit_t(agx, backend, whole(agx, vs, lows[0], inputs, vjps), lows[0])]
+    total: list[Any] = [None] * len(lows)
+    for v, rule in zip(vs, vjps):
+        if v is None or rule is None:
+            continue
+        j = JVP.get(rule)
+        if j is _DIAG:
+            if _cplx(v) or _cplx(lows[0]):
+                c = rule(agx, agx.conj(v) if _cplx(v) else v, *saved, *params)
+                parts: Any = (agx.conj(c) if _cplx(c) else c,)
+            else:
+                parts = (rule(agx, v, *saved, *params),)
+        elif j is not None:
+            c = j(agx, v, lows if multi else lows[0], *saved, *params)
+            parts = c if multi else (c,)
+        else:
+            parts = (_transpose_by_rows(name, backend, rule, v, saved, params, lows, multi)
+                     if level > 2 else
+                     _transpose_nested(name, backend, rule, v, saved, params, lows, multi))
+        for k, c in enumerate(parts):
+            if c is None:
+                continue
+            total[k] = c if total[k] is None else total[k] + c
+    return [None if c is None else _fit_t(agx, backend, c, o) for c, o in zip(total, lows)]
+
+
+def _transpose_nested(name: str, backend: Backend, rule: Rule, v: Tensor, saved: tuple[Any, ...],
+                      params: tuple[Any, ...], lows: tuple[Tensor, ...], multi: bool
+                      ) -> tuple[Any, ...]:
+    """:func:`_transpose` for level 2: ``∇_u ⟨Jᵀ u, v⟩`` with the forward trace on, a
+    ``create_graph`` backward whose ops carry the level-1 tangents (forward-over-reverse;
+    deeper levels take :func:`_transpose_by_rows`)."""
+    from .mode import grad_mode
+    from .walk import backward
+
+    transposed[name] = transposed.get(name, 0) + 1
+    was_grad = grad_mode.enabled
+    grad_mode.enabled = True
+    try:
+        us = []
+        for o in lows:
+            u = _wrap(backend.xp.zeros(o.data.shape, dtype=o.data.dtype,
+                                       device=backend.device_of(o.data)), backend)
+            u._requires_grad = True
+            us.append(u)
+        agx = us[0].__array_namespace__()
+        r = rule(agx, tuple(us) if multi else us[0], *saved, *params)
+        if r is None:
+            return ()
+        if r.dtype.kind == "c" and v.dtype.kind == "c":
+            s = agx.sum(agx.real(r * agx.conj(v)))
+        elif r.dtype.kind == "c":
+            s = agx.sum(agx.real(r) * v)
+        else:
+            s = agx.sum(r * v)
+        if not s._requires_grad:
+            return ()
+        ones = backend.xp.ones(s.data.shape, dtype=s.data.dtype, device=backend.device_of(s.data))
+        gs = backward([s], [_wrap(ones, backend)], retain_graph=False, create_graph=True,
+                      targets=us)
+    finally:
+        grad_mode.enabled = was_grad
+    out: list[Any] = []
+    for g in gs:  # (reverse mode inside forward-over-forward: two levels at most, see below)
+        if g is None:
+            out.append(None)
+            continue
+        g = g if type(g) is Tensor else _wrap(g, backend)
+        # keep g's level-1 tangent, not the graph the backward recorded
+        t = _wrap(g.data, backend)
+        d = getattr(g, "_tangent", None)
+        if d is not None:
+            t._tangent = Dual(d.t, False)
+            t._requires_grad = True
+        out.append(t)
+    return tuple(out)
+
+
+def _real_dot(agx: Any, r: Any, v: Tensor) -> Any:
+    """The real inner product ``Re Σ conj(r)·v`` (a complex number being a pair of reals)."""
+    if r.dtype.kind == "c" and v.dtype.kind == "c":
+        return agx.sum(agx.real(r * agx.conj(v)))
+    if r.dtype.kind == "c":
+        return agx.sum(agx.real(r) * v)
+    return agx.sum(r * v)
+
+
+def _transpose_by_rows(name: str, backend: Backend, rule: Rule, v: Tensor,
+                       saved: tuple[Any, ...], params: tuple[Any, ...], lows: tuple[Tensor, ...],
+                       multi: bool) -> tuple[Any, ...]:
+    """``J v`` for a transposed rule three or more levels deep, in forward mode only: output
+    element ``k`` of ``J v`` is ``⟨Jᵀeₖ, v⟩`` (plus ``i·⟨Jᵀ(i eₖ), v⟩`` for a complex output),
+    one evaluation of the VJP rule per output element, each an agnograd computation that the
+    lower levels differentiate. (Reverse mode under two levels of tangents is not supported:
+    this costs ``m`` rule evaluations instead of one backward.)"""
+    transposed[name] = transposed.get(name, 0) + 1
+    xp = backend.xp
+    agx = v.__array_namespace__()
+    zeros = [xp.zeros(o.data.shape, dtype=o.data.dtype, device=backend.device_of(o.data))
+             for o in lows]
+    parts: list[Any] = []
+    for j, o in enumerate(lows):
+        m = 1
+        for n in o.data.shape:
+            m *= n
+        units = (1.0, 1j) if o.dtype.kind == "c" else (1.0,)
+        cols: list[list[Any]] = [[] for _ in units]
+        for k in range(m):
+            e = xp.reshape(xp.astype(xp.arange(m, device=backend.device_of(o.data)) == k,
+                                     o.data.dtype), o.data.shape)
+            for c, unit in enumerate(units):
+                us = [_wrap(e * unit if i == j else zeros[i], backend) for i in range(len(lows))]
+                r = rule(agx, tuple(us) if multi else us[0], *saved, *params)
+                cols[c].append(_wrap(xp.zeros((), dtype=xp.float64), backend) if r is None
+                               else _real_dot(agx, r, v))
+        if m == 0:
+            parts.append(None)
+            continue
+        re = agx.reshape(agx.stack(cols[0]), tuple(o.shape))
+        parts.append(re if len(units) == 1 else
+                     re + agx.reshape(agx.stack(cols[1]), tuple(o.shape)) * 1j)
+    return tuple(parts)

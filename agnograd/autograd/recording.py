@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._tensor import Tensor
 from .forward import _DIAG as DIAG
-from .forward import JVP, Dual, fwd_state, output_tangent
+from .forward import JVP, Dual, fwd_state, nested_tangents, output_tangent, top_level
 from .mode import grad_mode
 from .node import OUT, Node, Out, edge_of, version_cell
 
@@ -85,7 +85,7 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
     rule reads: 0 nothing, 1 the input, 2 the output."""
     if FWD_ON and fwd_state.on:
         d = getattr(x, "_tangent", None)
-        if d is not None and not d.rev and JVP.get(vjps[0]) is DIAG:
+        if d is not None and not d.rev and d.p is None and JVP.get(vjps[0]) is DIAG:
             # forward mode's hot path: a real elementwise op, its VJP rule is its JVP rule
             v = d.t
             dt = out_data.dtype
@@ -213,11 +213,11 @@ def _forward_binary(out_data: Any, backend: Backend, x1: Any, x2: Any,
     d1 = d2 = None
     if type(x1) is Tensor and x1._requires_grad:
         d1 = getattr(x1, "_tangent", None)
-        if d1 is None or d1.rev or JVP.get(vjps[0]) is not DIAG:
+        if d1 is None or d1.rev or d1.p is not None or JVP.get(vjps[0]) is not DIAG:
             return None
     if type(x2) is Tensor and x2._requires_grad:
         d2 = getattr(x2, "_tangent", None)
-        if d2 is None or d2.rev or JVP.get(vjps[1]) is not DIAG:
+        if d2 is None or d2.rev or d2.p is not None or JVP.get(vjps[1]) is not DIAG:
             return None
     if picks:
         vals = (x1.data if type(x1) is Tensor else x1, x2.data if type(x2) is Tensor else x2,
@@ -249,6 +249,11 @@ def _forward(name: str, outs: tuple[Any, ...], backend: Backend, inputs: tuple[A
     """Recording under a forward trace: the outputs' tangents from the inputs' (JVP rules), and
     a graph node only when an input requires grad in reverse mode too (its tangents are kept
     on the node, so a ``create_graph`` backward -- ``jvp`` of ``grad`` -- carries them)."""
+    if fwd_state.depth > 1:
+        level = top_level(inputs)
+        if level > 1:
+            return _forward_nested(level, name, outs, backend, inputs, vjps, saved, meta, params,
+                                   multi)
     raw, src, _ = unpack_saved(inputs, saved, outs)
     tans = output_tangent(name, backend, inputs, vjps, raw, params, outs, multi)
     rev = False
@@ -294,6 +299,47 @@ def _forward(name: str, outs: tuple[Any, ...], backend: Backend, inputs: tuple[A
                 t._tangent = Dual(tan, rev)
                 t._requires_grad = True
     return res
+
+
+def _forward_nested(level: int, name: str, outs: tuple[Any, ...], backend: Backend,
+                    inputs: tuple[Any, ...], vjps: tuple[Callable[..., Any] | None, ...],
+                    saved: tuple[Any, ...], meta: tuple[Any, ...] | None, params: tuple[Any, ...],
+                    multi: bool) -> tuple[Tensor, ...]:
+    """Recording under nested forward traces, for an op whose inputs carry a Dual of ``level``
+    > 1 (:class:`~agnograd.autograd.forward.Dual`): the outputs as the levels below see them
+    are recorded from the inputs as those levels see them (recursively), then the
+    level-``level`` tangents come from the JVP rules run on those Tensors
+    (:func:`~agnograd.autograd.forward.nested_tangents`), so they carry the lower tangents."""
+    low: list[Any] = []
+    vs: list[Any] = []
+    for t in inputs:
+        d = getattr(t, "_tangent", None) if type(t) is Tensor else None
+        if d is not None and d.level == level:
+            low.append(d.p)
+            vs.append(d.t)
+        else:
+            low.append(t)
+            vs.append(None)
+    low_in = tuple(low)
+    low_saved = tuple(low_in[_position(inputs, s)] if type(s) is Tensor else s for s in saved)
+    lows: tuple[Tensor, ...]
+    if multi:
+        lows = record_multi(name, outs, backend, low_in, vjps, low_saved, params)
+    else:
+        lows = (record(name, outs[0], backend, low_in, vjps, low_saved, meta, params),)
+    sv = tuple(s if type(s) is Tensor else lows[s.k] if type(s) is Out
+               else _wrap(s, backend) if backend.is_array(s) else s for s in low_saved)
+    tans = nested_tangents(level, name, backend, low_in, vs, vjps, sv, params, lows, multi)
+    res = []
+    for o, lo, tan in zip(outs, lows, tans):
+        if tan is None:
+            res.append(lo)
+            continue
+        t = _wrap(o, backend)
+        t._tangent = Dual(tan, False, level, lo)
+        t._requires_grad = True
+        res.append(t)
+    return tuple(res)
 
 
 def _with_out_cells(node: Node, ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
