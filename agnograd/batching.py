@@ -333,7 +333,7 @@ def _output(y: Any, a: int | None, n: int, bb: BatchingBackend, raw: bool) -> An
                 raise TypeError(f"vmap: an output is on backend '{y._backend.name}', not "
                                 f"'{bb.base.name}'")
             y = lift(y, bb)
-        axis = _norm_axis(a, y.ndim + 1, "out_axes", f"an output of {y.ndim + 1}")
+        axis = _norm_axis(a, y.ndim + 1, "out_axes", "an output (with the batch axis)")
         out = _leave(y, axis, n, bb)
     if raw and not out._requires_grad:
         return out.data

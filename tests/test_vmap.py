@@ -469,7 +469,7 @@ def _wrapped(kind, f):
     if kind == "jvp":
         return lambda x: ag.jvp(f, (x,), (ag.ones_like(x),))[1]
     if kind == "vjp":
-        return lambda x: ag.vjp(f, x)[1](ag.ones_like(f(x)))
+        return lambda x: ag.vjp(f, x)[1](ag.ones_like(f(x)))[0]
     if kind == "jit":
         return ag.jit(f)
     if kind == "vmap":  # an inner vmap over the example's first axis

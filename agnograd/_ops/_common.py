@@ -90,15 +90,17 @@ def lift_to(t: Tensor, b: Backend, op: str) -> Tensor:
         from ..batching import lift
 
         return lift(t, b)
+    if b.base is t._backend and b is not t._backend and not t._requires_grad:
+        return wrap(t.data, b)  # a constant Tensor made inside a traced step (ag.jit)
     raise mixing_error(op, b, t._backend)
 
 
 def higher(a: Backend, b: Backend, op: str) -> Backend:
     """Of two backends of one op's operands, the one the op runs on: the same one, or the inner
     ``vmap`` level of the two (the other is a level under it); else a mixing error."""
-    if a is b or _batching.below(b, a):
+    if a is b or _batching.below(b, a) or a.base is b:  # (a traced step's constants: b)
         return a
-    if _batching.below(a, b):
+    if _batching.below(a, b) or b.base is a:
         return b
     raise mixing_error(op, a, b)
 
