@@ -697,3 +697,13 @@ def test_cuda_graph_session_changes_nothing_shared(fake_cuda_graph, monkeypatch)
 
 def test_backends_param_includes_numpy():
     assert any(p.values[0] == "numpy" for p in BACKENDS)
+
+
+def test_jit_of_a_function_returning_none_records_and_replays():
+    seen = []
+    f = ag.jit(lambda x: seen.append(1))  # (a side effect: a one-shot recording, traced each call)
+    for _ in range(3):
+        assert f(ag.tensor(1.0)) is None
+    g = ag.jit(lambda x: None)
+    for _ in range(3):
+        assert g(ag.tensor(1.0)) is None

@@ -13,6 +13,7 @@ in_axes/out_axes prefixes, nesting, composition with every other transform, the 
 
 from __future__ import annotations
 
+import os
 import warnings
 import zlib
 
@@ -21,13 +22,17 @@ import pytest
 
 import agnograd as ag
 
-from .conftest import CPU_BACKENDS
+from .conftest import CPU_BACKENDS, _params
 from .op_table import OPS, cases_of
 from .op_table.core import draw
 
 CASES = cases_of(OPS)
 IDS = [f"{op.name}-{'x'.join(str(s) for s in shapes) or 'scalar'}" for op, shapes in CASES]
 N = 3  # examples
+# the op-table sweeps: NumPy and array_api_strict here, CuPy where a GPU is (marker gpu), PyTorch
+# with AGNOGRAD_VMAP_TORCH=1 (a slower sweep, run before releases)
+SWEEP = _params(("numpy", "array_api_strict", "cupy")
+                + (("torch",) if os.environ.get("AGNOGRAD_VMAP_TORCH") else ()))
 
 
 def _t(a, backend):
@@ -72,7 +77,7 @@ def strict_rules():
         yield
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", SWEEP)
 @pytest.mark.parametrize(("op", "shapes"), CASES, ids=IDS)
 def test_vmap_of_every_op_equals_the_loop(op, shapes, backend, strict_rules):
     if backend in op.skip:
@@ -89,7 +94,7 @@ def test_vmap_of_every_op_equals_the_loop(op, shapes, backend, strict_rules):
                                err_msg=f"vmap of {op.name} vs the loop ({backend})")
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", SWEEP)
 @pytest.mark.parametrize(("op", "shapes"), CASES, ids=IDS)
 def test_vmap_of_grad_of_every_op_equals_the_loop(op, shapes, backend, strict_rules):
     if backend in op.skip:
@@ -550,3 +555,16 @@ def test_a_compiled_dp_sgd_step_equals_eager(compile_):
         np.testing.assert_array_equal(_np(a), _np(b))
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_array_equal(_np(p), _np(q))
+
+
+def test_embedding_with_batched_indices_and_a_shared_table():
+    emb = ag.nn.Embedding(10, 4)
+    idx = ag.tensor(np.array([[1, 2], [2, 2], [9, 0]]))
+    np.testing.assert_array_equal(_np(ag.vmap(emb)(idx).detach()), _np(emb(idx).detach()))
+    w = ag.tensor(np.random.default_rng(11).standard_normal((10, 3)))
+    loss = lambda w, i: ag.sum(ag.nn.functional.embedding(i, w) ** 2)  # noqa: E731
+    per = ag.vmap(ag.grad(loss), in_axes=(None, 0))(w, idx)
+    for k in range(3):
+        np.testing.assert_allclose(_np(per[k]), _np(ag.grad(loss)(w, idx[k])))
+    total = ag.grad(lambda w: ag.sum(ag.vmap(lambda i: loss(w, i))(idx)))(w)
+    np.testing.assert_allclose(_np(total), _np(ag.sum(per, axis=0)), rtol=1e-12)

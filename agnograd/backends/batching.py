@@ -300,10 +300,8 @@ def _out(bb: BatchingBackend, r: Any) -> Any:
     t = type(r)
     if t is bb.atype or t is bb.ut:
         return r
-    if t is tuple or t is list:
-        return t(_out(bb, e) for e in r)
-    if isinstance(r, tuple) and hasattr(t, "_fields"):  # a NamedTuple (eigh, qr, svd, slogdet)
-        return t(*(_out(bb, e) for e in r))
+    if isinstance(r, (tuple, list)):
+        return _rebuild(r, [_out(bb, e) for e in r])
     return share(bb, r)
 
 
@@ -446,11 +444,23 @@ def _norm(axis: int, nd: int) -> int:
 
 def _wrap(bb: BatchingBackend, r: Any) -> Any:
     at = bb.atype
-    if type(r) in (tuple, list):
-        return type(r)(at(e) for e in r)
-    if hasattr(r, "_fields") and isinstance(r, tuple):  # a NamedTuple (eigh, qr, svd, slogdet)
-        return type(r)(*(at(e) for e in r))
+    if isinstance(r, (tuple, list)):
+        return _rebuild(r, [at(e) for e in r])
     return at(r)
+
+
+def _rebuild(r: Any, items: list[Any]) -> Any:
+    """A sequence result of ``r``'s type holding ``items``: a tuple or list, a NamedTuple
+    (``eigh``, ``qr``, ``svd``, ``slogdet``), or a struct sequence (PyTorch's return types)."""
+    t = type(r)
+    if t is tuple or t is list:
+        return t(items)
+    if hasattr(t, "_fields"):
+        return t(*items)
+    try:
+        return t(items)
+    except TypeError:
+        return tuple(items)
 
 
 def refuse(what: str, why: str) -> VmapError:
@@ -1239,9 +1249,9 @@ def _loop(bb: BatchingBackend, fn: Any, args: tuple[Any, ...], kwargs: dict[str,
     outs = [fn(*pick(args, i), **pick(kwargs, i)) for i in range(n)]
     bx = bb.bx
     first_out = outs[0]
-    if type(first_out) in (tuple, list) or (isinstance(first_out, tuple)):
-        parts = [at(bx.stack([o[j] for o in outs])) for j in range(len(first_out))]
-        return type(first_out)(*parts) if hasattr(first_out, "_fields") else type(first_out)(parts)
+    if isinstance(first_out, (tuple, list)):
+        return _rebuild(first_out, [at(bx.stack([o[j] for o in outs]))
+                                    for j in range(len(first_out))])
     if not hasattr(first_out, "shape"):
         return first_out  # metadata
     return at(bx.stack(outs))

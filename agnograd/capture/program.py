@@ -246,7 +246,8 @@ def trace_step(fn: Callable[..., Any], call_args: Callable[[list[Any]], tuple[An
             else:
                 out_spec.append(("py", leaf))
                 out_tensors.append(False)
-        del leaves, leaf, d
+        del leaves
+        leaf = d = None  # (no reference to the trace's values is kept)
     else:
         treedef = None
     # Every Tensor on the tracing backend now: the swapped ones and those the step made that are

@@ -18,6 +18,8 @@ import agnograd as ag
 from agnograd.backends import batching as _batching
 
 from .. import random as _random
+from .._ops._common import higher as _higher
+from .._ops._common import lift_to as _lift_to
 from ..autograd import record as _record
 from ..autograd.forward import defjvp
 from ..autograd.node import OUT
@@ -1098,6 +1100,9 @@ def _take_rows(w: ag.Tensor, idx: ag.Tensor) -> ag.Tensor:
     gradient scatter-adds the cotangent's rows (:meth:`agnograd.Backend.scatter_add_rows`; no
     ``n·d`` table of positions, unlike a generic ``take``)."""
     b = w._backend
+    if idx._backend is not b:  # batched indices (ag.vmap): the table is shared by the examples
+        b = _higher(b, idx._backend, "embedding")
+        w = _lift_to(w, b, "embedding")
     raw = idx.data
     return _record("embedding", b.xp.take(w.data, raw, axis=0), b, (w,), (_take_rows_w,), (),
                    params=(raw, w.shape[0], b))
