@@ -4,7 +4,7 @@
 1. **Per-example gradients of the digits MLP.** The network of ``agnograd train`` (64 -> 64 -> 64
    -> 10, tanh, ``nn.MLP``), a loss of *one* example written torch.func-style
    (``nn.functional_call`` of the model with a dict of parameters, softmax cross-entropy against
-   the one-hot label), and its gradient for each of ``--examples`` (256) digits:
+   the integer label), and its gradient for each of ``--examples`` (256) digits:
 
    - ``ag.vmap(ag.grad(loss), in_axes=(None, 0, 0))`` -- one batched call (target: >= 10x
      faster than the loop);
@@ -101,7 +101,6 @@ def per_example_workload(examples: int, dtype: str, torch: Any = None
     adt = ag.float32 if dtype == "float32" else ag.float64
     X, y = load_digits(dtype=adt)
     X, y = X[:examples, ...], y[:examples]
-    Y = ag.astype(y[:, None] == ag.arange(SIZES[-1]), adt)  # one-hot labels
     model = nn.MLP(SIZES, activation="tanh", seed=0)
     model.astype(adt)
     params = {k: p.detach() for k, p in model.named_parameters()}
@@ -114,11 +113,11 @@ def per_example_workload(examples: int, dtype: str, torch: Any = None
     batched = ag.vmap(grad, in_axes=(None, 0, 0))
 
     def ag_vmap() -> list[np.ndarray]:
-        g = batched(params, X, Y)
+        g = batched(params, X, y)
         return [g[k].numpy() for k in names]
 
     def ag_loop() -> list[np.ndarray]:
-        gs = [grad(params, X[i, ...], Y[i, ...]) for i in range(examples)]
+        gs = [grad(params, X[i, ...], y[i]) for i in range(examples)]
         return [np.stack([g[k].numpy() for g in gs]) for k in names]
 
     fns: dict[str, Callable[[], list[np.ndarray]]] = {"ag_vmap": ag_vmap, "ag_loop": ag_loop}
@@ -132,7 +131,7 @@ def per_example_workload(examples: int, dtype: str, torch: Any = None
         tmodel = torch.nn.Sequential(*layers)
         tnames = [k for k, _ in tmodel.named_parameters()]  # the same layouts, (out, in)
         tparams = {tk: torch.tensor(params[k].numpy()) for tk, k in zip(tnames, names)}
-        tX, tY = torch.tensor(X.numpy()), torch.tensor(Y.numpy())
+        tX, ty = torch.tensor(X.numpy()), torch.tensor(y.numpy())
 
         def tloss(p: dict[str, Any], x: Any, t: Any) -> Any:
             return torch.nn.functional.cross_entropy(
@@ -145,10 +144,10 @@ def per_example_workload(examples: int, dtype: str, torch: Any = None
             return [g[tk].detach().numpy() for tk in tnames]
 
         def torch_vmap() -> list[np.ndarray]:
-            return _host(tbatched(tparams, tX, tY))
+            return _host(tbatched(tparams, tX, ty))
 
         def torch_loop() -> list[np.ndarray]:
-            gs = [_host(tgrad(tparams, tX[i], tY[i])) for i in range(examples)]
+            gs = [_host(tgrad(tparams, tX[i], ty[i])) for i in range(examples)]
             return [np.stack(parts) for parts in zip(*gs)]
 
         fns["torch_vmap"] = torch_vmap
