@@ -22,9 +22,10 @@ first use from the last seed given (0 before any); a draw without ``generator=``
 its backend and device.
 
 **One draw is one draw.** A call draws once, for its whole shape; drawing a shape ``(a, b)``
-is not ``a`` draws of shape ``(b,)`` (their bits differ). This is JAX's rule, and what a future
-``vmap`` of a function that draws will keep: one draw of the batched shape, not one per
-example.
+is not ``a`` draws of shape ``(b,)`` (their bits differ). This is JAX's rule. Under
+``ag.vmap`` a function that draws makes one draw of its per-example shape, the same for every
+example (one generator state, like one JAX key that is not split): draw a batch of shape
+``(n, ...)`` outside and map over it for per-example noise.
 
 Floats: ``uniform`` takes the top 24 bits of one word (float32) or 53 bits of two (float64),
 so values lie in ``[0, 1)`` exactly; ``normal`` is Box-Muller on two uniforms; ``bernoulli``
