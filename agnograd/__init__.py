@@ -245,7 +245,7 @@ newaxis = None
 # names above, sorted (tests/test_typing.py checks it against the op modules).
 __all__ = [
     "Backend", "BackendError", "CaptureError", "CapturedStep", "DType", "Function", "FunctionCtx",
-    "Tensor", "__array_namespace_info__", "abs", "acos", "acosh", "add", "all", "any", "arange",
+    "Tensor", "VmapError", "VmapFallbackWarning", "__array_namespace_info__", "abs", "acos", "acosh", "add", "all", "any", "arange",
     "argmax", "argmin", "argsort", "as_tensor", "asarray", "asin", "asinh", "astype", "atan",
     "atan2", "atanh", "available_backends", "bitwise_and", "bitwise_invert", "bitwise_left_shift",
     "bitwise_or", "bitwise_right_shift", "bitwise_xor", "bool", "broadcast_arrays",
@@ -271,8 +271,7 @@ __all__ = [
     "squeeze", "stack", "std", "subtract", "sum", "take", "take_along_axis", "tan", "tanh",
     "tensor", "tensordot", "tile", "to_backend", "to_dot", "to_mermaid", "tril", "triu", "trunc",
     "uint16", "uint32", "uint64", "uint8", "unique_all", "unique_counts", "unique_inverse",
-    "unique_values", "unstack", "value_and_grad", "var", "vecdot", "vjp", "vmap", "VmapError",
-    "VmapFallbackWarning", "where", "zeros",
+    "unique_values", "unstack", "value_and_grad", "var", "vecdot", "vjp", "vmap", "where", "zeros",
     "zeros_like",
 ]
 

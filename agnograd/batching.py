@@ -114,14 +114,8 @@ def lift(t: Tensor, bb: Backend) -> Tensor:
 
 def _physical(data: Any, axis: int | None, n: int, bb: BatchingBackend) -> Any:
     """A value of level ``bb`` as a real array of the level below, the batch at ``axis``."""
-    bx = bb.bx
-    if type(data) is bb.atype:
-        v = data._v
-    else:
-        if type(data) is bb.ut:
-            data = data._v
-        v = bx.broadcast_to(bx.expand_dims(data, axis=0), (n,) + tuple(data.shape))
-    return v if axis == 0 else bx.moveaxis(v, 0, axis)
+    v = _b.physical(bb, data, n)
+    return v if axis == 0 else bb.bx.moveaxis(v, 0, axis)
 
 
 def _enter(t: Tensor, axis: int, n: int, bb: BatchingBackend) -> Tensor:

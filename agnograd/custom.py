@@ -37,6 +37,7 @@ from .autograd import (
 from .autograd.forward import Dual, fwd_state, tangent_of
 from .autograd.walk import backward
 from .backends import backend_of_array
+from .backends import batching as _batching
 from .pytree import tree_leaves
 from .recompute import checkpoint  # re-exported: agnograd.custom.checkpoint stays importable
 
@@ -65,7 +66,7 @@ def _call_bwd(bwd: Callable[..., Any], specs: tuple[Any, ...], who: str
         if cache[0] is g:
             return cache[1]  # type: ignore[no-any-return]
         raw = type(g) is not Tensor
-        gt = Tensor._wrap(g, backend) if raw else g
+        gt = Tensor._wrap(g, _batching.level_of(g, backend)) if raw else g
         ctx = no_grad() if raw else enable_grad()
         with ctx:
             out = bwd(residuals.value, gt)
@@ -148,7 +149,8 @@ def _check_cotangent(c: Any, x: Tensor, i: int, who: str, raw: bool) -> Any:
             raise TypeError(f"{who} returned {type(c).__name__} as the cotangent of input {i}; "
                             f"{want}")
         t = Tensor._wrap(c, ob)
-    if t._backend is not x._backend:
+    if t._backend is not x._backend and not _batching.below(x._backend, t._backend):
+        # (a cotangent of a vmap level over the input's -- a batched backward -- is allowed)
         raise TypeError(f"{who} returned a cotangent on backend '{t.backend}' for input {i}; "
                         f"{want}")
     if t.shape != x.shape:
@@ -488,7 +490,8 @@ class custom_jvp:  # noqa: N801 - named after jax.custom_jvp
             if type(g) is Tensor:
                 at = tuple(p if k is None else saved[k] for p, k in zip(prims, pos))
                 return self._cotangent(i, at, g, True)
-            gi = self._cotangent(i, prims, Tensor._wrap(g, prims[i]._backend), False)
+            gb = _batching.level_of(g, prims[i]._backend)
+            gi = self._cotangent(i, prims, Tensor._wrap(g, gb), False)
             return gi.data
 
         return rule
@@ -500,9 +503,14 @@ class custom_jvp:  # noqa: N801 - named after jax.custom_jvp
             vs: list[Any] = []
             for p in prims:
                 if type(p) is Tensor:
-                    v = Tensor._wrap(p._backend.xp.zeros(
-                        p.data.shape, dtype=p.data.dtype, device=p._backend.device_of(p.data)),
-                        p._backend)
+                    pb = p._backend
+                    z = pb.xp.zeros(p.data.shape, dtype=p.data.dtype, device=pb.device_of(p.data))
+                    if gt._backend is not pb and _batching.below(pb, gt._backend):
+                        # a batched cotangent (a vmap level over this graph): the tangents are
+                        # variables of that level, so each example gets its own gradient
+                        v = Tensor._wrap(_batching.share(gt._backend, z), gt._backend)  # type: ignore[arg-type]
+                    else:
+                        v = Tensor._wrap(z, pb)
                     v._requires_grad = True
                     vs.append(v)
                 else:

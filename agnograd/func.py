@@ -589,11 +589,15 @@ def _jacobian(f: Callable[..., Any], argnums: int | Sequence[int], what: str
             new_args, parts, single = _prepare(args, argnums, what, keep)
             aliases = [t for p in parts for t in p[0]]
             mark = creation_mark()
+            calls = _batching.CALLS
             ys, out_spec = _outputs(f(*new_args), what)
             keep = keep or (grad_on and _closes_over(ys, mark, aliases))
+            # the rows in one batched walk -- unless f ran vmap: its level would be confused
+            # with the rows' (a level made after the graph cannot sit outside the graph's own)
+            batch_rows = _batching.CALLS == calls
             per_out = []
             for y in ys:
-                jacs = _jacobian_of(y, aliases, keep, what)
+                jacs = _jacobian_of(y, aliases, keep, what, batch_rows)
                 out = _regroup(parts, jacs, keep)
                 per_out.append(out[0] if single else tuple(out))
         _release(aliases)
@@ -602,7 +606,8 @@ def _jacobian(f: Callable[..., Any], argnums: int | Sequence[int], what: str
     return wrapped
 
 
-def _jacobian_of(y: Tensor, aliases: list[Tensor], keep: bool, what: str) -> list[Tensor]:
+def _jacobian_of(y: Tensor, aliases: list[Tensor], keep: bool, what: str,
+                 batch_rows: bool = False) -> list[Tensor]:
     """The Jacobian of one output with respect to each alias: ``m`` backward walks (``2m`` for
     a complex output of real inputs: the rows of ``Re y`` and ``Im y``)."""
     b = y._backend
@@ -621,6 +626,10 @@ def _jacobian_of(y: Tensor, aliases: list[Tensor], keep: bool, what: str) -> lis
                     "explicit complex cotangent, or the Jacobians of ag.real(y) and ag.imag(y) "
                     "(real outputs: rows ∂/∂Re + i·∂/∂Im, PyTorch's convention)"
                 )
+    if batch_rows and m > 1 and not keep and y._requires_grad:
+        batched = _jacobian_batched(y, aliases, m, cplx)
+        if batched is not None:
+            return batched
     rows: list[list[Any]] = [[] for _ in aliases]
     for k in range(m):
         e = xp.reshape(xp.astype(xp.arange(m, device=b.device_of(y.data)) == k,
@@ -644,6 +653,45 @@ def _jacobian_of(y: Tensor, aliases: list[Tensor], keep: bool, what: str) -> lis
             j = Tensor._wrap(ab.xp.zeros(tuple(y.shape) + tuple(a.shape), dtype=dt,
                                          device=ab.device_of(a.data)), ab)
         jacs.append(j)
+    return jacs
+
+
+def _jacobian_batched(y: Tensor, aliases: list[Tensor], m: int, cplx: bool) -> list[Tensor] | None:
+    """The ``m`` rows of the Jacobian of ``y`` in one backward walk: the unit cotangents as one
+    batched cotangent of a ``vmap`` level over ``y``'s backend (JAX's ``vmap`` of the pullback),
+    so every node runs its rules once on all rows. ``None`` where a rule cannot be batched (the
+    caller then walks once per row)."""
+    b = y._backend
+    bb = _batching.batching_backend(b)
+    bx = b.xp
+    eye = bx.reshape(bx.astype(bx.eye(m, device=b.device_of(y.data)), y.data.dtype),
+                     (m,) + tuple(y.data.shape))
+    seeds = [eye] + ([eye * 1j] if cplx else [])
+    parts = []
+    _batching.push(bb, m)
+    try:
+        for seed in seeds:
+            parts.append(backward([y], [bb.atype(seed)], retain_graph=True, create_graph=False,
+                                  targets=aliases))
+    except _batching.VmapError:
+        return None
+    finally:
+        _batching.pop()
+    jacs = []
+    for i, a in enumerate(aliases):
+        ab = a._backend
+        rows = []
+        for gs in parts:
+            g = gs[i]
+            if g is None:
+                r = ab.xp.zeros((m,) + tuple(a.data.shape), dtype=a.data.dtype,
+                                device=ab.device_of(a.data))
+            else:
+                r = _batching.physical(bb, g.data, m)
+            rows.append(r)
+        j = rows[0] if not cplx else (ab.xp.astype(rows[0], y.data.dtype)
+                                      + ab.xp.astype(rows[1], y.data.dtype) * 1j)
+        jacs.append(Tensor._wrap(ab.xp.reshape(j, tuple(y.shape) + tuple(a.shape)), ab))
     return jacs
 
 
@@ -809,7 +857,7 @@ def _value_back(y: Tensor, args: Sequence[Any], keep: bool) -> Any:
 
 def _zeros_if_none(g: Any, like: Tensor) -> Tensor:
     if g is not None:
-        return g if type(g) is Tensor else Tensor._wrap(g, like._backend)
+        return g if type(g) is Tensor else Tensor._wrap(g, _batching.level_of(g, like._backend))
     b = like._backend
     return Tensor._wrap(b.xp.zeros(like.data.shape, dtype=like.data.dtype,
                                    device=b.device_of(like.data)), b)
@@ -962,6 +1010,10 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
             return fn(*new_args)
 
         primals = tuple(args[a] for a in nums)
+        if not fwd_state.depth and all(t.dtype.kind != "c" for t in ts):
+            batched = _jacfwd_batched(g, primals, flat, ts, kinds, argnums)
+            if batched is not None:
+                return batched
         rng = _rng_snapshot()
         cols: list[list[list[Any]]] = [[] for _ in ts]  # per input leaf, per column, out leaves
         out_spec = None
@@ -1024,6 +1076,77 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
         return tree_unflatten(out_spec, per_out)
 
     return wrapped
+
+
+def _jacfwd_batched(g: Callable[..., Any], primals: tuple[Any, ...], flat: list[Any],
+                    ts: list[Tensor], kinds: list[Any], argnums: int | Sequence[int]) -> Any:
+    """``jacfwd`` as JAX builds it: one ``jvp`` ``vmap``-ed over every unit tangent (of all the
+    input leaves together), so ``f`` runs once -- one random draw, if it draws -- instead of
+    once per input element. ``None`` where something cannot be batched (a rule, a read of a
+    value, a tangent that carries a graph): the caller then takes the columns one at a time."""
+    import warnings
+
+    from .batching import vmap
+
+    sizes = [t.size or 0 for t in ts]
+    total = sum(sizes)
+    if not total or any(not m for m in sizes):
+        return None
+    tangents = []  # per input leaf: (total, *shape), the identity's block of its columns
+    start = 0
+    for t, m in zip(ts, sizes):
+        b = t._backend
+        xp = b.xp
+        dev = b.device_of(t.data)
+        cols = xp.arange(total, device=dev)
+        rows = xp.arange(m, device=dev) + start
+        block = xp.astype(xp.reshape(cols, (total, 1)) == xp.reshape(rows, (1, m)), t.data.dtype)
+        tangents.append(Tensor._wrap(xp.reshape(block, (total,) + tuple(t.shape)), b))
+        start += m
+
+    def column(*es: Any) -> Any:
+        tans = []
+        k = 0
+        for leaves, spec in flat:
+            tans.append(tree_unflatten(spec, list(es[k:k + len(leaves)])))
+            k += len(leaves)
+        return jvp(g, primals, tuple(tans))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", _batching.VmapFallbackWarning)
+            value, tan = vmap(column)(*tangents)
+    except (_batching.VmapError, _batching.VmapFallbackWarning):
+        return None
+    t_leaves, out_spec = tree_flatten(tan)
+    ys = [v if type(v) is Tensor else tensor(v) for v in tree_leaves(value)]
+    ys = [Tensor._wrap(y.data[0, ...], y._backend) for y in ys]  # (one column's value)
+    _refuse_complex_both(ys, ts, "jacfwd")
+    if _requires_rev(t_leaves) or any(type(v) is not Tensor for v in t_leaves):
+        return None
+    per_out = []
+    for v, y in zip(t_leaves, ys):  # (total, *y.shape) -> per input leaf: y.shape + t.shape
+        vb = v._backend
+        xp = vb.xp
+        a = xp.moveaxis(v.data, 0, -1) if v.ndim > 1 else v.data  # (*y.shape, total)
+        if a.dtype != y.data.dtype:
+            if y.dtype.kind != "c" and from_backend_dtype(a.dtype).kind == "c":
+                a = xp.real(a)
+            a = xp.astype(a, y.data.dtype)
+        jac = []
+        start = 0
+        for t, m, kind in zip(ts, sizes, kinds):
+            part = a[..., start:start + m]
+            start += m
+            jac.append(_output_back(Tensor._wrap(xp.reshape(part, tuple(y.shape) + tuple(t.shape)),
+                                                 vb), kind))
+        grouped = []
+        i = 0
+        for leaves, spec in flat:
+            grouped.append(tree_unflatten(spec, jac[i:i + len(leaves)]))
+            i += len(leaves)
+        per_out.append(grouped[0] if isinstance(argnums, int) else tuple(grouped))
+    return tree_unflatten(out_spec, per_out)
 
 
 def _rng_snapshot() -> list[tuple[Any, Any]]:

@@ -287,7 +287,7 @@ def test_jacobian_picks_forward_when_inputs_are_fewer(monkeypatch):
     monkeypatch.setattr(func, "jvp", lambda *a, **k: used.append("fwd") or real_jvp(*a, **k))
     tall = lambda x: ag.sin(ag.reshape(x, (2, 1)) * ag.ones((1, 5)))  # noqa: E731  R^2 -> R^10
     J = ag.jacobian(tall)(np.array([0.1, 0.2]))
-    assert len(used) == 2 and J.shape == (2, 5, 2)
+    assert len(used) == 1 and J.shape == (2, 5, 2)  # one jvp, vmap-ed over the 2 unit tangents
     used.clear()
     wide = lambda x: ag.sum(ag.sin(x))  # noqa: E731  R^5 -> R
     ag.jacobian(wide)(np.linspace(0, 1, 5))
@@ -374,12 +374,19 @@ def test_jvp_errors_are_clear():
         ag.jvp(ag.sin, (np.ones(2),), (np.ones(2) * 1j,))
 
 
-def test_jacfwd_refuses_random_draws_and_jacobian_stays_reverse():
-    ag.manual_seed(3)
-    noisy = lambda x: x * ag.random.uniform(shape=(2,), dtype=ag.float64)  # noqa: E731
+def test_jacfwd_of_random_draws_is_the_jacobian_at_one_draw_and_jacobian_stays_reverse():
+    # jacfwd vmaps one jvp over the unit tangents: f runs once per input leaf, every column
+    # sees the same draws (torch.func.jacfwd refuses randomness by default)
+    noisy = lambda x, y: x * y * ag.random.uniform(shape=(2,), dtype=ag.float64)  # noqa: E731
     x = np.array([0.5, 1.5])
-    with pytest.raises(RuntimeError, match="draws random numbers"):
-        ag.jacfwd(noisy)(x)
+    ag.manual_seed(3)
+    jf = ag.jacfwd(noisy, argnums=(0, 1))(x, x)
+    after = ag.random.uniform(shape=(1,), dtype=ag.float64).numpy()
+    ag.manual_seed(3)
+    jr = ag.jacrev(noisy, argnums=(0, 1))(x, x)
+    np.testing.assert_allclose(jf[0], jr[0], rtol=1e-14)
+    np.testing.assert_allclose(jf[1], jr[1], rtol=1e-14)
+    np.testing.assert_allclose(ag.random.uniform(shape=(1,), dtype=ag.float64).numpy(), after)
     tall = lambda x: ag.reshape(x, (2, 1)) * ag.random.uniform(shape=(1, 3), dtype=ag.float64)  # noqa: E731
     ag.manual_seed(3)
     J = ag.jacobian(tall)(x)  # R^2 -> R^6, but random: reverse mode, one draw

@@ -177,6 +177,7 @@ NOT_DIFFERENTIABLE = {
     # transforms of functions, tested in test_func / test_capture / test_engine
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "checkpoint",
     "jacfwd", "jacrev", "linearize",  # (test_forward_mode)
+    "vmap",  # (test_vmap: every record of this table batched, against the loop)
     "capture", "jit", "register_backend",
     # random numbers (ag.random, tested in test_random): draws, not functions of their inputs
     "manual_seed", "random.manual_seed", "random.default_generator", "random.uniform",

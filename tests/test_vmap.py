@@ -568,3 +568,25 @@ def test_embedding_with_batched_indices_and_a_shared_table():
         np.testing.assert_allclose(_np(per[k]), _np(ag.grad(loss)(w, idx[k])))
     total = ag.grad(lambda w: ag.sum(ag.vmap(lambda i: loss(w, i))(idx)))(w)
     np.testing.assert_allclose(_np(total), _np(ag.sum(per, axis=0)), rtol=1e-12)
+
+
+def test_operands_of_two_levels_in_either_order():
+    """An outer level's value meets an inner level's in both operand orders (operators of the
+    outer one defer to the inner one, which sees it as shared by its examples)."""
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((2, 3))
+    b = rng.standard_normal((4, 3))
+    m = rng.standard_normal((3, 3))
+
+    def pair(x, y):
+        return ag.stack([x * y, y * x, x - y, y - x, (x @ ag.tensor(m)) * y, y @ ag.tensor(m) + x])
+
+    got = ag.vmap(lambda x: ag.vmap(lambda y: pair(x, y))(ag.tensor(b)))(ag.tensor(a))
+    ref = np.stack([np.stack([_np(pair(ag.tensor(a[i]), ag.tensor(b[j]))) for j in range(4)])
+                    for i in range(2)])
+    np.testing.assert_allclose(_np(got), ref, rtol=1e-12)
+    # the same meeting inside jvp (tangents of the outer level) and jacfwd/jacrev of vmap
+    w = ag.tensor(rng.standard_normal(3))
+    batched = ag.vmap(lambda x, w: ag.sum(ag.sin(w) * ag.sum(x)), in_axes=(0, None))
+    f = lambda w: batched(ag.tensor(b), w)  # noqa: E731
+    np.testing.assert_allclose(_np(ag.jacfwd(f)(w)), _np(ag.jacrev(f)(w)), rtol=1e-12)

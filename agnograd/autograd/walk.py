@@ -182,10 +182,7 @@ def _level(b: Backend, g: Any) -> Backend:
 
 def _backend_of(g: Any, b: Backend) -> Backend:
     """The backend of a gradient for a tensor of backend ``b`` (a vmap level above it, or ``b``)."""
-    a = g.data if type(g) is Tensor else g
-    if isinstance(a, _batching.LevelArray) and _batching.below(b, a._bb):
-        return a._bb
-    return b
+    return _batching.level_of(g.data if type(g) is Tensor else g, b)
 
 
 def _send(edge: Any, g: Any, pending: dict[Node, Any], heap: list[tuple[int, Node]],

@@ -305,8 +305,16 @@ def _out(bb: BatchingBackend, r: Any) -> Any:
     return share(bb, r)
 
 
+def _inner(self: LevelArray, other: Any) -> bool:
+    """Whether ``other`` is a value of a level inside ``self``'s (a ``vmap`` nested in the one
+    that made ``self``): its operator must act, seeing ``self`` as shared by its examples."""
+    return isinstance(other, LevelArray) and other._bb.depth > self._bb.depth
+
+
 def _binop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def method(self: LevelArray, other: Any) -> Any:
+        if _inner(self, other):
+            return NotImplemented
         bb = self._bb
         o = _un(bb, other)
         if type(self) is bb.atype or type(o) is bb.atype:
@@ -318,6 +326,8 @@ def _binop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 def _rbinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def method(self: LevelArray, other: Any) -> Any:
+        if _inner(self, other):
+            return NotImplemented
         bb = self._bb
         o = _un(bb, other)
         if type(self) is bb.atype or type(o) is bb.atype:
@@ -329,6 +339,8 @@ def _rbinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 def _ibinop(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def method(self: Any, other: Any) -> Any:
+        if _inner(self, other):
+            return NotImplemented
         bb = self._bb
         o = _un(bb, other)
         if type(o) is bb.atype:
@@ -367,16 +379,22 @@ for _cls in (BatchedArray, SharedArray):
 
 
 def _matmul_op(self: LevelArray, other: Any) -> Any:
+    if _inner(self, other):
+        return NotImplemented
     bb = self._bb
     return _out(bb, _matmul(bb, operator.matmul, _un(bb, self), _un(bb, other)))
 
 
 def _rmatmul_op(self: LevelArray, other: Any) -> Any:
+    if _inner(self, other):
+        return NotImplemented
     bb = self._bb
     return _out(bb, _matmul(bb, operator.matmul, _un(bb, other), _un(bb, self)))
 
 
 def _imatmul_op(self: Any, other: Any) -> Any:
+    if _inner(self, other):
+        return NotImplemented
     r = _matmul_op(self, other)
     if r.shape != self.shape:
         raise VmapError(f"ag.vmap: @= would change per-example shape {self.shape}")
@@ -1554,6 +1572,10 @@ active = _Active()
 ACTIVE = 0
 """How many ``vmap`` calls run now, in any thread: a one-load test for the transforms."""
 
+CALLS = 0
+"""How many ``vmap`` calls have started (ever): a graph recorded while it did not change holds
+no node of a ``vmap`` level it did not start inside."""
+
 
 def innermost() -> BatchingBackend | None:
     """The innermost active level of this thread, if any."""
@@ -1591,6 +1613,26 @@ def settle(b: Backend, new: Any, what: str, shape: Any) -> Any:
     return new
 
 
+def level_of(a: Any, b: Backend) -> Backend:
+    """The backend of a raw value ``a`` meant for a tensor of backend ``b``: ``b``, or the
+    ``vmap`` level above ``b`` that ``a`` belongs to (a batched cotangent reaching a rule of a
+    graph made outside the ``vmap``)."""
+    if isinstance(a, LevelArray) and below(b, a._bb):
+        return a._bb
+    return b
+
+
+def physical(bb: BatchingBackend, data: Any, n: int) -> Any:
+    """A value of level ``bb`` as the real array of the level below, batch first (a shared
+    value broadcast to ``n`` examples)."""
+    if type(data) is bb.atype:
+        return data._v
+    bx = bb.bx
+    if type(data) is bb.ut:
+        data = data._v
+    return bx.broadcast_to(bx.expand_dims(data, axis=0), (n,) + tuple(data.shape))
+
+
 def size_of(bb: BatchingBackend) -> int | None:
     """The batch size of the running ``vmap`` call of level ``bb`` in this thread, if any."""
     s = active.stack
@@ -1601,10 +1643,11 @@ def size_of(bb: BatchingBackend) -> int | None:
 
 
 def push(bb: BatchingBackend, n: int) -> None:
-    global ACTIVE
+    global ACTIVE, CALLS
     active.stack.append(bb)
     active.sizes.append(n)
     ACTIVE += 1
+    CALLS += 1
 
 
 def pop() -> None:
