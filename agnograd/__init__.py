@@ -245,7 +245,8 @@ newaxis = None
 # names above, sorted (tests/test_typing.py checks it against the op modules).
 __all__ = [
     "Backend", "BackendError", "CaptureError", "CapturedStep", "DType", "Function", "FunctionCtx",
-    "Tensor", "VmapError", "VmapFallbackWarning", "__array_namespace_info__", "abs", "acos", "acosh", "add", "all", "any", "arange",
+    "Tensor", "VmapError", "VmapFallbackWarning", "__array_namespace_info__", "abs", "acos",
+    "acosh", "add", "all", "any", "arange",
     "argmax", "argmin", "argsort", "as_tensor", "asarray", "asin", "asinh", "astype", "atan",
     "atan2", "atanh", "available_backends", "bitwise_and", "bitwise_invert", "bitwise_left_shift",
     "bitwise_or", "bitwise_right_shift", "bitwise_xor", "bool", "broadcast_arrays",
