@@ -25,8 +25,10 @@ trace: :class:`~agnograd.autograd.forward.Dual`): with ``u`` a dummy cotangent, 
 linear in ``u``, so the VJP of ``g`` applied to the tangent ``v`` is ``(Jᵀ)ᵀ v = J v``. It costs
 about two backward passes and needs the rules to be differentiable, which all of agnograd's
 are. ``jacobian`` picks forward mode when the inputs have fewer elements than the outputs.
-``jacobian`` builds the graph of ``f`` once and walks it backwards once per output element
-(``m`` VJPs with unit cotangents over the retained graph): ``m`` backward passes, one forward.
+``jacobian`` builds the graph of ``f`` once and walks it backwards once, with the ``m`` unit
+cotangents as one batched cotangent (a ``vmap`` level over the graph, :mod:`agnograd.batching`:
+JAX's ``vmap`` of the pullback); ``jacfwd`` runs one ``jvp`` ``vmap``-ed over the unit tangents.
+Where a rule cannot be batched they loop, one walk or one ``jvp`` per row or column.
 """
 
 from __future__ import annotations
@@ -517,8 +519,8 @@ def _jvp_double_vjp(f: Callable[..., Any], primals: tuple[Any, ...], tangents: t
 
 def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
     """``f`` -> its Jacobian, of shape ``f(x).shape + x.shape`` (a tuple over ``argnums`` when it
-    is a sequence). One forward pass; one backward walk per output element over the retained
-    graph.
+    is a sequence). One forward pass; one batched backward walk over the retained graph (the
+    unit cotangents of every output element at once, as ``vmap`` of the pullback).
 
     Pytrees as in ``jax.jacrev``: when ``f`` returns a pytree, the result has the output's
     structure, each of its leaves holding the Jacobians of that output leaf in the structure of
@@ -527,16 +529,16 @@ def jacobian(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callabl
     Complex values: for a real output, row ``k`` is the gradient of ``y[k]`` in PyTorch's
     convention (``∂/∂Re + i·∂/∂Im`` for a complex input, as ``torch.autograd.functional.
     jacobian``); a complex output of real inputs has the complex Jacobian ``∂y/∂x`` (as
-    ``jax.jacfwd``; two walks per output element); a complex output of a complex input is
+    ``jax.jacfwd``; a second batched walk for the imaginary parts); a complex output of a complex input is
     refused, as by ``torch.func.jacrev`` and ``jax.jacrev``: the Jacobian is a complex matrix
     only for a holomorphic function.
 
-    The mode is picked by shape: **forward** (:func:`jacfwd`, one ``jvp`` per input element)
-    when the differentiated inputs have fewer elements than the outputs, **reverse**
-    (:func:`jacrev`, one backward walk per output element) otherwise, and always reverse when
-    the result must carry a graph (nested transforms). The output's size is read from one
-    plain forward pass the first time ``f`` is called with given input shapes and dtypes
-    (remembered per input signature)."""
+    The mode is picked by shape: **forward** (:func:`jacfwd`, one ``jvp`` batched over the
+    input elements) when the differentiated inputs have fewer elements than the outputs,
+    **reverse** (:func:`jacrev`, one backward walk batched over the output elements)
+    otherwise, and always reverse when the result must carry a graph (nested transforms). The
+    output's size is read from one plain forward pass the first time ``f`` is called with given
+    input shapes and dtypes (remembered per input signature)."""
     return _jacobian_auto(f, argnums)
 
 
@@ -966,8 +968,10 @@ def jacrev(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[
 
 
 def jacfwd(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
-    """``f`` -> its Jacobian by forward mode: one :func:`jvp` per input element (two for a
-    complex one), each a forward pass with tangents (``jax.jacfwd``). The result has the shape
+    """``f`` -> its Jacobian by forward mode (``jax.jacfwd``): one :func:`jvp` ``vmap``-ed over
+    the unit tangents of every input element, so ``f`` runs once with a batch of tangents;
+    where that cannot be batched (and for complex inputs: two per element), one ``jvp`` per
+    input element. The result has the shape
     ``f(x).shape + x.shape``, pytrees and complex values as :func:`jacobian` (a complex output
     of real inputs gives the complex ``∂y/∂x``; a real output of complex inputs the rows
     ``∂/∂Re + i·∂/∂Im``; complex of complex is refused).

@@ -22,6 +22,7 @@ from .autograd import (
     read_key,
     unpack_saved,
 )
+from .backends import batching as _batching
 from .pytree import tree_flatten, tree_unflatten
 
 __all__ = ["checkpoint", "host_random", "note_generator"]
@@ -220,6 +221,14 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
 
     def recompute(g: Any, saved: tuple[Any, ...]) -> list[Any]:
         create = type(g[0] if type(g) is tuple else g) is Tensor
+        g0 = g[0] if type(g) is tuple else g
+        if outside_keys and _batching.level_of(g0.data if create else g0, backend) is not backend:
+            # a batched backward (vmap of a pullback, jacrev's rows): the gradients of tensors
+            # the function reads by closure would be summed over the batch on their way back
+            raise _batching.VmapError(
+                f"ag.vmap: checkpoint({name}) reads {len(outside_keys)} tensor(s) by closure, "
+                "and a batched backward cannot recompute it per example; pass them as "
+                "arguments of the checkpointed function")
         for cell, count in cells:
             if cell[0] != count:
                 raise RuntimeError(
@@ -233,13 +242,14 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
             if k == 0:
                 if create:  # the argument itself, attached to the graph: differentiable again
                     t = a
-                else:
-                    t = Tensor._wrap(a, backend)
+                else:  # (a batched backward -- jacrev -- hands them as its level's values)
+                    t = Tensor._wrap(a, _batching.level_of(a, backend))
                     t._requires_grad = True
                 inputs.append(t)
                 arg_keys.append(read_key(t))
             elif k == 1:
-                inputs.append(a if type(a) is Tensor else Tensor._wrap(a, backend))
+                inputs.append(a if type(a) is Tensor else Tensor._wrap(
+                    a, _batching.level_of(a, backend)))
                 arg_keys.append(None)
             else:
                 inputs.append(a.data if create and type(a) is Tensor else a)

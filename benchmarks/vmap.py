@@ -15,10 +15,11 @@
 
    float32 and float64. Every implementation's gradients are checked against the agnograd loop
    before timing.
-2. **Jacobians through vmap.** ``ag.jacfwd`` / ``ag.jacrev`` run one ``jvp`` / one backward walk
-   per basis vector, in a Python loop; the same Jacobian is one batched call as
-   ``ag.vmap`` of ``ag.jvp`` over the identity's columns (forward mode) or of the pullback of
-   ``ag.vjp`` over its rows (reverse mode). For ``x -> tanh(A x) * 2`` at R^10 -> R^5000 and
+2. **Jacobians through vmap.** ``ag.jacfwd`` / ``ag.jacrev`` are one batched call, as JAX
+   builds them: ``ag.vmap`` of one ``jvp`` over the identity's columns (forward mode), one
+   backward walk with the rows as a batched cotangent (reverse mode); they are timed beside the
+   same thing written by hand (``ag.vmap`` of ``ag.jvp``, of the pullback of ``ag.vjp``) and
+   ``torch.func``. For ``x -> tanh(A x) * 2`` at R^10 -> R^5000 and
    R^50 -> R^500 (forward) and ``x -> tanh(B x) * 2`` at R^5000 -> R^10 and R^500 -> R^50
    (reverse), float64, against ``torch.func.jacfwd`` / ``jacrev`` (which are vmaps).
 
@@ -239,16 +240,16 @@ JACOBIANS = [(10, 5000, "fwd"), (50, 500, "fwd"), (5000, 10, "rev"), (500, 50, "
 
 def part2(repeats: int, torch: Any) -> None:
     print(f"\n2. Jacobians of x -> tanh(A x) * 2, float64, medians of {repeats}:")
-    print("| R^n -> R^m | loop (ag.jacfwd / ag.jacrev) ms | ag.vmap of jvp / vjp ms | "
-          "loop / vmap | torch.func ms | vmap / torch |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| R^n -> R^m | ag.jacfwd / ag.jacrev ms | by hand: ag.vmap of jvp / vjp ms | "
+          "torch.func ms | ag / torch |")
+    print("| --- | --- | --- | --- | --- |")
     for n, m, mode in JACOBIANS:
         t = _median_times(dict(jacobian_workload(n, m, mode, torch)), repeats)
         what = "ag.jacfwd" if mode == "fwd" else "ag.jacrev"
         line = (f"| R^{n} -> R^{m} ({mode}) | {t['loop'] * 1e3:.2f} ({what}) | "
-                f"{t['vmap'] * 1e3:.2f} | {t['loop'] / t['vmap']:.1f}x |")
+                f"{t['vmap'] * 1e3:.2f} |")
         if "torch" in t:
-            line += f" {t['torch'] * 1e3:.2f} | {t['vmap'] / t['torch']:.2f}x |"
+            line += f" {t['torch'] * 1e3:.2f} | {t['loop'] / t['torch']:.2f}x |"
         else:
             line += " - | - |"
         print(line, flush=True)
