@@ -1071,12 +1071,7 @@ def _jacfwd(f: Callable[..., Any], argnums: int | Sequence[int], what: str) -> C
             for li, t in enumerate(ts):
                 jac_leaves.append(_assemble_nested(cols[li], k, y, t) if nested
                                   else _assemble(cols[li], k, y, t, kinds[li]))
-            grouped = []
-            i = 0
-            for leaves, spec in flat:
-                grouped.append(tree_unflatten(spec, jac_leaves[i:i + len(leaves)]))
-                i += len(leaves)
-            per_out.append(grouped[0] if isinstance(argnums, int) else tuple(grouped))
+            per_out.append(_group(flat, jac_leaves, argnums))
         return tree_unflatten(out_spec, per_out)
 
     return wrapped
@@ -1144,13 +1139,19 @@ def _jacfwd_batched(g: Callable[..., Any], primals: tuple[Any, ...], flat: list[
             start += m
             jac.append(_output_back(Tensor._wrap(xp.reshape(part, tuple(y.shape) + tuple(t.shape)),
                                                  vb), kind))
-        grouped = []
-        i = 0
-        for leaves, spec in flat:
-            grouped.append(tree_unflatten(spec, jac[i:i + len(leaves)]))
-            i += len(leaves)
-        per_out.append(grouped[0] if isinstance(argnums, int) else tuple(grouped))
+        per_out.append(_group(flat, jac, argnums))
     return tree_unflatten(out_spec, per_out)
+
+
+def _group(flat: list[Any], jac_leaves: list[Any], argnums: int | Sequence[int]) -> Any:
+    """One output's Jacobians, per input leaf, back in the inputs' structure (``args[argnums]``,
+    a tuple of them when ``argnums`` is a sequence)."""
+    grouped = []
+    i = 0
+    for leaves, spec in flat:
+        grouped.append(tree_unflatten(spec, jac_leaves[i:i + len(leaves)]))
+        i += len(leaves)
+    return grouped[0] if isinstance(argnums, int) else tuple(grouped)
 
 
 def _rng_snapshot() -> list[tuple[Any, Any]]:

@@ -139,15 +139,7 @@ def _elementwise(bb: BatchingBackend, fn: Any, *args: Any, **kwargs: Any) -> Any
     at = bb.atype
     rank = 0
     batched = False
-    for a in args:
-        if type(a) is at:
-            batched = True
-            r = a._v.ndim - 1
-        else:
-            r = _nd(a)
-        if r > rank:
-            rank = r
-    for a in kwargs.values():
+    for a in (*args, *kwargs.values()) if kwargs else args:
         if type(a) is at:
             batched = True
             r = a._v.ndim - 1
