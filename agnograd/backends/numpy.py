@@ -14,10 +14,18 @@ import array_api_compat.numpy as xp
 import numpy as np
 
 from . import Backend
-from .special import scipy_special
+from ._fallbacks import (
+    GELU_C,
+    GELU_C3,
+    INV_SQRT_2PI,
+    SQRT1_2,
+    layer_norm_grad_standard,
+    layer_norm_standard,
+)
+from .special import erf_block, scipy_special
 
-__all__ = ["fold", "load", "owns", "private", "replay_fn", "scatter_add", "scatter_add_rows",
-           "subtract_at_labels", "windows"]
+__all__ = ["fold", "gelu", "layer_norm", "layer_norm_grad", "load", "owns", "private",
+           "replay_fn", "scatter_add", "scatter_add_rows", "subtract_at_labels", "windows"]
 
 
 def load() -> Backend:
@@ -25,7 +33,8 @@ def load() -> Backend:
                    scatter_add=scatter_add, special=scipy_special,
                    replay_fn=replay_fn, private=private,
                    subtract_at_labels=subtract_at_labels, windows=windows, fold=fold,
-                   scatter_add_rows=scatter_add_rows)
+                   scatter_add_rows=scatter_add_rows, gelu=gelu,
+                   layer_norm=layer_norm, layer_norm_grad=layer_norm_grad)
 
 
 def private(a: Any) -> bool:
@@ -117,19 +126,159 @@ def fold(g: Any, shape: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[
 
 def scatter_add_rows(n: int, index: Any, values: Any) -> Any:
     """``out[index[k]] += values[k]`` for a zero ``out`` ``(n, d)`` (see
-    ``Backend.scatter_add_rows``): one stable sort of the indices; the first row of each index
-    is written, the repeated ones (usually few) added by ``add.at`` in their order."""
+    ``Backend.scatter_add_rows``): every row written in place at once (``out[index] =
+    values``), then, after one stable sort of the indices, each repeated index's rows summed in
+    their order (its first row written again, the later ones added one round per repeat; past
+    the ninth, by ``add.at``). No gather of all the rows."""
     out = np.zeros((n, values.shape[1]), dtype=values.dtype)
     if index.shape[0] == 0:
         return out
+    out[index] = values
     order = np.argsort(index, kind="stable")
     s = index[order]
-    v = values[order]
-    first = np.empty(s.shape[0], dtype=bool)
-    first[0] = True
-    np.not_equal(s[1:], s[:-1], out=first[1:])
-    out[s[first]] = v[first]
-    if not first.all():
-        rest = ~first
-        np.add.at(out, s[rest], v[rest])
+    later = np.equal(s[1:], s[:-1])  # later[j]: sorted row j + 1 repeats row j's index
+    if not later.any():
+        return out
+    starts = np.flatnonzero(~np.concatenate(([False], later[:-1])) & later)
+    out[s[starts]] = values[order[starts]]  # a repeated index's first row, alone again
+    rest = np.flatnonzero(later) + 1
+    ri, rp = s[rest], order[rest]
+    for _ in range(8):  # one round per repeat: each index at most once a round, in order
+        if not ri.shape[0]:
+            return out
+        first = np.empty(ri.shape[0], dtype=bool)
+        first[0] = True
+        np.not_equal(ri[1:], ri[:-1], out=first[1:])
+        out[ri[first]] += values[rp[first]]
+        keep = ~first
+        ri, rp = ri[keep], rp[keep]
+    if ri.shape[0]:  # an index repeated more than 9 times: the rest in order, by add.at
+        np.add.at(out, ri, values[rp])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused GELU and layer norm: the operations of the standard paths
+# (agnograd/backends/_fallbacks.py), in the same order -- so the results are bit-identical --
+# but in place, a block at a time: the temporaries stay in cache, and the only arrays of the
+# input's size allocated are the results.
+
+_BLOCK = 1 << 16  # elements per block (256 kB of float32)
+
+
+def _flat(a: Any) -> Any:
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
+    """``Backend.gelu``: ``(gelu(x), gelu'(x) or None)``, for float32 (the exact form's erf is
+    :func:`~agnograd.backends.special.erf_float32`) or the tanh form of any floating dtype."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    d = np.empty(x.shape, dtype=x.dtype) if grad else None
+    src, ys = _flat(x), y.reshape(-1)
+    ds = None if d is None else d.reshape(-1)
+    n = src.shape[0]
+    m = max(1, min(n, _BLOCK))
+    s, t, p, q = (np.empty(m, dtype=x.dtype) for _ in range(4))
+    for i in range(0, n, m):
+        k = min(m, n - i)
+        xb, yb, sb, tb, pb, qb = src[i:i + k], ys[i:i + k], s[:k], t[:k], p[:k], q[:k]
+        if approximate == "tanh":  # s = tanh(C·(x + 0.044715·(x·x·x))); y = (0.5·x)·(1 + s)
+            np.multiply(xb, xb, out=tb)
+            tb *= xb
+            tb *= 0.044715
+            tb += xb
+            tb *= GELU_C
+            np.tanh(tb, out=sb)
+            np.add(sb, 1.0, out=tb)
+            np.multiply(xb, 0.5, out=yb)
+            yb *= tb
+            if ds is not None:  # (0.5·s + 0.5) + (h - h·(s·s))·(C3·(x·x) + C), h = 0.5·x
+                db = ds[i:i + k]
+                np.multiply(sb, 0.5, out=db)
+                db += 0.5
+                np.multiply(xb, 0.5, out=pb)
+                np.multiply(sb, sb, out=qb)
+                qb *= pb
+                np.subtract(pb, qb, out=pb)
+                np.multiply(xb, xb, out=qb)
+                qb *= GELU_C3
+                qb += GELU_C
+                pb *= qb
+                db += pb
+        else:  # s = Φ = erf(x·√½)·0.5 + 0.5; y = x·Φ
+            np.multiply(xb, SQRT1_2, out=sb)
+            erf_block(sb, sb, tb, pb, qb)
+            sb *= 0.5
+            sb += 0.5
+            np.multiply(xb, sb, out=yb)
+            if ds is not None:  # Φ + x·(exp((x·x)·-0.5)·1/√(2π))
+                np.multiply(xb, xb, out=tb)
+                tb *= -0.5
+                np.exp(tb, out=tb)
+                tb *= INV_SQRT_2PI
+                tb *= xb
+                np.add(sb, tb, out=ds[i:i + k])
+    return y, d
+
+
+def _rows(n: int, k: int) -> int:
+    return max(1, min(n, _BLOCK // max(k, 1)))
+
+
+def layer_norm(x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
+    """``Backend.layer_norm`` of the rows of ``x`` ``(M, K)``: ``(y, x̂, r)``."""
+    if any(a is not None and a.dtype != x.dtype for a in (w, b)):
+        return layer_norm_standard(np, x, eps, w, b)  # (rare) the standard path
+    x = np.ascontiguousarray(x)
+    n, k = x.shape
+    xhat = np.empty(x.shape, dtype=x.dtype)
+    r = np.empty((n, 1), dtype=x.dtype)
+    y = xhat if w is None and b is None else np.empty(x.shape, dtype=x.dtype)
+    step = _rows(n, k)
+    t = np.empty((step, k), dtype=x.dtype)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        xb, hb, rb, tb = x[i:j], xhat[i:j], r[i:j], t[:j - i]
+        np.subtract(xb, np.mean(xb, axis=-1, keepdims=True), out=hb)  # d = x - mean
+        np.multiply(hb, hb, out=tb)
+        var = np.mean(tb, axis=-1, keepdims=True)
+        var += eps
+        np.sqrt(var, out=var)
+        np.divide(1.0, var, out=rb)  # r = 1/sqrt(var + eps)
+        hb *= rb  # x̂ = d·r
+        if w is not None:
+            np.multiply(hb, w, out=y[i:j])
+            if b is not None:
+                y[i:j] += b
+        elif b is not None:
+            np.add(hb, b, out=y[i:j])
+    return y, xhat, r
+
+
+def layer_norm_grad(g: Any, xhat: Any, r: Any, w: Any) -> Any:
+    """``Backend.layer_norm_grad``: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``, ``ĝ = ḡ·w``."""
+    dt = xhat.dtype
+    if g.shape != xhat.shape or g.dtype != dt or (w is not None and w.dtype != dt):
+        return layer_norm_grad_standard(np, g, xhat, r, w)  # (rare) the standard path
+    g = np.ascontiguousarray(g)
+    n, k = xhat.shape
+    out = np.empty(xhat.shape, dtype=dt)
+    step = _rows(n, k)
+    a, c = (np.empty((step, k), dtype=dt) for _ in range(2))
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        gb, hb, ab, cb = g[i:j], xhat[i:j], a[:j - i], c[:j - i]
+        if w is not None:
+            np.multiply(gb, w, out=ab)  # ĝ
+            gh = ab
+        else:
+            gh = gb
+        m1 = np.mean(gh, axis=-1, keepdims=True)
+        np.multiply(gh, hb, out=cb)
+        m2 = np.mean(cb, axis=-1, keepdims=True)
+        np.subtract(gh, m1, out=ab)
+        np.multiply(hb, m2, out=cb)
+        ab -= cb
+        np.multiply(ab, r[i:j], out=out[i:j])
     return out

@@ -17,8 +17,10 @@ from typing import Any, Literal, cast
 import agnograd as ag
 
 from .. import random as _random
+from .._ops.special import _approx_erf
+from .._ops.special import _forward as _special_forward
 from ..autograd import record as _record
-from ..autograd.forward import defjvp
+from ..autograd.forward import defjvp, elementwise
 from ..autograd.node import OUT
 from ..backends.host import HostRNG, host_rng
 from ..capture import _state as _capture
@@ -100,17 +102,36 @@ def silu(x: ag.Tensor) -> ag.Tensor:
 def gelu(x: ag.Tensor, approximate: Literal["none", "tanh"] = "none") -> ag.Tensor:
     """The Gaussian error linear unit ``x Φ(x)``.
 
-    ``approximate="none"`` evaluates ``Φ(x) = (1 + erf(x/√2))/2`` with :func:`agnograd.special.erf`
-    (the backend's own erf where it has one, else a standard-op approximation); ``"tanh"`` uses the usual
-    ``0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))``.
+    ``approximate="none"`` evaluates ``Φ(x) = (1 + erf(x/√2))/2`` with the backend's erf
+    (:func:`agnograd.special.erf`: SciPy's, or in float32 on NumPy Eigen's rational
+    approximation; else a standard-op approximation); ``"tanh"`` uses the usual
+    ``0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))``. One node for a real floating input
+    (:meth:`agnograd.Backend.gelu`: NumPy evaluates it in place, a block at a time). When a
+    gradient is recorded the forward also computes the analytic derivative ``Φ(x) + x φ(x)``
+    (``φ`` the normal density; for ``"tanh"`` that of its formula) from the ``Φ(x)`` (the
+    ``tanh``) it just computed, while its block is in cache; the rule is then ``ḡ·gelu'(x)``.
     """
     x = _t(x)
-    if approximate == "tanh":
-        c = math.sqrt(2.0 / math.pi)
-        return 0.5 * x * (1.0 + ag.tanh(c * (x + 0.044715 * x * x * x)))
-    if approximate != "none":
+    if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-    return 0.5 * x * (1.0 + ag.special.erf(x * (1.0 / math.sqrt(2.0))))
+    b = x._backend
+    if x.dtype.kind != "f":  # integers (promoted) and complex: the composition
+        return b.gelu(ag, x, approximate, ag.special.erf, False)[0]
+    y, d = b.gelu(b.xp, x.data, approximate,
+                  lambda z: _special_forward(b, "erf", _approx_erf, z),  # the raw erf
+                  x.requires_grad and ag.is_grad_enabled())
+    return _record("gelu", y, b, (x,), (_gelu_x,), (x, d), params=(approximate, b))
+
+
+def _gelu_x(xp: Any, g: Any, x: Any, d: Any, approximate: str, b: Any) -> Any:
+    """``ḡ·gelu'(x)``, the derivative from the forward (recomputed from ``x`` under
+    ``create_graph``: the rule's result must be differentiable in ``x``)."""
+    if isinstance(x, ag.Tensor):
+        d = b.gelu(xp, x, approximate, ag.special.erf, True)[1]
+    return g * d
+
+
+elementwise(_gelu_x)  # its JVP rule, derived (agnograd.autograd.forward)
 
 
 def log_softmax(x: ag.Tensor, axis: int = -1) -> ag.Tensor:
@@ -1028,7 +1049,13 @@ def layer_norm(input: ag.Tensor, normalized_shape: int | Sequence[int], weight: 
                bias: Any = None, eps: float = 1e-5) -> ag.Tensor:
     """Normalise over the last ``len(normalized_shape)`` axes (which must equal
     ``normalized_shape``): ``(x - mean) / sqrt(var + eps) · weight + bias``, with the biased
-    variance, as in PyTorch."""
+    variance, as in PyTorch.
+
+    One node for a real floating input (weight and bias in its dtype): the forward keeps
+    ``x̂ = (x - mean)·r`` and ``r = 1/sqrt(var + eps)``, and the rules are the analytic
+    ``x̄ = r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))`` with ``ĝ = ḡ·weight``, ``weight̄ = Σ ḡ x̂`` and
+    ``bias̄ = Σ ḡ`` over the leading axes (under ``create_graph`` ``x̂`` and ``r`` are recomputed
+    from ``x``, so every order of derivative is right)."""
     x = _t(input)
     shape = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(
         int(n) for n in normalized_shape)
@@ -1037,18 +1064,79 @@ def layer_norm(input: ag.Tensor, normalized_shape: int | Sequence[int], weight: 
         raise ValueError(f"layer_norm: normalized_shape {shape} must be the last axes of the "
                          f"input, whose shape is {x.shape}")
     axes = tuple(range(x.ndim - k, x.ndim))
-    mu = ag.mean(x, axis=axes, keepdims=True)
-    d = x - mu
-    var = ag.mean(d * d, axis=axes, keepdims=True)
-    y = d / ag.sqrt(var + eps)
+    ps: list[ag.Tensor | None] = []
     for name, p in (("weight", weight), ("bias", bias)):
         if p is None:
+            ps.append(None)
             continue
         pt = _float_like(p, x, "layer_norm", name)
         if pt.shape != shape:
             raise ValueError(f"layer_norm: {name} must have shape {shape}, not {pt.shape}")
-        y = y * pt if name == "weight" else y + pt
-    return y
+        ps.append(pt)
+    w, bt = ps
+    if x.dtype.kind != "f":  # complex: composed of standard ops
+        mu = ag.mean(x, axis=axes, keepdims=True)
+        d = x - mu
+        y = d / ag.sqrt(ag.mean(d * d, axis=axes, keepdims=True) + eps)
+        y = y if w is None else y * w
+        return y if bt is None else y + bt
+    b = x._backend
+    xp = b.xp
+    m = math.prod(shape)
+    raw = [None if p is None else xp.reshape(p.data, (m,)) for p in ps]
+    y, xhat, r = b.layer_norm(xp, xp.reshape(x.data, (-1, m)), eps, raw[0], raw[1])
+    inputs: tuple[Any, ...] = (x,) + tuple(p for p in ps if p is not None)
+    rules = (_ln_x,) + tuple(rule for p, rule in zip(ps, (_ln_w, _ln_b)) if p is not None)
+    return _record("layer_norm", xp.reshape(y, x.shape), b, inputs, rules, (x, xhat, r, w),
+                   params=(shape, eps, b))
+
+
+# The rules see the rows (M, K) of x: x̂ and r as the forward left them, recomputed from x
+# under create_graph (the standard path on Tensors), so that every order is right.
+
+
+def _ln_rows(xp: Any, g: Any, x: Any, xhat: Any, r: Any, shape: tuple[int, ...], eps: float,
+             b: Any) -> tuple[Any, Any, Any, int]:
+    m = math.prod(shape)
+    if isinstance(x, ag.Tensor):
+        _, xhat, r = b.layer_norm(xp, xp.reshape(x, (-1, m)), eps, None, None)
+    return xp.reshape(g, (-1, m)), xhat, r, m
+
+
+def _ln_x(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
+          eps: float, b: Any) -> Any:
+    g2, xhat, r, m = _ln_rows(xp, g, x, xhat, r, shape, eps, b)
+    w2 = None if w is None else xp.reshape(w, (m,))
+    return xp.reshape(b.layer_norm_grad(xp, g2, xhat, r, w2), x.shape)
+
+
+def _ln_w(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
+          eps: float, b: Any) -> Any:
+    g2, xhat, r, _ = _ln_rows(xp, g, x, xhat, r, shape, eps, b)
+    return xp.reshape(xp.sum(g2 * xhat, axis=0), shape)
+
+
+def _ln_b(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
+          eps: float, b: Any) -> Any:
+    return xp.reshape(xp.sum(xp.reshape(g, (-1, math.prod(shape))), axis=0), shape)
+
+
+def _ln_x_jvp(xp: Any, v: Any, y: Any, x: Any, xhat: Any, r: Any, w: Any,
+              shape: tuple[int, ...], eps: float, b: Any) -> Any:
+    # x̂'s Jacobian r (I - 11ᵀ/n - x̂x̂ᵀ/n) is symmetric: the VJP rule's map, then the weight
+    m = math.prod(shape)
+    p = b.layer_norm_grad(xp, xp.reshape(v, (-1, m)), xhat, r, None)
+    return xp.reshape(p if w is None else p * xp.reshape(w, (m,)), y.shape)
+
+
+def _ln_w_jvp(xp: Any, v: Any, y: Any, x: Any, xhat: Any, r: Any, w: Any,
+              shape: tuple[int, ...], eps: float, b: Any) -> Any:
+    return xp.reshape(xhat * xp.reshape(v, (math.prod(shape),)), y.shape)
+
+
+defjvp(_ln_x, _ln_x_jvp)
+defjvp(_ln_w, _ln_w_jvp)
+defjvp(_ln_b, lambda xp, v, y, x, xhat, r, w, shape, eps, b: v)
 
 
 def embedding(input: Any, weight: ag.Tensor, padding_idx: int | None = None) -> ag.Tensor:
