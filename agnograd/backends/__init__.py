@@ -361,13 +361,16 @@ class Backend:
             return fast(x, eps, w, b)  # type: ignore[no-any-return]
         return layer_norm_standard(xp, x, eps, w, b)
 
-    def layer_norm_grad(self, xp: Any, g: Any, xhat: Any, r: Any, w: Any) -> Any:
-        """The cotangent of :meth:`layer_norm`'s ``x``: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``,
-        ``ĝ = ḡ·w``, row by row (standard path, or NumPy's in place)."""
+    def layer_norm_grad(self, xp: Any, g: Any, xhat: Any, r: Any, w: Any,
+                        sums: tuple[bool, bool] = (False, False)) -> tuple[Any, Any, Any]:
+        """The cotangent of :meth:`layer_norm`'s ``x``, ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))`` with
+        ``ĝ = ḡ·w``, row by row; and, where ``sums`` asks, the column sums of ``ḡ x̂`` and of
+        ``ḡ`` (the cotangents of ``w`` and ``b``; else ``None``). The standard path, or NumPy's
+        in place: one read of ``ḡ`` and ``x̂``, a block of rows at a time."""
         fast = self._ln_grad_fast
         if fast is not None and type(g) is self.array_type and type(xhat) is self.array_type:
-            return fast(g, xhat, r, w)
-        return layer_norm_grad_standard(xp, g, xhat, r, w)
+            return fast(g, xhat, r, w, sums)  # type: ignore[no-any-return]
+        return layer_norm_grad_standard(xp, g, xhat, r, w, sums)
 
     def windows(self, xp: Any, x: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
                 dilation: tuple[int, ...], out: tuple[int, ...]) -> Any:

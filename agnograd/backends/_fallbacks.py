@@ -197,10 +197,14 @@ def layer_norm_standard(xp: Any, x: Any, eps: float, w: Any, b: Any) -> tuple[An
     return (y if b is None else y + b), xhat, r
 
 
-def layer_norm_grad_standard(xp: Any, g: Any, xhat: Any, r: Any, w: Any) -> Any:
-    """The input's cotangent of :func:`layer_norm_standard`: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``
-    with ``ĝ = ḡ·w`` (``ḡ`` without a weight), row by row."""
+def layer_norm_grad_standard(xp: Any, g: Any, xhat: Any, r: Any, w: Any, sums: tuple[bool, bool]
+                             ) -> tuple[Any, Any, Any]:
+    """The cotangent of :func:`layer_norm_standard`'s ``x``, ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``
+    with ``ĝ = ḡ·w`` (``ḡ`` without a weight), row by row; and, where ``sums`` asks, those of
+    ``w`` and ``b``: the column sums of ``ḡ x̂`` and of ``ḡ`` (else ``None``)."""
     gh = g if w is None else g * w
     m1 = xp.mean(gh, axis=-1, keepdims=True)
     m2 = xp.mean(gh * xhat, axis=-1, keepdims=True)
-    return (gh - m1 - xhat * m2) * r
+    dx = (gh - m1 - xhat * m2) * r
+    return (dx, xp.sum(g * xhat, axis=0) if sums[0] else None,
+            xp.sum(g, axis=0) if sums[1] else None)

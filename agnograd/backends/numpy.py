@@ -240,9 +240,9 @@ def layer_norm(x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
     for i in range(0, n, step):
         j = min(n, i + step)
         xb, hb, rb, tb = x[i:j], xhat[i:j], r[i:j], t[:j - i]
-        np.subtract(xb, np.mean(xb, axis=-1, keepdims=True), out=hb)  # d = x - mean
+        np.subtract(xb, _mean_rows(xb), out=hb)  # d = x - mean
         np.multiply(hb, hb, out=tb)
-        var = np.mean(tb, axis=-1, keepdims=True)
+        var = _mean_rows(tb)
         var += eps
         np.sqrt(var, out=var)
         np.divide(1.0, var, out=rb)  # r = 1/sqrt(var + eps)
@@ -256,29 +256,47 @@ def layer_norm(x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
     return y, xhat, r
 
 
-def layer_norm_grad(g: Any, xhat: Any, r: Any, w: Any) -> Any:
-    """``Backend.layer_norm_grad``: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``, ``ĝ = ḡ·w``."""
+def layer_norm_grad(g: Any, xhat: Any, r: Any, w: Any, sums: tuple[bool, bool]
+                    ) -> tuple[Any, Any, Any]:
+    """``Backend.layer_norm_grad``: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``, ``ĝ = ḡ·w``, and the
+    column sums of ``ḡ x̂`` and ``ḡ`` asked for, from one read of ``ḡ`` and ``x̂`` (the sums
+    accumulated block by block: equal to the standard path's within rounding)."""
     dt = xhat.dtype
     if g.shape != xhat.shape or g.dtype != dt or (w is not None and w.dtype != dt):
-        return layer_norm_grad_standard(np, g, xhat, r, w)  # (rare) the standard path
+        return layer_norm_grad_standard(np, g, xhat, r, w, sums)  # (rare) the standard path
     g = np.ascontiguousarray(g)
     n, k = xhat.shape
     out = np.empty(xhat.shape, dtype=dt)
+    gw = np.zeros(k, dtype=dt) if sums[0] else None
+    gb = np.zeros(k, dtype=dt) if sums[1] else None
     step = _rows(n, k)
     a, c = (np.empty((step, k), dtype=dt) for _ in range(2))
     for i in range(0, n, step):
         j = min(n, i + step)
-        gb, hb, ab, cb = g[i:j], xhat[i:j], a[:j - i], c[:j - i]
+        gblk, hb, ab, cb = g[i:j], xhat[i:j], a[:j - i], c[:j - i]
+        if gw is not None:
+            np.multiply(gblk, hb, out=cb)
+            gw += np.add.reduce(cb, axis=0)
+        if gb is not None:
+            gb += np.add.reduce(gblk, axis=0)
         if w is not None:
-            np.multiply(gb, w, out=ab)  # ĝ
+            np.multiply(gblk, w, out=ab)  # ĝ
             gh = ab
         else:
-            gh = gb
-        m1 = np.mean(gh, axis=-1, keepdims=True)
+            gh = gblk
+        m1 = _mean_rows(gh)
         np.multiply(gh, hb, out=cb)
-        m2 = np.mean(cb, axis=-1, keepdims=True)
+        m2 = _mean_rows(cb)
         np.subtract(gh, m1, out=ab)
         np.multiply(hb, m2, out=cb)
         ab -= cb
         np.multiply(ab, r[i:j], out=out[i:j])
-    return out
+    return out, gw, gb
+
+
+def _mean_rows(a: Any) -> Any:
+    """``np.mean(a, axis=-1, keepdims=True)``, exactly as NumPy computes it (the sum, then a
+    division by the count as an ``intp``), without its Python wrapper."""
+    s = np.add.reduce(a, axis=-1, keepdims=True)
+    np.true_divide(s, np.intp(a.shape[-1]), out=s, casting="unsafe")
+    return s

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import struct
+import weakref
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
@@ -1088,7 +1089,31 @@ def layer_norm(input: ag.Tensor, normalized_shape: int | Sequence[int], weight: 
     inputs: tuple[Any, ...] = (x,) + tuple(p for p in ps if p is not None)
     rules = (_ln_x,) + tuple(rule for p, rule in zip(ps, (_ln_w, _ln_b)) if p is not None)
     return _record("layer_norm", xp.reshape(y, x.shape), b, inputs, rules, (x, xhat, r, w),
-                   params=(shape, eps, b))
+                   params=(shape, eps, b, bt is not None, _LNSums()))
+
+
+class _LNSums:
+    """The weight's and bias's cotangents that :func:`_ln_x`'s one pass over ``ḡ`` and ``x̂``
+    computed beside the input's, kept for the rules of ``w`` and ``b``, which the walk runs
+    next with the same ``ḡ``: ``(weakref to ḡ, Σ ḡ x̂, Σ ḡ)``, each taken once. Only column
+    sums are kept (no reference to ``ḡ``), and a rule uses them only for the very ``ḡ`` they
+    came from -- otherwise (a walk that skipped ``x``, ``create_graph``) it computes its own."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self) -> None:
+        self.entry: tuple[Any, Any, Any] | None = None
+
+    def __repr__(self) -> str:
+        return "_LNSums()"
+
+    def take(self, g: Any, k: int) -> Any:
+        e = self.entry
+        if e is None or e[k] is None or e[0]() is not g:
+            return None
+        rest = (e[0], None if k == 1 else e[1], None if k == 2 else e[2])
+        self.entry = rest if rest[1] is not None or rest[2] is not None else None
+        return e[k]
 
 
 # The rules see the rows (M, K) of x: x̂ and r as the forward left them, recomputed from x
@@ -1104,39 +1129,55 @@ def _ln_rows(xp: Any, g: Any, x: Any, xhat: Any, r: Any, shape: tuple[int, ...],
 
 
 def _ln_x(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
-          eps: float, b: Any) -> Any:
+          eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
     g2, xhat, r, m = _ln_rows(xp, g, x, xhat, r, shape, eps, b)
     w2 = None if w is None else xp.reshape(w, (m,))
-    return xp.reshape(b.layer_norm_grad(xp, g2, xhat, r, w2), x.shape)
+    key = None
+    if not isinstance(g, ag.Tensor):
+        try:
+            key = weakref.ref(g)
+        except TypeError:  # an array type without weak references: no sums kept
+            pass
+    want = (key is not None and w is not None, key is not None and has_b)
+    dx, gw, gb = b.layer_norm_grad(xp, g2, xhat, r, w2, want)
+    if gw is not None or gb is not None:
+        sums.entry = (key, gw, gb)
+    return xp.reshape(dx, x.shape)
 
 
 def _ln_w(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
-          eps: float, b: Any) -> Any:
-    g2, xhat, r, _ = _ln_rows(xp, g, x, xhat, r, shape, eps, b)
-    return xp.reshape(xp.sum(g2 * xhat, axis=0), shape)
+          eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
+    gw = sums.take(g, 1)
+    if gw is None:
+        g2, xhat, r, _ = _ln_rows(xp, g, x, xhat, r, shape, eps, b)
+        gw = xp.sum(g2 * xhat, axis=0)
+    return xp.reshape(gw, shape)
 
 
 def _ln_b(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
-          eps: float, b: Any) -> Any:
-    return xp.reshape(xp.sum(xp.reshape(g, (-1, math.prod(shape))), axis=0), shape)
+          eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
+    gb = sums.take(g, 2)
+    if gb is None:
+        gb = xp.sum(xp.reshape(g, (-1, math.prod(shape))), axis=0)
+    return xp.reshape(gb, shape)
 
 
 def _ln_x_jvp(xp: Any, v: Any, y: Any, x: Any, xhat: Any, r: Any, w: Any,
-              shape: tuple[int, ...], eps: float, b: Any) -> Any:
+              shape: tuple[int, ...], eps: float, b: Any, *_: Any) -> Any:
     # x̂'s Jacobian r (I - 11ᵀ/n - x̂x̂ᵀ/n) is symmetric: the VJP rule's map, then the weight
     m = math.prod(shape)
-    p = b.layer_norm_grad(xp, xp.reshape(v, (-1, m)), xhat, r, None)
+    p = b.layer_norm_grad(xp, xp.reshape(v, (-1, m)), xhat, r, None)[0]
     return xp.reshape(p if w is None else p * xp.reshape(w, (m,)), y.shape)
 
 
 def _ln_w_jvp(xp: Any, v: Any, y: Any, x: Any, xhat: Any, r: Any, w: Any,
-              shape: tuple[int, ...], eps: float, b: Any) -> Any:
+              shape: tuple[int, ...], *_: Any) -> Any:
     return xp.reshape(xhat * xp.reshape(v, (math.prod(shape),)), y.shape)
 
 
 defjvp(_ln_x, _ln_x_jvp)
 defjvp(_ln_w, _ln_w_jvp)
-defjvp(_ln_b, lambda xp, v, y, x, xhat, r, w, shape, eps, b: v)
+defjvp(_ln_b, lambda xp, v, *_: v)
 
 
 def embedding(input: Any, weight: ag.Tensor, padding_idx: int | None = None) -> ag.Tensor:
