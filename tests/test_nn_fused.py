@@ -1,8 +1,8 @@
 """The fused ``F.gelu`` and ``F.layer_norm`` nodes and NumPy's float32 ``erf`` (issue 25's
 embedding + layer_norm + gelu workload): values and gradients against PyTorch in float32 and
 float64, finite differences, second order and forward mode against PyTorch, on NumPy and
-array_api_strict; NumPy's in-place kernels bit-identical to the standard paths; the staged
-replay bit-identical to eager; the float32 ``erf`` within 7 ulps of SciPy."""
+array_api_strict; NumPy's in-place kernels equal to the standard paths (gelu's bit for bit);
+the staged replay bit-identical to eager; the float32 ``erf`` within 7 ulps of SciPy."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_numpy_gelu_kernel_is_the_standard_path(approximate, dtype, grad):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("affine", ["wb", "w", "b", ""])
-def test_numpy_layer_norm_kernels_are_the_standard_path(dtype, affine):
+def test_numpy_layer_norm_kernels_equal_the_standard_path(dtype, affine):
     b = ag.get_backend("numpy")
     x = (RNG.normal(size=(700, 300)) * 2 + 1).astype(dtype)  # blocks of 218 rows
     w = RNG.normal(size=300).astype(dtype) if "w" in affine else None
@@ -142,19 +142,21 @@ def test_numpy_layer_norm_kernels_are_the_standard_path(dtype, affine):
     g = RNG.normal(size=(700, 300)).astype(dtype)
     got = b.layer_norm(b.xp, x, 1e-5, w, bias)
     want = _fallbacks.layer_norm_standard(b.xp, x, 1e-5, w, bias)
+    # NumPy's row sums are BLAS products with ones, the standard path's are reductions: equal
+    # within rounding
+    tol = 4e-6 if dtype == np.float32 else 1e-13
     for a, c in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a, c)
-    _, xhat, r = got
+        np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
+    _, xhat, r = want
     sums = (w is not None, bias is not None)
     gx, gw, gb = b.layer_norm_grad(b.xp, g, xhat, r, w, sums)
     wx, ww, wb = _fallbacks.layer_norm_grad_standard(b.xp, g, xhat, r, w, sums)
-    np.testing.assert_array_equal(gx, wx)
-    rtol = 1e-5 if dtype == np.float32 else 1e-12  # the column sums: accumulated per block
+    np.testing.assert_allclose(gx, wx, rtol=tol, atol=tol * 4)
     for a, c in ((gw, ww), (gb, wb)):
         if c is None:
             assert a is None
         else:
-            np.testing.assert_allclose(a, c, rtol=rtol, atol=rtol * 10)
+            np.testing.assert_allclose(a, c, rtol=tol * 10, atol=tol * 100)
 
 
 # ---------------------------------------------------------------------------------------------

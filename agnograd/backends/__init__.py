@@ -346,8 +346,8 @@ class Backend:
         computes the same operations in place, a block at a time, for float32 and for the tanh
         form (its float64 erf is SciPy's, which dominates the cost)."""
         fast = self._gelu_fast
-        if fast is not None and type(x) is self.array_type and (
-                approximate == "tanh" or x.dtype == xp.float32):
+        if fast is not None and (approximate == "tanh" or x.dtype == xp.float32) and (
+                type(x) is self.array_type):
             return fast(x, approximate, grad)  # type: ignore[no-any-return]
         return gelu_standard(xp, x, approximate, erf, grad)
 

@@ -117,7 +117,7 @@ def gelu(x: ag.Tensor, approximate: Literal["none", "tanh"] = "none") -> ag.Tens
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
     b = x._backend
     if x.dtype.kind != "f":  # integers (promoted) and complex: the composition
-        return b.gelu(ag, x, approximate, ag.special.erf, False)[0]
+        return cast(ag.Tensor, b.gelu(ag, x, approximate, ag.special.erf, False)[0])
     y, d = b.gelu(b.xp, x.data, approximate,
                   lambda z: _special_forward(b, "erf", _approx_erf, z),  # the raw erf
                   x.requires_grad and ag.is_grad_enabled())
