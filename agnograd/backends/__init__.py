@@ -197,7 +197,7 @@ class Backend:
         self._windows_fast = windows
         self._fold_fast = fold
         self._rows_fast = scatter_add_rows
-        # gelu(x, approximate, grad), layer_norm(x, eps, w, b) and layer_norm_grad(g, xhat, r, w):
+        # gelu(x, approximate, grad), layer_norm(x, eps, w, b) and layer_norm_grad(g, x, mu, r, w, sums):
         # the fused GELU and layer norm, computing exactly what the standard paths of the
         # methods of those names compute (None: none)
         self._gelu_fast = gelu
@@ -352,25 +352,27 @@ class Backend:
         return gelu_standard(xp, x, approximate, erf, grad)
 
     def layer_norm(self, xp: Any, x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
-        """Layer norm of the rows of ``x`` ``(M, K)``: ``(y, x̂, r)``, ``r = 1/sqrt(var + eps)``
-        ``(M, 1)``, ``x̂ = (x - mean)·r``, ``y = x̂·w + b`` (``w``, ``b`` ``(K,)`` or ``None``).
-        The standard path is a composition of standard functions (Tensors too); NumPy computes
-        the same operations in place, a block of rows at a time."""
+        """Layer norm of the rows of ``x`` ``(M, K)``: ``(y, mean, r)``, ``mean`` and ``r =
+        1/sqrt(var + eps)`` ``(M, 1)``, ``y = x̂·w + b`` with ``x̂ = (x - mean)·r`` (``w``, ``b``
+        ``(K,)`` or ``None``; ``x̂`` is not kept). The standard path is a composition of
+        standard functions (Tensors too); NumPy computes the same in place, a block of rows at a
+        time (its row sums BLAS products: equal within rounding)."""
         fast = self._ln_fast
         if fast is not None and type(x) is self.array_type:
             return fast(x, eps, w, b)  # type: ignore[no-any-return]
         return layer_norm_standard(xp, x, eps, w, b)
 
-    def layer_norm_grad(self, xp: Any, g: Any, xhat: Any, r: Any, w: Any,
+    def layer_norm_grad(self, xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any,
                         sums: tuple[bool, bool] = (False, False)) -> tuple[Any, Any, Any]:
         """The cotangent of :meth:`layer_norm`'s ``x``, ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))`` with
-        ``ĝ = ḡ·w``, row by row; and, where ``sums`` asks, the column sums of ``ḡ x̂`` and of
-        ``ḡ`` (the cotangents of ``w`` and ``b``; else ``None``). The standard path, or NumPy's
-        in place: one read of ``ḡ`` and ``x̂``, a block of rows at a time."""
+        ``ĝ = ḡ·w`` and ``x̂ = (x - mean)·r``, row by row; and, where ``sums`` asks, the column
+        sums of ``ḡ x̂`` and of ``ḡ`` (the cotangents of ``w`` and ``b``; else ``None``). The
+        standard path, or NumPy's in place: one read of ``ḡ`` and ``x``, a block of rows at a
+        time."""
         fast = self._ln_grad_fast
-        if fast is not None and type(g) is self.array_type and type(xhat) is self.array_type:
-            return fast(g, xhat, r, w, sums)  # type: ignore[no-any-return]
-        return layer_norm_grad_standard(xp, g, xhat, r, w, sums)
+        if fast is not None and type(g) is self.array_type and type(x) is self.array_type:
+            return fast(g, x, mu, r, w, sums)  # type: ignore[no-any-return]
+        return layer_norm_grad_standard(xp, g, x, mu, r, w, sums)
 
     def windows(self, xp: Any, x: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
                 dilation: tuple[int, ...], out: tuple[int, ...]) -> Any:

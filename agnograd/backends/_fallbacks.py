@@ -187,21 +187,25 @@ def gelu_standard(xp: Any, x: Any, approximate: str, erf: Any, grad: bool) -> tu
 
 
 def layer_norm_standard(xp: Any, x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
-    """Layer norm of the rows of ``x`` ``(M, K)``: ``(y, x̂, r)`` with ``r = 1/sqrt(var + eps)``
-    ``(M, 1)`` (biased variance), ``x̂ = (x - mean)·r`` and ``y = x̂·w + b`` (``w``, ``b`` of shape
-    ``(K,)`` or ``None``)."""
-    d = x - xp.mean(x, axis=-1, keepdims=True)
+    """Layer norm of the rows of ``x`` ``(M, K)``: ``(y, mean, r)`` with ``mean`` and ``r =
+    1/sqrt(var + eps)`` ``(M, 1)`` (biased variance) and ``y = x̂·w + b``, ``x̂ = (x - mean)·r``
+    (``w``, ``b`` of shape ``(K,)`` or ``None``). ``x̂`` is not kept: the gradient recomputes
+    it from ``x``, ``mean`` and ``r`` (the same operations, the same bits)."""
+    mu = xp.mean(x, axis=-1, keepdims=True)
+    d = x - mu
     r = 1.0 / xp.sqrt(xp.mean(d * d, axis=-1, keepdims=True) + eps)
     xhat = d * r
     y = xhat if w is None else xhat * w
-    return (y if b is None else y + b), xhat, r
+    return (y if b is None else y + b), mu, r
 
 
-def layer_norm_grad_standard(xp: Any, g: Any, xhat: Any, r: Any, w: Any, sums: tuple[bool, bool]
-                             ) -> tuple[Any, Any, Any]:
+def layer_norm_grad_standard(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any,
+                             sums: tuple[bool, bool]) -> tuple[Any, Any, Any]:
     """The cotangent of :func:`layer_norm_standard`'s ``x``, ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``
-    with ``ĝ = ḡ·w`` (``ḡ`` without a weight), row by row; and, where ``sums`` asks, those of
-    ``w`` and ``b``: the column sums of ``ḡ x̂`` and of ``ḡ`` (else ``None``)."""
+    with ``ĝ = ḡ·w`` (``ḡ`` without a weight) and ``x̂ = (x - mean)·r``, row by row; and, where
+    ``sums`` asks, those of ``w`` and ``b``: the column sums of ``ḡ x̂`` and of ``ḡ`` (else
+    ``None``)."""
+    xhat = (x - mu) * r
     gh = g if w is None else g * w
     m1 = xp.mean(gh, axis=-1, keepdims=True)
     m2 = xp.mean(gh * xhat, axis=-1, keepdims=True)

@@ -227,61 +227,68 @@ def _rows(n: int, k: int) -> int:
 
 
 def layer_norm(x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
-    """``Backend.layer_norm`` of the rows of ``x`` ``(M, K)``: ``(y, x̂, r)``. The row sums are
-    BLAS products with a vector of ones (``matmul``, ``vecdot``: several times faster than
-    NumPy's reduction over short rows), so the results equal the standard path's within
-    rounding, not bit for bit."""
+    """``Backend.layer_norm`` of the rows of ``x`` ``(M, K)``: ``(y, mean, r)``; ``x̂`` lives
+    only in a block-sized temporary. The row sums are BLAS products with a vector of ones
+    (``matmul``, ``vecdot``: several times faster than NumPy's reduction over short rows), so
+    the results equal the standard path's within rounding, not bit for bit."""
     if any(a is not None and a.dtype != x.dtype for a in (w, b)):
         return layer_norm_standard(np, x, eps, w, b)  # (rare) the standard path
     x = np.ascontiguousarray(x)
     n, k = x.shape
-    xhat = np.empty(x.shape, dtype=x.dtype)
+    mu = np.empty((n, 1), dtype=x.dtype)
     r = np.empty((n, 1), dtype=x.dtype)
-    y = xhat if w is None and b is None else np.empty(x.shape, dtype=x.dtype)
+    y = np.empty(x.shape, dtype=x.dtype)
     step = _rows(n, k)
+    t = np.empty((step, k), dtype=x.dtype)
     ones = np.ones((k, 1), dtype=x.dtype)
     for i in range(0, n, step):
         j = min(n, i + step)
-        xb, hb, rb = x[i:j], xhat[i:j], r[i:j]
-        mu = np.matmul(xb, ones)
-        mu /= k
-        np.subtract(xb, mu, out=hb)  # d = x - mean
-        var = np.vecdot(hb, hb)[:, None]
+        xb, mb, rb, tb, yb = x[i:j], mu[i:j], r[i:j], t[:j - i], y[i:j]
+        np.matmul(xb, ones, out=mb)
+        mb /= k
+        np.subtract(xb, mb, out=tb)  # d = x - mean
+        var = np.vecdot(tb, tb)[:, None]
         var /= k
         var += eps
         np.sqrt(var, out=var)
         np.divide(1.0, var, out=rb)  # r = 1/sqrt(var + eps)
-        hb *= rb  # x̂ = d·r
         if w is not None:
-            np.multiply(hb, w, out=y[i:j])
+            tb *= rb  # x̂ = d·r
+            np.multiply(tb, w, out=yb)
             if b is not None:
-                y[i:j] += b
+                yb += b
         elif b is not None:
-            np.add(hb, b, out=y[i:j])
-    return y, xhat, r
+            tb *= rb
+            np.add(tb, b, out=yb)
+        else:
+            np.multiply(tb, rb, out=yb)
+    return y, mu, r
 
 
-def layer_norm_grad(g: Any, xhat: Any, r: Any, w: Any, sums: tuple[bool, bool]
+def layer_norm_grad(g: Any, x: Any, mu: Any, r: Any, w: Any, sums: tuple[bool, bool]
                     ) -> tuple[Any, Any, Any]:
-    """``Backend.layer_norm_grad``: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``, ``ĝ = ḡ·w``, and the
-    column sums of ``ḡ x̂`` and ``ḡ`` asked for, from one read of ``ḡ`` and ``x̂``, a block of
-    rows at a time (the sums as BLAS products with ones: equal to the standard path's within
-    rounding)."""
-    dt = xhat.dtype
-    if g.shape != xhat.shape or g.dtype != dt or (w is not None and w.dtype != dt):
-        return layer_norm_grad_standard(np, g, xhat, r, w, sums)  # (rare) the standard path
+    """``Backend.layer_norm_grad``: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``, ``ĝ = ḡ·w``, ``x̂ =
+    (x - mean)·r`` recomputed a block at a time, and the column sums of ``ḡ x̂`` and ``ḡ``
+    asked for, from one read of ``ḡ`` and ``x`` (the sums as BLAS products with ones: equal
+    to the standard path's within rounding)."""
+    dt = x.dtype
+    if g.shape != x.shape or g.dtype != dt or (w is not None and w.dtype != dt):
+        return layer_norm_grad_standard(np, g, x, mu, r, w, sums)  # (rare) the standard path
     g = np.ascontiguousarray(g)
-    n, k = xhat.shape
-    out = np.empty(xhat.shape, dtype=dt)
+    x = np.ascontiguousarray(x)
+    n, k = x.shape
+    out = np.empty(x.shape, dtype=dt)
     gw = np.zeros(k, dtype=dt) if sums[0] else None
     gb = np.zeros(k, dtype=dt) if sums[1] else None
     step = _rows(n, k)
-    a, c = (np.empty((step, k), dtype=dt) for _ in range(2))
+    a, c, h = (np.empty((step, k), dtype=dt) for _ in range(3))
     ones_k = np.ones((k, 1), dtype=dt)
     ones_n = np.ones((1, step), dtype=dt)
     for i in range(0, n, step):
         j = min(n, i + step)
-        gblk, hb, ab, cb, on = g[i:j], xhat[i:j], a[:j - i], c[:j - i], ones_n[:, :j - i]
+        gblk, ab, cb, hb, on = g[i:j], a[:j - i], c[:j - i], h[:j - i], ones_n[:, :j - i]
+        np.subtract(x[i:j], mu[i:j], out=hb)
+        hb *= r[i:j]  # x̂
         if gw is not None:
             np.multiply(gblk, hb, out=cb)
             gw += np.matmul(on, cb)[0]

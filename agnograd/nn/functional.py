@@ -1052,11 +1052,12 @@ def layer_norm(input: ag.Tensor, normalized_shape: int | Sequence[int], weight: 
     ``normalized_shape``): ``(x - mean) / sqrt(var + eps) · weight + bias``, with the biased
     variance, as in PyTorch.
 
-    One node for a real floating input (weight and bias in its dtype): the forward keeps
-    ``x̂ = (x - mean)·r`` and ``r = 1/sqrt(var + eps)``, and the rules are the analytic
+    One node for a real floating input (weight and bias in its dtype): the forward keeps the
+    rows' mean and ``r = 1/sqrt(var + eps)`` (``x̂ = (x - mean)·r`` is recomputed from ``x``:
+    no array of the input's size is saved), and the rules are the analytic
     ``x̄ = r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))`` with ``ĝ = ḡ·weight``, ``weight̄ = Σ ḡ x̂`` and
-    ``bias̄ = Σ ḡ`` over the leading axes (under ``create_graph`` ``x̂`` and ``r`` are recomputed
-    from ``x``, so every order of derivative is right)."""
+    ``bias̄ = Σ ḡ`` over the leading axes (under ``create_graph`` the mean and ``r`` are
+    recomputed from ``x``, so every order of derivative is right)."""
     x = _t(input)
     shape = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(
         int(n) for n in normalized_shape)
@@ -1085,10 +1086,10 @@ def layer_norm(input: ag.Tensor, normalized_shape: int | Sequence[int], weight: 
     xp = b.xp
     m = math.prod(shape)
     raw = [None if p is None else xp.reshape(p.data, (m,)) for p in ps]
-    y, xhat, r = b.layer_norm(xp, xp.reshape(x.data, (-1, m)), eps, raw[0], raw[1])
+    y, mu, r = b.layer_norm(xp, xp.reshape(x.data, (-1, m)), eps, raw[0], raw[1])
     inputs: tuple[Any, ...] = (x,) + tuple(p for p in ps if p is not None)
     rules = (_ln_x,) + tuple(rule for p, rule in zip(ps, (_ln_w, _ln_b)) if p is not None)
-    return _record("layer_norm", xp.reshape(y, x.shape), b, inputs, rules, (x, xhat, r, w),
+    return _record("layer_norm", xp.reshape(y, x.shape), b, inputs, rules, (x, mu, r, w),
                    params=(shape, eps, b, bt is not None, _LNSums()))
 
 
@@ -1116,21 +1117,23 @@ class _LNSums:
         return e[k]
 
 
-# The rules see the rows (M, K) of x: x̂ and r as the forward left them, recomputed from x
-# under create_graph (the standard path on Tensors), so that every order is right.
+# The rules see the rows (M, K) of x, and the mean and r of the forward (recomputed from x under
+# create_graph, through the standard path on Tensors, so that every order is right); x̂ = (x -
+# mean)·r is recomputed where needed (the same operations as the forward's: the same bits).
 
 
-def _ln_rows(xp: Any, g: Any, x: Any, xhat: Any, r: Any, shape: tuple[int, ...], eps: float,
-             b: Any) -> tuple[Any, Any, Any, int]:
+def _ln_rows(xp: Any, g: Any, x: Any, mu: Any, r: Any, shape: tuple[int, ...], eps: float,
+             b: Any) -> tuple[Any, Any, Any, Any, int]:
     m = math.prod(shape)
+    x2 = xp.reshape(x, (-1, m))
     if isinstance(x, ag.Tensor):
-        _, xhat, r = b.layer_norm(xp, xp.reshape(x, (-1, m)), eps, None, None)
-    return xp.reshape(g, (-1, m)), xhat, r, m
+        _, mu, r = b.layer_norm(xp, x2, eps, None, None)
+    return xp.reshape(g, (-1, m)), x2, mu, r, m
 
 
-def _ln_x(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
+def _ln_x(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any, shape: tuple[int, ...],
           eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
-    g2, xhat, r, m = _ln_rows(xp, g, x, xhat, r, shape, eps, b)
+    g2, x2, mu, r, m = _ln_rows(xp, g, x, mu, r, shape, eps, b)
     w2 = None if w is None else xp.reshape(w, (m,))
     key = None
     if not isinstance(g, ag.Tensor):
@@ -1139,22 +1142,22 @@ def _ln_x(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, 
         except TypeError:  # an array type without weak references: no sums kept
             pass
     want = (key is not None and w is not None, key is not None and has_b)
-    dx, gw, gb = b.layer_norm_grad(xp, g2, xhat, r, w2, want)
+    dx, gw, gb = b.layer_norm_grad(xp, g2, x2, mu, r, w2, want)
     if gw is not None or gb is not None:
         sums.entry = (key, gw, gb)
     return xp.reshape(dx, x.shape)
 
 
-def _ln_w(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
+def _ln_w(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any, shape: tuple[int, ...],
           eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
     gw = sums.take(g, 1)
     if gw is None:
-        g2, xhat, r, _ = _ln_rows(xp, g, x, xhat, r, shape, eps, b)
-        gw = xp.sum(g2 * xhat, axis=0)
+        g2, x2, mu, r, _ = _ln_rows(xp, g, x, mu, r, shape, eps, b)
+        gw = xp.sum(g2 * ((x2 - mu) * r), axis=0)
     return xp.reshape(gw, shape)
 
 
-def _ln_b(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, ...],
+def _ln_b(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any, shape: tuple[int, ...],
           eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
     gb = sums.take(g, 2)
     if gb is None:
@@ -1162,17 +1165,18 @@ def _ln_b(xp: Any, g: Any, x: Any, xhat: Any, r: Any, w: Any, shape: tuple[int, 
     return xp.reshape(gb, shape)
 
 
-def _ln_x_jvp(xp: Any, v: Any, y: Any, x: Any, xhat: Any, r: Any, w: Any,
+def _ln_x_jvp(xp: Any, v: Any, y: Any, x: Any, mu: Any, r: Any, w: Any,
               shape: tuple[int, ...], eps: float, b: Any, *_: Any) -> Any:
     # x̂'s Jacobian r (I - 11ᵀ/n - x̂x̂ᵀ/n) is symmetric: the VJP rule's map, then the weight
     m = math.prod(shape)
-    p = b.layer_norm_grad(xp, xp.reshape(v, (-1, m)), xhat, r, None)[0]
+    p = b.layer_norm_grad(xp, xp.reshape(v, (-1, m)), xp.reshape(x, (-1, m)), mu, r, None)[0]
     return xp.reshape(p if w is None else p * xp.reshape(w, (m,)), y.shape)
 
 
-def _ln_w_jvp(xp: Any, v: Any, y: Any, x: Any, xhat: Any, r: Any, w: Any,
+def _ln_w_jvp(xp: Any, v: Any, y: Any, x: Any, mu: Any, r: Any, w: Any,
               shape: tuple[int, ...], *_: Any) -> Any:
-    return xp.reshape(xhat * xp.reshape(v, (math.prod(shape),)), y.shape)
+    m = math.prod(shape)
+    return xp.reshape(((xp.reshape(x, (-1, m)) - mu) * r) * xp.reshape(v, (m,)), y.shape)
 
 
 defjvp(_ln_x, _ln_x_jvp)
