@@ -127,19 +127,22 @@ def fold(g: Any, shape: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[
 def scatter_add_rows(n: int, index: Any, values: Any) -> Any:
     """``out[index[k]] += values[k]`` for a zero ``out`` ``(n, d)`` (see
     ``Backend.scatter_add_rows``): every row written in place at once (``out[index] =
-    values``), then, after one stable sort of the indices, each repeated index's rows summed in
-    their order (its first row written again, the later ones added one round per repeat; past
-    the ninth, by ``add.at``). No gather of all the rows."""
+    values``), then each repeated index's rows (found by ``bincount``, sorted stably among
+    themselves) summed in their order: its first row written again, the later ones added one
+    round per repeat (past the ninth, by ``add.at``). No sort or gather of all the rows."""
     out = np.zeros((n, values.shape[1]), dtype=values.dtype)
     if index.shape[0] == 0:
         return out
     out[index] = values
-    order = np.argsort(index, kind="stable")
+    # the positions of the repeated indices (bincount: no sort of all of them), grouped by
+    # index in their order
+    dup = np.flatnonzero(np.bincount(index, minlength=n)[index] > 1)
+    if not dup.shape[0]:
+        return out
+    order = dup[np.argsort(index[dup], kind="stable")]
     s = index[order]
     later = np.equal(s[1:], s[:-1])  # later[j]: sorted row j + 1 repeats row j's index
-    if not later.any():
-        return out
-    starts = np.flatnonzero(~np.concatenate(([False], later[:-1])) & later)
+    starts = np.flatnonzero(np.concatenate(([True], ~later)))
     out[s[starts]] = values[order[starts]]  # a repeated index's first row, alone again
     rest = np.flatnonzero(later) + 1
     ri, rp = s[rest], order[rest]
@@ -286,12 +289,11 @@ def layer_norm_grad(g: Any, x: Any, mu: Any, r: Any, w: Any, sums: tuple[bool, b
     ones_n = np.ones((1, step), dtype=dt)
     for i in range(0, n, step):
         j = min(n, i + step)
-        gblk, ab, cb, hb, on = g[i:j], a[:j - i], c[:j - i], h[:j - i], ones_n[:, :j - i]
-        np.subtract(x[i:j], mu[i:j], out=hb)
-        hb *= r[i:j]  # x̂
-        if gw is not None:
+        gblk, ab, cb, hb, on, rb = g[i:j], a[:j - i], c[:j - i], h[:j - i], ones_n[:, :j - i], r[i:j]
+        np.subtract(x[i:j], mu[i:j], out=hb)  # d = x - mean (x̂ = d·r, never formed)
+        if gw is not None:  # Σ ḡ x̂ = rᵀ (ḡ d)
             np.multiply(gblk, hb, out=cb)
-            gw += np.matmul(on, cb)[0]
+            gw += np.matmul(rb.T, cb)[0]
         if gb is not None:
             gb += np.matmul(on, gblk)[0]
         if w is not None:
@@ -301,10 +303,14 @@ def layer_norm_grad(g: Any, x: Any, mu: Any, r: Any, w: Any, sums: tuple[bool, b
             gh = gblk
         m1 = np.matmul(gh, ones_k)
         m1 /= k
-        m2 = np.vecdot(gh, hb)[:, None]
-        m2 /= k
+        # r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) = r (ĝ - mean(ĝ)) - d·r³ mean(ĝ d)
+        b3 = np.vecdot(gh, hb)[:, None]
+        b3 /= k
+        b3 *= rb
+        b3 *= rb
+        b3 *= rb
         np.subtract(gh, m1, out=ab)
-        np.multiply(hb, m2, out=cb)
-        ab -= cb
-        np.multiply(ab, r[i:j], out=out[i:j])
+        ab *= rb
+        hb *= b3
+        np.subtract(ab, hb, out=out[i:j])
     return out, gw, gb
