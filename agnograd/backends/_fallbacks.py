@@ -29,7 +29,7 @@ __all__ = ["clone_namespace", "fold_standard", "gelu_standard", "host_copy",
 SQRT1_2 = math.sqrt(0.5)
 GELU_C = math.sqrt(2.0 / math.pi)  # the tanh form's √(2/π)
 GELU_C3 = 3 * 0.044715 * GELU_C
-INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
 
 
 def scatter_add_standard(xp: Any, n: int, index: Any, values: Any) -> Any:
@@ -179,11 +179,12 @@ def gelu_standard(xp: Any, x: Any, approximate: str, erf: Any, grad: bool) -> tu
             return y, None
         half_x = 0.5 * x
         return y, (0.5 * t + 0.5) + (half_x - half_x * (t * t)) * (GELU_C3 * (x * x) + GELU_C)
-    phi = erf(x * SQRT1_2) * 0.5 + 0.5
+    z = x * SQRT1_2
+    phi = erf(z) * 0.5 + 0.5
     y = x * phi
     if not grad:
         return y, None
-    return y, phi + x * (xp.exp((x * x) * -0.5) * INV_SQRT_2PI)
+    return y, phi + x * xp.exp(LOG_INV_SQRT_2PI - z * z)  # x φ(x) = x exp(-z²)/√(2π)
 
 
 def layer_norm_standard(xp: Any, x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:

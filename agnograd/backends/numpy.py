@@ -17,12 +17,12 @@ from . import Backend
 from ._fallbacks import (
     GELU_C,
     GELU_C3,
-    INV_SQRT_2PI,
+    LOG_INV_SQRT_2PI,
     SQRT1_2,
     layer_norm_grad_standard,
     layer_norm_standard,
 )
-from .special import erf_block, scipy_special
+from .special import _ONE, _PC, _QC, _SIXTEEN, scipy_special
 
 __all__ = ["fold", "gelu", "layer_norm", "layer_norm_grad", "load", "owns", "private",
            "replay_fn", "scatter_add", "scatter_add_rows", "subtract_at_labels", "windows"]
@@ -173,19 +173,23 @@ def _flat(a: Any) -> Any:
     return np.ascontiguousarray(a).reshape(-1)
 
 
+_GELU_BLOCK = 1 << 15  # elements per block: its five temporaries and x, y, d stay in L2
+
+
 def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
     """``Backend.gelu``: ``(gelu(x), gelu'(x) or None)``, for float32 (the exact form's erf is
-    :func:`~agnograd.backends.special.erf_float32`) or the tanh form of any floating dtype."""
+    :func:`~agnograd.backends.special.erf_float32`'s, inlined so that ``z² = x²/2`` serves the
+    derivative's ``exp`` too) or the tanh form of any floating dtype."""
     y = np.empty(x.shape, dtype=x.dtype)
     d = np.empty(x.shape, dtype=x.dtype) if grad else None
     src, ys = _flat(x), y.reshape(-1)
     ds = None if d is None else d.reshape(-1)
     n = src.shape[0]
-    m = max(1, min(n, _BLOCK))
-    s, t, p, q = (np.empty(m, dtype=x.dtype) for _ in range(4))
+    m = max(1, min(n, _GELU_BLOCK))
+    z, s, t, p, q = (np.empty(m, dtype=x.dtype) for _ in range(5))
     for i in range(0, n, m):
         k = min(m, n - i)
-        xb, yb, sb, tb, pb, qb = src[i:i + k], ys[i:i + k], s[:k], t[:k], p[:k], q[:k]
+        xb, yb, zb, sb, tb, pb, qb = src[i:i + k], ys[i:i + k], z[:k], s[:k], t[:k], p[:k], q[:k]
         if approximate == "tanh":  # s = tanh(C·(x + 0.044715·(x·x·x))); y = (0.5·x)·(1 + s)
             np.multiply(xb, xb, out=tb)
             tb *= xb
@@ -209,19 +213,32 @@ def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
                 qb += GELU_C
                 pb *= qb
                 db += pb
-        else:  # s = Φ = erf(x·√½)·0.5 + 0.5; y = x·Φ
-            np.multiply(xb, SQRT1_2, out=sb)
-            erf_block(sb, sb, tb, pb, qb)
-            sb *= 0.5
-            sb += 0.5
-            np.multiply(xb, sb, out=yb)
-            if ds is not None:  # Φ + x·(exp((x·x)·-0.5)·1/√(2π))
-                np.multiply(xb, xb, out=tb)
-                tb *= -0.5
-                np.exp(tb, out=tb)
-                tb *= INV_SQRT_2PI
-                tb *= xb
-                np.add(sb, tb, out=ds[i:i + k])
+            continue
+        # z = x·√½; s = Φ = erf(z)·0.5 + 0.5 (erf_block's operations, z² kept in t); y = x·Φ
+        np.multiply(xb, SQRT1_2, out=zb)
+        np.multiply(zb, zb, out=tb)
+        np.minimum(tb, _SIXTEEN, out=qb)
+        np.multiply(qb, _PC[0], out=pb)
+        pb += _PC[1]
+        for c in _PC[2:]:
+            pb *= qb
+            pb += c
+        np.multiply(qb, _QC[0], out=sb)
+        sb += _QC[1]
+        for c in _QC[2:]:
+            sb *= qb
+            sb += c
+        pb *= zb
+        np.divide(pb, sb, out=sb)
+        np.clip(sb, -_ONE, _ONE, out=sb)
+        sb *= 0.5
+        sb += 0.5
+        np.multiply(xb, sb, out=yb)
+        if ds is not None:  # Φ + x·exp(log(1/√(2π)) - z²)
+            np.subtract(LOG_INV_SQRT_2PI, tb, out=tb)
+            np.exp(tb, out=tb)
+            tb *= xb
+            np.add(sb, tb, out=ds[i:i + k])
     return y, d
 
 
