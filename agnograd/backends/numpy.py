@@ -22,7 +22,7 @@ from ._fallbacks import (
     layer_norm_grad_standard,
     layer_norm_standard,
 )
-from .special import _ONE, _PC, _QC, _SIXTEEN, scipy_special
+from .special import _PC, _QC, _SIXTEEN, scipy_special
 
 __all__ = ["fold", "gelu", "layer_norm", "layer_norm_grad", "load", "owns", "private",
            "replay_fn", "scatter_add", "scatter_add_rows", "subtract_at_labels", "windows"]
@@ -174,6 +174,8 @@ def _flat(a: Any) -> Any:
 
 
 _GELU_BLOCK = 1 << 15  # elements per block: its five temporaries and x, y, d stay in L2
+_PC_HALF = tuple(np.float32(c * 0.5) for c in _PC)
+_HALF = np.float32(0.5)
 
 
 def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
@@ -214,13 +216,15 @@ def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
                 pb *= qb
                 db += pb
             continue
-        # z = x·√½; s = Φ = erf(z)·0.5 + 0.5 (erf_block's operations, z² kept in t); y = x·Φ
+        # z = x·√½; s = Φ = erf(z)·0.5 + 0.5 (erf_block's operations, z² kept in t, and P's
+        # coefficients halved: every step exactly half of erf_block's, so erf(z)·0.5 with one
+        # pass less -- the +0.5 absorbs the last bit a subnormal half could differ in); y = x·Φ
         np.multiply(xb, SQRT1_2, out=zb)
         np.multiply(zb, zb, out=tb)
         np.minimum(tb, _SIXTEEN, out=qb)
-        np.multiply(qb, _PC[0], out=pb)
-        pb += _PC[1]
-        for c in _PC[2:]:
+        np.multiply(qb, _PC_HALF[0], out=pb)
+        pb += _PC_HALF[1]
+        for c in _PC_HALF[2:]:
             pb *= qb
             pb += c
         np.multiply(qb, _QC[0], out=sb)
@@ -230,8 +234,7 @@ def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
             sb += c
         pb *= zb
         np.divide(pb, sb, out=sb)
-        np.clip(sb, -_ONE, _ONE, out=sb)
-        sb *= 0.5
+        np.clip(sb, -_HALF, _HALF, out=sb)
         sb += 0.5
         np.multiply(xb, sb, out=yb)
         if ds is not None:  # Φ + x·exp(log(1/√(2π)) - z²)
