@@ -35,7 +35,15 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-from ._fallbacks import fold_standard, host_copy, scatter_add_standard, windows_standard
+from ._fallbacks import (
+    fold_standard,
+    gelu_standard,
+    host_copy,
+    layer_norm_grad_standard,
+    layer_norm_standard,
+    scatter_add_standard,
+    windows_standard,
+)
 
 __all__ = [
     "PY_SCALARS",
@@ -140,7 +148,8 @@ class Backend:
     __slots__ = ("name", "xp", "array_type", "multi_device", "lazy", "scalar_type",
                  "scalar_to_array", "graph_recorder", "_scatter_add_fast", "_from_host", "_on_host",
                  "_special", "_special_loader", "replay_fn", "complex_kinds", "_private",
-                 "_labels_fast", "_windows_fast", "_fold_fast", "_rows_fast", "__weakref__")
+                 "_labels_fast", "_windows_fast", "_fold_fast", "_rows_fast", "_gelu_fast",
+                 "_ln_fast", "_ln_grad_fast", "__weakref__")
 
     def __init__(self, name: str, xp: Any, array_type: type, *, multi_device: bool = False,
                  lazy: bool = False, scalar_type: type[Any] | None = None,
@@ -155,7 +164,10 @@ class Backend:
                  subtract_at_labels: Callable[..., Any] | None = None,
                  windows: Callable[..., Any] | None = None,
                  fold: Callable[..., Any] | None = None,
-                 scatter_add_rows: Callable[..., Any] | None = None
+                 scatter_add_rows: Callable[..., Any] | None = None,
+                 gelu: Callable[..., Any] | None = None,
+                 layer_norm: Callable[..., Any] | None = None,
+                 layer_norm_grad: Callable[..., Any] | None = None
                  ) -> None:
         self.name = name
         self.xp = xp
@@ -185,6 +197,12 @@ class Backend:
         self._windows_fast = windows
         self._fold_fast = fold
         self._rows_fast = scatter_add_rows
+        # gelu(x, approximate, grad), layer_norm(x, eps, w, b) and layer_norm_grad(g, x, mu, r, w, sums):
+        # the fused GELU and layer norm, computing exactly what the standard paths of the
+        # methods of those names compute (None: none)
+        self._gelu_fast = gelu
+        self._ln_fast = layer_norm
+        self._ln_grad_fast = layer_norm_grad
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -337,6 +355,43 @@ class Backend:
         if fast is not None and type(a) is self.array_type and type(index) is self.array_type:
             return fast(a, index, values)
         return a - xp.where(index == classes, values, 0.0)
+
+    def gelu(self, xp: Any, x: Any, approximate: str, erf: Any, grad: bool
+             ) -> tuple[Any, Any]:
+        """``(gelu(x), gelu'(x))`` of a real floating ``x`` (the derivative ``None`` unless
+        ``grad``), ``approximate`` ``"none"`` (``Φ(x) = erf(x/√2)·0.5 + 0.5``, ``erf`` the
+        backend's raw erf) or ``"tanh"``. The standard path is a composition of standard
+        functions (it also runs on agnograd Tensors, ``xp`` the agnograd namespace); NumPy
+        computes the same operations in place, a block at a time, for float32 and for the tanh
+        form (its float64 erf is SciPy's, which dominates the cost)."""
+        fast = self._gelu_fast
+        if fast is not None and (approximate == "tanh" or x.dtype == xp.float32) and (
+                type(x) is self.array_type):
+            return fast(x, approximate, grad)  # type: ignore[no-any-return]
+        return gelu_standard(xp, x, approximate, erf, grad)
+
+    def layer_norm(self, xp: Any, x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
+        """Layer norm of the rows of ``x`` ``(M, K)``: ``(y, mean, r)``, ``mean`` and ``r =
+        1/sqrt(var + eps)`` ``(M, 1)``, ``y = x̂·w + b`` with ``x̂ = (x - mean)·r`` (``w``, ``b``
+        ``(K,)`` or ``None``; ``x̂`` is not kept). The standard path is a composition of
+        standard functions (Tensors too); NumPy computes the same in place, a block of rows at a
+        time (its row sums BLAS products: equal within rounding)."""
+        fast = self._ln_fast
+        if fast is not None and type(x) is self.array_type:
+            return fast(x, eps, w, b)  # type: ignore[no-any-return]
+        return layer_norm_standard(xp, x, eps, w, b)
+
+    def layer_norm_grad(self, xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any,
+                        sums: tuple[bool, bool] = (False, False)) -> tuple[Any, Any, Any]:
+        """The cotangent of :meth:`layer_norm`'s ``x``, ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))`` with
+        ``ĝ = ḡ·w`` and ``x̂ = (x - mean)·r``, row by row; and, where ``sums`` asks, the column
+        sums of ``ḡ x̂`` and of ``ḡ`` (the cotangents of ``w`` and ``b``; else ``None``). The
+        standard path, or NumPy's in place: one read of ``ḡ`` and ``x``, a block of rows at a
+        time."""
+        fast = self._ln_grad_fast
+        if fast is not None and type(g) is self.array_type and type(x) is self.array_type:
+            return fast(g, x, mu, r, w, sums)  # type: ignore[no-any-return]
+        return layer_norm_grad_standard(xp, g, x, mu, r, w, sums)
 
     def windows(self, xp: Any, x: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
                 dilation: tuple[int, ...], out: tuple[int, ...]) -> Any:

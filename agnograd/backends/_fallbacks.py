@@ -3,6 +3,9 @@
 - :func:`scatter_add_standard`: scatter-add with Array API functions only (the standard has none).
 - :func:`windows_standard`, :func:`fold_standard`: sliding windows (stacked slices) and their
   adjoint (padded slices summed), for convolutions and pooling.
+- :func:`gelu_standard`, :func:`layer_norm_standard`, :func:`layer_norm_grad_standard`: the
+  fused GELU (and its derivative) and layer norm (and its input's gradient), as
+  compositions of standard functions (they also run on agnograd Tensors: ``create_graph``).
 - :func:`host_copy`: a NumPy copy (or view) of any array, through DLPack or ``__array__``.
 - :func:`clone_namespace`: a copy of a namespace module with some functions replaced (the Dask
   backend's fixes, the CuPy backend's graph-safe namespace).
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -18,8 +22,14 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-__all__ = ["clone_namespace", "fold_standard", "host_copy", "scatter_add_standard",
+__all__ = ["clone_namespace", "fold_standard", "gelu_standard", "host_copy",
+           "layer_norm_grad_standard", "layer_norm_standard", "scatter_add_standard",
            "windows_standard"]
+
+SQRT1_2 = math.sqrt(0.5)
+GELU_C = math.sqrt(2.0 / math.pi)  # the tanh form's √(2/π)
+GELU_C3 = 3 * 0.044715 * GELU_C
+LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
 
 
 def scatter_add_standard(xp: Any, n: int, index: Any, values: Any) -> Any:
@@ -147,3 +157,59 @@ def fold_standard(xp: Any, g: Any, shape: tuple[int, ...], kernel: tuple[int, ..
                                   axis=axis)
         total = piece if total is None else total + piece
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused GELU and layer norm (Backend.gelu, .layer_norm, .layer_norm_grad). A
+# backend's fast path must compute exactly these operations in this order (NumPy's does, in
+# place and by blocks: tests/test_nn_fused.py holds the two bit-identical).
+
+
+def gelu_standard(xp: Any, x: Any, approximate: str, erf: Any, grad: bool) -> tuple[Any, Any]:
+    """``(gelu(x), gelu'(x))`` (the derivative ``None`` unless ``grad``): ``x Φ(x)`` with
+    ``Φ(x) = erf(x/√2)·0.5 + 0.5`` (``erf`` the backend's) and ``gelu' = Φ(x) + x φ(x)`` (φ the
+    normal density), or for ``approximate="tanh"`` ``(0.5 x)(1 + t)``, ``t = tanh(√(2/π)(x +
+    0.044715 x³))``, and ``gelu' = ½(1 + t) + ½x(1 - t²)·√(2/π)(1 + 3·0.044715 x²)``. The
+    derivative is computed here, from the ``Φ`` (the ``t``) just computed, so that the backward
+    is one product."""
+    if approximate == "tanh":
+        t = xp.tanh(GELU_C * (x + 0.044715 * (x * x * x)))
+        y = (0.5 * x) * (1.0 + t)
+        if not grad:
+            return y, None
+        half_x = 0.5 * x
+        return y, (0.5 * t + 0.5) + (half_x - half_x * (t * t)) * (GELU_C3 * (x * x) + GELU_C)
+    z = x * SQRT1_2
+    phi = erf(z) * 0.5 + 0.5
+    y = x * phi
+    if not grad:
+        return y, None
+    return y, phi + x * xp.exp(LOG_INV_SQRT_2PI - z * z)  # x φ(x) = x exp(-z²)/√(2π)
+
+
+def layer_norm_standard(xp: Any, x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
+    """Layer norm of the rows of ``x`` ``(M, K)``: ``(y, mean, r)`` with ``mean`` and ``r =
+    1/sqrt(var + eps)`` ``(M, 1)`` (biased variance) and ``y = x̂·w + b``, ``x̂ = (x - mean)·r``
+    (``w``, ``b`` of shape ``(K,)`` or ``None``). ``x̂`` is not kept: the gradient recomputes
+    it from ``x``, ``mean`` and ``r`` (the same operations, the same bits)."""
+    mu = xp.mean(x, axis=-1, keepdims=True)
+    d = x - mu
+    r = 1.0 / xp.sqrt(xp.mean(d * d, axis=-1, keepdims=True) + eps)
+    xhat = d * r
+    y = xhat if w is None else xhat * w
+    return (y if b is None else y + b), mu, r
+
+
+def layer_norm_grad_standard(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any,
+                             sums: tuple[bool, bool]) -> tuple[Any, Any, Any]:
+    """The cotangent of :func:`layer_norm_standard`'s ``x``, ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``
+    with ``ĝ = ḡ·w`` (``ḡ`` without a weight) and ``x̂ = (x - mean)·r``, row by row; and, where
+    ``sums`` asks, those of ``w`` and ``b``: the column sums of ``ḡ x̂`` and of ``ḡ`` (else
+    ``None``)."""
+    xhat = (x - mu) * r
+    gh = g if w is None else g * w
+    m1 = xp.mean(gh, axis=-1, keepdims=True)
+    m2 = xp.mean(gh * xhat, axis=-1, keepdims=True)
+    dx = (gh - m1 - xhat * m2) * r
+    return (dx, xp.sum(g * xhat, axis=0) if sums[0] else None,
+            xp.sum(g, axis=0) if sums[1] else None)

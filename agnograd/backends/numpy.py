@@ -14,10 +14,18 @@ import array_api_compat.numpy as xp
 import numpy as np
 
 from . import Backend
-from .special import scipy_special
+from ._fallbacks import (
+    GELU_C,
+    GELU_C3,
+    LOG_INV_SQRT_2PI,
+    SQRT1_2,
+    layer_norm_grad_standard,
+    layer_norm_standard,
+)
+from .special import _PC, _QC, _SIXTEEN, scipy_special
 
-__all__ = ["fold", "load", "owns", "private", "replay_fn", "scatter_add", "scatter_add_rows",
-           "subtract_at_labels", "windows"]
+__all__ = ["fold", "gelu", "layer_norm", "layer_norm_grad", "load", "owns", "private",
+           "replay_fn", "scatter_add", "scatter_add_rows", "subtract_at_labels", "windows"]
 
 
 def load() -> Backend:
@@ -25,7 +33,8 @@ def load() -> Backend:
                    scatter_add=scatter_add, special=scipy_special,
                    replay_fn=replay_fn, private=private,
                    subtract_at_labels=subtract_at_labels, windows=windows, fold=fold,
-                   scatter_add_rows=scatter_add_rows)
+                   scatter_add_rows=scatter_add_rows, gelu=gelu,
+                   layer_norm=layer_norm, layer_norm_grad=layer_norm_grad)
 
 
 def private(a: Any) -> bool:
@@ -117,19 +126,211 @@ def fold(g: Any, shape: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[
 
 def scatter_add_rows(n: int, index: Any, values: Any) -> Any:
     """``out[index[k]] += values[k]`` for a zero ``out`` ``(n, d)`` (see
-    ``Backend.scatter_add_rows``): one stable sort of the indices; the first row of each index
-    is written, the repeated ones (usually few) added by ``add.at`` in their order."""
+    ``Backend.scatter_add_rows``): every row written in place at once (``out[index] =
+    values``), then each repeated index's rows (found by ``bincount``, sorted stably among
+    themselves) summed in their order: its first row written again, the later ones added one
+    round per repeat (past the ninth, by ``add.at``). No sort or gather of all the rows."""
     out = np.zeros((n, values.shape[1]), dtype=values.dtype)
     if index.shape[0] == 0:
         return out
-    order = np.argsort(index, kind="stable")
+    out[index] = values
+    # the positions of the repeated indices (bincount: no sort of all of them), grouped by
+    # index in their order
+    dup = np.flatnonzero(np.bincount(index, minlength=n)[index] > 1)
+    if not dup.shape[0]:
+        return out
+    order = dup[np.argsort(index[dup], kind="stable")]
     s = index[order]
-    v = values[order]
-    first = np.empty(s.shape[0], dtype=bool)
-    first[0] = True
-    np.not_equal(s[1:], s[:-1], out=first[1:])
-    out[s[first]] = v[first]
-    if not first.all():
-        rest = ~first
-        np.add.at(out, s[rest], v[rest])
+    later = np.equal(s[1:], s[:-1])  # later[j]: sorted row j + 1 repeats row j's index
+    starts = np.flatnonzero(np.concatenate(([True], ~later)))
+    out[s[starts]] = values[order[starts]]  # a repeated index's first row, alone again
+    rest = np.flatnonzero(later) + 1
+    ri, rp = s[rest], order[rest]
+    for _ in range(8):  # one round per repeat: each index at most once a round, in order
+        if not ri.shape[0]:
+            return out
+        first = np.empty(ri.shape[0], dtype=bool)
+        first[0] = True
+        np.not_equal(ri[1:], ri[:-1], out=first[1:])
+        out[ri[first]] += values[rp[first]]
+        keep = ~first
+        ri, rp = ri[keep], rp[keep]
+    if ri.shape[0]:  # an index repeated more than 9 times: the rest in order, by add.at
+        np.add.at(out, ri, values[rp])
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused GELU and layer norm: the operations of the standard paths
+# (agnograd/backends/_fallbacks.py), in the same order -- so the results are bit-identical --
+# but in place, a block at a time: the temporaries stay in cache, and the only arrays of the
+# input's size allocated are the results.
+
+_BLOCK = 1 << 16  # elements per block (256 kB of float32)
+
+
+def _flat(a: Any) -> Any:
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+_GELU_BLOCK = 1 << 15  # elements per block: its five temporaries and x, y, d stay in L2
+_PC_HALF = tuple(np.float32(c * 0.5) for c in _PC)
+_HALF = np.float32(0.5)
+
+
+def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
+    """``Backend.gelu``: ``(gelu(x), gelu'(x) or None)``, for float32 (the exact form's erf is
+    :func:`~agnograd.backends.special.erf_float32`'s, inlined so that ``z² = x²/2`` serves the
+    derivative's ``exp`` too) or the tanh form of any floating dtype."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    d = np.empty(x.shape, dtype=x.dtype) if grad else None
+    src, ys = _flat(x), y.reshape(-1)
+    ds = None if d is None else d.reshape(-1)
+    n = src.shape[0]
+    m = max(1, min(n, _GELU_BLOCK))
+    z, s, t, p, q = (np.empty(m, dtype=x.dtype) for _ in range(5))
+    for i in range(0, n, m):
+        k = min(m, n - i)
+        xb, yb, zb, sb, tb, pb, qb = src[i:i + k], ys[i:i + k], z[:k], s[:k], t[:k], p[:k], q[:k]
+        if approximate == "tanh":  # s = tanh(C·(x + 0.044715·(x·x·x))); y = (0.5·x)·(1 + s)
+            np.multiply(xb, xb, out=tb)
+            tb *= xb
+            tb *= 0.044715
+            tb += xb
+            tb *= GELU_C
+            np.tanh(tb, out=sb)
+            np.add(sb, 1.0, out=tb)
+            np.multiply(xb, 0.5, out=yb)
+            yb *= tb
+            if ds is not None:  # (0.5·s + 0.5) + (h - h·(s·s))·(C3·(x·x) + C), h = 0.5·x
+                db = ds[i:i + k]
+                np.multiply(sb, 0.5, out=db)
+                db += 0.5
+                np.multiply(xb, 0.5, out=pb)
+                np.multiply(sb, sb, out=qb)
+                qb *= pb
+                np.subtract(pb, qb, out=pb)
+                np.multiply(xb, xb, out=qb)
+                qb *= GELU_C3
+                qb += GELU_C
+                pb *= qb
+                db += pb
+            continue
+        # z = x·√½; s = Φ = erf(z)·0.5 + 0.5 (erf_block's operations, z² kept in t, and P's
+        # coefficients halved: every step exactly half of erf_block's, so erf(z)·0.5 with one
+        # pass less -- the +0.5 absorbs the last bit a subnormal half could differ in); y = x·Φ
+        np.multiply(xb, SQRT1_2, out=zb)
+        np.multiply(zb, zb, out=tb)
+        np.minimum(tb, _SIXTEEN, out=qb)
+        np.multiply(qb, _PC_HALF[0], out=pb)
+        pb += _PC_HALF[1]
+        for c in _PC_HALF[2:]:
+            pb *= qb
+            pb += c
+        np.multiply(qb, _QC[0], out=sb)
+        sb += _QC[1]
+        for c in _QC[2:]:
+            sb *= qb
+            sb += c
+        pb *= zb
+        np.divide(pb, sb, out=sb)
+        np.clip(sb, -_HALF, _HALF, out=sb)
+        sb += 0.5
+        np.multiply(xb, sb, out=yb)
+        if ds is not None:  # Φ + x·exp(log(1/√(2π)) - z²)
+            np.subtract(LOG_INV_SQRT_2PI, tb, out=tb)
+            np.exp(tb, out=tb)
+            tb *= xb
+            np.add(sb, tb, out=ds[i:i + k])
+    return y, d
+
+
+def _rows(n: int, k: int) -> int:
+    return max(1, min(n, _BLOCK // max(k, 1)))
+
+
+def layer_norm(x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
+    """``Backend.layer_norm`` of the rows of ``x`` ``(M, K)``: ``(y, mean, r)``; ``x̂`` lives
+    only in a block-sized temporary. The row sums are BLAS products with a vector of ones
+    (``matmul``, ``vecdot``: several times faster than NumPy's reduction over short rows), so
+    the results equal the standard path's within rounding, not bit for bit."""
+    if any(a is not None and a.dtype != x.dtype for a in (w, b)):
+        return layer_norm_standard(np, x, eps, w, b)  # (rare) the standard path
+    x = np.ascontiguousarray(x)
+    n, k = x.shape
+    mu = np.empty((n, 1), dtype=x.dtype)
+    r = np.empty((n, 1), dtype=x.dtype)
+    y = np.empty(x.shape, dtype=x.dtype)
+    step = _rows(n, k)
+    t = np.empty((step, k), dtype=x.dtype)
+    ones = np.ones((k, 1), dtype=x.dtype)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        xb, mb, rb, tb, yb = x[i:j], mu[i:j], r[i:j], t[:j - i], y[i:j]
+        np.matmul(xb, ones, out=mb)
+        mb /= k
+        np.subtract(xb, mb, out=tb)  # d = x - mean
+        var = np.vecdot(tb, tb)[:, None]
+        var /= k
+        var += eps
+        np.sqrt(var, out=var)
+        np.divide(1.0, var, out=rb)  # r = 1/sqrt(var + eps)
+        if w is not None:
+            tb *= rb  # x̂ = d·r
+            np.multiply(tb, w, out=yb)
+            if b is not None:
+                yb += b
+        elif b is not None:
+            tb *= rb
+            np.add(tb, b, out=yb)
+        else:
+            np.multiply(tb, rb, out=yb)
+    return y, mu, r
+
+
+def layer_norm_grad(g: Any, x: Any, mu: Any, r: Any, w: Any, sums: tuple[bool, bool]
+                    ) -> tuple[Any, Any, Any]:
+    """``Backend.layer_norm_grad``: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``, ``ĝ = ḡ·w``, ``x̂ =
+    (x - mean)·r`` recomputed a block at a time, and the column sums of ``ḡ x̂`` and ``ḡ``
+    asked for, from one read of ``ḡ`` and ``x`` (the sums as BLAS products with ones: equal
+    to the standard path's within rounding)."""
+    dt = x.dtype
+    if g.shape != x.shape or g.dtype != dt or (w is not None and w.dtype != dt):
+        return layer_norm_grad_standard(np, g, x, mu, r, w, sums)  # (rare) the standard path
+    g = np.ascontiguousarray(g)
+    x = np.ascontiguousarray(x)
+    n, k = x.shape
+    out = np.empty(x.shape, dtype=dt)
+    gw = np.zeros(k, dtype=dt) if sums[0] else None
+    gb = np.zeros(k, dtype=dt) if sums[1] else None
+    step = _rows(n, k)
+    a, c, h = (np.empty((step, k), dtype=dt) for _ in range(3))
+    ones_k = np.ones((k, 1), dtype=dt)
+    ones_n = np.ones((1, step), dtype=dt)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        gblk, ab, cb, hb, on, rb = g[i:j], a[:j - i], c[:j - i], h[:j - i], ones_n[:, :j - i], r[i:j]
+        np.subtract(x[i:j], mu[i:j], out=hb)  # d = x - mean (x̂ = d·r, never formed)
+        if gw is not None:  # Σ ḡ x̂ = rᵀ (ḡ d)
+            np.multiply(gblk, hb, out=cb)
+            gw += np.matmul(rb.T, cb)[0]
+        if gb is not None:
+            gb += np.matmul(on, gblk)[0]
+        if w is not None:
+            np.multiply(gblk, w, out=ab)  # ĝ
+            gh = ab
+        else:
+            gh = gblk
+        m1 = np.matmul(gh, ones_k)
+        m1 /= k
+        # r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) = r (ĝ - mean(ĝ)) - d·r³ mean(ĝ d)
+        b3 = np.vecdot(gh, hb)[:, None]
+        b3 /= k
+        b3 *= rb
+        b3 *= rb
+        b3 *= rb
+        np.subtract(gh, m1, out=ab)
+        ab *= rb
+        hb *= b3
+        np.subtract(ab, hb, out=out[i:j])
+    return out, gw, gb

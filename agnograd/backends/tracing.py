@@ -465,6 +465,9 @@ def tracing_backend(b: Backend) -> TracingBackend:
             windows=_fast_recorder(b._windows_fast, "windows"),
             fold=_fast_recorder(b._fold_fast, "fold"),
             scatter_add_rows=_fast_recorder(b._rows_fast, "scatter_add_rows"),
+            gelu=_fast_recorder(b._gelu_fast, "gelu"),
+            layer_norm=_fast_recorder(b._ln_fast, "layer_norm"),
+            layer_norm_grad=_fast_recorder(b._ln_grad_fast, "layer_norm_grad"),
             from_host=_recorder(b.from_host, "from_host"),
             on_host=b._on_host,
             # the library's own special functions, recorded like the namespace's (so the replay

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import struct
+import weakref
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
@@ -20,8 +21,10 @@ from agnograd.backends import batching as _batching
 from .. import random as _random
 from .._ops._common import higher as _higher
 from .._ops._common import lift_to as _lift_to
+from .._ops.special import _approx_erf
+from .._ops.special import _forward as _special_forward
 from ..autograd import record as _record
-from ..autograd.forward import defjvp
+from ..autograd.forward import defjvp, elementwise
 from ..autograd.node import OUT
 from ..backends.host import HostRNG, host_rng
 from ..capture import _state as _capture
@@ -103,17 +106,36 @@ def silu(x: ag.Tensor) -> ag.Tensor:
 def gelu(x: ag.Tensor, approximate: Literal["none", "tanh"] = "none") -> ag.Tensor:
     """The Gaussian error linear unit ``x Φ(x)``.
 
-    ``approximate="none"`` evaluates ``Φ(x) = (1 + erf(x/√2))/2`` with :func:`agnograd.special.erf`
-    (the backend's own erf where it has one, else a standard-op approximation); ``"tanh"`` uses the usual
-    ``0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))``.
+    ``approximate="none"`` evaluates ``Φ(x) = (1 + erf(x/√2))/2`` with the backend's erf
+    (:func:`agnograd.special.erf`: SciPy's, or in float32 on NumPy Eigen's rational
+    approximation; else a standard-op approximation); ``"tanh"`` uses the usual
+    ``0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))``. One node for a real floating input
+    (:meth:`agnograd.Backend.gelu`: NumPy evaluates it in place, a block at a time). When a
+    gradient is recorded the forward also computes the analytic derivative ``Φ(x) + x φ(x)``
+    (``φ`` the normal density; for ``"tanh"`` that of its formula) from the ``Φ(x)`` (the
+    ``tanh``) it just computed, while its block is in cache; the rule is then ``ḡ·gelu'(x)``.
     """
     x = _t(x)
-    if approximate == "tanh":
-        c = math.sqrt(2.0 / math.pi)
-        return 0.5 * x * (1.0 + ag.tanh(c * (x + 0.044715 * x * x * x)))
-    if approximate != "none":
+    if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-    return 0.5 * x * (1.0 + ag.special.erf(x * (1.0 / math.sqrt(2.0))))
+    b = x._backend
+    if x.dtype.kind != "f":  # integers (promoted) and complex: the composition
+        return cast(ag.Tensor, b.gelu(ag, x, approximate, ag.special.erf, False)[0])
+    y, d = b.gelu(b.xp, x.data, approximate,
+                  lambda z: _special_forward(b, "erf", _approx_erf, z),  # the raw erf
+                  x.requires_grad and ag.is_grad_enabled())
+    return _record("gelu", y, b, (x,), (_gelu_x,), (x, d), params=(approximate, b))
+
+
+def _gelu_x(xp: Any, g: Any, x: Any, d: Any, approximate: str, b: Any) -> Any:
+    """``ḡ·gelu'(x)``, the derivative from the forward (recomputed from ``x`` under
+    ``create_graph``: the rule's result must be differentiable in ``x``)."""
+    if isinstance(x, ag.Tensor):
+        d = b.gelu(xp, x, approximate, ag.special.erf, True)[1]
+    return g * d
+
+
+elementwise(_gelu_x)  # its JVP rule, derived (agnograd.autograd.forward)
 
 
 def log_softmax(x: ag.Tensor, axis: int = -1) -> ag.Tensor:
@@ -1038,7 +1060,14 @@ def layer_norm(input: ag.Tensor, normalized_shape: int | Sequence[int], weight: 
                bias: Any = None, eps: float = 1e-5) -> ag.Tensor:
     """Normalise over the last ``len(normalized_shape)`` axes (which must equal
     ``normalized_shape``): ``(x - mean) / sqrt(var + eps) · weight + bias``, with the biased
-    variance, as in PyTorch."""
+    variance, as in PyTorch.
+
+    One node for a real floating input (weight and bias in its dtype): the forward keeps the
+    rows' mean and ``r = 1/sqrt(var + eps)`` (``x̂ = (x - mean)·r`` is recomputed from ``x``:
+    no array of the input's size is saved), and the rules are the analytic
+    ``x̄ = r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))`` with ``ĝ = ḡ·weight``, ``weight̄ = Σ ḡ x̂`` and
+    ``bias̄ = Σ ḡ`` over the leading axes (under ``create_graph`` the mean and ``r`` are
+    recomputed from ``x``, so every order of derivative is right)."""
     x = _t(input)
     shape = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(
         int(n) for n in normalized_shape)
@@ -1047,18 +1076,122 @@ def layer_norm(input: ag.Tensor, normalized_shape: int | Sequence[int], weight: 
         raise ValueError(f"layer_norm: normalized_shape {shape} must be the last axes of the "
                          f"input, whose shape is {x.shape}")
     axes = tuple(range(x.ndim - k, x.ndim))
-    mu = ag.mean(x, axis=axes, keepdims=True)
-    d = x - mu
-    var = ag.mean(d * d, axis=axes, keepdims=True)
-    y = d / ag.sqrt(var + eps)
+    ps: list[ag.Tensor | None] = []
     for name, p in (("weight", weight), ("bias", bias)):
         if p is None:
+            ps.append(None)
             continue
         pt = _float_like(p, x, "layer_norm", name)
         if pt.shape != shape:
             raise ValueError(f"layer_norm: {name} must have shape {shape}, not {pt.shape}")
-        y = y * pt if name == "weight" else y + pt
-    return y
+        ps.append(pt)
+    w, bt = ps
+    if x.dtype.kind != "f":  # complex: composed of standard ops
+        mu = ag.mean(x, axis=axes, keepdims=True)
+        d = x - mu
+        y = d / ag.sqrt(ag.mean(d * d, axis=axes, keepdims=True) + eps)
+        y = y if w is None else y * w
+        return y if bt is None else y + bt
+    b = x._backend
+    xp = b.xp
+    m = math.prod(shape)
+    raw = [None if p is None else xp.reshape(p.data, (m,)) for p in ps]
+    y, mu, r = b.layer_norm(xp, xp.reshape(x.data, (-1, m)), eps, raw[0], raw[1])
+    inputs: tuple[Any, ...] = (x,) + tuple(p for p in ps if p is not None)
+    rules = (_ln_x,) + tuple(rule for p, rule in zip(ps, (_ln_w, _ln_b)) if p is not None)
+    return _record("layer_norm", xp.reshape(y, x.shape), b, inputs, rules, (x, mu, r, w),
+                   params=(shape, eps, b, bt is not None, _LNSums()))
+
+
+class _LNSums:
+    """The weight's and bias's cotangents that :func:`_ln_x`'s one pass over ``ḡ`` and ``x̂``
+    computed beside the input's, kept for the rules of ``w`` and ``b``, which the walk runs
+    next with the same ``ḡ``: ``(weakref to ḡ, Σ ḡ x̂, Σ ḡ)``, each taken once. Only column
+    sums are kept (no reference to ``ḡ``), and a rule uses them only for the very ``ḡ`` they
+    came from -- otherwise (a walk that skipped ``x``, ``create_graph``) it computes its own."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self) -> None:
+        self.entry: tuple[Any, Any, Any] | None = None
+
+    def __repr__(self) -> str:
+        return "_LNSums()"
+
+    def take(self, g: Any, k: int) -> Any:
+        e = self.entry
+        if e is None or e[k] is None or e[0]() is not g:
+            return None
+        rest = (e[0], None if k == 1 else e[1], None if k == 2 else e[2])
+        self.entry = rest if rest[1] is not None or rest[2] is not None else None
+        return e[k]
+
+
+# The rules see the rows (M, K) of x, and the mean and r of the forward (recomputed from x under
+# create_graph, through the standard path on Tensors, so that every order is right); x̂ = (x -
+# mean)·r is recomputed where needed (the same operations as the forward's: the same bits).
+
+
+def _ln_rows(xp: Any, g: Any, x: Any, mu: Any, r: Any, shape: tuple[int, ...], eps: float,
+             b: Any) -> tuple[Any, Any, Any, Any, int]:
+    m = math.prod(shape)
+    x2 = xp.reshape(x, (-1, m))
+    if isinstance(x, ag.Tensor):
+        _, mu, r = b.layer_norm(xp, x2, eps, None, None)
+    return xp.reshape(g, (-1, m)), x2, mu, r, m
+
+
+def _ln_x(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any, shape: tuple[int, ...],
+          eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
+    g2, x2, mu, r, m = _ln_rows(xp, g, x, mu, r, shape, eps, b)
+    w2 = None if w is None else xp.reshape(w, (m,))
+    key = None
+    if not isinstance(g, ag.Tensor):
+        try:
+            key = weakref.ref(g)
+        except TypeError:  # an array type without weak references: no sums kept
+            pass
+    want = (key is not None and w is not None, key is not None and has_b)
+    dx, gw, gb = b.layer_norm_grad(xp, g2, x2, mu, r, w2, want)
+    if gw is not None or gb is not None:
+        sums.entry = (key, gw, gb)
+    return xp.reshape(dx, x.shape)
+
+
+def _ln_w(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any, shape: tuple[int, ...],
+          eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
+    gw = sums.take(g, 1)
+    if gw is None:
+        g2, x2, mu, r, _ = _ln_rows(xp, g, x, mu, r, shape, eps, b)
+        gw = xp.sum(g2 * ((x2 - mu) * r), axis=0)
+    return xp.reshape(gw, shape)
+
+
+def _ln_b(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any, shape: tuple[int, ...],
+          eps: float, b: Any, has_b: bool, sums: _LNSums) -> Any:
+    gb = sums.take(g, 2)
+    if gb is None:
+        gb = xp.sum(xp.reshape(g, (-1, math.prod(shape))), axis=0)
+    return xp.reshape(gb, shape)
+
+
+def _ln_x_jvp(xp: Any, v: Any, y: Any, x: Any, mu: Any, r: Any, w: Any,
+              shape: tuple[int, ...], eps: float, b: Any, *_: Any) -> Any:
+    # x̂'s Jacobian r (I - 11ᵀ/n - x̂x̂ᵀ/n) is symmetric: the VJP rule's map, then the weight
+    m = math.prod(shape)
+    p = b.layer_norm_grad(xp, xp.reshape(v, (-1, m)), xp.reshape(x, (-1, m)), mu, r, None)[0]
+    return xp.reshape(p if w is None else p * xp.reshape(w, (m,)), y.shape)
+
+
+def _ln_w_jvp(xp: Any, v: Any, y: Any, x: Any, mu: Any, r: Any, w: Any,
+              shape: tuple[int, ...], *_: Any) -> Any:
+    m = math.prod(shape)
+    return xp.reshape(((xp.reshape(x, (-1, m)) - mu) * r) * xp.reshape(v, (m,)), y.shape)
+
+
+defjvp(_ln_x, _ln_x_jvp)
+defjvp(_ln_w, _ln_w_jvp)
+defjvp(_ln_b, lambda xp, v, *_: v)
 
 
 def embedding(input: Any, weight: ag.Tensor, padding_idx: int | None = None) -> ag.Tensor:
