@@ -470,9 +470,14 @@ from .test_forward_mode import _direction, _host_inputs, _rdot, _real_loss, _see
 
 SECOND = [(op, shapes) for op, shapes in cases_of(OPS) if op.order >= 2]
 SECOND_IDS = [f"{op.name}-{'x'.join(str(s) for s in shapes) or 'scalar'}" for op, shapes in SECOND]
+# the second-order sweeps: NumPy on every run; array_api_strict (the first-order sweep proves the
+# JVP rules standard there) with `-m slow`, to keep the default suite within its time
+SECOND_ORDER_BACKENDS = [p for p in CPU_BACKENDS if p.values[0] == "numpy"] + [
+    pytest.param(p.values[0], marks=[*p.marks, pytest.mark.slow], id=p.id)
+    for p in CPU_BACKENDS if p.values[0] != "numpy"]
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", SECOND_ORDER_BACKENDS)
 @pytest.mark.parametrize(("op", "shapes"), SECOND, ids=SECOND_IDS)
 def test_jvp_of_jvp_matches_the_hessian_vector_product(op, shapes, backend, monkeypatch):
     """⟨u, H v⟩ by two nested jvps (each JVP rule run on Tensors that carry the outer

@@ -495,22 +495,25 @@ class ReplayMachine(RuleBasedStateMachine):
             self.pair.check()
 
 
-_SETTINGS = settings(max_examples=25, stateful_step_count=20, deadline=None,
-                     suppress_health_check=list(HealthCheck))
+def _settings(runs):
+    return settings(max_examples=runs, stateful_step_count=20, deadline=None,
+                    suppress_health_check=list(HealthCheck))
 
 
 def _machine(backend, mode):
     return type(f"Replay_{backend}_{mode}", (ReplayMachine,), {"backend": backend, "mode": mode})
 
 
+# 10 runs of 20 steps per backend and front end on every CI run; 50 with `-m slow`
+@pytest.mark.parametrize("runs", [10, pytest.param(50, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", CPU_BACKENDS + GPU_BACKENDS + _params(("torch",)))
-def test_property_replays_equal_eager_under_random_world_changes(backend, mode):
+def test_property_replays_equal_eager_under_random_world_changes(backend, mode, runs):
     from hypothesis.stateful import run_state_machine_as_test
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        run_state_machine_as_test(_machine(backend, mode), settings=_SETTINGS)
+        run_state_machine_as_test(_machine(backend, mode), settings=_settings(runs))
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1177,16 +1177,18 @@ def _ln_b(xp: Any, g: Any, x: Any, mu: Any, r: Any, w: Any, shape: tuple[int, ..
 
 def _ln_x_jvp(xp: Any, v: Any, y: Any, x: Any, mu: Any, r: Any, w: Any,
               shape: tuple[int, ...], eps: float, b: Any, *_: Any) -> Any:
-    # x̂'s Jacobian r (I - 11ᵀ/n - x̂x̂ᵀ/n) is symmetric: the VJP rule's map, then the weight
-    m = math.prod(shape)
-    p = b.layer_norm_grad(xp, xp.reshape(v, (-1, m)), xp.reshape(x, (-1, m)), mu, r, None)[0]
+    # x̂'s Jacobian r (I - 11ᵀ/n - x̂x̂ᵀ/n) is symmetric: the VJP rule's map, then the weight.
+    # (Run on Tensors -- nested forward mode -- mean and r are recomputed from x, so that the
+    # outer level differentiates them too, as the VJP rule does under create_graph.)
+    v2, x2, mu, r, m = _ln_rows(xp, v, x, mu, r, shape, eps, b)
+    p = b.layer_norm_grad(xp, v2, x2, mu, r, None)[0]
     return xp.reshape(p if w is None else p * xp.reshape(w, (m,)), y.shape)
 
 
 def _ln_w_jvp(xp: Any, v: Any, y: Any, x: Any, mu: Any, r: Any, w: Any,
-              shape: tuple[int, ...], *_: Any) -> Any:
-    m = math.prod(shape)
-    return xp.reshape(((xp.reshape(x, (-1, m)) - mu) * r) * xp.reshape(v, (m,)), y.shape)
+              shape: tuple[int, ...], eps: float, b: Any, *_: Any) -> Any:
+    _, x2, mu, r, m = _ln_rows(xp, x, x, mu, r, shape, eps, b)
+    return xp.reshape(((x2 - mu) * r) * xp.reshape(v, (m,)), y.shape)
 
 
 defjvp(_ln_x, _ln_x_jvp)
