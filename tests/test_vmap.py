@@ -594,3 +594,36 @@ def test_operands_of_two_levels_in_either_order():
     batched = ag.vmap(lambda x, w: ag.sum(ag.sin(w) * ag.sum(x)), in_axes=(0, None))
     f = lambda w: batched(ag.tensor(b), w)  # noqa: E731
     np.testing.assert_allclose(_np(ag.jacfwd(f)(w)), _np(ag.jacrev(f)(w)), rtol=1e-12)
+
+
+def test_an_ensemble_trained_through_vmap_equals_its_models_trained_apart():
+    """torch.func's ensembling: the models' parameters stacked, one vmap over them, backward()
+    outside and one Adam over the stacks = each model trained by its own Adam."""
+    nn = ag.nn
+    models = [nn.Sequential(nn.Linear(4, 8, seed=i), nn.Tanh(), nn.Linear(8, 3, seed=10 + i))
+              .astype(ag.float64) for i in range(3)]
+    base = models[0]
+    names = [k for k, _ in base.named_parameters()]
+    stacked = {k: ag.tensor(np.stack([_np(dict(m.named_parameters())[k].detach())
+                                      for m in models]), requires_grad=True) for k in names}
+    rng = np.random.default_rng(13)
+    x = ag.tensor(rng.standard_normal((6, 4)))
+    y = ag.tensor(np.array([0, 1, 2, 0, 1, 2]))
+
+    def loss(p, x, y):
+        return ag.nn.functional.cross_entropy(ag.nn.functional_call(base, p, x), y)
+
+    opt = ag.optim.Adam(list(stacked.values()), lr=0.05)
+    apart = [ag.optim.Adam(m.parameters(), lr=0.05) for m in models]
+    for _ in range(3):
+        opt.zero_grad()
+        ag.sum(ag.vmap(loss, in_axes=(0, None, None))(stacked, x, y)).backward()
+        opt.step()
+        for m, o in zip(models, apart):
+            o.zero_grad()
+            ag.nn.functional.cross_entropy(m(x), y).backward()
+            o.step()
+    for k in names:
+        for i, m in enumerate(models):
+            np.testing.assert_allclose(_np(stacked[k].detach())[i],
+                                       _np(dict(m.named_parameters())[k].detach()), rtol=1e-12)
