@@ -28,6 +28,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from ._ops.statistics import sum as _sum
 from ._tensor import Tensor
 from .autograd import grad_mode, record
 from .autograd.forward import defjvp
@@ -46,7 +47,10 @@ _wrap = Tensor._wrap
 
 
 def _enter_back(xp: Any, g: Any, axis: int, n: int, bb: BatchingBackend) -> Any:
-    """Enter's VJP: the cotangent's batch axis back to ``axis`` (broadcast if unbatched)."""
+    """Enter's VJP: the cotangent's batch axis back to ``axis`` (broadcast if unbatched). Under
+    ``create_graph`` (``g`` a Tensor) it is recorded: leave is enter's transpose."""
+    if type(g) is Tensor:
+        return _leave(g if g._backend is bb else lift(g, bb), axis, n, bb)
     return _physical(g, axis, n, bb)
 
 
@@ -58,7 +62,10 @@ defjvp(_enter_back, _enter_jvp)
 
 
 def _leave_back(xp: Any, g: Any, axis: int, n: int, bb: BatchingBackend) -> Any:
-    """Leave's VJP: the cotangent's ``axis`` becomes the batch axis again."""
+    """Leave's VJP: the cotangent's ``axis`` becomes the batch axis again (under
+    ``create_graph``, recorded: enter is leave's transpose)."""
+    if type(g) is Tensor:
+        return _enter(g, axis, n, bb)
     return bb.atype(bb.bx.moveaxis(g, axis, 0))
 
 
@@ -74,6 +81,8 @@ def _lift_back(xp: Any, g: Any, to: Backend, sizes: tuple[int | None, ...]) -> A
     (the transpose of using one value for every example); a cotangent shared by the examples
     counts once per example."""
     d = _b.depth_of(to)
+    if type(g) is Tensor:  # create_graph: the same sums, recorded
+        return _lift_back_recorded(g, d, sizes)
     while isinstance(g, _b.LevelArray) and g._bb.depth > d:
         if isinstance(g, _b.BatchedArray):
             g = g._bb.bx.sum(g._v, axis=0)
@@ -85,6 +94,23 @@ def _lift_back(xp: Any, g: Any, to: Backend, sizes: tuple[int | None, ...]) -> A
                             "unknown; differentiate while the vmap call runs (grad of a "
                             "function that calls vmap)")
         g = g._v * n
+    return g
+
+
+def _lift_back_recorded(g: Tensor, d: int, sizes: tuple[int | None, ...]) -> Tensor:
+    """:func:`_lift_back` on a Tensor cotangent, with differentiable ops (``create_graph``)."""
+    while isinstance(g._backend, BatchingBackend) and g._backend.depth > d:
+        lvl = g._backend
+        if type(g.data) is lvl.atype:
+            g = _sum(_leave(g, 0, int(g.data._v.shape[0]), lvl), axis=0)
+            continue
+        k = lvl.depth - d - 1
+        n = sizes[k] if k < len(sizes) else None
+        if n is None:
+            raise VmapError("ag.vmap: a gradient shared by every example reached a tensor from "
+                            "outside vmap after the vmap call returned, with the batch size "
+                            "unknown; differentiate while the vmap call runs")
+        g = unlift(g, lvl.base) * n
     return g
 
 

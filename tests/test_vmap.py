@@ -483,6 +483,10 @@ def _wrapped(kind, f):
         return ag.jit(f)
     if kind == "vmap":  # an inner vmap over the example's first axis
         return lambda x: ag.vmap(f)(x) if x.ndim else f(x)
+    if kind == "grad-of-vmap":  # a gradient through an inner vmap's crossings
+        return ag.grad(lambda x: ag.sum(ag.vmap(f)(x) ** 2) if x.ndim else ag.sum(f(x) ** 2))
+    if kind == "grad-of-grad":  # second order: rules recorded (create_graph)
+        return ag.grad(lambda x: ag.sum(ag.grad(lambda z: ag.sum(f(z) ** 2))(x) ** 2))
     return f
 
 
@@ -493,7 +497,8 @@ def test_property_vmap_of_any_program_equals_the_loop(data):
     shape = tuple(data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=2), label="shape"))
     names = data.draw(st.lists(st.sampled_from(sorted(_STEPS)), min_size=1, max_size=3),
                       label="program")
-    kind = data.draw(st.sampled_from(["none", "grad", "jvp", "vjp", "jit", "vmap"]), label="transform")
+    kind = data.draw(st.sampled_from(["none", "grad", "jvp", "vjp", "jit", "vmap", "grad-of-vmap",
+                                      "grad-of-grad"]), label="transform")
     backend = data.draw(st.sampled_from(["numpy", "array_api_strict"]), label="backend")
     axis = data.draw(st.integers(-len(shape) - 1, len(shape)), label="in_axis")
 
@@ -627,3 +632,23 @@ def test_an_ensemble_trained_through_vmap_equals_its_models_trained_apart():
         for i, m in enumerate(models):
             np.testing.assert_allclose(_np(stacked[k].detach())[i],
                                        _np(dict(m.named_parameters())[k].detach()), rtol=1e-12)
+
+
+def test_second_order_reverse_through_vmap_crossings():
+    """grad of grad and the Hessian of a function that calls vmap: the crossings' VJP rules run
+    on Tensors (create_graph) -- leave is enter's transpose, the lift's sum is recorded."""
+    rng = np.random.default_rng(14)
+    X = ag.tensor(rng.standard_normal((3, 4)))
+    w = ag.tensor(rng.standard_normal(4))
+    H = ag.hessian(lambda a: ag.sum(ag.vmap(lambda r: ag.sum(ag.sin(r) * r))(a)))(X)
+    Hl = ag.hessian(lambda a: sum(ag.sum(ag.sin(a[i]) * a[i]) for i in range(3)))(X)
+    np.testing.assert_allclose(_np(H), _np(Hl), rtol=1e-12, atol=1e-14)
+    f = lambda w: ag.sum(ag.vmap(lambda r: ag.sum(ag.tanh(r * w)) ** 2)(X))  # noqa: E731
+    fl = lambda w: sum(ag.sum(ag.tanh(X[i] * w)) ** 2 for i in range(3))  # noqa: E731
+    gg = ag.grad(lambda w: ag.sum(ag.grad(f)(w) ** 2))(w)
+    ggl = ag.grad(lambda w: ag.sum(ag.grad(fl)(w) ** 2))(w)
+    np.testing.assert_allclose(_np(gg), _np(ggl), rtol=1e-12)
+    p = ag.tensor(w.data, requires_grad=True)  # backward(create_graph=True) then again
+    (g,) = ag.vjp(lambda v: f(v), p)[1](ag.tensor(1.0))
+    ag.sum(g * g).backward()
+    np.testing.assert_allclose(_np(p.grad), _np(ggl), rtol=1e-12)
