@@ -971,10 +971,11 @@ def jacfwd(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[
     """``f`` -> its Jacobian by forward mode (``jax.jacfwd``): one :func:`jvp` ``vmap``-ed over
     the unit tangents of every input element, so ``f`` runs once with a batch of tangents;
     where that cannot be batched (and for complex inputs: two per element), one ``jvp`` per
-    input element. The result has the shape
-    ``f(x).shape + x.shape``, pytrees and complex values as :func:`jacobian` (a complex output
-    of real inputs gives the complex ``∂y/∂x``; a real output of complex inputs the rows
-    ``∂/∂Re + i·∂/∂Im``; complex of complex is refused).
+    input element. The result has the shape ``f(x).shape + x.shape``, pytrees and complex
+    values as :func:`jacobian` (a complex output of real inputs gives the complex ``∂y/∂x``; a
+    real output of complex inputs the rows ``∂/∂Re + i·∂/∂Im``; complex of complex is refused).
+    A function that draws random numbers gets the Jacobian at its one draw (batched: ``f`` runs
+    once); the one-``jvp``-per-element loop refuses it, as ``torch.func.jacfwd`` does.
 
     When the Jacobian must carry a graph (an input requires grad, or an outer transform
     differentiates ``f``'s result), it is taken in reverse mode, whose results keep theirs."""
