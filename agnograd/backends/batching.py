@@ -70,6 +70,23 @@ class LevelArray:
     def __init__(self, v: Any) -> None:
         self._v = v
 
+    # what both kinds read the same way (shapes differ: a batched one hides its leading axis)
+
+    @property
+    def dtype(self) -> Any:
+        return self._v.dtype
+
+    @property
+    def device(self) -> Any:
+        return self._bb.base.device_of(self._v)
+
+    def to_device(self, device: Any, /, stream: Any = None) -> Any:
+        return type(self)(self._bb.base.to_device(self._v, device))
+
+    def __iter__(self) -> Any:
+        for i in range(len(self)):  # type: ignore[arg-type]
+            yield self[i]  # type: ignore[index]
+
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
         return self._bb.xp
 
@@ -107,14 +124,6 @@ class BatchedArray(LevelArray):
         return n
 
     @property
-    def dtype(self) -> Any:
-        return self._v.dtype
-
-    @property
-    def device(self) -> Any:
-        return self._bb.base.device_of(self._v)
-
-    @property
     def T(self) -> Any:
         if self.ndim != 2:
             raise ValueError(f".T needs a 2-d array, not per-example shape {self.shape}; use "
@@ -129,13 +138,6 @@ class BatchedArray(LevelArray):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d array")
         return int(self._v.shape[1])
-
-    def __iter__(self) -> Any:
-        for i in range(len(self)):
-            yield self[i]
-
-    def to_device(self, device: Any, /, stream: Any = None) -> Any:
-        return type(self)(self._bb.base.to_device(self._v, device))
 
     def __getitem__(self, key: Any) -> Any:
         bb = self._bb
@@ -189,14 +191,6 @@ class SharedArray(LevelArray):
         return self._v.size
 
     @property
-    def dtype(self) -> Any:
-        return self._v.dtype
-
-    @property
-    def device(self) -> Any:
-        return self._bb.base.device_of(self._v)
-
-    @property
     def T(self) -> Any:
         return type(self)(self._v.T)
 
@@ -206,13 +200,6 @@ class SharedArray(LevelArray):
 
     def __len__(self) -> int:
         return len(self._v)
-
-    def __iter__(self) -> Any:
-        for i in range(len(self)):
-            yield self[i]
-
-    def to_device(self, device: Any, /, stream: Any = None) -> Any:
-        return type(self)(self._bb.base.to_device(self._v, device))
 
     def _promote(self, n: int) -> None:
         """Become batched: ``n`` copies of the value (in place: every holder sees the batch)."""
