@@ -221,14 +221,6 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
 
     def recompute(g: Any, saved: tuple[Any, ...]) -> list[Any]:
         create = type(g[0] if type(g) is tuple else g) is Tensor
-        g0 = g[0] if type(g) is tuple else g
-        if outside_keys and _batching.level_of(g0.data if create else g0, backend) is not backend:
-            # a batched backward (vmap of a pullback, jacrev's rows): the gradients of tensors
-            # the function reads by closure would be summed over the batch on their way back
-            raise _batching.VmapError(
-                f"ag.vmap: checkpoint({name}) reads {len(outside_keys)} tensor(s) by closure, "
-                "and a batched backward cannot recompute it per example; pass them as "
-                "arguments of the checkpointed function")
         for cell, count in cells:
             if cell[0] != count:
                 raise RuntimeError(
@@ -242,74 +234,88 @@ def checkpoint(fn: Callable[..., Any], *args: Any) -> Any:
             if k == 0:
                 if create:  # the argument itself, attached to the graph: differentiable again
                     t = a
-                else:  # (a batched backward -- jacrev -- hands them as its level's values)
-                    t = Tensor._wrap(a, _batching.level_of(a, backend))
+                else:
+                    # (a batched backward -- vmap of a pullback, jacrev's rows -- hands the saved
+                    # arrays as its level's shared values: the recomputation runs unbatched, as
+                    # the forward did, and its own walk takes the batched cotangent node by node,
+                    # so closure reads get per-example gradients, not their sum)
+                    t = Tensor._wrap(_batching.unshared(a, backend), backend)
                     t._requires_grad = True
                 inputs.append(t)
                 arg_keys.append(read_key(t))
             elif k == 1:
                 inputs.append(a if type(a) is Tensor else Tensor._wrap(
-                    a, _batching.level_of(a, backend)))
+                    _batching.unshared(a, backend), backend))
                 arg_keys.append(None)
             else:
                 inputs.append(a.data if create and type(a) is Tensor else a)
                 arg_keys.append(None)
         replay = _Draws(name, tape.values)
         begin = creation_mark()
-        with enable_grad():
-            with _using(replay), _restored(tape.generators):
-                y = fn(*inputs)
-            replay.finish()
-            ys, spec2 = tree_flatten(y)
-            if spec2 != spec or any(
-                    type(ys[j]) is not Tensor or not ys[j]._requires_grad
-                    or ys[j].shape != out_shapes[m] for m, j in enumerate(picks)):
-                raise RuntimeError(f"checkpoint({name}): recomputing the function gave outputs of "
-                                   "another structure, shape or differentiability than its "
-                                   "forward pass; it must be a function of its inputs")
-            ys = [ys[j] for j in picks]
-            reached = outside_reads(ys, begin)
-            own = {key for key in arg_keys if key is not None}
-            extra = [key for key in reached if key not in own and key not in outside_set]
-            missing = [key for key in outside_keys if key not in reached]
-            if extra or missing:
-                raise RuntimeError(
-                    f"checkpoint({name}): recomputing the function read {len(extra)} Tensor(s) "
-                    f"that need grad which its forward pass did not, and not {len(missing)} that "
-                    "it did; a checkpointed function must read the same Tensors every time it "
-                    "runs (no state that changes between the forward pass and backward)")
-            # Targets: each argument's leaf, then each Tensor read from outside (by key; a key
-            # met twice -- under create_graph an argument also read by closure -- gets its
-            # whole gradient on its first edge).
-            targets: list[Tensor] = []
-            index: dict[Any, int] = {}
-            slot: list[int | None] = []
-            for t, k in zip(inputs, kinds):
-                if k != 0:
-                    slot.append(None)
-                    continue
-                key = read_key(t)
-                if key in index:
-                    slot.append(None)
-                else:
+        # Tensors read by closure were leaves that required grad when the forward ran; a
+        # transform that has returned since (vjp's pullback called later) may have released
+        # them: they require grad again while the recomputation records its graph.
+        released = [e for key, e in outside if type(key) is int and not e._requires_grad]
+        for e in released:
+            e._requires_grad = True
+        try:
+            with enable_grad():
+                with _using(replay), _restored(tape.generators):
+                    y = fn(*inputs)
+                replay.finish()
+                ys, spec2 = tree_flatten(y)
+                if spec2 != spec or any(
+                        type(ys[j]) is not Tensor or not ys[j]._requires_grad
+                        or ys[j].shape != out_shapes[m] for m, j in enumerate(picks)):
+                    raise RuntimeError(f"checkpoint({name}): recomputing the function gave outputs of "
+                                       "another structure, shape or differentiability than its "
+                                       "forward pass; it must be a function of its inputs")
+                ys = [ys[j] for j in picks]
+                reached = outside_reads(ys, begin)
+                own = {key for key in arg_keys if key is not None}
+                extra = [key for key in reached if key not in own and key not in outside_set]
+                missing = [key for key in outside_keys if key not in reached]
+                if extra or missing:
+                    raise RuntimeError(
+                        f"checkpoint({name}): recomputing the function read {len(extra)} Tensor(s) "
+                        f"that need grad which its forward pass did not, and not {len(missing)} that "
+                        "it did; a checkpointed function must read the same Tensors every time it "
+                        "runs (no state that changes between the forward pass and backward)")
+                # Targets: each argument's leaf, then each Tensor read from outside (by key; a key
+                # met twice -- under create_graph an argument also read by closure -- gets its
+                # whole gradient on its first edge).
+                targets: list[Tensor] = []
+                index: dict[Any, int] = {}
+                slot: list[int | None] = []
+                for t, k in zip(inputs, kinds):
+                    if k != 0:
+                        slot.append(None)
+                        continue
+                    key = read_key(t)
+                    if key in index:
+                        slot.append(None)
+                    else:
+                        index[key] = len(targets)
+                        slot.append(index[key])
+                        targets.append(t)
+                for key, e in outside:
+                    if key in index:
+                        slot.append(None)
+                        continue
                     index[key] = len(targets)
                     slot.append(index[key])
-                    targets.append(t)
-            for key, e in outside:
-                if key in index:
-                    slot.append(None)
-                    continue
-                index[key] = len(targets)
-                slot.append(index[key])
-                if type(key) is int:
-                    targets.append(e)
-                else:  # a handle on output k of an earlier node: only its position is read
-                    targets.append(Tensor._wrap(ys[0].data, backend, key[0], key[1]))
-            gs = list(g) if type(g) is tuple else [g]
-            root_grads = [gs[m] for m in range(len(picks))]
-            with _hooks_off(targets):
-                res = backward(ys, root_grads, retain_graph=create, create_graph=create,
-                               targets=targets) or []
+                    if type(key) is int:
+                        targets.append(e)
+                    else:  # a handle on output k of an earlier node: only its position is read
+                        targets.append(Tensor._wrap(ys[0].data, backend, key[0], key[1]))
+                gs = list(g) if type(g) is tuple else [g]
+                root_grads = [gs[m] for m in range(len(picks))]
+                with _hooks_off(targets):
+                    res = backward(ys, root_grads, retain_graph=create, create_graph=create,
+                                   targets=targets) or []
+        finally:
+            for e in released:
+                e._requires_grad = False
         out_g: list[Any] = []
         for s in slot:
             r = None if s is None else res[s]

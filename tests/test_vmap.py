@@ -652,3 +652,24 @@ def test_second_order_reverse_through_vmap_crossings():
     (g,) = ag.vjp(lambda v: f(v), p)[1](ag.tensor(1.0))
     ag.sum(g * g).backward()
     np.testing.assert_allclose(_np(p.grad), _np(ggl), rtol=1e-12)
+
+
+def test_batched_pullbacks_through_a_checkpoint_that_reads_a_closure():
+    """The recomputation of a checkpoint runs unbatched and its own walk takes the batched
+    cotangent: a tensor it reads by closure gets per-example gradients (vmap of a pullback,
+    jacrev's rows), not their sum -- and the pullback works after vjp has returned."""
+    rng = np.random.default_rng(15)
+    W = ag.tensor(rng.standard_normal((3, 3)))
+    x = ag.tensor(rng.standard_normal(3))
+    g = lambda w: ag.checkpoint(lambda h: ag.tanh(h @ w), x)  # noqa: E731
+    plain = lambda w: ag.tanh(x @ w)  # noqa: E731
+    want = _np(ag.jacrev(plain)(W))
+    _, pull = ag.vjp(g, W)
+    np.testing.assert_allclose(_np(ag.vmap(pull)(ag.eye(3, dtype=ag.float64))[0]), want,
+                               rtol=1e-12)
+    np.testing.assert_allclose(_np(ag.jacrev(g)(W)), want, rtol=1e-12)
+    u = ag.tensor(rng.standard_normal(3))
+    np.testing.assert_allclose(_np(pull(u)[0]), _np(ag.vjp(plain, W)[1](u)[0]), rtol=1e-12)
+    f = lambda w: ag.sum(g(w) ** 2)  # noqa: E731
+    np.testing.assert_allclose(_np(ag.hessian(f)(W)),
+                               _np(ag.hessian(lambda w: ag.sum(plain(w) ** 2))(W)), rtol=1e-10)

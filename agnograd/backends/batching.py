@@ -712,6 +712,15 @@ def settle(b: Backend, new: Any, what: str, shape: Any) -> Any:
     return new
 
 
+def unshared(a: Any, b: Backend) -> Any:
+    """``a`` as a value of backend ``b``: the shared arrays of levels above ``b`` unwrapped (a
+    batched one is left as it is)."""
+    d = depth_of(b)
+    while isinstance(a, SharedArray) and a._bb.depth > d:
+        a = a._v
+    return a
+
+
 def level_of(a: Any, b: Backend) -> Backend:
     """The backend of a raw value ``a`` meant for a tensor of backend ``b``: ``b``, or the
     ``vmap`` level above ``b`` that ``a`` belongs to (a batched cotangent reaching a rule of a
