@@ -361,9 +361,11 @@ class Backend:
         """``(gelu(x), gelu'(x))`` of a real floating ``x`` (the derivative ``None`` unless
         ``grad``), ``approximate`` ``"none"`` (``Φ(x) = erf(x/√2)·0.5 + 0.5``, ``erf`` the
         backend's raw erf) or ``"tanh"``. The standard path is a composition of standard
-        functions (it also runs on agnograd Tensors, ``xp`` the agnograd namespace); NumPy
-        computes the same operations in place, a block at a time, for float32 and for the tanh
-        form (its float64 erf is SciPy's, which dominates the cost)."""
+        functions (it also runs on agnograd Tensors, ``xp`` the agnograd namespace). NumPy
+        computes the tanh form's operations in place, a block at a time, and in float32 the
+        exact form as :func:`~agnograd.backends._fallbacks.gelu_float32_standard` (``Φ`` by
+        Abramowitz & Stegun 26.2.17, sharing its ``exp`` with the derivative; in float64 SciPy's
+        erf dominates the cost, and the composition stays)."""
         fast = self._gelu_fast
         if fast is not None and (approximate == "tanh" or x.dtype == xp.float32) and (
                 type(x) is self.array_type):

@@ -17,12 +17,13 @@ from . import Backend
 from ._fallbacks import (
     GELU_C,
     GELU_C3,
-    LOG_INV_SQRT_2PI,
-    SQRT1_2,
+    INV_SQRT_2PI,
+    PHI_B,
+    PHI_P,
     layer_norm_grad_standard,
     layer_norm_standard,
 )
-from .special import _PC, _QC, _SIXTEEN, scipy_special
+from .special import scipy_special
 
 __all__ = ["fold", "gelu", "layer_norm", "layer_norm_grad", "load", "owns", "private",
            "replay_fn", "scatter_add", "scatter_add_rows", "subtract_at_labels", "windows"]
@@ -173,25 +174,27 @@ def _flat(a: Any) -> Any:
     return np.ascontiguousarray(a).reshape(-1)
 
 
-_GELU_BLOCK = 1 << 15  # elements per block: its five temporaries and x, y, d stay in L2
-_PC_HALF = tuple(np.float32(c * 0.5) for c in _PC)
-_HALF = np.float32(0.5)
+_GELU_BLOCK = 1 << 15  # elements per block: its four temporaries and x, y, d stay in L2
+_F32 = np.float32
+_PHI_P, _PHI_B, _INV_SQRT_2PI = _F32(PHI_P), tuple(_F32(c) for c in PHI_B), _F32(INV_SQRT_2PI)
+_ONE, _MINUS_HALF, _MINUS_TWO, _ZERO = _F32(1.0), _F32(-0.5), _F32(-2.0), _F32(0.0)
 
 
 def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
-    """``Backend.gelu``: ``(gelu(x), gelu'(x) or None)``, for float32 (the exact form's erf is
-    :func:`~agnograd.backends.special.erf_float32`'s, inlined so that ``z² = x²/2`` serves the
-    derivative's ``exp`` too) or the tanh form of any floating dtype."""
+    """``Backend.gelu``: ``(gelu(x), gelu'(x) or None)``, for float32 (the exact form as
+    :func:`~agnograd.backends._fallbacks.gelu_float32_standard`: one ``exp`` for ``Φ`` and the
+    derivative, about 24 passes where an ``erf`` took 32) or the tanh form of any floating
+    dtype (:func:`~agnograd.backends._fallbacks.gelu_standard`'s), in place a block at a time."""
     y = np.empty(x.shape, dtype=x.dtype)
     d = np.empty(x.shape, dtype=x.dtype) if grad else None
     src, ys = _flat(x), y.reshape(-1)
     ds = None if d is None else d.reshape(-1)
     n = src.shape[0]
     m = max(1, min(n, _GELU_BLOCK))
-    z, s, t, p, q = (np.empty(m, dtype=x.dtype) for _ in range(5))
+    s, t, p, q = (np.empty(m, dtype=x.dtype) for _ in range(4))
     for i in range(0, n, m):
         k = min(m, n - i)
-        xb, yb, zb, sb, tb, pb, qb = src[i:i + k], ys[i:i + k], z[:k], s[:k], t[:k], p[:k], q[:k]
+        xb, yb, sb, tb, pb, qb = src[i:i + k], ys[i:i + k], s[:k], t[:k], p[:k], q[:k]
         if approximate == "tanh":  # s = tanh(C·(x + 0.044715·(x·x·x))); y = (0.5·x)·(1 + s)
             np.multiply(xb, xb, out=tb)
             tb *= xb
@@ -216,32 +219,32 @@ def gelu(x: Any, approximate: str, grad: bool) -> tuple[Any, Any]:
                 pb *= qb
                 db += pb
             continue
-        # z = x·√½; s = Φ = erf(z)·0.5 + 0.5 (erf_block's operations, z² kept in t, and P's
-        # coefficients halved: every step exactly half of erf_block's, so erf(z)·0.5 with one
-        # pass less -- the +0.5 absorbs the last bit a subnormal half could differ in); y = x·Φ
-        np.multiply(xb, SQRT1_2, out=zb)
-        np.multiply(zb, zb, out=tb)
-        np.minimum(tb, _SIXTEEN, out=qb)
-        np.multiply(qb, _PC_HALF[0], out=pb)
-        pb += _PC_HALF[1]
-        for c in _PC_HALF[2:]:
-            pb *= qb
+        # t = 1/(|x|·p + 1); q = Φ(-|x|) = (t·B(t))·exp((x·x)·-0.5); Φ = (q·-2 + 1)·[x ≥ 0] + q
+        np.abs(xb, out=tb)
+        tb *= _PHI_P
+        tb += _ONE
+        np.divide(_ONE, tb, out=tb)
+        np.multiply(tb, _PHI_B[4], out=pb)
+        pb += _PHI_B[3]
+        for c in _PHI_B[2::-1]:
+            pb *= tb
             pb += c
-        np.multiply(qb, _QC[0], out=sb)
-        sb += _QC[1]
-        for c in _QC[2:]:
-            sb *= qb
-            sb += c
-        pb *= zb
-        np.divide(pb, sb, out=sb)
-        np.clip(sb, -_HALF, _HALF, out=sb)
-        sb += 0.5
-        np.multiply(xb, sb, out=yb)
-        if ds is not None:  # Φ + x·exp(log(1/√(2π)) - z²)
-            np.subtract(LOG_INV_SQRT_2PI, tb, out=tb)
-            np.exp(tb, out=tb)
-            tb *= xb
-            np.add(sb, tb, out=ds[i:i + k])
+        pb *= tb
+        np.multiply(xb, xb, out=qb)
+        qb *= _MINUS_HALF
+        np.exp(qb, out=qb)
+        pb *= qb  # q
+        np.greater_equal(xb, _ZERO, out=sb)
+        np.multiply(pb, _MINUS_TWO, out=tb)
+        tb += _ONE
+        tb *= sb
+        tb += pb  # Φ
+        np.multiply(xb, tb, out=yb)
+        if ds is not None:  # x·(e·(1/√(2π))) + Φ
+            db = ds[i:i + k]
+            qb *= _INV_SQRT_2PI
+            np.multiply(xb, qb, out=db)
+            db += tb
     return y, d
 
 
@@ -253,7 +256,9 @@ def layer_norm(x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
     """``Backend.layer_norm`` of the rows of ``x`` ``(M, K)``: ``(y, mean, r)``; ``x̂`` lives
     only in a block-sized temporary. The row sums are BLAS products with a vector of ones
     (``matmul``, ``vecdot``: several times faster than NumPy's reduction over short rows), so
-    the results equal the standard path's within rounding, not bit for bit."""
+    the results equal the standard path's within rounding, not bit for bit. NumPy's product
+    of an array by a per-row column costs two to three times a same-shape one (an inner loop
+    per row), so ``r ⊗ w`` is formed once per block and ``b`` tiled once per call."""
     if any(a is not None and a.dtype != x.dtype for a in (w, b)):
         return layer_norm_standard(np, x, eps, w, b)  # (rare) the standard path
     x = np.ascontiguousarray(x)
@@ -263,6 +268,8 @@ def layer_norm(x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
     y = np.empty(x.shape, dtype=x.dtype)
     step = _rows(n, k)
     t = np.empty((step, k), dtype=x.dtype)
+    rw = np.empty((step, k), dtype=x.dtype) if w is not None else None
+    tile = np.broadcast_to(b, (step, k)).copy() if b is not None else None
     ones = np.ones((k, 1), dtype=x.dtype)
     for i in range(0, n, step):
         j = min(n, i + step)
@@ -275,25 +282,24 @@ def layer_norm(x: Any, eps: float, w: Any, b: Any) -> tuple[Any, Any, Any]:
         var += eps
         np.sqrt(var, out=var)
         np.divide(1.0, var, out=rb)  # r = 1/sqrt(var + eps)
-        if w is not None:
-            tb *= rb  # x̂ = d·r
-            np.multiply(tb, w, out=yb)
-            if b is not None:
-                yb += b
-        elif b is not None:
-            tb *= rb
-            np.add(tb, b, out=yb)
+        if rw is not None:  # y = d·(r ⊗ w) (+ b)
+            rwb = rw[:j - i]
+            np.multiply(rb, w, out=rwb)
+            np.multiply(tb, rwb, out=yb)
         else:
             np.multiply(tb, rb, out=yb)
+        if tile is not None:
+            yb += tile[:j - i]
     return y, mu, r
 
 
 def layer_norm_grad(g: Any, x: Any, mu: Any, r: Any, w: Any, sums: tuple[bool, bool]
                     ) -> tuple[Any, Any, Any]:
-    """``Backend.layer_norm_grad``: ``r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂))``, ``ĝ = ḡ·w``, ``x̂ =
-    (x - mean)·r`` recomputed a block at a time, and the column sums of ``ḡ x̂`` and ``ḡ``
-    asked for, from one read of ``ḡ`` and ``x`` (the sums as BLAS products with ones: equal
-    to the standard path's within rounding)."""
+    """``Backend.layer_norm_grad``: ``r ĝ - r mean(ĝ) - d·r³ mean(ĝ d)`` (that is ``r (ĝ -
+    mean(ĝ) - x̂ mean(ĝ x̂))``), ``ĝ = ḡ·w``, ``d = x - mean`` recomputed a block at a time, and
+    the column sums of ``ḡ x̂`` and ``ḡ`` asked for, from one read of ``ḡ`` and ``x``. The
+    row means are BLAS products with ``w/K`` (``ĝ`` is never formed for them), the column
+    sums products with ``r`` and with ones: equal to the standard path's within rounding."""
     dt = x.dtype
     if g.shape != x.shape or g.dtype != dt or (w is not None and w.dtype != dt):
         return layer_norm_grad_standard(np, g, x, mu, r, w, sums)  # (rare) the standard path
@@ -304,33 +310,30 @@ def layer_norm_grad(g: Any, x: Any, mu: Any, r: Any, w: Any, sums: tuple[bool, b
     gw = np.zeros(k, dtype=dt) if sums[0] else None
     gb = np.zeros(k, dtype=dt) if sums[1] else None
     step = _rows(n, k)
-    a, c, h = (np.empty((step, k), dtype=dt) for _ in range(3))
-    ones_k = np.ones((k, 1), dtype=dt)
+    a, h = (np.empty((step, k), dtype=dt) for _ in range(2))
     ones_n = np.ones((1, step), dtype=dt)
+    wk = (np.ones(k, dtype=dt) if w is None else w).reshape(k, 1) / dt.type(k)  # mean with ĝ
     for i in range(0, n, step):
         j = min(n, i + step)
-        gblk, ab, cb, hb, on, rb = g[i:j], a[:j - i], c[:j - i], h[:j - i], ones_n[:, :j - i], r[i:j]
+        gblk, ab, hb, on, rb = g[i:j], a[:j - i], h[:j - i], ones_n[:, :j - i], r[i:j]
         np.subtract(x[i:j], mu[i:j], out=hb)  # d = x - mean (x̂ = d·r, never formed)
+        np.multiply(gblk, hb, out=ab)  # ḡ d
         if gw is not None:  # Σ ḡ x̂ = rᵀ (ḡ d)
-            np.multiply(gblk, hb, out=cb)
-            gw += np.matmul(rb.T, cb)[0]
+            gw += np.matmul(rb.T, ab)[0]
         if gb is not None:
             gb += np.matmul(on, gblk)[0]
-        if w is not None:
-            np.multiply(gblk, w, out=ab)  # ĝ
-            gh = ab
+        b3 = np.matmul(ab, wk)  # mean(ĝ d)
+        m1 = np.matmul(gblk, wk)  # mean(ĝ)
+        b3 *= rb
+        b3 *= rb
+        b3 *= rb
+        m1 *= rb
+        if w is not None:  # r ĝ = ḡ·(r ⊗ w)
+            np.multiply(rb, w, out=ab)
+            ab *= gblk
         else:
-            gh = gblk
-        m1 = np.matmul(gh, ones_k)
-        m1 /= k
-        # r (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)) = r (ĝ - mean(ĝ)) - d·r³ mean(ĝ d)
-        b3 = np.vecdot(gh, hb)[:, None]
-        b3 /= k
-        b3 *= rb
-        b3 *= rb
-        b3 *= rb
-        np.subtract(gh, m1, out=ab)
-        ab *= rb
+            np.multiply(gblk, rb, out=ab)
+        ab -= m1
         hb *= b3
         np.subtract(ab, hb, out=out[i:j])
     return out, gw, gb

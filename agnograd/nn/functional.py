@@ -107,8 +107,9 @@ def gelu(x: ag.Tensor, approximate: Literal["none", "tanh"] = "none") -> ag.Tens
     """The Gaussian error linear unit ``x Φ(x)``.
 
     ``approximate="none"`` evaluates ``Φ(x) = (1 + erf(x/√2))/2`` with the backend's erf
-    (:func:`agnograd.special.erf`: SciPy's, or in float32 on NumPy Eigen's rational
-    approximation; else a standard-op approximation); ``"tanh"`` uses the usual
+    (:func:`agnograd.special.erf`: SciPy's, else a standard-op approximation; in float32 on
+    NumPy ``Φ`` by Abramowitz & Stegun 26.2.17 instead, within 5e-7, see
+    :func:`agnograd.backends._fallbacks.gelu_float32_standard`); ``"tanh"`` uses the usual
     ``0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))``. One node for a real floating input
     (:meth:`agnograd.Backend.gelu`: NumPy evaluates it in place, a block at a time). When a
     gradient is recorded the forward also computes the analytic derivative ``Φ(x) + x φ(x)``
