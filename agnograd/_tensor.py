@@ -51,7 +51,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "_backend", "_node", "_index", "_requires_grad", "_grad", "_hooks",
-                 "_version", "_view", "_tangent",  # _tangent: forward mode's Dual, unset unless one
+                 "_version", "_view", "_dual",  # _dual: forward mode's Dual, unset unless one
                  "__weakref__")
     data: Any
     _backend: Backend
@@ -64,13 +64,30 @@ class Tensor:
     # Set only on tensors made by a view op (never read on the fast path; an unset slot):
     # (root Tensor, chain of (op, args) from the root's data to this one's, grad flag).
     _view: tuple[Tensor, tuple[tuple[Any, tuple[Any, ...]], ...], bool]
-    _tangent: Any  # forward mode (agnograd.autograd.forward.Dual); unset unless one
+    _dual: Any  # forward mode (agnograd.autograd.forward.Dual); unset unless one
 
     # Python compares and hashes arrays elementwise; a Tensor is not hashable (like ndarray).
     __hash__ = None  # type: ignore[assignment]
     # Make NumPy defer to our reflected operators (ndarray + Tensor -> Tensor.__radd__).
     __array_priority__ = 1000
     __array_ufunc__ = None
+
+    @property
+    def _tangent(self) -> Any:
+        """Forward mode's :class:`~agnograd.autograd.forward.Dual` of this Tensor, or ``None``.
+        A Dual whose trace has ended (a value that leaked out of a finished ``jvp`` and is used
+        in a later one, or in a sibling at the same depth) is a constant to every live trace:
+        it reads as the levels below it see the value (``None`` at level 1), never as the live
+        trace's own perturbation of that level (JAX raises for such a leak)."""
+        d = getattr(self, "_dual", None)
+        while d is not None and not d.trace.alive:
+            p = d.p
+            d = None if p is None else p._tangent
+        return d
+
+    @_tangent.setter
+    def _tangent(self, d: Any) -> None:
+        self._dual = d
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         t = tensor(data, requires_grad=requires_grad)

@@ -114,7 +114,7 @@ def _alias(x: Any, what: str, link: bool) -> tuple[Tensor, Any]:
         # tangent, so the backward's ops (create_graph) carry tangents too.
         alias = Tensor._wrap(t.data, t._backend)
         alias._requires_grad = True
-        alias._tangent = Dual(d.t, True)
+        alias._tangent = Dual(d.t, True, 1, None, d.trace)
     elif t._requires_grad and link:
         # Part of an outer graph (a nested transform): an identity node keeps the connection.
         alias = record("alias", t.data, t._backend, (t,), (_identity_back,))
@@ -357,6 +357,7 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
         f = f.fn
     kind = _kind_of(primals)
     with enable_grad(), forward_trace() as level:
+        trace = fwd_state.traces[-1]
         new_args = []
         aliases = []
         for p, v in zip(primals, tangents):
@@ -392,13 +393,15 @@ def jvp(f: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any]
     if graphs and is_grad_enabled() and _closes_over(graphs, mark, []):
         # f reads a Tensor an outer transform differentiates: the tangent must carry a graph.
         return _jvp_double_vjp(f, primals, tangents)
+    # (the trace has ended: its Duals read as dead through Tensor._tangent, so the outputs'
+    # are read raw, and only those this very trace made count -- not a leaked sibling's)
     if level > 1:
-        return _jvp_nested_results(ys, out_spec, level, primals, kind)
+        return _jvp_nested_results(ys, out_spec, level, primals, kind, trace)
     outs = []
     for y in ys:
-        d = getattr(y, "_tangent", None)
+        d = getattr(y, "_dual", None)
         b = y._backend
-        t = (d.t if d is not None and d.level == 1 else
+        t = (d.t if d is not None and d.trace is trace else
              b.xp.zeros(y.data.shape, dtype=y.data.dtype, device=b.device_of(y.data)))
         outs.append(_output_back(Tensor._wrap(t, b), kind))
     value = tree_unflatten(out_spec, [_value_back(y, primals, False) for y in ys])
@@ -423,13 +426,13 @@ def _carries(t: Any) -> bool:
 
 
 def _jvp_nested_results(ys: list[Tensor], out_spec: Any, level: int, primals: tuple[Any, ...],
-                        kind: Any) -> tuple[Any, Any]:
+                        kind: Any, trace: Any) -> tuple[Any, Any]:
     """A nested ``jvp``'s results: each output's primal and tangent as the enclosing traces see
     them (Tensors carrying their tangents; plain values where they carry none)."""
     values, outs = [], []
     for y in ys:
-        d = getattr(y, "_tangent", None)
-        if d is not None and d.level == level:
+        d = getattr(y, "_dual", None)
+        if d is not None and d.trace is trace:
             val, tan = d.p, d.t
         else:  # no dependence on this level's perturbation
             val = y

@@ -529,3 +529,58 @@ def test_custom_vjp_under_nested_forward_mode_uses_its_rule():
     _, d3 = ag.jvp(lambda x: ag.jvp(lambda x: ag.jvp(ssin, (x,), (v,))[1], (x,), (u,))[1],
                    (x,), (v,))
     np.testing.assert_allclose(d3, -2 * np.cos(x) * v * u * v, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Leaked perturbations: a value made inside a jvp that has returned is a constant to every later
+# trace -- a level number alone would confuse it with a sibling trace's own perturbation
+
+
+def test_a_value_leaked_from_a_finished_jvp_is_a_constant_in_the_next():
+    leak = []
+    x = ag.tensor([1.0, 2.0])
+
+    def f(z):
+        leak.append(z * 2.0)
+        return z * 1.0
+
+    ag.jvp(f, (x,), (ag.tensor([1.0, 1.0]),))
+    y, t = ag.jvp(lambda z: z + leak[0], (x,), (ag.tensor([10.0, 10.0]),))
+    np.testing.assert_array_equal(y.numpy(), [3.0, 6.0])
+    np.testing.assert_array_equal(t.numpy(), [10.0, 10.0])  # not 12: the leak's tangent is dead
+    y, t = ag.jvp(lambda z: leak[0] * 1.0, (x,), (ag.tensor([10.0, 10.0]),))
+    np.testing.assert_array_equal(t.numpy(), [0.0, 0.0])
+    # and at level 2 of a later nest: still a constant
+    def outer(z):
+        return ag.jvp(lambda w: w * leak[0], (z,), (ag.tensor([1.0, 1.0]),))[1]
+
+    y, t = ag.jvp(outer, (x,), (ag.tensor([1.0, 1.0]),))
+    np.testing.assert_array_equal(y.numpy(), [2.0, 4.0])
+    np.testing.assert_array_equal(t.numpy(), [0.0, 0.0])
+
+
+def test_sibling_nested_jvps_do_not_share_a_perturbation():
+    leak = []
+    x, v = ag.tensor([1.0, 2.0]), ag.tensor([1.0, 1.0])
+
+    def inner1(z):
+        leak.append(z * 3.0)
+        return z * 1.0
+
+    def outer_tangent(z):
+        ag.jvp(inner1, (z,), (ag.tensor([1.0, 1.0]),))
+        return ag.jvp(lambda w: w + leak[-1], (z,), (ag.tensor([5.0, 5.0]),))[1]
+
+    y, t = ag.jvp(outer_tangent, (x,), (v,))
+    np.testing.assert_array_equal(y.numpy(), [5.0, 5.0])  # not 8: the sibling's 3 is no tangent
+    np.testing.assert_array_equal(t.numpy(), [0.0, 0.0])
+
+    def outer_value(z):  # the leak is 3z to the outer (live) trace: it keeps that tangent
+        ag.jvp(inner1, (z,), (ag.tensor([1.0, 1.0]),))
+        return ag.jvp(lambda w: w + leak[-1], (z,), (ag.tensor([5.0, 5.0]),))[0]
+
+    y, t = ag.jvp(outer_value, (x,), (v,))
+    np.testing.assert_array_equal(y.numpy(), [4.0, 8.0])
+    np.testing.assert_array_equal(t.numpy(), [4.0, 4.0])
+    # jacfwd of the same: d(4z)/dz
+    np.testing.assert_array_equal(ag.jacfwd(outer_value)(x).numpy(), 4.0 * np.eye(2))

@@ -49,8 +49,8 @@ from .._tensor import Tensor
 if TYPE_CHECKING:
     from ..backends import Backend
 
-__all__ = ["Dual", "JVP", "JVP_OP", "defjvp", "elementwise", "fwd_state", "forward_trace", "tangent_of",
-           "transposed"]
+__all__ = ["JVP", "JVP_OP", "Dual", "Trace", "defjvp", "elementwise", "forward_trace",
+           "fwd_state", "tangent_of", "transposed"]
 
 Rule = Callable[..., Any]
 
@@ -83,18 +83,39 @@ class Dual:
     is ``x = p + ε₂·t`` with ``p = x₀ + ε₁·t₁`` and ``t = t₂ + ε₁·t₁₂`` (JAX's nested
     JVPTracers). Only level-1 Duals take the raw-array hot paths of ``recording``."""
 
-    __slots__ = ("t", "rev", "level", "p")
+    __slots__ = ("t", "rev", "level", "p", "trace")
 
-    def __init__(self, t: Any, rev: bool, level: int = 1, p: Any = None) -> None:
+    def __init__(self, t: Any, rev: bool, level: int = 1, p: Any = None,
+                 trace: Trace | None = None) -> None:
         self.t = t
         self.rev = rev
         self.level = level
         self.p = p
+        # the trace of that level now running: a Dual made after it ended is dead from birth
+        self.trace = trace if trace is not None else (
+            fwd_state.traces[level - 1] if level <= len(fwd_state.traces) else _ENDED)
+
+
+class Trace:
+    """One forward trace (one ``jvp`` call): its Duals are live while it runs. A level number
+    alone cannot tell a leaked Dual from the current trace's: sibling traces share it."""
+
+    __slots__ = ("alive",)
+
+    def __init__(self) -> None:
+        self.alive = True
+
+
+_ENDED = Trace()
+_ENDED.alive = False
 
 
 class _FwdState(threading.local):
     on = False  # a forward trace is active in this thread and not suspended
     depth = 0  # how many forward traces are nested here (the innermost one's level)
+
+    def __init__(self) -> None:
+        self.traces: list[Trace] = []  # the running traces, outermost first
 
 
 fwd_state = _FwdState()
@@ -125,6 +146,8 @@ def forward_trace() -> Iterator[int]:
     from . import recording
 
     was_on = fwd_state.on
+    trace = Trace()
+    fwd_state.traces.append(trace)
     fwd_state.depth += 1
     fwd_state.on = True
     recording.FWD_ON += 1
@@ -134,6 +157,8 @@ def forward_trace() -> Iterator[int]:
         recording.FWD_ON -= 1
         fwd_state.depth -= 1
         fwd_state.on = was_on
+        trace.alive = False  # its Duals are constants from now on (Tensor._tangent)
+        fwd_state.traces.pop()
 
 
 def _is_c(b: Backend, a: Any) -> bool:
@@ -371,7 +396,7 @@ def _transpose_nested(name: str, backend: Backend, rule: Rule, v: Tensor, saved:
         t = _wrap(g.data, backend)
         d = getattr(g, "_tangent", None)
         if d is not None:
-            t._tangent = Dual(d.t, False)
+            t._tangent = Dual(d.t, False, 1, None, d.trace)
             t._requires_grad = True
         out.append(t)
     return tuple(out)

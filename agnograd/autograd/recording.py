@@ -84,8 +84,9 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
     caller has checked that ``x`` requires grad and grad mode is on. ``save`` says what the
     rule reads: 0 nothing, 1 the input, 2 the output."""
     if FWD_ON and fwd_state.on:
-        d = getattr(x, "_tangent", None)
-        if d is not None and not d.rev and d.p is None and JVP.get(vjps[0]) is DIAG:
+        d = getattr(x, "_dual", None)  # (a dead trace's Dual takes _forward, which skips it)
+        if d is not None and d.trace.alive and not d.rev and d.p is None and JVP.get(
+                vjps[0]) is DIAG:
             # forward mode's hot path: a real elementwise op, its VJP rule is its JVP rule
             v = d.t
             dt = out_data.dtype
@@ -94,7 +95,7 @@ def record_unary(name: str, out_data: Any, backend: Backend, x: Tensor,
                     backend.xp, v, x.data if save == 1 else out_data)
                 t = _wrap(out_data, backend)
                 t._requires_grad = True
-                t._tangent = Dual(tv, False)
+                t._dual = Dual(tv, False, 1, None, d.trace)
                 return t
         return _forward(name, (out_data,), backend, (x,), vjps,
                         ((), (x,), (OUT,))[save], None, (), False)[0]
@@ -212,12 +213,14 @@ def _forward_binary(out_data: Any, backend: Backend, x1: Any, x2: Any,
         return None
     d1 = d2 = None
     if type(x1) is Tensor and x1._requires_grad:
-        d1 = getattr(x1, "_tangent", None)
-        if d1 is None or d1.rev or d1.p is not None or JVP.get(vjps[0]) is not DIAG:
+        d1 = getattr(x1, "_dual", None)
+        if (d1 is None or not d1.trace.alive or d1.rev or d1.p is not None
+                or JVP.get(vjps[0]) is not DIAG):
             return None
     if type(x2) is Tensor and x2._requires_grad:
-        d2 = getattr(x2, "_tangent", None)
-        if d2 is None or d2.rev or d2.p is not None or JVP.get(vjps[1]) is not DIAG:
+        d2 = getattr(x2, "_dual", None)
+        if (d2 is None or not d2.trace.alive or d2.rev or d2.p is not None
+                or JVP.get(vjps[1]) is not DIAG):
             return None
     if picks:
         vals = (x1.data if type(x1) is Tensor else x1, x2.data if type(x2) is Tensor else x2,
@@ -238,7 +241,7 @@ def _forward_binary(out_data: Any, backend: Backend, x1: Any, x2: Any,
         total = backend.xp.broadcast_to(total, out_data.shape)
     t = _wrap(out_data, backend)
     t._requires_grad = True
-    t._tangent = Dual(total, False)
+    t._dual = Dual(total, False, 1, None, (d1 if d1 is not None else d2).trace)  # type: ignore[union-attr]
     return t
 
 
