@@ -673,3 +673,23 @@ def test_batched_pullbacks_through_a_checkpoint_that_reads_a_closure():
     f = lambda w: ag.sum(g(w) ** 2)  # noqa: E731
     np.testing.assert_allclose(_np(ag.hessian(f)(W)),
                                _np(ag.hessian(lambda w: ag.sum(plain(w) ** 2))(W)), rtol=1e-10)
+
+
+def test_a_batched_value_leaked_out_of_a_finished_call_is_refused_when_mixed():
+    """A per-example value kept in a list while vmap ran and mixed afterwards with a value from
+    outside: its batch belongs to a call that has returned (JAX raises UnexpectedTracerError);
+    it used to be lifted silently -- grad summed over the dead batch."""
+    leak = []
+    x = ag.tensor(np.arange(6.0).reshape(3, 2))
+    ag.vmap(lambda r: (leak.append(r * 2.0), r)[1])(x)
+    w = ag.tensor(np.ones(2))
+    with pytest.raises(ag.VmapError, match="vmap call that has returned"):
+        ag.grad(lambda w: ag.sum(w * leak[0]))(w)
+    with pytest.raises(ag.VmapError, match="vmap call that has returned"):
+        w + leak[0]
+    # while the call runs, a closure over an outside value is lifted as before, and a backward
+    # after the call returned still runs the graph it recorded
+    p = ag.tensor(np.ones(2), requires_grad=True)
+    out = ag.vmap(lambda r: ag.sum(r * p))(x)
+    ag.sum(out).backward()
+    np.testing.assert_array_equal(p.grad.numpy(), x.numpy().sum(axis=0))

@@ -89,6 +89,12 @@ def lift_to(t: Tensor, b: Backend, op: str) -> Tensor:
     if _batching.below(t._backend, b):
         from ..batching import lift
 
+        if _batching.size_of(b) is None and not _batching.active.walks:  # type: ignore[arg-type]
+            raise _batching.VmapError(
+                f"ag.vmap: {op} mixes a value of a vmap call that has returned (kept in a list, "
+                "a global or an attribute while the call ran: its batch belongs to that call) "
+                "with a value from outside; return it from the vmapped function instead (vmap "
+                "stacks it along out_axes), or compute it outside vmap")
         return lift(t, b)
     if b.base is t._backend and b is not t._backend and not t._requires_grad:
         return wrap(t.data, b)  # a constant Tensor made inside a traced step (ag.jit)

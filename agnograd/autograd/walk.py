@@ -82,8 +82,12 @@ def backward(
     xp = roots[0].__array_namespace__() if create_graph else None
     # under ag.vmap a cotangent may carry a batch the graph it walks was made without (vmap of
     # a vjp_fn made outside): each node then runs its rules on that level (_level)
-    checks = _walk(heap, pending, leaf_grads, wanted, xp, retain_graph, create_graph,
-                   bool(_batching.ACTIVE) and not create_graph)
+    _batching.active.walks += 1
+    try:
+        checks = _walk(heap, pending, leaf_grads, wanted, xp, retain_graph, create_graph,
+                       bool(_batching.ACTIVE) and not create_graph)
+    finally:
+        _batching.active.walks -= 1
     if checks:  # before any .grad is touched: a failed check changes nothing
         _raise_first_nonfinite(checks)
     # the seeds are the caller's arrays: a leaf's .grad never aliases one (see _deliver)

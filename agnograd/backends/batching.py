@@ -664,6 +664,9 @@ class _Active(threading.local):
     def __init__(self) -> None:
         self.stack: list[BatchingBackend] = []
         self.sizes: list[int] = []
+        # backward walks running: they may run the rules of a graph recorded inside a vmap call
+        # that has returned (grad of vmap, backward() after an ensemble's vmap) -- legitimately
+        self.walks = 0
 
 
 active = _Active()
