@@ -519,9 +519,11 @@ def test_mha_key_padding_both_layouts(need_weights, batch_first, kpm):
 
 @pytest.mark.parametrize("am", ["bool2", "float2", "bool3", "float3"])
 @pytest.mark.parametrize("avg", [True, False])
-@pytest.mark.parametrize("unbatched", [False, True])
-def test_mha_attention_masks_2d_and_3d(am, avg, unbatched):
-    m, t = _mha(e=6, h=3, kdim=4, vdim=5)
+@pytest.mark.parametrize(("unbatched", "batch_first"), [(False, False), (False, True),
+                                                        (True, True)])
+def test_mha_attention_masks_2d_and_3d(am, avg, unbatched, batch_first):
+    """A 3-D ``attn_mask`` is ``(N·num_heads, L, S)``, batch-major, whatever ``batch_first``."""
+    m, t = _mha(e=6, h=3, kdim=4, vdim=5, batch_first=batch_first)
     r = _rng(31)
     n, h, L, S = 2, 3, 4, 5
     nb = 1 if unbatched else n
@@ -531,9 +533,9 @@ def test_mha_attention_masks_2d_and_3d(am, avg, unbatched):
         mask[..., 0] = False
     else:
         mask = r.normal(size=shape)
-    q = r.normal(size=_shaped(L, 6, n, False, unbatched))
-    k = r.normal(size=_shaped(S, 4, n, False, unbatched))
-    v = r.normal(size=_shaped(S, 5, n, False, unbatched))
+    q = r.normal(size=_shaped(L, 6, n, batch_first, unbatched))
+    k = r.normal(size=_shaped(S, 4, n, batch_first, unbatched))
+    v = r.normal(size=_shaped(S, 5, n, batch_first, unbatched))
     outs = _mha_both(m, t, q, k, v, attn_mask=mask, average_attn_weights=avg)
     want = (L, S) if avg else (h, L, S)
     assert outs[1].shape == (want if unbatched else (n, *want))
@@ -617,6 +619,22 @@ def test_mha_is_causal_hint_uses_the_mask(need_weights):
     pad[1, 2] = True
     _mha_both(m, t, x, x, x, attn_mask=am, is_causal=True, key_padding_mask=pad,
               need_weights=need_weights)
+
+
+@pytest.mark.parametrize("extra", [{"add_bias_kv": True}, {"add_zero_attn": True},
+                                   {"add_bias_kv": True, "add_zero_attn": True}])
+@pytest.mark.parametrize("need_weights", [False, True])
+@pytest.mark.parametrize(("L", "S"), [(4, 4), (3, 5)])
+def test_mha_is_causal_hint_with_added_keys(extra, need_weights, L, S):
+    """``is_causal=True`` with ``add_bias_kv``/``add_zero_attn``: torch (``need_weights=False``,
+    no key padding) drops ``attn_mask`` for the top-left causal pattern over all ``S + 1``
+    or ``S + 2`` keys, so the added columns are masked for the early queries; with the weights
+    it uses ``attn_mask`` padded with an "attend" column. Both paths give torch's numbers."""
+    m, t = _mha(e=6, h=2, **extra)
+    r = _rng(39)
+    q, kv = r.normal(size=(L, 2, 6)), r.normal(size=(S, 2, 6))
+    am = np.triu(np.ones((L, S), bool), 1)
+    _mha_both(m, t, q, kv, kv, attn_mask=am, is_causal=True, need_weights=need_weights)
 
 
 def test_mha_float32_matches_torch():

@@ -155,6 +155,10 @@ class MultiheadAttention(Module):
     allowed to attend -- PyTorch's convention here, the opposite of
     :func:`scaled_dot_product_attention`'s) or floating (added). ``attn_weights (N, L, S)``
     (averaged over heads) or ``(N, num_heads, L, S)``, ``None`` unless ``need_weights``.
+    ``is_causal=True`` (with ``attn_mask``, which PyTorch requires) follows PyTorch: without
+    ``key_padding_mask`` and with ``need_weights=False`` the top-left causal pattern over every
+    key -- ``add_bias_kv``'s and ``add_zero_attn``'s columns included -- replaces
+    ``attn_mask``; otherwise ``attn_mask`` is used.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
@@ -250,6 +254,11 @@ class MultiheadAttention(Module):
         kpm = None if key_padding_mask is None else _as_mask(key_padding_mask, q)
         am = None if attn_mask is None else _as_mask(attn_mask, q)
         self._check_masks(kpm, am, batched, n, L, key.shape[0])
+        # PyTorch's hint: then attn_mask is dropped and scaled_dot_product_attention's causal
+        # pattern covers the keys added below too (else the mask is used, is_causal ignored)
+        causal = is_causal and kpm is None and not need_weights
+        if causal:
+            am = None
         if kpm is not None and not batched:
             kpm = ag.expand_dims(kpm, axis=0)
         if self.bias_k is not None and self.bias_v is not None:
@@ -275,9 +284,13 @@ class MultiheadAttention(Module):
         if kpm is not None:
             kpm = ag.reshape(kpm, (n, 1, 1, s_len))
             scores = ag.where(kpm, _NEG_INF, scores) if kpm.dtype == ag.bool else scores + kpm
+        if causal:
+            with ag.default_backend(q.backend):
+                keep = ag.tril(ag.ones((L, s_len), dtype=ag.bool, device=q.device))
+            scores = ag.where(keep, scores, _NEG_INF)
         # PyTorch's two paths differ on a query whose keys are all masked: with the weights
         # (softmax) NaN, without them (scaled_dot_product_attention's kernel) a zero row
-        plain = need_weights or (am is None and kpm is None)
+        plain = need_weights or (am is None and kpm is None and not causal)
         p = F.softmax(scores, axis=-1) if plain else _masked_softmax(scores)
         if self.dropout > 0.0 and self.training:
             p = F.dropout(p, self.dropout, True)
