@@ -892,3 +892,30 @@ def test_grad_of_grad_with_respect_to_weights_matches_torch(kind):
     for name, g, w in zip([*names, "input"], [*got[0], got[1]], want):
         w = np.zeros(g.shape) if w is None else w.numpy()
         _close(g.numpy(), w, f"second derivative through {name}", 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Empty sizes
+
+
+def test_empty_sizes_as_torch():
+    """No key (``S = 0``): torch's attention gives a zero output (MultiheadAttention: the
+    ``out_proj`` bias) and empty weights; an empty batch runs; no time step is refused."""
+    r = _rng(50)
+    q = r.normal(size=(2, 3, 4))
+    e = np.zeros((2, 0, 4))
+    ya = F.scaled_dot_product_attention(ag.tensor(q), ag.tensor(e), ag.tensor(e))
+    yt = TF.scaled_dot_product_attention(torch.tensor(q), torch.tensor(e), torch.tensor(e))
+    _close(ya.numpy(), yt.numpy(), "sdpa without keys")
+    m, t = _mha(e=4, h=2)
+    for nw in (True, False):
+        _mha_both(m, t, q.transpose(1, 0, 2), e.transpose(1, 0, 2), e.transpose(1, 0, 2),
+                  need_weights=nw, grads=False)
+    g, tg = _recurrent("GRU", 3, 4, num_layers=2, bidirectional=True)
+    outs = _flat(g(ag.zeros((5, 0, 3), dtype=ag.float64)))
+    touts = _flat(tg(torch.zeros(5, 0, 3, dtype=torch.float64)))
+    assert [o.shape for o in outs] == [tuple(o.shape) for o in touts]
+    with pytest.raises(RuntimeError):
+        tg(torch.zeros(0, 2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"GRU: the input \(0, 2, 3\) has no time steps"):
+        g(ag.zeros((0, 2, 3), dtype=ag.float64))

@@ -130,7 +130,10 @@ def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Ten
         else:
             s = s + m
             masked = True
-    p = _masked_softmax(s) if masked else F.softmax(s, axis=-1)
+    if S == 0:
+        p = s  # no key: an empty weight row, a zero output (PyTorch's)
+    else:
+        p = _masked_softmax(s) if masked else F.softmax(s, axis=-1)
     if dropout_p > 0.0:
         p = F.dropout(p, dropout_p, True)
     return p @ v
@@ -291,7 +294,10 @@ class MultiheadAttention(Module):
         # PyTorch's two paths differ on a query whose keys are all masked: with the weights
         # (softmax) NaN, without them (scaled_dot_product_attention's kernel) a zero row
         plain = need_weights or (am is None and kpm is None and not causal)
-        p = F.softmax(scores, axis=-1) if plain else _masked_softmax(scores)
+        if s_len == 0:
+            p = scores  # no key: an empty weight row, a zero output (PyTorch's)
+        else:
+            p = F.softmax(scores, axis=-1) if plain else _masked_softmax(scores)
         if self.dropout > 0.0 and self.training:
             p = F.dropout(p, self.dropout, True)
         out = p @ v  # (N, h, L, hd)

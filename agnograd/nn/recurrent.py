@@ -335,6 +335,9 @@ class RNNBase(Module):
         elif self.batch_first:
             x = ag.permute_dims(x, (1, 0, 2))
         steps, n = x.shape[0], x.shape[1]
+        if steps == 0:
+            raise ValueError(f"{name}: the input {tuple(input.shape)} has no time steps; a "
+                             "sequence needs at least one (PyTorch refuses it too)")
         states = self._states(hx, x, batched, n)
         lstm = self.mode == "LSTM"
         d = 2 if self.bidirectional else 1
