@@ -465,8 +465,8 @@ def test_sdpa_dropout_zero_is_exact_and_dropout_is_unbiased():
 def _mha(e=8, h=2, **kw):
     t = torch.nn.MultiheadAttention(e, h, **kw).double()
     m = nn.MultiheadAttention(e, h, dtype=ag.float64, seed=0, **kw)
-    assert list(m.state_dict()) == list(t.state_dict()) or \
-        sorted(m.state_dict()) == sorted(t.state_dict())
+    assert list(m.state_dict()) == list(t.state_dict())  # keys and their order
+    assert [k for k, _ in m.named_parameters()] == [k for k, _ in t.named_parameters()]
     with torch.no_grad():  # non-zero biases, so a wrong row or column of them shows
         for name, p in t.named_parameters():
             if "bias" in name:
@@ -919,3 +919,31 @@ def test_empty_sizes_as_torch():
         tg(torch.zeros(0, 2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"GRU: the input \(0, 2, 3\) has no time steps"):
         g(ag.zeros((0, 2, 3), dtype=ag.float64))
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_mha_grad_of_grad_matches_torch(need_weights):
+    """Second order through MultiheadAttention (key padding, a query with no key under
+    ``need_weights=False``): the input gradient of ``<∇_x L, u>`` equals torch's."""
+    m, t = _mha(e=4, h=2, batch_first=True)
+    r = _rng(44)
+    x = r.normal(size=(2, 3, 4))
+    pad = np.array([[False, True, False], [True, True, True]]) if not need_weights else \
+        np.array([[False, True, False], [False, False, True]])
+    w, u = _weights((2, 3, 4), 0), np.sin(np.arange(24.0)).reshape(2, 3, 4)
+    pad_a = ag.tensor(pad)
+
+    def f(xa):
+        y = m(xa, xa, xa, key_padding_mask=pad_a, need_weights=need_weights)[0]
+        return ag.sum(y * ag.tensor(w))
+
+    got = ag.grad(lambda xa: ag.sum(ag.grad(f)(xa) * ag.tensor(u)))(ag.tensor(x))
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    xt = torch.tensor(x, requires_grad=True)
+    with sdpa_kernel(SDPBackend.MATH):  # the flash kernel has no second derivative
+        yt = t(xt, xt, xt, key_padding_mask=torch.tensor(pad), need_weights=need_weights)[0]
+        (gt,) = torch.autograd.grad((yt * torch.tensor(w)).sum(), xt, create_graph=True)
+        (ht,) = torch.autograd.grad((gt * torch.tensor(u)).sum(), xt)
+    assert np.isfinite(ht.numpy()).all()
+    _close(got.numpy(), ht.numpy(), "second derivative", 1e-9)
