@@ -947,3 +947,26 @@ def test_mha_grad_of_grad_matches_torch(need_weights):
         (ht,) = torch.autograd.grad((gt * torch.tensor(u)).sum(), xt)
     assert np.isfinite(ht.numpy()).all()
     _close(got.numpy(), ht.numpy(), "second derivative", 1e-9)
+
+
+@pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
+def test_new_attention_paths_on_other_backends(backend):
+    """The zero rows of ``need_weights=False``, the causal hint over added keys, the mask checks
+    and attention over no key run on array_api_strict and the torch backend as on NumPy."""
+    pytest.importorskip(backend)
+    res = []
+    for b in ("numpy", backend):
+        m = nn.MultiheadAttention(4, 2, add_bias_kv=True, dtype=ag.float64, seed=3, backend=b)
+        x = ag.tensor(np.sin(np.arange(24.0)).reshape(3, 2, 4), backend=b, requires_grad=True)
+        pad = ag.tensor(np.array([[True] * 3, [False, True, False]]), backend=b)
+        causal = ag.tensor(np.triu(np.ones((3, 3), bool), 1), backend=b)
+        y1, _ = m(x, x, x, key_padding_mask=pad, need_weights=False)
+        y2, _ = m(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)
+        e = ag.tensor(np.zeros((2, 0, 4)), backend=b)
+        y3 = F.scaled_dot_product_attention(ag.permute_dims(x, (1, 0, 2)), e, e)
+        (ag.sum(y1 * y1 + y2) + ag.sum(y3)).backward()
+        with pytest.raises(TypeError, match="key_padding_mask has dtype"):
+            m(x, x, x, key_padding_mask=ag.tensor(np.zeros((2, 3), np.int64), backend=b))
+        res.append([np.asarray(t.numpy()) for t in (y1, y2, y3, x.grad)])
+    for a, c in zip(*res):
+        _close(a, c, f"numpy vs {backend}", 1e-12)
