@@ -808,6 +808,30 @@ def test_vmap_over_unbatched_calls_is_the_batched_layer(kind):
     _close(hs.numpy(), _flat(t(torch.tensor(x)))[-1].detach().numpy(), "final states")
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN_RELU"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_vmap_with_initial_states(kind, shared):
+    """Initial states mapped with the input (each example its own unbatched ``(D·layers, H)``
+    state) or shared by every example (``in_axes=None``): torch's batched layer with those
+    states laid out ``(D·layers, N, H)``."""
+    m, t = _recurrent(kind, 3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    r = _rng(45)
+    x = r.normal(size=(3, 5, 3))
+    states = [r.normal(size=(4, 4) if shared else (3, 4, 4))
+              for _ in range(2 if kind == "LSTM" else 1)]
+    ax = None if shared else 0
+
+    def f(xi, *si):
+        return m(xi, tuple(si) if len(si) == 2 else si[0])[0]
+
+    got = ag.vmap(f, in_axes=(0, *[ax] * len(states)))(ag.tensor(x),
+                                                       *[ag.tensor(s) for s in states])
+    ts = [torch.tensor(np.broadcast_to(s[:, None], (4, 3, 4)).copy() if shared
+                       else s.transpose(1, 0, 2).copy()) for s in states]
+    want = t(torch.tensor(x), tuple(ts) if len(ts) == 2 else ts[0])[0]
+    _close(got.numpy(), want.detach().numpy(), "vmapped with states")
+
+
 def test_vmap_per_example_gradients_match_torch_func():
     """Per-example parameter gradients of MultiheadAttention (``vmap(grad)``, functional call)
     equal ``torch.func.vmap(torch.func.grad)``; an LSTM's equal a loop of torch backward
