@@ -794,6 +794,54 @@ def test_lstm_attention_dropout_replays_equal_eager(how):
         _close(a.numpy(), b.numpy(), "parameters", 1e-12)
 
 
+@pytest.mark.parametrize("how", ["jit", "capture"])
+def test_truncated_bptt_carries_detached_states_under_jit(how):
+    """Truncated backpropagation through time, the porting pattern: a compiled step takes the
+    previous chunk's detached ``(h, c)`` and returns the new ones; five chunks give torch's
+    losses and states."""
+    t = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True).double()
+    th = torch.nn.Linear(4, 3).double()
+    m, mh = nn.LSTM(3, 4, num_layers=2, batch_first=True, dtype=ag.float64), \
+        nn.Linear(4, 3, dtype=ag.float64)
+    _to_ag(m, t)
+    _to_ag(mh, th)
+    opt = optim.SGD(m.parameters() + mh.parameters(), lr=0.5, capturable=True)
+    topt = torch.optim.SGD([*t.parameters(), *th.parameters()], lr=0.5)
+
+    def step(x, y, h, c):
+        opt.zero_grad()
+        out, (h2, c2) = m(x, (h, c))
+        loss = F.cross_entropy(ag.reshape(mh(out), (-1, 3)), ag.reshape(y, (-1,)))
+        loss.backward()
+        opt.step()
+        return loss, h2.detach(), c2.detach()
+
+    chunks = [(_rng(60 + i).normal(size=(2, 6, 3)), _rng(60 + i).integers(0, 3, size=(2, 6)))
+              for i in range(5)]
+    h = c = ag.zeros((2, 2, 4), dtype=ag.float64)
+    if how == "jit":
+        run = ag.jit(step)
+    else:
+        run = ag.capture(step, ag.tensor(chunks[0][0]), ag.tensor(chunks[0][1]), h, c,
+                         warmup=1)
+        # the capture took two real steps; load torch's weights again (in place: the replay
+        # reads them) -- plain SGD keeps no state the steps could have moved
+        _to_ag(m, t)
+        _to_ag(mh, th)
+    th_, tc = torch.zeros(2, 2, 4, dtype=torch.float64), torch.zeros(2, 2, 4, dtype=torch.float64)
+    for x, y in chunks:
+        loss, h, c = run(ag.tensor(x), ag.tensor(y), h, c)
+        topt.zero_grad()
+        out, (th_, tc) = t(torch.tensor(x), (th_, tc))
+        lt = TF.cross_entropy(th(out).reshape(-1, 3), torch.tensor(y).reshape(-1))
+        lt.backward()
+        topt.step()
+        th_, tc = th_.detach(), tc.detach()
+        np.testing.assert_allclose(float(loss.numpy()), float(lt.detach()), rtol=1e-12)
+        _close(h.numpy(), th_.numpy(), "h after the chunk", 1e-12)
+        _close(c.numpy(), tc.numpy(), "c after the chunk", 1e-12)
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN_TANH"])
 def test_vmap_over_unbatched_calls_is_the_batched_layer(kind):
     """``ag.vmap`` of an unbatched ``(L, H_in)`` call over a batch gives torch's batched layer
