@@ -83,9 +83,9 @@ def _recurrent(kind, n_in, hidden, dtype=ag.float64, **kw):
     if kind in ("RNN_TANH", "RNN_RELU"):
         kw["nonlinearity"] = "tanh" if kind == "RNN_TANH" else "relu"
         kind = "RNN"
-    t = getattr(torch.nn, kind)(n_in, hidden, **kw).to(tdt)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the dropout-with-one-layer warning
+        warnings.simplefilter("ignore")  # both warn of dropout with one layer
+        t = getattr(torch.nn, kind)(n_in, hidden, **kw).to(tdt)
         m = getattr(nn, kind)(n_in, hidden, dtype=dtype, seed=0, **kw)
     assert [k for k, _ in m.named_parameters()] == list(t.state_dict())
     assert [tuple(v.shape) for v in m.state_dict().values()] == \
@@ -1042,3 +1042,91 @@ def test_new_attention_paths_on_other_backends(backend):
         res.append([np.asarray(t.numpy()) for t in (y1, y2, y3, x.grad)])
     for a, c in zip(*res):
         _close(a, c, f"numpy vs {backend}", 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random sweeps over every option at once (fixed seeds: deterministic)
+
+
+def _sweep_recurrent_case(r):
+    kind = str(r.choice(KINDS))
+    kw = {"num_layers": int(r.integers(1, 4)), "bias": bool(r.integers(2)),
+          "batch_first": bool(r.integers(2)), "bidirectional": bool(r.integers(2)),
+          "dropout": float(r.choice([0.0, 0.5]))}
+    n_in, hidden = int(r.integers(1, 4)), int(r.integers(1, 4))
+    if kind == "LSTM" and hidden > 1 and r.integers(2):
+        kw["proj_size"] = int(r.integers(1, hidden))
+    steps, n, unbatched, hx = int(r.integers(1, 4)), int(r.integers(1, 3)), bool(r.integers(2)), \
+        bool(r.integers(2))
+    return kind, kw, n_in, hidden, steps, n, unbatched, hx
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_recurrent_random_options_match_torch(seed):
+    """Every option drawn at once (kind, layers, bias, layout, directions, projection, dropout
+    in evaluation, unbatched, initial states): torch's outputs, states and gradients."""
+    r = _rng(1000 + seed)
+    kind, kw, n_in, hidden, steps, n, unbatched, hx = _sweep_recurrent_case(r)
+    m, t = _recurrent(kind, n_in, hidden, **kw)
+    m.eval()
+    t.eval()
+    shape = (steps, n_in) if unbatched else \
+        ((n, steps, n_in) if kw["batch_first"] else (steps, n, n_in))
+    d = (2 if kw["bidirectional"] else 1) * kw["num_layers"]
+    h_out = kw.get("proj_size", 0) or hidden
+    lead = (d,) if unbatched else (d, n)
+    states = None
+    if hx:
+        states = [r.normal(size=(*lead, h_out))]
+        if kind == "LSTM":
+            states.append(r.normal(size=(*lead, hidden)))
+    _run_recurrent(m, t, r.normal(size=shape), states)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_mha_random_options_match_torch(seed):
+    """Every option drawn at once (heads, kdim/vdim, bias, bias_kv, zero_attn, layout,
+    unbatched, key padding and attention masks of both kinds, the causal hint, need_weights,
+    averaging, dropout in evaluation): torch's output, weights and gradients."""
+    r = _rng(2000 + seed)
+    h = int(r.integers(1, 4))
+    e = h * int(r.integers(1, 3))
+    kw = {"bias": bool(r.integers(2)), "add_bias_kv": bool(r.integers(2)),
+          "add_zero_attn": bool(r.integers(2)), "batch_first": bool(r.integers(2)),
+          "dropout": float(r.choice([0.0, 0.5]))}
+    if r.integers(2):
+        kw["kdim"], kw["vdim"] = int(r.integers(1, 5)), int(r.integers(1, 5))
+    m, t = _mha(e, h, **kw)
+    m.eval()
+    t.eval()
+    L, S, n, unbatched = int(r.integers(1, 4)), int(r.integers(1, 4)), int(r.integers(1, 3)), \
+        bool(r.integers(2))
+    nb = 1 if unbatched else n
+
+    def shaped(length, dim):
+        return _shaped(length, dim, n, kw["batch_first"], unbatched)
+
+    q, k = r.normal(size=shaped(L, e)), r.normal(size=shaped(S, kw.get("kdim", e)))
+    v = r.normal(size=shaped(S, kw.get("vdim", e)))
+    fk: dict = {"need_weights": bool(r.integers(2)), "average_attn_weights": bool(r.integers(2))}
+    kpm_shape = (S,) if unbatched else (n, S)
+    c = r.integers(3)
+    if c == 1:
+        pad = r.random(kpm_shape) > 0.7
+        pad[..., 0] = False  # keep every query's first key (NaN rows: other tests)
+        fk["key_padding_mask"] = pad
+    elif c == 2:
+        fk["key_padding_mask"] = r.normal(size=kpm_shape)
+    c = r.integers(5)
+    if c == 1:
+        am = r.random((L, S)) > 0.7
+        am[:, 0] = False
+        fk["attn_mask"] = am
+    elif c == 2:
+        fk["attn_mask"] = r.normal(size=(L, S))
+    elif c == 3:
+        fk["attn_mask"] = r.normal(size=(nb * h, L, S))
+    elif c == 4:
+        fk["attn_mask"] = np.triu(np.ones((L, S), bool), 1)
+        fk["is_causal"] = bool(r.integers(2))
+    _mha_both(m, t, q, k, v, **fk)
