@@ -586,6 +586,7 @@ def test_mha_dropout_in_eval_is_exact():
     _mha_both(m, t, x, x, x, need_weights=False)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy on the NaN rows
 def test_mha_fully_masked_rows_as_torch():
     """A query whose keys are all masked: torch's ``need_weights=True`` path gives NaN (weights
     and output), its ``need_weights=False`` path (``scaled_dot_product_attention``) gives a zero

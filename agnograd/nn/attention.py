@@ -84,8 +84,9 @@ def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Ten
     ``softmax(q kᵀ · scale + M) v``, ``scale = 1/√E`` by default.
 
     Shapes: ``query (..., L, E)``, ``key (..., S, E)``, ``value (..., S, Ev)`` -> ``(..., L, Ev)``
-    (leading axes broadcast). ``attn_mask`` broadcastable to ``(..., L, S)``: boolean (``True``
-    takes part; ``False`` is masked out) or floating (added to the scores). ``is_causal`` masks
+    (leading axes broadcast). ``attn_mask`` broadcastable to the scores' ``(..., L, S)`` (not
+    widening them): boolean (``True`` takes part; ``False`` is masked out) or floating (added
+    to the scores); an integer mask is refused, as PyTorch refuses it. ``is_causal`` masks
     with the lower-triangular ``(L, S)`` pattern (top-left aligned, as PyTorch; not with
     ``attn_mask``). A row with every key masked gives zeros, as PyTorch's kernel. ``dropout_p``
     drops attention weights (always, as the functional does in PyTorch; pass 0 in evaluation)
