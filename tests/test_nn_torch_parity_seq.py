@@ -314,6 +314,25 @@ def test_cells_match_torch(kind, unbatched, hx, bias):
     _compare(ya, yt, leaves_a + m.named_parameters(), leaves_t + _params_t(m, t))
 
 
+@pytest.mark.parametrize(("name", "args", "kw"), [
+    ("RNN", (3, 4), {"num_layers": 2, "nonlinearity": "relu", "bidirectional": True}),
+    ("LSTM", (3, 4), {"proj_size": 2, "batch_first": True, "dropout": 0.1, "num_layers": 2}),
+    ("GRU", (3, 4), {"bias": False}),
+    ("RNNCell", (3, 4), {"nonlinearity": "relu"}), ("LSTMCell", (3, 4), {"bias": False}),
+    ("GRUCell", (3, 4), {}),
+    ("MultiheadAttention", (6, 2), {"kdim": 3, "add_zero_attn": True, "batch_first": True}),
+])
+def test_configuration_attributes_are_torchs(name, args, kw):
+    """The plain attributes PyTorch code reads (``hidden_size``, ``num_layers``, a cell's
+    ``bias``, ``head_dim``, ``_qkv_same_embed_dim``...) exist with torch's values."""
+    t = getattr(torch.nn, name)(*args, **kw)
+    m = getattr(nn, name)(*args, **kw)
+    plain = {k: v for k, v in vars(t).items() if not k.startswith("_is_") and k != "training"
+             and isinstance(v, (bool, int, float, str))}
+    assert plain
+    assert {k: getattr(m, k, "missing") for k in plain} == plain
+
+
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_cells_stepped_by_hand_equal_the_layer(kind):
     """A cell looped over time with the layer's ``l0`` weights gives the layer's output (the

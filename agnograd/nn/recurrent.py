@@ -468,6 +468,7 @@ class _CellBase(Module):
                              "positive")
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
+        self.bias = bool(bias)  # PyTorch's cells keep the flag too
         dtype = default_dtype(dtype)
         rng = host_rng(seed)
         k = 1.0 / math.sqrt(self.hidden_size)
