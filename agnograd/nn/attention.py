@@ -29,6 +29,45 @@ def _as_mask(mask: Any, like: ag.Tensor) -> ag.Tensor:
     return ag.tensor(mask, backend=like.backend, device=like.device)
 
 
+def _check_mask(m: ag.Tensor, what: str, scores: tuple[int, ...], op: str) -> None:
+    """A mask must be boolean or floating (PyTorch refuses integer masks: adding a 0/1 "keep"
+    mask to the scores would silently bias them instead of masking) and broadcast to the
+    scores' shape without widening it."""
+    if m.dtype != ag.bool and not m.dtype.is_floating:
+        raise TypeError(f"{op}: {what} has dtype {m.dtype.name}; a mask is boolean (a keep/ignore "
+                        "pattern) or floating (added to the scores), as in PyTorch: convert it, "
+                        f"e.g. ag.astype({what}, ag.bool)")
+    try:
+        ok = ag.broadcast_shapes(tuple(m.shape), scores) == scores
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{op}: {what} has shape {tuple(m.shape)}, which does not broadcast to "
+                         f"the attention scores' shape {scores} (..., L, S) (PyTorch refuses it "
+                         "too); give a mask of shape (L, S) or with the query's leading axes")
+
+
+def _check_batch_axes(q: ag.Tensor, k: ag.Tensor, v: ag.Tensor, enable_gqa: bool) -> None:
+    """The leading axes of query, key and value must broadcast (the head axis may differ under
+    ``enable_gqa``): say which axes and how to fix it, not a matrix product's error."""
+    lead = [tuple(t.shape[:-2]) for t in (q, k, v)]
+    if enable_gqa and min(q.ndim, k.ndim, v.ndim) >= 3:
+        lead = [s[:-1] for s in lead]
+    try:
+        ag.broadcast_shapes(*lead)
+        return
+    except ValueError:
+        pass
+    hint = ""
+    if not enable_gqa and min(q.ndim, k.ndim) >= 3 and k.shape[-3] != q.shape[-3] \
+            and q.shape[-3] % k.shape[-3] == 0:
+        hint = (f"; for grouped-query attention ({q.shape[-3]} query heads sharing "
+                f"{k.shape[-3]} key/value heads) pass enable_gqa=True")
+    raise ValueError(f"scaled_dot_product_attention: the leading axes of query {q.shape}, key "
+                     f"{k.shape} and value {v.shape} do not broadcast (PyTorch refuses them too)"
+                     + hint)
+
+
 def _masked_softmax(s: ag.Tensor) -> ag.Tensor:
     """Softmax over the last axis where a row whose every score is ``-inf`` (fully masked) gives
     zeros, as PyTorch's ``scaled_dot_product_attention`` does, with zero gradient (no NaN)."""
@@ -45,8 +84,9 @@ def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Ten
     ``softmax(q kᵀ · scale + M) v``, ``scale = 1/√E`` by default.
 
     Shapes: ``query (..., L, E)``, ``key (..., S, E)``, ``value (..., S, Ev)`` -> ``(..., L, Ev)``
-    (leading axes broadcast). ``attn_mask`` broadcastable to ``(..., L, S)``: boolean (``True``
-    takes part; ``False`` is masked out) or floating (added to the scores). ``is_causal`` masks
+    (leading axes broadcast). ``attn_mask`` broadcastable to the scores' ``(..., L, S)`` (not
+    widening them): boolean (``True`` takes part; ``False`` is masked out) or floating (added
+    to the scores); an integer mask is refused, as PyTorch refuses it. ``is_causal`` masks
     with the lower-triangular ``(L, S)`` pattern (top-left aligned, as PyTorch; not with
     ``attn_mask``). A row with every key masked gives zeros, as PyTorch's kernel. ``dropout_p``
     drops attention weights (always, as the functional does in PyTorch; pass 0 in evaluation)
@@ -63,6 +103,7 @@ def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Ten
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal=True, not "
                          "both (as PyTorch); fold the causal pattern into attn_mask")
+    _check_batch_axes(q, k, v, enable_gqa)
     if enable_gqa and k.ndim >= 3 and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
         hq, hk = q.shape[-3], k.shape[-3]
         if hq % hk or v.shape[-3] != hk:
@@ -83,13 +124,17 @@ def scaled_dot_product_attention(query: ag.Tensor, key: ag.Tensor, value: ag.Ten
         masked = True
     elif attn_mask is not None:
         m = _as_mask(attn_mask, q)
+        _check_mask(m, "attn_mask", tuple(s.shape), "scaled_dot_product_attention")
         if m.dtype == ag.bool:
             s = ag.where(m, s, _NEG_INF)
             masked = True
         else:
             s = s + m
             masked = True
-    p = _masked_softmax(s) if masked else F.softmax(s, axis=-1)
+    if S == 0:
+        p = s  # no key: an empty weight row, a zero output (PyTorch's)
+    else:
+        p = _masked_softmax(s) if masked else F.softmax(s, axis=-1)
     if dropout_p > 0.0:
         p = F.dropout(p, dropout_p, True)
     return p @ v
@@ -114,6 +159,10 @@ class MultiheadAttention(Module):
     allowed to attend -- PyTorch's convention here, the opposite of
     :func:`scaled_dot_product_attention`'s) or floating (added). ``attn_weights (N, L, S)``
     (averaged over heads) or ``(N, num_heads, L, S)``, ``None`` unless ``need_weights``.
+    ``is_causal=True`` (with ``attn_mask``, which PyTorch requires) follows PyTorch: without
+    ``key_padding_mask`` and with ``need_weights=False`` the top-left causal pattern over every
+    key -- ``add_bias_kv``'s and ``add_zero_attn``'s columns included -- replaces
+    ``attn_mask``; otherwise ``attn_mask`` is used.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
@@ -208,6 +257,12 @@ class MultiheadAttention(Module):
         q, k, v = self._proj(query, 0), self._proj(key, 1), self._proj(value, 2)
         kpm = None if key_padding_mask is None else _as_mask(key_padding_mask, q)
         am = None if attn_mask is None else _as_mask(attn_mask, q)
+        self._check_masks(kpm, am, batched, n, L, key.shape[0])
+        # PyTorch's hint: then attn_mask is dropped and scaled_dot_product_attention's causal
+        # pattern covers the keys added below too (else the mask is used, is_causal ignored)
+        causal = is_causal and kpm is None and not need_weights
+        if causal:
+            am = None
         if kpm is not None and not batched:
             kpm = ag.expand_dims(kpm, axis=0)
         if self.bias_k is not None and self.bias_v is not None:
@@ -233,7 +288,17 @@ class MultiheadAttention(Module):
         if kpm is not None:
             kpm = ag.reshape(kpm, (n, 1, 1, s_len))
             scores = ag.where(kpm, _NEG_INF, scores) if kpm.dtype == ag.bool else scores + kpm
-        p = F.softmax(scores, axis=-1)
+        if causal:
+            with ag.default_backend(q.backend):
+                keep = ag.tril(ag.ones((L, s_len), dtype=ag.bool, device=q.device))
+            scores = ag.where(keep, scores, _NEG_INF)
+        # PyTorch's two paths differ on a query whose keys are all masked: with the weights
+        # (softmax) NaN, without them (scaled_dot_product_attention's kernel) a zero row
+        plain = need_weights or (am is None and kpm is None and not causal)
+        if s_len == 0:
+            p = scores  # no key: an empty weight row, a zero output (PyTorch's)
+        else:
+            p = F.softmax(scores, axis=-1) if plain else _masked_softmax(scores)
         if self.dropout > 0.0 and self.training:
             p = F.dropout(p, self.dropout, True)
         out = p @ v  # (N, h, L, hd)
@@ -249,6 +314,30 @@ class MultiheadAttention(Module):
         elif self.batch_first:
             out = ag.permute_dims(out, (1, 0, 2))
         return out, weights
+
+    def _check_masks(self, kpm: ag.Tensor | None, am: ag.Tensor | None, batched: bool, n: int,
+                     L: int, S: int) -> None:
+        """PyTorch's checks of the masks' dtypes (boolean or floating) and shapes (a shape that
+        merely broadcasts, or reshapes, would mask the wrong keys silently)."""
+        op = "MultiheadAttention"
+        h = self.num_heads
+        for what, m in (("key_padding_mask", kpm), ("attn_mask", am)):
+            if m is not None and m.dtype != ag.bool and not m.dtype.is_floating:
+                raise TypeError(f"{op}: {what} has dtype {m.dtype.name}; PyTorch takes boolean "
+                                "masks (True: not allowed to attend) or floating ones (added to "
+                                f"the scores): convert it, e.g. ag.astype({what}, ag.bool)")
+        if kpm is not None:
+            want: tuple[int, ...] = (n, S) if batched else (S,)
+            if tuple(kpm.shape) != want:
+                raise ValueError(f"{op}: key_padding_mask has shape {tuple(kpm.shape)}; expected "
+                                 f"{want} ({'batch, ' if batched else ''}source length), for key "
+                                 "positions to ignore")
+        if am is not None:
+            three = (n * h, L, S) if batched else (h, L, S)
+            if tuple(am.shape) not in ((L, S), three):
+                raise ValueError(f"{op}: attn_mask has shape {tuple(am.shape)}; expected {(L, S)} "
+                                 f"or {three} ({'batch * ' if batched else ''}num_heads, target "
+                                 "length, source length), as PyTorch")
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "

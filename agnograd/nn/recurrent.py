@@ -183,10 +183,29 @@ def _zeros(shape: tuple[int, ...], like: ag.Tensor) -> ag.Tensor:
         return ag.zeros(shape, dtype=like.dtype, device=like.device)
 
 
-def _tensor_like(v: Any, like: ag.Tensor, what: str) -> ag.Tensor:
-    if isinstance(v, ag.Tensor):
-        return v
-    return ag.tensor(v, backend=like.backend, dtype=like.dtype, device=like.device)
+_warned_states: set[tuple[str, str, str, str]] = set()
+
+
+def _tensor_like(v: Any, like: ag.Tensor, w: ag.Tensor, name: str, what: str) -> ag.Tensor:
+    """An initial state as a Tensor (an array takes the input's dtype). PyTorch refuses a state
+    whose dtype is not the input's. Here an integer or boolean state is refused (it would run
+    the step in a dtype no one asked for), and a floating state of neither the input's nor the
+    layer's dtype warns once per layer type and dtypes, as an input of another dtype does
+    (promotion silently changes the result's dtype)."""
+    if not isinstance(v, ag.Tensor):
+        return ag.tensor(v, backend=like.backend, dtype=like.dtype, device=like.device)
+    if not v.dtype.is_floating and like.dtype.is_floating:
+        raise TypeError(f"{name}: {what} has dtype {v.dtype.name}; a state is floating, of the "
+                        f"input's dtype (as PyTorch requires): pass ag.astype({what}, "
+                        f"ag.{like.dtype.name})")
+    key = (name, what, v.dtype.name, like.dtype.name)
+    if v.dtype != like.dtype and v.dtype != w.dtype and key not in _warned_states:
+        _warned_states.add(key)
+        warnings.warn(f"{name}: {what} has dtype {v.dtype.name}, the input {like.dtype.name} and "
+                      f"the layer {w.dtype.name}: type promotion computes in the wider dtype "
+                      f"(PyTorch refuses it); pass ag.astype({what}, ag.{like.dtype.name}) "
+                      "(warned once per layer type and dtypes)", UserWarning, stacklevel=4)
+    return v
 
 
 class RNNBase(Module):
@@ -280,8 +299,9 @@ class RNNBase(Module):
         if self.mode == "LSTM" and (not isinstance(hx, (tuple, list)) or len(parts) != 2):
             raise TypeError(f"{name}: hx must be a tuple (h_0, c_0), not {type(hx).__name__}")
         out = []
+        w = self._params(0)[0]
         for what, p, s in zip(("h_0", "c_0"), parts, sizes):
-            p = _tensor_like(p, x, name)
+            p = _tensor_like(p, x, w, name, what)
             want = (d * self.num_layers, n, s) if batched else (d * self.num_layers, s)
             if tuple(p.shape) != want:
                 raise ValueError(f"{name}: {what} has shape {tuple(p.shape)}; expected {want} "
@@ -315,6 +335,9 @@ class RNNBase(Module):
         elif self.batch_first:
             x = ag.permute_dims(x, (1, 0, 2))
         steps, n = x.shape[0], x.shape[1]
+        if steps == 0:
+            raise ValueError(f"{name}: the input {tuple(input.shape)} has no time steps; a "
+                             "sequence needs at least one (PyTorch refuses it too)")
         states = self._states(hx, x, batched, n)
         lstm = self.mode == "LSTM"
         d = 2 if self.bidirectional else 1
@@ -445,6 +468,7 @@ class _CellBase(Module):
                              "positive")
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
+        self.bias = bool(bias)  # PyTorch's cells keep the flag too
         dtype = default_dtype(dtype)
         rng = host_rng(seed)
         k = 1.0 / math.sqrt(self.hidden_size)
@@ -468,14 +492,15 @@ class _CellBase(Module):
         x = input if batched else ag.expand_dims(input, axis=0)
         n = x.shape[0]
         out = []
-        for s in states:
+        whats = ("h_0", "c_0") if len(states) == 2 else ("hx",)
+        for what, s in zip(whats, states):
             if s is None:
                 out.append(_zeros((n, self.hidden_size), x))
                 continue
-            s = _tensor_like(s, x, name)
+            s = _tensor_like(s, x, self.weight_ih, name, what)
             want = (n, self.hidden_size) if batched else (self.hidden_size,)
             if tuple(s.shape) != want:
-                raise ValueError(f"{name}: a state has shape {tuple(s.shape)}; expected {want}")
+                raise ValueError(f"{name}: {what} has shape {tuple(s.shape)}; expected {want}")
             out.append(s if batched else ag.expand_dims(s, axis=0))
         return x, out, batched
 
