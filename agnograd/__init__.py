@@ -213,7 +213,7 @@ from .backends import (
 )
 from .backends import register as register_backend
 from .batching import VmapError, VmapFallbackWarning, vmap
-from .capture.jit import jit
+from .capture.jit import JitEagerWarning, jit
 from .capture.step import CapturedStep, CaptureError, capture
 from .custom import Function, FunctionCtx, custom_jvp, custom_vjp
 from .func import (
@@ -245,6 +245,7 @@ newaxis = None
 # names above, sorted (tests/test_typing.py checks it against the op modules).
 __all__ = [
     "Backend", "BackendError", "CaptureError", "CapturedStep", "DType", "Function", "FunctionCtx",
+    "JitEagerWarning",
     "Tensor", "VmapError", "VmapFallbackWarning", "__array_namespace_info__", "abs", "acos",
     "acosh", "add", "all", "any", "arange",
     "argmax", "argmin", "argsort", "as_tensor", "asarray", "asin", "asinh", "astype", "atan",

@@ -390,15 +390,45 @@ def test_numpy_array_operand_is_a_constant_of_its_backend(backend):
         assert np.array_equal(_host(w.grad), [1.0, 2.0, 3.0])
 
 
-def test_jit_of_a_forward_with_backward_outside_is_refused_on_the_first_call():
+def test_jit_of_a_forward_with_backward_outside_runs_eagerly():
+    """``loss = ag.jit(model)(x); loss.backward()`` (torch.compile's habit) and
+    ``ag.grad(ag.jit(f))`` (JAX's): a replay has no graph, so calls with grad enabled run the
+    function eagerly -- the gradients are eager's, on every call, before and after replays
+    under no_grad; a one-time warning says so. ``ag.capture`` (a whole-step recorder) and a
+    traced first call (``warmup=0``) still refuse."""
     model = nn.Linear(3, 2, seed=0)
+    twin = nn.Linear(3, 2, seed=0)
     f = ag.jit(model)
-    x = ag.tensor(np.ones((4, 3), np.float32))
-    with pytest.raises(ag.CaptureError, match=r"ag\.jit.*requires grad.*call loss\.backward\(\)"):
-        f(x)
-    with ag.no_grad():  # inference: fine, and replayed
+    x = ag.tensor(np.arange(12.0, dtype=np.float32).reshape(4, 3))
+    with ag.no_grad():  # inference first: recorded and replayed
         a, _, c = f(x), f(x), f(x)
-    assert np.array_equal(_host(a), _host(c))
+    assert np.array_equal(_host(a), _host(c)) and f.cache_info()["traces"] == 1
+    with pytest.warns(ag.JitEagerWarning, match=r"differentiated from outside"):
+        y = f(x)
+    for k in range(3):
+        if k:
+            y = f(x)
+        model.zero_grad()
+        twin.zero_grad()
+        ag.sum(y * y).backward()
+        ag.sum(twin(x) * twin(x)).backward()
+        for p, q in zip(model.parameters(), twin.parameters()):
+            assert np.array_equal(_host(p.grad), _host(q.grad))
+    with ag.no_grad():  # and inference still replays (traced again: the parameters now hold
+        # a .grad, part of a recording's guards)
+        assert np.array_equal(_host(f(x)), _host(a)) and np.array_equal(_host(f(x)), _host(a))
+
+    def loss(w):
+        return ag.sum(ag.sin(w) * w)
+
+    g = ag.grad(ag.jit(loss))
+    w = ag.tensor([0.5, 1.0, 2.0])
+    want = _host(ag.grad(loss)(w))
+    with pytest.warns(ag.JitEagerWarning):
+        got = [_host(g(w)) for _ in range(4)]
+    assert all(np.array_equal(v, want) for v in got)
+    with pytest.raises(ag.CaptureError, match=r"ag\.jit.*requires grad.*warmup=1"):
+        ag.grad(ag.jit(loss, warmup=0))(w)
     with pytest.raises(ag.CaptureError, match=r"ag\.capture.*requires grad"):
         ag.capture(model, x)
 

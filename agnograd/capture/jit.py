@@ -21,22 +21,27 @@ unless ``fallback="eager"``: that signature then runs eagerly from then on.
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from .._tensor import Tensor
 from ..autograd.forward import fwd_state
-from ..autograd.mode import anomaly_mode
+from ..autograd.mode import anomaly_mode, grad_mode
 from ..backends import Backend, backend_of_array
 from ..backends import batching as _batching
 from ..pytree import tree_flatten, tree_unflatten
 from . import _state
 from ._state import CaptureError
-from .program import can_stage, check_outputs, trace_step
+from .program import can_stage, check_outputs, graph_output, trace_step
 from .recordings import Recording, Recordings
 
-__all__ = ["jit", "JitFunction"]
+__all__ = ["jit", "JitEagerWarning", "JitFunction"]
+
+
+class JitEagerWarning(UserWarning):
+    """``ag.jit``: a function differentiated from outside runs eagerly (see :func:`jit`)."""
 
 WHO = "ag.jit"
 _WORLDS_PER_SIGNATURE = 8
@@ -48,10 +53,16 @@ def jit(fn: Callable[..., Any] | None = None, *, cache_size: int = 16, warmup: i
 
     Args:
         fn: the function; Tensors (or arrays) at the leaves of its arguments are inputs, other
-            leaves constants of a recording. It should be a whole step -- forward, backward and
-            update -- or run without a graph: a replay returns Tensors without a graph, so a
-            call that returns a Tensor requiring grad without having run a backward raises
-            :class:`~agnograd.CaptureError` (call ``backward()`` inside instead).
+            leaves constants of a recording. It is fastest as a whole step -- forward, backward
+            and update -- or run without a graph. A function differentiated from outside
+            (``ag.grad(ag.jit(f))``, ``loss = ag.jit(model)(x); loss.backward()``, as
+            ``jax.grad(jax.jit(f))`` and ``torch.compile`` allow) returns a Tensor requiring
+            grad from a call that ran no backward: a replay has no graph to return, so from
+            that call on, calls with grad enabled run ``fn`` eagerly (a one-time
+            :class:`JitEagerWarning` says so; under ``ag.no_grad()`` it still replays). With
+            ``warmup=0`` a traced first call cannot fall back and raises
+            :class:`~agnograd.CaptureError`. For speed, compile the gradient itself:
+            ``ag.jit(ag.grad(f))``.
         cache_size: input signatures kept (least recently used dropped first); each keeps up
             to 8 recordings, one per world its guards describe.
         warmup: eager calls of a new signature before it is traced (0 traces the first call).
@@ -100,6 +111,11 @@ class JitFunction:
         self.fallback = fallback
         self._cache: OrderedDict[Any, _Entry] = OrderedDict()
         self.traces = 0
+        # a call with grad enabled returned a graph without running a backward: the caller
+        # differentiates through fn, and calls with grad enabled run it eagerly (a replay's
+        # outputs carry no graph); _grad_seen: a call with grad enabled has been checked
+        self._through = False
+        self._grad_seen = False
         self.__wrapped__ = fn
         self.__name__ = getattr(fn, "__name__", "jit")
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -135,10 +151,12 @@ class JitFunction:
         return tuple(key), positions, backend
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if anomaly_mode.enabled or fwd_state.on or _batching.ACTIVE:
+        grad_on = grad_mode.enabled
+        if anomaly_mode.enabled or fwd_state.on or _batching.ACTIVE or (grad_on and self._through):
             # anomaly checks read values on the host, tangents of a forward trace (ag.jvp) ride
-            # on the Tensors, and inside ag.vmap values carry a batch: no recording has any of
-            # them, so such calls run eagerly (jit(vmap(f)) records the batched program)
+            # on the Tensors, inside ag.vmap values carry a batch, and a function differentiated
+            # from outside needs its graph: no recording has any of them, so such calls run
+            # eagerly (jit(vmap(f)) records the batched program)
             return self.fn(*args, **kwargs)
         # Keyword arguments are part of the pytree of arguments, as jax.jit's.
         leaves, treedef = tree_flatten((args, kwargs))
@@ -158,12 +176,27 @@ class JitFunction:
                 entry.recordings.note_retrace(why)
         if entry.eager:
             return self.fn(*args, **kwargs)
-        if entry.seen < self.warmup or backend is None or not can_stage(backend):
+        if (entry.seen < self.warmup or backend is None or not can_stage(backend)
+                or (grad_on and self.warmup and not self._grad_seen)):
+            # (the first call with grad enabled is eager even after the warm-up, so that a
+            # function differentiated from outside is seen before a trace would cut its graph)
             entry.seen += 1
             backwards = _state.BACKWARDS[0]
             try:
                 with _state.recording(WHO):
                     out = self.fn(*args, **kwargs)
+                if grad_on:
+                    self._grad_seen = True
+                    if _state.BACKWARDS[0] == backwards and graph_output(out) is not None:
+                        self._through = True
+                        warnings.warn(
+                            f"{WHO}({self.__name__}) returned a Tensor that requires grad from a "
+                            "call that ran no backward: it is differentiated from outside "
+                            "(ag.grad(ag.jit(f)), loss = ag.jit(model)(x); loss.backward()). A "
+                            "replay has no graph, so calls with grad enabled run it eagerly. For "
+                            "speed, compile the whole step (backward and update inside) or the "
+                            "gradient: ag.jit(ag.grad(f))", JitEagerWarning, stacklevel=2)
+                        return out
                 check_outputs(out, _state.BACKWARDS[0] != backwards, WHO)
             except CaptureError:
                 if self.fallback != "eager":

@@ -123,23 +123,35 @@ class Traced:
         self.one_shot = one_shot
 
 
-def check_outputs(out: Any, ran_backward: bool, who: str) -> None:
-    """Refuse outputs that carry a graph when the call ran no backward: the caller means to
-    call ``backward()`` on them outside (the ``torch.compile`` habit), and a replay's outputs
-    have no graph -- the gradient would silently never reach the parameters."""
-    if ran_backward:
-        return
+def graph_output(out: Any) -> tuple[int, Tensor] | None:
+    """The first output leaf that carries a graph (its index and the Tensor), if any."""
     from ..pytree import tree_leaves
 
     for k, leaf in enumerate(tree_leaves(out)):
         if type(leaf) is Tensor and leaf._node is not None:
-            raise CaptureError(
-                f"{who}: output {k} (shape {tuple(leaf.data.shape)}) requires grad -- it was made "
-                f"by the '{leaf._node.name}' op from tensors that require grad -- but the call ran "
-                "no backward. A replay returns arrays without a graph, so a backward() outside "
-                f"would never reach the parameters. Compile the whole step instead: call "
-                "loss.backward() (and opt.step()) inside the function and return the loss; or "
-                "run a forward-only function under ag.no_grad()")
+            return k, leaf
+    return None
+
+
+def check_outputs(out: Any, ran_backward: bool, who: str) -> None:
+    """Refuse outputs that carry a graph when the call ran no backward: the caller means to
+    call ``backward()`` on them outside (the ``torch.compile`` habit), and a replay's outputs
+    have no graph -- the gradient would silently never reach the parameters. (``ag.jit``
+    runs such a function eagerly instead, after its first eager call has shown it.)"""
+    if ran_backward:
+        return
+    found = graph_output(out)
+    if found is not None:
+        k, leaf = found
+        raise CaptureError(
+            f"{who}: output {k} (shape {tuple(leaf.data.shape)}) requires grad -- it was made "
+            f"by the '{leaf._node.name}' op from tensors that require grad -- but the call ran "
+            "no backward. A replay returns arrays without a graph, so a backward() outside "
+            "would never reach the parameters. Compile the whole step instead: call "
+            "loss.backward() (and opt.step()) inside the function and return the loss; or "
+            "run a forward-only function under ag.no_grad()"
+            + ("; or let ag.jit run it eagerly when it is differentiated through: keep its "
+               "default warmup=1" if who == "ag.jit" else ""))
 
 
 def trace_step(fn: Callable[..., Any], call_args: Callable[[list[Any]], tuple[Any, ...]],
