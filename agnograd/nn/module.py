@@ -70,6 +70,16 @@ def _mark_parameters(value: Any) -> None:
             _mark_parameters(v)
 
 
+def _follow(done: dict[int, tuple[ag.Tensor, ag.Tensor]]) -> None:
+    """Record the replacements, so that an optimizer made before the conversion follows them
+    (:mod:`agnograd.optim._moves`)."""
+    from ..optim import _moves  # (call time: nn sits below optim)
+
+    for old, new in done.values():
+        if new is not old:
+            _moves.note(old, new)
+
+
 def _mark_like(new: ag.Tensor, old: ag.Tensor) -> ag.Tensor:
     """``new`` (a converted copy of ``old``) with ``old``'s grad requirement and parameter
     status."""
@@ -634,8 +644,9 @@ class Module(_capture.Holder):
     def to_backend(self, backend: str, device: Any = None) -> Module:
         """Move every state tensor to ``backend`` (and ``device``), in place; returns ``self``.
 
-        The moved parameters are new Tensors (their gradients are dropped): create the
-        optimizer after moving the model.
+        The moved parameters are new Tensors (their gradients are dropped); an optimizer made
+        before the move follows them (its state moved with them), as PyTorch's does after
+        ``model.to(device)``.
         """
         ag.get_backend(backend)  # an unknown or unusable backend fails here, before any change
         # id(old) -> (old, new): a tensor reachable twice stays one (old is held: ids stay unique)
@@ -652,14 +663,16 @@ class Module(_capture.Holder):
             return new
 
         _replace(self, move, "", set())
+        _follow(done)
         _WORLD[0] += 1  # tensors replaced in containers: a compiled step re-checks its guards
         return self
 
     def astype(self, dtype: Any) -> Module:
         """Convert every floating-point state tensor to ``dtype`` (e.g. ``ag.float64``), in
-        place; returns ``self``. Like :meth:`to_backend`, the parameters become new Tensors;
-        a tensor reachable under several names (tied weights) stays one tensor, and frozen
-        parameters stay parameters."""
+        place; returns ``self``. Like :meth:`to_backend`, the parameters become new Tensors
+        (an optimizer made before follows them, its floating state cast too); a tensor
+        reachable under several names (tied weights) stays one tensor, and frozen parameters
+        stay parameters."""
         done: dict[int, tuple[ag.Tensor, ag.Tensor]] = {}  # as in to_backend
 
         def cast(name: str, t: ag.Tensor) -> ag.Tensor:
@@ -670,6 +683,7 @@ class Module(_capture.Holder):
             return done[id(t)][1]
 
         _replace(self, cast, "", set())
+        _follow(done)
         _WORLD[0] += 1
         return self
 

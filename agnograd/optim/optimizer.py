@@ -10,6 +10,7 @@ import agnograd as ag
 
 from ..backends import tracing as _tracing
 from ..capture import _state as _capture
+from . import _moves
 
 __all__ = ["Optimizer", "ParamGroup"]
 
@@ -78,6 +79,7 @@ class Optimizer(_capture.Holder):
                 raise TypeError("params must be Tensors or dicts with a 'params' entry, not a mix")
             self.add_param_group(g)
         self.state: dict[int, dict[str, Any]] = {}  # id(param) -> its state
+        self._moves = _moves.EPOCH[0]  # the module conversions followed (see _follow_moves)
 
     def add_param_group(self, param_group: ParamGroup) -> None:
         """Add a parameter group, as ``torch.optim.Optimizer.add_param_group`` (e.g. to train
@@ -153,7 +155,36 @@ class Optimizer(_capture.Holder):
         return items
 
     def _params(self) -> list[ag.Tensor]:
+        if _moves.EPOCH[0] != self._moves:
+            self._follow_moves()
         return [p for g in self.param_groups for p in g["params"]]
+
+    def _follow_moves(self) -> None:
+        """Train the Tensors that replaced parameters since the last look (``Module.astype``,
+        ``Module.to_backend`` make new ones; PyTorch's conversions keep the objects, and an
+        optimizer made before them goes on training the model): each group's entry, and the
+        parameter's state converted as :meth:`load_state_dict` converts it."""
+        self._moves = _moves.EPOCH[0]
+        changed = False
+        for group in self.param_groups:
+            ps = group["params"]
+            for k, p in enumerate(ps):
+                q = _moves.current(p)
+                if q is p:
+                    continue
+                ps[k] = q
+                changed = True
+                state = self.state.pop(id(p), None)
+                if state is not None:
+                    self.state[id(q)] = {
+                        name: (ag.asarray(ag.to_backend(v, q.backend), device=q.device,
+                                          dtype=self._state_dtype(name, k, v, q), copy=True)
+                               if isinstance(v, ag.Tensor) else v)
+                        for name, v in state.items()}
+        if changed:  # device scalars of the old backend, and what a compiled step guards
+            self._device_hyper.clear()
+            self._device_value.clear()
+            _capture.touch()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradient of every parameter: ``p.grad = None`` (the default, as PyTorch's),
@@ -188,6 +219,8 @@ class Optimizer(_capture.Holder):
                 self.sync_device_hyperparameters()
         elif self.capturable:
             self.sync_device_hyperparameters()
+        if _moves.EPOCH[0] != self._moves:
+            self._follow_moves()
         with ag.no_grad():
             for gi, group in enumerate(self.param_groups):
                 for p in group["params"]:
