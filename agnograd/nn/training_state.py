@@ -167,6 +167,7 @@ def load_training_state(path: str | os.PathLike[str], *, model: Module | None = 
     if model is not None:
         need("model", "model")
         model_arrays = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+        model_arrays = dict(model._modern_names(model_arrays))  # Sequential's old names
         if version == 1:
             model_arrays = convert_linear_layout(model, model_arrays, repr(target))
         model.load_state_dict(model_arrays)
