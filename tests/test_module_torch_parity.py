@@ -304,6 +304,8 @@ def test_load_state_dict_returns_incompatible_keys_as_torch():
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert repr(result) == "<All keys matched successfully>" == repr(tm.load_state_dict(tm.state_dict()))
     assert isinstance(result, nn.IncompatibleKeys)
+    with pytest.raises(AttributeError, match="not the module"):  # chaining, agnograd's old habit
+        m.load_state_dict(m.state_dict()).parameters()
 
 
 def test_strict_errors_name_the_keys_and_shapes_and_change_nothing():
@@ -739,3 +741,97 @@ def test_parameters_to_vector_and_back_as_torch():
         nn.utils.vector_to_parameters(ag.tensor(np.zeros(9, np.float32)), m.parameters())
     with pytest.raises(TypeError):
         nn.utils.vector_to_parameters(np.zeros(8), m.parameters())
+
+
+def test_functional_call_reads_torchs_calling_form():
+    """Regression: ``functional_call(m, params, (x,))`` -- PyTorch's form, a tuple of
+    positional arguments -- called ``m((x,))``, which ran Linear on an array of shape
+    (1, N, in): an output of the wrong shape, silently."""
+    m, tm = nn.Linear(3, 2, seed=0), tnn.Linear(3, 2)
+    _twin_linear(m, tm)
+    w = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    want = torch.func.functional_call(tm, {"weight": torch.tensor(w)}, (torch.tensor(X),))
+    for call in (lambda p: nn.functional_call(m, p, (ag.tensor(X),)),
+                 lambda p: nn.functional_call(m, p, ag.tensor(X)),
+                 lambda p: nn.functional_call(m, (p, {}), (ag.tensor(X),), {}),
+                 lambda p: nn.functional_call(m, p, (ag.tensor(X),), kwargs={})):
+        got = call({"weight": ag.tensor(w)})
+        assert got.shape == tuple(want.shape) == (8, 2)
+        np.testing.assert_allclose(_np(got), want.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            self.w = nn.Parameter(ag.ones((3,)))
+
+        def forward(self, x, scale=1.0):
+            return x * self.w * scale
+
+    s = Scaled()
+    out = nn.functional_call(s, {"w": ag.full((3,), 2.0)}, (ag.ones((3,)),), {"scale": 3.0})
+    np.testing.assert_array_equal(_np(out), 6.0)
+    with pytest.raises(ValueError, match="more than one"):
+        nn.functional_call(s, ({"w": ag.ones((3,))}, {"w": ag.ones((3,))}), ag.ones((3,)))
+
+
+def test_a_modules_own_tensors_come_before_its_sub_modules_as_torch():
+    """Regression: parameters and state dicts listed attributes in assignment order, so a
+    parameter assigned after a sub-module (``self.cls_token`` after ``self.encoder``) came
+    after the sub-module's: ``zip(model.parameters(), torch_model.parameters())`` paired the
+    wrong tensors, and parameters_to_vector laid them out in another order than torch's."""
+    class Ours(nn.Module):
+        def __init__(self):
+            self.encoder = nn.Linear(4, 4, seed=0)
+            self.token = nn.Parameter(ag.zeros((4,)))
+            self.blocks = nn.ModuleList([nn.LayerNorm(4)])
+            self.register_buffer("pos", ag.zeros((4,)))
+            self.gate = nn.Parameter(ag.ones((4,)))
+
+    class Theirs(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = tnn.Linear(4, 4)
+            self.token = tnn.Parameter(torch.zeros(4))
+            self.blocks = tnn.ModuleList([tnn.LayerNorm(4)])
+            self.register_buffer("pos", torch.zeros(4))
+            self.gate = tnn.Parameter(torch.ones(4))
+
+    m, tm = Ours(), Theirs()
+    assert [n for n, _ in m.named_parameters()] == [n for n, _ in tm.named_parameters()] == [
+        "token", "gate", "encoder.weight", "encoder.bias", "blocks.0.weight", "blocks.0.bias"]
+    assert list(m.state_dict()) == list(tm.state_dict())
+    assert [n for n, _ in m.named_buffers()] == [n for n, _ in tm.named_buffers()]
+    assert [n for n, _ in m.named_modules()] == [n for n, _ in tm.named_modules()]
+    m.load_state_dict(tm.state_dict())
+    np.testing.assert_array_equal(_np(nn.utils.parameters_to_vector(m.parameters())),
+                                  tnn.utils.parameters_to_vector(tm.parameters()).detach().numpy())
+
+
+def test_training_states_with_sequentials_old_names_still_load(tmp_path):
+    """A training state written while Sequential named its layers ``layers.<i>`` (tensors and
+    the Dropout layer's generator, ``module:layers.2``) loads into today's Sequential."""
+    from agnograd.backends import host
+
+    def make(seed):
+        return nn.Sequential(nn.Linear(3, 4, seed=seed), nn.Tanh(), nn.Dropout(0.3, seed=seed),
+                             nn.Linear(4, 2, seed=seed + 1))
+
+    m = make(0)
+    opt = optim.Adam(m.parameters(), lr=0.1)
+    F.mse_loss(m(ag.tensor(X)), ag.tensor(Y)).backward()
+    opt.step()
+    nn.save_training_state(tmp_path / "new.npz", model=m, optimizer=opt, epoch=1)
+    arrays, meta = host.load_checked_npz(str(tmp_path / "new.npz"))
+    arrays = {(f"model/layers.{k[6:]}" if k.startswith("model/") else k): v
+              for k, v in arrays.items()}
+    meta["model"] = [f"layers.{k}" for k in meta["model"]]
+    meta["rng"] = {(f"module:layers.{k[7:]}" if k.startswith("module:") else k): v
+                   for k, v in meta["rng"].items()}
+    assert "module:layers.2" in meta["rng"]
+    host.save_checked_npz(str(tmp_path / "old.npz"), arrays, meta)
+    other = make(5)
+    opt2 = optim.Adam(other.parameters(), lr=0.1)
+    assert nn.load_training_state(tmp_path / "old.npz", model=other, optimizer=opt2) == {"epoch": 1}
+    for (n, a), (k, b) in zip(m.state_dict().items(), other.state_dict().items(), strict=True):
+        assert n == k
+        np.testing.assert_array_equal(_np(a), _np(b))
+    np.testing.assert_array_equal(_np(m(ag.tensor(X))), _np(other(ag.tensor(X))))  # same masks

@@ -14,7 +14,7 @@ import copy
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import agnograd as ag
@@ -45,7 +45,16 @@ class IncompatibleKeys(NamedTuple):
         return (f"IncompatibleKeys(missing_keys={self.missing_keys!r}, "
                 f"unexpected_keys={self.unexpected_keys!r})")
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"'IncompatibleKeys' object has no attribute {name!r}: load_state_dict returns the "
+            "missing and unexpected keys (as PyTorch), not the module; call it on its own "
+            "line and keep using the module (Module.load(path) returns the module)")
 
 
 _warned_dtypes: set[tuple[str, str, str]] = set()
@@ -152,8 +161,32 @@ def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
         "(warned once per layer type and dtypes)", UserWarning, stacklevel=3)
 
 
+def _tensors_in(obj: Any, prefix: str) -> Iterator[tuple[str, ag.Tensor]]:
+    """(dotted name, Tensor) for the Tensors in ``obj`` (a Tensor, or lists, tuples and dicts
+    of them), not looking into Modules."""
+    if isinstance(obj, ag.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors_in(value, f"{prefix}.{i}" if prefix else str(i))
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(key, str):
+                yield from _tensors_in(value, f"{prefix}.{key}" if prefix else key)
+
+
+def _own(module: Module, prefix: str) -> Iterator[tuple[str, ag.Tensor]]:
+    """(dotted name, Tensor) for the tensors held by ``module`` itself (its public attributes,
+    lists, tuples and dicts in them), in attribute order; sub-modules' tensors left out."""
+    for name, value in vars(module).items():
+        if not name.startswith("_"):
+            yield from _tensors_in(value, f"{prefix}.{name}" if prefix else name)
+
+
 def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
-    """(dotted name, Tensor or Module) for everything reachable from container ``obj``."""
+    """(dotted name, Tensor or Module) for everything reachable from module ``obj``, in
+    PyTorch's order: a module, its own tensors, then its sub-modules (in attribute order),
+    each module once."""
     if isinstance(obj, ag.Tensor):
         yield prefix, obj
     elif isinstance(obj, Module):
@@ -161,16 +194,9 @@ def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
             return
         seen.add(id(obj))
         yield prefix, obj
-        for name, value in vars(obj).items():
-            if not name.startswith("_"):
-                yield from _walk(value, f"{prefix}.{name}" if prefix else name, seen)
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _walk(value, f"{prefix}.{i}" if prefix else str(i), seen)
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            if isinstance(key, str):
-                yield from _walk(value, f"{prefix}.{key}" if prefix else key, seen)
+        yield from _own(obj, prefix)
+        for name, child in _children(obj, prefix):
+            yield from _walk(child, name, seen)
 
 
 def _same_values(a: ag.Tensor, b: ag.Tensor) -> bool:
@@ -201,27 +227,36 @@ def _direct_modules(obj: Module) -> list[Module]:
 
 def _every_name(obj: Any, prefix: str, path: set[int], own: bool = False
                 ) -> Iterator[tuple[str, ag.Tensor]]:
-    """(dotted name, Tensor) for every name under which a Tensor is reachable from ``obj``:
-    a tied tensor, or one in a sub-module shared by two places, under each of its names (as in
-    PyTorch's ``state_dict``). ``path`` holds the modules being walked (a cycle stops).
-    ``own``: only the tensors of ``obj`` itself (no sub-module is entered)."""
+    """(dotted name, Tensor) for every name under which a Tensor is reachable from module
+    ``obj``: a tied tensor, or one in a sub-module shared by two places, under each of its
+    names (as in PyTorch's ``state_dict``), each module's own tensors before its sub-modules'.
+    ``path`` holds the modules being walked (a cycle stops). ``own``: only the tensors of
+    ``obj`` itself (no sub-module is entered)."""
     if isinstance(obj, ag.Tensor):
         yield prefix, obj
     elif isinstance(obj, Module):
-        if id(obj) in path or (own and path):
+        if id(obj) in path:
             return
         path.add(id(obj))
-        for name, value in vars(obj).items():
-            if not name.startswith("_"):
-                yield from _every_name(value, f"{prefix}.{name}" if prefix else name, path, own)
+        yield from _own(obj, prefix)
+        if not own:
+            for name, child in _children(obj, prefix):
+                yield from _every_name(child, name, path)
         path.discard(id(obj))
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _every_name(value, f"{prefix}.{i}" if prefix else str(i), path, own)
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            if isinstance(key, str):
-                yield from _every_name(value, f"{prefix}.{key}" if prefix else key, path, own)
+
+
+def _state_items(module: Module, prefix: str, path: set[int]) -> Iterator[tuple[str, ag.Tensor]]:
+    """``_every_name`` in PyTorch's ``state_dict`` order: a module's own parameters, its own
+    buffers, then its sub-modules'."""
+    if id(module) in path:
+        return
+    path.add(id(module))
+    own = list(_own(module, prefix))
+    yield from ((n, t) for n, t in own if is_parameter(t))
+    yield from ((n, t) for n, t in own if not is_parameter(t))
+    for name, child in _children(module, prefix):
+        yield from _state_items(child, name, path)
+    path.discard(id(module))
 
 
 def _every_module(obj: Any, prefix: str, path: set[int], out: list[tuple[str, Module]]) -> None:
@@ -708,7 +743,7 @@ class Module(_capture.Holder):
         model's tensors themselves (not detached)."""
         skip = self._non_persistent()
         return {prefix + name: (t if keep_vars else t.detach())
-                for name, t in _every_name(self, "", set()) if name not in skip}
+                for name, t in _state_items(self, "", set()) if name not in skip}
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True,
                         assign: bool = False) -> IncompatibleKeys:
@@ -1045,13 +1080,20 @@ def _put(obj: Any, key: Any, value: ag.Tensor) -> None:
     _WORLD[0] += 1  # a compiled step's guards see the replaced tensor
 
 
-def functional_call(module: Module, tensors: Mapping[str, ag.Tensor], *args: Any,
-                    **kwargs: Any) -> Any:
+def functional_call(module: Module,
+                    tensors: Mapping[str, ag.Tensor] | Sequence[Mapping[str, ag.Tensor]],
+                    *args: Any, **kwargs: Any) -> Any:
     """Call ``module(*args, **kwargs)`` with some of its state tensors replaced by ``tensors``
     (name -> Tensor) for the duration of the call, e.g. to differentiate with respect to a
     copy of the parameters with :func:`agnograd.grad`:
 
         grads = ag.grad(lambda p: loss(functional_call(model, p, x)))(params)
+
+    PyTorch's calling form is read too: ``functional_call(module, params, (x, y))`` -- a
+    single (plain) tuple is the tuple of positional arguments, and ``functional_call(module,
+    params, (x,), {"mask": m})`` or ``kwargs={"mask": m}`` gives the keyword arguments -- and
+    ``tensors`` may be a tuple of dicts (e.g. ``(params, buffers)``), whose names must not
+    repeat. (To pass one tuple as the only argument of ``forward``, wrap it: ``((a, b),)``.)
 
     A tensor reachable under several names (tied weights) is replaced everywhere it is
     reachable, whichever of its names is given (``torch.func.functional_call``'s default,
@@ -1059,11 +1101,31 @@ def functional_call(module: Module, tensors: Mapping[str, ag.Tensor], *args: Any
 
     Raises:
         KeyError: a name is not a state tensor of ``module``.
-        ValueError: two names of one tied tensor are given different tensors.
+        ValueError: two names of one tied tensor are given different tensors, or a name
+            repeats across a tuple of dicts.
         TypeError: the tensor sits in a tuple (which cannot be modified).
     """
+    given: Mapping[str, ag.Tensor]
+    if isinstance(tensors, (tuple, list)):  # PyTorch: a tuple of dicts (params, buffers)
+        merged: dict[str, ag.Tensor] = {}
+        for d in tensors:
+            repeated = sorted(set(merged) & set(d))
+            if repeated:
+                raise ValueError(f"functional_call: {', '.join(map(repr, repeated))} given in "
+                                 "more than one of the dicts; give each name once")
+            merged.update(d)
+        given = merged
+    else:
+        given = tensors  # type: ignore[assignment]
+    if args and type(args[0]) is tuple and (  # PyTorch's (args, kwargs) form
+            len(args) == 1 or (len(args) == 2 and isinstance(args[1], dict) and not kwargs)):
+        if len(args) == 2:
+            kwargs = dict(args[1])
+        elif isinstance(kwargs.get("kwargs"), dict) and set(kwargs) == {"kwargs"}:
+            kwargs = dict(kwargs["kwargs"])
+        args = args[0]
     targets: dict[int, tuple[str, Any]] = {}  # id(current tensor) -> (a name given, new)
-    for name, new in tensors.items():
+    for name, new in given.items():
         found, _ = _locate(module, name)
         if id(found) in targets and targets[id(found)][1] is not new:
             raise ValueError(
