@@ -835,3 +835,18 @@ def test_training_states_with_sequentials_old_names_still_load(tmp_path):
         assert n == k
         np.testing.assert_array_equal(_np(a), _np(b))
     np.testing.assert_array_equal(_np(m(ag.tensor(X))), _np(other(ag.tensor(X))))  # same masks
+
+
+def test_double_float_and_foreach_as_torch():
+    m = nn.Sequential(nn.Linear(2, 2, seed=0), nn.BatchNorm1d(2))
+    assert m.double() is m and m[0].weight.dtype == ag.float64 and m[1].running_mean.dtype == ag.float64
+    assert m[1].num_batches_tracked.dtype == ag.int64  # integers untouched, as torch
+    assert m.float()[0].bias.dtype == ag.float32
+    ours, theirs = _grads_pair()
+    total = nn.utils.clip_grad_norm_(ours, 0.5, foreach=True)
+    ttotal = tnn.utils.clip_grad_norm_(theirs, 0.5, foreach=True)
+    np.testing.assert_allclose(float(total), float(ttotal), rtol=1e-12)
+    nn.utils.clip_grad_value_(ours, 0.01, foreach=False)
+    tnn.utils.clip_grad_value_(theirs, 0.01, foreach=False)
+    for p, tp in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(_np(p.grad), tp.grad.numpy(), rtol=1e-12)

@@ -961,6 +961,14 @@ class Module(_capture.Holder):
         _WORLD[0] += 1
         return self
 
+    def double(self) -> Module:
+        """``astype(ag.float64)``, as PyTorch's ``Module.double()`` (floating state only)."""
+        return self.astype(ag.float64)
+
+    def float(self) -> Module:
+        """``astype(ag.float32)``, as PyTorch's ``Module.float()`` (floating state only)."""
+        return self.astype(ag.float32)
+
     # -- printing ------------------------------------------------------------------------------
     def extra_repr(self) -> str:
         """The text between the parentheses of this module's repr (sub-modules aside)."""

@@ -27,7 +27,8 @@ def _grads(parameters: ag.Tensor | Iterable[ag.Tensor]) -> list[ag.Tensor]:
 
 
 def clip_grad_norm_(parameters: ag.Tensor | Iterable[ag.Tensor], max_norm: float,
-                    norm_type: float = 2.0, error_if_nonfinite: bool = False) -> ag.Tensor:
+                    norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                    foreach: bool | None = None) -> ag.Tensor:
     """Scale the gradients of ``parameters`` in place so that their total norm is at most
     ``max_norm``, as ``torch.nn.utils.clip_grad_norm_``.
 
@@ -42,6 +43,7 @@ def clip_grad_norm_(parameters: ag.Tensor | Iterable[ag.Tensor], max_norm: float
         norm_type: the order of the norm (``2.0``, ``1.0``, ``math.inf``, ...).
         error_if_nonfinite: raise if the total norm is NaN or infinite (this reads the norm
             on the host, so it cannot be recorded by :func:`agnograd.capture`).
+        foreach: PyTorch's choice of kernel; accepted and ignored (the result is the same).
 
     Returns:
         The total norm of the gradients before clipping, a 0-d Tensor on their backend.
@@ -81,10 +83,12 @@ def clip_grad_norm_(parameters: ag.Tensor | Iterable[ag.Tensor], max_norm: float
     return total
 
 
-def clip_grad_value_(parameters: ag.Tensor | Iterable[ag.Tensor], clip_value: float) -> None:
+def clip_grad_value_(parameters: ag.Tensor | Iterable[ag.Tensor], clip_value: float,
+                     foreach: bool | None = None) -> None:
     """Clamp every gradient of ``parameters`` to ``[-clip_value, clip_value]``, in place, as
     ``torch.nn.utils.clip_grad_value_`` (no host read: may be recorded by
-    :func:`agnograd.capture`)."""
+    :func:`agnograd.capture`). ``foreach`` (PyTorch's choice of kernel) is accepted and
+    ignored."""
     clip_value = float(clip_value)
     if not clip_value >= 0:
         raise ValueError(f"clip_grad_value_: clip_value must be non-negative, not {clip_value}")
