@@ -541,6 +541,13 @@ def test_compiled_step_sees_load_state_dict_freezing_and_eval(mode):
     check()
     np.testing.assert_array_equal(_np(c[0].weight), frozen)  # untouched by the replays
     assert c[0].weight.grad is None
+    for m in (e, c):  # unfrozen again, re-initialised in place, set from a vector
+        m[0].requires_grad_(True)
+        nn.init.xavier_uniform_(m[3].weight, generator=ag.random.Generator(4))
+        vec = nn.utils.parameters_to_vector(m.parameters()).detach()
+        nn.utils.vector_to_parameters(vec * 0.5, m.parameters())
+    check()
+    assert not np.array_equal(_np(c[0].weight), frozen)
     for m in (e, c):
         m.eval()
     check()
@@ -850,3 +857,16 @@ def test_double_float_and_foreach_as_torch():
     tnn.utils.clip_grad_value_(theirs, 0.01, foreach=False)
     for p, tp in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(_np(p.grad), tp.grad.numpy(), rtol=1e-12)
+
+
+def test_torch_tensors_that_require_grad_load_as_torch_loads_them():
+    """Regression: ``load_state_dict(dict(torch_model.named_parameters()))`` (or a
+    ``state_dict(keep_vars=True)``) failed: a torch tensor that requires grad "cannot be read
+    as an array"; torch loads it."""
+    m, tm = nn.Sequential(nn.Linear(3, 2, seed=0)), tnn.Sequential(tnn.Linear(3, 2))
+    assert m.load_state_dict(dict(tm.named_parameters())) == ([], [])
+    np.testing.assert_array_equal(_np(m[0].weight), tm[0].weight.detach().numpy())
+    m.load_state_dict(tm.state_dict(keep_vars=True))
+    sd = m.state_dict(keep_vars=True)
+    assert sd["0.weight"] is m[0].weight and sd["0.weight"].requires_grad
+    assert list(m.state_dict(prefix="net.")) == list(tm.state_dict(prefix="net."))

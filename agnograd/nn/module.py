@@ -809,6 +809,9 @@ class Module(_capture.Holder):
             values = []
             for n in names:
                 value = state[n]
+                if (not isinstance(value, ag.Tensor) and getattr(value, "requires_grad", False)
+                        and callable(getattr(value, "detach", None))):
+                    value = value.detach()  # e.g. dict(torch_model.named_parameters())
                 try:
                     values.append(value if isinstance(value, ag.Tensor)
                                   else ag.tensor(value, backend=t.backend))
