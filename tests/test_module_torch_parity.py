@@ -870,3 +870,46 @@ def test_torch_tensors_that_require_grad_load_as_torch_loads_them():
     sd = m.state_dict(keep_vars=True)
     assert sd["0.weight"] is m[0].weight and sd["0.weight"].requires_grad
     assert list(m.state_dict(prefix="net.")) == list(tm.state_dict(prefix="net."))
+
+
+def test_forward_hooks_as_torch():
+    m, tm = nn.Sequential(nn.Linear(3, 4, seed=0), nn.ReLU(), nn.Linear(4, 2, seed=1)), \
+        tnn.Sequential(tnn.Linear(3, 4), tnn.ReLU(), tnn.Linear(4, 2))
+    m.load_state_dict(tm.state_dict())
+    seen, tseen = [], []
+    h = m[1].register_forward_hook(lambda mod, args, out: seen.append(_np(out)))
+    th = tm[1].register_forward_hook(lambda mod, args, out: tseen.append(out.detach().numpy()))
+    m[0].register_forward_pre_hook(lambda mod, args: (args[0] * 2,))
+    tm[0].register_forward_pre_hook(lambda mod, args: (args[0] * 2,))
+    m[2].register_forward_hook(lambda mod, args, kwargs, out: out + 1, with_kwargs=True)
+    tm[2].register_forward_hook(lambda mod, args, kwargs, out: out + 1, with_kwargs=True)
+    out, tout = m(ag.tensor(X)), tm(torch.tensor(X))
+    np.testing.assert_allclose(_np(out), tout.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(seen[0], tseen[0], rtol=1e-5, atol=1e-6)
+    h.remove()
+    th.remove()
+    m(ag.tensor(X))
+    assert len(seen) == 1
+    order = []
+    m[2].register_forward_pre_hook(lambda mod, args: order.append("late"))
+    m[2].register_forward_pre_hook(lambda mod, args: order.append("first"), prepend=True)
+    m(ag.tensor(X))
+    assert order == ["first", "late"]
+
+
+def test_a_hook_added_after_compiling_is_not_skipped_by_replays():
+    """A replay recorded without a hook that changes the output must record again."""
+    m = nn.Sequential(nn.Linear(3, 2, seed=0))
+
+    def fwd(x):
+        with ag.no_grad():
+            return m(x) * 1.0
+
+    f = ag.jit(fwd)
+    for _ in range(3):
+        f(ag.tensor(X))
+    with m[0].register_forward_hook(lambda mod, args, out: out * 0.0):
+        np.testing.assert_array_equal(_np(f(ag.tensor(X))), 0.0)
+        np.testing.assert_array_equal(_np(f(ag.tensor(X))), 0.0)
+    np.testing.assert_array_equal(_np(f(ag.tensor(X))), _np(fwd(ag.tensor(X))))
+    assert not np.all(_np(fwd(ag.tensor(X))) == 0.0)

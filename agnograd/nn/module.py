@@ -22,8 +22,8 @@ import agnograd as ag
 from ..backends.host import load_npz, save_npz
 from ..capture import _state as _capture
 
-__all__ = ["Module", "Parameter", "StateDictError", "IncompatibleKeys", "functional_call",
-           "check_input_dtype", "is_parameter"]
+__all__ = ["Module", "Parameter", "StateDictError", "IncompatibleKeys", "RemovableHandle",
+           "functional_call", "check_input_dtype", "is_parameter"]
 
 
 class StateDictError(ValueError):
@@ -136,6 +136,36 @@ class Parameter(metaclass=_ParameterMeta):
         _BUFFERS.pop(id(t), None)
         _PARAMETERS[id(t)] = t
         return t
+
+
+class RemovableHandle:
+    """What :meth:`Module.register_forward_hook` and :meth:`Module.register_forward_pre_hook`
+    return: ``remove()`` unregisters the hook (also as a context manager, on exit)."""
+
+    _next_id = 0
+
+    def __init__(self, module: Module, kind: str) -> None:
+        RemovableHandle._next_id += 1
+        self.id = RemovableHandle._next_id
+        self._module = weakref.ref(module)
+        self._kind = kind
+
+    def remove(self) -> None:
+        module = self._module()
+        if module is None:
+            return
+        hooks = module.__dict__.get(self._kind)
+        if hooks is not None and self.id in hooks:
+            del hooks[self.id]
+            if not hooks:
+                del module.__dict__[self._kind]  # the fast path of __call__ again
+            _WORLD[0] += 1
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
 
 def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
@@ -354,7 +384,64 @@ class Module(_capture.Holder):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        d = self.__dict__
+        if "_forward_hooks" not in d and "_forward_pre_hooks" not in d:
+            return self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(d.get("_forward_pre_hooks", {}).values()):
+            if with_kwargs:
+                r = hook(self, args, kwargs)
+                if r is not None:
+                    if not (isinstance(r, tuple) and len(r) == 2):
+                        raise RuntimeError(f"forward pre-hook {hook!r} registered with "
+                                           "with_kwargs=True must return None or (args, kwargs)")
+                    args, kwargs = r
+            else:
+                r = hook(self, args)
+                if r is not None:
+                    args = r if isinstance(r, tuple) else (r,)
+        out = self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(d.get("_forward_hooks", {}).values()):
+            r = hook(self, args, kwargs, out) if with_kwargs else hook(self, args, out)
+            if r is not None:
+                out = r
+        return out
+
+    def _add_hook(self, kind: str, hook: Callable[..., Any], prepend: bool,
+                  with_kwargs: bool) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"{kind[1:]}: the hook must be callable, not {type(hook).__name__}")
+        hooks: dict[int, tuple[Callable[..., Any], bool]] = self.__dict__.setdefault(kind, {})
+        handle = RemovableHandle(self, kind)
+        hooks[handle.id] = (hook, bool(with_kwargs))
+        if prepend:
+            hooks_in_order = {handle.id: hooks.pop(handle.id), **hooks}
+            hooks.clear()
+            hooks.update(hooks_in_order)
+        _WORLD[0] += 1  # a compiled step recorded without the hook must not replay
+        return handle
+
+    def register_forward_pre_hook(self, hook: Callable[..., Any], *, prepend: bool = False,
+                                  with_kwargs: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every ``forward``, as PyTorch's: a result that
+        is not ``None`` replaces the positional arguments (a tuple, or one value); with
+        ``with_kwargs=True``, ``hook(module, args, kwargs)`` may return ``(args, kwargs)``.
+        ``prepend=True`` runs it before the hooks registered earlier. Returns a handle whose
+        ``remove()`` unregisters it.
+
+        Hooks are Python code: inside a step compiled by :func:`agnograd.jit` or
+        :func:`agnograd.capture` they run while the step is recorded, and a replay repeats
+        their Tensor computations only (registering or removing a hook makes the step record
+        again)."""
+        return self._add_hook("_forward_pre_hooks", hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook: Callable[..., Any], *, prepend: bool = False,
+                              with_kwargs: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every ``forward``, as PyTorch's: a result
+        that is not ``None`` replaces the output (``with_kwargs=True``: ``hook(module, args,
+        kwargs, output)``). E.g. to keep a layer's activations. Returns a handle whose
+        ``remove()`` unregisters it. (See :meth:`register_forward_pre_hook` about compiled
+        steps.)"""
+        return self._add_hook("_forward_hooks", hook, prepend, with_kwargs)
 
     # A compiled step (ag.jit, ag.capture) guards what a module's attributes point to: assigning
     # or deleting one counts as a change of the world it checks before replaying.
@@ -390,9 +477,14 @@ class Module(_capture.Holder):
         _WORLD[0] += 1
 
     def _guard_items(self) -> list[tuple[str, Any]]:
-        """What a compiled step guards: the public attributes and the training flag."""
+        """What a compiled step guards: the public attributes, the training flag and the
+        forward hooks."""
         items = [(k, v) for k, v in vars(self).items() if not k.startswith("_")]
         items.append(("training", self.training))
+        for kind in ("_forward_pre_hooks", "_forward_hooks"):  # a hook added or removed
+            hooks = self.__dict__.get(kind)
+            if hooks:
+                items.append((kind, tuple(h for h, _ in hooks.values())))
         return items
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Module:
