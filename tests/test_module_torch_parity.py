@@ -913,3 +913,26 @@ def test_a_hook_added_after_compiling_is_not_skipped_by_replays():
         np.testing.assert_array_equal(_np(f(ag.tensor(X))), 0.0)
     np.testing.assert_array_equal(_np(f(ag.tensor(X))), _np(fwd(ag.tensor(X))))
     assert not np.all(_np(fwd(ag.tensor(X))) == 0.0)
+
+
+def test_torchs_default_layer_initialisation_by_apply():
+    """agnograd's layers draw Glorot by default (documented); PyTorch's defaults -- weights
+    and biases U(±1/√fan_in), fan_in from its (out, in/groups, *kernel) layout -- follow from
+    ``apply`` with nn.init, within the same bounds as torch's layers."""
+    def torch_default(mod):
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_uniform_(mod.weight, a=math.sqrt(5))
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(mod.weight)
+            nn.init.uniform_(mod.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
+    m = nn.Sequential(nn.Conv2d(4, 64, 3, groups=2), nn.Flatten(), nn.Linear(64, 300))
+    tm = tnn.Sequential(tnn.Conv2d(4, 64, 3, groups=2), tnn.Flatten(), tnn.Linear(64, 300))
+    ag.manual_seed(0)
+    m.apply(torch_default)
+    for layer, tlayer in ((m[0], tm[0]), (m[2], tm[2])):
+        fan_in, _ = tnn.init._calculate_fan_in_and_fan_out(tlayer.weight)
+        bound = 1 / math.sqrt(fan_in)  # torch's bound for both (a=√5: √3·√(2/6)/√fan_in)
+        for ours, theirs in ((layer.weight, tlayer.weight), (layer.bias, tlayer.bias)):
+            a, b = np.abs(_np(ours)), np.abs(theirs.detach().numpy())
+            assert a.shape == b.shape and b.max() <= bound * (1 + 1e-6)
+            assert 0.8 * bound < a.max() <= bound * (1 + 1e-6)
