@@ -936,3 +936,20 @@ def test_torchs_default_layer_initialisation_by_apply():
             a, b = np.abs(_np(ours)), np.abs(theirs.detach().numpy())
             assert a.shape == b.shape and b.max() <= bound * (1 + 1e-6)
             assert 0.8 * bound < a.max() <= bound * (1 + 1e-6)
+
+
+def test_a_parameter_assigned_to_a_buffers_name_becomes_a_parameter_as_torch():
+    """Regression: ``m.b = nn.Parameter(...)`` over a registered buffer kept it a buffer, so
+    an optimizer never trained it; torch makes it a parameter. A tensor given to
+    register_buffer stays a buffer even if it was a parameter (torch: the same)."""
+    m, tm = nn.Module(), tnn.Module()
+    m.register_buffer("b", ag.zeros((2,)))
+    tm.register_buffer("b", torch.zeros(2))
+    m.b = nn.Parameter(ag.ones((2,)))
+    tm.b = tnn.Parameter(torch.ones(2))
+    m.register_buffer("c", nn.Parameter(ag.ones((2,))))
+    tm.register_buffer("c", tnn.Parameter(torch.ones(2)))
+    assert [n for n, _ in m.named_parameters()] == [n for n, _ in tm.named_parameters()] == ["b"]
+    assert [n for n, _ in m.named_buffers()] == [n for n, _ in tm.named_buffers()] == ["c"]
+    m.b = ag.zeros((2,)).requires_grad_()  # a leaf requiring grad replaces the parameter
+    assert [n for n, _ in m.named_parameters()] == ["b"]

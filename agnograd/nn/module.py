@@ -448,7 +448,13 @@ class Module(_capture.Holder):
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):  # public state: its leaves that require grad are parameters
             names = self.__dict__.get("_buffer_names")
-            if names is not None and name in names:  # a registered buffer's name: a buffer still
+            if (names is not None and name in names and isinstance(value, ag.Tensor)
+                    and _PARAMETERS.get(id(value)) is value):
+                # a parameter (nn.Parameter) assigned to a buffer's name: a parameter now, as
+                # in PyTorch (it would otherwise silently stop being trained)
+                del names[name]
+                _mark_parameters(value)
+            elif names is not None and name in names:  # a registered buffer's name: a buffer still
                 if isinstance(value, ag.Tensor):
                     _PARAMETERS.pop(id(value), None)
                     _BUFFERS[id(value)] = value
@@ -754,7 +760,11 @@ class Module(_capture.Holder):
                                f"({type(old).__name__}) and is not a buffer")
         names = self.__dict__.setdefault("_buffer_names", {})
         names[name] = bool(persistent)
-        self.__setattr__(name, tensor)  # marks it a buffer (see __setattr__)
+        if isinstance(tensor, ag.Tensor):  # a buffer, even a parameter given here (PyTorch's)
+            _PARAMETERS.pop(id(tensor), None)
+            _BUFFERS[id(tensor)] = tensor
+        object.__setattr__(self, name, tensor)
+        _WORLD[0] += 1
 
     def _check_new_name(self, what: str, name: Any) -> None:
         if not isinstance(name, str):
