@@ -234,6 +234,11 @@ def test_apply_train_eval_and_training_flag_propagate_as_torch():
     assert m.encoder[0].training and not m.heads[0].training and not m.training
     m.train(False)
     assert not any(x.training for x in m.modules())
+    with pytest.raises(ValueError):
+        tm.train("False")
+    with pytest.raises(ValueError, match="bool"):
+        m.train("False")  # bool("False") is True: it would have trained
+    assert not m.training
 
 
 def test_requires_grad_false_then_training_leaves_frozen_parameters_alone():

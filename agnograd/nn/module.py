@@ -669,7 +669,14 @@ class Module(_capture.Holder):
 
     # -- modes and gradients -------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
-        """Set training mode (``mode=False``: evaluation mode) here and in every sub-module."""
+        """Set training mode (``mode=False``: evaluation mode) here and in every sub-module.
+
+        Raises:
+            ValueError: ``mode`` is not a bool (as PyTorch: ``train("False")`` would train).
+        """
+        if not isinstance(mode, bool):
+            raise ValueError(f"{type(self).__name__}.train: the training mode must be a bool, "
+                             f"not {type(mode).__name__} ({mode!r})")
         for m in self.modules():
             m.training = bool(mode)
         return self
