@@ -1,7 +1,8 @@
 """``Module``: a container of Tensors whose parameters are found from its attributes.
 
 A module's *state* is every Tensor held in a public attribute (a name not starting with ``_``),
-directly or inside nested Modules, lists, tuples and dicts. Its *parameters* are the state
+directly or inside nested Modules, lists, tuples and dicts, listed in PyTorch's order: a
+module's own tensors (in attribute order), then its sub-modules'. Its *parameters* are the state
 tensors that were parameters when the module got them -- leaves that required grad -- whether
 or not they require grad now (a frozen weight stays a parameter, as an ``nn.Parameter`` with
 ``requires_grad=False`` does in PyTorch), plus any state tensor that requires grad now; the other
@@ -554,7 +555,8 @@ class Module(_capture.Holder):
 
     def named_parameters(self, prefix: str = "", recurse: bool = True,
                          remove_duplicate: bool = True) -> list[tuple[str, ag.Tensor]]:
-        """``(name, tensor)`` for every parameter, in attribute order: every state Tensor that
+        """``(name, tensor)`` for every parameter, in PyTorch's order (a module's own, in
+        attribute order, then its sub-modules', recursively): every state Tensor that
         requires grad, and every one that did when the module got it (a frozen weight,
         ``requires_grad_(False)``, is still listed, as PyTorch lists a frozen ``nn.Parameter``;
         optimizers skip parameters without a ``.grad``). State tensors that never required grad
