@@ -83,7 +83,7 @@ def test_damaged_checkpoints_are_refused(tmp_path):
         nn.load_training_state(flipped, model=model, optimizer=opt)
     # An array rewritten consistently (valid zip, new CRC) fails the SHA-256 only.
     arrays = host.load_npz(path)
-    arrays["model/layers.0.weight"] = arrays["model/layers.0.weight"] + 1
+    arrays["model/0.weight"] = arrays["model/0.weight"] + 1
     host.save_npz(tmp_path / "edited.npz", arrays)
     with pytest.raises(nn.CorruptFileError, match="SHA-256 checksum"):
         nn.load_training_state(tmp_path / "edited.npz", model=model)

@@ -55,7 +55,9 @@ def _check_structure(m: Tied) -> None:
     assert m.emb.weight.requires_grad and m.shared.weight.requires_grad
     assert [n for n, _ in m.named_buffers()] == ["scale", "steps"]
     assert not m.scale.requires_grad
-    assert sorted(m.state_dict()) == sorted(names + ["scale", "steps"])
+    # every name of a tied tensor and of a shared sub-module's tensors, as torch's state_dict
+    aliases = ["head.weight"] + [f"blocks.{i}.{k}" for i in (0, 1) for k in ("weight", "bias")]
+    assert sorted(m.state_dict()) == sorted(names + aliases + ["scale", "steps"])
 
 
 def test_the_model_has_the_structure():
@@ -112,8 +114,8 @@ def _torch_twin(m: Tied):
             return self.head(h)
 
     t = T()
-    sd = {k: torch.tensor(v.numpy()) for k, v in m.state_dict().items() if k != "steps"}
-    sd["head.weight"] = sd["emb.weight"]
+    sd = {k: torch.tensor(v.numpy()) for k, v in m.state_dict().items()
+          if k != "steps" and not k.startswith("blocks.")}  # (T has no blocks)
     t.load_state_dict(sd)
     return torch, t
 

@@ -46,11 +46,14 @@ class Block(nn.Module):
 def test_parameters_found_in_attributes_lists_dicts_and_nested_modules():
     m = Block()
     names = [n for n, _ in m.named_parameters()]
-    assert names == ["fc.weight", "fc.bias", "heads.0.weight", "heads.0.bias", "heads.1.weight",
-                     "extra.scale"]
+    # PyTorch's order: the module's own tensors first, then its sub-modules'
+    assert names == ["extra.scale", "fc.weight", "fc.bias", "heads.0.weight", "heads.0.bias",
+                     "heads.1.weight"]
     assert len(m.parameters()) == 6
     assert all(p.requires_grad and p.is_leaf for p in m.parameters())
-    assert list(m.state_dict()) == names[:5] + ["extra.scale", "stats"]
+    # the shared module's tensors under each of its names, as torch's state_dict
+    assert list(m.state_dict()) == ["extra.scale", "stats"] + names[1:] + ["shared.weight",
+                                                                          "shared.bias"]
     assert m.num_parameters() == 3 * 4 + 4 + 4 * 2 + 2 + 4 * 2 + 2
     assert [n for n, _ in m.named_modules()] == ["", "fc", "heads.0", "heads.1"]
     assert "(fc): Linear(in_features=3, out_features=4" in repr(m)
@@ -146,7 +149,7 @@ def test_mlp_activations():
 def test_sequential_takes_modules_and_functions():
     s = nn.Sequential(nn.Linear(3, 4, seed=0), nn.Tanh(), F.relu, nn.Linear(4, 1, seed=1),
                       nn.Sigmoid())
-    assert len(s) == 5 and [n for n, _ in s.named_parameters()][0] == "layers.0.weight"
+    assert len(s) == 5 and [n for n, _ in s.named_parameters()][0] == "0.weight"
     y = s(ag.tensor(np.ones((2, 3), dtype=np.float32)))
     assert y.shape == (2, 1) and np.all((_host(y) > 0) & (_host(y) < 1))
     for layer in (nn.ReLU(), nn.GELU(), nn.GELU("tanh"), nn.Softplus()):

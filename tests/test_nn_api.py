@@ -339,10 +339,10 @@ class _TNet(torch.nn.Module):
 
 def test_parameters_buffers_and_state_dict_keys_match_torch():
     ours, theirs = _Net(), _TNet()
-    # (the same names; the order is attribute order here, torch lists a module's own first)
-    assert {n for n, _ in ours.named_parameters()} == {n for n, _ in theirs.named_parameters()}
+    # the same names in the same order (a module's own tensors before its sub-modules')
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
-    assert set(ours.state_dict()) == set(theirs.state_dict())  # the non-persistent one left out
+    assert list(ours.state_dict()) == list(theirs.state_dict())  # the non-persistent one left out
     assert "scratch" not in ours.state_dict()
     ours.load_state_dict(theirs.state_dict())  # loads as it is, strict
     np.testing.assert_array_equal(ours.fc.weight.data, theirs.fc.weight.detach().numpy())

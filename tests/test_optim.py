@@ -198,7 +198,8 @@ def test_state_dict_round_trip_continues_identically(kind):
     assert set(sd_opt) == {"state", "param_groups"} and sorted(sd_opt["state"]) == list(range(4))
     # A second model and optimizer restored from the state dicts (moved through another
     # backend, as a checkpoint might be) take exactly the same next steps.
-    clone = nn.MLP([3, 4, 2], seed=99, dtype=ag.float64).load_state_dict(sd_model)
+    clone = nn.MLP([3, 4, 2], seed=99, dtype=ag.float64)
+    clone.load_state_dict(sd_model)
     opt2 = make(clone.parameters())
     strict_sd = {"param_groups": sd_opt["param_groups"],
                  "state": {i: {k: ag.to_backend(v, "array_api_strict") if isinstance(v, ag.Tensor)

@@ -45,6 +45,8 @@ from .layers import (
     Linear,
     ModuleDict,
     ModuleList,
+    ParameterDict,
+    ParameterList,
     ReLU,
     Sequential,
     Sigmoid,
@@ -63,14 +65,16 @@ from .loss import (
     NLLLoss,
     SmoothL1Loss,
 )
-from .module import Module, Parameter, StateDictError, functional_call
+from .module import IncompatibleKeys, Module, Parameter, StateDictError, functional_call
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # rnn: recurrent layers
 from .training_state import CorruptFileError, load_training_state, save_training_state
 
 __all__ = [
-    "Module", "Parameter", "StateDictError", "functional_call", "Linear", "Conv1d", "Conv2d", "MaxPool1d",
+    "Module", "Parameter", "StateDictError", "IncompatibleKeys", "functional_call", "Linear",
+    "Conv1d", "Conv2d", "MaxPool1d",
     "MaxPool2d", "AvgPool1d", "AvgPool2d", "LayerNorm", "Embedding", "Sequential", "ModuleList",
-    "ModuleDict", "MLP", "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
+    "ModuleDict", "ParameterList", "ParameterDict", "MLP", "Dropout", "Flatten", "Unflatten",
+    "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
     "HostRNG", "ConvTranspose1d", "ConvTranspose2d",
     "utils", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss",

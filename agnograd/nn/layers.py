@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSequence, Sequence
 from typing import Any
 
 import agnograd as ag
@@ -16,9 +16,10 @@ from ..capture import _state as _capture
 from ..random import Generator
 from . import functional as F
 from .init import default_dtype, initializer
-from .module import Module, check_input_dtype
+from .module import Module, Parameter, check_input_dtype
 
-__all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "ModuleDict", "MLP",
+__all__ = ["Linear", "LayerNorm", "Embedding", "Sequential", "ModuleList", "ModuleDict",
+           "ParameterList", "ParameterDict", "MLP",
            "Dropout", "Flatten", "Unflatten", "Identity", "ReLU", "Tanh", "Sigmoid", "GELU",
            "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS",
            "BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]
@@ -83,24 +84,188 @@ class Linear(Module):
 
 
 class Sequential(Module):
-    """Applies its layers (Modules or plain functions of one Tensor) in order."""
+    """Applies its layers in order, as PyTorch's ``nn.Sequential``: ``Sequential(*layers)`` or
+    ``Sequential(OrderedDict(name=layer, ...))``. The layers are named ``"0"``, ``"1"``, ... (or
+    by the dict's keys), so the state-dict keys are PyTorch's: ``0.weight``, ``2.bias``. A layer
+    may also be a plain function of one Tensor (not in PyTorch; it holds no state).
 
-    def __init__(self, *layers: Module | Callable[[ag.Tensor], ag.Tensor]) -> None:
-        self.layers = list(layers)
+    Indexing with an int gives a layer, with a slice a new ``Sequential`` of the same layers;
+    ``len``, iteration, ``append``, ``extend``, ``insert``, ``pop``, ``del``, item assignment,
+    ``+`` and ``*`` work as in PyTorch (deleting, inserting or popping renumbers the layers
+    ``"0"``, ``"1"``, ...). ``layers`` is a list-like view of the layers (``seq.layers[2]``;
+    assigning through it replaces the layer). Names saved by agnograd before this layout
+    (``layers.0.weight``) still load."""
 
-    def forward(self, x: ag.Tensor) -> ag.Tensor:
-        for layer in self.layers:
-            x = layer(x)
+    _legacy_layers = True  # load_state_dict reads the old names ``layers.<i>.<...>``
+
+    def __init__(self, *layers: Any) -> None:
+        self._names: list[str] = []
+        if len(layers) == 1 and isinstance(layers[0], Mapping):
+            for name, layer in layers[0].items():
+                self._put(_check_layer_name(name), layer)
+        else:
+            for layer in layers:
+                self._put(str(len(self._names)), layer)
+
+    def _put(self, name: str, layer: Any) -> None:
+        vars(self)[name] = _check_layer(layer)
+        if name not in self._names:
+            self._names.append(name)
+        _capture.touch()  # a compiled step recorded with the old layers must not replay
+
+    def _renumber(self, layers: list[Any]) -> None:
+        for name in self._names:
+            del vars(self)[name]
+        self._names = []
+        for layer in layers:
+            self._put(str(len(self._names)), layer)
+        _capture.touch()
+
+    def _items(self) -> list[Any]:
+        return [vars(self)[n] for n in self._names]
+
+    def forward(self, x: Any) -> Any:
+        for name in self._names:
+            x = vars(self)[name](x)
         return x
 
-    def __getitem__(self, i: int) -> Any:
-        return self.layers[i]
+    def _index(self, i: int) -> str:
+        k = operator.index(i)
+        n = len(self._names)
+        if not -n <= k < n:
+            raise IndexError(f"Sequential index {i} out of range for {n} layers")
+        return self._names[k % n]
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return type(self)(dict(list(zip(self._names, self._items()))[i]))
+        return vars(self)[self._index(i)]
+
+    def __setitem__(self, i: int, layer: Any) -> None:
+        self._put(self._index(i), layer)
+
+    def __delitem__(self, i: int | slice) -> None:
+        layers = self._items()
+        if not isinstance(i, slice):
+            self._index(i)  # an index out of range raises IndexError
+        del layers[i]
+        self._renumber(layers)
 
     def __len__(self) -> int:
-        return len(self.layers)
+        return len(self._names)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self.layers)
+        return iter(self._items())
+
+    def append(self, layer: Any) -> Sequential:
+        """Add ``layer`` at the end (named ``str(len(self))``); returns ``self``."""
+        self._put(str(len(self._names)), layer)
+        return self
+
+    def extend(self, layers: Iterable[Any]) -> Sequential:
+        """Append every layer of ``layers``; returns ``self``."""
+        for layer in list(layers):
+            self.append(layer)
+        return self
+
+    def insert(self, index: int, layer: Any) -> Sequential:
+        """Insert ``layer`` before position ``index`` (``-len(self) <= index <= len(self)``,
+        as PyTorch's) and renumber; returns ``self``."""
+        n = len(self._names)
+        k = operator.index(index)
+        if not -n <= k <= n:
+            raise IndexError(f"Sequential.insert: index {index} out of range for {n} layers")
+        layers = self._items()
+        layers.insert(k, _check_layer(layer))
+        self._renumber(layers)
+        return self
+
+    def pop(self, index: int | slice) -> Any:
+        """Remove the layer at ``index`` and return it (the rest renumbered)."""
+        layer = self[index]
+        del self[index]
+        return layer
+
+    def __add__(self, other: Sequential) -> Sequential:
+        if not isinstance(other, Sequential):
+            raise TypeError(f"Sequential + {type(other).__name__}: add another Sequential")
+        return Sequential(*self._items(), *other._items())
+
+    def __iadd__(self, other: Sequential) -> Sequential:
+        if not isinstance(other, Sequential):
+            raise TypeError(f"Sequential += {type(other).__name__}: add another Sequential")
+        return self.extend(other._items())
+
+    def __mul__(self, other: int) -> Sequential:
+        if not isinstance(other, int) or isinstance(other, bool) or other <= 0:
+            raise ValueError(f"Sequential * {other!r}: multiply by a positive int")
+        return Sequential(*(self._items() * other))  # the same layers repeated, as PyTorch
+
+    __rmul__ = __mul__
+
+    def __imul__(self, other: int) -> Sequential:
+        repeated = self * other
+        self._renumber(repeated._items())
+        return self
+
+    @property
+    def layers(self) -> _LayerView:
+        """The layers as a list-like view: indexing, ``len``, iteration; assigning, deleting
+        and inserting through it change the Sequential."""
+        return _LayerView(self)
+
+    def __dir__(self) -> list[str]:
+        return [str(d) for d in super().__dir__() if not str(d).isdigit()]
+
+
+class _LayerView(MutableSequence[Any]):
+    """``Sequential.layers``: the layers, as a list that writes through."""
+
+    def __init__(self, seq: Sequential) -> None:
+        self._seq = seq
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._seq._items()[i]
+
+    def __setitem__(self, i: Any, layer: Any) -> None:
+        if isinstance(i, slice):
+            layers = self._seq._items()
+            layers[i] = [_check_layer(x) for x in layer]
+            self._seq._renumber(layers)
+        else:
+            self._seq[i] = layer
+
+    def __delitem__(self, i: Any) -> None:
+        del self._seq[i]
+
+    def __len__(self) -> int:
+        return len(self._seq)
+
+    def insert(self, index: int, layer: Any) -> None:
+        layers = self._seq._items()
+        layers.insert(index, _check_layer(layer))
+        self._seq._renumber(layers)
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == (list(other) if isinstance(other, (list, _LayerView)) else other)
+
+    def __repr__(self) -> str:
+        return repr(self._seq._items())
+
+
+def _check_layer(layer: Any) -> Any:
+    if not (isinstance(layer, Module) or callable(layer)):
+        raise TypeError(f"Sequential holds Modules (or functions of one Tensor), not "
+                        f"{type(layer).__name__}")
+    return layer
+
+
+def _check_layer_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or "." in name or name.startswith("_") \
+            or hasattr(Sequential, name) or name == "training":
+        raise KeyError(f"Sequential: {name!r} cannot name a layer (a non-empty string without "
+                       "'.', not starting with '_', not a method name)")
+    return name
 
 
 class ModuleList(Module):
@@ -122,10 +287,12 @@ class ModuleList(Module):
         for i, m in enumerate(items):
             vars(self)[str(i)] = _check_module(m, "ModuleList")
         self._n = len(items)
+        _capture.touch()
 
     def append(self, module: Module) -> ModuleList:
         vars(self)[str(self._n)] = _check_module(module, "ModuleList")
         self._n += 1
+        _capture.touch()
         return self
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
@@ -164,6 +331,18 @@ class ModuleList(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return (vars(self)[str(i)] for i in range(self._n))
+
+    def pop(self, index: int = -1) -> Module:
+        """Remove the module at ``index`` and return it (the rest renumbered)."""
+        module = self[index]
+        del self[index]
+        return module  # type: ignore[no-any-return]
+
+    def __add__(self, other: Iterable[Module]) -> ModuleList:
+        return ModuleList([*self._items(), *other])
+
+    def __iadd__(self, other: Iterable[Module]) -> ModuleList:
+        return self.extend(other)
 
 
 def _check_module(m: Any, where: str) -> Module:
@@ -227,6 +406,162 @@ class ModuleDict(Module):
         pairs = modules.items() if isinstance(modules, Mapping) else modules
         for k, m in pairs:
             self[k] = m
+
+    def pop(self, key: str) -> Module:
+        """Remove the entry ``key`` and return its module."""
+        module = self[key]
+        del self[key]
+        return module  # type: ignore[no-any-return]
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        for key in list(self._keys):
+            del self[key]
+
+
+def _as_parameter(value: Any) -> Any:
+    """A Tensor that is not a parameter made one (``nn.Parameter(value)``, sharing memory), as
+    PyTorch's ``ParameterList``/``ParameterDict`` do; parameters and other objects as they are."""
+    if isinstance(value, ag.Tensor) and not isinstance(value, Parameter):
+        return Parameter(value)
+    return value
+
+
+class ParameterList(Module):
+    """A list of parameters, as PyTorch's ``nn.ParameterList``: named ``"0"``, ``"1"``, ...
+    (``params.0`` in the state dict). A Tensor that is not a parameter is made one
+    (``nn.Parameter(t)``, sharing memory); indexing (an int, or a slice giving a new
+    ``ParameterList``), ``len``, iteration, item assignment, ``append`` and ``extend``. It has
+    no ``forward``."""
+
+    def __init__(self, values: Iterable[Any] | None = None) -> None:
+        self._n = 0
+        if values is not None:
+            self.extend(values)
+
+    def _key(self, i: int) -> str:
+        k = operator.index(i)
+        if not -self._n <= k < self._n:
+            raise IndexError(f"ParameterList index {i} out of range for {self._n} entries")
+        return str(k % self._n)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ParameterList([vars(self)[str(k)] for k in range(self._n)][i])
+        return vars(self)[self._key(i)]
+
+    def __setitem__(self, i: int, value: Any) -> None:
+        vars(self)[self._key(i)] = _as_parameter(value)
+        _capture.touch()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[Any]:
+        return (vars(self)[str(i)] for i in range(self._n))
+
+    def append(self, value: Any) -> ParameterList:
+        vars(self)[str(self._n)] = _as_parameter(value)
+        self._n += 1
+        _capture.touch()
+        return self
+
+    def extend(self, values: Iterable[Any]) -> ParameterList:
+        for v in list(values):
+            self.append(v)
+        return self
+
+    def __iadd__(self, values: Iterable[Any]) -> ParameterList:
+        return self.extend(values)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"({i}): Parameter of shape {tuple(v.shape)}, {v.dtype.name}"
+                         if isinstance(v, ag.Tensor) else f"({i}): {type(v).__name__}"
+                         for i, v in enumerate(self))
+
+
+class ParameterDict(Module):
+    """A dict of parameters (string keys, insertion order), as PyTorch's
+    ``nn.ParameterDict``: ``scales.a`` in the state dict. A Tensor that is not a parameter is
+    made one (``nn.Parameter(t)``, sharing memory). Keys follow :class:`ModuleDict`'s rules.
+    It has no ``forward``."""
+
+    def __init__(self, parameters: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None
+                 ) -> None:
+        self._keys: list[str] = []
+        if parameters is not None:
+            self.update(parameters)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str) or not key or key.startswith("_") or "." in key \
+                or hasattr(type(self), key) or key == "training":
+            raise KeyError(f"ParameterDict: {key!r} cannot be a key (a non-empty string without "
+                           "'.', not starting with '_', not a method name)")
+        vars(self)[key] = _as_parameter(value)
+        if key not in self._keys:
+            self._keys.append(key)
+        _capture.touch()
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        return vars(self)[key]
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._keys:
+            raise KeyError(key)
+        del vars(self)[key]
+        self._keys.remove(key)
+        _capture.touch()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._keys))
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def values(self) -> list[Any]:
+        return [vars(self)[k] for k in self._keys]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, vars(self)[k]) for k in self._keys]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return vars(self)[key] if key in self._keys else default
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self._keys:
+            self[key] = default
+        return self[key]
+
+    def update(self, parameters: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+        pairs = parameters.items() if isinstance(parameters, Mapping) else parameters
+        for k, v in pairs:
+            self[k] = v
+
+    def pop(self, key: str) -> Any:
+        value = self[key]
+        del self[key]
+        return value
+
+    def clear(self) -> None:
+        for key in list(self._keys):
+            del self[key]
+
+    def copy(self) -> ParameterDict:
+        """A new ParameterDict holding the same parameters."""
+        return ParameterDict(self.items())
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"({k}): Parameter of shape {tuple(v.shape)}, {v.dtype.name}"
+                         if isinstance(v, ag.Tensor) else f"({k}): {type(v).__name__}"
+                         for k, v in self.items())
 
 
 class LayerNorm(Module):

@@ -1,7 +1,8 @@
 """``Module``: a container of Tensors whose parameters are found from its attributes.
 
 A module's *state* is every Tensor held in a public attribute (a name not starting with ``_``),
-directly or inside nested Modules, lists, tuples and dicts. Its *parameters* are the state
+directly or inside nested Modules, lists, tuples and dicts, listed in PyTorch's order: a
+module's own tensors (in attribute order), then its sub-modules'. Its *parameters* are the state
 tensors that were parameters when the module got them -- leaves that required grad -- whether
 or not they require grad now (a frozen weight stays a parameter, as an ``nn.Parameter`` with
 ``requires_grad=False`` does in PyTorch), plus any state tensor that requires grad now; the other
@@ -14,21 +15,47 @@ import copy
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import agnograd as ag
 
 from ..backends.host import load_npz, save_npz
 from ..capture import _state as _capture
 
-__all__ = ["Module", "Parameter", "StateDictError", "functional_call", "check_input_dtype",
-           "is_parameter"]
+__all__ = ["Module", "Parameter", "StateDictError", "IncompatibleKeys", "RemovableHandle",
+           "functional_call", "check_input_dtype", "is_parameter"]
 
 
 class StateDictError(ValueError):
     """A state dict (or a saved file) does not fit the model: missing or unexpected names, or a
     shape or dtype that differs. Nothing was changed."""
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` returns, as PyTorch's ``_IncompatibleKeys``: the
+    model's names the state did not hold, and the state's names the model does not have (both
+    empty after a strict load)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+    def __repr__(self) -> str:
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return (f"IncompatibleKeys(missing_keys={self.missing_keys!r}, "
+                f"unexpected_keys={self.unexpected_keys!r})")
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"'IncompatibleKeys' object has no attribute {name!r}: load_state_dict returns the "
+            "missing and unexpected keys (as PyTorch), not the module; call it on its own "
+            "line and keep using the module (Module.load(path) returns the module)")
 
 
 _warned_dtypes: set[tuple[str, str, str]] = set()
@@ -122,6 +149,36 @@ class Parameter(metaclass=_ParameterMeta):
         return t
 
 
+class RemovableHandle:
+    """What :meth:`Module.register_forward_hook` and :meth:`Module.register_forward_pre_hook`
+    return: ``remove()`` unregisters the hook (also as a context manager, on exit)."""
+
+    _next_id = 0
+
+    def __init__(self, module: Module, kind: str) -> None:
+        RemovableHandle._next_id += 1
+        self.id = RemovableHandle._next_id
+        self._module = weakref.ref(module)
+        self._kind = kind
+
+    def remove(self) -> None:
+        module = self._module()
+        if module is None:
+            return
+        hooks = module.__dict__.get(self._kind)
+        if hooks is not None and self.id in hooks:
+            del hooks[self.id]
+            if not hooks:
+                del module.__dict__[self._kind]  # the fast path of __call__ again
+            _WORLD[0] += 1
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
 def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
     """Warn once per (layer type, input dtype, parameter dtype) when a floating input's dtype
     differs from the layer's floating parameters: type promotion then runs the layer (and
@@ -145,8 +202,32 @@ def check_input_dtype(layer: Module, x: Any, param: ag.Tensor) -> None:
         "(warned once per layer type and dtypes)", UserWarning, stacklevel=3)
 
 
+def _tensors_in(obj: Any, prefix: str) -> Iterator[tuple[str, ag.Tensor]]:
+    """(dotted name, Tensor) for the Tensors in ``obj`` (a Tensor, or lists, tuples and dicts
+    of them), not looking into Modules."""
+    if isinstance(obj, ag.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors_in(value, f"{prefix}.{i}" if prefix else str(i))
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(key, str):
+                yield from _tensors_in(value, f"{prefix}.{key}" if prefix else key)
+
+
+def _own(module: Module, prefix: str) -> Iterator[tuple[str, ag.Tensor]]:
+    """(dotted name, Tensor) for the tensors held by ``module`` itself (its public attributes,
+    lists, tuples and dicts in them), in attribute order; sub-modules' tensors left out."""
+    for name, value in vars(module).items():
+        if not name.startswith("_"):
+            yield from _tensors_in(value, f"{prefix}.{name}" if prefix else name)
+
+
 def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
-    """(dotted name, Tensor or Module) for everything reachable from container ``obj``."""
+    """(dotted name, Tensor or Module) for everything reachable from module ``obj``, in
+    PyTorch's order: a module, its own tensors, then its sub-modules (in attribute order),
+    each module once."""
     if isinstance(obj, ag.Tensor):
         yield prefix, obj
     elif isinstance(obj, Module):
@@ -154,16 +235,9 @@ def _walk(obj: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
             return
         seen.add(id(obj))
         yield prefix, obj
-        for name, value in vars(obj).items():
-            if not name.startswith("_"):
-                yield from _walk(value, f"{prefix}.{name}" if prefix else name, seen)
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _walk(value, f"{prefix}.{i}" if prefix else str(i), seen)
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            if isinstance(key, str):
-                yield from _walk(value, f"{prefix}.{key}" if prefix else key, seen)
+        yield from _own(obj, prefix)
+        for name, child in _children(obj, prefix):
+            yield from _walk(child, name, seen)
 
 
 def _same_values(a: ag.Tensor, b: ag.Tensor) -> bool:
@@ -192,43 +266,77 @@ def _direct_modules(obj: Module) -> list[Module]:
     return out
 
 
-def _ordered_children(obj: Module) -> list[Module]:
-    """The sub-modules held by ``obj``'s public attributes, in attribute order (lists, tuples
-    and dicts looked into, depth first)."""
-    out: list[Module] = []
-    stack: list[Any] = [v for k, v in reversed(list(vars(obj).items())) if not k.startswith("_")]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, Module):
-            out.append(v)
-        elif isinstance(v, (list, tuple)):
-            stack.extend(reversed(v))
-        elif isinstance(v, dict):
-            stack.extend(reversed(list(v.values())))
-    return out
-
-
-def _every_name(obj: Any, prefix: str, path: set[int]) -> Iterator[tuple[str, ag.Tensor]]:
-    """(dotted name, Tensor) for every name under which a Tensor is reachable from ``obj``:
-    a tied tensor, or one in a sub-module shared by two places, under each of its names (as in
-    PyTorch's ``state_dict``). ``path`` holds the modules being walked (a cycle stops)."""
+def _every_name(obj: Any, prefix: str, path: set[int], own: bool = False
+                ) -> Iterator[tuple[str, ag.Tensor]]:
+    """(dotted name, Tensor) for every name under which a Tensor is reachable from module
+    ``obj``: a tied tensor, or one in a sub-module shared by two places, under each of its
+    names (as in PyTorch's ``state_dict``), each module's own tensors before its sub-modules'.
+    ``path`` holds the modules being walked (a cycle stops). ``own``: only the tensors of
+    ``obj`` itself (no sub-module is entered)."""
     if isinstance(obj, ag.Tensor):
         yield prefix, obj
     elif isinstance(obj, Module):
         if id(obj) in path:
             return
         path.add(id(obj))
+        yield from _own(obj, prefix)
+        if not own:
+            for name, child in _children(obj, prefix):
+                yield from _every_name(child, name, path)
+        path.discard(id(obj))
+
+
+def _state_items(module: Module, prefix: str, path: set[int]) -> Iterator[tuple[str, ag.Tensor]]:
+    """``_every_name`` in PyTorch's ``state_dict`` order: a module's own parameters, its own
+    buffers, then its sub-modules'."""
+    if id(module) in path:
+        return
+    path.add(id(module))
+    own = list(_own(module, prefix))
+    yield from ((n, t) for n, t in own if is_parameter(t))
+    yield from ((n, t) for n, t in own if not is_parameter(t))
+    for name, child in _children(module, prefix):
+        yield from _state_items(child, name, path)
+    path.discard(id(module))
+
+
+def _every_module(obj: Any, prefix: str, path: set[int], out: list[tuple[str, Module]]) -> None:
+    """Append (dotted name, Module) for every name under which a module is reachable from
+    ``obj`` (a shared sub-module under each; ``path``: the modules being walked)."""
+    if isinstance(obj, Module):
+        if id(obj) in path:
+            return
+        out.append((prefix, obj))
+        path.add(id(obj))
         for name, value in vars(obj).items():
             if not name.startswith("_"):
-                yield from _every_name(value, f"{prefix}.{name}" if prefix else name, path)
+                _every_module(value, f"{prefix}.{name}" if prefix else name, path, out)
         path.discard(id(obj))
     elif isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
-            yield from _every_name(value, f"{prefix}.{i}" if prefix else str(i), path)
+            _every_module(value, f"{prefix}.{i}" if prefix else str(i), path, out)
     elif isinstance(obj, dict):
         for key, value in obj.items():
             if isinstance(key, str):
-                yield from _every_name(value, f"{prefix}.{key}" if prefix else key, path)
+                _every_module(value, f"{prefix}.{key}" if prefix else key, path, out)
+
+
+def _children(obj: Any, prefix: str, top: bool = True) -> Iterator[tuple[str, Module]]:
+    """(name, Module) for the modules held by ``obj``'s public attributes, directly or in
+    lists, tuples and dicts, in attribute order (not looking into those modules)."""
+    if isinstance(obj, Module) and not top:
+        yield prefix, obj
+    elif isinstance(obj, Module):
+        for name, value in vars(obj).items():
+            if not name.startswith("_"):
+                yield from _children(value, f"{prefix}.{name}" if prefix else name, False)
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _children(value, f"{prefix}.{i}" if prefix else str(i), False)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(key, str):
+                yield from _children(value, f"{prefix}.{key}" if prefix else key, False)
 
 
 def _replace(obj: Any, fn: Callable[[str, ag.Tensor], ag.Tensor], prefix: str, seen: set[int]) -> Any:
@@ -287,19 +395,94 @@ class Module(_capture.Holder):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        d = self.__dict__
+        if "_forward_hooks" not in d and "_forward_pre_hooks" not in d:
+            return self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(d.get("_forward_pre_hooks", {}).values()):
+            if with_kwargs:
+                r = hook(self, args, kwargs)
+                if r is not None:
+                    if not (isinstance(r, tuple) and len(r) == 2):
+                        raise RuntimeError(f"forward pre-hook {hook!r} registered with "
+                                           "with_kwargs=True must return None or (args, kwargs)")
+                    args, kwargs = r
+            else:
+                r = hook(self, args)
+                if r is not None:
+                    args = r if isinstance(r, tuple) else (r,)
+        out = self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(d.get("_forward_hooks", {}).values()):
+            r = hook(self, args, kwargs, out) if with_kwargs else hook(self, args, out)
+            if r is not None:
+                out = r
+        return out
+
+    def _add_hook(self, kind: str, hook: Callable[..., Any], prepend: bool,
+                  with_kwargs: bool) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"{kind[1:]}: the hook must be callable, not {type(hook).__name__}")
+        hooks: dict[int, tuple[Callable[..., Any], bool]] = self.__dict__.setdefault(kind, {})
+        handle = RemovableHandle(self, kind)
+        hooks[handle.id] = (hook, bool(with_kwargs))
+        if prepend:
+            hooks_in_order = {handle.id: hooks.pop(handle.id), **hooks}
+            hooks.clear()
+            hooks.update(hooks_in_order)
+        _WORLD[0] += 1  # a compiled step recorded without the hook must not replay
+        return handle
+
+    def register_forward_pre_hook(self, hook: Callable[..., Any], *, prepend: bool = False,
+                                  with_kwargs: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every ``forward``, as PyTorch's: a result that
+        is not ``None`` replaces the positional arguments (a tuple, or one value); with
+        ``with_kwargs=True``, ``hook(module, args, kwargs)`` may return ``(args, kwargs)``.
+        ``prepend=True`` runs it before the hooks registered earlier. Returns a handle whose
+        ``remove()`` unregisters it.
+
+        Hooks are Python code: inside a step compiled by :func:`agnograd.jit` or
+        :func:`agnograd.capture` they run while the step is recorded, and a replay repeats
+        their Tensor computations only (registering or removing a hook makes the step record
+        again)."""
+        return self._add_hook("_forward_pre_hooks", hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook: Callable[..., Any], *, prepend: bool = False,
+                              with_kwargs: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every ``forward``, as PyTorch's: a result
+        that is not ``None`` replaces the output (``with_kwargs=True``: ``hook(module, args,
+        kwargs, output)``). E.g. to keep a layer's activations. Returns a handle whose
+        ``remove()`` unregisters it. (See :meth:`register_forward_pre_hook` about compiled
+        steps.)"""
+        return self._add_hook("_forward_hooks", hook, prepend, with_kwargs)
 
     # A compiled step (ag.jit, ag.capture) guards what a module's attributes point to: assigning
     # or deleting one counts as a change of the world it checks before replaying.
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):  # public state: its leaves that require grad are parameters
             names = self.__dict__.get("_buffer_names")
-            if names is not None and name in names:  # a registered buffer's name: a buffer still
+            if (names is not None and name in names and isinstance(value, ag.Tensor)
+                    and _PARAMETERS.get(id(value)) is value):
+                # a parameter (nn.Parameter) assigned to a buffer's name: a parameter now, as
+                # in PyTorch (it would otherwise silently stop being trained)
+                del names[name]
+                _mark_parameters(value)
+            elif names is not None and name in names:  # a registered buffer's name: a buffer still
                 if isinstance(value, ag.Tensor):
                     _PARAMETERS.pop(id(value), None)
                     _BUFFERS[id(value)] = value
             else:
                 _mark_parameters(value)
+                old = self.__dict__.get(name)
+                if (value is not None and isinstance(old, ag.Tensor)
+                        and _PARAMETERS.get(id(old)) is old
+                        and not (isinstance(value, ag.Tensor) and _PARAMETERS.get(id(value)) is value)):
+                    raise TypeError(
+                        f"cannot assign {type(value).__name__} as parameter {name!r} of "
+                        f"{type(self).__name__} (an nn.Parameter or None is expected, as in "
+                        f"PyTorch): the parameter would silently become a buffer. Wrap the value "
+                        f"with nn.Parameter(...) to replace the parameter, copy values into it "
+                        f"with `with ag.no_grad(): module.{name}[...] = value` (or "
+                        f"load_state_dict), or `del module.{name}` first to hold something else "
+                        "there")
         object.__setattr__(self, name, value)
         _WORLD[0] += 1
 
@@ -311,9 +494,14 @@ class Module(_capture.Holder):
         _WORLD[0] += 1
 
     def _guard_items(self) -> list[tuple[str, Any]]:
-        """What a compiled step guards: the public attributes and the training flag."""
+        """What a compiled step guards: the public attributes, the training flag and the
+        forward hooks."""
         items = [(k, v) for k, v in vars(self).items() if not k.startswith("_")]
         items.append(("training", self.training))
+        for kind in ("_forward_pre_hooks", "_forward_hooks"):  # a hook added or removed
+            hooks = self.__dict__.get(kind)
+            if hooks:
+                items.append((kind, tuple(h for h, _ in hooks.values())))
         return items
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Module:
@@ -357,24 +545,37 @@ class Module(_capture.Holder):
             _PARAMETERS[id(t)] = t
 
     # -- discovery -----------------------------------------------------------------------------
-    def named_tensors(self) -> list[tuple[str, ag.Tensor]]:
-        """Every state Tensor with its dotted name (a tensor reachable twice is listed once)."""
+    def named_tensors(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> list[tuple[str, ag.Tensor]]:
+        """Every state Tensor with its dotted name (a tensor reachable twice is listed once,
+        under its first name, unless ``remove_duplicate=False``); ``recurse=False``: only the
+        tensors held by this module itself, not by its sub-modules."""
+        if not recurse:
+            items: Iterator[tuple[str, Any]] = _every_name(self, prefix, set(), own=True)
+        elif remove_duplicate:
+            items = _walk(self, prefix, set())
+        else:
+            items = _every_name(self, prefix, set())
         out, ids = [], set()
-        for name, obj in _walk(self, "", set()):
-            if isinstance(obj, ag.Tensor) and id(obj) not in ids:
+        for name, obj in items:
+            if isinstance(obj, ag.Tensor) and (not remove_duplicate or id(obj) not in ids):
                 ids.add(id(obj))
                 out.append((name, obj))
         return out
 
-    def named_parameters(self) -> list[tuple[str, ag.Tensor]]:
-        """``(name, tensor)`` for every parameter, in attribute order: every state Tensor that
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> list[tuple[str, ag.Tensor]]:
+        """``(name, tensor)`` for every parameter, in PyTorch's order (a module's own, in
+        attribute order, then its sub-modules', recursively): every state Tensor that
         requires grad, and every one that did when the module got it (a frozen weight,
         ``requires_grad_(False)``, is still listed, as PyTorch lists a frozen ``nn.Parameter``;
         optimizers skip parameters without a ``.grad``). State tensors that never required grad
         are buffers: in :meth:`state_dict`, not here. A tensor reachable under two names (tied
-        weights) is listed once, under the first."""
+        weights) is listed once, under the first, unless ``remove_duplicate=False``. PyTorch's
+        arguments: ``prefix`` is put before every name (``"prefix.name"``), ``recurse=False``
+        lists only this module's own parameters."""
         out = []
-        for n, t in self.named_tensors():
+        for n, t in self.named_tensors(prefix, recurse, remove_duplicate):
             if _BUFFERS and _BUFFERS.get(id(t)) is t:
                 continue
             if t.requires_grad:
@@ -385,26 +586,94 @@ class Module(_capture.Holder):
                 out.append((n, t))
         return out
 
-    def parameters(self) -> list[ag.Tensor]:
+    def parameters(self, recurse: bool = True) -> list[ag.Tensor]:
         """The parameters (see :meth:`named_parameters`), e.g. for an optimizer: frozen ones
-        included, so unfreezing one later makes the optimizer train it."""
-        return [t for _, t in self.named_parameters()]
+        included, so unfreezing one later makes the optimizer train it. A list (PyTorch
+        returns an iterator: ``list(...)`` of either is the same)."""
+        return [t for _, t in self.named_parameters(recurse=recurse)]
 
-    def named_buffers(self) -> list[tuple[str, ag.Tensor]]:
-        """``(name, tensor)`` for every state Tensor that is not a parameter."""
-        return [(n, t) for n, t in self.named_tensors() if not is_parameter(t)]
+    def named_buffers(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> list[tuple[str, ag.Tensor]]:
+        """``(name, tensor)`` for every state Tensor that is not a parameter (PyTorch's
+        arguments, as :meth:`named_parameters`)."""
+        return [(n, t) for n, t in self.named_tensors(prefix, recurse, remove_duplicate)
+                if not is_parameter(t)]
 
-    def buffers(self) -> list[ag.Tensor]:
+    def buffers(self, recurse: bool = True) -> list[ag.Tensor]:
         """The state Tensors that are not parameters (constants saved with the model)."""
-        return [t for _, t in self.named_buffers()]
+        return [t for _, t in self.named_buffers(recurse=recurse)]
 
-    def named_modules(self) -> list[tuple[str, Module]]:
-        """This module (name ``""``) and every sub-module, with their dotted names."""
-        return [(n, m) for n, m in _walk(self, "", set()) if isinstance(m, Module)]
+    def named_modules(self, memo: set[Module] | None = None, prefix: str = "",
+                      remove_duplicate: bool = True) -> list[tuple[str, Module]]:
+        """This module (name ``prefix``, ``""`` by default) and every sub-module, with their
+        dotted names, parents before children (PyTorch's order and arguments: a module shared
+        by two places once, unless ``remove_duplicate=False``; ``memo``, a set of modules to
+        leave out, is updated with those listed)."""
+        if not remove_duplicate:
+            out: list[tuple[str, Module]] = []
+            _every_module(self, prefix, set(), out)
+            return out
+        seen = {id(m) for m in memo} if memo is not None else set()
+        found = [(n, m) for n, m in _walk(self, prefix, seen) if isinstance(m, Module)]
+        if memo is not None:
+            memo.update(m for _, m in found)
+        return found
 
-    def modules(self) -> list[Module]:
+    def modules(self, remove_duplicate: bool = True) -> list[Module]:
         """This module and every sub-module."""
-        return [m for _, m in self.named_modules()]
+        return [m for _, m in self.named_modules(remove_duplicate=remove_duplicate)]
+
+    def named_children(self) -> list[tuple[str, Module]]:
+        """The direct sub-modules with their names (``"fc"``, or ``"blocks.0"`` for one held in
+        a plain list), each once, as PyTorch's ``named_children``."""
+        out: list[tuple[str, Module]] = []
+        seen: set[int] = set()
+        for name, m in _children(self, ""):
+            if id(m) not in seen:
+                seen.add(id(m))
+                out.append((name, m))
+        return out
+
+    def children(self) -> list[Module]:
+        """The direct sub-modules (see :meth:`named_children`)."""
+        return [m for _, m in self.named_children()]
+
+    def get_submodule(self, target: str) -> Module:
+        """The sub-module called ``target`` (a dotted name, ``""`` for this module), as
+        PyTorch's ``get_submodule``.
+
+        Raises:
+            AttributeError: no sub-module has that name.
+        """
+        if target == "":
+            return self
+        for name, m in self.named_modules(remove_duplicate=False):
+            if name == target:
+                return m
+        raise AttributeError(f"{type(self).__name__} has no sub-module {target!r} (its "
+                             "sub-modules: see named_modules())")
+
+    def get_parameter(self, target: str) -> ag.Tensor:
+        """The parameter called ``target`` (a dotted name), as PyTorch's ``get_parameter``.
+
+        Raises:
+            AttributeError: no parameter has that name.
+        """
+        for name, t in self.named_parameters(remove_duplicate=False):
+            if name == target:
+                return t
+        raise AttributeError(f"{type(self).__name__} has no parameter {target!r}")
+
+    def get_buffer(self, target: str) -> ag.Tensor:
+        """The buffer called ``target`` (a dotted name), as PyTorch's ``get_buffer``.
+
+        Raises:
+            AttributeError: no buffer has that name.
+        """
+        for name, t in self.named_buffers(remove_duplicate=False):
+            if name == target:
+                return t
+        raise AttributeError(f"{type(self).__name__} has no buffer {target!r}")
 
     def num_parameters(self) -> int:
         """The number of scalar parameters (frozen ones included)."""
@@ -412,7 +681,14 @@ class Module(_capture.Holder):
 
     # -- modes and gradients -------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
-        """Set training mode (``mode=False``: evaluation mode) here and in every sub-module."""
+        """Set training mode (``mode=False``: evaluation mode) here and in every sub-module.
+
+        Raises:
+            ValueError: ``mode`` is not a bool (as PyTorch: ``train("False")`` would train).
+        """
+        if not isinstance(mode, bool):
+            raise ValueError(f"{type(self).__name__}.train: the training mode must be a bool, "
+                             f"not {type(mode).__name__} ({mode!r})")
         for m in self.modules():
             m.training = bool(mode)
         return self
@@ -440,24 +716,32 @@ class Module(_capture.Holder):
         return self
 
     def apply(self, fn: Callable[[Module], Any]) -> Module:
-        """Call ``fn`` on every sub-module and then on this module (children before parents,
-        in attribute order, as PyTorch's ``Module.apply``; a sub-module shared by two places
-        once), e.g. ``model.apply(init_weights)``. Returns ``self``."""
+        """Call ``fn`` on every sub-module and then on this module, as PyTorch's
+        ``Module.apply``: each child's sub-modules (recursively) before the child, children in
+        attribute order, the module itself last -- so a sub-module held by two parents is
+        visited under each, as in PyTorch (a module held twice by one parent, once). E.g.
+        ``model.apply(init_weights)``. Returns ``self``."""
         order: list[Module] = []
-        seen: set[int] = {id(self)}
+        # an iterative post-order walk; ``path`` holds the modules being walked (a cycle stops)
         stack: list[tuple[Module, bool]] = [(self, False)]
-        while stack:  # an iterative post-order walk
+        path: list[int] = []
+        while stack:
             m, done = stack.pop()
             if done:
+                path.pop()
                 order.append(m)
                 continue
+            path.append(id(m))
             stack.append((m, True))
-            children = [c for c in _ordered_children(m) if id(c) not in seen]
-            seen.update(id(c) for c in children)
+            children = [c for c in self._children_of(m) if id(c) not in path]
             stack.extend((c, False) for c in reversed(children))
         for m in order:
             fn(m)
         return self
+
+    @staticmethod
+    def _children_of(m: Module) -> list[Module]:
+        return [c for _, c in m.named_children()]
 
     def register_buffer(self, name: str, tensor: ag.Tensor | None, persistent: bool = True
                         ) -> None:
@@ -495,50 +779,132 @@ class Module(_capture.Holder):
                                f"({type(old).__name__}) and is not a buffer")
         names = self.__dict__.setdefault("_buffer_names", {})
         names[name] = bool(persistent)
-        self.__setattr__(name, tensor)  # marks it a buffer (see __setattr__)
+        if isinstance(tensor, ag.Tensor):  # a buffer, even a parameter given here (PyTorch's)
+            _PARAMETERS.pop(id(tensor), None)
+            _BUFFERS[id(tensor)] = tensor
+        object.__setattr__(self, name, tensor)
+        _WORLD[0] += 1
+
+    def _check_new_name(self, what: str, name: Any) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"{what}: the name must be a string, not {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"{what}: the name must be a non-empty string without '.', not "
+                           f"{name!r}")
+        if name.startswith("_"):
+            raise ValueError(f"{what}: {name!r} starts with '_', which makes an attribute "
+                             "private in agnograd (not state, not saved); choose a public name")
+        if hasattr(type(self), name) and name != "training":
+            raise KeyError(f"{what}: {name!r} is an attribute of {type(self).__name__} (a "
+                           "method or class attribute); choose another name")
+
+    def register_parameter(self, name: str, param: ag.Tensor | None) -> None:
+        """Hold ``param`` (an :class:`nn.Parameter <Parameter>` or ``None``) as parameter
+        ``name``, as PyTorch's ``register_parameter`` (the same as assigning it).
+
+        Raises:
+            TypeError: ``param`` is not a parameter (wrap it with ``nn.Parameter``).
+            KeyError: ``name`` is empty, contains ``"."``, or names a method or an attribute
+                that is not a parameter.
+            ValueError: ``name`` starts with ``_`` (private in agnograd).
+        """
+        self._check_new_name("register_parameter", name)
+        if param is not None and not (isinstance(param, ag.Tensor)
+                                      and _PARAMETERS.get(id(param)) is param):
+            raise TypeError(f"register_parameter: cannot assign {type(param).__name__} as "
+                            f"parameter {name!r} (an nn.Parameter or None is required); wrap "
+                            "it: nn.Parameter(tensor)")
+        old = vars(self).get(name)
+        if name in vars(self) and old is not None and not (
+                isinstance(old, ag.Tensor) and _PARAMETERS.get(id(old)) is old):
+            raise KeyError(f"register_parameter: attribute {name!r} already exists "
+                           f"({type(old).__name__}) and is not a parameter")
+        setattr(self, name, param)
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Hold ``module`` (or ``None``) as sub-module ``name``, as PyTorch's ``add_module``
+        (the same as assigning it).
+
+        Raises:
+            TypeError: ``module`` is not a Module.
+            KeyError: ``name`` is empty, contains ``"."``, or names a method or an attribute
+                that is not a sub-module.
+            ValueError: ``name`` starts with ``_`` (private in agnograd).
+        """
+        self._check_new_name("add_module", name)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module: {type(module).__name__} is not a Module")
+        old = vars(self).get(name)
+        if name in vars(self) and old is not None and not isinstance(old, Module):
+            raise KeyError(f"add_module: attribute {name!r} already exists "
+                           f"({type(old).__name__}) and is not a sub-module")
+        setattr(self, name, module)
+
+    def register_module(self, name: str, module: Module | None) -> None:
+        """The same as :meth:`add_module` (PyTorch's alias)."""
+        self.add_module(name, module)
 
     def _non_persistent(self) -> set[str]:
         """The dotted names of the non-persistent buffers here and in sub-modules."""
         out: set[str] = set()
-        for prefix, m in self.named_modules():
+        for prefix, m in self.named_modules(remove_duplicate=False):
             for n, keep in m.__dict__.get("_buffer_names", {}).items():
                 if not keep:
                     out.add(f"{prefix}.{n}" if prefix else n)
         return out
 
     # -- state ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, ag.Tensor]:
+    def state_dict(self, *, prefix: str = "", keep_vars: bool = False) -> dict[str, ag.Tensor]:
         """Name -> detached Tensor for every state tensor: parameters (frozen ones included)
-        and buffers; a tied tensor once, under its first name. The tensors share memory with
-        the model's (no copy), so later in-place updates show through; ``save`` or copy them
-        to keep a snapshot. Non-persistent buffers (``register_buffer(...,
-        persistent=False)``) are left out."""
+        and buffers, as PyTorch's: a tied tensor (or one in a sub-module shared by two places)
+        under each of its names. The tensors share memory with the model's (no copy), so later
+        in-place updates show through; ``save`` or copy them to keep a snapshot.
+        Non-persistent buffers (``register_buffer(..., persistent=False)``) are left out.
+        PyTorch's keywords: ``prefix`` is put before every name, ``keep_vars=True`` gives the
+        model's tensors themselves (not detached)."""
         skip = self._non_persistent()
-        return {name: t.detach() for name, t in self.named_tensors() if name not in skip}
+        return {prefix + name: (t if keep_vars else t.detach())
+                for name, t in _state_items(self, "", set()) if name not in skip}
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Module:
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> IncompatibleKeys:
         """Copy values into the model's tensors, keeping each tensor's backend and device.
 
         ``state`` maps names to Tensors or arrays of any backend (a state dict, or the arrays
         of a saved file, or a PyTorch ``state_dict()``: the layouts are PyTorch's). A tied
-        tensor may be given under any of its names (PyTorch's state dicts hold each name; this
-        one's, the first); names given twice must hold equal values. Every name, shape and dtype
-        is checked -- and every value converted --
-        before anything is assigned, so on error the model is unchanged. A value of another
-        dtype of the same kind is converted to the tensor's dtype (float64 into a float32
-        model, int32 into int64); across kinds (integers into floating tensors, complex into
-        real ones) it is refused, as is a float64 value too large for float32 (it would become
-        infinite).
+        tensor may be given under any of its names (PyTorch's state dicts hold each name);
+        names given twice must hold equal values. Every name, shape and dtype is checked -- and
+        every value converted -- before anything is assigned, so on error the model is
+        unchanged. A value of another dtype of the same kind is converted to the tensor's dtype
+        (float64 into a float32 model, int32 into int64); across kinds (integers into floating
+        tensors, complex into real ones) it is refused, as is a float64 value too large for
+        float32 (it would become infinite). Names of agnograd before ``Sequential`` named its
+        layers as PyTorch (``layers.0.weight`` for ``0.weight``) are read as today's.
 
         Args:
             state: name -> value.
             strict: when true (the default) missing and unexpected names are errors; when
-                false, only the names present in both are loaded.
+                false, only the names present in both are loaded (a shape that differs is an
+                error either way, as in PyTorch).
+            assign: PyTorch's option to take the given tensors themselves; only ``False`` (copy
+                the values in) is supported.
+
+        Returns:
+            ``IncompatibleKeys(missing_keys, unexpected_keys)``, as PyTorch's: the model's
+            names the state did not hold and the state's names the model does not have (both
+            empty after a strict load).
 
         Raises:
             StateDictError: names missing or unexpected (strict), a shape differs, or a dtype
                 cannot be converted.
+            NotImplementedError: ``assign=True``.
         """
+        if assign:
+            raise NotImplementedError(
+                f"{type(self).__name__}.load_state_dict(assign=True): agnograd copies the values "
+                "into the model's tensors (assign=False); to use given tensors as parameters, "
+                "assign them as attributes (module.weight = nn.Parameter(t))")
+        state = self._modern_names(state)
         skip = self._non_persistent()
         own = {n: t for n, t in self.named_tensors() if n not in skip}
         first = {id(t): n for n, t in own.items()}
@@ -551,6 +917,7 @@ class Module(_capture.Holder):
         problems = []
         missing = [n for n in own if n not in given]
         unexpected = [n for n in state if n not in alias]
+        missing_keys = [n for n, first in alias.items() if first not in given]
         if strict and missing:
             problems.append("missing " + ", ".join(repr(n) for n in missing))
         if strict and unexpected:
@@ -563,6 +930,9 @@ class Module(_capture.Holder):
             values = []
             for n in names:
                 value = state[n]
+                if (not isinstance(value, ag.Tensor) and getattr(value, "requires_grad", False)
+                        and callable(getattr(value, "detach", None))):
+                    value = value.detach()  # e.g. dict(torch_model.named_parameters())
                 try:
                     values.append(value if isinstance(value, ag.Tensor)
                                   else ag.tensor(value, backend=t.backend))
@@ -600,7 +970,37 @@ class Module(_capture.Holder):
             raise StateDictError(f"state does not fit {type(self).__name__}: " + "; ".join(problems))
         for (_, t, _), data in zip(pairs, new):
             t.data = data
-        return self
+        return IncompatibleKeys(missing_keys, unexpected)
+
+    def _modern_names(self, state: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``state`` with the names of agnograd before ``Sequential`` named its layers as
+        PyTorch does (``layers.0.weight``, now ``0.weight``) renamed; other names kept."""
+        if not any(".layers." in "." + k for k in state):
+            return state
+        out: dict[str, Any] = {}
+        for key, value in state.items():
+            parts, kept = key.split("."), []
+            obj: Any = self
+            i = 0
+            while i < len(parts):
+                if (isinstance(obj, Module) and getattr(type(obj), "_legacy_layers", False)
+                        and parts[i] == "layers" and "layers" not in vars(obj)
+                        and i + 1 < len(parts) and parts[i + 1] in vars(obj)):
+                    i += 1  # the old ``layers`` level of a Sequential
+                    continue
+                kept.append(parts[i])
+                if isinstance(obj, Module):
+                    obj = vars(obj).get(parts[i])
+                elif isinstance(obj, (list, tuple)) and parts[i].isdigit() and int(parts[i]) < len(obj):
+                    obj = obj[int(parts[i])]
+                elif isinstance(obj, dict):
+                    obj = obj.get(parts[i])
+                else:
+                    obj = None
+                i += 1
+            new = ".".join(kept)
+            out[new if new not in state else key] = value
+        return out
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state to an ``.npz`` file (one array per name, plus a format marker
@@ -633,10 +1033,12 @@ class Module(_capture.Holder):
             raise StateDictError(f"{os.fspath(path)}: written in format {version} by a newer "
                                  f"agnograd; this one reads formats up to {MODULE_FORMAT}: "
                                  "upgrade agnograd to load it")
+        arrays = dict(self._modern_names(arrays))
         if version < 2:
             arrays = convert_linear_layout(self, arrays, f"{os.fspath(path)!r}")
         try:
-            return self.load_state_dict(arrays)
+            self.load_state_dict(arrays)
+            return self
         except StateDictError as exc:
             raise StateDictError(f"{os.fspath(path)}: {exc}") from None
 
@@ -686,6 +1088,14 @@ class Module(_capture.Holder):
         _follow(done)
         _WORLD[0] += 1
         return self
+
+    def double(self) -> Module:
+        """``astype(ag.float64)``, as PyTorch's ``Module.double()`` (floating state only)."""
+        return self.astype(ag.float64)
+
+    def float(self) -> Module:
+        """``astype(ag.float32)``, as PyTorch's ``Module.float()`` (floating state only)."""
+        return self.astype(ag.float32)
 
     # -- printing ------------------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -806,13 +1216,20 @@ def _put(obj: Any, key: Any, value: ag.Tensor) -> None:
     _WORLD[0] += 1  # a compiled step's guards see the replaced tensor
 
 
-def functional_call(module: Module, tensors: Mapping[str, ag.Tensor], *args: Any,
-                    **kwargs: Any) -> Any:
+def functional_call(module: Module,
+                    tensors: Mapping[str, ag.Tensor] | Sequence[Mapping[str, ag.Tensor]],
+                    *args: Any, **kwargs: Any) -> Any:
     """Call ``module(*args, **kwargs)`` with some of its state tensors replaced by ``tensors``
     (name -> Tensor) for the duration of the call, e.g. to differentiate with respect to a
     copy of the parameters with :func:`agnograd.grad`:
 
         grads = ag.grad(lambda p: loss(functional_call(model, p, x)))(params)
+
+    PyTorch's calling form is read too: ``functional_call(module, params, (x, y))`` -- a
+    single (plain) tuple is the tuple of positional arguments, and ``functional_call(module,
+    params, (x,), {"mask": m})`` or ``kwargs={"mask": m}`` gives the keyword arguments -- and
+    ``tensors`` may be a tuple of dicts (e.g. ``(params, buffers)``), whose names must not
+    repeat. (To pass one tuple as the only argument of ``forward``, wrap it: ``((a, b),)``.)
 
     A tensor reachable under several names (tied weights) is replaced everywhere it is
     reachable, whichever of its names is given (``torch.func.functional_call``'s default,
@@ -820,11 +1237,31 @@ def functional_call(module: Module, tensors: Mapping[str, ag.Tensor], *args: Any
 
     Raises:
         KeyError: a name is not a state tensor of ``module``.
-        ValueError: two names of one tied tensor are given different tensors.
+        ValueError: two names of one tied tensor are given different tensors, or a name
+            repeats across a tuple of dicts.
         TypeError: the tensor sits in a tuple (which cannot be modified).
     """
+    given: Mapping[str, ag.Tensor]
+    if isinstance(tensors, (tuple, list)):  # PyTorch: a tuple of dicts (params, buffers)
+        merged: dict[str, ag.Tensor] = {}
+        for d in tensors:
+            repeated = sorted(set(merged) & set(d))
+            if repeated:
+                raise ValueError(f"functional_call: {', '.join(map(repr, repeated))} given in "
+                                 "more than one of the dicts; give each name once")
+            merged.update(d)
+        given = merged
+    else:
+        given = tensors  # type: ignore[assignment]
+    if args and type(args[0]) is tuple and (  # PyTorch's (args, kwargs) form
+            len(args) == 1 or (len(args) == 2 and isinstance(args[1], dict) and not kwargs)):
+        if len(args) == 2:
+            kwargs = dict(args[1])
+        elif isinstance(kwargs.get("kwargs"), dict) and set(kwargs) == {"kwargs"}:
+            kwargs = dict(kwargs["kwargs"])
+        args = args[0]
     targets: dict[int, tuple[str, Any]] = {}  # id(current tensor) -> (a name given, new)
-    for name, new in tensors.items():
+    for name, new in given.items():
         found, _ = _locate(module, name)
         if id(found) in targets and targets[id(found)][1] is not new:
             raise ValueError(

@@ -136,6 +136,10 @@ def load_training_state(path: str | os.PathLike[str], *, model: Module | None = 
 
     rngs = _rngs(rng, model)
     saved_rngs = meta.get("rng", {})
+    if model is not None:  # layers' generators saved under Sequential's old names (layers.2)
+        layers = {k[len("module:"):]: v for k, v in saved_rngs.items() if k.startswith("module:")}
+        saved_rngs = {**{k: v for k, v in saved_rngs.items() if not k.startswith("module:")},
+                      **{f"module:{k}": v for k, v in model._modern_names(layers).items()}}
     missing = [k for k in rngs if k not in saved_rngs]
     if missing:
         raise ValueError(f"{target!r} holds no state for the random generator(s) "
@@ -167,6 +171,7 @@ def load_training_state(path: str | os.PathLike[str], *, model: Module | None = 
     if model is not None:
         need("model", "model")
         model_arrays = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+        model_arrays = dict(model._modern_names(model_arrays))  # Sequential's old names
         if version == 1:
             model_arrays = convert_linear_layout(model, model_arrays, repr(target))
         model.load_state_dict(model_arrays)
