@@ -958,3 +958,21 @@ def test_a_parameter_assigned_to_a_buffers_name_becomes_a_parameter_as_torch():
     assert [n for n, _ in m.named_buffers()] == [n for n, _ in tm.named_buffers()] == ["c"]
     m.b = ag.zeros((2,)).requires_grad_()  # a leaf requiring grad replaces the parameter
     assert [n for n, _ in m.named_parameters()] == ["b"]
+
+
+def test_next_of_the_listings_works_as_on_torch_generators():
+    """``next(model.parameters())`` -- the PyTorch idiom for a model's dtype or device -- and the
+    same on ``named_parameters``, ``buffers``, ``modules``, ``children``; the results are still
+    lists (``len``, indexing, reused by a ``for`` loop from the start)."""
+    torch = pytest.importorskip("torch")
+    m = nn.Sequential(nn.Linear(3, 4, seed=0), nn.Linear(4, 2, seed=1))
+    tm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    ps = m.parameters()
+    assert next(ps) is ps[0] and next(ps) is ps[1] and len(ps) == 4
+    assert [p.shape for p in ps] == [tuple(p.shape) for p in tm.parameters()]
+    assert next(m.named_parameters())[0] == next(tm.named_parameters())[0] == "0.weight"
+    assert next(m.modules()) is m and next(m.children()) is m[0]
+    it = m.children()
+    assert [next(it), next(it)] == [m[0], m[1]]
+    with pytest.raises(StopIteration):
+        next(it)

@@ -16,7 +16,7 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import agnograd as ag
 
@@ -95,6 +95,26 @@ def _mark_parameters(value: Any) -> None:
     elif isinstance(value, dict):
         for v in value.values():
             _mark_parameters(v)
+
+
+_T = TypeVar("_T")
+
+
+class Listing(list[_T]):
+    """What :meth:`Module.parameters`, ``buffers``, ``modules``, ``children`` and their
+    ``named_`` forms return: a list (``len``, indexing, reuse) that is also an iterator over
+    itself, as PyTorch's generators are -- ``next(model.parameters()).dtype``, the PyTorch
+    idiom, gives the first parameter (each ``next`` the following item; a ``for`` loop or
+    ``list(...)`` starts from the beginning as for any list)."""
+
+    _at = 0
+
+    def __next__(self) -> _T:
+        at = self._at
+        if at >= len(self):
+            raise StopIteration
+        self._at = at + 1
+        return self[at]
 
 
 def _follow(done: dict[int, tuple[ag.Tensor, ag.Tensor]]) -> None:
@@ -584,24 +604,25 @@ class Module(_capture.Holder):
                 out.append((n, t))
             elif _PARAMETERS.get(id(t)) is t:
                 out.append((n, t))
-        return out
+        return Listing(out)
 
     def parameters(self, recurse: bool = True) -> list[ag.Tensor]:
         """The parameters (see :meth:`named_parameters`), e.g. for an optimizer: frozen ones
         included, so unfreezing one later makes the optimizer train it. A list (PyTorch
-        returns an iterator: ``list(...)`` of either is the same)."""
-        return [t for _, t in self.named_parameters(recurse=recurse)]
+        returns a generator: ``list(...)`` of either is the same, and ``next(...)`` works on
+        this one too, see :class:`Listing`)."""
+        return Listing([t for _, t in self.named_parameters(recurse=recurse)])
 
     def named_buffers(self, prefix: str = "", recurse: bool = True,
                       remove_duplicate: bool = True) -> list[tuple[str, ag.Tensor]]:
         """``(name, tensor)`` for every state Tensor that is not a parameter (PyTorch's
         arguments, as :meth:`named_parameters`)."""
-        return [(n, t) for n, t in self.named_tensors(prefix, recurse, remove_duplicate)
-                if not is_parameter(t)]
+        return Listing([(n, t) for n, t in self.named_tensors(prefix, recurse, remove_duplicate)
+                        if not is_parameter(t)])
 
     def buffers(self, recurse: bool = True) -> list[ag.Tensor]:
         """The state Tensors that are not parameters (constants saved with the model)."""
-        return [t for _, t in self.named_buffers(recurse=recurse)]
+        return Listing([t for _, t in self.named_buffers(recurse=recurse)])
 
     def named_modules(self, memo: set[Module] | None = None, prefix: str = "",
                       remove_duplicate: bool = True) -> list[tuple[str, Module]]:
@@ -612,16 +633,16 @@ class Module(_capture.Holder):
         if not remove_duplicate:
             out: list[tuple[str, Module]] = []
             _every_module(self, prefix, set(), out)
-            return out
+            return Listing(out)
         seen = {id(m) for m in memo} if memo is not None else set()
         found = [(n, m) for n, m in _walk(self, prefix, seen) if isinstance(m, Module)]
         if memo is not None:
             memo.update(m for _, m in found)
-        return found
+        return Listing(found)
 
     def modules(self, remove_duplicate: bool = True) -> list[Module]:
         """This module and every sub-module."""
-        return [m for _, m in self.named_modules(remove_duplicate=remove_duplicate)]
+        return Listing([m for _, m in self.named_modules(remove_duplicate=remove_duplicate)])
 
     def named_children(self) -> list[tuple[str, Module]]:
         """The direct sub-modules with their names (``"fc"``, or ``"blocks.0"`` for one held in
@@ -632,11 +653,11 @@ class Module(_capture.Holder):
             if id(m) not in seen:
                 seen.add(id(m))
                 out.append((name, m))
-        return out
+        return Listing(out)
 
     def children(self) -> list[Module]:
         """The direct sub-modules (see :meth:`named_children`)."""
-        return [m for _, m in self.named_children()]
+        return Listing([m for _, m in self.named_children()])
 
     def get_submodule(self, target: str) -> Module:
         """The sub-module called ``target`` (a dotted name, ``""`` for this module), as
