@@ -976,3 +976,14 @@ def test_next_of_the_listings_works_as_on_torch_generators():
     assert [next(it), next(it)] == [m[0], m[1]]
     with pytest.raises(StopIteration):
         next(it)
+
+
+def test_zero_grad_without_set_to_none_zeroes_in_place():
+    m = nn.Linear(3, 2, seed=0)
+    ag.sum(m(ag.tensor(np.ones((4, 3), np.float32)))).backward()
+    g = m.weight.grad
+    m.zero_grad(set_to_none=False)
+    assert m.weight.grad is g and not np.any(g.numpy())
+    assert m.bias.grad is not None and not np.any(m.bias.grad.numpy())
+    m.zero_grad()
+    assert m.weight.grad is None

@@ -720,13 +720,21 @@ class Module(_capture.Holder):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the ``.grad`` of every parameter (frozen ones included): set it to ``None``
-        (the default, as PyTorch's), or with ``set_to_none=False`` to zeros (a new leaf of
-        zeros; parameters without a gradient keep ``None``)."""
-        for t in self.parameters():
-            g = t.grad
-            if g is None:
-                continue
-            t.grad = None if set_to_none else ag.zeros_like(g.detach())
+        (the default, as PyTorch's), or with ``set_to_none=False`` fill it with zeros in place
+        (detached from any graph first), so it keeps its identity and memory, as PyTorch's and
+        :meth:`agnograd.optim.Optimizer.zero_grad`; parameters without a gradient keep
+        ``None``."""
+        with ag.no_grad():
+            for t in self.parameters():
+                g = t.grad
+                if g is None:
+                    continue
+                if set_to_none:
+                    t.grad = None
+                    continue
+                if g._node is not None or g.requires_grad:
+                    g = t.grad = g.detach()
+                g[...] = 0
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Set ``requires_grad`` on every parameter (frozen ones included; buffers are left
