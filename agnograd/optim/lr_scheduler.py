@@ -1,7 +1,8 @@
 """Learning-rate schedules with PyTorch's semantics: ``StepLR``, ``MultiStepLR``,
 ``ExponentialLR``, ``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``, ``LinearLR`` (linear
-warm-up), ``PolynomialLR``, ``LambdaLR``, ``OneCycleLR``, ``ReduceLROnPlateau`` (driven by a
-metric), and the composers ``SequentialLR`` and ``ChainedScheduler``.
+warm-up), ``ConstantLR``, ``PolynomialLR``, ``LambdaLR``, ``MultiplicativeLR``, ``OneCycleLR``,
+``ReduceLROnPlateau`` (driven by a metric), and the composers ``SequentialLR`` and
+``ChainedScheduler``.
 
 A scheduler sets ``group["lr"]`` in its optimizer's parameter groups. Call
 ``scheduler.step()`` after ``optimizer.step()``, once per epoch (or per step, as the schedule is
@@ -37,7 +38,8 @@ from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "LambdaLR",
            "MultiStepLR", "PolynomialLR", "CosineAnnealingWarmRestarts", "OneCycleLR",
-           "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler"]
+           "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler", "ConstantLR",
+           "MultiplicativeLR"]
 
 # PyTorch's scheduler state dicts hold these too; they are bookkeeping of a step in progress.
 _TRANSIENT = ("_is_initial", "_get_lr_called_within_step")
@@ -277,31 +279,30 @@ class LinearLR(LRScheduler):
         return [base * (a + (b - a) * min(n, e) / n) for base in self.base_lrs]
 
 
-class LambdaLR(LRScheduler):
-    """The initial rate times a function of the epoch (PyTorch's ``LambdaLR``):
-    ``lr = base_lr · lr_lambda(last_epoch)``; ``lr_lambda`` is one function, or a list of one
-    per parameter group.
-
-    The state dict holds ``lr_lambdas`` as PyTorch's: ``None`` for a plain function or lambda
-    (not saved), the attributes (``__dict__``) of a callable object.
-    """
+class _LambdaScheduler(LRScheduler):
+    """What :class:`LambdaLR` and :class:`MultiplicativeLR` share: one function of the epoch
+    per parameter group (``lr_lambda`` is one for all, or a list of one per group), and
+    PyTorch's state dict for them: ``lr_lambdas`` holds ``None`` for a plain function or lambda
+    (not saved), the attributes (``__dict__``) of a callable object."""
 
     def __init__(self, optimizer: Optimizer,
                  lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
                  last_epoch: int = -1) -> None:
+        name = type(self).__name__
         self.optimizer = optimizer
         if not isinstance(lr_lambda, (list, tuple)):
             self.lr_lambdas: list[Callable[[int], float]] = (
                 [lr_lambda] * len(optimizer.param_groups))  # type: ignore[list-item]
         else:
             if len(lr_lambda) != len(optimizer.param_groups):
-                raise ValueError(f"LambdaLR: expected {len(optimizer.param_groups)} lr_lambdas "
+                raise ValueError(f"{name}: expected {len(optimizer.param_groups)} lr_lambdas "
                                  f"(one per parameter group), got {len(lr_lambda)}")
             self.lr_lambdas = list(lr_lambda)
+        for f in self.lr_lambdas:
+            if not callable(f):
+                raise TypeError(f"{name}: lr_lambda must be a function (or a list of one per "
+                                f"group), not {type(f).__name__}")
         super().__init__(optimizer, last_epoch)
-
-    def get_lr(self) -> list[float]:
-        return [base * f(self.last_epoch) for f, base in zip(self.lr_lambdas, self.base_lrs)]
 
     def state_dict(self) -> dict[str, Any]:
         state = {k: v for k, v in super().state_dict().items() if k != "lr_lambdas"}
@@ -315,6 +316,59 @@ class LambdaLR(LRScheduler):
         for f, saved in zip(self.lr_lambdas, lambdas):
             if saved is not None:
                 vars(f).update(saved)
+
+
+class LambdaLR(_LambdaScheduler):
+    """The initial rate times a function of the epoch (PyTorch's ``LambdaLR``):
+    ``lr = base_lr · lr_lambda(last_epoch)``; ``lr_lambda`` is one function, or a list of one
+    per parameter group.
+
+    The state dict holds ``lr_lambdas`` as PyTorch's: ``None`` for a plain function or lambda
+    (not saved), the attributes (``__dict__``) of a callable object.
+    """
+
+    def get_lr(self) -> list[float]:
+        return [base * f(self.last_epoch) for f, base in zip(self.lr_lambdas, self.base_lrs)]
+
+
+class MultiplicativeLR(_LambdaScheduler):
+    """Multiply the learning rate by a function of the epoch at every step after the
+    constructor's (PyTorch's ``MultiplicativeLR``): ``lr ← lr · lr_lambda(last_epoch)``;
+    ``lr_lambda`` is one function, or a list of one per parameter group. The state dict holds
+    ``lr_lambdas`` as :class:`LambdaLR`'s (and PyTorch's)."""
+
+    def get_lr(self) -> list[float]:
+        if self._is_initial:
+            return self._lrs()
+        return [lr * f(self.last_epoch) for f, lr in zip(self.lr_lambdas, self._lrs())]
+
+
+class ConstantLR(LRScheduler):
+    """Multiply the learning rate by ``factor`` until epoch ``total_iters``, then restore it
+    (PyTorch's ``ConstantLR``): ``lr = base_lr · factor`` for ``last_epoch < total_iters``,
+    ``base_lr`` after (a constant warm-up)."""
+
+    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
+                 last_epoch: int = -1) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor <= 1:
+            raise ValueError(f"ConstantLR: factor must be a number in [0, 1], not {factor!r}")
+        if isinstance(total_iters, bool) or not isinstance(total_iters, int) or total_iters < 0:
+            raise ValueError(f"ConstantLR: total_iters must be a non-negative integer, not "
+                             f"{total_iters!r}")
+        self.factor = factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch == 0:
+            return [lr * self.factor for lr in self._lrs()]
+        if self.last_epoch != self.total_iters:
+            return self._lrs()
+        return [lr * (1.0 / self.factor) for lr in self._lrs()]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+                for base in self.base_lrs]
 
 
 class MultiStepLR(LRScheduler):

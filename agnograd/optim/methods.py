@@ -53,10 +53,12 @@ def _one_minus_pow(b: float, t: ag.Tensor) -> ag.Tensor | float:
     return -ag.expm1(t * math.log(b))
 
 
-def _nonneg(group: ParamGroup, *names: str) -> None:
+def _nonneg(opt: Optimizer, group: ParamGroup, *names: str) -> None:
     for n in names:
-        if not (isinstance(group[n], (int, float)) and group[n] >= 0):
-            raise ValueError(f"{n} must be a non-negative number, not {group[n]!r}")
+        v = group[n]
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and v >= 0):
+            raise ValueError(f"{type(opt).__name__}: {n} must be a non-negative number, not "
+                             f"{v!r}")
 
 
 class SGD(Optimizer):
@@ -72,18 +74,27 @@ class SGD(Optimizer):
     :func:`agnograd.capture` and a schedule that sets ``group["lr"]`` still applies to replays.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0,
-                 capturable: bool = False, *, maximize: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov,
-                                  "weight_decay": weight_decay, "dampening": dampening,
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
+                 maximize: bool = False, capturable: bool = False) -> None:
+        # PyTorch's positional order (lr, momentum, dampening, weight_decay, nesterov) and
+        # default rate: SGD(params, 0.1, 0.9, 0, 1e-4, True) means what it means in PyTorch.
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
+                                  "weight_decay": weight_decay, "nesterov": nesterov,
                                   "maximize": bool(maximize)},
                          capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
-        _nonneg(group, "lr", "momentum", "weight_decay", "dampening")
+        _nonneg(self, group, "lr", "momentum", "weight_decay", "dampening")
+        if isinstance(group["nesterov"], (int, float)) and not isinstance(group["nesterov"], bool):
+            raise TypeError(f"SGD: nesterov must be True or False, not {group['nesterov']!r} (a "
+                            "number there is a positional argument out of place: PyTorch's "
+                            "order is lr, momentum, dampening, weight_decay, nesterov)")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
+            raise ValueError(f"SGD: Nesterov momentum requires a momentum and zero dampening (as "
+                             f"PyTorch's), got momentum={group['momentum']!r}, "
+                             f"dampening={group['dampening']!r}; pass momentum > 0 and "
+                             "dampening=0, or nesterov=False")
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         wd, mu = group["weight_decay"], group["momentum"]
@@ -111,7 +122,8 @@ class Adam(Optimizer):
 
     ``amsgrad=True`` (Reddi et al., 2018) divides by the running maximum of ``v`` instead,
     ``v̂ ← max(v̂, v)`` kept in ``state["max_exp_avg_sq"]`` (per real component for a complex
-    parameter), as PyTorch's; ``maximize=True`` uses ``-∇`` (ascends the objective).
+    parameter), as PyTorch's; ``maximize=True`` uses ``-∇`` (ascends the objective);
+    ``decoupled_weight_decay=True`` (PyTorch's) decays as :class:`AdamW` does.
 
     ``capturable=True``: the learning rate and the step count ``t`` (``state["step"]``, a 0-d
     array of the parameter's real dtype) live on the device and the bias corrections are computed
@@ -119,21 +131,27 @@ class Adam(Optimizer):
     default path's to floating-point rounding.
     """
 
-    _decoupled = False
+    _decoupled = False  # AdamW: True, and no "decoupled_weight_decay" entry in its groups
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 capturable: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
-                                  "weight_decay": weight_decay, "amsgrad": bool(amsgrad),
-                                  "maximize": bool(maximize)}, capturable=capturable)
+                 capturable: bool = False, decoupled_weight_decay: bool = False) -> None:
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "amsgrad": bool(amsgrad), "maximize": bool(maximize)}
+        if not self._decoupled:
+            defaults["decoupled_weight_decay"] = bool(decoupled_weight_decay)
+        super().__init__(params, defaults, capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
-        _nonneg(group, "lr", "eps", "weight_decay")
-        b1, b2 = group["betas"]
+        _nonneg(self, group, "lr", "eps", "weight_decay")
+        name = type(self).__name__
+        betas = group["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), not {betas!r}")
+        b1, b2 = betas
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"betas must be in [0, 1), not {group['betas']}")
+            raise ValueError(f"{name}: betas must be in [0, 1), not {tuple(betas)}")
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
@@ -154,7 +172,7 @@ class Adam(Optimizer):
         if group["maximize"]:
             g = -g
         if wd:
-            if self._decoupled:
+            if group.get("decoupled_weight_decay", self._decoupled):
                 p *= 1.0 - lr * wd
             else:
                 g = g + wd * p
@@ -198,6 +216,20 @@ class AdamW(Adam):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, capturable=capturable)
 
+    def _without_switches(self, group: dict[str, Any], where: str) -> dict[str, Any]:
+        """As the base class's, and PyTorch's AdamW entry ``decoupled_weight_decay=True``
+        dropped (AdamW always decouples; its groups take no such option, as the constructor).
+
+        Raises:
+            ValueError: ``decoupled_weight_decay=False`` (that is Adam).
+        """
+        if group.get("decoupled_weight_decay", True) is not True:
+            raise ValueError(f"AdamW.{where}: decoupled_weight_decay="
+                             f"{group['decoupled_weight_decay']!r}; AdamW always decouples the "
+                             "weight decay. Use Adam for the coupled (L2) decay")
+        return super()._without_switches(
+            {k: v for k, v in group.items() if k != "decoupled_weight_decay"}, where)
+
 
 def _step_count(opt: Optimizer, p: ag.Tensor, state: dict[str, Any]) -> Any:
     """Add one to ``state["step"]`` and return it: a Python int, or a 0-d array on the device
@@ -237,7 +269,7 @@ class RMSprop(Optimizer):
                          capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
-        _nonneg(group, "lr", "alpha", "eps", "weight_decay", "momentum")
+        _nonneg(self, group, "lr", "alpha", "eps", "weight_decay", "momentum")
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
@@ -295,7 +327,7 @@ class Adagrad(Optimizer):
                                   "eps": eps, "maximize": bool(maximize)}, capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
-        _nonneg(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+        _nonneg(self, group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         lr, decay, wd, eps = group["lr"], group["lr_decay"], group["weight_decay"], group["eps"]

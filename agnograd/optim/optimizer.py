@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import agnograd as ag
@@ -61,6 +61,11 @@ class Optimizer(_capture.Holder):
     # ``OneCycleLR`` keeps its bounds there too (``max_lr``, ``min_lr``, ``max_momentum``,
     # ``base_momentum``), as PyTorch's.
     _schedule_keys = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
+    # PyTorch's implementation switches, found in its groups and state dicts: they choose a
+    # kernel, not the numbers, so a group or state dict that holds them (a PyTorch checkpoint)
+    # is accepted and they are dropped; ``differentiable=True`` is refused (no step here is
+    # differentiated through).
+    _torch_switches = ("foreach", "fused", "differentiable", "capturable")
 
     def __init__(self, params: Iterable[ag.Tensor] | Iterable[ParamGroup],
                  defaults: dict[str, Any], capturable: bool = False) -> None:
@@ -122,7 +127,8 @@ class Optimizer(_capture.Holder):
         if others & seen:
             raise ValueError(f"{name}.add_param_group: some parameters appear in more than one "
                              "parameter group (as PyTorch, each parameter belongs to one group)")
-        group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        group = {**self.defaults, **self._without_switches(
+            {k: v for k, v in param_group.items() if k != "params"}, "add_param_group")}
         for k in group:
             if k not in self.defaults and k not in self._schedule_keys:
                 raise ValueError(f"{name}: unknown option {k!r} in a group")
@@ -132,6 +138,19 @@ class Optimizer(_capture.Holder):
 
     def _check(self, group: ParamGroup) -> None:
         """Validate a group's hyperparameters (subclasses)."""
+
+    def _without_switches(self, group: dict[str, Any], where: str) -> dict[str, Any]:
+        """``group`` without PyTorch's implementation switches (``foreach``, ``fused``,
+        ``differentiable``, ``capturable``: a PyTorch group or state dict holds them).
+
+        Raises:
+            ValueError: ``differentiable=True`` (PyTorch's autograd through the step itself).
+        """
+        if group.get("differentiable"):
+            raise ValueError(f"{type(self).__name__}.{where}: differentiable=True (PyTorch's "
+                             "autograd through the optimizer step) is not supported; the update "
+                             "runs under no_grad. Drop the entry or set it to False")
+        return {k: v for k, v in group.items() if k not in self._torch_switches}
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -172,8 +191,21 @@ class Optimizer(_capture.Holder):
                     g = p.grad = g.detach()
                 g[...] = 0
 
-    def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient, in place.
+
+        ``closure`` (PyTorch's): a function that clears the gradients, computes the loss, calls
+        ``backward()`` and returns the loss; it is called first, with gradients enabled, and
+        ``step`` returns what it returned (``None`` without a closure).
+        """
+        loss = None
+        if closure is not None:
+            with ag.enable_grad():
+                loss = closure()
+        self._step()
+        return loss
+
+    def _step(self) -> None:
         if _capture.capturing():
             if not self.capturable:
                 raise _capture.CaptureError(
@@ -319,7 +351,8 @@ class Optimizer(_capture.Holder):
         new_groups = []
         for mine, theirs in zip(self.param_groups, groups):
             group = {**{k: v for k, v in mine.items() if k != "params"},
-                     **{k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}}
+                     **self._without_switches({k: copy.deepcopy(v) for k, v in theirs.items()
+                                               if k != "params"}, "load_state_dict")}
             unknown = [k for k in group if k not in self.defaults and k not in self._schedule_keys]
             if unknown:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: unknown option(s) "
