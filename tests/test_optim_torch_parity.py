@@ -562,3 +562,30 @@ def test_cli_weight_decay_and_scheduler_take_effect_and_captured_runs_agree():
     assert base.train_loss != wd.train_loss != cos.train_loss
     assert cos_c.captured == "staged replay"
     np.testing.assert_allclose(cos_c.train_loss, cos.train_loss, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("LambdaLR", (lambda e: 0.9**e,)), ("MultiplicativeLR", (lambda e: 0.9,)),
+    ("CosineAnnealingWarmRestarts", (3,)), ("StepLR", (2,)), ("ConstantLR", ()),
+])
+def test_a_group_added_after_the_scheduler_is_refused_where_torch_refuses(name, args):
+    """PyTorch's base-rate schedules zip their per-group lists with the groups strictly: a
+    group added later raises there; ours left the new group's rate unscheduled, silently."""
+    runs = []
+    for lib in ("torch", "ag"):
+        opt = _sched_opt(lib)
+        sched = getattr(torch.optim.lr_scheduler if lib == "torch" else lr_scheduler,
+                        name)(opt, *args)
+        opt.add_param_group({"params": [_tensors(lib)[2]], "lr": 0.5})
+        seen: list[Any] = []
+        for _ in range(4):
+            try:
+                sched.step()
+            except ValueError as err:
+                seen.append("raised")
+                if lib == "ag":
+                    assert f"{name}.step: the optimizer has 3 parameter group(s)" in str(err)
+                break
+            seen.append([g["lr"] for g in opt.param_groups])
+        runs.append(seen)
+    assert runs[0] == runs[1]

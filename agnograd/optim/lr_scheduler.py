@@ -142,9 +142,25 @@ class LRScheduler:
                 values = self._get_closed_form_lr()
             except NotImplementedError:
                 values = self.get_lr()
-        for group, lr in zip(self.optimizer.param_groups, values):
+        self._set_lrs(values)
+
+    def _set_lrs(self, values: list[float]) -> None:
+        """Write one rate per group (``get_last_lr``'s too).
+
+        Raises:
+            ValueError: ``values`` has another length than the groups (PyTorch's ``zip(...,
+                strict=True)``): a group added after the scheduler was created.
+        """
+        groups = self.optimizer.param_groups
+        if len(values) != len(groups):
+            raise ValueError(
+                f"{type(self).__name__}.step: the optimizer has {len(groups)} parameter "
+                f"group(s) and the scheduler sets {len(values)} (created before "
+                "add_param_group? its base_lrs and functions are per group); create the "
+                "scheduler after adding the group")
+        for group, lr in zip(groups, values):
             group["lr"] = lr
-        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self._last_lr = [float(g["lr"]) for g in groups]
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -483,9 +499,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_i = self.T_0
                 self.T_cur = epoch
         self.last_epoch = math.floor(epoch)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
-        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self._set_lrs(self.get_lr())
 
 
 def _per_group(name: str, optimizer: Optimizer, value: Any) -> list[Any]:
