@@ -1,8 +1,8 @@
 """agnograd.optim against torch.optim as a user porting training code meets it: PyTorch's
 constructor signatures (positional order, defaults), several parameter groups with their own
 options, parameters without a gradient, ``zero_grad`` both ways, ``step(closure)``, PyTorch
-state dicts loaded as they are, resuming after ``add_param_group``; ``ConstantLR`` and
-``MultiplicativeLR``; and every scheduler driving an ``ag.capture`` and an ``ag.jit`` step
+state dicts loaded as they are, resuming after ``add_param_group``; ``ConstantLR``,
+``MultiplicativeLR`` and ``CyclicLR``; and every scheduler driving an ``ag.capture`` and an ``ag.jit`` step
 whose rate (and momentum, weight decay) change between replays.
 
 Trajectories are float64, 25 steps, to 1e-12; rates are compared with ``==``.
@@ -313,6 +313,17 @@ SCHEDULES: dict[str, Callable[[Any, Any], list[Any]]] = {
         [m.ConstantLR(o, factor=0.25, total_iters=5), m.CosineAnnealingLR(o, T_max=9)])],
     "constant+step": lambda m, o: [m.ConstantLR(o, factor=0.5, total_iters=3),
                                    m.StepLR(o, 4, gamma=0.5)],
+    "cyclic": lambda m, o: [m.CyclicLR(o, 0.01, 0.1, step_size_up=4)],
+    "cyclic-groups": lambda m, o: [m.CyclicLR(o, [0.01, 0.02], [0.1, 0.5], step_size_up=3,
+                                              step_size_down=7, base_momentum=[0.5, 0.6],
+                                              max_momentum=0.95)],
+    "cyclic-triangular2": lambda m, o: [m.CyclicLR(o, 0.001, 0.01, step_size_up=5,
+                                                   mode="triangular2")],
+    "cyclic-exp-range": lambda m, o: [m.CyclicLR(o, 0.001, 0.01, step_size_up=5,
+                                                 mode="exp_range", gamma=0.97)],
+    "cyclic-scale-fn": lambda m, o: [m.CyclicLR(o, 0.001, 0.01, step_size_up=2,
+                                                scale_fn=Decay(0.5), scale_mode="iterations",
+                                                cycle_momentum=False)],
 }
 
 
@@ -324,22 +335,29 @@ def _sched_opt(lib: str, kind: str = "sgd") -> Any:
     return m.Adam(groups, lr=0.1) if kind == "adam" else m.SGD(groups, lr=0.1, momentum=0.9)
 
 
-def _rates(lib: str, case: str, steps: int = 40) -> tuple[list[Any], Any, list[Any]]:
-    opt = _sched_opt(lib)
+def _hyper(opt: Any) -> list[Any]:
+    return [(g["lr"], g.get("momentum"), g.get("betas")) for g in opt.param_groups]
+
+
+def _rates(lib: str, case: str, steps: int = 40,
+           kind: str = "sgd") -> tuple[list[Any], Any, list[Any]]:
+    opt = _sched_opt(lib, kind)
     scheds = SCHEDULES[case](torch.optim.lr_scheduler if lib == "torch" else lr_scheduler, opt)
-    seen = [[g["lr"] for g in opt.param_groups]]
+    seen = [_hyper(opt)]
     for _ in range(steps):
         opt.step()
         for s in scheds:
             s.step()
-        seen.append([g["lr"] for g in opt.param_groups] + scheds[-1].get_last_lr())
+        seen.append(_hyper(opt) + scheds[-1].get_last_lr())
     return seen, opt, scheds
 
 
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
 @pytest.mark.parametrize("case", list(SCHEDULES))
-def test_constant_and_multiplicative_rates_equal_torchs_bit_for_bit(case):
-    ours, _, scheds = _rates("ag", case)
-    theirs, _, tscheds = _rates("torch", case)
+def test_constant_multiplicative_and_cyclic_rates_equal_torchs_bit_for_bit(case, kind):
+    """Rates and (CyclicLR) momenta or betas, with ==."""
+    ours, _, scheds = _rates("ag", case, kind=kind)
+    theirs, _, tscheds = _rates("torch", case, kind=kind)
     assert ours == theirs
     transient = {"_get_lr_called_within_step", "_is_initial"}
     for s, t in zip(scheds, tscheds):
@@ -348,13 +366,16 @@ def test_constant_and_multiplicative_rates_equal_torchs_bit_for_bit(case):
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of")  # torch: no optimizer.step() here
-@pytest.mark.parametrize("name", ["ConstantLR", "MultiplicativeLR"])
-def test_constant_and_multiplicative_resume_and_jump_as_torch(name):
+@pytest.mark.parametrize("name", ["ConstantLR", "MultiplicativeLR", "CyclicLR"])
+def test_constant_multiplicative_and_cyclic_resume_and_jump_as_torch(name):
     """state_dict / load_state_dict mid-way, last_epoch=k, and step(epoch) (the closed form
     where PyTorch has one)."""
     def make(m: Any, o: Any, last_epoch: int = -1) -> Any:
         if name == "ConstantLR":
             return m.ConstantLR(o, factor=0.3, total_iters=6, last_epoch=last_epoch)
+        if name == "CyclicLR":
+            return m.CyclicLR(o, 0.01, 0.1, step_size_up=3, mode="exp_range", gamma=0.9,
+                              last_epoch=last_epoch)
         return m.MultiplicativeLR(o, Decay(0.8), last_epoch=last_epoch)
 
     runs = []
@@ -375,7 +396,7 @@ def test_constant_and_multiplicative_resume_and_jump_as_torch(name):
         for _ in range(8):
             for sch in (s, s2, s3):
                 sch.step()
-            seen.append((s.get_last_lr(), s2.get_last_lr(), s3.get_last_lr()))
+            seen.append((s.get_last_lr(), s2.get_last_lr(), s3.get_last_lr(), _hyper(o2)))
         o4 = _sched_opt(lib)
         s4 = make(m, o4)
         with warnings.catch_warnings():
@@ -387,8 +408,18 @@ def test_constant_and_multiplicative_resume_and_jump_as_torch(name):
     assert runs[0] == runs[1]
 
 
-def test_constant_and_multiplicative_refuse_what_torch_refuses():
+def test_constant_multiplicative_and_cyclic_refuse_what_torch_refuses():
     o = _sched_opt("ag")
+    with pytest.raises(ValueError, match="CyclicLR: mode must be"):
+        lr_scheduler.CyclicLR(o, 0.01, 0.1, mode="cosine")
+    with pytest.raises(ValueError, match="base_lr must have one value per parameter group"):
+        lr_scheduler.CyclicLR(o, [0.01], 0.1)
+    p = ag.tensor([1.0], requires_grad=True)
+    with pytest.raises(ValueError, match="CyclicLR.*Adagrad has neither 'momentum' nor 'betas'"):
+        lr_scheduler.CyclicLR(optim.Adagrad([p]), 0.01, 0.1)
+    with pytest.raises(ValueError):  # as torch
+        torch.optim.lr_scheduler.CyclicLR(
+            torch.optim.Adagrad([torch.ones(1, requires_grad=True)]), 0.01, 0.1)
     with pytest.raises(ValueError, match="ConstantLR: factor must be a number in \\[0, 1\\]"):
         lr_scheduler.ConstantLR(o, factor=1.5)
     with pytest.raises(TypeError, match="MultiplicativeLR: lr_lambda must be a function"):
@@ -411,6 +442,10 @@ COMPILED: dict[str, Callable[[Any], list[Any]]] = {
     "onecycle-linear-3": lambda o: [lr_scheduler.OneCycleLR(
         o, max_lr=[0.1, 0.05], total_steps=40, anneal_strategy="linear", three_phase=True,
         cycle_momentum=False)],
+    "cyclic": lambda o: [lr_scheduler.CyclicLR(o, 0.01, [0.1, 0.05], step_size_up=3,
+                                               step_size_down=5, mode="triangular2",
+                                               cycle_momentum=False)],
+    "cyclic-momentum": lambda o: [lr_scheduler.CyclicLR(o, 0.01, 0.1, step_size_up=3)],
     "lambda": lambda o: [lr_scheduler.LambdaLR(o, lambda e: 1 / (1 + e))],
     "multiplicative": lambda o: [lr_scheduler.MultiplicativeLR(o, lambda e: 0.9)],
     "constant": lambda o: [lr_scheduler.ConstantLR(o, 0.25, total_iters=4)],
@@ -475,7 +510,8 @@ def _compiled_run(mode: str, okind: str, case: str, changes: bool = False,
 
 
 @pytest.mark.parametrize("mode", ["capture", "jit"])
-@pytest.mark.parametrize("case", [c for c in COMPILED if c != "onecycle-cos"])
+@pytest.mark.parametrize("case", [c for c in COMPILED if c not in ("onecycle-cos",
+                                                                     "cyclic-momentum")])
 def test_every_scheduler_drives_a_compiled_step_as_eager(case, mode):
     """The rate changes every step: a replay that kept the recorded rate would drift."""
     okind = "adam" if case == "multistep" else "sgd"
@@ -499,13 +535,15 @@ def test_compiled_steps_follow_rates_momenta_and_weight_decay_changed_between_re
 
 
 @pytest.mark.parametrize("mode", ["capture", "jit"])
-@pytest.mark.parametrize("okind", ["sgd", "rmsprop", "adamw"])
-def test_compiled_steps_follow_onecycles_cycled_momentum(okind, mode):
-    """OneCycleLR's momentum (SGD's and RMSprop's momentum, AdamW's betas[0]) changes every step."""
+@pytest.mark.parametrize("okind, case", [("sgd", "onecycle-cos"), ("rmsprop", "onecycle-cos"),
+                                         ("adamw", "onecycle-cos"), ("adam", "cyclic-momentum")])
+def test_compiled_steps_follow_a_cycled_momentum(okind, case, mode):
+    """OneCycleLR's and CyclicLR's momentum (SGD's and RMSprop's momentum, Adam's betas[0])
+    changes every step: a constant of the recording, so the step is recorded again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "recorded again"
-        eager, _, _ = _compiled_run("eager", okind, "onecycle-cos", steps=5)
-        got, opt, _ = _compiled_run(mode, okind, "onecycle-cos", steps=5)
+        eager, _, _ = _compiled_run("eager", okind, case, steps=5)
+        got, opt, _ = _compiled_run(mode, okind, case, steps=5)
     np.testing.assert_allclose(got, eager, rtol=1e-12, atol=1e-14)
     assert "max_momentum" in opt.param_groups[0]
 
@@ -564,6 +602,7 @@ def test_cli_weight_decay_and_scheduler_take_effect_and_captured_runs_agree():
     np.testing.assert_allclose(cos_c.train_loss, cos.train_loss, rtol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # torch: no optimizer.step() here
 @pytest.mark.parametrize("name, args", [
     ("LambdaLR", (lambda e: 0.9**e,)), ("MultiplicativeLR", (lambda e: 0.9,)),
     ("CosineAnnealingWarmRestarts", (3,)), ("StepLR", (2,)), ("ConstantLR", ()),

@@ -1,7 +1,7 @@
 """Learning-rate schedules with PyTorch's semantics: ``StepLR``, ``MultiStepLR``,
 ``ExponentialLR``, ``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``, ``LinearLR`` (linear
 warm-up), ``ConstantLR``, ``PolynomialLR``, ``LambdaLR``, ``MultiplicativeLR``, ``OneCycleLR``,
-``ReduceLROnPlateau`` (driven by a metric), and the composers ``SequentialLR`` and
+``CyclicLR``, ``ReduceLROnPlateau`` (driven by a metric), and the composers ``SequentialLR`` and
 ``ChainedScheduler``.
 
 A scheduler sets ``group["lr"]`` in its optimizer's parameter groups. Call
@@ -39,7 +39,7 @@ from .optimizer import Optimizer
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "LambdaLR",
            "MultiStepLR", "PolynomialLR", "CosineAnnealingWarmRestarts", "OneCycleLR",
            "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler", "ConstantLR",
-           "MultiplicativeLR"]
+           "MultiplicativeLR", "CyclicLR"]
 
 # PyTorch's scheduler state dicts hold these too; they are bookkeeping of a step in progress.
 _TRANSIENT = ("_is_initial", "_get_lr_called_within_step")
@@ -638,6 +638,133 @@ class OneCycleLR(LRScheduler):
                 else:
                     group["momentum"] = mom
         return lrs
+
+
+class CyclicLR(LRScheduler):
+    """The cyclical learning rate policy (Smith, 2017; PyTorch's ``CyclicLR``, not
+    chainable): the rate goes from ``base_lr`` up to ``max_lr`` over ``step_size_up`` steps and
+    back down over ``step_size_down`` (default: ``step_size_up``), the amplitude scaled per
+    ``mode``: ``"triangular"`` (constant), ``"triangular2"`` (halved every cycle),
+    ``"exp_range"`` (times ``gamma ** step``), or by ``scale_fn`` of the cycle number
+    (``scale_mode="cycle"``) or of the step (``"iterations"``). Call ``step()`` after every
+    batch.
+
+    ``cycle_momentum=True`` (the default, as PyTorch's) moves the momentum (SGD's and RMSprop's
+    ``momentum``, Adam's ``betas[0]``) inversely between ``max_momentum`` and
+    ``base_momentum``; the groups then hold ``max_momentum`` and ``base_momentum``. The state
+    dict holds ``_scale_fn_custom`` as PyTorch's: ``None`` for no function or a plain function,
+    the attributes of a callable object.
+
+    Raises:
+        ValueError: ``mode`` is none of the three and there is no ``scale_fn``; a list of
+            per-group values of another length than the groups; ``cycle_momentum=True`` on an
+            optimizer without ``momentum`` or ``betas``; a step size that is not positive.
+    """
+
+    def __init__(self, optimizer: Optimizer, base_lr: float | list[float],
+                 max_lr: float | list[float], step_size_up: int = 2000,
+                 step_size_down: int | None = None, mode: str = "triangular", gamma: float = 1.0,
+                 scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float | list[float] = 0.8,
+                 max_momentum: float | list[float] = 0.9, last_epoch: int = -1) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"CyclicLR needs an agnograd Optimizer, not "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        base_lrs = _per_group("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        if not (up > 0 and down >= 0):
+            raise ValueError(f"CyclicLR: step_size_up must be positive and step_size_down "
+                             f"non-negative, not {step_size_up!r} and {step_size_down!r}")
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError(f"CyclicLR: mode must be 'triangular', 'triangular2' or "
+                             f"'exp_range' (or give scale_fn), not {mode!r}")
+        if scale_fn is not None and scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"CyclicLR: scale_mode must be 'cycle' or 'iterations', not "
+                             f"{scale_mode!r}")
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError(f"CyclicLR(cycle_momentum=True): {type(optimizer).__name__} "
+                                 "has neither 'momentum' nor 'betas'; pass "
+                                 "cycle_momentum=False")
+            self.use_beta1 = "betas" in optimizer.defaults
+            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for mx, b, group in zip(self.max_momentums, self.base_momentums,
+                                        optimizer.param_groups):
+                    if self.use_beta1:
+                        group["betas"] = (mx, *group["betas"][1:])
+                    else:
+                        group["momentum"] = mx
+                    group["max_momentum"] = mx
+                    group["base_momentum"] = b
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self) -> None:
+        """The built-in modes' scale mode (PyTorch's: it overrides ``scale_mode``)."""
+        if self._scale_fn_custom is None:
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+
+    def scale_fn(self, x: float) -> float:
+        """The amplitude's scale at cycle (or step) ``x``."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return float(1 / (2.0 ** (x - 1)))
+        return float(self.gamma**x)
+
+    def get_lr(self) -> list[float]:
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale_factor = x / self.step_ratio
+        else:
+            scale_factor = (x - 1) / (self.step_ratio - 1)
+        at = cycle if self.scale_mode == "cycle" else self.last_epoch
+        lrs = [base + (mx - base) * scale_factor * self.scale_fn(at)
+               for base, mx in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            moms = [mx - (mx - b) * scale_factor * self.scale_fn(at)
+                    for b, mx in zip(self.base_momentums, self.max_momentums)]
+            for group, mom in zip(self.optimizer.param_groups, moms):
+                if self.use_beta1:
+                    group["betas"] = (mom, *group["betas"][1:])
+                else:
+                    group["momentum"] = mom
+        return lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        fn = state.pop("_scale_fn_custom")
+        state["_scale_fn_custom"] = (None if fn is None or isinstance(fn, types.FunctionType)
+                                     else dict(vars(fn)))
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        saved = dict(state_dict)
+        saved.pop("_scale_fn_ref", None)  # PyTorch's (a function, not saved by its own)
+        fn = saved.pop("_scale_fn_custom", None)
+        super().load_state_dict(saved)
+        if fn is not None and self._scale_fn_custom is not None:
+            vars(self._scale_fn_custom).update(fn)
+        self._init_scale_fn()
 
 
 class ReduceLROnPlateau(LRScheduler):
