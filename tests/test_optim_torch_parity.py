@@ -628,3 +628,26 @@ def test_a_group_added_after_the_scheduler_is_refused_where_torch_refuses(name, 
             seen.append([g["lr"] for g in opt.param_groups])
         runs.append(seen)
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("case, names", [("sgd-keywords", ["momentum_buffer"]),
+                                         ("adam-groups", ["exp_avg", "exp_avg_sq",
+                                                          "max_exp_avg_sq"]),
+                                         ("rmsprop-groups", ["square_avg", "grad_avg"])])
+def test_optimizer_state_is_indexed_by_the_parameter_as_torch(case, names):
+    """optimizer.state[p] (PyTorch's idiom: the parameter is the key) reads the same moments
+    as torch's; ``p in state`` says whether it has state; a parameter without state reads as an
+    empty dict, as PyTorch's defaultdict. The integer keys (id) keep working."""
+    _, opt, c = _train("ag", GROUPED[case], steps=6)
+    _, topt, tc = _train("torch", GROUPED[case], steps=6)
+    a = opt.param_groups[0]["params"][0]
+    ta = topt.param_groups[0]["params"][0]
+    assert a in opt.state and c not in opt.state
+    for n in names:
+        if n in topt.state[ta]:
+            np.testing.assert_allclose(opt.state[a][n].numpy(), topt.state[ta][n].numpy(),
+                                       rtol=1e-12, atol=1e-14)
+            assert opt.state[a][n] is opt.state[id(a)][n]
+    assert opt.state.get(c) is None and opt.state[c] == {} and c in opt.state  # defaultdict
+    assert topt.state[tc] == {} or case.startswith("adagrad")
+    assert all(isinstance(k, int) for k in opt.state) and len(opt.state_dict()["state"]) == 3

@@ -33,6 +33,40 @@ def _real_scalar_like(p: ag.Tensor, value: float) -> ag.Tensor:
         return ag.full((), value, dtype=_real_dtype(p.dtype), device=p.device)
 
 
+class ParamState(dict[int, dict[str, Any]]):
+    """An optimizer's per-parameter state: ``id(param) -> {name: value}``, and indexable by the
+    parameter itself as PyTorch's ``optimizer.state[p]`` (a Tensor key stands for its ``id``;
+    reading a parameter without state gives a new empty dict, kept, as PyTorch's
+    ``defaultdict``). Iteration and ``state_dict`` see the integer keys."""
+
+    @staticmethod
+    def _key(k: Any) -> Any:
+        return id(k) if isinstance(k, ag.Tensor) else k
+
+    def __getitem__(self, k: Any) -> dict[str, Any]:
+        if isinstance(k, ag.Tensor):
+            return super().setdefault(id(k), {})
+        return super().__getitem__(k)
+
+    def __setitem__(self, k: Any, v: dict[str, Any]) -> None:
+        super().__setitem__(self._key(k), v)
+
+    def __delitem__(self, k: Any) -> None:
+        super().__delitem__(self._key(k))
+
+    def __contains__(self, k: object) -> bool:
+        return super().__contains__(self._key(k))
+
+    def get(self, k: Any, default: Any = None) -> Any:
+        return super().get(self._key(k), default)
+
+    def setdefault(self, k: Any, default: Any = None) -> Any:
+        return super().setdefault(self._key(k), default)
+
+    def pop(self, k: Any, *default: Any) -> Any:
+        return super().pop(self._key(k), *default)
+
+
 class Optimizer(_capture.Holder):
     """Base class: holds parameter groups and per-parameter state.
 
@@ -82,7 +116,7 @@ class Optimizer(_capture.Holder):
             if not isinstance(g, dict) or "params" not in g:
                 raise TypeError("params must be Tensors or dicts with a 'params' entry, not a mix")
             self.add_param_group(g)
-        self.state: dict[int, dict[str, Any]] = {}  # id(param) -> its state
+        self.state: dict[int, dict[str, Any]] = ParamState()  # id(param) (or param) -> its state
 
     def add_param_group(self, param_group: ParamGroup) -> None:
         """Add a parameter group, as ``torch.optim.Optimizer.add_param_group`` (e.g. to train
@@ -361,7 +395,7 @@ class Optimizer(_capture.Holder):
             new_groups.append(group)
         for mine, group in zip(self.param_groups, new_groups):
             mine.update(group)
-        self.state = new_state
+        self.state = ParamState(new_state)
 
     def _state_dtype(self, name: str, i: int, t: ag.Tensor, p: ag.Tensor) -> ag.DType | None:
         """The dtype a loaded state tensor ``t`` takes for parameter ``p``: ``p``'s own for a
