@@ -651,3 +651,18 @@ def test_optimizer_state_is_indexed_by_the_parameter_as_torch(case, names):
     assert opt.state.get(c) is None and opt.state[c] == {} and c in opt.state  # defaultdict
     assert topt.state[tc] == {} or case.startswith("adagrad")
     assert all(isinstance(k, int) for k in opt.state) and len(opt.state_dict()["state"]) == 3
+
+
+def test_adagrad_starts_every_sum_at_the_constructors_accumulator_value_as_torch():
+    """PyTorch's Adagrad reads ``self.defaults["initial_accumulator_value"]``: a group's own
+    value (in the constructor's groups or an added one) does not change the numbers."""
+    def make(m: Any, ps: list[Any]) -> Any:
+        opt = m.Adagrad([{"params": [ps[0]], "initial_accumulator_value": 2.0}], lr=0.1,
+                        initial_accumulator_value=0.3)
+        opt.add_param_group({"params": [ps[1], ps[2]], "initial_accumulator_value": 5.0})
+        return opt
+
+    ours, opt, _ = _train("ag", make)
+    theirs, _, _ = _train("torch", make)
+    _assert_same(ours, theirs)
+    assert opt.param_groups[0]["initial_accumulator_value"] == 2.0  # kept, as PyTorch's

@@ -312,7 +312,9 @@ class Adagrad(Optimizer):
         s ← s + g²   (s starts at ``initial_accumulator_value``)
         p ← p - lr / (1 + (t - 1) · lr_decay) · g / (√s + eps)
 
-    The state holds ``step`` and ``sum``, as PyTorch's; ``maximize=True`` uses ``-∇``.
+    The state holds ``step`` and ``sum``, as PyTorch's; ``maximize=True`` uses ``-∇``. As
+    PyTorch's, ``sum`` starts at the constructor's ``initial_accumulator_value`` for every
+    parameter (a group's own value is kept in the group and not read).
     ``capturable=True``: the learning rate
     and the step count live on the device (the decayed rate is computed there), so the step can
     be recorded by :func:`agnograd.capture`.
@@ -333,7 +335,9 @@ class Adagrad(Optimizer):
         lr, decay, wd, eps = group["lr"], group["lr_decay"], group["weight_decay"], group["eps"]
         if not state:
             state["step"] = 0
-            init = group["initial_accumulator_value"]  # in both components, as PyTorch
+            # The constructor's value, in both components, as PyTorch's (which reads
+            # self.defaults: a group's own initial_accumulator_value is not used)
+            init = self.defaults["initial_accumulator_value"]
             state["sum"] = ag.full_like(p, complex(init, init) if p.dtype.kind == "c" else init)
         t = _step_count(self, p, state)
         if group["maximize"]:
