@@ -666,3 +666,30 @@ def test_adagrad_starts_every_sum_at_the_constructors_accumulator_value_as_torch
     theirs, _, _ = _train("torch", make)
     _assert_same(ours, theirs)
     assert opt.param_groups[0]["initial_accumulator_value"] == 2.0  # kept, as PyTorch's
+
+
+def test_named_parameters_are_accepted_as_torch():
+    """optim.X(model.named_parameters()) (PyTorch >= 2.6): the groups hold ``param_names``, the
+    state dict too; the steps are the same as with the bare tensors; groups with and without
+    names are not mixed."""
+    def make(m: Any, ps: list[Any]) -> Any:
+        opt = m.Adam([("a", ps[0]), ("c", ps[2])], lr=0.05, amsgrad=True)
+        opt.add_param_group({"params": [("b", ps[1])], "lr": 0.01})
+        return opt
+
+    ours, opt, _ = _train("ag", make)
+    theirs, topt, _ = _train("torch", make)
+    _assert_same(ours, theirs)
+    assert [g["param_names"] for g in opt.param_groups] == [["a", "c"], ["b"]]
+    sd = opt.state_dict()
+    assert [g["param_names"] for g in sd["param_groups"]] == [
+        g["param_names"] for g in topt.state_dict()["param_groups"]]
+    make(optim, _tensors("ag")).load_state_dict(sd)
+    with pytest.raises(ValueError, match="all parameter groups must be given with names"):
+        opt.add_param_group({"params": [ag.tensor([1.0], requires_grad=True)]})
+    with pytest.raises(TypeError, match="not a mix"):
+        optim.SGD([("a", _tensors("ag")[0]), _tensors("ag")[1]])
+    from agnograd import nn
+    model = nn.Linear(3, 2)
+    sgd = optim.SGD(model.named_parameters(), lr=0.1)
+    assert sgd.param_groups[0]["param_names"] == [n for n, _ in model.named_parameters()]

@@ -143,6 +143,17 @@ class Optimizer(_capture.Holder):
                             "not a set, whose order changes between runs")
         else:
             ps = list(raw)
+        names: list[str] | None = None
+        if ps and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
+                      for x in ps):  # model.named_parameters(), as PyTorch >= 2.6
+            pairs: list[tuple[str, Any]] = list(ps)
+            names, ps = [n for n, _ in pairs], [t for _, t in pairs]
+        elif any(isinstance(x, tuple) for x in ps):
+            raise TypeError(f"{name}: parameters must be all Tensors or all (name, Tensor) pairs "
+                            "(model.named_parameters()), not a mix")
+        if self.param_groups and (names is not None) != ("param_names" in self.param_groups[0]):
+            raise ValueError(f"{name}.add_param_group: all parameter groups must be given with "
+                             "names (named_parameters()) or all without, as PyTorch's")
         seen: set[int] = set()
         for p in ps:
             if not isinstance(p, ag.Tensor):
@@ -162,12 +173,15 @@ class Optimizer(_capture.Holder):
             raise ValueError(f"{name}.add_param_group: some parameters appear in more than one "
                              "parameter group (as PyTorch, each parameter belongs to one group)")
         group = {**self.defaults, **self._without_switches(
-            {k: v for k, v in param_group.items() if k != "params"}, "add_param_group")}
+            {k: v for k, v in param_group.items() if k not in ("params", "param_names")},
+            "add_param_group")}
         for k in group:
             if k not in self.defaults and k not in self._schedule_keys:
                 raise ValueError(f"{name}: unknown option {k!r} in a group")
         self._check(group)
         group["params"] = ps
+        if names is not None:
+            group["param_names"] = names
         self.param_groups.append(group)
 
     def _check(self, group: ParamGroup) -> None:
@@ -387,7 +401,8 @@ class Optimizer(_capture.Holder):
             group = {**{k: v for k, v in mine.items() if k != "params"},
                      **self._without_switches({k: copy.deepcopy(v) for k, v in theirs.items()
                                                if k != "params"}, "load_state_dict")}
-            unknown = [k for k in group if k not in self.defaults and k not in self._schedule_keys]
+            unknown = [k for k in group if k not in self.defaults and k not in self._schedule_keys
+                       and k != "param_names"]
             if unknown:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: unknown option(s) "
                                  f"{', '.join(map(repr, unknown))}")
