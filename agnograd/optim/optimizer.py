@@ -137,7 +137,7 @@ class Optimizer(_capture.Holder):
             raise ValueError(f"{name}.add_param_group: the group has no 'params' entry")
         raw = param_group["params"]
         if isinstance(raw, ag.Tensor):
-            ps = [raw]
+            ps: list[Any] = [raw]
         elif isinstance(raw, (set, frozenset)):
             raise TypeError(f"{name}: parameters must be given in an ordered collection (a list), "
                             "not a set, whose order changes between runs")
@@ -146,8 +146,7 @@ class Optimizer(_capture.Holder):
         names: list[str] | None = None
         if ps and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
                       for x in ps):  # model.named_parameters(), as PyTorch >= 2.6
-            pairs: list[tuple[str, Any]] = list(ps)
-            names, ps = [n for n, _ in pairs], [t for _, t in pairs]
+            names, ps = [n for n, _ in ps], [t for _, t in ps]
         elif any(isinstance(x, tuple) for x in ps):
             raise TypeError(f"{name}: parameters must be all Tensors or all (name, Tensor) pairs "
                             "(model.named_parameters()), not a mix")
