@@ -693,3 +693,18 @@ def test_named_parameters_are_accepted_as_torch():
     model = nn.Linear(3, 2)
     sgd = optim.SGD(model.named_parameters(), lr=0.1)
     assert sgd.param_groups[0]["param_names"] == [n for n, _ in model.named_parameters()]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_pytorchs_kernel_switches_are_accepted_and_change_nothing(name):
+    """``foreach=``/``fused=`` (e.g. ``AdamW(groups, lr, betas, fused=True)`` in training
+    scripts) choose PyTorch's kernel: accepted, same steps; ``differentiable=True`` refused."""
+    def make(switches: dict[str, Any]) -> Callable[[Any, list[Any]], Any]:
+        return lambda m, ps: getattr(m, name)(ps, lr=0.01, **switches)
+
+    plain, _, _ = _train("ag", make({}), steps=5)
+    switched, opt, _ = _train("ag", make({"foreach": False, "fused": True}), steps=5)
+    _assert_same(switched, plain)
+    assert not {"foreach", "fused", "differentiable"} & set(opt.param_groups[0])
+    with pytest.raises(ValueError, match=f"{name}: differentiable=True"):
+        make({"differentiable": True})(optim, _tensors("ag"))

@@ -61,6 +61,14 @@ def _nonneg(opt: Optimizer, group: ParamGroup, *names: str) -> None:
                              f"{v!r}")
 
 
+def _kernel_switches(name: str, differentiable: bool) -> None:
+    """PyTorch's ``foreach`` and ``fused`` choose a kernel, not the numbers: accepted and
+    ignored (one implementation here). ``differentiable=True`` is refused."""
+    if differentiable:
+        raise ValueError(f"{name}: differentiable=True (PyTorch's autograd through the optimizer "
+                         "step) is not supported; the update runs under no_grad. Drop it")
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent, as ``torch.optim.SGD``:
 
@@ -76,7 +84,10 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 maximize: bool = False, capturable: bool = False) -> None:
+                 maximize: bool = False, capturable: bool = False,
+                 foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
+        _kernel_switches("SGD", differentiable)
         # PyTorch's positional order (lr, momentum, dampening, weight_decay, nesterov) and
         # default rate: SGD(params, 0.1, 0.9, 0, 1e-4, True) means what it means in PyTorch.
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
@@ -136,7 +147,10 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 capturable: bool = False, decoupled_weight_decay: bool = False) -> None:
+                 capturable: bool = False, decoupled_weight_decay: bool = False,
+                 foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
+        _kernel_switches(type(self).__name__, differentiable)
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
                     "amsgrad": bool(amsgrad), "maximize": bool(maximize)}
         if not self._decoupled:
@@ -212,9 +226,11 @@ class AdamW(Adam):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 capturable: bool = False) -> None:
+                 capturable: bool = False, foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, capturable=capturable)
+                         amsgrad=amsgrad, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def _without_switches(self, group: dict[str, Any], where: str) -> dict[str, Any]:
         """As the base class's, and PyTorch's AdamW entry ``decoupled_weight_decay=True``
@@ -262,7 +278,9 @@ class RMSprop(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, capturable: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
+        _kernel_switches("RMSprop", differentiable)
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
                                   "weight_decay": weight_decay, "momentum": momentum,
                                   "centered": bool(centered), "maximize": bool(maximize)},
@@ -323,7 +341,9 @@ class Adagrad(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, capturable: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
+        _kernel_switches("Adagrad", differentiable)
         super().__init__(params, {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
                                   "initial_accumulator_value": initial_accumulator_value,
                                   "eps": eps, "maximize": bool(maximize)}, capturable=capturable)
