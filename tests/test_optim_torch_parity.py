@@ -708,3 +708,37 @@ def test_pytorchs_kernel_switches_are_accepted_and_change_nothing(name):
     assert not {"foreach", "fused", "differentiable"} & set(opt.param_groups[0])
     with pytest.raises(ValueError, match=f"{name}: differentiable=True"):
         make({"differentiable": True})(optim, _tensors("ag"))
+
+
+@pytest.mark.parametrize("mode", ["capture", "jit"])
+def test_a_compiled_step_with_a_closure_equals_eager(mode):
+    def setup(compiled: bool) -> tuple[ag.Tensor, Any, Callable[[ag.Tensor], Any]]:
+        p = ag.tensor(np.linspace(-1.0, 1.0, 4), requires_grad=True)
+        opt = optim.Adam([p], lr=0.1, capturable=compiled)
+        sched = lr_scheduler.CosineAnnealingLR(opt, 10)
+
+        def step(x: ag.Tensor) -> Any:
+            def closure() -> ag.Tensor:
+                opt.zero_grad()
+                loss = ag.sum((p - x) ** 2 * ag.cos(p))
+                loss.backward()
+                return loss
+            return opt.step(closure)
+
+        return p, sched, step
+
+    x = ag.tensor(np.full(4, 0.3))
+    p, sched, step = setup(True)
+    ep, esched, estep = setup(False)
+    run: Any = ag.capture(step, x, warmup=1) if mode == "capture" else ag.jit(step)
+    if mode == "jit":
+        run(x)
+        run(x)
+    estep(x)
+    estep(x)
+    for _ in range(8):
+        loss, eloss = run(x), estep(x)
+        sched.step()
+        esched.step()
+    np.testing.assert_allclose(p.numpy(), ep.numpy(), rtol=1e-12, atol=1e-14)
+    assert float(loss) == pytest.approx(float(eloss), rel=1e-12)
