@@ -742,3 +742,12 @@ def test_a_compiled_step_with_a_closure_equals_eager(mode):
         esched.step()
     np.testing.assert_allclose(p.numpy(), ep.numpy(), rtol=1e-12, atol=1e-14)
     assert float(loss) == pytest.approx(float(eloss), rel=1e-12)
+
+
+def test_a_bare_tensor_as_params_is_refused_as_torch():
+    """Iterating a Tensor gives its rows: a frozen one became row-parameters that never train."""
+    with pytest.raises(TypeError):
+        torch.optim.SGD(torch.ones(2, 2), lr=0.1)
+    for t in (ag.tensor(np.ones((2, 2))), ag.tensor(np.ones((2, 2)), requires_grad=True)):
+        with pytest.raises(TypeError, match=r"SGD: params must be an iterable .* pass \[tensor\]"):
+            optim.SGD(t, lr=0.1)

@@ -107,6 +107,9 @@ class Optimizer(_capture.Holder):
         self.capturable = bool(capturable)
         self._device_hyper: dict[tuple[Any, ...], ag.Tensor] = {}  # (group, name, ...) -> 0-d
         self._device_value: dict[tuple[Any, ...], Any] = {}  # the value each one holds
+        if isinstance(params, ag.Tensor):  # iterating it would give its rows
+            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or "
+                            "of dicts (as PyTorch's), not a Tensor; pass [tensor]")
         items = list(params)
         if not items:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
