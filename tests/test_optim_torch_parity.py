@@ -436,6 +436,8 @@ COMPILED: dict[str, Callable[[Any], list[Any]]] = {
     "exp": lambda o: [lr_scheduler.ExponentialLR(o, 0.8)],
     "cosine": lambda o: [lr_scheduler.CosineAnnealingLR(o, 5, eta_min=1e-3)],
     "warm-restarts": lambda o: [lr_scheduler.CosineAnnealingWarmRestarts(o, 3, 2, eta_min=1e-3)],
+    "warm-restarts-fractional": lambda o: [lr_scheduler.CosineAnnealingWarmRestarts(
+        o, 1, 2, eta_min=1e-3)],
     "onecycle-cos": lambda o: [lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=40)],
     "onecycle-flat": lambda o: [lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=40,
                                                         cycle_momentum=False)],
@@ -504,7 +506,12 @@ def _compiled_run(mode: str, okind: str, case: str, changes: bool = False,
                 g["maximize"] = not g["maximize"]
         loss = run(x)
         for s in scheds:
-            s.step(float(loss)) if case == "plateau" else s.step()
+            if case == "plateau":
+                s.step(float(loss))
+            elif case == "warm-restarts-fractional":
+                s.step(k / 3)  # three batches per epoch
+            else:
+                s.step()
         seen.add(opt.param_groups[0]["lr"])
     return np.concatenate([p.numpy(), q.numpy()]), opt, seen
 
@@ -751,3 +758,29 @@ def test_a_bare_tensor_as_params_is_refused_as_torch():
     for t in (ag.tensor(np.ones((2, 2))), ag.tensor(np.ones((2, 2)), requires_grad=True)):
         with pytest.raises(TypeError, match=r"SGD: params must be an iterable .* pass \[tensor\]"):
             optim.SGD(t, lr=0.1)
+
+
+METRICS = ([1.0, 0.9, 0.95, 0.95, 0.95, 0.89, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.5, 0.6, 0.6, 0.6]
+           + [0.6] * 4) * 3
+
+
+@pytest.mark.parametrize("kw", [
+    {"mode": "max", "threshold_mode": "abs", "threshold": 0.01, "patience": 1},
+    {"mode": "max", "threshold": 0.1, "patience": 0, "cooldown": 1, "factor": 0.5},
+    {"patience": 1, "min_lr": 0.02, "factor": 0.5, "eps": 0.05},
+    {"patience": 0, "cooldown": 2, "factor": 0.5, "min_lr": [0.05, 0.01]},
+], ids=["max-abs", "max-rel-cooldown", "eps-skips", "per-group-min"])
+def test_reduce_on_plateau_modes_equal_torchs(kw):
+    runs = []
+    for lib in ("ag", "torch"):
+        opt = _sched_opt(lib)
+        sched = (torch.optim.lr_scheduler if lib == "torch" else lr_scheduler).ReduceLROnPlateau(
+            opt, **kw)
+        seen = []
+        for v in METRICS:
+            sched.step(-v if kw.get("mode") == "max" else v)
+            seen.append((_hyper(opt), sched.get_last_lr(), sched.num_bad_epochs,
+                         sched.cooldown_counter, sched.best, sched.last_epoch))
+        runs.append(seen)
+    assert runs[0] == runs[1]
+    assert runs[0][-1][1] != [0.1, 0.3]
