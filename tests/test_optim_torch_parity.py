@@ -784,3 +784,31 @@ def test_reduce_on_plateau_modes_equal_torchs(kw):
         runs.append(seen)
     assert runs[0] == runs[1]
     assert runs[0][-1][1] != [0.1, 0.3]
+
+
+@pytest.mark.parametrize("base", ["LRScheduler", "_LRScheduler"])
+def test_a_custom_scheduler_subclass_runs_as_in_torch(base):
+    """A warm-up written the PyTorch way (subclass, ``get_lr`` from ``base_lrs`` and
+    ``last_epoch``, ``super().__init__``), under both of PyTorch's base-class names."""
+    def warm(cls: Any) -> Any:
+        class Warm(cls):  # type: ignore[misc,valid-type]
+            def __init__(self, optimizer: Any, n: int, last_epoch: int = -1) -> None:
+                self.n = n
+                super().__init__(optimizer, last_epoch)
+
+            def get_lr(self) -> list[float]:
+                return [b * min(1.0, (self.last_epoch + 1) / self.n) for b in self.base_lrs]
+        return Warm
+
+    runs = []
+    for lib in ("ag", "torch"):
+        opt = _sched_opt(lib)
+        sched = warm(getattr(torch.optim.lr_scheduler if lib == "torch" else lr_scheduler,
+                             base))(opt, 5)
+        seen = [sched.get_last_lr()]
+        for _ in range(8):
+            opt.step()
+            sched.step()
+            seen.append(sched.get_last_lr() + [sched.last_epoch, sched.state_dict()["n"]])
+        runs.append(seen)
+    assert runs[0] == runs[1]

@@ -194,6 +194,11 @@ class LRScheduler:
         return [g["lr"] for g in self.optimizer.param_groups]
 
 
+# PyTorch's older name of the base class, which custom schedulers written for torch < 2.0
+# subclass (``from torch.optim.lr_scheduler import _LRScheduler``).
+_LRScheduler = LRScheduler
+
+
 class StepLR(LRScheduler):
     """Multiply the learning rate by ``gamma`` every ``step_size`` steps (PyTorch's ``StepLR``):
     ``lr = base_lr · gamma ** (last_epoch // step_size)``."""
