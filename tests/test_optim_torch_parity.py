@@ -812,3 +812,15 @@ def test_a_custom_scheduler_subclass_runs_as_in_torch(base):
             seen.append(sched.get_last_lr() + [sched.last_epoch, sched.state_dict()["n"]])
         runs.append(seen)
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_numpy_scalar_hyperparameters_are_taken_as_torch_takes_them(name):
+    """A rate or decay read from a NumPy config (np.float32, np.int64) is a number: PyTorch
+    takes it; it was refused as not a non-negative number."""
+    kw = {"lr": np.float32(0.05), "weight_decay": np.int64(0)}
+    if name == "SGD":
+        kw["momentum"] = np.float32(0.9)
+    ours, _, _ = _train("ag", lambda m, ps: getattr(m, name)(ps, **kw))
+    theirs, _, _ = _train("torch", lambda m, ps: getattr(m, name)(ps, **kw))
+    _assert_same(ours, theirs)

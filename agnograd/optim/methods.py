@@ -12,6 +12,7 @@ moments of the real and imaginary components (so a PyTorch state dict maps one t
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,7 +57,8 @@ def _one_minus_pow(b: float, t: ag.Tensor) -> ag.Tensor | float:
 def _nonneg(opt: Optimizer, group: ParamGroup, *names: str) -> None:
     for n in names:
         v = group[n]
-        if isinstance(v, bool) or not (isinstance(v, (int, float)) and v >= 0):
+        # numbers.Real: Python and NumPy scalars (np.float32 from a config), as PyTorch takes
+        if isinstance(v, bool) or not (isinstance(v, numbers.Real) and float(v) >= 0):
             raise ValueError(f"{type(opt).__name__}: {n} must be a non-negative number, not "
                              f"{v!r}")
 
