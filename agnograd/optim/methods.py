@@ -61,6 +61,8 @@ def _nonneg(opt: Optimizer, group: ParamGroup, *names: str) -> None:
         if isinstance(v, bool) or not (isinstance(v, numbers.Real) and float(v) >= 0):
             raise ValueError(f"{type(opt).__name__}: {n} must be a non-negative number, not "
                              f"{v!r}")
+        # A Python number from here on (the same value): every backend takes it as a scalar
+        group[n] = int(v) if isinstance(v, numbers.Integral) else float(v)
 
 
 def _kernel_switches(name: str, differentiable: bool) -> None:
@@ -165,9 +167,9 @@ class Adam(Optimizer):
         betas = group["betas"]
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"{name}: betas must be a pair (beta1, beta2), not {betas!r}")
-        b1, b2 = betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        if not all(isinstance(b, numbers.Real) and 0.0 <= float(b) < 1.0 for b in betas):
             raise ValueError(f"{name}: betas must be in [0, 1), not {tuple(betas)}")
+        group["betas"] = (float(betas[0]), float(betas[1]))
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
