@@ -71,7 +71,8 @@ class Optimizer(_capture.Holder):
     """Base class: holds parameter groups and per-parameter state.
 
     ``params`` is an iterable of leaf Tensors (e.g. ``model.parameters()``; one that does not
-    require grad now, a frozen weight, is skipped while it has no ``.grad``)
+    require grad now, a frozen weight, is skipped while it has no ``.grad``), of ``(name,
+    Tensor)`` pairs (``model.named_parameters()``: the names go to ``group["param_names"]``)
     or of dicts ``{"params": [...], "lr": ...}`` giving a group its own hyperparameters (those
     not given take the constructor's values). ``param_groups`` may be edited between steps (a
     learning-rate schedule sets ``group["lr"]``). The state (momenta, moments, step counts)
