@@ -849,3 +849,45 @@ def test_numpy_scalar_hyperparameters_work_on_every_cpu_backend(name, capturable
         assert type(opt.param_groups[0]["lr"]) is float
         assert opt.param_groups[0]["lr"] == float(np.float32(0.05))
     np.testing.assert_allclose(got[1], got[0], rtol=1e-14)
+
+
+@pytest.mark.parametrize("case", ["onecycle-flat", "cyclic", "cosine", "sequential"])
+def test_a_run_resumed_into_a_jit_step_continues_the_uninterrupted_one(case):
+    """Seven eager steps, the optimizer's and the scheduler's state dicts saved (deep copies);
+    a capturable optimizer and a new scheduler built, both state dicts loaded (PyTorch's order:
+    build, then load), and the rest run through ``ag.jit``: the parameters of 20 eager steps."""
+    x = ag.tensor(X)
+
+    def build(capturable: bool, start: np.ndarray,
+              qstart: np.ndarray) -> tuple[ag.Tensor, Any, Any, Any]:
+        p = ag.tensor(start, requires_grad=True)
+        q = ag.tensor(qstart, requires_grad=True)
+        opt = optim.Adam([{"params": [p]}, {"params": [q], "lr": 0.02}], lr=0.05, amsgrad=True,
+                         capturable=capturable)
+        sched = COMPILED[case](opt)[0]
+
+        def step(x: ag.Tensor) -> ag.Tensor:
+            opt.zero_grad()
+            loss = ag.sum((p - x) ** 2 * ag.cos(p)) + ag.sum(ag.sin(q) * q * x[0])
+            loss.backward()
+            opt.step()
+            return loss
+
+        return p, opt, sched, step
+
+    p, opt, sched, step = build(False, np.linspace(-1.0, 1.0, 6), np.linspace(0.5, 2.0, 3))
+    for k in range(20):
+        step(x)
+        sched.step()
+        if k == 6:
+            saved = (copy.deepcopy(opt.state_dict()), copy.deepcopy(sched.state_dict()),
+                     p.numpy().copy(), opt.param_groups[1]["params"][0].numpy().copy())
+    p2, opt2, sched2, step2 = build(True, saved[2], saved[3])
+    opt2.load_state_dict(saved[0])
+    sched2.load_state_dict(saved[1])
+    run = ag.jit(step2)
+    for _ in range(13):
+        run(x)
+        sched2.step()
+    np.testing.assert_allclose(p2.numpy(), p.numpy(), rtol=1e-12, atol=1e-14)
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
