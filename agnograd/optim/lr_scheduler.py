@@ -1,7 +1,8 @@
 """Learning-rate schedules with PyTorch's semantics: ``StepLR``, ``MultiStepLR``,
 ``ExponentialLR``, ``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``, ``LinearLR`` (linear
-warm-up), ``PolynomialLR``, ``LambdaLR``, ``OneCycleLR``, ``ReduceLROnPlateau`` (driven by a
-metric), and the composers ``SequentialLR`` and ``ChainedScheduler``.
+warm-up), ``ConstantLR``, ``PolynomialLR``, ``LambdaLR``, ``MultiplicativeLR``, ``OneCycleLR``,
+``CyclicLR``, ``ReduceLROnPlateau`` (driven by a metric), and the composers ``SequentialLR`` and
+``ChainedScheduler``.
 
 A scheduler sets ``group["lr"]`` in its optimizer's parameter groups. Call
 ``scheduler.step()`` after ``optimizer.step()``, once per epoch (or per step, as the schedule is
@@ -37,7 +38,8 @@ from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "LambdaLR",
            "MultiStepLR", "PolynomialLR", "CosineAnnealingWarmRestarts", "OneCycleLR",
-           "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler"]
+           "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler", "ConstantLR",
+           "MultiplicativeLR", "CyclicLR"]
 
 # PyTorch's scheduler state dicts hold these too; they are bookkeeping of a step in progress.
 _TRANSIENT = ("_is_initial", "_get_lr_called_within_step")
@@ -140,9 +142,25 @@ class LRScheduler:
                 values = self._get_closed_form_lr()
             except NotImplementedError:
                 values = self.get_lr()
-        for group, lr in zip(self.optimizer.param_groups, values):
+        self._set_lrs(values)
+
+    def _set_lrs(self, values: list[float]) -> None:
+        """Write one rate per group (``get_last_lr``'s too).
+
+        Raises:
+            ValueError: ``values`` has another length than the groups (PyTorch's ``zip(...,
+                strict=True)``): a group added after the scheduler was created.
+        """
+        groups = self.optimizer.param_groups
+        if len(values) != len(groups):
+            raise ValueError(
+                f"{type(self).__name__}.step: the optimizer has {len(groups)} parameter "
+                f"group(s) and the scheduler sets {len(values)} (created before "
+                "add_param_group? its base_lrs and functions are per group); create the "
+                "scheduler after adding the group")
+        for group, lr in zip(groups, values):
             group["lr"] = lr
-        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self._last_lr = [float(g["lr"]) for g in groups]
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -174,6 +192,11 @@ class LRScheduler:
 
     def _lrs(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
+
+
+# PyTorch's older name of the base class, which custom schedulers written for torch < 2.0
+# subclass (``from torch.optim.lr_scheduler import _LRScheduler``).
+_LRScheduler = LRScheduler
 
 
 class StepLR(LRScheduler):
@@ -277,31 +300,30 @@ class LinearLR(LRScheduler):
         return [base * (a + (b - a) * min(n, e) / n) for base in self.base_lrs]
 
 
-class LambdaLR(LRScheduler):
-    """The initial rate times a function of the epoch (PyTorch's ``LambdaLR``):
-    ``lr = base_lr · lr_lambda(last_epoch)``; ``lr_lambda`` is one function, or a list of one
-    per parameter group.
-
-    The state dict holds ``lr_lambdas`` as PyTorch's: ``None`` for a plain function or lambda
-    (not saved), the attributes (``__dict__``) of a callable object.
-    """
+class _LambdaScheduler(LRScheduler):
+    """What :class:`LambdaLR` and :class:`MultiplicativeLR` share: one function of the epoch
+    per parameter group (``lr_lambda`` is one for all, or a list of one per group), and
+    PyTorch's state dict for them: ``lr_lambdas`` holds ``None`` for a plain function or lambda
+    (not saved), the attributes (``__dict__``) of a callable object."""
 
     def __init__(self, optimizer: Optimizer,
                  lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
                  last_epoch: int = -1) -> None:
+        name = type(self).__name__
         self.optimizer = optimizer
         if not isinstance(lr_lambda, (list, tuple)):
             self.lr_lambdas: list[Callable[[int], float]] = (
                 [lr_lambda] * len(optimizer.param_groups))  # type: ignore[list-item]
         else:
             if len(lr_lambda) != len(optimizer.param_groups):
-                raise ValueError(f"LambdaLR: expected {len(optimizer.param_groups)} lr_lambdas "
+                raise ValueError(f"{name}: expected {len(optimizer.param_groups)} lr_lambdas "
                                  f"(one per parameter group), got {len(lr_lambda)}")
             self.lr_lambdas = list(lr_lambda)
+        for f in self.lr_lambdas:
+            if not callable(f):
+                raise TypeError(f"{name}: lr_lambda must be a function (or a list of one per "
+                                f"group), not {type(f).__name__}")
         super().__init__(optimizer, last_epoch)
-
-    def get_lr(self) -> list[float]:
-        return [base * f(self.last_epoch) for f, base in zip(self.lr_lambdas, self.base_lrs)]
 
     def state_dict(self) -> dict[str, Any]:
         state = {k: v for k, v in super().state_dict().items() if k != "lr_lambdas"}
@@ -315,6 +337,59 @@ class LambdaLR(LRScheduler):
         for f, saved in zip(self.lr_lambdas, lambdas):
             if saved is not None:
                 vars(f).update(saved)
+
+
+class LambdaLR(_LambdaScheduler):
+    """The initial rate times a function of the epoch (PyTorch's ``LambdaLR``):
+    ``lr = base_lr · lr_lambda(last_epoch)``; ``lr_lambda`` is one function, or a list of one
+    per parameter group.
+
+    The state dict holds ``lr_lambdas`` as PyTorch's: ``None`` for a plain function or lambda
+    (not saved), the attributes (``__dict__``) of a callable object.
+    """
+
+    def get_lr(self) -> list[float]:
+        return [base * f(self.last_epoch) for f, base in zip(self.lr_lambdas, self.base_lrs)]
+
+
+class MultiplicativeLR(_LambdaScheduler):
+    """Multiply the learning rate by a function of the epoch at every step after the
+    constructor's (PyTorch's ``MultiplicativeLR``): ``lr ← lr · lr_lambda(last_epoch)``;
+    ``lr_lambda`` is one function, or a list of one per parameter group. The state dict holds
+    ``lr_lambdas`` as :class:`LambdaLR`'s (and PyTorch's)."""
+
+    def get_lr(self) -> list[float]:
+        if self._is_initial:
+            return self._lrs()
+        return [lr * f(self.last_epoch) for f, lr in zip(self.lr_lambdas, self._lrs())]
+
+
+class ConstantLR(LRScheduler):
+    """Multiply the learning rate by ``factor`` until epoch ``total_iters``, then restore it
+    (PyTorch's ``ConstantLR``): ``lr = base_lr · factor`` for ``last_epoch < total_iters``,
+    ``base_lr`` after (a constant warm-up)."""
+
+    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
+                 last_epoch: int = -1) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor <= 1:
+            raise ValueError(f"ConstantLR: factor must be a number in [0, 1], not {factor!r}")
+        if isinstance(total_iters, bool) or not isinstance(total_iters, int) or total_iters < 0:
+            raise ValueError(f"ConstantLR: total_iters must be a non-negative integer, not "
+                             f"{total_iters!r}")
+        self.factor = factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch == 0:
+            return [lr * self.factor for lr in self._lrs()]
+        if self.last_epoch != self.total_iters:
+            return self._lrs()
+        return [lr * (1.0 / self.factor) for lr in self._lrs()]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+                for base in self.base_lrs]
 
 
 class MultiStepLR(LRScheduler):
@@ -429,9 +504,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_i = self.T_0
                 self.T_cur = epoch
         self.last_epoch = math.floor(epoch)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
-        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self._set_lrs(self.get_lr())
 
 
 def _per_group(name: str, optimizer: Optimizer, value: Any) -> list[Any]:
@@ -570,6 +643,133 @@ class OneCycleLR(LRScheduler):
                 else:
                     group["momentum"] = mom
         return lrs
+
+
+class CyclicLR(LRScheduler):
+    """The cyclical learning rate policy (Smith, 2017; PyTorch's ``CyclicLR``, not
+    chainable): the rate goes from ``base_lr`` up to ``max_lr`` over ``step_size_up`` steps and
+    back down over ``step_size_down`` (default: ``step_size_up``), the amplitude scaled per
+    ``mode``: ``"triangular"`` (constant), ``"triangular2"`` (halved every cycle),
+    ``"exp_range"`` (times ``gamma ** step``), or by ``scale_fn`` of the cycle number
+    (``scale_mode="cycle"``) or of the step (``"iterations"``). Call ``step()`` after every
+    batch.
+
+    ``cycle_momentum=True`` (the default, as PyTorch's) moves the momentum (SGD's and RMSprop's
+    ``momentum``, Adam's ``betas[0]``) inversely between ``max_momentum`` and
+    ``base_momentum``; the groups then hold ``max_momentum`` and ``base_momentum``. The state
+    dict holds ``_scale_fn_custom`` as PyTorch's: ``None`` for no function or a plain function,
+    the attributes of a callable object.
+
+    Raises:
+        ValueError: ``mode`` is none of the three and there is no ``scale_fn``; a list of
+            per-group values of another length than the groups; ``cycle_momentum=True`` on an
+            optimizer without ``momentum`` or ``betas``; a step size that is not positive.
+    """
+
+    def __init__(self, optimizer: Optimizer, base_lr: float | list[float],
+                 max_lr: float | list[float], step_size_up: int = 2000,
+                 step_size_down: int | None = None, mode: str = "triangular", gamma: float = 1.0,
+                 scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float | list[float] = 0.8,
+                 max_momentum: float | list[float] = 0.9, last_epoch: int = -1) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"CyclicLR needs an agnograd Optimizer, not "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        base_lrs = _per_group("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        if not (up > 0 and down >= 0):
+            raise ValueError(f"CyclicLR: step_size_up must be positive and step_size_down "
+                             f"non-negative, not {step_size_up!r} and {step_size_down!r}")
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError(f"CyclicLR: mode must be 'triangular', 'triangular2' or "
+                             f"'exp_range' (or give scale_fn), not {mode!r}")
+        if scale_fn is not None and scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"CyclicLR: scale_mode must be 'cycle' or 'iterations', not "
+                             f"{scale_mode!r}")
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError(f"CyclicLR(cycle_momentum=True): {type(optimizer).__name__} "
+                                 "has neither 'momentum' nor 'betas'; pass "
+                                 "cycle_momentum=False")
+            self.use_beta1 = "betas" in optimizer.defaults
+            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for mx, b, group in zip(self.max_momentums, self.base_momentums,
+                                        optimizer.param_groups):
+                    if self.use_beta1:
+                        group["betas"] = (mx, *group["betas"][1:])
+                    else:
+                        group["momentum"] = mx
+                    group["max_momentum"] = mx
+                    group["base_momentum"] = b
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self) -> None:
+        """The built-in modes' scale mode (PyTorch's: it overrides ``scale_mode``)."""
+        if self._scale_fn_custom is None:
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+
+    def scale_fn(self, x: float) -> float:
+        """The amplitude's scale at cycle (or step) ``x``."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return float(1 / (2.0 ** (x - 1)))
+        return float(self.gamma**x)
+
+    def get_lr(self) -> list[float]:
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale_factor = x / self.step_ratio
+        else:
+            scale_factor = (x - 1) / (self.step_ratio - 1)
+        at = cycle if self.scale_mode == "cycle" else self.last_epoch
+        lrs = [base + (mx - base) * scale_factor * self.scale_fn(at)
+               for base, mx in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            moms = [mx - (mx - b) * scale_factor * self.scale_fn(at)
+                    for b, mx in zip(self.base_momentums, self.max_momentums)]
+            for group, mom in zip(self.optimizer.param_groups, moms):
+                if self.use_beta1:
+                    group["betas"] = (mom, *group["betas"][1:])
+                else:
+                    group["momentum"] = mom
+        return lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        fn = state.pop("_scale_fn_custom")
+        state["_scale_fn_custom"] = (None if fn is None or isinstance(fn, types.FunctionType)
+                                     else dict(vars(fn)))
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        saved = dict(state_dict)
+        saved.pop("_scale_fn_ref", None)  # PyTorch's (a function, not saved by its own)
+        fn = saved.pop("_scale_fn_custom", None)
+        super().load_state_dict(saved)
+        if fn is not None and self._scale_fn_custom is not None:
+            vars(self._scale_fn_custom).update(fn)
+        self._init_scale_fn()
 
 
 class ReduceLROnPlateau(LRScheduler):

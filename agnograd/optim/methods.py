@@ -12,6 +12,7 @@ moments of the real and imaginary components (so a PyTorch state dict maps one t
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -53,10 +54,23 @@ def _one_minus_pow(b: float, t: ag.Tensor) -> ag.Tensor | float:
     return -ag.expm1(t * math.log(b))
 
 
-def _nonneg(group: ParamGroup, *names: str) -> None:
+def _nonneg(opt: Optimizer, group: ParamGroup, *names: str) -> None:
     for n in names:
-        if not (isinstance(group[n], (int, float)) and group[n] >= 0):
-            raise ValueError(f"{n} must be a non-negative number, not {group[n]!r}")
+        v = group[n]
+        # numbers.Real: Python and NumPy scalars (np.float32 from a config), as PyTorch takes
+        if isinstance(v, bool) or not (isinstance(v, numbers.Real) and float(v) >= 0):
+            raise ValueError(f"{type(opt).__name__}: {n} must be a non-negative number, not "
+                             f"{v!r}")
+        # A Python number from here on (the same value): every backend takes it as a scalar
+        group[n] = int(v) if isinstance(v, numbers.Integral) else float(v)
+
+
+def _kernel_switches(name: str, differentiable: bool) -> None:
+    """PyTorch's ``foreach`` and ``fused`` choose a kernel, not the numbers: accepted and
+    ignored (one implementation here). ``differentiable=True`` is refused."""
+    if differentiable:
+        raise ValueError(f"{name}: differentiable=True (PyTorch's autograd through the optimizer "
+                         "step) is not supported; the update runs under no_grad. Drop it")
 
 
 class SGD(Optimizer):
@@ -72,18 +86,30 @@ class SGD(Optimizer):
     :func:`agnograd.capture` and a schedule that sets ``group["lr"]`` still applies to replays.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0,
-                 capturable: bool = False, *, maximize: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov,
-                                  "weight_decay": weight_decay, "dampening": dampening,
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
+                 maximize: bool = False, capturable: bool = False,
+                 foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
+        _kernel_switches("SGD", differentiable)
+        # PyTorch's positional order (lr, momentum, dampening, weight_decay, nesterov) and
+        # default rate: SGD(params, 0.1, 0.9, 0, 1e-4, True) means what it means in PyTorch.
+        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
+                                  "weight_decay": weight_decay, "nesterov": nesterov,
                                   "maximize": bool(maximize)},
                          capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
-        _nonneg(group, "lr", "momentum", "weight_decay", "dampening")
+        _nonneg(self, group, "lr", "momentum", "weight_decay", "dampening")
+        if isinstance(group["nesterov"], (int, float)) and not isinstance(group["nesterov"], bool):
+            raise TypeError(f"SGD: nesterov must be True or False, not {group['nesterov']!r} (a "
+                            "number there is a positional argument out of place: PyTorch's "
+                            "order is lr, momentum, dampening, weight_decay, nesterov)")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
+            raise ValueError(f"SGD: Nesterov momentum requires a momentum and zero dampening (as "
+                             f"PyTorch's), got momentum={group['momentum']!r}, "
+                             f"dampening={group['dampening']!r}; pass momentum > 0 and "
+                             "dampening=0, or nesterov=False")
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         wd, mu = group["weight_decay"], group["momentum"]
@@ -111,7 +137,8 @@ class Adam(Optimizer):
 
     ``amsgrad=True`` (Reddi et al., 2018) divides by the running maximum of ``v`` instead,
     ``v̂ ← max(v̂, v)`` kept in ``state["max_exp_avg_sq"]`` (per real component for a complex
-    parameter), as PyTorch's; ``maximize=True`` uses ``-∇`` (ascends the objective).
+    parameter), as PyTorch's; ``maximize=True`` uses ``-∇`` (ascends the objective);
+    ``decoupled_weight_decay=True`` (PyTorch's) decays as :class:`AdamW` does.
 
     ``capturable=True``: the learning rate and the step count ``t`` (``state["step"]``, a 0-d
     array of the parameter's real dtype) live on the device and the bias corrections are computed
@@ -119,21 +146,30 @@ class Adam(Optimizer):
     default path's to floating-point rounding.
     """
 
-    _decoupled = False
+    _decoupled = False  # AdamW: True, and no "decoupled_weight_decay" entry in its groups
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 capturable: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
-                                  "weight_decay": weight_decay, "amsgrad": bool(amsgrad),
-                                  "maximize": bool(maximize)}, capturable=capturable)
+                 capturable: bool = False, decoupled_weight_decay: bool = False,
+                 foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
+        _kernel_switches(type(self).__name__, differentiable)
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "amsgrad": bool(amsgrad), "maximize": bool(maximize)}
+        if not self._decoupled:
+            defaults["decoupled_weight_decay"] = bool(decoupled_weight_decay)
+        super().__init__(params, defaults, capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
-        _nonneg(group, "lr", "eps", "weight_decay")
-        b1, b2 = group["betas"]
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"betas must be in [0, 1), not {group['betas']}")
+        _nonneg(self, group, "lr", "eps", "weight_decay")
+        name = type(self).__name__
+        betas = group["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), not {betas!r}")
+        if not all(isinstance(b, numbers.Real) and 0.0 <= float(b) < 1.0 for b in betas):
+            raise ValueError(f"{name}: betas must be in [0, 1), not {tuple(betas)}")
+        group["betas"] = (float(betas[0]), float(betas[1]))
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
@@ -154,7 +190,7 @@ class Adam(Optimizer):
         if group["maximize"]:
             g = -g
         if wd:
-            if self._decoupled:
+            if group.get("decoupled_weight_decay", self._decoupled):
                 p *= 1.0 - lr * wd
             else:
                 g = g + wd * p
@@ -194,9 +230,25 @@ class AdamW(Adam):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 capturable: bool = False) -> None:
+                 capturable: bool = False, foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, capturable=capturable)
+                         amsgrad=amsgrad, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+    def _without_switches(self, group: dict[str, Any], where: str) -> dict[str, Any]:
+        """As the base class's, and PyTorch's AdamW entry ``decoupled_weight_decay=True``
+        dropped (AdamW always decouples; its groups take no such option, as the constructor).
+
+        Raises:
+            ValueError: ``decoupled_weight_decay=False`` (that is Adam).
+        """
+        if group.get("decoupled_weight_decay", True) is not True:
+            raise ValueError(f"AdamW.{where}: decoupled_weight_decay="
+                             f"{group['decoupled_weight_decay']!r}; AdamW always decouples the "
+                             "weight decay. Use Adam for the coupled (L2) decay")
+        return super()._without_switches(
+            {k: v for k, v in group.items() if k != "decoupled_weight_decay"}, where)
 
 
 def _step_count(opt: Optimizer, p: ag.Tensor, state: dict[str, Any]) -> Any:
@@ -230,14 +282,16 @@ class RMSprop(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, capturable: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
+        _kernel_switches("RMSprop", differentiable)
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
                                   "weight_decay": weight_decay, "momentum": momentum,
                                   "centered": bool(centered), "maximize": bool(maximize)},
                          capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
-        _nonneg(group, "lr", "alpha", "eps", "weight_decay", "momentum")
+        _nonneg(self, group, "lr", "alpha", "eps", "weight_decay", "momentum")
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
@@ -280,7 +334,9 @@ class Adagrad(Optimizer):
         s ← s + g²   (s starts at ``initial_accumulator_value``)
         p ← p - lr / (1 + (t - 1) · lr_decay) · g / (√s + eps)
 
-    The state holds ``step`` and ``sum``, as PyTorch's; ``maximize=True`` uses ``-∇``.
+    The state holds ``step`` and ``sum``, as PyTorch's; ``maximize=True`` uses ``-∇``. As
+    PyTorch's, ``sum`` starts at the constructor's ``initial_accumulator_value`` for every
+    parameter (a group's own value is kept in the group and not read).
     ``capturable=True``: the learning rate
     and the step count live on the device (the decayed rate is computed there), so the step can
     be recorded by :func:`agnograd.capture`.
@@ -289,19 +345,23 @@ class Adagrad(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, capturable: bool = False, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, foreach: bool | None = None, fused: bool | None = None,
+                 differentiable: bool = False) -> None:
+        _kernel_switches("Adagrad", differentiable)
         super().__init__(params, {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
                                   "initial_accumulator_value": initial_accumulator_value,
                                   "eps": eps, "maximize": bool(maximize)}, capturable=capturable)
 
     def _check(self, group: ParamGroup) -> None:
-        _nonneg(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+        _nonneg(self, group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def _update(self, p: ag.Tensor, g: ag.Tensor, state: dict[str, Any], group: ParamGroup) -> None:
         lr, decay, wd, eps = group["lr"], group["lr_decay"], group["weight_decay"], group["eps"]
         if not state:
             state["step"] = 0
-            init = group["initial_accumulator_value"]  # in both components, as PyTorch
+            # The constructor's value, in both components, as PyTorch's (which reads
+            # self.defaults: a group's own initial_accumulator_value is not used)
+            init = self.defaults["initial_accumulator_value"]
             state["sum"] = ag.full_like(p, complex(init, init) if p.dtype.kind == "c" else init)
         t = _step_count(self, p, state)
         if group["maximize"]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import agnograd as ag
@@ -34,11 +34,46 @@ def _real_scalar_like(p: ag.Tensor, value: float) -> ag.Tensor:
         return ag.full((), value, dtype=_real_dtype(p.dtype), device=p.device)
 
 
+class ParamState(dict[int, dict[str, Any]]):
+    """An optimizer's per-parameter state: ``id(param) -> {name: value}``, and indexable by the
+    parameter itself as PyTorch's ``optimizer.state[p]`` (a Tensor key stands for its ``id``;
+    reading a parameter without state gives a new empty dict, kept, as PyTorch's
+    ``defaultdict``). Iteration and ``state_dict`` see the integer keys."""
+
+    @staticmethod
+    def _key(k: Any) -> Any:
+        return id(k) if isinstance(k, ag.Tensor) else k
+
+    def __getitem__(self, k: Any) -> dict[str, Any]:
+        if isinstance(k, ag.Tensor):
+            return super().setdefault(id(k), {})
+        return super().__getitem__(k)
+
+    def __setitem__(self, k: Any, v: dict[str, Any]) -> None:
+        super().__setitem__(self._key(k), v)
+
+    def __delitem__(self, k: Any) -> None:
+        super().__delitem__(self._key(k))
+
+    def __contains__(self, k: object) -> bool:
+        return super().__contains__(self._key(k))
+
+    def get(self, k: Any, default: Any = None) -> Any:
+        return super().get(self._key(k), default)
+
+    def setdefault(self, k: Any, default: Any = None) -> Any:
+        return super().setdefault(self._key(k), default)
+
+    def pop(self, k: Any, *default: Any) -> Any:
+        return super().pop(self._key(k), *default)
+
+
 class Optimizer(_capture.Holder):
     """Base class: holds parameter groups and per-parameter state.
 
     ``params`` is an iterable of leaf Tensors (e.g. ``model.parameters()``; one that does not
-    require grad now, a frozen weight, is skipped while it has no ``.grad``)
+    require grad now, a frozen weight, is skipped while it has no ``.grad``), of ``(name,
+    Tensor)`` pairs (``model.named_parameters()``: the names go to ``group["param_names"]``)
     or of dicts ``{"params": [...], "lr": ...}`` giving a group its own hyperparameters (those
     not given take the constructor's values). ``param_groups`` may be edited between steps (a
     learning-rate schedule sets ``group["lr"]``). The state (momenta, moments, step counts)
@@ -62,6 +97,11 @@ class Optimizer(_capture.Holder):
     # ``OneCycleLR`` keeps its bounds there too (``max_lr``, ``min_lr``, ``max_momentum``,
     # ``base_momentum``), as PyTorch's.
     _schedule_keys = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
+    # PyTorch's implementation switches, found in its groups and state dicts: they choose a
+    # kernel, not the numbers, so a group or state dict that holds them (a PyTorch checkpoint)
+    # is accepted and they are dropped; ``differentiable=True`` is refused (no step here is
+    # differentiated through).
+    _torch_switches = ("foreach", "fused", "differentiable", "capturable")
 
     def __init__(self, params: Iterable[ag.Tensor] | Iterable[ParamGroup],
                  defaults: dict[str, Any], capturable: bool = False) -> None:
@@ -69,6 +109,9 @@ class Optimizer(_capture.Holder):
         self.capturable = bool(capturable)
         self._device_hyper: dict[tuple[Any, ...], ag.Tensor] = {}  # (group, name, ...) -> 0-d
         self._device_value: dict[tuple[Any, ...], Any] = {}  # the value each one holds
+        if isinstance(params, ag.Tensor):  # iterating it would give its rows
+            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or "
+                            "of dicts (as PyTorch's), not a Tensor; pass [tensor]")
         items = list(params)
         if not items:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -78,7 +121,7 @@ class Optimizer(_capture.Holder):
             if not isinstance(g, dict) or "params" not in g:
                 raise TypeError("params must be Tensors or dicts with a 'params' entry, not a mix")
             self.add_param_group(g)
-        self.state: dict[int, dict[str, Any]] = {}  # id(param) -> its state
+        self.state: dict[int, dict[str, Any]] = ParamState()  # id(param) (or param) -> its state
         self._moves = _moves.EPOCH[0]  # the module conversions followed (see _follow_moves)
 
     def add_param_group(self, param_group: ParamGroup) -> None:
@@ -100,12 +143,22 @@ class Optimizer(_capture.Holder):
             raise ValueError(f"{name}.add_param_group: the group has no 'params' entry")
         raw = param_group["params"]
         if isinstance(raw, ag.Tensor):
-            ps = [raw]
+            ps: list[Any] = [raw]
         elif isinstance(raw, (set, frozenset)):
             raise TypeError(f"{name}: parameters must be given in an ordered collection (a list), "
                             "not a set, whose order changes between runs")
         else:
             ps = list(raw)
+        names: list[str] | None = None
+        if ps and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
+                      for x in ps):  # model.named_parameters(), as PyTorch >= 2.6
+            names, ps = [n for n, _ in ps], [t for _, t in ps]
+        elif any(isinstance(x, tuple) for x in ps):
+            raise TypeError(f"{name}: parameters must be all Tensors or all (name, Tensor) pairs "
+                            "(model.named_parameters()), not a mix")
+        if self.param_groups and (names is not None) != ("param_names" in self.param_groups[0]):
+            raise ValueError(f"{name}.add_param_group: all parameter groups must be given with "
+                             "names (named_parameters()) or all without, as PyTorch's")
         seen: set[int] = set()
         for p in ps:
             if not isinstance(p, ag.Tensor):
@@ -124,16 +177,33 @@ class Optimizer(_capture.Holder):
         if others & seen:
             raise ValueError(f"{name}.add_param_group: some parameters appear in more than one "
                              "parameter group (as PyTorch, each parameter belongs to one group)")
-        group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        group = {**self.defaults, **self._without_switches(
+            {k: v for k, v in param_group.items() if k not in ("params", "param_names")},
+            "add_param_group")}
         for k in group:
             if k not in self.defaults and k not in self._schedule_keys:
                 raise ValueError(f"{name}: unknown option {k!r} in a group")
         self._check(group)
         group["params"] = ps
+        if names is not None:
+            group["param_names"] = names
         self.param_groups.append(group)
 
     def _check(self, group: ParamGroup) -> None:
         """Validate a group's hyperparameters (subclasses)."""
+
+    def _without_switches(self, group: dict[str, Any], where: str) -> dict[str, Any]:
+        """``group`` without PyTorch's implementation switches (``foreach``, ``fused``,
+        ``differentiable``, ``capturable``: a PyTorch group or state dict holds them).
+
+        Raises:
+            ValueError: ``differentiable=True`` (PyTorch's autograd through the step itself).
+        """
+        if group.get("differentiable"):
+            raise ValueError(f"{type(self).__name__}.{where}: differentiable=True (PyTorch's "
+                             "autograd through the optimizer step) is not supported; the update "
+                             "runs under no_grad. Drop the entry or set it to False")
+        return {k: v for k, v in group.items() if k not in self._torch_switches}
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -203,8 +273,21 @@ class Optimizer(_capture.Holder):
                     g = p.grad = g.detach()
                 g[...] = 0
 
-    def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient, in place.
+
+        ``closure`` (PyTorch's): a function that clears the gradients, computes the loss, calls
+        ``backward()`` and returns the loss; it is called first, with gradients enabled, and
+        ``step`` returns what it returned (``None`` without a closure).
+        """
+        loss = None
+        if closure is not None:
+            with ag.enable_grad():
+                loss = closure()
+        self._step()
+        return loss
+
+    def _step(self) -> None:
         if _capture.capturing():
             if not self.capturable:
                 raise _capture.CaptureError(
@@ -352,8 +435,10 @@ class Optimizer(_capture.Holder):
         new_groups = []
         for mine, theirs in zip(self.param_groups, groups):
             group = {**{k: v for k, v in mine.items() if k != "params"},
-                     **{k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}}
-            unknown = [k for k in group if k not in self.defaults and k not in self._schedule_keys]
+                     **self._without_switches({k: copy.deepcopy(v) for k, v in theirs.items()
+                                               if k != "params"}, "load_state_dict")}
+            unknown = [k for k in group if k not in self.defaults and k not in self._schedule_keys
+                       and k != "param_names"]
             if unknown:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: unknown option(s) "
                                  f"{', '.join(map(repr, unknown))}")
@@ -361,7 +446,7 @@ class Optimizer(_capture.Holder):
             new_groups.append(group)
         for mine, group in zip(self.param_groups, new_groups):
             mine.update(group)
-        self.state = new_state
+        self.state = ParamState(new_state)
 
     def _state_dtype(self, name: str, i: int, t: ag.Tensor, p: ag.Tensor) -> ag.DType | None:
         """The dtype a loaded state tensor ``t`` takes for parameter ``p``: ``p``'s own for a
