@@ -825,10 +825,14 @@ def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any
 
 
 def _unrelated(a: ag.Tensor, b: ag.Tensor) -> bool:
-    """Whether two operands' backends cannot meet in one op: different, and neither a vmap
-    level over the other (whose ops lift the lower one: a parameter shared by the examples)."""
+    """Whether two operands' backends cannot meet in one op: different, neither a vmap level
+    over the other (whose ops lift the lower one: a parameter shared by the examples), nor a
+    traced step's backend over its base."""
     ba, bb = a._backend, b._backend
-    return ba is not bb and not (_batching.below(ba, bb) or _batching.below(bb, ba))
+    # (and a constant Tensor made inside a traced step, on the trace's base backend: the ops
+    # take it as a constant of the trace, as agnograd._ops._common.higher does)
+    return ba is not bb and not (_batching.below(ba, bb) or _batching.below(bb, ba)
+                                 or ba.base is bb or bb.base is ba)
 
 
 def _float_like(v: Any, like: ag.Tensor, what: str, name: str) -> ag.Tensor:
@@ -1288,8 +1292,11 @@ def _linear(x: Any, w: ag.Tensor, bias: ag.Tensor | None) -> ag.Tensor:
     b = w._backend
     wd = w.data
     if (type(x) is not ag.Tensor or x._backend is not b or b.multi_device or x.ndim == 0
-            or x.data.dtype != wd.dtype or (bias is not None and bias.data.dtype != wd.dtype)
-            or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"):
+            or x.data.dtype != wd.dtype or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"
+            or (bias is not None and (bias.data.dtype != wd.dtype or bias._backend is not b
+                                      or bias.shape != (w.shape[0],)))):
+        # (a bias that broadcasts -- () or (1,), as PyTorch allows -- takes the general ops,
+        # whose gradient sums back to its shape; the fused rule's is (out,))
         y: ag.Tensor = x @ w.mT
         return y if bias is None else y + bias
     try:
@@ -1762,6 +1769,15 @@ def pad(input: ag.Tensor, pad: Sequence[int], mode: str = "constant",
         lo, hi = pads[2 * k], pads[2 * k + 1]
         if lo < 0 or hi < 0:  # crop
             n = x.shape[axis]
+            # as PyTorch: cropping more than the axis holds, or (reflect, replicate) leaving
+            # nothing to copy from, is an error -- never a silently empty or made-up result
+            if max(-lo, 0) + max(-hi, 0) > n:
+                raise ValueError(f"pad: the pads ({lo}, {hi}) crop more than the {n} elements of "
+                                 f"axis {axis} (input shape {x.shape}); crop less")
+            if mode in ("reflect", "replicate") and n + lo + hi <= 0:
+                raise ValueError(f"pad: the pads ({lo}, {hi}) leave axis {axis} (input shape "
+                                 f"{x.shape}) with {n + lo + hi} elements, which mode={mode!r} "
+                                 "cannot pad; crop less")
             x = _along(x, axis, max(-lo, 0), n - max(-hi, 0))
             lo, hi = max(lo, 0), max(hi, 0)
         if lo == 0 and hi == 0:
@@ -1850,6 +1866,9 @@ def _f32(v: float) -> float:
     return float(struct.unpack("f", struct.pack("f", v))[0])
 
 
+_LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3, "bicubic": 2}
+
+
 def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
                 scale_factor: float | Sequence[float] | None = None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
@@ -1860,29 +1879,38 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
 
     Modes: ``"nearest"`` (source index ``floor(i · scale)``, ``scale = 1 / scale_factor`` when
     a factor is given and ``recompute_scale_factor`` is not true, else ``in / out``),
-    ``"linear"`` (3-D input) and ``"bilinear"`` (4-D input): with ``align_corners=False`` (the
-    default) the source coordinate is ``max((i + ½) · scale - ½, 0)``, with ``True`` it is
+    ``"nearest-exact"`` (``floor((i + ½) · scale)``), ``"linear"`` (3-D input), ``"bilinear"``
+    (4-D), ``"trilinear"`` (5-D): with ``align_corners=False`` (the default) the source
+    coordinate is ``max((i + ½) · scale - ½, 0)``, with ``True`` it is
     ``i · (in - 1) / (out - 1)``; each axis is interpolated in turn between its two nearest
-    source elements. The gradient is the transposed interpolation (gathers' scatter-adds).
+    source elements. ``"bicubic"`` (4-D): PyTorch's cubic convolution (``A = -0.75``) on the
+    four nearest source elements of each axis (edges repeated), the coordinate not clamped.
+    As PyTorch does, an axis whose output size equals its input size is copied by the linear
+    modes whatever ``scale_factor`` says, and a 4-D ``"nearest"`` copies such an axis
+    and takes ``i // 2`` where the output is twice the input. The gradient is the transposed
+    interpolation (gathers' scatter-adds). ``"area"`` and ``antialias=True`` raise
+    ``NotImplementedError``.
     """
     x = _t(input)
-    if mode not in ("nearest", "linear", "bilinear"):
+    if mode not in ("nearest", "nearest-exact", *_LINEAR_MODES):
+        hint = ("; for an integer downsampling factor use avg_pool1d/avg_pool2d, which is what "
+                "'area' computes then" if mode == "area" else "")
         raise NotImplementedError(f"interpolate: mode {mode!r} is not implemented; agnograd "
-                                  "supports 'nearest', 'linear' (3-D input) and 'bilinear' "
-                                  "(4-D input)")
+                                  "supports 'nearest', 'nearest-exact', 'linear' (3-D input), "
+                                  f"'bilinear' and 'bicubic' (4-D) and 'trilinear' (5-D){hint}")
     if antialias:
         raise NotImplementedError("interpolate: antialias=True is not implemented; downsample "
                                   "with avg_pool2d first or pass antialias=False")
     nd = x.ndim - 2
     if nd < 1:
         raise ValueError(f"interpolate: input must be (N, C, *spatial), got shape {x.shape}")
-    want = {"linear": 1, "bilinear": 2}.get(mode)
+    want = _LINEAR_MODES.get(mode)
     if want is not None and nd != want:
         raise ValueError(f"interpolate: mode {mode!r} needs a {want + 2}-D input, got shape "
                          f"{x.shape}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError("interpolate: align_corners only applies to the linear modes, not "
-                         "'nearest'; leave it None")
+    if want is None and align_corners is not None:
+        raise ValueError(f"interpolate: align_corners only applies to the linear and cubic "
+                         f"modes, not {mode!r}; leave it None")
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give exactly one of size and scale_factor")
     ins = x.shape[2:]
@@ -1906,31 +1934,52 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
         if recompute_scale_factor:
             factors = None
     b = x._backend
+    ac = bool(align_corners)
     for k in range(nd):
         axis, n, m = 2 + k, ins[k], outs[k]
-        if n == m and (factors is None or factors[k] == 1.0):
-            continue
+        if n == m and (factors is None or factors[k] == 1.0
+                       or mode in ("linear", "bilinear", "trilinear")
+                       or (mode == "nearest" and nd == 2)):
+            continue  # PyTorch copies an axis of unchanged size (linear modes; 2-d nearest)
         scale = n / m if factors is None else 1.0 / factors[k]
-        if mode == "nearest":
-            (idx,) = _resample_consts(x, ("nearest", n, m, scale),
-                                      lambda n=n, m=m, scale=scale: [_nearest_index(n, m, scale)])
+        if mode in ("nearest", "nearest-exact"):
+            exact = mode == "nearest-exact"
+            # PyTorch's 2-d nearest takes i // 2 at twice the size, whatever the factor
+            half = not exact and nd == 2 and m == 2 * n
+            (idx,) = _resample_consts(
+                x, (mode, n, m, scale, half),
+                lambda n=n, m=m, scale=scale, exact=exact, half=half: [
+                    [i // 2 for i in range(m)] if half else _nearest_index(n, m, scale, exact)])
             x = _take(x, idx, axis)
             continue
-        i0, i1, w = _resample_consts(
-            x, ("linear", n, m, scale, bool(align_corners)),
-            lambda n=n, m=m, scale=scale: _linear_index(n, m, scale, bool(align_corners)))
         shape = [1] * x.ndim
         shape[axis] = m
+        if mode == "bicubic":
+            consts = _resample_consts(
+                x, ("cubic", n, m, scale, ac),
+                lambda n=n, m=m, scale=scale: _cubic_index(n, m, scale, ac))
+            y = None
+            for idx, w in zip(consts[:4], consts[4:]):
+                term = _take(x, idx, axis) * ag.Tensor._wrap(b.xp.reshape(w, tuple(shape)), b)
+                y = term if y is None else y + term
+            assert y is not None
+            x = y
+            continue
+        i0, i1, w = _resample_consts(
+            x, ("linear", n, m, scale, ac),
+            lambda n=n, m=m, scale=scale: _linear_index(n, m, scale, ac))
         wt = ag.Tensor._wrap(b.xp.reshape(w, tuple(shape)), b)
         lo = _take(x, i0, axis)
         x = lo + (_take(x, i1, axis) - lo) * wt
     return x
 
 
-def _nearest_index(n: int, m: int, scale: float) -> list[int]:
-    """PyTorch's nearest source indices: ``min(floor(i · scale), n - 1)`` in float32."""
+def _nearest_index(n: int, m: int, scale: float, exact: bool = False) -> list[int]:
+    """PyTorch's nearest source indices: ``min(floor(i · scale), n - 1)`` in float32 (for
+    ``"nearest-exact"``, ``floor((i + ½) · scale)``)."""
     s32 = _f32(scale)
-    return [min(int(math.floor(_f32(float(i) * s32))), n - 1) for i in range(m)]
+    off = 0.5 if exact else 0.0
+    return [min(int(math.floor(_f32((i + off) * s32))), n - 1) for i in range(m)]
 
 
 def _linear_index(n: int, m: int, scale: float, align_corners: bool
@@ -1946,6 +1995,33 @@ def _linear_index(n: int, m: int, scale: float, align_corners: bool
     return i0, i1, [float(v - i) for v, i in zip(src, i0)]
 
 
+def _cubic_index(n: int, m: int, scale: float, align_corners: bool) -> tuple[list[Any], ...]:
+    """PyTorch's bicubic taps along one axis: four source indices (clamped to the axis) and
+    their cubic-convolution weights (``A = -0.75``) for each of ``m`` outputs."""
+    a = -0.75
+
+    def near(t: float) -> float:  # |t| <= 1
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+
+    def far(t: float) -> float:  # 1 < |t| < 2
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+
+    if align_corners:
+        step = (n - 1) / (m - 1) if m > 1 else 0.0
+        src = [i * step for i in range(m)]
+    else:
+        src = [(i + 0.5) * scale - 0.5 for i in range(m)]
+    idx: list[list[int]] = [[], [], [], []]
+    wts: list[list[float]] = [[], [], [], []]
+    for v in src:
+        i0 = min(int(math.floor(v)), n - 1)
+        t = min(max(v - i0, 0.0), 1.0)
+        for j, wj in enumerate((far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t))):
+            idx[j].append(min(max(i0 - 1 + j, 0), n - 1))
+            wts[j].append(float(wj))
+    return (*idx, *wts)
+
+
 def normalize(input: ag.Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> ag.Tensor:
     """``input / max(‖input‖_p, eps)`` with the norm along ``dim`` (PyTorch's
     ``F.normalize``); a zero vector stays zero (with a finite gradient)."""
@@ -1958,7 +2034,9 @@ def cosine_similarity(x1: ag.Tensor, x2: ag.Tensor, dim: int = 1, eps: float = 1
                       ) -> ag.Tensor:
     """``Σ x1 x2 / (max(‖x1‖, eps) · max(‖x2‖, eps))`` along ``dim`` after broadcasting the
     two (PyTorch's ``F.cosine_similarity``): each vector is divided by its clamped norm, then
-    the products summed."""
+    the products summed. As in PyTorch, the clamp is not differentiated (PyTorch clamps the
+    norms in place under ``no_grad``): a vector whose norm is below ``eps`` but not zero gets
+    the gradient of ``x / ‖x‖`` through its norm, evaluated with the denominator ``eps``."""
     a = _t(x1)
     c = _t(x2, a)
     shape = cast("tuple[int, ...]", ag.broadcast_shapes(a.shape, c.shape))
@@ -1966,9 +2044,20 @@ def cosine_similarity(x1: ag.Tensor, x2: ag.Tensor, dim: int = 1, eps: float = 1
         a = ag.broadcast_to(a, shape)
     if c.shape != shape:
         c = ag.broadcast_to(c, shape)
-    na = ag.maximum(ag.linalg.vector_norm(a, axis=dim, keepdims=True), eps)
-    nc = ag.maximum(ag.linalg.vector_norm(c, axis=dim, keepdims=True), eps)
+    na = _clamped_norm(a, dim, eps)
+    nc = _clamped_norm(c, dim, eps)
     return ag.sum((a / na) * (c / nc), axis=dim)
+
+
+def _clamped_norm(x: ag.Tensor, dim: int, eps: float) -> ag.Tensor:
+    """``max(‖x‖, eps)`` along ``dim`` (kept) whose gradient is the norm's, unclamped:
+    PyTorch's ``norm.clamp_min_(eps)`` under ``no_grad``. The value is exactly the clamp
+    (``n - n`` is 0), the derivative ``∂‖x‖``."""
+    n = ag.linalg.vector_norm(x, axis=dim, keepdims=True)
+    nd = n.detach()
+    # (an overflowed norm stays inf, as PyTorch's: inf - inf would be NaN)
+    nf = ag.where(ag.isfinite(nd), n, ag.zeros_like(nd))
+    return ag.maximum(nd, eps) + (nf - nf.detach())
 
 
 def _legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
