@@ -23,6 +23,8 @@ import agnograd as ag
 from agnograd import nn, optim
 from agnograd.nn import functional as F
 
+from .conftest import AVAILABLE
+
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
@@ -548,6 +550,53 @@ def test_regression_losses_at_the_kinks(reduction):
         _both(ours, theirs, [a, b])
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weight", [None, np.array([1.0, 2.0, 0.5, 0.0]), np.array([[0.5], [2.0], [1.0]])],
+                         ids=["none", "per-class", "per-row"])
+def test_bce_loss_at_probabilities_zero_and_one_as_torch(weight, reduction):
+    """``nn.BCELoss`` / ``F.binary_cross_entropy`` (missing before): the logs clamped at -100,
+    PyTorch's input gradient ``(x - t) / max(x (1 - x), 1e-12 in float32)`` and target
+    gradient ``-logit(x)`` (±inf at 0 and 1)."""
+    x = RNG.uniform(0.0, 1.0, (3, 4))
+    x[0] = [0.0, 1.0, 1e-50, 1e-13]
+    t = RNG.uniform(0.0, 1.0, (3, 4))
+    t[0] = [0.0, 1.0, 0.3, 1.0]
+    kw = {"reduction": reduction}
+    ours, theirs = _module_pair(nn.BCELoss, torch.nn.BCELoss,
+                                {"weight": weight, **kw} if weight is not None else kw)
+    y = _both(ours, theirs, [x, t])
+    assert np.all(np.isfinite(_np(y)))
+    _both(lambda a, b: F.binary_cross_entropy(a, b, None if weight is None else ag.tensor(weight), **kw),
+          lambda a, b: TF.binary_cross_entropy(a, b, None if weight is None else torch.tensor(weight), **kw),
+          [x, t])
+    _both(lambda a, b: F.binary_cross_entropy(a, b, **kw), lambda a, b: TF.binary_cross_entropy(a, b, **kw),
+          [x.astype(np.float32), t.astype(np.float32)], 1e-6, 1e-6, dtype=np.float32)
+
+
+def test_bce_loss_errors_second_order_and_legacy_arguments():
+    x, t = RNG.uniform(0.05, 0.95, (3, 4)), RNG.uniform(0.0, 1.0, (3, 4))
+    for bad, match in ((x + 0.5, "between 0 and 1"), (x * np.nan, "between 0 and 1")):
+        with pytest.raises(RuntimeError, match=match):
+            TF.binary_cross_entropy(torch.tensor(bad), torch.tensor(t))
+        with pytest.raises(ValueError, match=match):
+            F.binary_cross_entropy(ag.tensor(bad), ag.tensor(t))
+    with pytest.raises(ValueError, match="target shape"):
+        F.binary_cross_entropy(ag.tensor(x), ag.tensor(t[0]))
+    for kw in ({"size_average": False}, {"reduce": False}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _both(lambda a, b, kw=kw: F.binary_cross_entropy(a, b, **kw),
+                  lambda a, b, kw=kw: TF.binary_cross_entropy(a, b, **kw), [x, t])
+    # the gradient of the gradient (inside (0, 1), where the clamps are not met)
+    xa, xt = ag.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (ga,) = ag.grad(lambda v: F.binary_cross_entropy(v, ag.tensor(t)), argnums=0)(xa),
+    gg = ag.grad(lambda v: ag.sum(ag.grad(lambda u: F.binary_cross_entropy(u, ag.tensor(t)))(v) ** 2))(xa)
+    (gt,) = torch.autograd.grad(TF.binary_cross_entropy(xt, torch.tensor(t)), xt, create_graph=True)
+    (ggt,) = torch.autograd.grad((gt ** 2).sum(), xt)
+    _close(ga, gt)
+    _close(gg, ggt, 1e-10, 1e-12)
+
+
 # -- layers inside ag.jit / ag.capture, and under ag.vmap --------------------------------------
 
 def _net(seed):
@@ -562,6 +611,7 @@ def _net(seed):
         "head": nn.Linear(2, 4, dtype=ag.float64),
         "xent": nn.CrossEntropyLoss(weight=ag.tensor(W4), ignore_index=0, label_smoothing=0.1),
         "bce": nn.BCEWithLogitsLoss(pos_weight=ag.tensor(np.array(2.0))),
+        "bcel": nn.BCELoss(weight=ag.tensor(np.array([1.0, 0.5, 2.0]))),
     })
     for p in layers.parameters():  # the same weights for eager and compiled copies
         with ag.no_grad():
@@ -583,6 +633,7 @@ def _forward(layers, x, labels, probs):
     loss = loss + nn.KLDivLoss(reduction="batchmean")(F.log_softmax(logits, axis=1), probs)
     loss = loss + nn.HuberLoss(delta=0.5)(F.normalize(s, dim=1), ag.zeros_like(s))
     cos = F.cosine_similarity(s[:, 0], s[:, 1], dim=-1)
+    loss = loss + layers["bcel"](F.sigmoid(cos), ag.ones_like(cos) * 0.3)
     return loss + layers["bce"](cos, ag.ones_like(cos) * 0.7)
 
 
@@ -637,6 +688,8 @@ def _vmap_pair(fa, ft, arrays, in_axes=0, rtol=1e-11):
 
 
 VMAPS = [
+    ("binary_cross_entropy", lambda a, b: F.binary_cross_entropy(a, b),
+     lambda a, b: TF.binary_cross_entropy(a, b), ["unit", "unit"], 0),
     ("conv_transpose1d",
      lambda x, w: F.conv_transpose1d(x, w, stride=2, padding=1, output_padding=1, groups=2),
      lambda x, w: TF.conv_transpose1d(x, w, stride=2, padding=1, output_padding=1, groups=2),
@@ -755,3 +808,31 @@ def test_loss_and_layer_constants_made_inside_a_jitted_step_are_constants_of_the
         assert got == step(x, labels, img).item()
         np.testing.assert_array_equal(gx, _np(x.grad))
         np.testing.assert_array_equal(gi, _np(img.grad))
+
+
+STRICT = [
+    ("bicubic", lambda x: F.interpolate(x, scale_factor=(1.7, 0.6), mode="bicubic"), (2, 2, 4, 5)),
+    ("bicubic-corners", lambda x: F.interpolate(x, size=(3, 7), mode="bicubic", align_corners=True),
+     (2, 2, 4, 5)),
+    ("trilinear", lambda x: F.interpolate(x, scale_factor=(1.1, 2.0, 0.7), mode="trilinear"),
+     (1, 2, 3, 4, 5)),
+    ("nearest-exact", lambda x: F.interpolate(x, size=(7, 3), mode="nearest-exact"), (2, 2, 4, 5)),
+    ("nearest-double", lambda x: F.interpolate(x, scale_factor=2.1), (2, 2, 4, 5)),
+    ("bce", lambda x: F.binary_cross_entropy(F.sigmoid(x), ag.ones_like(x) * 0.3), (3, 4)),
+    ("cosine-tiny", lambda x: F.cosine_similarity(x * 1e-9, x[:1, :], dim=1), (3, 4)),
+    ("linear-0d-bias", lambda x: F.linear(x, x[:2, :], ag.sum(x[0, :])), (3, 4)),
+]
+
+
+@pytest.mark.skipif("array_api_strict" not in AVAILABLE, reason="array_api_strict not installed")
+@pytest.mark.parametrize(("fn", "shape"), [c[1:] for c in STRICT], ids=[c[0] for c in STRICT])
+def test_new_paths_agree_on_array_api_strict(fn, shape):
+    x = _rand(*shape)
+    out = {}
+    for b in ("numpy", "array_api_strict"):
+        t = ag.tensor(x, backend=b, requires_grad=True)
+        y = fn(t)
+        ag.sum(y * y).backward()
+        out[b] = (_np(y), _np(t.grad))
+    for a, c in zip(out["numpy"], out["array_api_strict"]):
+        np.testing.assert_allclose(c, a, rtol=1e-13, atol=1e-14)

@@ -34,7 +34,7 @@ from ..recompute import host_random
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softplus", "leaky_relu", "elu", "silu", "softmax",
     "log_softmax", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy",
-    "nll_loss", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
+    "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
     "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
     "linear", "pad", "interpolate", "normalize", "cosine_similarity", "kl_div",
     "batch_norm", "group_norm", "instance_norm",
@@ -822,6 +822,72 @@ def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any
     if weight is not None:
         loss = loss * _float_like(weight, logits, what, "weight")
     return _reduce(loss, reduction, what)
+
+
+def binary_cross_entropy(input: ag.Tensor, target: Any, weight: Any = None,
+                         size_average: bool | None = None, reduce: bool | None = None,
+                         reduction: str = "mean") -> ag.Tensor:
+    """Binary cross-entropy of probabilities ``input`` in ``[0, 1]`` against ``target`` of the
+    same shape, as PyTorch's ``F.binary_cross_entropy``:
+    ``-weight · (t · log x + (1 - t) · log(1 - x))`` with each log clamped at ``-100`` (so
+    ``x = 0`` or ``1`` gives a finite loss), then reduced. ``weight`` broadcasts to the input.
+
+    One node whose rules are PyTorch's: ``x̄ = ḡ (x - t) / max(x (1 - x), ε)`` (``ε`` 1e-12 in
+    float32; finite at 0
+    and 1) and ``t̄ = -ḡ logit(x)`` (unclamped: ±inf at 0 and 1). Prefer
+    :func:`binary_cross_entropy_with_logits` on logits: it is exact where ``sigmoid`` rounds to
+    0 or 1. Inputs outside ``[0, 1]`` (or NaN) raise ``ValueError`` where the input is in host
+    memory (as PyTorch's CPU check); elsewhere (GPU, Dask, inside ``ag.capture``) they give NaN.
+    ``size_average``/``reduce`` are PyTorch's deprecated spellings of ``reduction``.
+    """
+    what = "binary_cross_entropy"
+    x = _t(input)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what}: input must be floating-point probabilities, not {x.dtype}")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    t = _lift_to(_float_like(target, x, what, "target"), x._backend, what)
+    if t.shape != x.shape:
+        raise ValueError(f"{what}: target shape {t.shape} differs from the input's {x.shape} "
+                         "(PyTorch refuses it too); reshape one of them")
+    if x.size and _can_check_on_host(x):
+        lo, hi = float(ag.min(x).item()), float(ag.max(x).item())
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"{what}: all elements of input should be between 0 and 1 (got "
+                             f"values in [{lo}, {hi}], shape {x.shape}); for logits use "
+                             "binary_cross_entropy_with_logits")
+    b = x._backend
+    xd, td = x.data, t.data
+    out = -(td * _clamped_log(b.xp, xd) + (1.0 - td) * _clamped_log(b.xp, 1.0 - xd))
+    loss = _record(what, out, b, (x, t), (_bce_x, _bce_t), (x, t))
+    if weight is not None:
+        loss = loss * _float_like(weight, x, what, "weight")
+    return _reduce(loss, reduction, what)
+
+
+def _clamped_log(xp: Any, v: Any) -> Any:
+    """``max(log v, -100)`` for ``v`` in ``[0, 1]`` (no warning at 0), PyTorch's BCE log."""
+    pos = v > 0.0
+    return xp.where(pos, xp.maximum(xp.log(xp.where(pos, v, 1.0)), -100.0), -100.0)
+
+
+_BCE_EPS = 9.999999960041972e-13  # PyTorch's EPSILON: 1e-12 rounded to float32
+
+
+def _bce_x(xp: Any, g: Any, x: Any, t: Any) -> Any:
+    return g * (x - t) / xp.maximum((1.0 - x) * x, _BCE_EPS)
+
+
+def _bce_t(xp: Any, g: Any, x: Any, t: Any) -> Any:
+    # PyTorch's -logit(x), unclamped (±inf at 1 and 0), without log(0)'s warning
+    inside = (x > 0.0) & (x < 1.0)
+    safe = xp.where(inside, x, 0.5)
+    edge = xp.where(x > 0.0, -math.inf, math.inf)
+    return g * xp.where(inside, xp.log1p(-safe) - xp.log(safe), edge)
+
+
+elementwise(_bce_x, _bce_t)  # JVP rules derived: each is ḡ times a function of (x, t)
 
 
 def _unrelated(a: ag.Tensor, b: ag.Tensor) -> bool:
