@@ -401,6 +401,22 @@ def test_interpolate_unsupported_modes_say_so(mode):
         F.interpolate(ag.tensor(_rand(1, 1, 4, 4)), size=2, mode="nearest-exact", align_corners=True)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_interpolate_of_integers_in_a_linear_mode_raises_instead_of_truncating(mode):
+    """The interpolation weights were made in the input's dtype: an int64 image came back
+    int64 with every weight truncated to 0 (torch refuses integer input here)."""
+    xi = np.arange(24).reshape(2, 1, 3, 4)
+    with pytest.raises(NotImplementedError):
+        TF.interpolate(torch.tensor(xi), scale_factor=1.5, mode=mode)
+    with pytest.raises(TypeError, match="floating-point input"):
+        F.interpolate(ag.tensor(xi), scale_factor=1.5, mode=mode)
+    with pytest.raises(TypeError, match="floating-point input"):
+        F.interpolate(ag.tensor(xi[:, :, 0]), size=7, mode="linear")
+    near = F.interpolate(ag.tensor(xi), scale_factor=2, mode="nearest")  # copies: fine on ints
+    assert near.dtype == ag.int64
+    np.testing.assert_array_equal(_np(near), xi.repeat(2, axis=2).repeat(2, axis=3))
+
+
 # -- normalize, cosine_similarity, kl_div ------------------------------------------------------
 
 def _rows_with_zeros(shape, tiny=1e-10):

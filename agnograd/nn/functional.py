@@ -1971,6 +1971,11 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
     if nd < 1:
         raise ValueError(f"interpolate: input must be (N, C, *spatial), got shape {x.shape}")
     want = _LINEAR_MODES.get(mode)
+    if want is not None and x.dtype.kind != "f":
+        # (the weights would be made in the input's dtype: truncated to 0, a silent wrong result)
+        raise TypeError(f"interpolate: mode {mode!r} needs a floating-point input, not "
+                        f"{x.dtype} (shape {x.shape}; PyTorch refuses it too); convert it with "
+                        "ag.astype(x, ag.float32), or use mode='nearest'")
     if want is not None and nd != want:
         raise ValueError(f"interpolate: mode {mode!r} needs a {want + 2}-D input, got shape "
                          f"{x.shape}")
