@@ -248,6 +248,24 @@ def test_conv_transpose_padding_mode_as_torch():
         nn.ConvTranspose2d(2, 3, 3, padding_mode="reflect")
 
 
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize(("nd", "opts"), [
+    (1, dict(padding=2, stride=2)), (1, dict(padding="same", dilation=2)), (2, dict(padding=(2, 1))),
+    (2, dict(padding="same")), (2, dict(padding="valid"))], ids=str)
+def test_conv_padding_mode_as_torch(nd, opts, mode):
+    """``nn.Conv1d/2d(..., padding_mode=...)`` (a TypeError before): the input is padded with
+    the mode, then convolved without padding, as PyTorch does ('same' split as PyTorch's)."""
+    cls, tcls = (nn.Conv1d, torch.nn.Conv1d) if nd == 1 else (nn.Conv2d, torch.nn.Conv2d)
+    k = 4 if nd == 1 else (3, 4)
+    ours = cls(4, 6, k, groups=2, padding_mode=mode, dtype=ag.float64, **opts)
+    theirs = tcls(4, 6, k, groups=2, padding_mode=mode, dtype=torch.float64, **opts)
+    ours.load_state_dict({n: v.detach().numpy() for n, v in theirs.state_dict().items()})
+    _both(ours, theirs, [_rand(2, 4, *(6, 7)[:nd])])
+    _close(ours.weight.grad, theirs.weight.grad, 1e-10, 1e-11)
+    with pytest.raises(ValueError, match="padding_mode"):
+        cls(2, 2, 3, padding_mode="wrap")
+
+
 # -- F.pad, F.linear ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])

@@ -56,9 +56,13 @@ class _ConvNd(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Size, stride: Size = 1,
                  padding: Size | str = 0, dilation: Size = 1, groups: int = 1, bias: bool = True,
-                 backend: str | None = None, dtype: Any = None, seed: Seed = None,
-                 init: str = "glorot") -> None:
+                 padding_mode: str = "zeros", backend: str | None = None, dtype: Any = None,
+                 seed: Seed = None, init: str = "glorot") -> None:
         _check_channels(type(self).__name__, in_channels, out_channels, groups)
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"{type(self).__name__}: padding_mode must be 'zeros', 'reflect', "
+                             f"'replicate' or 'circular', not {padding_mode!r}")
+        self.padding_mode = padding_mode
         nd = self._nd
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
         self.kernel_size = _tuple(kernel_size, nd)
@@ -74,13 +78,23 @@ class _ConvNd(Module):
     def forward(self, x: ag.Tensor) -> ag.Tensor:
         check_input_dtype(self, x, self.weight)
         conv = F.conv1d if self._nd == 1 else F.conv2d
-        return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                    self.groups)
+        padding: tuple[int, ...] | str = self.padding
+        if self.padding_mode != "zeros" and padding != "valid":
+            # as PyTorch: pad with the mode (pairs from the last axis), then convolve unpadded
+            if isinstance(padding, str):  # "same"
+                totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+                pairs = [(t // 2, t - t // 2) for t in totals]
+            else:
+                pairs = [(p, p) for p in padding]
+            x = F.pad(x, [v for pair in reversed(pairs) for v in pair], mode=self.padding_mode)
+            padding = (0,) * self._nd
+        return conv(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
+        mode = f", padding_mode={self.padding_mode!r}" if self.padding_mode != "zeros" else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
-                f"groups={self.groups}, bias={self.bias is not None}")
+                f"groups={self.groups}, bias={self.bias is not None}{mode}")
 
 
 class Conv1d(_ConvNd):

@@ -34,7 +34,8 @@ from ..recompute import host_random
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softplus", "leaky_relu", "elu", "silu", "softmax",
     "log_softmax", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy",
-    "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
+    "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "one_hot", "dropout",
+    "layer_norm",
     "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
     "linear", "pad", "interpolate", "normalize", "cosine_similarity", "kl_div",
     "batch_norm", "group_norm", "instance_norm",
