@@ -407,7 +407,18 @@ def test_bicubic_same_size_forward_is_torchs_and_the_gradient_is_the_true_one():
     np.testing.assert_allclose(_np(xa.grad)[0, 0, 1, 2], fd, rtol=1e-7)
 
 
-@pytest.mark.parametrize("mode", ["area", "nearest-exact-ish"])
+@pytest.mark.parametrize(("shape", "kw"), [
+    ((2, 3, 7), dict(size=3)), ((2, 3, 7), dict(size=10)), ((2, 3, 7), dict(scale_factor=0.34)),
+    ((1, 2, 5, 7), dict(size=(2, 3))), ((1, 2, 5, 7), dict(size=(9, 4))),
+    ((1, 2, 5, 7), dict(scale_factor=0.5)),
+    ((1, 2, 3, 4, 5), dict(size=(2, 2, 2))), ((1, 2, 3, 4, 5), dict(scale_factor=(1.7, 0.5, 2.0))),
+], ids=str)
+def test_interpolate_area_is_torchs_adaptive_average(shape, kw):
+    _interp(_rand(*shape), dict(kw, mode="area"))
+    _interp(_rand(*shape).astype(np.float32), dict(kw, mode="area"), np.float32, tol=(1e-6, 1e-6))
+
+
+@pytest.mark.parametrize("mode", ["lanczos", "nearest-exact-ish"])
 def test_interpolate_unsupported_modes_say_so(mode):
     with pytest.raises(NotImplementedError, match=f"mode '{mode}' is not implemented"):
         F.interpolate(ag.tensor(_rand(1, 1, 4, 4)), size=2, mode=mode)
@@ -430,6 +441,8 @@ def test_interpolate_of_integers_in_a_linear_mode_raises_instead_of_truncating(m
         F.interpolate(ag.tensor(xi), scale_factor=1.5, mode=mode)
     with pytest.raises(TypeError, match="floating-point input"):
         F.interpolate(ag.tensor(xi[:, :, 0]), size=7, mode="linear")
+    with pytest.raises(TypeError, match="floating-point input"):
+        F.interpolate(ag.tensor(xi), size=2, mode="area")
     near = F.interpolate(ag.tensor(xi), scale_factor=2, mode="nearest")  # copies: fine on ints
     assert near.dtype == ag.int64
     np.testing.assert_array_equal(_np(near), xi.repeat(2, axis=2).repeat(2, axis=3))
@@ -658,7 +671,8 @@ def _forward(layers, x, labels, probs):
     h = layers["up"](h, output_size=(2 * h.shape[2], 2 * h.shape[3]))
     h = F.interpolate(h, scale_factor=(1.1, 0.5), mode="bilinear")
     h = layers["bn"](layers["inorm"](layers["gn"](h)))
-    h = F.interpolate(h, size=(3, 4), mode="bicubic", align_corners=True)
+    h = F.interpolate(h, size=(5, 4), mode="bicubic", align_corners=True)
+    h = F.interpolate(h, size=(3, 4), mode="area")
     s = ag.mean(h, axis=2)  # (N, 4, 4)
     s = layers["bn1"](layers["ct1"](s))  # (N, 2, 8)
     logits = layers["head"](ag.moveaxis(s, 1, -1))  # (N, 8, 4)
@@ -744,6 +758,8 @@ VMAPS = [
      lambda x: TF.interpolate(x, scale_factor=1.7, mode="bilinear"), [(3, 1, 2, 4, 5)], 0),
     ("interpolate-bicubic", lambda x: F.interpolate(x, size=(3, 7), mode="bicubic"),
      lambda x: TF.interpolate(x, size=(3, 7), mode="bicubic"), [(3, 1, 2, 4, 5)], 0),
+    ("interpolate-area", lambda x: F.interpolate(x, size=(3, 2), mode="area"),
+     lambda x: TF.interpolate(x, size=(3, 2), mode="area"), [(3, 1, 2, 4, 5)], 0),
     ("normalize", lambda x: F.normalize(x, dim=-1), lambda x: TF.normalize(x, dim=-1), [(4, 3, 5)], 0),
     ("cosine_similarity", lambda a, b: F.cosine_similarity(a, b, dim=-1),
      lambda a, b: TF.cosine_similarity(a, b, dim=-1), [(4, 3, 5), (5,)], (0, None)),
@@ -852,6 +868,7 @@ STRICT = [
      (1, 2, 3, 4, 5)),
     ("nearest-exact", lambda x: F.interpolate(x, size=(7, 3), mode="nearest-exact"), (2, 2, 4, 5)),
     ("nearest-double", lambda x: F.interpolate(x, scale_factor=2.1), (2, 2, 4, 5)),
+    ("area", lambda x: F.interpolate(x, size=(3, 7), mode="area"), (2, 2, 4, 5)),
     ("bce", lambda x: F.binary_cross_entropy(F.sigmoid(x), ag.ones_like(x) * 0.3), (3, 4)),
     ("cosine-tiny", lambda x: F.cosine_similarity(x * 1e-9, x[:1, :], dim=1), (3, 4)),
     ("linear-0d-bias", lambda x: F.linear(x, x[:2, :], ag.sum(x[0, :])), (3, 4)),

@@ -1955,16 +1955,15 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
     As PyTorch does, an axis whose output size equals its input size is copied by the linear
     modes whatever ``scale_factor`` says, and a 4-D ``"nearest"`` copies such an axis
     and takes ``i // 2`` where the output is twice the input. The gradient is the transposed
-    interpolation (gathers' scatter-adds). ``"area"`` and ``antialias=True`` raise
-    ``NotImplementedError``.
+    interpolation (gathers' scatter-adds). ``"area"`` is PyTorch's adaptive average pooling to
+    the output size (output ``i`` averages ``[floor(i·in/out), ceil((i+1)·in/out))``), one
+    matrix product per axis. ``antialias=True`` raises ``NotImplementedError``.
     """
     x = _t(input)
-    if mode not in ("nearest", "nearest-exact", *_LINEAR_MODES):
-        hint = ("; for an integer downsampling factor use avg_pool1d/avg_pool2d, which is what "
-                "'area' computes then" if mode == "area" else "")
+    if mode not in ("nearest", "nearest-exact", "area", *_LINEAR_MODES):
         raise NotImplementedError(f"interpolate: mode {mode!r} is not implemented; agnograd "
-                                  "supports 'nearest', 'nearest-exact', 'linear' (3-D input), "
-                                  f"'bilinear' and 'bicubic' (4-D) and 'trilinear' (5-D){hint}")
+                                  "supports 'nearest', 'nearest-exact', 'area', 'linear' (3-D "
+                                  "input), 'bilinear' and 'bicubic' (4-D) and 'trilinear' (5-D)")
     if antialias:
         raise NotImplementedError("interpolate: antialias=True is not implemented; downsample "
                                   "with avg_pool2d first or pass antialias=False")
@@ -1972,7 +1971,7 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
     if nd < 1:
         raise ValueError(f"interpolate: input must be (N, C, *spatial), got shape {x.shape}")
     want = _LINEAR_MODES.get(mode)
-    if want is not None and x.dtype.kind != "f":
+    if (want is not None or mode == "area") and x.dtype.kind != "f":
         # (the weights would be made in the input's dtype: truncated to 0, a silent wrong result)
         raise TypeError(f"interpolate: mode {mode!r} needs a floating-point input, not "
                         f"{x.dtype} (shape {x.shape}; PyTorch refuses it too); convert it with "
@@ -2014,6 +2013,12 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
                        or (mode == "nearest" and nd == 2)):
             continue  # PyTorch copies an axis of unchanged size (linear modes; 2-d nearest)
         scale = n / m if factors is None else 1.0 / factors[k]
+        if mode == "area":  # PyTorch's adaptive average pooling, one axis at a time
+            (mat,) = _resample_consts(x, ("area", n, m), lambda n=n, m=m: [_area_matrix(n, m)])
+            moved = ag.moveaxis(x, axis, -1)
+            a = ag.Tensor._wrap(b.xp.reshape(mat, (m, n)), b)
+            x = ag.moveaxis(moved @ ag.matrix_transpose(a), -1, axis)
+            continue
         if mode in ("nearest", "nearest-exact"):
             exact = mode == "nearest-exact"
             # PyTorch's 2-d nearest takes i // 2 at twice the size, whatever the factor
@@ -2065,6 +2070,18 @@ def _linear_index(n: int, m: int, scale: float, align_corners: bool
     i0 = [min(int(math.floor(v)), n - 1) for v in src]
     i1 = [min(i + 1, n - 1) for i in i0]
     return i0, i1, [float(v - i) for v, i in zip(src, i0)]
+
+
+def _area_matrix(n: int, m: int) -> list[float]:
+    """The ``(m, n)`` averaging matrix (row-major, flat) of PyTorch's adaptive average pooling
+    of ``n`` elements into ``m``: output ``i`` is the mean of
+    ``[floor(i n / m), ceil((i + 1) n / m))``."""
+    rows = [0.0] * (m * n)
+    for i in range(m):
+        lo, hi = (i * n) // m, -((-(i + 1) * n) // m)
+        for j in range(lo, hi):
+            rows[i * n + j] = 1.0 / (hi - lo)
+    return rows
 
 
 def _cubic_index(n: int, m: int, scale: float, align_corners: bool) -> tuple[list[Any], ...]:
