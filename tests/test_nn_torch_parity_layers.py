@@ -14,6 +14,7 @@ non-integer ``scale_factor``), agnograd keeps the true gradient; the test says s
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -28,7 +29,8 @@ from .conftest import AVAILABLE
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
-pytestmark = [pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning"),
+              pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")]
 
 
 def _np(t):
@@ -188,6 +190,24 @@ def test_instance_norm_defaults_are_torchs():
         assert (ours.affine, ours.track_running_stats, ours.eps, ours.momentum) == \
             (theirs.affine, theirs.track_running_stats, theirs.eps, theirs.momentum)
         assert list(ours.state_dict()) == list(theirs.state_dict()) == []
+
+
+@pytest.mark.parametrize(("cls", "tcls", "args", "shape"), [
+    (nn.BatchNorm1d, torch.nn.BatchNorm1d, (3,), (4, 3, 5)),
+    (nn.BatchNorm2d, torch.nn.BatchNorm2d, (3,), (2, 3, 2, 2)),
+    (nn.GroupNorm, torch.nn.GroupNorm, (2, 4), (2, 4, 5)),
+    (nn.InstanceNorm1d, torch.nn.InstanceNorm1d, (3,), (2, 3, 5))], ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize("affine", [True, False])
+def test_norm_layers_take_torchs_bias_argument(cls, tcls, args, shape, affine):
+    """``bias=False`` (PyTorch's newest argument: a weight without a bias) was a TypeError."""
+    ours = cls(*args, affine=affine, bias=False, dtype=ag.float64)
+    theirs = tcls(*args, affine=affine, bias=False, dtype=torch.float64)
+    assert ours.bias is None and theirs.bias is None
+    _copy_params(ours, theirs, 2)
+    _states_equal(ours, theirs, "bias=False")
+    _both(ours, theirs, [_rand(*shape, scale=2.0)])
+    if theirs.weight is not None:
+        _close(ours.weight.grad, theirs.weight.grad, 1e-10, 1e-11)
 
 
 # -- transposed convolutions -------------------------------------------------------------------
@@ -582,6 +602,52 @@ def test_bce_with_logits_extreme_logits_stay_finite(opts, reduction):
     ours, theirs = _module_pair(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss,
                                 {"pos_weight": np.array([[[1.0]], [[3.0]]]), "reduction": reduction})
     _both(ours, theirs, [_rand(2, 2, 3, 3), RNG.uniform(0, 1, (2, 2, 3, 3))])
+
+
+LEGACY = [(False, None), (None, False), (True, True), (False, True), (True, False)]
+
+
+@pytest.mark.parametrize(("size_average", "reduce"), LEGACY)
+def test_loss_functions_take_torchs_positional_arguments(size_average, reduce):
+    """The functionals have PyTorch's signatures, deprecated ``size_average``/``reduce``
+    included, so positional calls mean what they mean in PyTorch (``F.nll_loss(x, t, w, None,
+    1)``: ``ignore_index=1``); a string or an int in those places raises instead."""
+    x, t, p = _rand(4, 3), np.array([0, 2, 1, 1]), RNG.uniform(0, 1, (4, 3))
+    sa, rd = size_average, reduce
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _both(lambda a, b: F.cross_entropy(a, b, None, sa, 1, rd),
+              lambda a, b: TF.cross_entropy(a, b, None, sa, 1, rd), [x, t])
+        _both(lambda a, b: F.nll_loss(a, b, None, sa, 1, rd),
+              lambda a, b: TF.nll_loss(a, b, None, sa, 1, rd), [x, t])
+        _both(lambda a, b: F.binary_cross_entropy_with_logits(a, b, None, sa, rd),
+              lambda a, b: TF.binary_cross_entropy_with_logits(a, b, None, sa, rd), [x, p])
+        for name in ("mse_loss", "l1_loss", "smooth_l1_loss", "binary_cross_entropy"):
+            _both(lambda a, b, n=name: getattr(F, n)(a, b, sa, rd) if n != "binary_cross_entropy"
+                  else F.binary_cross_entropy(a, b, None, sa, rd),
+                  lambda a, b, n=name: getattr(TF, n)(a, b, sa, rd) if n != "binary_cross_entropy"
+                  else TF.binary_cross_entropy(a, b, None, sa, rd), [p, p[::-1].copy()])
+    for name in ("cross_entropy", "nll_loss", "binary_cross_entropy_with_logits", "binary_cross_entropy",
+                 "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div", "pad", "interpolate",
+                 "batch_norm", "instance_norm", "group_norm", "normalize"):
+        theirs = [n for n in inspect.signature(getattr(TF, name)).parameters if n != "out"]
+        assert list(inspect.signature(getattr(F, name)).parameters) == theirs, name
+    with pytest.raises(TypeError, match="reduction='sum' by keyword"):
+        F.mse_loss(ag.tensor(x), ag.tensor(x), "sum")
+    with pytest.raises(TypeError, match="ignore_index"):
+        F.cross_entropy(ag.tensor(x), ag.tensor(t), None, 1)  # an ignore_index in size_average's place
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss"])
+def test_regression_losses_take_torchs_elementwise_weight(name, reduction):
+    """PyTorch's ``weight`` of ``mse_loss``/``l1_loss`` (mean: ``Σ w l / Σ w``) and
+    ``huber_loss`` (mean: over the elements)."""
+    a, b, w = _rand(3, 4), _rand(3, 4), RNG.uniform(0.0, 2.0, (3, 4))
+    _both(lambda x, y, v: getattr(F, name)(x, y, reduction=reduction, weight=v),
+          lambda x, y, v: getattr(TF, name)(x, y, reduction=reduction, weight=v), [a, b, w])
+    with pytest.raises(ValueError, match="same size"):
+        getattr(F, name)(ag.tensor(a), ag.tensor(b), weight=ag.tensor(w[0]))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

@@ -160,18 +160,58 @@ def _reduce(loss: ag.Tensor, reduction: str, what: str) -> ag.Tensor:
     raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
 
 
-def mse_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean") -> ag.Tensor:
-    """Squared error ``(input - target)²``, averaged (``"mean"``), summed or elementwise."""
+def mse_loss(input: ag.Tensor, target: Any, size_average: bool | None = None,
+             reduce: bool | None = None, reduction: Reduction = "mean", weight: Any = None
+             ) -> ag.Tensor:
+    """Squared error ``(input - target)²``, averaged (``"mean"``), summed or elementwise, with
+    PyTorch's arguments (``size_average``/``reduce``: its deprecated spellings of
+    ``reduction``; ``weight``: one per element, the ``"mean"`` then ``Σ w·l / Σ w``)."""
+    reduction = _legacy_args("mse_loss", size_average, reduce, reduction)  # type: ignore[assignment]
     input = _t(input)
     target = _t(target, input)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} "
                          "differ")
     d = input - target
-    return _reduce(d * d, reduction, "mse_loss")
+    return _weighted_reduce(d * d, weight, input, reduction, "mse_loss", True)
 
 
-def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_index: int = -100,
+def _legacy_args(what: str, size_average: Any, reduce: Any, reduction: str) -> str:
+    """``reduction`` from PyTorch's deprecated ``size_average``/``reduce`` (in its positions);
+    a string or an int in their place -- a reduction or an ``ignore_index`` passed by
+    position, as agnograd's older signatures took them -- raises instead of being read as a
+    flag."""
+    for name, v in (("size_average", size_average), ("reduce", reduce)):
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, str):
+            raise TypeError(f"{what}: {v!r} is in the place of {name} (PyTorch's deprecated "
+                            f"argument, in its order); pass reduction={v!r} by keyword")
+        raise TypeError(f"{what}: {name} (PyTorch's deprecated argument, in its order) must be "
+                        f"a bool or None, not {v!r}; pass the argument you meant (ignore_index, "
+                        "reduction, ...) by keyword")
+    return _legacy_reduction(size_average, reduce, reduction)
+
+
+def _weighted_reduce(loss: ag.Tensor, weight: Any, input: ag.Tensor, reduction: str, what: str,
+                     by_weight: bool) -> ag.Tensor:
+    """PyTorch's elementwise ``weight`` of the regression losses (the input's shape): the
+    loss times it, and a ``"mean"`` that divides by ``Σ weight`` (``by_weight``: mse, l1) or
+    by the element count (huber)."""
+    if weight is None:
+        return _reduce(loss, reduction, what)
+    w = _float_like(weight, input, what, "weight")
+    if w.shape != input.shape:
+        raise ValueError(f"{what}: weight shape {w.shape} differs from the input's {input.shape} "
+                         "(PyTorch: 'Weights and input must have the same size')")
+    loss = loss * w
+    if reduction == "mean" and by_weight:
+        return ag.sum(loss) / ag.sum(w)
+    return _reduce(loss, reduction, what)
+
+
+def cross_entropy(input: ag.Tensor, target: Any, weight: Any = None, size_average: bool | None = None,
+                  ignore_index: int = -100, reduce: bool | None = None,
                   reduction: Reduction = "mean", label_smoothing: float = 0.0) -> ag.Tensor:
     """Softmax cross-entropy from unnormalised ``logits``, with PyTorch's arguments and semantics.
 
@@ -190,9 +230,11 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
     zero gradient when every label is ignored, and NaN gradients in the samples not ignored when
     their weights are all zero. Probabilities have no ignore_index. ``label_smoothing`` ``ε`` in
     ``[0, 1]`` mixes the target with the uniform
-    distribution: ``(1 - ε) p + ε/C``. The second through sixth parameters are PyTorch's, in its
-    order: ``reduction`` must be passed by keyword (a string in ``weight``'s place raises
-    ``TypeError``).
+    distribution: ``(1 - ε) p + ε/C``. The parameters are PyTorch's, in its order, the deprecated
+    ``size_average``/``reduce`` included (mapped to ``reduction`` as PyTorch maps them); a
+    string in ``weight``'s, ``size_average``'s or ``reduce``'s place, or an int in
+    ``size_average``'s, raises ``TypeError`` (pass ``reduction`` and ``ignore_index`` by
+    keyword). ``input`` holds the logits.
 
     Labels outside ``0..C-1`` (``C`` or more, or negative), other than ``ignore_index``, never
     give a silent number. Where the labels are in host memory -- NumPy, array_api_strict, PyTorch
@@ -209,10 +251,11 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
     not of the logits' shape raises ``ValueError`` (floating targets are probabilities).
     """
     what = "cross_entropy"
-    logits = _t(logits)
+    logits = _t(input)
     if isinstance(weight, str):
         raise TypeError(f"{what}: the third argument is weight (as in PyTorch), not the reduction "
                         f"{weight!r}; pass reduction={weight!r} by keyword")
+    reduction = _legacy_args(what, size_average, reduce, reduction)  # type: ignore[assignment]
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -797,7 +840,8 @@ def _softmax_cross_entropy(x: ag.Tensor, p: ag.Tensor, reduction: str, normalize
                    params=(reduction, normalized))
 
 
-def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any = None,
+def binary_cross_entropy_with_logits(input: ag.Tensor, target: Any, weight: Any = None,
+                                     size_average: bool | None = None, reduce: bool | None = None,
                                      reduction: Reduction = "mean", pos_weight: Any = None
                                      ) -> ag.Tensor:
     """Binary cross-entropy of ``sigmoid(logits)`` against ``target`` in ``[0, 1]``:
@@ -805,10 +849,12 @@ def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any
 
     ``weight`` (broadcast to the logits) rescales each element's loss; ``pos_weight`` (broadcast
     along the last axis: one per class) weighs the positive term, as in PyTorch:
-    ``(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``.
+    ``(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``. ``input`` holds the logits;
+    ``size_average``/``reduce`` are PyTorch's deprecated spellings of ``reduction``.
     """
     what = "binary_cross_entropy_with_logits"
-    logits = _t(logits)
+    reduction = _legacy_args(what, size_average, reduce, reduction)  # type: ignore[assignment]
+    logits = _t(input)
     target = _t(target, logits)
     if target.shape != logits.shape:
         raise ValueError(f"{what}: target shape {target.shape} differs from the logits' "
@@ -884,7 +930,7 @@ def _bce_t(xp: Any, g: Any, x: Any, t: Any) -> Any:
     # PyTorch's -logit(x), unclamped (±inf at 1 and 0), without log(0)'s warning
     inside = (x > 0.0) & (x < 1.0)
     safe = xp.where(inside, x, 0.5)
-    edge = xp.where(x > 0.0, -math.inf, math.inf)
+    edge = xp.where(x > 0.0, xp.full_like(x, -math.inf), math.inf)
     return g * xp.where(inside, xp.log1p(-safe) - xp.log(safe), edge)
 
 
@@ -920,28 +966,36 @@ def _pair(input: ag.Tensor, target: Any, what: str) -> tuple[ag.Tensor, ag.Tenso
     return input, target
 
 
-def l1_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean") -> ag.Tensor:
-    """Absolute error ``|input - target|`` (gradient ``sign(input - target)``, 0 at a tie)."""
+def l1_loss(input: ag.Tensor, target: Any, size_average: bool | None = None,
+            reduce: bool | None = None, reduction: Reduction = "mean", weight: Any = None
+            ) -> ag.Tensor:
+    """Absolute error ``|input - target|`` (gradient ``sign(input - target)``, 0 at a tie), with
+    PyTorch's arguments (see :func:`mse_loss`)."""
+    reduction = _legacy_args("l1_loss", size_average, reduce, reduction)  # type: ignore[assignment]
     input, target = _pair(input, target, "l1_loss")
-    return _reduce(ag.abs(input - target), reduction, "l1_loss")
+    return _weighted_reduce(ag.abs(input - target), weight, input, reduction, "l1_loss", True)
 
 
 def huber_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean",
-               delta: float = 1.0) -> ag.Tensor:
-    """``½ d²`` where ``|d| < delta``, else ``delta (|d| - ½ delta)``, for ``d = input - target``."""
+               delta: float = 1.0, weight: Any = None) -> ag.Tensor:
+    """``½ d²`` where ``|d| < delta``, else ``delta (|d| - ½ delta)``, for ``d = input - target``;
+    ``weight`` (the input's shape) multiplies each element's loss, and (as PyTorch) the
+    ``"mean"`` of a weighted loss divides by the element count, not by ``Σ weight``."""
     if not delta > 0:
         raise ValueError(f"huber_loss: delta must be positive, not {delta}")
     input, target = _pair(input, target, "huber_loss")
     d = input - target
     a = ag.abs(d)
-    return _reduce(ag.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta)), reduction,
-                   "huber_loss")
+    return _weighted_reduce(ag.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta)), weight,
+                            input, reduction, "huber_loss", False)
 
 
-def smooth_l1_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean",
-                   beta: float = 1.0) -> ag.Tensor:
+def smooth_l1_loss(input: ag.Tensor, target: Any, size_average: bool | None = None,
+                   reduce: bool | None = None, reduction: Reduction = "mean", beta: float = 1.0
+                   ) -> ag.Tensor:
     """``½ d² / beta`` where ``|d| < beta``, else ``|d| - ½ beta`` (``huber_loss / beta``;
-    ``beta = 0`` is :func:`l1_loss`)."""
+    ``beta = 0`` is :func:`l1_loss`); ``size_average``/``reduce`` as in :func:`mse_loss`."""
+    reduction = _legacy_args("smooth_l1_loss", size_average, reduce, reduction)  # type: ignore[assignment]
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, not {beta}")
     input, target = _pair(input, target, "smooth_l1_loss")
@@ -964,8 +1018,9 @@ def _int_target(target: Any, like: ag.Tensor, what: str) -> ag.Tensor:
     return t
 
 
-def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: int = -100,
-             reduction: Reduction = "mean") -> ag.Tensor:
+def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, size_average: bool | None = None,
+             ignore_index: int = -100, reduce: bool | None = None, reduction: Reduction = "mean"
+             ) -> ag.Tensor:
     """The negative log-likelihood ``-weight[t] · input[n, t]`` of log-probabilities ``input``
     of shape ``(N, C)`` or ``(N, C, d1, ...)`` (or ``(C,)``) at integer labels ``target`` of
     shape ``(N,)`` or ``(N, d1, ...)`` (or ``()``), as in PyTorch.
@@ -981,6 +1036,10 @@ def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: in
     ``-inf`` without harm.
     """
     what = "nll_loss"
+    if isinstance(weight, str):
+        raise TypeError(f"{what}: the third argument is weight (as in PyTorch), not the reduction "
+                        f"{weight!r}; pass reduction={weight!r} by keyword")
+    reduction = _legacy_args(what, size_average, reduce, reduction)  # type: ignore[assignment]
     x = _t(input)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
