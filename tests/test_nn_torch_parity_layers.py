@@ -468,6 +468,21 @@ def test_interpolate_of_integers_in_a_linear_mode_raises_instead_of_truncating(m
     np.testing.assert_array_equal(_np(near), xi.repeat(2, axis=2).repeat(2, axis=3))
 
 
+def test_numpy_integer_sizes_pads_and_float32_factors_as_torch():
+    """Sizes computed with NumPy (``np.int64``) and NumPy float factors, which torch takes,
+    raised (or, for a ``np.float32`` factor, failed with "not iterable")."""
+    x = _rand(1, 2, 4, 5)
+    for kw in (dict(size=(np.int64(3), 7)), dict(size=np.int64(6)), dict(scale_factor=np.float32(1.5)),
+               dict(scale_factor=(np.float64(0.5), np.float32(2.0)))):
+        _interp(x, kw)
+    p = (np.int64(1), 2, np.int32(0), 1)
+    _both(lambda t: F.pad(t, p, mode="reflect"), lambda t: TF.pad(t, p, mode="reflect"), [x])
+    with pytest.raises(ValueError, match="pad must be"):
+        F.pad(ag.tensor(x), (True, 1))
+    with pytest.raises(ValueError, match="size must be"):
+        F.interpolate(ag.tensor(x), size=(2.5, 3))
+
+
 # -- normalize, cosine_similarity, kl_div ------------------------------------------------------
 
 def _rows_with_zeros(shape, tiny=1e-10):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
+import operator
 import struct
 import weakref
 from collections.abc import Sequence
@@ -1881,8 +1883,9 @@ def pad(input: ag.Tensor, pad: Sequence[int], mode: str = "constant",
     concatenations, so the gradient of a padded element flows back to the element it copies.
     """
     x = _t(input)
-    pads = tuple(pad)
-    if len(pads) % 2 or not all(isinstance(p, int) for p in pads) or len(pads) // 2 > x.ndim:
+    pads = tuple(_as_int(p) for p in pad)  # (NumPy integers too, as PyTorch takes them)
+    if (len(pads) % 2 or not all(isinstance(p, int) and not isinstance(p, bool) for p in pads)
+            or len(pads) // 2 > x.ndim):
         raise ValueError(f"pad: pad must be an even-length sequence of ints, at most 2 per axis of "
                          f"the input (shape {x.shape}), not {pad!r}")
     if mode not in ("constant", "reflect", "replicate", "circular"):
@@ -2046,14 +2049,16 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
     ins = x.shape[2:]
     factors: tuple[float, ...] | None = None
     if size is not None:
-        outs = (size,) * nd if isinstance(size, int) else tuple(size)
+        one = _as_int(size)
+        outs = (one,) * nd if isinstance(one, int) else tuple(
+            _as_int(o) for o in cast("Sequence[int]", size))
         if len(outs) != nd or not all(isinstance(o, int) and o > 0 for o in outs):
             raise ValueError(f"interpolate: size must be a positive int or {nd} of them, not "
                              f"{size!r}")
     else:
         assert scale_factor is not None
-        factors = ((float(scale_factor),) * nd if isinstance(scale_factor, (int, float))
-                   else tuple(float(s) for s in scale_factor))
+        factors = ((float(scale_factor),) * nd if isinstance(scale_factor, numbers.Real)
+                   else tuple(float(s) for s in cast("Sequence[float]", scale_factor)))
         if len(factors) != nd or not all(s > 0 for s in factors):
             raise ValueError(f"interpolate: scale_factor must be a positive number or {nd} of "
                              f"them, not {scale_factor!r}")
@@ -2108,6 +2113,17 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
         lo = _take(x, i0, axis)
         x = lo + (_take(x, i1, axis) - lo) * wt
     return x
+
+
+def _as_int(v: Any) -> Any:
+    """``v`` as a Python int when it is an integer (a NumPy or PyTorch one included, not a
+    bool); anything else as it is, for the caller's check to name."""
+    if isinstance(v, bool) or isinstance(v, int):
+        return v
+    try:
+        return operator.index(v)
+    except TypeError:
+        return v
 
 
 def _nearest_index(n: int, m: int, scale: float, exact: bool = False) -> list[int]:
