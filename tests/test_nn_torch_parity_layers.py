@@ -968,3 +968,35 @@ def test_new_paths_agree_on_array_api_strict(fn, shape):
         out[b] = (_np(y), _np(t.grad))
     for a, c in zip(out["numpy"], out["array_api_strict"]):
         np.testing.assert_allclose(c, a, rtol=1e-13, atol=1e-14)
+
+
+def test_per_example_parameter_gradients_through_the_layers_match_torch_func():
+    """``vmap(grad(loss))`` over a batch with the parameters shared (``functional_call``), the
+    Opacus-style per-sample gradients, through a transposed convolution, GroupNorm,
+    InstanceNorm and a label-smoothed cross-entropy, as ``torch.func``."""
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.ConvTranspose1d(2, 4, 3, stride=2), torch.nn.GroupNorm(2, 4),
+                                 torch.nn.InstanceNorm1d(4, affine=True), torch.nn.Flatten(),
+                                 torch.nn.Linear(44, 3)).double()
+    f64 = ag.float64
+    ours = nn.Sequential(nn.ConvTranspose1d(2, 4, 3, stride=2, dtype=f64), nn.GroupNorm(2, 4, dtype=f64),
+                         nn.InstanceNorm1d(4, affine=True, dtype=f64), nn.Flatten(),
+                         nn.Linear(44, 3, dtype=f64))
+    ours.load_state_dict({f"layers.{k}": v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x, y = _rand(5, 2, 5), np.array([0, 2, 1, 1, 0])
+    tp = {k: v.detach() for k, v in theirs.named_parameters()}
+
+    def tloss(p, xb, yb):
+        out = torch.func.functional_call(theirs, p, (xb[None],))
+        return TF.cross_entropy(out, yb[None], label_smoothing=0.1)
+
+    def aloss(p, xb, yb):
+        out = nn.functional_call(ours, p, ag.expand_dims(xb, axis=0))
+        return F.cross_entropy(out, ag.expand_dims(yb, axis=0), label_smoothing=0.1)
+
+    tg = torch.func.vmap(torch.func.grad(tloss), in_dims=(None, 0, 0))(
+        tp, torch.tensor(x), torch.tensor(y))
+    grads = ag.vmap(ag.grad(aloss), in_axes=(None, 0, 0))(
+        {f"layers.{k}": ag.tensor(v.numpy()) for k, v in tp.items()}, ag.tensor(x), ag.tensor(y))
+    for k, v in tg.items():
+        _close(grads[f"layers.{k}"], v, 1e-10, 1e-12, k)
