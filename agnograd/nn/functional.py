@@ -882,8 +882,7 @@ def binary_cross_entropy(input: ag.Tensor, target: Any, weight: Any = None,
     ``x = 0`` or ``1`` gives a finite loss), then reduced. ``weight`` broadcasts to the input.
 
     One node whose rules are PyTorch's: ``x̄ = ḡ (x - t) / max(x (1 - x), ε)`` (``ε`` 1e-12 in
-    float32; finite at 0
-    and 1) and ``t̄ = -ḡ logit(x)`` (unclamped: ±inf at 0 and 1). Prefer
+    float32; finite at 0 and 1) and ``t̄ = -ḡ logit(x)`` (unclamped: ±inf at 0 and 1). Prefer
     :func:`binary_cross_entropy_with_logits` on logits: it is exact where ``sigmoid`` rounds to
     0 or 1. Inputs outside ``[0, 1]`` (or NaN) raise ``ValueError`` where the input is in host
     memory (as PyTorch's CPU check); elsewhere (GPU, Dask, inside ``ag.capture``) they give NaN.
@@ -893,7 +892,7 @@ def binary_cross_entropy(input: ag.Tensor, target: Any, weight: Any = None,
     x = _t(input)
     if x.dtype.kind != "f":
         raise TypeError(f"{what}: input must be floating-point probabilities, not {x.dtype}")
-    reduction = _legacy_reduction(size_average, reduce, reduction)
+    reduction = _legacy_args(what, size_average, reduce, reduction)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     t = _lift_to(_float_like(target, x, what, "target"), x._backend, what)
