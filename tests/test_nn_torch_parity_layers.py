@@ -438,12 +438,39 @@ def test_interpolate_area_is_torchs_adaptive_average(shape, kw):
     _interp(_rand(*shape).astype(np.float32), dict(kw, mode="area"), np.float32, tol=(1e-6, 1e-6))
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize(("shape", "kw"), [
+    ((2, 2, 8, 9), dict(size=(3, 4))), ((2, 2, 4, 4), dict(size=(9, 6))),
+    ((1, 2, 5, 7), dict(size=(5, 2))),
+    ((1, 2, 8, 9), dict(scale_factor=0.4)),
+    ((1, 2, 8, 9), dict(scale_factor=0.7, recompute_scale_factor=True)),
+    ((1, 1, 1, 6), dict(size=(3, 2)))], ids=str)
+def test_interpolate_antialias_is_torchs(shape, kw, mode, align_corners):
+    """``antialias=True`` (torchvision's resize default; it raised): PyTorch's filter whose
+    support widens with the downsampling factor, normalised weights."""
+    kw = dict(kw, mode=mode, antialias=True, align_corners=align_corners)
+    _interp(_rand(*shape), kw)
+    _interp(_rand(*shape).astype(np.float32), kw, np.float32, tol=(1e-5, 1e-6))
+
+
+def test_antialias_same_size_axis_is_copied_as_torchs_forward():
+    """Torch's antialiased forward copies an axis of unchanged size whatever the factor (its
+    backward does not: agnograd's gradient is the forward's)."""
+    x = np.repeat(np.arange(8.0)[:, None], 9, axis=1)[None, None] ** 2
+    for mode in ("bilinear", "bicubic"):
+        kw = dict(scale_factor=(1.1, 0.6), mode=mode, antialias=True)
+        y = F.interpolate(ag.tensor(x), **kw)
+        _close(y, TF.interpolate(torch.tensor(x), **kw))
+        np.testing.assert_allclose(_np(y)[0, 0, :, 0], np.arange(8.0) ** 2, rtol=1e-12)
+
+
 @pytest.mark.parametrize("mode", ["lanczos", "nearest-exact-ish"])
 def test_interpolate_unsupported_modes_say_so(mode):
     with pytest.raises(NotImplementedError, match=f"mode '{mode}' is not implemented"):
         F.interpolate(ag.tensor(_rand(1, 1, 4, 4)), size=2, mode=mode)
-    with pytest.raises(NotImplementedError, match="antialias"):
-        F.interpolate(ag.tensor(_rand(1, 1, 4, 4)), size=2, mode="bilinear", antialias=True)
+    with pytest.raises(ValueError, match="antialias"):
+        F.interpolate(ag.tensor(_rand(1, 1, 4, 4)), size=2, mode="nearest", antialias=True)
     with pytest.raises(ValueError, match="needs a 5-D input"):
         F.interpolate(ag.tensor(_rand(1, 1, 4, 4)), size=2, mode="trilinear")
     with pytest.raises(ValueError, match="align_corners"):
@@ -754,7 +781,8 @@ def _forward(layers, x, labels, probs):
     h = layers["bn"](layers["inorm"](layers["gn"](h)))
     h = F.interpolate(h, size=(5, 4), mode="bicubic", align_corners=True)
     h = F.interpolate(h, size=(3, 4), mode="area")
-    s = ag.mean(h, axis=2)  # (N, 4, 4)
+    h = F.interpolate(h, size=(3, 3), mode="bilinear", antialias=True)
+    s = ag.mean(F.pad(h, (0, 1), mode="replicate"), axis=2)  # (N, 4, 4)
     s = layers["bn1"](layers["ct1"](s))  # (N, 2, 8)
     logits = layers["head"](ag.moveaxis(s, 1, -1))  # (N, 8, 4)
     logits = ag.moveaxis(logits, -1, 1)  # (N, 4, 8): K-dim cross-entropy
@@ -950,6 +978,7 @@ STRICT = [
     ("nearest-exact", lambda x: F.interpolate(x, size=(7, 3), mode="nearest-exact"), (2, 2, 4, 5)),
     ("nearest-double", lambda x: F.interpolate(x, scale_factor=2.1), (2, 2, 4, 5)),
     ("area", lambda x: F.interpolate(x, size=(3, 7), mode="area"), (2, 2, 4, 5)),
+    ("antialias", lambda x: F.interpolate(x, size=(2, 3), mode="bicubic", antialias=True), (2, 2, 4, 5)),
     ("bce", lambda x: F.binary_cross_entropy(F.sigmoid(x), ag.ones_like(x) * 0.3), (3, 4)),
     ("cosine-tiny", lambda x: F.cosine_similarity(x * 1e-9, x[:1, :], dim=1), (3, 4)),
     ("linear-0d-bias", lambda x: F.linear(x, x[:2, :], ag.sum(x[0, :])), (3, 4)),

@@ -2014,20 +2014,22 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
     source elements. ``"bicubic"`` (4-D): PyTorch's cubic convolution (``A = -0.75``) on the
     four nearest source elements of each axis (edges repeated), the coordinate not clamped.
     As PyTorch does, an axis whose output size equals its input size is copied by the linear
-    modes whatever ``scale_factor`` says, and a 4-D ``"nearest"`` copies such an axis
+    and antialiased modes whatever ``scale_factor`` says, and a 4-D ``"nearest"`` copies such an axis
     and takes ``i // 2`` where the output is twice the input. The gradient is the transposed
     interpolation (gathers' scatter-adds). ``"area"`` is PyTorch's adaptive average pooling to
     the output size (output ``i`` averages ``[floor(i·in/out), ceil((i+1)·in/out))``), one
-    matrix product per axis. ``antialias=True`` raises ``NotImplementedError``.
+    matrix product per axis. ``antialias=True`` (``"bilinear"``/``"bicubic"``, 4-D) is
+    PyTorch's antialiased resampling (a triangle or ``a = -0.5`` cubic filter whose support
+    widens with the downsampling factor, weights normalised), one matrix product per axis.
     """
     x = _t(input)
     if mode not in ("nearest", "nearest-exact", "area", *_LINEAR_MODES):
         raise NotImplementedError(f"interpolate: mode {mode!r} is not implemented; agnograd "
                                   "supports 'nearest', 'nearest-exact', 'area', 'linear' (3-D "
                                   "input), 'bilinear' and 'bicubic' (4-D) and 'trilinear' (5-D)")
-    if antialias:
-        raise NotImplementedError("interpolate: antialias=True is not implemented; downsample "
-                                  "with avg_pool2d first or pass antialias=False")
+    if antialias and (mode not in ("bilinear", "bicubic") or x.ndim != 4):
+        raise ValueError(f"interpolate: antialias=True applies to mode 'bilinear' or 'bicubic' on "
+                         f"a 4-D input (as in PyTorch), not mode {mode!r} on shape {x.shape}")
     nd = x.ndim - 2
     if nd < 1:
         raise ValueError(f"interpolate: input must be (N, C, *spatial), got shape {x.shape}")
@@ -2071,13 +2073,19 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
     ac = bool(align_corners)
     for k in range(nd):
         axis, n, m = 2 + k, ins[k], outs[k]
-        if n == m and (factors is None or factors[k] == 1.0
+        if n == m and (factors is None or factors[k] == 1.0 or antialias
                        or mode in ("linear", "bilinear", "trilinear")
                        or (mode == "nearest" and nd == 2)):
-            continue  # PyTorch copies an axis of unchanged size (linear modes; 2-d nearest)
+            continue  # PyTorch copies an axis of unchanged size (linear, antialiased, 2-d nearest)
         scale = n / m if factors is None else 1.0 / factors[k]
-        if mode == "area":  # PyTorch's adaptive average pooling, one axis at a time
-            (mat,) = _resample_consts(x, ("area", n, m), lambda n=n, m=m: [_area_matrix(n, m)])
+        if mode == "area" or antialias:  # one (m, n) matrix per axis
+            if antialias:  # PyTorch's antialiased filter (support widened when downsampling)
+                sc = ((n - 1) / (m - 1) if m > 1 else 0.0) if ac else scale
+                (mat,) = _resample_consts(
+                    x, ("aa", n, m, sc, mode),
+                    lambda n=n, m=m, sc=sc: [_aa_matrix(n, m, sc, mode == "bicubic")])
+            else:  # PyTorch's adaptive average pooling
+                (mat,) = _resample_consts(x, ("area", n, m), lambda n=n, m=m: [_area_matrix(n, m)])
             moved = ag.moveaxis(x, axis, -1)
             a = ag.Tensor._wrap(b.xp.reshape(mat, (m, n)), b)
             x = ag.moveaxis(moved @ ag.matrix_transpose(a), -1, axis)
@@ -2155,6 +2163,35 @@ def _area_matrix(n: int, m: int) -> list[float]:
         lo, hi = (i * n) // m, -((-(i + 1) * n) // m)
         for j in range(lo, hi):
             rows[i * n + j] = 1.0 / (hi - lo)
+    return rows
+
+
+def _aa_matrix(n: int, m: int, scale: float, cubic: bool) -> list[float]:
+    """The ``(m, n)`` matrix (row-major, flat) of PyTorch's antialiased resampling along one
+    axis: a triangle (bilinear) or ``a = -0.5`` cubic filter centred at ``scale (i + ½)``, its
+    support widened by ``scale`` when downsampling, the weights normalised to sum to 1."""
+
+    def filt(v: float) -> float:
+        v = abs(v)
+        if not cubic:
+            return 1.0 - v if v < 1.0 else 0.0
+        a = -0.5
+        if v < 1.0:
+            return ((a + 2) * v - (a + 3)) * v * v + 1
+        return (((v - 5) * v + 8) * v - 4) * a if v < 2.0 else 0.0
+
+    half = 2.0 if cubic else 1.0
+    support = half * scale if scale >= 1.0 else half
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    rows = [0.0] * (m * n)
+    for i in range(m):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), n)
+        ws = [filt((j - center + 0.5) * inv) for j in range(lo, hi)]
+        total = sum(ws)
+        for j, w in zip(range(lo, hi), ws):
+            rows[i * n + j] = w / total if total else 0.0
     return rows
 
 

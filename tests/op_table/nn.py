@@ -155,6 +155,8 @@ OPS = [
     Op("nn.interpolate-trilinear", lambda x: F.interpolate(x, size=(3, 2, 5), mode="trilinear"),
        [((1, 1, 2, 3, 4),)]),
     Op("nn.interpolate-area", lambda x: F.interpolate(x, size=(2, 3), mode="area"), [((1, 2, 5, 4),)]),
+    Op("nn.interpolate-antialias", lambda x: F.interpolate(x, size=(2, 5), mode="bicubic", antialias=True),
+       [((1, 1, 5, 4),)]),
     Op("nn.interpolate-same-size-axis", lambda x: F.interpolate(x, scale_factor=(1.1, 2.0), mode="bilinear"),
        [((1, 1, 3, 4),)]),
     Op("nn.normalize", F.normalize, [((4, 3),)]),
