@@ -183,6 +183,27 @@ def test_group_norm_values_and_parameter_gradients(groups, shape, opts):
         _close(ours.bias.grad, theirs.bias.grad, 1e-10, 1e-11)
 
 
+def test_float32_layers_follow_torch():
+    """The layers in float32 (torch's default dtype) against torch's float32, to float32's
+    precision: a transposed convolution, GroupNorm, InstanceNorm with statistics, BatchNorm
+    with momentum=None, over three training steps."""
+    torch.manual_seed(1)
+    theirs = torch.nn.Sequential(
+        torch.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), torch.nn.GroupNorm(2, 4),
+        torch.nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
+        torch.nn.BatchNorm2d(4, momentum=None))
+    ours = nn.Sequential(nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1),
+                         nn.GroupNorm(2, 4), nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
+                         nn.BatchNorm2d(4, momentum=None))
+    ours.load_state_dict({f"layers.{k}": v.detach().numpy() for k, v in theirs.state_dict().items()})
+    for _ in range(3):
+        x = _rand(2, 3, 4, 5).astype(np.float32)
+        _both(ours, theirs, [x], 1e-4, 1e-5, dtype=np.float32)
+    for k, v in theirs.state_dict().items():
+        np.testing.assert_allclose(_np(ours.state_dict()[f"layers.{k}"]), v.detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_instance_norm_defaults_are_torchs():
     for cls, tcls in ((nn.InstanceNorm1d, torch.nn.InstanceNorm1d),
                       (nn.InstanceNorm2d, torch.nn.InstanceNorm2d)):
