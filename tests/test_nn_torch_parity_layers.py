@@ -496,6 +496,10 @@ def test_interpolate_unsupported_modes_say_so(mode):
         F.interpolate(ag.tensor(_rand(1, 1, 4, 4)), size=2, mode="trilinear")
     with pytest.raises(ValueError, match="align_corners"):
         F.interpolate(ag.tensor(_rand(1, 1, 4, 4)), size=2, mode="nearest-exact", align_corners=True)
+    with pytest.raises(ValueError, match="recompute_scale_factor"):
+        TF.interpolate(torch.ones(1, 1, 4), size=3, recompute_scale_factor=True)
+    with pytest.raises(ValueError, match="recompute_scale_factor"):
+        F.interpolate(ag.tensor(_rand(1, 1, 4)), size=3, recompute_scale_factor=True)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])

@@ -2050,6 +2050,9 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
     ins = x.shape[2:]
     factors: tuple[float, ...] | None = None
     if size is not None:
+        if recompute_scale_factor:
+            raise ValueError("interpolate: recompute_scale_factor is not meaningful with an "
+                             "explicit size (as PyTorch says); drop it or pass scale_factor")
         one = _as_int(size)
         outs = (one,) * nd if isinstance(one, int) else tuple(
             _as_int(o) for o in cast("Sequence[int]", size))
