@@ -299,9 +299,9 @@ def test_bce_with_logits_matches_torch(reduction, with_weight, with_pos_weight):
      lambda a, b, reduction: TF.huber_loss(a, b, reduction=reduction, delta=0.5)),
     (lambda a, b, reduction: F.huber_loss(a, b, reduction),
      lambda a, b, reduction: TF.huber_loss(a, b, reduction=reduction)),
-    (lambda a, b, reduction: F.smooth_l1_loss(a, b, reduction, beta=0.5),
+    (lambda a, b, reduction: F.smooth_l1_loss(a, b, reduction=reduction, beta=0.5),
      lambda a, b, reduction: TF.smooth_l1_loss(a, b, reduction=reduction, beta=0.5)),
-    (lambda a, b, reduction: F.smooth_l1_loss(a, b, reduction, beta=0.0),
+    (lambda a, b, reduction: F.smooth_l1_loss(a, b, reduction=reduction, beta=0.0),
      lambda a, b, reduction: TF.smooth_l1_loss(a, b, reduction=reduction, beta=0.0)),
 ])
 def test_regression_losses_match_torch(ours, theirs, reduction):

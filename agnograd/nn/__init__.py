@@ -56,6 +56,7 @@ from .layers import (
     Unflatten,
 )
 from .loss import (
+    BCELoss,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
     HuberLoss,
@@ -78,7 +79,8 @@ __all__ = [
     "Softplus", "LeakyReLU", "ELU", "SiLU", "ACTIVATIONS", "functional", "init", "host_rng",
     "HostRNG", "ConvTranspose1d", "ConvTranspose2d",
     "utils", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss",
-    "BCEWithLogitsLoss", "KLDivLoss", "save_training_state", "load_training_state", "CorruptFileError",
+    "BCELoss", "BCEWithLogitsLoss", "KLDivLoss", "save_training_state", "load_training_state",
+    "CorruptFileError",
     "BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention",  # rnn
 ]

@@ -56,9 +56,13 @@ class _ConvNd(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Size, stride: Size = 1,
                  padding: Size | str = 0, dilation: Size = 1, groups: int = 1, bias: bool = True,
-                 backend: str | None = None, dtype: Any = None, seed: Seed = None,
-                 init: str = "glorot") -> None:
+                 padding_mode: str = "zeros", backend: str | None = None, dtype: Any = None,
+                 seed: Seed = None, init: str = "glorot") -> None:
         _check_channels(type(self).__name__, in_channels, out_channels, groups)
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"{type(self).__name__}: padding_mode must be 'zeros', 'reflect', "
+                             f"'replicate' or 'circular', not {padding_mode!r}")
+        self.padding_mode = padding_mode
         nd = self._nd
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
         self.kernel_size = _tuple(kernel_size, nd)
@@ -74,13 +78,23 @@ class _ConvNd(Module):
     def forward(self, x: ag.Tensor) -> ag.Tensor:
         check_input_dtype(self, x, self.weight)
         conv = F.conv1d if self._nd == 1 else F.conv2d
-        return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                    self.groups)
+        padding: tuple[int, ...] | str = self.padding
+        if self.padding_mode != "zeros" and padding != "valid":
+            # as PyTorch: pad with the mode (pairs from the last axis), then convolve unpadded
+            if isinstance(padding, str):  # "same"
+                totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+                pairs = [(t // 2, t - t // 2) for t in totals]
+            else:
+                pairs = [(p, p) for p in padding]
+            x = F.pad(x, [v for pair in reversed(pairs) for v in pair], mode=self.padding_mode)
+            padding = (0,) * self._nd
+        return conv(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
+        mode = f", padding_mode={self.padding_mode!r}" if self.padding_mode != "zeros" else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, "
-                f"groups={self.groups}, bias={self.bias is not None}")
+                f"groups={self.groups}, bias={self.bias is not None}{mode}")
 
 
 class Conv1d(_ConvNd):
@@ -106,9 +120,13 @@ class _ConvTransposeNd(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Size, stride: Size = 1,
                  padding: Size = 0, output_padding: Size = 0, groups: int = 1, bias: bool = True,
-                 dilation: Size = 1, backend: str | None = None, dtype: Any = None,
-                 seed: Seed = None, init: str = "glorot") -> None:
+                 dilation: Size = 1, padding_mode: str = "zeros", backend: str | None = None,
+                 dtype: Any = None, seed: Seed = None, init: str = "glorot") -> None:
         _check_channels(type(self).__name__, in_channels, out_channels, groups)
+        if padding_mode != "zeros":
+            raise ValueError(f"{type(self).__name__}: only padding_mode='zeros' is supported for "
+                             f"a transposed convolution (as in PyTorch), not {padding_mode!r}")
+        self.padding_mode = padding_mode
         nd = self._nd
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
         self.kernel_size = _tuple(kernel_size, nd)
@@ -121,11 +139,38 @@ class _ConvTransposeNd(Module):
             self.out_channels // groups, self.in_channels, self.kernel_size, self.out_channels,
             bias, init, seed, backend, default_dtype(dtype))
 
-    def forward(self, x: ag.Tensor) -> ag.Tensor:
+    def forward(self, x: ag.Tensor, output_size: Sequence[int] | None = None) -> ag.Tensor:
+        """The transposed convolution of ``x``; ``output_size`` (the spatial sizes, or the
+        whole shape) picks the output padding among the sizes the stride allows, as PyTorch's
+        ``forward(input, output_size)``."""
         check_input_dtype(self, x, self.weight)
         conv = F.conv_transpose1d if self._nd == 1 else F.conv_transpose2d
-        return conv(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
-                    self.groups, self.dilation)
+        return conv(x, self.weight, self.bias, self.stride, self.padding,
+                    self._output_padding(x, output_size), self.groups, self.dilation)
+
+    def _output_padding(self, x: ag.Tensor, output_size: Sequence[int] | None
+                        ) -> tuple[int, ...]:
+        """PyTorch's ``_output_padding``: the output padding that gives ``output_size``."""
+        if output_size is None:
+            return self.output_padding
+        nd = self._nd
+        name = type(self).__name__
+        sizes = [int(v) for v in output_size]
+        lead = 2 if x.ndim == nd + 2 else 1
+        if len(sizes) == lead + nd:
+            sizes = sizes[lead:]
+        if len(sizes) != nd:
+            raise ValueError(f"{name}: output_size must have {nd} or {lead + nd} elements (got "
+                             f"{len(output_size)}: {list(output_size)}) for an input of shape "
+                             f"{x.shape}")
+        lo = [(x.shape[lead + d] - 1) * self.stride[d] - 2 * self.padding[d]
+              + self.dilation[d] * (self.kernel_size[d] - 1) + 1 for d in range(nd)]
+        hi = [v + s - 1 for v, s in zip(lo, self.stride)]
+        if any(not a <= v <= b for v, a, b in zip(sizes, lo, hi)):
+            raise ValueError(f"{name}: requested an output size of {sizes}, but valid sizes range "
+                             f"from {lo} to {hi} (for an input of shape {x.shape}); pick one in "
+                             "that range or change stride/padding")
+        return tuple(v - a for v, a in zip(sizes, lo))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
+import operator
 import struct
 import weakref
 from collections.abc import Sequence
@@ -34,7 +36,8 @@ from ..recompute import host_random
 __all__ = [
     "relu", "tanh", "sigmoid", "gelu", "softplus", "leaky_relu", "elu", "silu", "softmax",
     "log_softmax", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy",
-    "nll_loss", "binary_cross_entropy_with_logits", "one_hot", "dropout", "layer_norm",
+    "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "one_hot", "dropout",
+    "layer_norm",
     "embedding", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
     "linear", "pad", "interpolate", "normalize", "cosine_similarity", "kl_div",
     "batch_norm", "group_norm", "instance_norm",
@@ -160,18 +163,58 @@ def _reduce(loss: ag.Tensor, reduction: str, what: str) -> ag.Tensor:
     raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
 
 
-def mse_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean") -> ag.Tensor:
-    """Squared error ``(input - target)²``, averaged (``"mean"``), summed or elementwise."""
+def mse_loss(input: ag.Tensor, target: Any, size_average: bool | None = None,
+             reduce: bool | None = None, reduction: Reduction = "mean", weight: Any = None
+             ) -> ag.Tensor:
+    """Squared error ``(input - target)²``, averaged (``"mean"``), summed or elementwise, with
+    PyTorch's arguments (``size_average``/``reduce``: its deprecated spellings of
+    ``reduction``; ``weight``: one per element, the ``"mean"`` then ``Σ w·l / Σ w``)."""
+    reduction = _legacy_args("mse_loss", size_average, reduce, reduction)  # type: ignore[assignment]
     input = _t(input)
     target = _t(target, input)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} "
                          "differ")
     d = input - target
-    return _reduce(d * d, reduction, "mse_loss")
+    return _weighted_reduce(d * d, weight, input, reduction, "mse_loss", True)
 
 
-def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_index: int = -100,
+def _legacy_args(what: str, size_average: Any, reduce: Any, reduction: str) -> str:
+    """``reduction`` from PyTorch's deprecated ``size_average``/``reduce`` (in its positions);
+    a string or an int in their place -- a reduction or an ``ignore_index`` passed by
+    position, as agnograd's older signatures took them -- raises instead of being read as a
+    flag."""
+    for name, v in (("size_average", size_average), ("reduce", reduce)):
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, str):
+            raise TypeError(f"{what}: {v!r} is in the place of {name} (PyTorch's deprecated "
+                            f"argument, in its order); pass reduction={v!r} by keyword")
+        raise TypeError(f"{what}: {name} (PyTorch's deprecated argument, in its order) must be "
+                        f"a bool or None, not {v!r}; pass the argument you meant (ignore_index, "
+                        "reduction, ...) by keyword")
+    return _legacy_reduction(size_average, reduce, reduction)
+
+
+def _weighted_reduce(loss: ag.Tensor, weight: Any, input: ag.Tensor, reduction: str, what: str,
+                     by_weight: bool) -> ag.Tensor:
+    """PyTorch's elementwise ``weight`` of the regression losses (the input's shape): the
+    loss times it, and a ``"mean"`` that divides by ``Σ weight`` (``by_weight``: mse, l1) or
+    by the element count (huber)."""
+    if weight is None:
+        return _reduce(loss, reduction, what)
+    w = _float_like(weight, input, what, "weight")
+    if w.shape != input.shape:
+        raise ValueError(f"{what}: weight shape {w.shape} differs from the input's {input.shape} "
+                         "(PyTorch: 'Weights and input must have the same size')")
+    loss = loss * w
+    if reduction == "mean" and by_weight:
+        return ag.sum(loss) / ag.sum(w)
+    return _reduce(loss, reduction, what)
+
+
+def cross_entropy(input: ag.Tensor, target: Any, weight: Any = None, size_average: bool | None = None,
+                  ignore_index: int = -100, reduce: bool | None = None,
                   reduction: Reduction = "mean", label_smoothing: float = 0.0) -> ag.Tensor:
     """Softmax cross-entropy from unnormalised ``logits``, with PyTorch's arguments and semantics.
 
@@ -190,9 +233,11 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
     zero gradient when every label is ignored, and NaN gradients in the samples not ignored when
     their weights are all zero. Probabilities have no ignore_index. ``label_smoothing`` ``ε`` in
     ``[0, 1]`` mixes the target with the uniform
-    distribution: ``(1 - ε) p + ε/C``. The second through sixth parameters are PyTorch's, in its
-    order: ``reduction`` must be passed by keyword (a string in ``weight``'s place raises
-    ``TypeError``).
+    distribution: ``(1 - ε) p + ε/C``. The parameters are PyTorch's, in its order, the deprecated
+    ``size_average``/``reduce`` included (mapped to ``reduction`` as PyTorch maps them); a
+    string in ``weight``'s, ``size_average``'s or ``reduce``'s place, or an int in
+    ``size_average``'s, raises ``TypeError`` (pass ``reduction`` and ``ignore_index`` by
+    keyword). ``input`` holds the logits.
 
     Labels outside ``0..C-1`` (``C`` or more, or negative), other than ``ignore_index``, never
     give a silent number. Where the labels are in host memory -- NumPy, array_api_strict, PyTorch
@@ -209,10 +254,11 @@ def cross_entropy(logits: ag.Tensor, target: Any, weight: Any = None, ignore_ind
     not of the logits' shape raises ``ValueError`` (floating targets are probabilities).
     """
     what = "cross_entropy"
-    logits = _t(logits)
+    logits = _t(input)
     if isinstance(weight, str):
         raise TypeError(f"{what}: the third argument is weight (as in PyTorch), not the reduction "
                         f"{weight!r}; pass reduction={weight!r} by keyword")
+    reduction = _legacy_args(what, size_average, reduce, reduction)  # type: ignore[assignment]
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -797,7 +843,8 @@ def _softmax_cross_entropy(x: ag.Tensor, p: ag.Tensor, reduction: str, normalize
                    params=(reduction, normalized))
 
 
-def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any = None,
+def binary_cross_entropy_with_logits(input: ag.Tensor, target: Any, weight: Any = None,
+                                     size_average: bool | None = None, reduce: bool | None = None,
                                      reduction: Reduction = "mean", pos_weight: Any = None
                                      ) -> ag.Tensor:
     """Binary cross-entropy of ``sigmoid(logits)`` against ``target`` in ``[0, 1]``:
@@ -805,10 +852,12 @@ def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any
 
     ``weight`` (broadcast to the logits) rescales each element's loss; ``pos_weight`` (broadcast
     along the last axis: one per class) weighs the positive term, as in PyTorch:
-    ``(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``.
+    ``(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``. ``input`` holds the logits;
+    ``size_average``/``reduce`` are PyTorch's deprecated spellings of ``reduction``.
     """
     what = "binary_cross_entropy_with_logits"
-    logits = _t(logits)
+    reduction = _legacy_args(what, size_average, reduce, reduction)  # type: ignore[assignment]
+    logits = _t(input)
     target = _t(target, logits)
     if target.shape != logits.shape:
         raise ValueError(f"{what}: target shape {target.shape} differs from the logits' "
@@ -825,11 +874,80 @@ def binary_cross_entropy_with_logits(logits: ag.Tensor, target: Any, weight: Any
     return _reduce(loss, reduction, what)
 
 
+def binary_cross_entropy(input: ag.Tensor, target: Any, weight: Any = None,
+                         size_average: bool | None = None, reduce: bool | None = None,
+                         reduction: str = "mean") -> ag.Tensor:
+    """Binary cross-entropy of probabilities ``input`` in ``[0, 1]`` against ``target`` of the
+    same shape, as PyTorch's ``F.binary_cross_entropy``:
+    ``-weight · (t · log x + (1 - t) · log(1 - x))`` with each log clamped at ``-100`` (so
+    ``x = 0`` or ``1`` gives a finite loss), then reduced. ``weight`` broadcasts to the input.
+
+    One node whose rules are PyTorch's: ``x̄ = ḡ (x - t) / max(x (1 - x), ε)`` (``ε`` 1e-12 in
+    float32; finite at 0 and 1) and ``t̄ = -ḡ logit(x)`` (unclamped: ±inf at 0 and 1). Prefer
+    :func:`binary_cross_entropy_with_logits` on logits: it is exact where ``sigmoid`` rounds to
+    0 or 1. Inputs outside ``[0, 1]`` (or NaN) raise ``ValueError`` where the input is in host
+    memory (as PyTorch's CPU check); elsewhere (GPU, Dask, inside ``ag.capture``) they give NaN.
+    ``size_average``/``reduce`` are PyTorch's deprecated spellings of ``reduction``.
+    """
+    what = "binary_cross_entropy"
+    x = _t(input)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what}: input must be floating-point probabilities, not {x.dtype}")
+    reduction = _legacy_args(what, size_average, reduce, reduction)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    t = _lift_to(_float_like(target, x, what, "target"), x._backend, what)
+    if t.shape != x.shape:
+        raise ValueError(f"{what}: target shape {t.shape} differs from the input's {x.shape} "
+                         "(PyTorch refuses it too); reshape one of them")
+    if x.size and _can_check_on_host(x):
+        lo, hi = float(ag.min(x).item()), float(ag.max(x).item())
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"{what}: all elements of input should be between 0 and 1 (got "
+                             f"values in [{lo}, {hi}], shape {x.shape}); for logits use "
+                             "binary_cross_entropy_with_logits")
+    b = x._backend
+    xd, td = x.data, t.data
+    out = -(td * _clamped_log(b.xp, xd) + (1.0 - td) * _clamped_log(b.xp, 1.0 - xd))
+    loss = _record(what, out, b, (x, t), (_bce_x, _bce_t), (x, t))
+    if weight is not None:
+        loss = loss * _float_like(weight, x, what, "weight")
+    return _reduce(loss, reduction, what)
+
+
+def _clamped_log(xp: Any, v: Any) -> Any:
+    """``max(log v, -100)`` for ``v`` in ``[0, 1]`` (no warning at 0), PyTorch's BCE log."""
+    pos = v > 0.0
+    return xp.where(pos, xp.maximum(xp.log(xp.where(pos, v, 1.0)), -100.0), -100.0)
+
+
+_BCE_EPS = 9.999999960041972e-13  # PyTorch's EPSILON: 1e-12 rounded to float32
+
+
+def _bce_x(xp: Any, g: Any, x: Any, t: Any) -> Any:
+    return g * (x - t) / xp.maximum((1.0 - x) * x, _BCE_EPS)
+
+
+def _bce_t(xp: Any, g: Any, x: Any, t: Any) -> Any:
+    # PyTorch's -logit(x), unclamped (±inf at 1 and 0), without log(0)'s warning
+    inside = (x > 0.0) & (x < 1.0)
+    safe = xp.where(inside, x, 0.5)
+    edge = xp.where(x > 0.0, xp.full_like(x, -math.inf), math.inf)
+    return g * xp.where(inside, xp.log1p(-safe) - xp.log(safe), edge)
+
+
+elementwise(_bce_x, _bce_t)  # JVP rules derived: each is ḡ times a function of (x, t)
+
+
 def _unrelated(a: ag.Tensor, b: ag.Tensor) -> bool:
-    """Whether two operands' backends cannot meet in one op: different, and neither a vmap
-    level over the other (whose ops lift the lower one: a parameter shared by the examples)."""
+    """Whether two operands' backends cannot meet in one op: different, neither a vmap level
+    over the other (whose ops lift the lower one: a parameter shared by the examples), nor a
+    traced step's backend over its base."""
     ba, bb = a._backend, b._backend
-    return ba is not bb and not (_batching.below(ba, bb) or _batching.below(bb, ba))
+    # (and a constant Tensor made inside a traced step, on the trace's base backend: the ops
+    # take it as a constant of the trace, as agnograd._ops._common.higher does)
+    return ba is not bb and not (_batching.below(ba, bb) or _batching.below(bb, ba)
+                                 or ba.base is bb or bb.base is ba)
 
 
 def _float_like(v: Any, like: ag.Tensor, what: str, name: str) -> ag.Tensor:
@@ -850,28 +968,36 @@ def _pair(input: ag.Tensor, target: Any, what: str) -> tuple[ag.Tensor, ag.Tenso
     return input, target
 
 
-def l1_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean") -> ag.Tensor:
-    """Absolute error ``|input - target|`` (gradient ``sign(input - target)``, 0 at a tie)."""
+def l1_loss(input: ag.Tensor, target: Any, size_average: bool | None = None,
+            reduce: bool | None = None, reduction: Reduction = "mean", weight: Any = None
+            ) -> ag.Tensor:
+    """Absolute error ``|input - target|`` (gradient ``sign(input - target)``, 0 at a tie), with
+    PyTorch's arguments (see :func:`mse_loss`)."""
+    reduction = _legacy_args("l1_loss", size_average, reduce, reduction)  # type: ignore[assignment]
     input, target = _pair(input, target, "l1_loss")
-    return _reduce(ag.abs(input - target), reduction, "l1_loss")
+    return _weighted_reduce(ag.abs(input - target), weight, input, reduction, "l1_loss", True)
 
 
 def huber_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean",
-               delta: float = 1.0) -> ag.Tensor:
-    """``½ d²`` where ``|d| < delta``, else ``delta (|d| - ½ delta)``, for ``d = input - target``."""
+               delta: float = 1.0, weight: Any = None) -> ag.Tensor:
+    """``½ d²`` where ``|d| < delta``, else ``delta (|d| - ½ delta)``, for ``d = input - target``;
+    ``weight`` (the input's shape) multiplies each element's loss, and (as PyTorch) the
+    ``"mean"`` of a weighted loss divides by the element count, not by ``Σ weight``."""
     if not delta > 0:
         raise ValueError(f"huber_loss: delta must be positive, not {delta}")
     input, target = _pair(input, target, "huber_loss")
     d = input - target
     a = ag.abs(d)
-    return _reduce(ag.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta)), reduction,
-                   "huber_loss")
+    return _weighted_reduce(ag.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta)), weight,
+                            input, reduction, "huber_loss", False)
 
 
-def smooth_l1_loss(input: ag.Tensor, target: Any, reduction: Reduction = "mean",
-                   beta: float = 1.0) -> ag.Tensor:
+def smooth_l1_loss(input: ag.Tensor, target: Any, size_average: bool | None = None,
+                   reduce: bool | None = None, reduction: Reduction = "mean", beta: float = 1.0
+                   ) -> ag.Tensor:
     """``½ d² / beta`` where ``|d| < beta``, else ``|d| - ½ beta`` (``huber_loss / beta``;
-    ``beta = 0`` is :func:`l1_loss`)."""
+    ``beta = 0`` is :func:`l1_loss`); ``size_average``/``reduce`` as in :func:`mse_loss`."""
+    reduction = _legacy_args("smooth_l1_loss", size_average, reduce, reduction)  # type: ignore[assignment]
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, not {beta}")
     input, target = _pair(input, target, "smooth_l1_loss")
@@ -894,8 +1020,9 @@ def _int_target(target: Any, like: ag.Tensor, what: str) -> ag.Tensor:
     return t
 
 
-def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: int = -100,
-             reduction: Reduction = "mean") -> ag.Tensor:
+def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, size_average: bool | None = None,
+             ignore_index: int = -100, reduce: bool | None = None, reduction: Reduction = "mean"
+             ) -> ag.Tensor:
     """The negative log-likelihood ``-weight[t] · input[n, t]`` of log-probabilities ``input``
     of shape ``(N, C)`` or ``(N, C, d1, ...)`` (or ``(C,)``) at integer labels ``target`` of
     shape ``(N,)`` or ``(N, d1, ...)`` (or ``()``), as in PyTorch.
@@ -911,6 +1038,10 @@ def nll_loss(input: ag.Tensor, target: Any, weight: Any = None, ignore_index: in
     ``-inf`` without harm.
     """
     what = "nll_loss"
+    if isinstance(weight, str):
+        raise TypeError(f"{what}: the third argument is weight (as in PyTorch), not the reduction "
+                        f"{weight!r}; pass reduction={weight!r} by keyword")
+    reduction = _legacy_args(what, size_average, reduce, reduction)  # type: ignore[assignment]
     x = _t(input)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
@@ -1289,8 +1420,11 @@ def _linear(x: Any, w: ag.Tensor, bias: ag.Tensor | None) -> ag.Tensor:
     b = w._backend
     wd = w.data
     if (type(x) is not ag.Tensor or x._backend is not b or b.multi_device or x.ndim == 0
-            or x.data.dtype != wd.dtype or (bias is not None and bias.data.dtype != wd.dtype)
-            or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"):
+            or x.data.dtype != wd.dtype or x.shape[-1] != w.shape[1] or w.dtype.kind != "f"
+            or (bias is not None and (bias.data.dtype != wd.dtype or bias._backend is not b
+                                      or bias.shape != (w.shape[0],)))):
+        # (a bias that broadcasts -- () or (1,), as PyTorch allows -- takes the general ops,
+        # whose gradient sums back to its shape; the fused rule's is (out,))
         y: ag.Tensor = x @ w.mT
         return y if bias is None else y + bias
     try:
@@ -1749,8 +1883,9 @@ def pad(input: ag.Tensor, pad: Sequence[int], mode: str = "constant",
     concatenations, so the gradient of a padded element flows back to the element it copies.
     """
     x = _t(input)
-    pads = tuple(pad)
-    if len(pads) % 2 or not all(isinstance(p, int) for p in pads) or len(pads) // 2 > x.ndim:
+    pads = tuple(_as_int(p) for p in pad)  # (NumPy integers too, as PyTorch takes them)
+    if (len(pads) % 2 or not all(isinstance(p, int) and not isinstance(p, bool) for p in pads)
+            or len(pads) // 2 > x.ndim):
         raise ValueError(f"pad: pad must be an even-length sequence of ints, at most 2 per axis of "
                          f"the input (shape {x.shape}), not {pad!r}")
     if mode not in ("constant", "reflect", "replicate", "circular"):
@@ -1763,6 +1898,15 @@ def pad(input: ag.Tensor, pad: Sequence[int], mode: str = "constant",
         lo, hi = pads[2 * k], pads[2 * k + 1]
         if lo < 0 or hi < 0:  # crop
             n = x.shape[axis]
+            # as PyTorch: cropping more than the axis holds, or (reflect, replicate) leaving
+            # nothing to copy from, is an error -- never a silently empty or made-up result
+            if max(-lo, 0) + max(-hi, 0) > n:
+                raise ValueError(f"pad: the pads ({lo}, {hi}) crop more than the {n} elements of "
+                                 f"axis {axis} (input shape {x.shape}); crop less")
+            if mode in ("reflect", "replicate") and n + lo + hi <= 0:
+                raise ValueError(f"pad: the pads ({lo}, {hi}) leave axis {axis} (input shape "
+                                 f"{x.shape}) with {n + lo + hi} elements, which mode={mode!r} "
+                                 "cannot pad; crop less")
             x = _along(x, axis, max(-lo, 0), n - max(-hi, 0))
             lo, hi = max(lo, 0), max(hi, 0)
         if lo == 0 and hi == 0:
@@ -1851,6 +1995,9 @@ def _f32(v: float) -> float:
     return float(struct.unpack("f", struct.pack("f", v))[0])
 
 
+_LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3, "bicubic": 2}
+
+
 def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
                 scale_factor: float | Sequence[float] | None = None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
@@ -1861,42 +2008,62 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
 
     Modes: ``"nearest"`` (source index ``floor(i · scale)``, ``scale = 1 / scale_factor`` when
     a factor is given and ``recompute_scale_factor`` is not true, else ``in / out``),
-    ``"linear"`` (3-D input) and ``"bilinear"`` (4-D input): with ``align_corners=False`` (the
-    default) the source coordinate is ``max((i + ½) · scale - ½, 0)``, with ``True`` it is
+    ``"nearest-exact"`` (``floor((i + ½) · scale)``), ``"linear"`` (3-D input), ``"bilinear"``
+    (4-D), ``"trilinear"`` (5-D): with ``align_corners=False`` (the default) the source
+    coordinate is ``max((i + ½) · scale - ½, 0)``, with ``True`` it is
     ``i · (in - 1) / (out - 1)``; each axis is interpolated in turn between its two nearest
-    source elements. The gradient is the transposed interpolation (gathers' scatter-adds).
+    source elements. ``"bicubic"`` (4-D): PyTorch's cubic convolution (``A = -0.75``) on the
+    four nearest source elements of each axis (edges repeated), the coordinate not clamped.
+    As PyTorch does, an axis whose output size equals its input size is copied by the linear
+    and antialiased modes whatever ``scale_factor`` says, and a 4-D ``"nearest"`` copies such an axis
+    and takes ``i // 2`` where the output is twice the input. The gradient is the transposed
+    interpolation (gathers' scatter-adds). ``"area"`` is PyTorch's adaptive average pooling to
+    the output size (output ``i`` averages ``[floor(i·in/out), ceil((i+1)·in/out))``), one
+    matrix product per axis. ``antialias=True`` (``"bilinear"``/``"bicubic"``, 4-D) is
+    PyTorch's antialiased resampling (a triangle or ``a = -0.5`` cubic filter whose support
+    widens with the downsampling factor, weights normalised), one matrix product per axis.
     """
     x = _t(input)
-    if mode not in ("nearest", "linear", "bilinear"):
+    if mode not in ("nearest", "nearest-exact", "area", *_LINEAR_MODES):
         raise NotImplementedError(f"interpolate: mode {mode!r} is not implemented; agnograd "
-                                  "supports 'nearest', 'linear' (3-D input) and 'bilinear' "
-                                  "(4-D input)")
-    if antialias:
-        raise NotImplementedError("interpolate: antialias=True is not implemented; downsample "
-                                  "with avg_pool2d first or pass antialias=False")
+                                  "supports 'nearest', 'nearest-exact', 'area', 'linear' (3-D "
+                                  "input), 'bilinear' and 'bicubic' (4-D) and 'trilinear' (5-D)")
+    if antialias and (mode not in ("bilinear", "bicubic") or x.ndim != 4):
+        raise ValueError(f"interpolate: antialias=True applies to mode 'bilinear' or 'bicubic' on "
+                         f"a 4-D input (as in PyTorch), not mode {mode!r} on shape {x.shape}")
     nd = x.ndim - 2
     if nd < 1:
         raise ValueError(f"interpolate: input must be (N, C, *spatial), got shape {x.shape}")
-    want = {"linear": 1, "bilinear": 2}.get(mode)
+    want = _LINEAR_MODES.get(mode)
+    if (want is not None or mode == "area") and x.dtype.kind != "f":
+        # (the weights would be made in the input's dtype: truncated to 0, a silent wrong result)
+        raise TypeError(f"interpolate: mode {mode!r} needs a floating-point input, not "
+                        f"{x.dtype} (shape {x.shape}; PyTorch refuses it too); convert it with "
+                        "ag.astype(x, ag.float32), or use mode='nearest'")
     if want is not None and nd != want:
         raise ValueError(f"interpolate: mode {mode!r} needs a {want + 2}-D input, got shape "
                          f"{x.shape}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError("interpolate: align_corners only applies to the linear modes, not "
-                         "'nearest'; leave it None")
+    if want is None and align_corners is not None:
+        raise ValueError(f"interpolate: align_corners only applies to the linear and cubic "
+                         f"modes, not {mode!r}; leave it None")
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give exactly one of size and scale_factor")
     ins = x.shape[2:]
     factors: tuple[float, ...] | None = None
     if size is not None:
-        outs = (size,) * nd if isinstance(size, int) else tuple(size)
+        if recompute_scale_factor:
+            raise ValueError("interpolate: recompute_scale_factor is not meaningful with an "
+                             "explicit size (as PyTorch says); drop it or pass scale_factor")
+        one = _as_int(size)
+        outs = (one,) * nd if isinstance(one, int) else tuple(
+            _as_int(o) for o in cast("Sequence[int]", size))
         if len(outs) != nd or not all(isinstance(o, int) and o > 0 for o in outs):
             raise ValueError(f"interpolate: size must be a positive int or {nd} of them, not "
                              f"{size!r}")
     else:
         assert scale_factor is not None
-        factors = ((float(scale_factor),) * nd if isinstance(scale_factor, (int, float))
-                   else tuple(float(s) for s in scale_factor))
+        factors = ((float(scale_factor),) * nd if isinstance(scale_factor, numbers.Real)
+                   else tuple(float(s) for s in cast("Sequence[float]", scale_factor)))
         if len(factors) != nd or not all(s > 0 for s in factors):
             raise ValueError(f"interpolate: scale_factor must be a positive number or {nd} of "
                              f"them, not {scale_factor!r}")
@@ -1907,31 +2074,75 @@ def interpolate(input: ag.Tensor, size: int | Sequence[int] | None = None,
         if recompute_scale_factor:
             factors = None
     b = x._backend
+    ac = bool(align_corners)
     for k in range(nd):
         axis, n, m = 2 + k, ins[k], outs[k]
-        if n == m and (factors is None or factors[k] == 1.0):
-            continue
+        if n == m and (factors is None or factors[k] == 1.0 or antialias
+                       or mode in ("linear", "bilinear", "trilinear")
+                       or (mode == "nearest" and nd == 2)):
+            continue  # PyTorch copies an axis of unchanged size (linear, antialiased, 2-d nearest)
         scale = n / m if factors is None else 1.0 / factors[k]
-        if mode == "nearest":
-            (idx,) = _resample_consts(x, ("nearest", n, m, scale),
-                                      lambda n=n, m=m, scale=scale: [_nearest_index(n, m, scale)])
+        if mode == "area" or antialias:  # one (m, n) matrix per axis
+            if antialias:  # PyTorch's antialiased filter (support widened when downsampling)
+                sc = ((n - 1) / (m - 1) if m > 1 else 0.0) if ac else scale
+                (mat,) = _resample_consts(
+                    x, ("aa", n, m, sc, mode),
+                    lambda n=n, m=m, sc=sc: [_aa_matrix(n, m, sc, mode == "bicubic")])
+            else:  # PyTorch's adaptive average pooling
+                (mat,) = _resample_consts(x, ("area", n, m), lambda n=n, m=m: [_area_matrix(n, m)])
+            moved = ag.moveaxis(x, axis, -1)
+            a = ag.Tensor._wrap(b.xp.reshape(mat, (m, n)), b)
+            x = ag.moveaxis(moved @ ag.matrix_transpose(a), -1, axis)
+            continue
+        if mode in ("nearest", "nearest-exact"):
+            exact = mode == "nearest-exact"
+            # PyTorch's 2-d nearest takes i // 2 at twice the size, whatever the factor
+            half = not exact and nd == 2 and m == 2 * n
+            (idx,) = _resample_consts(
+                x, (mode, n, m, scale, half),
+                lambda n=n, m=m, scale=scale, exact=exact, half=half: [
+                    [i // 2 for i in range(m)] if half else _nearest_index(n, m, scale, exact)])
             x = _take(x, idx, axis)
             continue
-        i0, i1, w = _resample_consts(
-            x, ("linear", n, m, scale, bool(align_corners)),
-            lambda n=n, m=m, scale=scale: _linear_index(n, m, scale, bool(align_corners)))
         shape = [1] * x.ndim
         shape[axis] = m
+        if mode == "bicubic":
+            consts = _resample_consts(
+                x, ("cubic", n, m, scale, ac),
+                lambda n=n, m=m, scale=scale: _cubic_index(n, m, scale, ac))
+            y = None
+            for idx, w in zip(consts[:4], consts[4:]):
+                term = _take(x, idx, axis) * ag.Tensor._wrap(b.xp.reshape(w, tuple(shape)), b)
+                y = term if y is None else y + term
+            assert y is not None
+            x = y
+            continue
+        i0, i1, w = _resample_consts(
+            x, ("linear", n, m, scale, ac),
+            lambda n=n, m=m, scale=scale: _linear_index(n, m, scale, ac))
         wt = ag.Tensor._wrap(b.xp.reshape(w, tuple(shape)), b)
         lo = _take(x, i0, axis)
         x = lo + (_take(x, i1, axis) - lo) * wt
     return x
 
 
-def _nearest_index(n: int, m: int, scale: float) -> list[int]:
-    """PyTorch's nearest source indices: ``min(floor(i · scale), n - 1)`` in float32."""
+def _as_int(v: Any) -> Any:
+    """``v`` as a Python int when it is an integer (a NumPy or PyTorch one included, not a
+    bool); anything else as it is, for the caller's check to name."""
+    if isinstance(v, bool) or isinstance(v, int):
+        return v
+    try:
+        return operator.index(v)
+    except TypeError:
+        return v
+
+
+def _nearest_index(n: int, m: int, scale: float, exact: bool = False) -> list[int]:
+    """PyTorch's nearest source indices: ``min(floor(i · scale), n - 1)`` in float32 (for
+    ``"nearest-exact"``, ``floor((i + ½) · scale)``)."""
     s32 = _f32(scale)
-    return [min(int(math.floor(_f32(float(i) * s32))), n - 1) for i in range(m)]
+    off = 0.5 if exact else 0.0
+    return [min(int(math.floor(_f32((i + off) * s32))), n - 1) for i in range(m)]
 
 
 def _linear_index(n: int, m: int, scale: float, align_corners: bool
@@ -1947,6 +2158,74 @@ def _linear_index(n: int, m: int, scale: float, align_corners: bool
     return i0, i1, [float(v - i) for v, i in zip(src, i0)]
 
 
+def _area_matrix(n: int, m: int) -> list[float]:
+    """The ``(m, n)`` averaging matrix (row-major, flat) of PyTorch's adaptive average pooling
+    of ``n`` elements into ``m``: output ``i`` is the mean of
+    ``[floor(i n / m), ceil((i + 1) n / m))``."""
+    rows = [0.0] * (m * n)
+    for i in range(m):
+        lo, hi = (i * n) // m, -((-(i + 1) * n) // m)
+        for j in range(lo, hi):
+            rows[i * n + j] = 1.0 / (hi - lo)
+    return rows
+
+
+def _aa_matrix(n: int, m: int, scale: float, cubic: bool) -> list[float]:
+    """The ``(m, n)`` matrix (row-major, flat) of PyTorch's antialiased resampling along one
+    axis: a triangle (bilinear) or ``a = -0.5`` cubic filter centred at ``scale (i + ½)``, its
+    support widened by ``scale`` when downsampling, the weights normalised to sum to 1."""
+
+    def filt(v: float) -> float:
+        v = abs(v)
+        if not cubic:
+            return 1.0 - v if v < 1.0 else 0.0
+        a = -0.5
+        if v < 1.0:
+            return ((a + 2) * v - (a + 3)) * v * v + 1
+        return (((v - 5) * v + 8) * v - 4) * a if v < 2.0 else 0.0
+
+    half = 2.0 if cubic else 1.0
+    support = half * scale if scale >= 1.0 else half
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    rows = [0.0] * (m * n)
+    for i in range(m):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), n)
+        ws = [filt((j - center + 0.5) * inv) for j in range(lo, hi)]
+        total = sum(ws)
+        for j, w in zip(range(lo, hi), ws):
+            rows[i * n + j] = w / total if total else 0.0
+    return rows
+
+
+def _cubic_index(n: int, m: int, scale: float, align_corners: bool) -> tuple[list[Any], ...]:
+    """PyTorch's bicubic taps along one axis: four source indices (clamped to the axis) and
+    their cubic-convolution weights (``A = -0.75``) for each of ``m`` outputs."""
+    a = -0.75
+
+    def near(t: float) -> float:  # |t| <= 1
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+
+    def far(t: float) -> float:  # 1 < |t| < 2
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+
+    if align_corners:
+        step = (n - 1) / (m - 1) if m > 1 else 0.0
+        src = [i * step for i in range(m)]
+    else:
+        src = [(i + 0.5) * scale - 0.5 for i in range(m)]
+    idx: list[list[int]] = [[], [], [], []]
+    wts: list[list[float]] = [[], [], [], []]
+    for v in src:
+        i0 = min(int(math.floor(v)), n - 1)
+        t = min(max(v - i0, 0.0), 1.0)
+        for j, wj in enumerate((far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t))):
+            idx[j].append(min(max(i0 - 1 + j, 0), n - 1))
+            wts[j].append(float(wj))
+    return (*idx, *wts)
+
+
 def normalize(input: ag.Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> ag.Tensor:
     """``input / max(‖input‖_p, eps)`` with the norm along ``dim`` (PyTorch's
     ``F.normalize``); a zero vector stays zero (with a finite gradient)."""
@@ -1959,7 +2238,9 @@ def cosine_similarity(x1: ag.Tensor, x2: ag.Tensor, dim: int = 1, eps: float = 1
                       ) -> ag.Tensor:
     """``Σ x1 x2 / (max(‖x1‖, eps) · max(‖x2‖, eps))`` along ``dim`` after broadcasting the
     two (PyTorch's ``F.cosine_similarity``): each vector is divided by its clamped norm, then
-    the products summed."""
+    the products summed. As in PyTorch, the clamp is not differentiated (PyTorch clamps the
+    norms in place under ``no_grad``): a vector whose norm is below ``eps`` but not zero gets
+    the gradient of ``x / ‖x‖`` through its norm, evaluated with the denominator ``eps``."""
     a = _t(x1)
     c = _t(x2, a)
     shape = cast("tuple[int, ...]", ag.broadcast_shapes(a.shape, c.shape))
@@ -1967,9 +2248,20 @@ def cosine_similarity(x1: ag.Tensor, x2: ag.Tensor, dim: int = 1, eps: float = 1
         a = ag.broadcast_to(a, shape)
     if c.shape != shape:
         c = ag.broadcast_to(c, shape)
-    na = ag.maximum(ag.linalg.vector_norm(a, axis=dim, keepdims=True), eps)
-    nc = ag.maximum(ag.linalg.vector_norm(c, axis=dim, keepdims=True), eps)
+    na = _clamped_norm(a, dim, eps)
+    nc = _clamped_norm(c, dim, eps)
     return ag.sum((a / na) * (c / nc), axis=dim)
+
+
+def _clamped_norm(x: ag.Tensor, dim: int, eps: float) -> ag.Tensor:
+    """``max(‖x‖, eps)`` along ``dim`` (kept) whose gradient is the norm's, unclamped:
+    PyTorch's ``norm.clamp_min_(eps)`` under ``no_grad``. The value is exactly the clamp
+    (``n - n`` is 0), the derivative ``∂‖x‖``."""
+    n = ag.linalg.vector_norm(x, axis=dim, keepdims=True)
+    nd = n.detach()
+    # (an overflowed norm stays inf, as PyTorch's: inf - inf would be NaN)
+    nf = ag.where(ag.isfinite(nd), n, ag.zeros_like(nd))
+    return ag.maximum(nd, eps) + (nf - nf.detach())
 
 
 def _legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:

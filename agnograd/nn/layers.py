@@ -867,9 +867,10 @@ class MLP(Module):
 
 class _NormBase(Module):
     """Per-channel normalisation with PyTorch's state: ``weight`` (ones) and ``bias`` (zeros)
-    when ``affine``; ``running_mean`` (zeros), ``running_var`` (ones) and the int64 0-d
-    ``num_batches_tracked`` when ``track_running_stats`` -- buffers (:meth:`Module.register_buffer`:
-    state, not parameters), saved under PyTorch's names and updated in place, so a captured or
+    when ``affine`` (no ``bias`` with ``bias=False``, PyTorch's newest argument);
+    ``running_mean`` (zeros), ``running_var`` (ones) and the int64 0-d ``num_batches_tracked``
+    when ``track_running_stats`` -- buffers (:meth:`Module.register_buffer`: state, not
+    parameters), saved under PyTorch's names and updated in place, so a captured or
     jitted step replays their update."""
 
     _dims: tuple[int, ...] = ()  # the accepted input ranks
@@ -880,7 +881,7 @@ class _NormBase(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
-                 backend: str | None = None, dtype: Any = None) -> None:
+                 backend: str | None = None, dtype: Any = None, bias: bool = True) -> None:
         if num_features < 1:
             raise ValueError(f"{type(self).__name__}({num_features}): num_features must be "
                              "positive")
@@ -893,9 +894,10 @@ class _NormBase(Module):
         self.weight: ag.Tensor | None = None
         self.bias: ag.Tensor | None = None
         with ag.default_backend(backend or ag.get_default_backend().name):
-            if self.affine:
+            if self.affine:  # (bias=False: a weight only, as PyTorch's)
                 self.weight = ag.ones(self.num_features, dtype=dtype).requires_grad_()
-                self.bias = ag.zeros(self.num_features, dtype=dtype).requires_grad_()
+                if bias:
+                    self.bias = ag.zeros(self.num_features, dtype=dtype).requires_grad_()
             track = self.track_running_stats  # else None, as PyTorch registers them
             self.register_buffer("running_mean",
                                  ag.zeros(self.num_features, dtype=dtype) if track else None)
@@ -981,8 +983,9 @@ class BatchNorm2d(_BatchNorm):
 class _InstanceNorm(_NormBase):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = False, track_running_stats: bool = False,
-                 backend: str | None = None, dtype: Any = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, backend, dtype)
+                 backend: str | None = None, dtype: Any = None, bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, backend, dtype,
+                         bias)
 
     def forward(self, x: Any) -> ag.Tensor:
         x = self._check(x)
@@ -1028,7 +1031,7 @@ class GroupNorm(Module):
     per-channel ``weight`` (ones) and ``bias`` (zeros)."""
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
-                 backend: str | None = None, dtype: Any = None) -> None:
+                 backend: str | None = None, dtype: Any = None, bias: bool = True) -> None:
         if num_groups < 1 or num_channels % num_groups:
             raise ValueError(f"GroupNorm({num_groups}, {num_channels}): num_groups must divide "
                              "num_channels")
@@ -1039,10 +1042,11 @@ class GroupNorm(Module):
         dtype = default_dtype(dtype)
         self.weight: ag.Tensor | None = None
         self.bias: ag.Tensor | None = None
-        if self.affine:
+        if self.affine:  # (bias=False: a weight only, as PyTorch's)
             with ag.default_backend(backend or ag.get_default_backend().name):
                 self.weight = ag.ones(self.num_channels, dtype=dtype).requires_grad_()
-                self.bias = ag.zeros(self.num_channels, dtype=dtype).requires_grad_()
+                if bias:
+                    self.bias = ag.zeros(self.num_channels, dtype=dtype).requires_grad_()
 
     def forward(self, x: Any) -> ag.Tensor:
         x = x if isinstance(x, ag.Tensor) else ag.as_tensor(x)

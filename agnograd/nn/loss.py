@@ -17,7 +17,7 @@ from .functional import _legacy_reduction
 from .module import Module
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss",
-           "BCEWithLogitsLoss", "KLDivLoss"]
+           "BCELoss", "BCEWithLogitsLoss", "KLDivLoss"]
 
 
 def _buffer(v: Any) -> ag.Tensor | None:
@@ -160,6 +160,21 @@ class SmoothL1Loss(_Loss):
     def forward(self, input: ag.Tensor, target: Any) -> ag.Tensor:
         return F.smooth_l1_loss(input, target, reduction=self.reduction,  # type: ignore[arg-type]
                                 beta=self.beta)
+
+
+class BCELoss(_WeightedLoss):
+    """:func:`~agnograd.nn.functional.binary_cross_entropy` as a module: ``loss(input, target)``
+    with probabilities ``input`` in ``[0, 1]`` (logs clamped at -100, as PyTorch's).
+
+    Args:
+        weight: a weight per element, broadcast to the input (a buffer), or ``None``.
+        size_average: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"sum"``).
+        reduce: PyTorch's deprecated spelling of ``reduction`` (``False``: ``"none"``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    def forward(self, input: ag.Tensor, target: Any) -> ag.Tensor:
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):

@@ -55,6 +55,11 @@ OPS = [
        + ag.sum(F.mse_loss(x, t, reduction="none") * x), [((4, 3), (4, 3))]),
     Op("nn.binary_cross_entropy_with_logits",
        lambda x, t: F.binary_cross_entropy_with_logits(x, 0.5 * ag.tanh(t) + 0.5), [((4, 3), (4, 3))]),
+    Op("nn.binary_cross_entropy", lambda x, t: F.binary_cross_entropy(
+        0.45 * ag.tanh(x) + 0.5, 0.5 * ag.tanh(t) + 0.5), [((4, 3), (4, 3))]),
+    Op("nn.binary_cross_entropy-weight-none", lambda x: F.binary_cross_entropy(
+        0.45 * ag.tanh(x) + 0.5, like(x, [[0.0, 1.0, 0.3]] * 4), weight=like(x, [0.5, 1.0, 2.0]),
+        reduction="none"), [((4, 3),)]),
     Op("nn.binary_cross_entropy_with_logits-none", lambda x: F.binary_cross_entropy_with_logits(
         x, like(x, [[0.0, 1.0, 0.3]] * 4), reduction="none"), [((4, 3),)]),
     # activations added with the CNN layers
@@ -140,6 +145,20 @@ OPS = [
     Op("nn.interpolate-bilinear-align-corners", lambda x: F.interpolate(
         x, scale_factor=1.5, mode="bilinear", align_corners=True), [((1, 1, 3, 4),)]),
     Op("nn.interpolate-linear", lambda x: F.interpolate(x, size=7, mode="linear"), [((2, 1, 4),)]),
+    # (the parity audit's modes: tests/test_nn_torch_parity_layers.py compares them with torch)
+    Op("nn.interpolate-nearest-exact", lambda x: F.interpolate(x, size=(5, 3), mode="nearest-exact"),
+       [((1, 2, 3, 4),)]),
+    Op("nn.interpolate-bicubic", lambda x: F.interpolate(x, scale_factor=1.7, mode="bicubic"),
+       [((1, 1, 3, 4),)]),
+    Op("nn.interpolate-bicubic-align-corners", lambda x: F.interpolate(
+        x, size=(2, 5), mode="bicubic", align_corners=True), [((1, 1, 3, 4),)]),
+    Op("nn.interpolate-trilinear", lambda x: F.interpolate(x, size=(3, 2, 5), mode="trilinear"),
+       [((1, 1, 2, 3, 4),)]),
+    Op("nn.interpolate-area", lambda x: F.interpolate(x, size=(2, 3), mode="area"), [((1, 2, 5, 4),)]),
+    Op("nn.interpolate-antialias", lambda x: F.interpolate(x, size=(2, 5), mode="bicubic", antialias=True),
+       [((1, 1, 5, 4),)]),
+    Op("nn.interpolate-same-size-axis", lambda x: F.interpolate(x, scale_factor=(1.1, 2.0), mode="bilinear"),
+       [((1, 1, 3, 4),)]),
     Op("nn.normalize", F.normalize, [((4, 3),)]),
     Op("nn.normalize-p1-dim0", lambda x: F.normalize(x, p=1.0, dim=0), [((4, 3),)],
        make=_away_from_zero),
