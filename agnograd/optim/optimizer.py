@@ -34,6 +34,9 @@ def _real_scalar_like(p: ag.Tensor, value: float) -> ag.Tensor:
         return ag.full((), value, dtype=_real_dtype(p.dtype), device=p.device)
 
 
+_setdefault = dict.setdefault
+
+
 class ParamState(dict[int, dict[str, Any]]):
     """An optimizer's per-parameter state: ``id(param) -> {name: value}``, and indexable by the
     parameter itself as PyTorch's ``optimizer.state[p]`` (a Tensor key stands for its ``id``;
@@ -310,7 +313,7 @@ class Optimizer(_capture.Holder):
                     g = p.grad
                     if g is None:
                         continue
-                    state = self.state.setdefault(id(p), {})
+                    state = _setdefault(self.state, id(p), {})  # (dict's own, in C: the hot loop)
                     if self.capturable:
                         group = {**group, "lr": self._device_scalar(gi, "lr", p)}
                     self._update(p, g.detach(), state, group)
