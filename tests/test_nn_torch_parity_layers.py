@@ -195,12 +195,12 @@ def test_float32_layers_follow_torch():
     ours = nn.Sequential(nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1),
                          nn.GroupNorm(2, 4), nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
                          nn.BatchNorm2d(4, momentum=None))
-    ours.load_state_dict({f"layers.{k}": v.detach().numpy() for k, v in theirs.state_dict().items()})
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     for _ in range(3):
         x = _rand(2, 3, 4, 5).astype(np.float32)
         _both(ours, theirs, [x], 1e-4, 1e-5, dtype=np.float32)
     for k, v in theirs.state_dict().items():
-        np.testing.assert_allclose(_np(ours.state_dict()[f"layers.{k}"]), v.detach().numpy(),
+        np.testing.assert_allclose(_np(ours.state_dict()[k]), v.detach().numpy(),
                                    rtol=1e-5, atol=1e-6)
 
 
@@ -949,7 +949,7 @@ def test_norm_layers_under_vmap_with_torch_func_functional_call():
             p.uniform_(0.5, 1.5)
         theirs[2].running_mean.uniform_(-1, 1)
         theirs[2].running_var.uniform_(0.5, 2)
-    ours.load_state_dict({f"layers.{k}": v.numpy() for k, v in theirs.state_dict().items()})
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
     ours.eval()
     theirs.eval()
     x = _rand(5, 3, 2, 4)
@@ -1036,7 +1036,7 @@ def test_per_example_parameter_gradients_through_the_layers_match_torch_func():
     ours = nn.Sequential(nn.ConvTranspose1d(2, 4, 3, stride=2, dtype=f64), nn.GroupNorm(2, 4, dtype=f64),
                          nn.InstanceNorm1d(4, affine=True, dtype=f64), nn.Flatten(),
                          nn.Linear(44, 3, dtype=f64))
-    ours.load_state_dict({f"layers.{k}": v.detach().numpy() for k, v in theirs.state_dict().items()})
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     x, y = _rand(5, 2, 5), np.array([0, 2, 1, 1, 0])
     tp = {k: v.detach() for k, v in theirs.named_parameters()}
 
@@ -1051,6 +1051,6 @@ def test_per_example_parameter_gradients_through_the_layers_match_torch_func():
     tg = torch.func.vmap(torch.func.grad(tloss), in_dims=(None, 0, 0))(
         tp, torch.tensor(x), torch.tensor(y))
     grads = ag.vmap(ag.grad(aloss), in_axes=(None, 0, 0))(
-        {f"layers.{k}": ag.tensor(v.numpy()) for k, v in tp.items()}, ag.tensor(x), ag.tensor(y))
+        {k: ag.tensor(v.numpy()) for k, v in tp.items()}, ag.tensor(x), ag.tensor(y))
     for k, v in tg.items():
-        _close(grads[f"layers.{k}"], v, 1e-10, 1e-12, k)
+        _close(grads[k], v, 1e-10, 1e-12, k)
