@@ -351,23 +351,27 @@ def _check_module(m: Any, where: str) -> Module:
     return m
 
 
-class ModuleDict(Module):
-    """A dict of modules (string keys, insertion order) whose parameters the container finds:
-    ``heads.cls.weight``, as in PyTorch. Keys must be identifiers-like names without ``.``, not
-    starting with ``_``, and not the name of a method. It has no ``forward``."""
+class _KeyedModule(Module):
+    """The dict interface of :class:`ModuleDict` and :class:`ParameterDict`: string keys in
+    insertion order, each entry an attribute (so the module's walk finds it under its key).
+    Keys must be identifier-like names without ``.``, not starting with ``_``, and not the name
+    of a method. Subclasses say what an entry may be (:meth:`_entry`)."""
 
-    def __init__(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None
+    def __init__(self, entries: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None
                  ) -> None:
         self._keys: list[str] = []
-        if modules is not None:
-            self.update(modules)
+        if entries is not None:
+            self.update(entries)
 
-    def __setitem__(self, key: str, module: Module) -> None:
+    def _entry(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str) or not key or key.startswith("_") or "." in key \
                 or hasattr(type(self), key) or key == "training":
-            raise KeyError(f"ModuleDict: {key!r} cannot be a key (a non-empty string without '.', "
-                           "not starting with '_', not a method name)")
-        vars(self)[key] = _check_module(module, "ModuleDict")
+            raise KeyError(f"{type(self).__name__}: {key!r} cannot be a key (a non-empty string "
+                           "without '.', not starting with '_', not a method name)")
+        vars(self)[key] = self._entry(value)
         if key not in self._keys:
             self._keys.append(key)
         _capture.touch()  # a compiled step recorded with the old entry must not replay
@@ -396,27 +400,43 @@ class ModuleDict(Module):
     def keys(self) -> list[str]:
         return list(self._keys)
 
-    def values(self) -> list[Module]:
+    def values(self) -> list[Any]:
         return [vars(self)[k] for k in self._keys]
 
-    def items(self) -> list[tuple[str, Module]]:
+    def items(self) -> list[tuple[str, Any]]:
         return [(k, vars(self)[k]) for k in self._keys]
 
-    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
-        pairs = modules.items() if isinstance(modules, Mapping) else modules
-        for k, m in pairs:
-            self[k] = m
+    def get(self, key: str, default: Any = None) -> Any:
+        return vars(self)[key] if key in self._keys else default
 
-    def pop(self, key: str) -> Module:
-        """Remove the entry ``key`` and return its module."""
-        module = self[key]
+    def update(self, entries: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+        pairs = entries.items() if isinstance(entries, Mapping) else entries
+        for k, v in pairs:
+            self[k] = v
+
+    def pop(self, key: str) -> Any:
+        """Remove the entry ``key`` and return it."""
+        value = self[key]
         del self[key]
-        return module  # type: ignore[no-any-return]
+        return value
 
     def clear(self) -> None:
         """Remove every entry."""
         for key in list(self._keys):
             del self[key]
+
+
+class ModuleDict(_KeyedModule):
+    """A dict of modules (string keys, insertion order) whose parameters the container finds:
+    ``heads.cls.weight``, as in PyTorch. Keys must be identifiers-like names without ``.``, not
+    starting with ``_``, and not the name of a method. It has no ``forward``."""
+
+    def __init__(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None
+                 ) -> None:
+        super().__init__(modules)
+
+    def _entry(self, value: Any) -> Any:
+        return _check_module(value, "ModuleDict")
 
 
 def _as_parameter(value: Any) -> Any:
@@ -480,7 +500,7 @@ class ParameterList(Module):
                          for i, v in enumerate(self))
 
 
-class ParameterDict(Module):
+class ParameterDict(_KeyedModule):
     """A dict of parameters (string keys, insertion order), as PyTorch's
     ``nn.ParameterDict``: ``scales.a`` in the state dict. A Tensor that is not a parameter is
     made one (``nn.Parameter(t)``, sharing memory). Keys follow :class:`ModuleDict`'s rules.
@@ -488,71 +508,15 @@ class ParameterDict(Module):
 
     def __init__(self, parameters: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None
                  ) -> None:
-        self._keys: list[str] = []
-        if parameters is not None:
-            self.update(parameters)
+        super().__init__(parameters)
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str) or not key or key.startswith("_") or "." in key \
-                or hasattr(type(self), key) or key == "training":
-            raise KeyError(f"ParameterDict: {key!r} cannot be a key (a non-empty string without "
-                           "'.', not starting with '_', not a method name)")
-        vars(self)[key] = _as_parameter(value)
-        if key not in self._keys:
-            self._keys.append(key)
-        _capture.touch()
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self._keys:
-            raise KeyError(key)
-        return vars(self)[key]
-
-    def __delitem__(self, key: str) -> None:
-        if key not in self._keys:
-            raise KeyError(key)
-        del vars(self)[key]
-        self._keys.remove(key)
-        _capture.touch()
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._keys))
-
-    def keys(self) -> list[str]:
-        return list(self._keys)
-
-    def values(self) -> list[Any]:
-        return [vars(self)[k] for k in self._keys]
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(k, vars(self)[k]) for k in self._keys]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return vars(self)[key] if key in self._keys else default
+    def _entry(self, value: Any) -> Any:
+        return _as_parameter(value)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self._keys:
             self[key] = default
         return self[key]
-
-    def update(self, parameters: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
-        pairs = parameters.items() if isinstance(parameters, Mapping) else parameters
-        for k, v in pairs:
-            self[k] = v
-
-    def pop(self, key: str) -> Any:
-        value = self[key]
-        del self[key]
-        return value
-
-    def clear(self) -> None:
-        for key in list(self._keys):
-            del self[key]
 
     def copy(self) -> ParameterDict:
         """A new ParameterDict holding the same parameters."""
