@@ -332,7 +332,8 @@ def _setup(capturable: bool, kind: str, case: str) -> tuple[ag.Tensor, Any, list
     return ag.concat([p, q]), opt, scheds, step
 
 
-@pytest.mark.parametrize("case", CAPTURED)
+@pytest.mark.parametrize("case", [c if c != "onecycle-adam" else
+                                  pytest.param(c, marks=pytest.mark.slow) for c in CAPTURED])
 def test_every_scheduler_drives_a_captured_step(case):
     """The rate a scheduler sets reaches the replays (it lives on the device); a momentum that
     OneCycleLR cycles is a constant of the recording, so the step is recorded again -- either

@@ -89,3 +89,36 @@ def test_a_compiled_step_follows_the_conversion_too():
     for p, q, b in zip(model.parameters(), ref.parameters(), before):
         assert p.dtype == ag.float64 and not np.array_equal(_host(p), b)
         np.testing.assert_allclose(_host(p), _host(q), rtol=1e-14, atol=1e-15)
+
+
+def test_a_failed_optimizer_constructor_does_not_break_a_later_recording():
+    """A constructor that raised leaves a half-built optimizer that a recording's scan of the
+    live objects finds until it is collected (an exception kept alive holds it): its guards
+    read it as empty. It used to raise AttributeError inside ag.capture, depending on when the
+    garbage collector ran."""
+    p = ag.tensor(np.ones(3), requires_grad=True)
+    kept = []
+    for bad in (lambda: ag.optim.SGD([p], lr=0.1, differentiable=True),
+                lambda: ag.optim.SGD([p], lr=-1.0),
+                lambda: ag.optim.Adam([p], betas=(2.0, 0.9))):
+        try:
+            bad()
+        except (TypeError, ValueError) as e:
+            kept.append(e)
+    assert len(kept) == 3
+    opt = ag.optim.SGD([p], lr=0.1, capturable=True)
+
+    eager_calls = []
+
+    def step(x):
+        eager_calls.append(1)  # (Python: runs in the warm-up and recording calls, not replays)
+        opt.zero_grad()
+        ag.sum(p * x).backward()
+        opt.step()
+
+    x = ag.tensor([1.0, 2.0, 3.0])
+    captured = ag.capture(step, x)
+    for _ in range(3):
+        captured(x)
+    n = len(eager_calls) + 3
+    np.testing.assert_allclose(_host(p), 1.0 - 0.1 * n * np.array([1.0, 2.0, 3.0]))

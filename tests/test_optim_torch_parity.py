@@ -530,7 +530,8 @@ def test_every_scheduler_drives_a_compiled_step_as_eager(case, mode):
 
 
 @pytest.mark.parametrize("mode", ["capture", "jit"])
-@pytest.mark.parametrize("okind", list(OPTIMIZERS))
+@pytest.mark.parametrize("okind", [k if k in ("sgd", "adam") else
+                                   pytest.param(k, marks=pytest.mark.slow) for k in OPTIMIZERS])
 def test_compiled_steps_follow_rates_momenta_and_weight_decay_changed_between_replays(okind, mode):
     """weight_decay, momentum / betas and maximize set between replays (constants of a
     recording: the step is recorded again) while a cosine schedule moves the rate."""
@@ -542,8 +543,9 @@ def test_compiled_steps_follow_rates_momenta_and_weight_decay_changed_between_re
 
 
 @pytest.mark.parametrize("mode", ["capture", "jit"])
-@pytest.mark.parametrize("okind, case", [("sgd", "onecycle-cos"), ("rmsprop", "onecycle-cos"),
-                                         ("adamw", "onecycle-cos"), ("adam", "cyclic-momentum")])
+@pytest.mark.parametrize("okind, case", [
+    ("sgd", "onecycle-cos"), pytest.param("rmsprop", "onecycle-cos", marks=pytest.mark.slow),
+    pytest.param("adamw", "onecycle-cos", marks=pytest.mark.slow), ("adam", "cyclic-momentum")])
 def test_compiled_steps_follow_a_cycled_momentum(okind, case, mode):
     """OneCycleLR's and CyclicLR's momentum (SGD's and RMSprop's momentum, Adam's betas[0])
     changes every step: a constant of the recording, so the step is recorded again."""

@@ -346,7 +346,9 @@ def test_default_dtype_changed_between_calls(backend):
         assert g(x).dtype == ag.zeros(3, dtype=None).dtype
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", [
+    b if b.values[0] == "numpy" else pytest.param(*b.values, marks=pytest.mark.slow, id=b.id)
+    for b in CPU_BACKENDS])  # (array_api_strict: the same recordings, behind -m slow for time)
 def test_python_side_effects_are_traced_again_not_replayed(backend):
     """A step that appends to a Python list cannot be replayed: every call is traced (a real
     call), so the list grows as in eager; after a few, a warning says why it is slow."""
@@ -537,7 +539,8 @@ def _machine(backend, mode):
 # 10 runs of 20 steps per backend and front end on every CI run; 50 with `-m slow`
 @pytest.mark.parametrize("runs", [10, pytest.param(50, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("backend", CPU_BACKENDS + GPU_BACKENDS + _params(("torch",)))
+@pytest.mark.parametrize("backend", CPU_BACKENDS + GPU_BACKENDS + [
+    pytest.param(b, marks=pytest.mark.slow, id=b) for b in ("torch",) if _params((b,))])
 def test_property_replays_equal_eager_under_random_world_changes(backend, mode, runs):
     from hypothesis.stateful import run_state_machine_as_test
 

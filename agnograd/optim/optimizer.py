@@ -106,8 +106,21 @@ class Optimizer(_capture.Holder):
     # differentiated through).
     _torch_switches = ("foreach", "fused", "differentiable", "capturable")
 
+    # What a half-built optimizer reads as (a subclass whose own checks raised before calling
+    # this constructor): empty. A recording's scan of the live objects (gc) can find one before
+    # it is collected, and its guards must read it without failing.
+    capturable = False
+    param_groups: list[ParamGroup] = []  # noqa: RUF012 (never mutated: each instance sets its own)
+    _moves = 0
+
     def __init__(self, params: Iterable[ag.Tensor] | Iterable[ParamGroup],
                  defaults: dict[str, Any], capturable: bool = False) -> None:
+        # First, before anything can raise: a constructor that fails leaves a half-built object
+        # that a recording's scan of the live objects (gc) still finds until it is collected,
+        # and its guards must read as an empty optimizer
+        self._moves = _moves.EPOCH[0]  # the module conversions followed (see _follow_moves)
+        self.param_groups: list[ParamGroup] = []
+        self.state: dict[int, dict[str, Any]] = ParamState()  # id(param) (or param) -> its state
         self.defaults = dict(defaults)
         self.capturable = bool(capturable)
         self._device_hyper: dict[tuple[Any, ...], ag.Tensor] = {}  # (group, name, ...) -> 0-d
@@ -119,13 +132,10 @@ class Optimizer(_capture.Holder):
         if not items:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         groups = items if isinstance(items[0], dict) else [{"params": items}]
-        self.param_groups: list[ParamGroup] = []
         for g in groups:
             if not isinstance(g, dict) or "params" not in g:
                 raise TypeError("params must be Tensors or dicts with a 'params' entry, not a mix")
             self.add_param_group(g)
-        self.state: dict[int, dict[str, Any]] = ParamState()  # id(param) (or param) -> its state
-        self._moves = _moves.EPOCH[0]  # the module conversions followed (see _follow_moves)
 
     def add_param_group(self, param_group: ParamGroup) -> None:
         """Add a parameter group, as ``torch.optim.Optimizer.add_param_group`` (e.g. to train
