@@ -255,13 +255,7 @@ def _transpose(name: str, backend: Backend, rule: Rule, v: Any, x: Tensor, raw: 
         r = rule(agx, tuple(us) if multi else us[0], *saved, *params)
         if r is None:
             return ()
-        vt = _wrap(v, backend)
-        if r.dtype.kind == "c" and vt.dtype.kind == "c":
-            s = agx.sum(agx.real(r * agx.conj(vt)))
-        elif r.dtype.kind == "c":
-            s = agx.sum(agx.real(r) * vt)
-        else:
-            s = agx.sum(r * vt)
+        s = _real_dot(agx, r, _wrap(v, backend))
         if not s._requires_grad:
             return ()
         ones = xp.ones(s.data.shape, dtype=s.data.dtype, device=backend.device_of(s.data))
@@ -373,12 +367,7 @@ def _transpose_nested(name: str, backend: Backend, rule: Rule, v: Tensor, saved:
         r = rule(agx, tuple(us) if multi else us[0], *saved, *params)
         if r is None:
             return ()
-        if r.dtype.kind == "c" and v.dtype.kind == "c":
-            s = agx.sum(agx.real(r * agx.conj(v)))
-        elif r.dtype.kind == "c":
-            s = agx.sum(agx.real(r) * v)
-        else:
-            s = agx.sum(r * v)
+        s = _real_dot(agx, r, v)
         if not s._requires_grad:
             return ()
         ones = backend.xp.ones(s.data.shape, dtype=s.data.dtype, device=backend.device_of(s.data))

@@ -117,6 +117,15 @@ class Listing(list[_T]):
         return self[at]
 
 
+def _named(module: Module, items: list[tuple[str, ag.Tensor]], target: str, what: str
+           ) -> ag.Tensor:
+    """The tensor called ``target`` among ``(name, tensor)`` ``items``, or AttributeError."""
+    for name, t in items:
+        if name == target:
+            return t
+    raise AttributeError(f"{type(module).__name__} has no {what} {target!r}")
+
+
 def _follow(done: dict[int, tuple[ag.Tensor, ag.Tensor]]) -> None:
     """Record the replacements, so that an optimizer made before the conversion follows them
     (:mod:`agnograd.optim._moves`)."""
@@ -680,10 +689,7 @@ class Module(_capture.Holder):
         Raises:
             AttributeError: no parameter has that name.
         """
-        for name, t in self.named_parameters(remove_duplicate=False):
-            if name == target:
-                return t
-        raise AttributeError(f"{type(self).__name__} has no parameter {target!r}")
+        return _named(self, self.named_parameters(remove_duplicate=False), target, "parameter")
 
     def get_buffer(self, target: str) -> ag.Tensor:
         """The buffer called ``target`` (a dotted name), as PyTorch's ``get_buffer``.
@@ -691,10 +697,7 @@ class Module(_capture.Holder):
         Raises:
             AttributeError: no buffer has that name.
         """
-        for name, t in self.named_buffers(remove_duplicate=False):
-            if name == target:
-                return t
-        raise AttributeError(f"{type(self).__name__} has no buffer {target!r}")
+        return _named(self, self.named_buffers(remove_duplicate=False), target, "buffer")
 
     def num_parameters(self) -> int:
         """The number of scalar parameters (frozen ones included)."""
